@@ -1,0 +1,74 @@
+//! The catalog: Strata's metadata, behind the [`Catalog`] trait so that a server database can replace
+//! the embedded SQLite store ([`SqliteCatalog`]) when the control plane runs on several nodes.
+//!
+//! The catalog keeps only hashes of secrets: service tokens as SHA-256, passwords as the two MySQL
+//! verifier hashes.
+
+mod migrations;
+mod records;
+mod sqlite;
+
+pub use records::*;
+pub use sqlite::SqliteCatalog;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CatalogError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{kind} '{name}' already exists")]
+    AlreadyExists { kind: &'static str, name: String },
+    #[error("catalog storage error: {0}")]
+    Storage(#[from] rusqlite::Error),
+    #[error("catalog schema is newer ({found}) than this build understands ({known})")]
+    TooNew { found: i64, known: i64 },
+}
+
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+/// Everything the control plane reads and writes about the platform's resources.
+///
+/// Methods are synchronous and short; callers on an async runtime may call them directly.
+pub trait Catalog: Send + Sync {
+    // Organizations
+    fn create_organization(&self, org: &Organization) -> Result<()>;
+    fn organization(&self, name: &str) -> Result<Organization>;
+    fn organizations(&self) -> Result<Vec<Organization>>;
+
+    // Service tokens
+    fn create_service_token(&self, token: &ServiceToken) -> Result<()>;
+    fn service_token(&self, id: &str) -> Result<ServiceToken>;
+    fn service_tokens(&self, org_id: &str) -> Result<Vec<ServiceToken>>;
+    fn delete_service_token(&self, id: &str) -> Result<()>;
+    fn touch_service_token(&self, id: &str, at: i64) -> Result<()>;
+
+    // Databases: a database is created together with its default branch, in one transaction.
+    fn create_database(&self, db: &Database, default_branch: &Branch) -> Result<()>;
+    fn database(&self, org_id: &str, name: &str) -> Result<Database>;
+    fn database_by_id(&self, id: &str) -> Result<Database>;
+    fn databases(&self, org_id: &str) -> Result<Vec<Database>>;
+    fn update_database(&self, db: &Database) -> Result<()>;
+    /// Deletes the database with its branches and passwords.
+    fn delete_database(&self, id: &str) -> Result<()>;
+
+    // Branches
+    fn create_branch(&self, branch: &Branch) -> Result<()>;
+    fn branch(&self, database_id: &str, name: &str) -> Result<Branch>;
+    fn branch_by_id(&self, id: &str) -> Result<Branch>;
+    fn branches(&self, database_id: &str) -> Result<Vec<Branch>>;
+    /// Every branch of every database: what `strata up` brings back on start.
+    fn all_branches(&self) -> Result<Vec<Branch>>;
+    fn update_branch(&self, branch: &Branch) -> Result<()>;
+    /// Deletes the branch and its passwords.
+    fn delete_branch(&self, id: &str) -> Result<()>;
+
+    // Passwords
+    fn create_password(&self, password: &Password) -> Result<()>;
+    fn password(&self, branch_id: &str, id: &str) -> Result<Password>;
+    fn password_by_username(&self, username: &str) -> Result<Password>;
+    fn passwords_of_branch(&self, branch_id: &str) -> Result<Vec<Password>>;
+    fn passwords_of_database(&self, database_id: &str) -> Result<Vec<Password>>;
+    fn update_password(&self, password: &Password) -> Result<()>;
+    fn delete_password(&self, id: &str) -> Result<()>;
+}

@@ -1,0 +1,86 @@
+//! Versioned schema migrations, tracked in SQLite's `user_version`.
+//!
+//! A 20-line runner rather than rusqlite_migration: that crate pins rusqlite's minor version in lock-step,
+//! and this is all it would do for us. Append migrations; never edit a released one.
+
+use crate::{CatalogError, Result};
+use rusqlite::Connection;
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: organizations, service tokens, databases, branches, passwords.
+    r#"
+    CREATE TABLE organizations (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE service_tokens (
+        id TEXT PRIMARY KEY,
+        organization_id TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+        name TEXT,
+        token_hash BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER,
+        expires_at INTEGER
+    );
+    CREATE TABLE databases (
+        id TEXT PRIMARY KEY,
+        organization_id TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        default_branch TEXT NOT NULL,
+        require_approval_for_deploy INTEGER NOT NULL DEFAULT 0,
+        allow_foreign_key_constraints INTEGER NOT NULL DEFAULT 0,
+        deletion_protected INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (organization_id, name)
+    );
+    CREATE TABLE branches (
+        id TEXT PRIMARY KEY,
+        database_id TEXT NOT NULL REFERENCES databases(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        parent_branch TEXT,
+        production INTEGER NOT NULL,
+        safe_migrations INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        error TEXT,
+        base_schema TEXT,
+        instance_port INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        schema_last_updated_at INTEGER,
+        UNIQUE (database_id, name)
+    );
+    CREATE TABLE passwords (
+        id TEXT PRIMARY KEY,
+        database_id TEXT NOT NULL REFERENCES databases(id) ON DELETE CASCADE,
+        branch_id TEXT NOT NULL REFERENCES branches(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        username TEXT NOT NULL UNIQUE,
+        native_hash BLOB NOT NULL,
+        sha2_hash BLOB NOT NULL,
+        ttl_seconds INTEGER,
+        expires_at INTEGER,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER
+    );
+    CREATE INDEX passwords_branch ON passwords(branch_id);
+    "#,
+];
+
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(CatalogError::TooNew { found: current, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

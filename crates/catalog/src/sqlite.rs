@@ -1,0 +1,570 @@
+//! The embedded SQLite catalog: one file under the data directory, WAL mode, one connection behind a
+//! mutex (every statement is short; the platform has one writer).
+
+use crate::migrations::migrate;
+use crate::*;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+pub struct SqliteCatalog {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteCatalog {
+    /// Opens (creating if needed) the catalog file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(SqliteCatalog { conn: Mutex::new(conn) })
+    }
+
+    /// An in-memory catalog, for tests.
+    pub fn in_memory() -> Result<Self> {
+        let mut conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(SqliteCatalog { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll back),
+        // so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn unique<'a>(kind: &'static str, name: &'a str) -> impl FnOnce(rusqlite::Error) -> CatalogError + 'a {
+    move |e| match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
+            CatalogError::AlreadyExists { kind, name: name.to_string() }
+        }
+        _ => CatalogError::Storage(e),
+    }
+}
+
+fn one<T>(r: rusqlite::Result<Option<T>>, kind: &'static str) -> Result<T> {
+    r?.ok_or(CatalogError::NotFound(kind))
+}
+
+fn changed(n: usize, kind: &'static str) -> Result<()> {
+    if n == 0 {
+        Err(CatalogError::NotFound(kind))
+    } else {
+        Ok(())
+    }
+}
+
+fn org_row(r: &Row) -> rusqlite::Result<Organization> {
+    Ok(Organization { id: r.get(0)?, name: r.get(1)?, created_at: r.get(2)?, updated_at: r.get(3)? })
+}
+const ORG_COLS: &str = "id, name, created_at, updated_at";
+
+fn token_row(r: &Row) -> rusqlite::Result<ServiceToken> {
+    Ok(ServiceToken {
+        id: r.get(0)?,
+        organization_id: r.get(1)?,
+        name: r.get(2)?,
+        token_hash: r.get(3)?,
+        created_at: r.get(4)?,
+        last_used_at: r.get(5)?,
+        expires_at: r.get(6)?,
+    })
+}
+const TOKEN_COLS: &str = "id, organization_id, name, token_hash, created_at, last_used_at, expires_at";
+
+fn db_row(r: &Row) -> rusqlite::Result<Database> {
+    Ok(Database {
+        id: r.get(0)?,
+        organization_id: r.get(1)?,
+        name: r.get(2)?,
+        default_branch: r.get(3)?,
+        require_approval_for_deploy: r.get(4)?,
+        allow_foreign_key_constraints: r.get(5)?,
+        deletion_protected: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+    })
+}
+const DB_COLS: &str = "id, organization_id, name, default_branch, require_approval_for_deploy, \
+    allow_foreign_key_constraints, deletion_protected, created_at, updated_at";
+
+fn branch_row(r: &Row) -> rusqlite::Result<Branch> {
+    let state: String = r.get(6)?;
+    let port: Option<i64> = r.get(9)?;
+    Ok(Branch {
+        id: r.get(0)?,
+        database_id: r.get(1)?,
+        name: r.get(2)?,
+        parent_branch: r.get(3)?,
+        production: r.get(4)?,
+        safe_migrations: r.get(5)?,
+        state: BranchState::parse(&state).unwrap_or(BranchState::Failed),
+        error: r.get(7)?,
+        base_schema: r.get(8)?,
+        instance_port: port.and_then(|p| u16::try_from(p).ok()),
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+        schema_last_updated_at: r.get(12)?,
+    })
+}
+const BRANCH_COLS: &str = "id, database_id, name, parent_branch, production, safe_migrations, state, error, \
+    base_schema, instance_port, created_at, updated_at, schema_last_updated_at";
+
+fn password_row(r: &Row) -> rusqlite::Result<Password> {
+    let role: String = r.get(4)?;
+    Ok(Password {
+        id: r.get(0)?,
+        database_id: r.get(1)?,
+        branch_id: r.get(2)?,
+        name: r.get(3)?,
+        role: role.parse().map_err(|e: strata_model::role::RoleError| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        username: r.get(5)?,
+        native_hash: r.get(6)?,
+        sha2_hash: r.get(7)?,
+        ttl_seconds: r.get(8)?,
+        expires_at: r.get(9)?,
+        created_at: r.get(10)?,
+        last_used_at: r.get(11)?,
+    })
+}
+const PASSWORD_COLS: &str = "id, database_id, branch_id, name, role, username, native_hash, sha2_hash, \
+    ttl_seconds, expires_at, created_at, last_used_at";
+
+fn insert_branch(conn: &Connection, b: &Branch) -> Result<()> {
+    conn.execute(
+        &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"),
+        params![
+            b.id,
+            b.database_id,
+            b.name,
+            b.parent_branch,
+            b.production,
+            b.safe_migrations,
+            b.state.as_str(),
+            b.error,
+            b.base_schema,
+            b.instance_port.map(i64::from),
+            b.created_at,
+            b.updated_at,
+            b.schema_last_updated_at
+        ],
+    )
+    .map_err(unique("Branch", &b.name))?;
+    Ok(())
+}
+
+impl Catalog for SqliteCatalog {
+    fn create_organization(&self, o: &Organization) -> Result<()> {
+        self.conn()
+            .execute(
+                &format!("INSERT INTO organizations ({ORG_COLS}) VALUES (?1,?2,?3,?4)"),
+                params![o.id, o.name, o.created_at, o.updated_at],
+            )
+            .map_err(unique("Organization", &o.name))?;
+        Ok(())
+    }
+
+    fn organization(&self, name: &str) -> Result<Organization> {
+        let c = self.conn();
+        one(
+            c.query_row(&format!("SELECT {ORG_COLS} FROM organizations WHERE name=?1"), [name], org_row)
+                .optional(),
+            "Organization",
+        )
+    }
+
+    fn organizations(&self) -> Result<Vec<Organization>> {
+        let c = self.conn();
+        let mut st = c.prepare(&format!("SELECT {ORG_COLS} FROM organizations ORDER BY name"))?;
+        let rows = st.query_map([], org_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn create_service_token(&self, t: &ServiceToken) -> Result<()> {
+        self.conn()
+            .execute(
+                &format!("INSERT INTO service_tokens ({TOKEN_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"),
+                params![t.id, t.organization_id, t.name, t.token_hash, t.created_at, t.last_used_at, t.expires_at],
+            )
+            .map_err(unique("Service token", &t.id))?;
+        Ok(())
+    }
+
+    fn service_token(&self, id: &str) -> Result<ServiceToken> {
+        let c = self.conn();
+        one(
+            c.query_row(&format!("SELECT {TOKEN_COLS} FROM service_tokens WHERE id=?1"), [id], token_row)
+                .optional(),
+            "Service token",
+        )
+    }
+
+    fn service_tokens(&self, org_id: &str) -> Result<Vec<ServiceToken>> {
+        let c = self.conn();
+        let mut st = c.prepare(&format!(
+            "SELECT {TOKEN_COLS} FROM service_tokens WHERE organization_id=?1 ORDER BY created_at, id"
+        ))?;
+        let rows = st.query_map([org_id], token_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn delete_service_token(&self, id: &str) -> Result<()> {
+        changed(self.conn().execute("DELETE FROM service_tokens WHERE id=?1", [id])?, "Service token")
+    }
+
+    fn touch_service_token(&self, id: &str, at: i64) -> Result<()> {
+        self.conn().execute("UPDATE service_tokens SET last_used_at=?2 WHERE id=?1", params![id, at])?;
+        Ok(())
+    }
+
+    fn create_database(&self, d: &Database, default_branch: &Branch) -> Result<()> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        tx.execute(
+            &format!("INSERT INTO databases ({DB_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"),
+            params![
+                d.id,
+                d.organization_id,
+                d.name,
+                d.default_branch,
+                d.require_approval_for_deploy,
+                d.allow_foreign_key_constraints,
+                d.deletion_protected,
+                d.created_at,
+                d.updated_at
+            ],
+        )
+        .map_err(unique("Database", &d.name))?;
+        insert_branch(&tx, default_branch)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn database(&self, org_id: &str, name: &str) -> Result<Database> {
+        let c = self.conn();
+        one(
+            c.query_row(
+                &format!("SELECT {DB_COLS} FROM databases WHERE organization_id=?1 AND name=?2"),
+                [org_id, name],
+                db_row,
+            )
+            .optional(),
+            "Database",
+        )
+    }
+
+    fn database_by_id(&self, id: &str) -> Result<Database> {
+        let c = self.conn();
+        one(
+            c.query_row(&format!("SELECT {DB_COLS} FROM databases WHERE id=?1"), [id], db_row).optional(),
+            "Database",
+        )
+    }
+
+    fn databases(&self, org_id: &str) -> Result<Vec<Database>> {
+        let c = self.conn();
+        let mut st =
+            c.prepare(&format!("SELECT {DB_COLS} FROM databases WHERE organization_id=?1 ORDER BY created_at, name"))?;
+        let rows = st.query_map([org_id], db_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn update_database(&self, d: &Database) -> Result<()> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE databases SET name=?2, default_branch=?3, require_approval_for_deploy=?4, \
+                 allow_foreign_key_constraints=?5, deletion_protected=?6, updated_at=?7 WHERE id=?1",
+                params![
+                    d.id,
+                    d.name,
+                    d.default_branch,
+                    d.require_approval_for_deploy,
+                    d.allow_foreign_key_constraints,
+                    d.deletion_protected,
+                    d.updated_at
+                ],
+            )
+            .map_err(unique("Database", &d.name))?;
+        changed(n, "Database")
+    }
+
+    fn delete_database(&self, id: &str) -> Result<()> {
+        changed(self.conn().execute("DELETE FROM databases WHERE id=?1", [id])?, "Database")
+    }
+
+    fn create_branch(&self, b: &Branch) -> Result<()> {
+        insert_branch(&self.conn(), b)
+    }
+
+    fn branch(&self, database_id: &str, name: &str) -> Result<Branch> {
+        let c = self.conn();
+        one(
+            c.query_row(
+                &format!("SELECT {BRANCH_COLS} FROM branches WHERE database_id=?1 AND name=?2"),
+                [database_id, name],
+                branch_row,
+            )
+            .optional(),
+            "Branch",
+        )
+    }
+
+    fn branch_by_id(&self, id: &str) -> Result<Branch> {
+        let c = self.conn();
+        one(
+            c.query_row(&format!("SELECT {BRANCH_COLS} FROM branches WHERE id=?1"), [id], branch_row).optional(),
+            "Branch",
+        )
+    }
+
+    fn branches(&self, database_id: &str) -> Result<Vec<Branch>> {
+        let c = self.conn();
+        let mut st = c.prepare(&format!(
+            "SELECT {BRANCH_COLS} FROM branches WHERE database_id=?1 ORDER BY created_at, name"
+        ))?;
+        let rows = st.query_map([database_id], branch_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn all_branches(&self) -> Result<Vec<Branch>> {
+        let c = self.conn();
+        let mut st = c.prepare(&format!("SELECT {BRANCH_COLS} FROM branches ORDER BY created_at, id"))?;
+        let rows = st.query_map([], branch_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn update_branch(&self, b: &Branch) -> Result<()> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE branches SET name=?2, parent_branch=?3, production=?4, safe_migrations=?5, state=?6, \
+                 error=?7, base_schema=?8, instance_port=?9, updated_at=?10, schema_last_updated_at=?11 WHERE id=?1",
+                params![
+                    b.id,
+                    b.name,
+                    b.parent_branch,
+                    b.production,
+                    b.safe_migrations,
+                    b.state.as_str(),
+                    b.error,
+                    b.base_schema,
+                    b.instance_port.map(i64::from),
+                    b.updated_at,
+                    b.schema_last_updated_at
+                ],
+            )
+            .map_err(unique("Branch", &b.name))?;
+        changed(n, "Branch")
+    }
+
+    fn delete_branch(&self, id: &str) -> Result<()> {
+        changed(self.conn().execute("DELETE FROM branches WHERE id=?1", [id])?, "Branch")
+    }
+
+    fn create_password(&self, p: &Password) -> Result<()> {
+        self.conn()
+            .execute(
+                &format!("INSERT INTO passwords ({PASSWORD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"),
+                params![
+                    p.id,
+                    p.database_id,
+                    p.branch_id,
+                    p.name,
+                    p.role.as_str(),
+                    p.username,
+                    p.native_hash,
+                    p.sha2_hash,
+                    p.ttl_seconds,
+                    p.expires_at,
+                    p.created_at,
+                    p.last_used_at
+                ],
+            )
+            .map_err(unique("Password", &p.username))?;
+        Ok(())
+    }
+
+    fn password(&self, branch_id: &str, id: &str) -> Result<Password> {
+        let c = self.conn();
+        one(
+            c.query_row(
+                &format!("SELECT {PASSWORD_COLS} FROM passwords WHERE branch_id=?1 AND id=?2"),
+                [branch_id, id],
+                password_row,
+            )
+            .optional(),
+            "Password",
+        )
+    }
+
+    fn password_by_username(&self, username: &str) -> Result<Password> {
+        let c = self.conn();
+        one(
+            c.query_row(&format!("SELECT {PASSWORD_COLS} FROM passwords WHERE username=?1"), [username], password_row)
+                .optional(),
+            "Password",
+        )
+    }
+
+    fn passwords_of_branch(&self, branch_id: &str) -> Result<Vec<Password>> {
+        let c = self.conn();
+        let mut st = c.prepare(&format!(
+            "SELECT {PASSWORD_COLS} FROM passwords WHERE branch_id=?1 ORDER BY created_at, id"
+        ))?;
+        let rows = st.query_map([branch_id], password_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn passwords_of_database(&self, database_id: &str) -> Result<Vec<Password>> {
+        let c = self.conn();
+        let mut st = c.prepare(&format!(
+            "SELECT {PASSWORD_COLS} FROM passwords WHERE database_id=?1 ORDER BY created_at, id"
+        ))?;
+        let rows = st.query_map([database_id], password_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn update_password(&self, p: &Password) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE passwords SET name=?2, ttl_seconds=?3, expires_at=?4, last_used_at=?5 WHERE id=?1",
+            params![p.id, p.name, p.ttl_seconds, p.expires_at, p.last_used_at],
+        )?;
+        changed(n, "Password")
+    }
+
+    fn delete_password(&self, id: &str) -> Result<()> {
+        changed(self.conn().execute("DELETE FROM passwords WHERE id=?1", [id])?, "Password")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_model::Role;
+
+    fn org() -> Organization {
+        Organization { id: "org1".into(), name: "acme".into(), created_at: 1, updated_at: 1 }
+    }
+    fn db(name: &str) -> Database {
+        Database {
+            id: format!("db-{name}"),
+            organization_id: "org1".into(),
+            name: name.into(),
+            default_branch: "main".into(),
+            require_approval_for_deploy: false,
+            allow_foreign_key_constraints: false,
+            deletion_protected: false,
+            created_at: 2,
+            updated_at: 2,
+        }
+    }
+    fn branch(db: &str, name: &str) -> Branch {
+        Branch {
+            id: format!("br-{db}-{name}"),
+            database_id: format!("db-{db}"),
+            name: name.into(),
+            parent_branch: None,
+            production: name == "main",
+            safe_migrations: false,
+            state: BranchState::Pending,
+            error: None,
+            base_schema: None,
+            instance_port: None,
+            created_at: 3,
+            updated_at: 3,
+            schema_last_updated_at: None,
+        }
+    }
+    fn password(db: &str, br: &str, id: &str) -> Password {
+        Password {
+            id: id.into(),
+            database_id: format!("db-{db}"),
+            branch_id: format!("br-{db}-{br}"),
+            name: "app".into(),
+            role: Role::Readwriter,
+            username: format!("user{id}"),
+            native_hash: vec![1; 20],
+            sha2_hash: vec![2; 32],
+            ttl_seconds: None,
+            expires_at: None,
+            created_at: 4,
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_cascades() {
+        let c = SqliteCatalog::in_memory().unwrap();
+        c.create_organization(&org()).unwrap();
+        assert!(matches!(c.create_organization(&org()), Err(CatalogError::AlreadyExists { .. })));
+        c.create_database(&db("shop"), &branch("shop", "main")).unwrap();
+        let dup = Database { id: "other".into(), ..db("shop") };
+        let err = c.create_database(&dup, &branch("x", "main")).unwrap_err();
+        assert_eq!(err.to_string(), "Database 'shop' already exists");
+        // the failed create left no branch behind
+        assert_eq!(c.all_branches().unwrap().len(), 1);
+
+        let mut dev = branch("shop", "dev");
+        dev.parent_branch = Some("main".into());
+        c.create_branch(&dev).unwrap();
+        assert!(matches!(c.create_branch(&dev), Err(CatalogError::AlreadyExists { .. })));
+        dev.state = BranchState::Ready;
+        dev.instance_port = Some(40001);
+        dev.base_schema = Some("[]".into());
+        c.update_branch(&dev).unwrap();
+        assert_eq!(c.branch("db-shop", "dev").unwrap(), dev);
+
+        c.create_password(&password("shop", "dev", "p1")).unwrap();
+        c.create_password(&password("shop", "main", "p2")).unwrap();
+        assert_eq!(c.password_by_username("userp1").unwrap().role, Role::Readwriter);
+        assert_eq!(c.passwords_of_database("db-shop").unwrap().len(), 2);
+        c.delete_branch(&dev.id).unwrap();
+        assert!(matches!(c.password("br-shop-dev", "p1"), Err(CatalogError::NotFound("Password"))));
+        c.delete_database("db-shop").unwrap();
+        assert!(c.all_branches().unwrap().is_empty());
+        assert!(c.passwords_of_database("db-shop").unwrap().is_empty());
+        assert!(matches!(c.delete_database("db-shop"), Err(CatalogError::NotFound(_))));
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        {
+            let c = SqliteCatalog::open(&path).unwrap();
+            c.create_organization(&org()).unwrap();
+            c.create_database(&db("shop"), &branch("shop", "main")).unwrap();
+        }
+        let c = SqliteCatalog::open(&path).unwrap();
+        assert_eq!(c.organization("acme").unwrap(), org());
+        assert_eq!(c.databases("org1").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn tokens() {
+        let c = SqliteCatalog::in_memory().unwrap();
+        c.create_organization(&org()).unwrap();
+        let t = ServiceToken {
+            id: "tok".into(),
+            organization_id: "org1".into(),
+            name: Some("ci".into()),
+            token_hash: vec![9; 32],
+            created_at: 1,
+            last_used_at: None,
+            expires_at: None,
+        };
+        c.create_service_token(&t).unwrap();
+        c.touch_service_token("tok", 77).unwrap();
+        assert_eq!(c.service_token("tok").unwrap().last_used_at, Some(77));
+        c.delete_service_token("tok").unwrap();
+        assert!(c.service_token("tok").is_err());
+    }
+}
