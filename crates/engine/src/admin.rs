@@ -1,0 +1,123 @@
+//! The control plane's work inside an instance: reading a branch's schema and copying it to another.
+
+use crate::{EngineError, Result};
+use mysql_async::prelude::Queryable;
+use serde::{Deserialize, Serialize};
+use strata_model::role::quote_ident;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKind {
+    Table,
+    View,
+    Sequence,
+}
+
+/// One table, view or sequence, with the server's own canonical CREATE statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaObject {
+    pub name: String,
+    pub kind: ObjectKind,
+    pub create: String,
+}
+
+/// Removes the `AUTO_INCREMENT=n` table option from a `SHOW CREATE TABLE` statement: a branch copies
+/// the schema, not the data, so its counters start afresh.
+pub fn strip_auto_increment(create: &str) -> String {
+    // Table options follow the closing parenthesis of the column list, on the last line(s).
+    let Some(close) = create.rfind("\n)") else { return create.to_string() };
+    let (head, tail) = create.split_at(close);
+    let mut out_tail = String::with_capacity(tail.len());
+    let mut rest = tail;
+    while let Some(pos) = rest.find(" AUTO_INCREMENT=") {
+        out_tail.push_str(&rest[..pos]);
+        let after = &rest[pos + " AUTO_INCREMENT=".len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &after[digits..];
+    }
+    out_tail.push_str(rest);
+    format!("{head}{out_tail}")
+}
+
+/// Reads every table, view and sequence of `schema`, in name order.
+pub async fn read_schema(conn: &mut mysql_async::Conn, schema: &str) -> Result<Vec<SchemaObject>> {
+    let rows: Vec<(String, String)> = conn.query(format!("SHOW FULL TABLES FROM {}", quote_ident(schema))).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (name, kind) in rows {
+        let q = format!("{}.{}", quote_ident(schema), quote_ident(&name));
+        let (kind, create) = match kind.as_str() {
+            "VIEW" => {
+                let row: Option<(String, String, String, String)> = conn.query_first(format!("SHOW CREATE VIEW {q}")).await?;
+                (ObjectKind::View, row.map(|r| r.1))
+            }
+            "SEQUENCE" => {
+                let row: Option<(String, String)> = conn.query_first(format!("SHOW CREATE SEQUENCE {q}")).await?;
+                (ObjectKind::Sequence, row.map(|r| r.1))
+            }
+            _ => {
+                let row: Option<(String, String)> = conn.query_first(format!("SHOW CREATE TABLE {q}")).await?;
+                (ObjectKind::Table, row.map(|r| r.1))
+            }
+        };
+        let create = create.ok_or_else(|| EngineError::Invalid(format!("no CREATE statement for {name}")))?;
+        out.push(SchemaObject { name, kind, create });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Creates the objects in `schema` (expected empty): tables and sequences first with foreign-key checks
+/// off (so references may point forward), then views, retried until those that read other views find them.
+pub async fn apply_schema(conn: &mut mysql_async::Conn, schema: &str, objects: &[SchemaObject]) -> Result<()> {
+    conn.query_drop(format!("USE {}", quote_ident(schema))).await?;
+    conn.query_drop("SET SESSION foreign_key_checks = 0").await?;
+    for o in objects.iter().filter(|o| o.kind != ObjectKind::View) {
+        let sql = if o.kind == ObjectKind::Table { strip_auto_increment(&o.create) } else { o.create.clone() };
+        conn.query_drop(sql)
+            .await
+            .map_err(|source| EngineError::SchemaCopy { object: o.name.clone(), source })?;
+    }
+    let mut pending: Vec<&SchemaObject> = objects.iter().filter(|o| o.kind == ObjectKind::View).collect();
+    while !pending.is_empty() {
+        let mut failed = Vec::new();
+        let mut last_error = None;
+        for v in &pending {
+            if let Err(e) = conn.query_drop(&v.create).await {
+                last_error = Some((v.name.clone(), e));
+                failed.push(*v);
+            }
+        }
+        if failed.len() == pending.len() {
+            if let Some((object, source)) = last_error {
+                return Err(EngineError::SchemaCopy { object, source });
+            }
+        }
+        pending = failed;
+    }
+    conn.query_drop("SET SESSION foreign_key_checks = 1").await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_only_the_table_option() {
+        let cases = [
+            (
+                "CREATE TABLE `t` (\n  `id` int(11) NOT NULL AUTO_INCREMENT,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB AUTO_INCREMENT=55 DEFAULT CHARSET=utf8mb4",
+                "CREATE TABLE `t` (\n  `id` int(11) NOT NULL AUTO_INCREMENT,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+            ),
+            (
+                "CREATE TABLE `t` (\n  `a` int(11) DEFAULT NULL COMMENT ' AUTO_INCREMENT=5'\n) ENGINE=InnoDB",
+                "CREATE TABLE `t` (\n  `a` int(11) DEFAULT NULL COMMENT ' AUTO_INCREMENT=5'\n) ENGINE=InnoDB",
+            ),
+            ("CREATE TABLE `t` (\n  `a` int\n) ENGINE=InnoDB", "CREATE TABLE `t` (\n  `a` int\n) ENGINE=InnoDB"),
+            ("garbage", "garbage"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(strip_auto_increment(input), want);
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! An instance's option file, start-up SQL and client option files, as plain text (no I/O here).
+
+use crate::flavour::Flavour;
+use std::collections::BTreeMap;
+use std::path::Path;
+use strata_model::role::{quote_ident, sql_string};
+use strata_model::Role;
+
+/// The control plane's own user on every instance.
+pub const ROOT_USER: &str = "strata_root";
+/// Internal users connect over loopback TCP only.
+pub const INTERNAL_HOST: &str = "127.0.0.1";
+
+pub struct OptionFile<'a> {
+    pub flavour: &'a Flavour,
+    pub datadir: &'a Path,
+    pub port: u16,
+    pub socket: &'a Path,
+    pub pid_file: &'a Path,
+    pub log_error: &'a Path,
+    pub init_file: &'a Path,
+    pub server_id: u32,
+    pub production: bool,
+    pub run_as_root: bool,
+}
+
+impl OptionFile<'_> {
+    /// Production branches get more memory and full durability; development branches are small and
+    /// relax flushing (they hold no production data), which keeps hundreds of them cheap on one host.
+    pub fn render(&self) -> String {
+        let (buffer_pool, max_connections, flush, sync_binlog) =
+            if self.production { ("128M", 1000, 1, 1) } else { ("32M", 300, 2, 0) };
+        let section = match self.flavour {
+            Flavour::MariaDb => "mariadbd",
+            Flavour::MySql => "mysqld",
+        };
+        let mut s = format!(
+            "# Written by strata for this instance on every start; edits are overwritten.\n\
+             [{section}]\n\
+             datadir={datadir}\n\
+             port={port}\n\
+             bind-address=127.0.0.1\n\
+             socket={socket}\n\
+             pid-file={pid}\n\
+             log-error={log}\n\
+             init-file={init}\n\
+             server-id={server_id}\n\
+             skip-name-resolve\n\
+             character-set-server=utf8mb4\n\
+             innodb_buffer_pool_size={buffer_pool}\n\
+             innodb_flush_log_at_trx_commit={flush}\n\
+             innodb_buffer_pool_dump_at_shutdown=OFF\n\
+             innodb_buffer_pool_load_at_startup=OFF\n\
+             max_connections={max_connections}\n\
+             performance_schema=OFF\n\
+             log-bin=binlog\n\
+             binlog_format=ROW\n\
+             binlog_row_image=FULL\n\
+             sync_binlog={sync_binlog}\n\
+             session_track_state_change=ON\n",
+            datadir = self.datadir.display(),
+            port = self.port,
+            socket = self.socket.display(),
+            pid = self.pid_file.display(),
+            log = self.log_error.display(),
+            init = self.init_file.display(),
+            server_id = self.server_id,
+        );
+        match self.flavour {
+            Flavour::MariaDb => s.push_str(
+                "collation-server=utf8mb4_general_ci\n\
+                 innodb_log_file_size=16M\n\
+                 binlog_row_metadata=FULL\n\
+                 log_bin_compress=OFF\n\
+                 expire_logs_days=2\n",
+            ),
+            Flavour::MySql => s.push_str(
+                "collation-server=utf8mb4_0900_ai_ci\n\
+                 binlog_row_metadata=FULL\n\
+                 binlog_expire_logs_seconds=172800\n\
+                 mysqlx=OFF\n",
+            ),
+        }
+        if self.run_as_root {
+            s.push_str("user=root\n");
+        }
+        s
+    }
+}
+
+/// The internal users' plaintext passwords of one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub root: String,
+    pub roles: BTreeMap<Role, String>,
+}
+
+impl Credentials {
+    pub fn generate() -> Self {
+        Credentials {
+            root: strata_model::ids::random_secret(32),
+            roles: Role::ALL.iter().map(|r| (*r, strata_model::ids::random_secret(32))).collect(),
+        }
+    }
+
+    pub fn password(&self, role: Role) -> &str {
+        self.roles.get(&role).map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// MySQL's stored form of a mysql_native_password password: `*` + hex(SHA1(SHA1(pw))).
+fn native_hash(password: &str) -> String {
+    let h = strata_model::credentials::PasswordHashes::from_plaintext(password);
+    format!("*{}", h.native.iter().map(|b| format!("{b:02X}")).collect::<String>())
+}
+
+fn identified(flavour: &Flavour, password: &str) -> String {
+    match flavour {
+        // Only the hash goes into the file on disk.
+        Flavour::MariaDb => format!("IDENTIFIED BY PASSWORD '{}'", native_hash(password)),
+        // MySQL 8 has no portable hashed form for caching_sha2_password; the init file is 0600.
+        Flavour::MySql => format!("IDENTIFIED BY '{}'", sql_string(password)),
+    }
+}
+
+/// SQL run by the server at every start, before it accepts connections: it (re)asserts the control
+/// plane's user, the database's schema, and one user per role with exactly that role's grants.
+/// Every statement is idempotent.
+pub fn init_sql(flavour: &Flavour, schema: &str, creds: &Credentials) -> String {
+    let mut out = Vec::new();
+    let root = format!("'{ROOT_USER}'@'{INTERNAL_HOST}'");
+    out.push(format!("CREATE USER IF NOT EXISTS {root} {}", identified(flavour, &creds.root)));
+    out.push(format!("ALTER USER {root} {}", identified(flavour, &creds.root)));
+    out.push(format!("GRANT ALL PRIVILEGES ON *.* TO {root} WITH GRANT OPTION"));
+    out.push(format!(
+        "CREATE DATABASE IF NOT EXISTS {} DEFAULT CHARACTER SET utf8mb4",
+        quote_ident(schema)
+    ));
+    for role in Role::ALL {
+        let user = format!("'{}'@'{INTERNAL_HOST}'", role.internal_user());
+        let id = identified(flavour, creds.password(role));
+        out.push(format!("CREATE USER IF NOT EXISTS {user} {id}"));
+        out.push(format!("ALTER USER {user} {id}"));
+        out.push(format!("REVOKE ALL PRIVILEGES, GRANT OPTION FROM {user}"));
+        out.push(format!("GRANT {} ON {}.* TO {user}", role.privileges(), quote_ident(schema)));
+    }
+    out.push("FLUSH PRIVILEGES".into());
+    out.into_iter().map(|s| s + ";\n").collect()
+}
+
+/// A `[client]` option file for one internal user, for `mariadb --defaults-extra-file=…`.
+pub fn client_option_file(user: &str, password: &str, port: u16, schema: &str) -> String {
+    format!(
+        "# Internal credentials of this instance (strata); keep private.\n\
+         [client]\nhost={INTERNAL_HOST}\nport={port}\nuser={user}\npassword={password}\ndatabase={schema}\n"
+    )
+}
+
+/// Reads `password=` back from a client option file written by [`client_option_file`].
+pub fn parse_client_password(text: &str) -> Option<String> {
+    text.lines().find_map(|l| l.strip_prefix("password=")).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn option_file_sizes_by_branch_kind() {
+        let p = PathBuf::from("/d");
+        let mut f = OptionFile {
+            flavour: &Flavour::MariaDb,
+            datadir: &p,
+            port: 4000,
+            socket: &p,
+            pid_file: &p,
+            log_error: &p,
+            init_file: &p,
+            server_id: 7,
+            production: false,
+            run_as_root: true,
+        };
+        let dev = f.render();
+        assert!(dev.starts_with("# Written by strata"));
+        assert!(dev.contains("[mariadbd]\n"));
+        assert!(dev.contains("innodb_buffer_pool_size=32M\n"));
+        assert!(dev.contains("innodb_flush_log_at_trx_commit=2\n"));
+        assert!(dev.contains("binlog_row_metadata=FULL\n"));
+        assert!(dev.contains("user=root\n"));
+        f.production = true;
+        let prod = f.render();
+        assert!(prod.contains("innodb_buffer_pool_size=128M\n"));
+        assert!(prod.contains("sync_binlog=1\n"));
+        f.flavour = &Flavour::MySql;
+        let my = f.render();
+        assert!(my.contains("[mysqld]\n") && !my.contains("log_bin_compress"));
+    }
+
+    #[test]
+    fn init_sql_keeps_only_hashes_on_mariadb() {
+        let creds = Credentials::generate();
+        let sql = init_sql(&Flavour::MariaDb, "shop", &creds);
+        assert!(!sql.contains(&creds.root));
+        for r in Role::ALL {
+            assert!(!sql.contains(creds.password(r)));
+            assert!(sql.contains(&format!("GRANT {} ON `shop`.* TO '{}'@'127.0.0.1'", r.privileges(), r.internal_user())));
+        }
+        assert!(sql.contains("CREATE DATABASE IF NOT EXISTS `shop`"));
+        assert_eq!(native_hash("password"), "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19");
+    }
+
+    #[test]
+    fn client_file_round_trip() {
+        let t = client_option_file("strata_reader", "abc", 4000, "shop");
+        assert_eq!(parse_client_password(&t).as_deref(), Some("abc"));
+    }
+}

@@ -1,0 +1,50 @@
+//! Instances: one database server process per branch.
+//!
+//! - [`flavour`]: find the server binaries and tell MariaDB from MySQL 8.
+//! - [`config`]: the per-instance option file and start-up SQL (pure text generation).
+//! - [`template`]: a pre-initialised datadir, copied to make a new instance fast.
+//! - [`supervisor`]: start, watch, restart after a crash, stop cleanly.
+//! - [`admin`]: the control plane's queries against an instance (schema read and copy).
+
+pub mod admin;
+pub mod config;
+pub mod flavour;
+mod fsutil;
+pub mod supervisor;
+pub mod template;
+
+pub use admin::SchemaObject;
+pub use flavour::{Flavour, ServerBinaries};
+pub use supervisor::{Instance, InstanceState, InstanceStatus};
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("no database server found: install mariadb-server (Debian) or MySQL 8, or set STRATA_MYSQLD to the server binary")]
+    NoServer,
+    #[error("cannot run {program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("{program} failed ({status}): {output}")]
+    Command { program: String, status: String, output: String },
+    #[error("file system error at {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("instance did not become ready within {secs} s: {detail}")]
+    NotReady { secs: u64, detail: String },
+    #[error("instance is not running")]
+    NotRunning,
+    #[error("instance query failed: {0}")]
+    Query(#[from] mysql_async::Error),
+    #[error("schema copy failed at {object}: {source}")]
+    SchemaCopy { object: String, source: mysql_async::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> EngineError {
+    let path = path.into();
+    move |source| EngineError::Io { path, source }
+}

@@ -1,0 +1,518 @@
+//! One supervised server process per branch.
+//!
+//! An [`Instance`] owns a task that starts the server, waits until it answers, and restarts it with a
+//! short backoff whenever it exits without being asked to (a crash, an OOM kill, `kill -9`). Stopping
+//! sends SIGTERM and waits for a clean InnoDB shutdown, escalating to SIGKILL after a timeout. Servers
+//! run in their own process group (a terminal's Ctrl-C reaches only strata, which then stops them in
+//! order) and get SIGTERM from the kernel if strata itself dies, so none is left orphaned.
+
+use crate::config::{self, Credentials, OptionFile, ROOT_USER};
+use crate::flavour::ServerBinaries;
+use crate::fsutil::{create_private_dir, write_private};
+use crate::template::clone_template;
+use crate::{io_err, EngineError, Result};
+use mysql_async::prelude::Queryable;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as StdInstant};
+use strata_model::Role;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+/// How long a server may take to answer after start (InnoDB crash recovery included).
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a clean shutdown may take before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A server that ran this long before crashing restarts with the shortest backoff again.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    /// The branch id; also names the instance directory.
+    pub id: String,
+    /// `<data>/instances/<id>`.
+    pub dir: PathBuf,
+    /// The database's schema inside the instance.
+    pub schema: String,
+    pub production: bool,
+    /// Preferred loopback port; another free one is chosen if it is taken.
+    pub port: u16,
+    pub server_id: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    Starting,
+    Running,
+    /// Exited unexpectedly; a restart is scheduled.
+    Crashed,
+    Stopping,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    pub state: InstanceState,
+    pub pid: Option<u32>,
+    pub port: u16,
+    /// Restarts after unexpected exits since strata started.
+    pub restarts: u32,
+    /// Epoch milliseconds of the last time the server became ready.
+    pub ready_at: Option<i64>,
+    pub last_exit: Option<String>,
+    pub last_error: Option<String>,
+}
+
+pub struct Instance {
+    spec: Mutex<InstanceSpec>,
+    binaries: Arc<ServerBinaries>,
+    creds: Credentials,
+    status: watch::Receiver<InstanceStatus>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn data_dir(dir: &Path) -> PathBuf {
+    dir.join("data")
+}
+fn client_file(dir: &Path, user: &str) -> PathBuf {
+    dir.join(format!("client-{user}.cnf"))
+}
+
+/// Unix socket path: inside the private instance directory when short enough for `sun_path`,
+/// else in a private directory under /tmp named after the instance.
+fn socket_path(spec: &InstanceSpec) -> Result<PathBuf> {
+    let inside = spec.dir.join("mysqld.sock");
+    if inside.as_os_str().len() < 100 {
+        return Ok(inside);
+    }
+    let dir = std::env::temp_dir().join(format!("strata-{}", spec.id));
+    create_private_dir(&dir)?;
+    Ok(dir.join("mysqld.sock"))
+}
+
+/// Creates the instance directory: a datadir cloned from the template, and fresh internal credentials.
+pub fn provision(spec: &InstanceSpec, template: &Path) -> Result<()> {
+    if spec.dir.exists() {
+        std::fs::remove_dir_all(&spec.dir).map_err(io_err(&spec.dir))?;
+    }
+    create_private_dir(&spec.dir)?;
+    clone_template(template, &data_dir(&spec.dir))?;
+    let creds = Credentials::generate();
+    write_private(
+        &client_file(&spec.dir, ROOT_USER),
+        &config::client_option_file(ROOT_USER, &creds.root, spec.port, &spec.schema),
+    )?;
+    for role in Role::ALL {
+        write_private(
+            &client_file(&spec.dir, &role.internal_user()),
+            &config::client_option_file(&role.internal_user(), creds.password(role), spec.port, &spec.schema),
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes an instance directory (the instance must be stopped).
+pub fn destroy(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(EngineError::Io { path: dir.to_path_buf(), source: e }),
+    }
+}
+
+fn load_credentials(dir: &Path) -> Result<Credentials> {
+    let read = |user: &str| -> Result<String> {
+        let path = client_file(dir, user);
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        config::parse_client_password(&text)
+            .ok_or_else(|| EngineError::Invalid(format!("no password in {}", path.display())))
+    };
+    let root = read(ROOT_USER)?;
+    let mut roles = std::collections::BTreeMap::new();
+    for role in Role::ALL {
+        roles.insert(role, read(&role.internal_user())?);
+    }
+    Ok(Credentials { root, roles })
+}
+
+fn port_is_free(port: u16) -> bool {
+    port != 0 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(io_err("127.0.0.1:0"))?;
+    Ok(l.local_addr().map_err(io_err("127.0.0.1:0"))?.port())
+}
+
+/// Picks a free loopback port for a new instance.
+pub fn pick_port() -> Result<u16> {
+    free_port()
+}
+
+fn now_millis() -> i64 {
+    strata_model::timefmt::now_millis()
+}
+
+impl Instance {
+    /// Starts supervising a provisioned instance. Returns at once; see [`Instance::wait_ready`].
+    pub fn start(binaries: Arc<ServerBinaries>, spec: InstanceSpec) -> Result<Arc<Instance>> {
+        let creds = load_credentials(&spec.dir)?;
+        let (status_tx, status_rx) = watch::channel(InstanceStatus {
+            state: InstanceState::Starting,
+            pid: None,
+            port: spec.port,
+            restarts: 0,
+            ready_at: None,
+            last_exit: None,
+            last_error: None,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let inst = Arc::new(Instance {
+            spec: Mutex::new(spec),
+            binaries,
+            creds,
+            status: status_rx,
+            stop: stop_tx,
+            task: Mutex::new(None),
+        });
+        let task = tokio::spawn(supervise(inst.clone(), status_tx, stop_rx));
+        *inst.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Ok(inst)
+    }
+
+    pub fn status(&self) -> InstanceStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn spec(&self) -> InstanceSpec {
+        self.spec.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.creds
+    }
+
+    /// Waits until the server answers queries, or fails after `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let mut rx = self.status.clone();
+        let res = tokio::time::timeout(timeout, rx.wait_for(|s| s.state == InstanceState::Running)).await;
+        match res {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(EngineError::NotRunning),
+            Err(_) => {
+                let s = self.status();
+                Err(EngineError::NotReady {
+                    secs: timeout.as_secs(),
+                    detail: s.last_error.or(s.last_exit).unwrap_or_else(|| format!("{:?}", s.state)),
+                })
+            }
+        }
+    }
+
+    /// Stops the server cleanly and ends supervision.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// Switches between production and development sizing: applied live where the server allows it,
+    /// and in the option file from the next start.
+    pub async fn set_production(&self, production: bool) -> Result<()> {
+        self.spec.lock().unwrap_or_else(|e| e.into_inner()).production = production;
+        let pool = if production { 128u64 << 20 } else { 32u64 << 20 };
+        let flush = if production { 1 } else { 2 };
+        let mut conn = self.connect().await?;
+        conn.query_drop(format!("SET GLOBAL innodb_buffer_pool_size = {pool}")).await?;
+        conn.query_drop(format!("SET GLOBAL innodb_flush_log_at_trx_commit = {flush}")).await?;
+        conn.query_drop(format!("SET GLOBAL sync_binlog = {}", u8::from(production))).await?;
+        conn.disconnect().await?;
+        Ok(())
+    }
+
+    /// Connection options for an internal user of this instance.
+    pub fn opts(&self, user: &str, password: &str) -> mysql_async::Opts {
+        let port = self.status().port;
+        let schema = self.spec().schema;
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(port)
+            .user(Some(user))
+            .pass(Some(password))
+            .db_name(Some(schema))
+            .prefer_socket(false)
+            .into()
+    }
+
+    /// A connection as the control plane's user.
+    pub async fn connect(&self) -> Result<mysql_async::Conn> {
+        if self.status().state != InstanceState::Running {
+            return Err(EngineError::NotRunning);
+        }
+        Ok(mysql_async::Conn::new(self.opts(ROOT_USER, &self.creds.root)).await?)
+    }
+
+    /// The client option file of one internal user (for `mariadb --defaults-extra-file`).
+    pub fn client_file(&self, user: &str) -> PathBuf {
+        client_file(&self.spec().dir, user)
+    }
+}
+
+/// Prepares files for one start: option file, start-up SQL and client files (with the current port).
+fn write_start_files(inst: &Instance, spec: &InstanceSpec, port: u16) -> Result<PathBuf> {
+    let init = spec.dir.join("init.sql");
+    write_private(&init, &config::init_sql(&inst.binaries.flavour, &spec.schema, &inst.creds))?;
+    let cnf = spec.dir.join("my.cnf");
+    let socket = socket_path(spec)?;
+    let datadir = data_dir(&spec.dir);
+    let pid_file = spec.dir.join("mysqld.pid");
+    let log = spec.dir.join("mysqld.log");
+    let text = OptionFile {
+        flavour: &inst.binaries.flavour,
+        datadir: &datadir,
+        port,
+        socket: &socket,
+        pid_file: &pid_file,
+        log_error: &log,
+        init_file: &init,
+        server_id: spec.server_id,
+        production: spec.production,
+        run_as_root: nix::unistd::Uid::effective().is_root(),
+    }
+    .render();
+    write_private(&cnf, &text)?;
+    write_private(&client_file(&spec.dir, ROOT_USER), &config::client_option_file(ROOT_USER, &inst.creds.root, port, &spec.schema))?;
+    for role in Role::ALL {
+        let user = role.internal_user();
+        write_private(
+            &client_file(&spec.dir, &user),
+            &config::client_option_file(&user, inst.creds.password(role), port, &spec.schema),
+        )?;
+    }
+    Ok(cnf)
+}
+
+/// A server left running by an earlier strata that died (it gets SIGTERM from the kernel then, but may
+/// still be shutting down) holds the datadir's lock: wait for it to go, then make sure.
+async fn clear_stale_server(spec: &InstanceSpec, cnf: &Path) {
+    let pid_file = spec.dir.join("mysqld.pid");
+    let Ok(text) = std::fs::read_to_string(&pid_file) else { return };
+    let Ok(pid) = text.trim().parse::<i32>() else { return };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = String::from_utf8_lossy(&cmdline).contains(&cnf.display().to_string());
+    if !ours {
+        return;
+    }
+    tracing::warn!(instance = %spec.id, pid, "stopping a server left over from an earlier run");
+    let pid = Pid::from_raw(pid);
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = StdInstant::now() + STOP_TIMEOUT;
+    while kill(pid, None).is_ok() && StdInstant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if kill(pid, None).is_ok() {
+        let _ = kill(pid, Signal::SIGKILL);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn spawn_server(binaries: &ServerBinaries, cnf: &Path) -> Result<Child> {
+    let mut cmd = Command::new(&binaries.server);
+    cmd.arg(format!("--defaults-file={}", cnf.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .kill_on_drop(false);
+    // SAFETY: the closure only calls prctl(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|source| EngineError::Spawn { program: binaries.server.display().to_string(), source })
+}
+
+async fn ping(opts: mysql_async::Opts) -> std::result::Result<(), mysql_async::Error> {
+    let mut c = mysql_async::Conn::new(opts).await?;
+    c.query_drop("SELECT 1").await?;
+    c.disconnect().await
+}
+
+fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            _ => "exited".to_string(),
+        },
+        Err(e) => format!("wait failed: {e}"),
+    }
+}
+
+async fn terminate(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    if tokio::time::timeout(STOP_TIMEOUT, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+async fn supervise(inst: Arc<Instance>, status: watch::Sender<InstanceStatus>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let spec = inst.spec();
+        let port = if port_is_free(spec.port) {
+            spec.port
+        } else {
+            match free_port() {
+                Ok(p) => p,
+                Err(e) => {
+                    status.send_modify(|s| s.last_error = Some(e.to_string()));
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            }
+        };
+        let cnf = match write_start_files(&inst, &spec, port) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(instance = %spec.id, error = %e, "cannot prepare instance files");
+                status.send_modify(|s| s.last_error = Some(e.to_string()));
+                if sleep_or_stop(&mut stop, backoff).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        clear_stale_server(&spec, &cnf).await;
+        let mut child = match spawn_server(&inst.binaries, &cnf) {
+            Ok(c) => c,
+            Err(e) => {
+                status.send_modify(|s| s.last_error = Some(e.to_string()));
+                if sleep_or_stop(&mut stop, backoff).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        let pid = child.id();
+        status.send_modify(|s| {
+            s.state = InstanceState::Starting;
+            s.pid = pid;
+            s.port = port;
+        });
+        let opts = inst.opts(ROOT_USER, &inst.creds.root);
+        let started = StdInstant::now();
+
+        // Wait until it answers, it exits, or we are told to stop.
+        let ready = async {
+            let deadline = StdInstant::now() + READY_TIMEOUT;
+            loop {
+                match ping(opts.clone()).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if StdInstant::now() >= deadline => return Err(e.to_string()),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        };
+        enum Event {
+            Ready(std::result::Result<(), String>),
+            Exited(String),
+            Stop,
+        }
+        let event = tokio::select! {
+            r = ready => Event::Ready(r),
+            exit = child.wait() => Event::Exited(describe_exit(exit)),
+            _ = stop.wait_for(|v| *v) => Event::Stop,
+        };
+        match event {
+            Event::Ready(Ok(())) => {
+                tracing::info!(instance = %spec.id, port, ms = started.elapsed().as_millis() as u64, "instance ready");
+                status.send_modify(|s| {
+                    s.state = InstanceState::Running;
+                    s.ready_at = Some(now_millis());
+                    s.last_error = None;
+                });
+                let event = tokio::select! {
+                    exit = child.wait() => Event::Exited(describe_exit(exit)),
+                    _ = stop.wait_for(|v| *v) => Event::Stop,
+                };
+                match event {
+                    Event::Exited(what) => {
+                        tracing::error!(instance = %spec.id, "server {what}; restarting it");
+                        if started.elapsed() > HEALTHY_RUN {
+                            backoff = BACKOFF_FIRST;
+                        }
+                        status.send_modify(|s| {
+                            s.state = InstanceState::Crashed;
+                            s.pid = None;
+                            s.last_exit = Some(what);
+                        });
+                    }
+                    _ => {
+                        status.send_modify(|s| s.state = InstanceState::Stopping);
+                        terminate(&mut child).await;
+                        break;
+                    }
+                }
+            }
+            Event::Ready(Err(e)) => {
+                tracing::error!(instance = %spec.id, error = %e, "instance did not become ready; restarting it");
+                status.send_modify(|s| {
+                    s.state = InstanceState::Crashed;
+                    s.last_error = Some(format!("not ready: {e}"));
+                });
+                terminate(&mut child).await;
+            }
+            Event::Exited(what) => {
+                tracing::error!(instance = %spec.id, "server {what} while starting");
+                status.send_modify(|s| {
+                    s.state = InstanceState::Crashed;
+                    s.pid = None;
+                    s.last_exit = Some(what);
+                });
+            }
+            Event::Stop => {
+                status.send_modify(|s| s.state = InstanceState::Stopping);
+                terminate(&mut child).await;
+                break;
+            }
+        }
+        status.send_modify(|s| s.restarts += 1);
+        if sleep_or_stop(&mut stop, backoff).await {
+            break;
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+    status.send_modify(|s| {
+        s.state = InstanceState::Stopped;
+        s.pid = None;
+    });
+}
+
+/// Sleeps for `d`; true if a stop was requested meanwhile.
+async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.wait_for(|v| *v) => true,
+    };
+    stopped || *stop.borrow()
+}
