@@ -63,6 +63,7 @@ pub const MIGRATIONS: &[&str] = &[
         sha2_hash BLOB NOT NULL,
         ttl_seconds INTEGER,
         expires_at INTEGER,
+        cidrs TEXT,
         created_at INTEGER NOT NULL,
         last_used_at INTEGER
     );
@@ -74,7 +75,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(CatalogError::TooNew { found: current, known });
+        return Err(CatalogError::TooNew {
+            found: current,
+            known,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;

@@ -97,6 +97,8 @@ pub struct Password {
     pub sha2_hash: Vec<u8>,
     pub ttl_seconds: Option<i64>,
     pub expires_at: Option<i64>,
+    /// IP ranges allowed to use the password (empty: any).
+    pub cidrs: Vec<String>,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
 }

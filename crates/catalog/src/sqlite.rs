@@ -20,7 +20,9 @@ impl SqliteCatalog {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
-        Ok(SqliteCatalog { conn: Mutex::new(conn) })
+        Ok(SqliteCatalog {
+            conn: Mutex::new(conn),
+        })
     }
 
     /// An in-memory catalog, for tests.
@@ -28,7 +30,9 @@ impl SqliteCatalog {
         let mut conn = Connection::open_in_memory()?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
-        Ok(SqliteCatalog { conn: Mutex::new(conn) })
+        Ok(SqliteCatalog {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -38,10 +42,16 @@ impl SqliteCatalog {
     }
 }
 
-fn unique<'a>(kind: &'static str, name: &'a str) -> impl FnOnce(rusqlite::Error) -> CatalogError + 'a {
+fn unique<'a>(
+    kind: &'static str,
+    name: &'a str,
+) -> impl FnOnce(rusqlite::Error) -> CatalogError + 'a {
     move |e| match &e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
-            CatalogError::AlreadyExists { kind, name: name.to_string() }
+            CatalogError::AlreadyExists {
+                kind,
+                name: name.to_string(),
+            }
         }
         _ => CatalogError::Storage(e),
     }
@@ -60,7 +70,12 @@ fn changed(n: usize, kind: &'static str) -> Result<()> {
 }
 
 fn org_row(r: &Row) -> rusqlite::Result<Organization> {
-    Ok(Organization { id: r.get(0)?, name: r.get(1)?, created_at: r.get(2)?, updated_at: r.get(3)? })
+    Ok(Organization {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+        updated_at: r.get(3)?,
+    })
 }
 const ORG_COLS: &str = "id, name, created_at, updated_at";
 
@@ -75,7 +90,8 @@ fn token_row(r: &Row) -> rusqlite::Result<ServiceToken> {
         expires_at: r.get(6)?,
     })
 }
-const TOKEN_COLS: &str = "id, organization_id, name, token_hash, created_at, last_used_at, expires_at";
+const TOKEN_COLS: &str =
+    "id, organization_id, name, token_hash, created_at, last_used_at, expires_at";
 
 fn db_row(r: &Row) -> rusqlite::Result<Database> {
     Ok(Database {
@@ -112,7 +128,8 @@ fn branch_row(r: &Row) -> rusqlite::Result<Branch> {
         schema_last_updated_at: r.get(12)?,
     })
 }
-const BRANCH_COLS: &str = "id, database_id, name, parent_branch, production, safe_migrations, state, error, \
+const BRANCH_COLS: &str =
+    "id, database_id, name, parent_branch, production, safe_migrations, state, error, \
     base_schema, instance_port, created_at, updated_at, schema_last_updated_at";
 
 fn password_row(r: &Row) -> rusqlite::Result<Password> {
@@ -130,12 +147,24 @@ fn password_row(r: &Row) -> rusqlite::Result<Password> {
         sha2_hash: r.get(7)?,
         ttl_seconds: r.get(8)?,
         expires_at: r.get(9)?,
-        created_at: r.get(10)?,
-        last_used_at: r.get(11)?,
+        cidrs: split_list(r.get::<_, Option<String>>(10)?),
+        created_at: r.get(11)?,
+        last_used_at: r.get(12)?,
     })
 }
-const PASSWORD_COLS: &str = "id, database_id, branch_id, name, role, username, native_hash, sha2_hash, \
-    ttl_seconds, expires_at, created_at, last_used_at";
+const PASSWORD_COLS: &str =
+    "id, database_id, branch_id, name, role, username, native_hash, sha2_hash, \
+    ttl_seconds, expires_at, cidrs, created_at, last_used_at";
+
+fn split_list(s: Option<String>) -> Vec<String> {
+    s.map(|s| {
+        s.split(',')
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
+}
 
 fn insert_branch(conn: &Connection, b: &Branch) -> Result<()> {
     conn.execute(
@@ -174,16 +203,24 @@ impl Catalog for SqliteCatalog {
     fn organization(&self, name: &str) -> Result<Organization> {
         let c = self.conn();
         one(
-            c.query_row(&format!("SELECT {ORG_COLS} FROM organizations WHERE name=?1"), [name], org_row)
-                .optional(),
+            c.query_row(
+                &format!("SELECT {ORG_COLS} FROM organizations WHERE name=?1"),
+                [name],
+                org_row,
+            )
+            .optional(),
             "Organization",
         )
     }
 
     fn organizations(&self) -> Result<Vec<Organization>> {
         let c = self.conn();
-        let mut st = c.prepare(&format!("SELECT {ORG_COLS} FROM organizations ORDER BY name"))?;
-        let rows = st.query_map([], org_row)?.collect::<rusqlite::Result<_>>()?;
+        let mut st = c.prepare(&format!(
+            "SELECT {ORG_COLS} FROM organizations ORDER BY name"
+        ))?;
+        let rows = st
+            .query_map([], org_row)?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 
@@ -191,7 +228,15 @@ impl Catalog for SqliteCatalog {
         self.conn()
             .execute(
                 &format!("INSERT INTO service_tokens ({TOKEN_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7)"),
-                params![t.id, t.organization_id, t.name, t.token_hash, t.created_at, t.last_used_at, t.expires_at],
+                params![
+                    t.id,
+                    t.organization_id,
+                    t.name,
+                    t.token_hash,
+                    t.created_at,
+                    t.last_used_at,
+                    t.expires_at
+                ],
             )
             .map_err(unique("Service token", &t.id))?;
         Ok(())
@@ -200,8 +245,12 @@ impl Catalog for SqliteCatalog {
     fn service_token(&self, id: &str) -> Result<ServiceToken> {
         let c = self.conn();
         one(
-            c.query_row(&format!("SELECT {TOKEN_COLS} FROM service_tokens WHERE id=?1"), [id], token_row)
-                .optional(),
+            c.query_row(
+                &format!("SELECT {TOKEN_COLS} FROM service_tokens WHERE id=?1"),
+                [id],
+                token_row,
+            )
+            .optional(),
             "Service token",
         )
     }
@@ -211,16 +260,25 @@ impl Catalog for SqliteCatalog {
         let mut st = c.prepare(&format!(
             "SELECT {TOKEN_COLS} FROM service_tokens WHERE organization_id=?1 ORDER BY created_at, id"
         ))?;
-        let rows = st.query_map([org_id], token_row)?.collect::<rusqlite::Result<_>>()?;
+        let rows = st
+            .query_map([org_id], token_row)?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 
     fn delete_service_token(&self, id: &str) -> Result<()> {
-        changed(self.conn().execute("DELETE FROM service_tokens WHERE id=?1", [id])?, "Service token")
+        changed(
+            self.conn()
+                .execute("DELETE FROM service_tokens WHERE id=?1", [id])?,
+            "Service token",
+        )
     }
 
     fn touch_service_token(&self, id: &str, at: i64) -> Result<()> {
-        self.conn().execute("UPDATE service_tokens SET last_used_at=?2 WHERE id=?1", params![id, at])?;
+        self.conn().execute(
+            "UPDATE service_tokens SET last_used_at=?2 WHERE id=?1",
+            params![id, at],
+        )?;
         Ok(())
     }
 
@@ -263,16 +321,24 @@ impl Catalog for SqliteCatalog {
     fn database_by_id(&self, id: &str) -> Result<Database> {
         let c = self.conn();
         one(
-            c.query_row(&format!("SELECT {DB_COLS} FROM databases WHERE id=?1"), [id], db_row).optional(),
+            c.query_row(
+                &format!("SELECT {DB_COLS} FROM databases WHERE id=?1"),
+                [id],
+                db_row,
+            )
+            .optional(),
             "Database",
         )
     }
 
     fn databases(&self, org_id: &str) -> Result<Vec<Database>> {
         let c = self.conn();
-        let mut st =
-            c.prepare(&format!("SELECT {DB_COLS} FROM databases WHERE organization_id=?1 ORDER BY created_at, name"))?;
-        let rows = st.query_map([org_id], db_row)?.collect::<rusqlite::Result<_>>()?;
+        let mut st = c.prepare(&format!(
+            "SELECT {DB_COLS} FROM databases WHERE organization_id=?1 ORDER BY created_at, name"
+        ))?;
+        let rows = st
+            .query_map([org_id], db_row)?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 
@@ -297,7 +363,11 @@ impl Catalog for SqliteCatalog {
     }
 
     fn delete_database(&self, id: &str) -> Result<()> {
-        changed(self.conn().execute("DELETE FROM databases WHERE id=?1", [id])?, "Database")
+        changed(
+            self.conn()
+                .execute("DELETE FROM databases WHERE id=?1", [id])?,
+            "Database",
+        )
     }
 
     fn create_branch(&self, b: &Branch) -> Result<()> {
@@ -320,7 +390,12 @@ impl Catalog for SqliteCatalog {
     fn branch_by_id(&self, id: &str) -> Result<Branch> {
         let c = self.conn();
         one(
-            c.query_row(&format!("SELECT {BRANCH_COLS} FROM branches WHERE id=?1"), [id], branch_row).optional(),
+            c.query_row(
+                &format!("SELECT {BRANCH_COLS} FROM branches WHERE id=?1"),
+                [id],
+                branch_row,
+            )
+            .optional(),
             "Branch",
         )
     }
@@ -330,14 +405,20 @@ impl Catalog for SqliteCatalog {
         let mut st = c.prepare(&format!(
             "SELECT {BRANCH_COLS} FROM branches WHERE database_id=?1 ORDER BY created_at, name"
         ))?;
-        let rows = st.query_map([database_id], branch_row)?.collect::<rusqlite::Result<_>>()?;
+        let rows = st
+            .query_map([database_id], branch_row)?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 
     fn all_branches(&self) -> Result<Vec<Branch>> {
         let c = self.conn();
-        let mut st = c.prepare(&format!("SELECT {BRANCH_COLS} FROM branches ORDER BY created_at, id"))?;
-        let rows = st.query_map([], branch_row)?.collect::<rusqlite::Result<_>>()?;
+        let mut st = c.prepare(&format!(
+            "SELECT {BRANCH_COLS} FROM branches ORDER BY created_at, id"
+        ))?;
+        let rows = st
+            .query_map([], branch_row)?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 
@@ -366,13 +447,17 @@ impl Catalog for SqliteCatalog {
     }
 
     fn delete_branch(&self, id: &str) -> Result<()> {
-        changed(self.conn().execute("DELETE FROM branches WHERE id=?1", [id])?, "Branch")
+        changed(
+            self.conn()
+                .execute("DELETE FROM branches WHERE id=?1", [id])?,
+            "Branch",
+        )
     }
 
     fn create_password(&self, p: &Password) -> Result<()> {
         self.conn()
             .execute(
-                &format!("INSERT INTO passwords ({PASSWORD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"),
+                &format!("INSERT INTO passwords ({PASSWORD_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"),
                 params![
                     p.id,
                     p.database_id,
@@ -384,6 +469,7 @@ impl Catalog for SqliteCatalog {
                     p.sha2_hash,
                     p.ttl_seconds,
                     p.expires_at,
+                    p.cidrs.join(","),
                     p.created_at,
                     p.last_used_at
                 ],
@@ -408,8 +494,12 @@ impl Catalog for SqliteCatalog {
     fn password_by_username(&self, username: &str) -> Result<Password> {
         let c = self.conn();
         one(
-            c.query_row(&format!("SELECT {PASSWORD_COLS} FROM passwords WHERE username=?1"), [username], password_row)
-                .optional(),
+            c.query_row(
+                &format!("SELECT {PASSWORD_COLS} FROM passwords WHERE username=?1"),
+                [username],
+                password_row,
+            )
+            .optional(),
             "Password",
         )
     }
@@ -419,7 +509,9 @@ impl Catalog for SqliteCatalog {
         let mut st = c.prepare(&format!(
             "SELECT {PASSWORD_COLS} FROM passwords WHERE branch_id=?1 ORDER BY created_at, id"
         ))?;
-        let rows = st.query_map([branch_id], password_row)?.collect::<rusqlite::Result<_>>()?;
+        let rows = st
+            .query_map([branch_id], password_row)?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 
@@ -428,20 +520,26 @@ impl Catalog for SqliteCatalog {
         let mut st = c.prepare(&format!(
             "SELECT {PASSWORD_COLS} FROM passwords WHERE database_id=?1 ORDER BY created_at, id"
         ))?;
-        let rows = st.query_map([database_id], password_row)?.collect::<rusqlite::Result<_>>()?;
+        let rows = st
+            .query_map([database_id], password_row)?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 
     fn update_password(&self, p: &Password) -> Result<()> {
         let n = self.conn().execute(
-            "UPDATE passwords SET name=?2, ttl_seconds=?3, expires_at=?4, last_used_at=?5 WHERE id=?1",
-            params![p.id, p.name, p.ttl_seconds, p.expires_at, p.last_used_at],
+            "UPDATE passwords SET name=?2, ttl_seconds=?3, expires_at=?4, last_used_at=?5, cidrs=?6 WHERE id=?1",
+            params![p.id, p.name, p.ttl_seconds, p.expires_at, p.last_used_at, p.cidrs.join(",")],
         )?;
         changed(n, "Password")
     }
 
     fn delete_password(&self, id: &str) -> Result<()> {
-        changed(self.conn().execute("DELETE FROM passwords WHERE id=?1", [id])?, "Password")
+        changed(
+            self.conn()
+                .execute("DELETE FROM passwords WHERE id=?1", [id])?,
+            "Password",
+        )
     }
 }
 
@@ -451,7 +549,12 @@ mod tests {
     use strata_model::Role;
 
     fn org() -> Organization {
-        Organization { id: "org1".into(), name: "acme".into(), created_at: 1, updated_at: 1 }
+        Organization {
+            id: "org1".into(),
+            name: "acme".into(),
+            created_at: 1,
+            updated_at: 1,
+        }
     }
     fn db(name: &str) -> Database {
         Database {
@@ -495,6 +598,7 @@ mod tests {
             sha2_hash: vec![2; 32],
             ttl_seconds: None,
             expires_at: None,
+            cidrs: vec!["10.0.0.0/8".into()],
             created_at: 4,
             last_used_at: None,
         }
@@ -504,9 +608,16 @@ mod tests {
     fn round_trip_and_cascades() {
         let c = SqliteCatalog::in_memory().unwrap();
         c.create_organization(&org()).unwrap();
-        assert!(matches!(c.create_organization(&org()), Err(CatalogError::AlreadyExists { .. })));
-        c.create_database(&db("shop"), &branch("shop", "main")).unwrap();
-        let dup = Database { id: "other".into(), ..db("shop") };
+        assert!(matches!(
+            c.create_organization(&org()),
+            Err(CatalogError::AlreadyExists { .. })
+        ));
+        c.create_database(&db("shop"), &branch("shop", "main"))
+            .unwrap();
+        let dup = Database {
+            id: "other".into(),
+            ..db("shop")
+        };
         let err = c.create_database(&dup, &branch("x", "main")).unwrap_err();
         assert_eq!(err.to_string(), "Database 'shop' already exists");
         // the failed create left no branch behind
@@ -515,7 +626,10 @@ mod tests {
         let mut dev = branch("shop", "dev");
         dev.parent_branch = Some("main".into());
         c.create_branch(&dev).unwrap();
-        assert!(matches!(c.create_branch(&dev), Err(CatalogError::AlreadyExists { .. })));
+        assert!(matches!(
+            c.create_branch(&dev),
+            Err(CatalogError::AlreadyExists { .. })
+        ));
         dev.state = BranchState::Ready;
         dev.instance_port = Some(40001);
         dev.base_schema = Some("[]".into());
@@ -524,14 +638,27 @@ mod tests {
 
         c.create_password(&password("shop", "dev", "p1")).unwrap();
         c.create_password(&password("shop", "main", "p2")).unwrap();
-        assert_eq!(c.password_by_username("userp1").unwrap().role, Role::Readwriter);
+        assert_eq!(
+            c.password_by_username("userp1").unwrap().role,
+            Role::Readwriter
+        );
+        assert_eq!(
+            c.password_by_username("userp1").unwrap().cidrs,
+            ["10.0.0.0/8"]
+        );
         assert_eq!(c.passwords_of_database("db-shop").unwrap().len(), 2);
         c.delete_branch(&dev.id).unwrap();
-        assert!(matches!(c.password("br-shop-dev", "p1"), Err(CatalogError::NotFound("Password"))));
+        assert!(matches!(
+            c.password("br-shop-dev", "p1"),
+            Err(CatalogError::NotFound("Password"))
+        ));
         c.delete_database("db-shop").unwrap();
         assert!(c.all_branches().unwrap().is_empty());
         assert!(c.passwords_of_database("db-shop").unwrap().is_empty());
-        assert!(matches!(c.delete_database("db-shop"), Err(CatalogError::NotFound(_))));
+        assert!(matches!(
+            c.delete_database("db-shop"),
+            Err(CatalogError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -541,7 +668,8 @@ mod tests {
         {
             let c = SqliteCatalog::open(&path).unwrap();
             c.create_organization(&org()).unwrap();
-            c.create_database(&db("shop"), &branch("shop", "main")).unwrap();
+            c.create_database(&db("shop"), &branch("shop", "main"))
+                .unwrap();
         }
         let c = SqliteCatalog::open(&path).unwrap();
         assert_eq!(c.organization("acme").unwrap(), org());

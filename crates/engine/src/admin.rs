@@ -25,7 +25,9 @@ pub struct SchemaObject {
 /// the schema, not the data, so its counters start afresh.
 pub fn strip_auto_increment(create: &str) -> String {
     // Table options follow the closing parenthesis of the column list, on the last line(s).
-    let Some(close) = create.rfind("\n)") else { return create.to_string() };
+    let Some(close) = create.rfind("\n)") else {
+        return create.to_string();
+    };
     let (head, tail) = create.split_at(close);
     let mut out_tail = String::with_capacity(tail.len());
     let mut rest = tail;
@@ -41,25 +43,32 @@ pub fn strip_auto_increment(create: &str) -> String {
 
 /// Reads every table, view and sequence of `schema`, in name order.
 pub async fn read_schema(conn: &mut mysql_async::Conn, schema: &str) -> Result<Vec<SchemaObject>> {
-    let rows: Vec<(String, String)> = conn.query(format!("SHOW FULL TABLES FROM {}", quote_ident(schema))).await?;
+    let rows: Vec<(String, String)> = conn
+        .query(format!("SHOW FULL TABLES FROM {}", quote_ident(schema)))
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for (name, kind) in rows {
         let q = format!("{}.{}", quote_ident(schema), quote_ident(&name));
         let (kind, create) = match kind.as_str() {
             "VIEW" => {
-                let row: Option<(String, String, String, String)> = conn.query_first(format!("SHOW CREATE VIEW {q}")).await?;
+                let row: Option<(String, String, String, String)> =
+                    conn.query_first(format!("SHOW CREATE VIEW {q}")).await?;
                 (ObjectKind::View, row.map(|r| r.1))
             }
             "SEQUENCE" => {
-                let row: Option<(String, String)> = conn.query_first(format!("SHOW CREATE SEQUENCE {q}")).await?;
+                let row: Option<(String, String)> = conn
+                    .query_first(format!("SHOW CREATE SEQUENCE {q}"))
+                    .await?;
                 (ObjectKind::Sequence, row.map(|r| r.1))
             }
             _ => {
-                let row: Option<(String, String)> = conn.query_first(format!("SHOW CREATE TABLE {q}")).await?;
+                let row: Option<(String, String)> =
+                    conn.query_first(format!("SHOW CREATE TABLE {q}")).await?;
                 (ObjectKind::Table, row.map(|r| r.1))
             }
         };
-        let create = create.ok_or_else(|| EngineError::Invalid(format!("no CREATE statement for {name}")))?;
+        let create = create
+            .ok_or_else(|| EngineError::Invalid(format!("no CREATE statement for {name}")))?;
         out.push(SchemaObject { name, kind, create });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -68,16 +77,32 @@ pub async fn read_schema(conn: &mut mysql_async::Conn, schema: &str) -> Result<V
 
 /// Creates the objects in `schema` (expected empty): tables and sequences first with foreign-key checks
 /// off (so references may point forward), then views, retried until those that read other views find them.
-pub async fn apply_schema(conn: &mut mysql_async::Conn, schema: &str, objects: &[SchemaObject]) -> Result<()> {
-    conn.query_drop(format!("USE {}", quote_ident(schema))).await?;
-    conn.query_drop("SET SESSION foreign_key_checks = 0").await?;
+pub async fn apply_schema(
+    conn: &mut mysql_async::Conn,
+    schema: &str,
+    objects: &[SchemaObject],
+) -> Result<()> {
+    conn.query_drop(format!("USE {}", quote_ident(schema)))
+        .await?;
+    conn.query_drop("SET SESSION foreign_key_checks = 0")
+        .await?;
     for o in objects.iter().filter(|o| o.kind != ObjectKind::View) {
-        let sql = if o.kind == ObjectKind::Table { strip_auto_increment(&o.create) } else { o.create.clone() };
+        let sql = if o.kind == ObjectKind::Table {
+            strip_auto_increment(&o.create)
+        } else {
+            o.create.clone()
+        };
         conn.query_drop(sql)
             .await
-            .map_err(|source| EngineError::SchemaCopy { object: o.name.clone(), source })?;
+            .map_err(|source| EngineError::SchemaCopy {
+                object: o.name.clone(),
+                source,
+            })?;
     }
-    let mut pending: Vec<&SchemaObject> = objects.iter().filter(|o| o.kind == ObjectKind::View).collect();
+    let mut pending: Vec<&SchemaObject> = objects
+        .iter()
+        .filter(|o| o.kind == ObjectKind::View)
+        .collect();
     while !pending.is_empty() {
         let mut failed = Vec::new();
         let mut last_error = None;
@@ -94,7 +119,8 @@ pub async fn apply_schema(conn: &mut mysql_async::Conn, schema: &str, objects: &
         }
         pending = failed;
     }
-    conn.query_drop("SET SESSION foreign_key_checks = 1").await?;
+    conn.query_drop("SET SESSION foreign_key_checks = 1")
+        .await?;
     Ok(())
 }
 

@@ -28,8 +28,11 @@ impl OptionFile<'_> {
     /// Production branches get more memory and full durability; development branches are small and
     /// relax flushing (they hold no production data), which keeps hundreds of them cheap on one host.
     pub fn render(&self) -> String {
-        let (buffer_pool, max_connections, flush, sync_binlog) =
-            if self.production { ("128M", 1000, 1, 1) } else { ("32M", 300, 2, 0) };
+        let (buffer_pool, max_connections, flush, sync_binlog) = if self.production {
+            ("128M", 1000, 1, 1)
+        } else {
+            ("32M", 300, 2, 0)
+        };
         let section = match self.flavour {
             Flavour::MariaDb => "mariadbd",
             Flavour::MySql => "mysqld",
@@ -99,19 +102,31 @@ impl Credentials {
     pub fn generate() -> Self {
         Credentials {
             root: strata_model::ids::random_secret(32),
-            roles: Role::ALL.iter().map(|r| (*r, strata_model::ids::random_secret(32))).collect(),
+            roles: Role::ALL
+                .iter()
+                .map(|r| (*r, strata_model::ids::random_secret(32)))
+                .collect(),
         }
     }
 
     pub fn password(&self, role: Role) -> &str {
-        self.roles.get(&role).map(String::as_str).unwrap_or_default()
+        self.roles
+            .get(&role)
+            .map(String::as_str)
+            .unwrap_or_default()
     }
 }
 
 /// MySQL's stored form of a mysql_native_password password: `*` + hex(SHA1(SHA1(pw))).
 fn native_hash(password: &str) -> String {
     let h = strata_model::credentials::PasswordHashes::from_plaintext(password);
-    format!("*{}", h.native.iter().map(|b| format!("{b:02X}")).collect::<String>())
+    format!(
+        "*{}",
+        h.native
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<String>()
+    )
 }
 
 fn identified(flavour: &Flavour, password: &str) -> String {
@@ -129,9 +144,17 @@ fn identified(flavour: &Flavour, password: &str) -> String {
 pub fn init_sql(flavour: &Flavour, schema: &str, creds: &Credentials) -> String {
     let mut out = Vec::new();
     let root = format!("'{ROOT_USER}'@'{INTERNAL_HOST}'");
-    out.push(format!("CREATE USER IF NOT EXISTS {root} {}", identified(flavour, &creds.root)));
-    out.push(format!("ALTER USER {root} {}", identified(flavour, &creds.root)));
-    out.push(format!("GRANT ALL PRIVILEGES ON *.* TO {root} WITH GRANT OPTION"));
+    out.push(format!(
+        "CREATE USER IF NOT EXISTS {root} {}",
+        identified(flavour, &creds.root)
+    ));
+    out.push(format!(
+        "ALTER USER {root} {}",
+        identified(flavour, &creds.root)
+    ));
+    out.push(format!(
+        "GRANT ALL PRIVILEGES ON *.* TO {root} WITH GRANT OPTION"
+    ));
     out.push(format!(
         "CREATE DATABASE IF NOT EXISTS {} DEFAULT CHARACTER SET utf8mb4",
         quote_ident(schema)
@@ -142,7 +165,11 @@ pub fn init_sql(flavour: &Flavour, schema: &str, creds: &Credentials) -> String 
         out.push(format!("CREATE USER IF NOT EXISTS {user} {id}"));
         out.push(format!("ALTER USER {user} {id}"));
         out.push(format!("REVOKE ALL PRIVILEGES, GRANT OPTION FROM {user}"));
-        out.push(format!("GRANT {} ON {}.* TO {user}", role.privileges(), quote_ident(schema)));
+        out.push(format!(
+            "GRANT {} ON {}.* TO {user}",
+            role.privileges(),
+            quote_ident(schema)
+        ));
     }
     out.push("FLUSH PRIVILEGES".into());
     out.into_iter().map(|s| s + ";\n").collect()
@@ -158,7 +185,9 @@ pub fn client_option_file(user: &str, password: &str, port: u16, schema: &str) -
 
 /// Reads `password=` back from a client option file written by [`client_option_file`].
 pub fn parse_client_password(text: &str) -> Option<String> {
-    text.lines().find_map(|l| l.strip_prefix("password=")).map(str::to_string)
+    text.lines()
+        .find_map(|l| l.strip_prefix("password="))
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -204,10 +233,17 @@ mod tests {
         assert!(!sql.contains(&creds.root));
         for r in Role::ALL {
             assert!(!sql.contains(creds.password(r)));
-            assert!(sql.contains(&format!("GRANT {} ON `shop`.* TO '{}'@'127.0.0.1'", r.privileges(), r.internal_user())));
+            assert!(sql.contains(&format!(
+                "GRANT {} ON `shop`.* TO '{}'@'127.0.0.1'",
+                r.privileges(),
+                r.internal_user()
+            )));
         }
         assert!(sql.contains("CREATE DATABASE IF NOT EXISTS `shop`"));
-        assert_eq!(native_hash("password"), "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19");
+        assert_eq!(
+            native_hash("password"),
+            "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19"
+        );
     }
 
     #[test]

@@ -24,17 +24,26 @@ pub struct ServerBinaries {
 pub fn parse_version(output: &str) -> Option<(Flavour, String)> {
     let after = output.split(" Ver ").nth(1)?;
     let token = after.split_whitespace().next()?;
-    let number: String = token.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    let number: String = token
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
     if number.is_empty() {
         return None;
     }
-    let flavour = if output.contains("MariaDB") { Flavour::MariaDb } else { Flavour::MySql };
+    let flavour = if output.contains("MariaDB") {
+        Flavour::MariaDb
+    } else {
+        Flavour::MySql
+    };
     Some((flavour, number))
 }
 
 fn in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 fn first_existing(candidates: &[&str]) -> Option<PathBuf> {
@@ -58,24 +67,43 @@ impl ServerBinaries {
         let out = Command::new(server)
             .arg("--version")
             .output()
-            .map_err(|source| EngineError::Spawn { program: server.display().to_string(), source })?;
+            .map_err(|source| EngineError::Spawn {
+                program: server.display().to_string(),
+                source,
+            })?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (flavour, version) = parse_version(&text)
-            .ok_or_else(|| EngineError::Invalid(format!("unrecognised server version text: {text:?}")))?;
+        let (flavour, version) = parse_version(&text).ok_or_else(|| {
+            EngineError::Invalid(format!("unrecognised server version text: {text:?}"))
+        })?;
         let install_db = match flavour {
             Flavour::MariaDb => {
-                let sibling = server.parent().and_then(|d| d.parent()).map(|p| p.join("bin/mariadb-install-db"));
+                let sibling = server
+                    .parent()
+                    .and_then(|d| d.parent())
+                    .map(|p| p.join("bin/mariadb-install-db"));
                 sibling
                     .filter(|p| p.is_file())
                     .or_else(|| in_path("mariadb-install-db"))
-                    .or_else(|| first_existing(&["/usr/bin/mariadb-install-db", "/usr/bin/mysql_install_db"]))
+                    .or_else(|| {
+                        first_existing(&[
+                            "/usr/bin/mariadb-install-db",
+                            "/usr/bin/mysql_install_db",
+                        ])
+                    })
             }
             Flavour::MySql => None,
         };
         if flavour == Flavour::MariaDb && install_db.is_none() {
-            return Err(EngineError::Invalid("mariadb-install-db not found next to mariadbd".into()));
+            return Err(EngineError::Invalid(
+                "mariadb-install-db not found next to mariadbd".into(),
+            ));
         }
-        Ok(ServerBinaries { flavour, version, server: server.to_path_buf(), install_db })
+        Ok(ServerBinaries {
+            flavour,
+            version,
+            server: server.to_path_buf(),
+            install_db,
+        })
     }
 
     pub fn describe(&self) -> String {

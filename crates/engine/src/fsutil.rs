@@ -24,7 +24,11 @@ pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 /// Creates a directory readable only by its owner: instance directories hold credentials and sockets.
 pub fn create_private_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io_err(path))
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io_err(path))
 }
 
 /// Writes a file readable only by its owner, replacing it atomically.

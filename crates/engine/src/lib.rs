@@ -25,11 +25,21 @@ pub enum EngineError {
     #[error("no database server found: install mariadb-server (Debian) or MySQL 8, or set STRATA_MYSQLD to the server binary")]
     NoServer,
     #[error("cannot run {program}: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("{program} failed ({status}): {output}")]
-    Command { program: String, status: String, output: String },
+    Command {
+        program: String,
+        status: String,
+        output: String,
+    },
     #[error("file system error at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("instance did not become ready within {secs} s: {detail}")]
     NotReady { secs: u64, detail: String },
     #[error("instance is not running")]
@@ -37,7 +47,10 @@ pub enum EngineError {
     #[error("instance query failed: {0}")]
     Query(#[from] mysql_async::Error),
     #[error("schema copy failed at {object}: {source}")]
-    SchemaCopy { object: String, source: mysql_async::Error },
+    SchemaCopy {
+        object: String,
+        source: mysql_async::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }

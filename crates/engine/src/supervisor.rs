@@ -112,7 +112,12 @@ pub fn provision(spec: &InstanceSpec, template: &Path) -> Result<()> {
     for role in Role::ALL {
         write_private(
             &client_file(&spec.dir, &role.internal_user()),
-            &config::client_option_file(&role.internal_user(), creds.password(role), spec.port, &spec.schema),
+            &config::client_option_file(
+                &role.internal_user(),
+                creds.password(role),
+                spec.port,
+                &spec.schema,
+            ),
         )?;
     }
     Ok(())
@@ -123,7 +128,10 @@ pub fn destroy(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(EngineError::Io { path: dir.to_path_buf(), source: e }),
+        Err(e) => Err(EngineError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -202,7 +210,8 @@ impl Instance {
     /// Waits until the server answers queries, or fails after `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let mut rx = self.status.clone();
-        let res = tokio::time::timeout(timeout, rx.wait_for(|s| s.state == InstanceState::Running)).await;
+        let res =
+            tokio::time::timeout(timeout, rx.wait_for(|s| s.state == InstanceState::Running)).await;
         match res {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(EngineError::NotRunning),
@@ -210,7 +219,10 @@ impl Instance {
                 let s = self.status();
                 Err(EngineError::NotReady {
                     secs: timeout.as_secs(),
-                    detail: s.last_error.or(s.last_exit).unwrap_or_else(|| format!("{:?}", s.state)),
+                    detail: s
+                        .last_error
+                        .or(s.last_exit)
+                        .unwrap_or_else(|| format!("{:?}", s.state)),
                 })
             }
         }
@@ -228,13 +240,25 @@ impl Instance {
     /// Switches between production and development sizing: applied live where the server allows it,
     /// and in the option file from the next start.
     pub async fn set_production(&self, production: bool) -> Result<()> {
-        self.spec.lock().unwrap_or_else(|e| e.into_inner()).production = production;
-        let pool = if production { 128u64 << 20 } else { 32u64 << 20 };
+        self.spec
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .production = production;
+        let pool = if production {
+            128u64 << 20
+        } else {
+            32u64 << 20
+        };
         let flush = if production { 1 } else { 2 };
         let mut conn = self.connect().await?;
-        conn.query_drop(format!("SET GLOBAL innodb_buffer_pool_size = {pool}")).await?;
-        conn.query_drop(format!("SET GLOBAL innodb_flush_log_at_trx_commit = {flush}")).await?;
-        conn.query_drop(format!("SET GLOBAL sync_binlog = {}", u8::from(production))).await?;
+        conn.query_drop(format!("SET GLOBAL innodb_buffer_pool_size = {pool}"))
+            .await?;
+        conn.query_drop(format!(
+            "SET GLOBAL innodb_flush_log_at_trx_commit = {flush}"
+        ))
+        .await?;
+        conn.query_drop(format!("SET GLOBAL sync_binlog = {}", u8::from(production)))
+            .await?;
         conn.disconnect().await?;
         Ok(())
     }
@@ -270,7 +294,10 @@ impl Instance {
 /// Prepares files for one start: option file, start-up SQL and client files (with the current port).
 fn write_start_files(inst: &Instance, spec: &InstanceSpec, port: u16) -> Result<PathBuf> {
     let init = spec.dir.join("init.sql");
-    write_private(&init, &config::init_sql(&inst.binaries.flavour, &spec.schema, &inst.creds))?;
+    write_private(
+        &init,
+        &config::init_sql(&inst.binaries.flavour, &spec.schema, &inst.creds),
+    )?;
     let cnf = spec.dir.join("my.cnf");
     let socket = socket_path(spec)?;
     let datadir = data_dir(&spec.dir);
@@ -290,7 +317,10 @@ fn write_start_files(inst: &Instance, spec: &InstanceSpec, port: u16) -> Result<
     }
     .render();
     write_private(&cnf, &text)?;
-    write_private(&client_file(&spec.dir, ROOT_USER), &config::client_option_file(ROOT_USER, &inst.creds.root, port, &spec.schema))?;
+    write_private(
+        &client_file(&spec.dir, ROOT_USER),
+        &config::client_option_file(ROOT_USER, &inst.creds.root, port, &spec.schema),
+    )?;
     for role in Role::ALL {
         let user = role.internal_user();
         write_private(
@@ -305,8 +335,12 @@ fn write_start_files(inst: &Instance, spec: &InstanceSpec, port: u16) -> Result<
 /// still be shutting down) holds the datadir's lock: wait for it to go, then make sure.
 async fn clear_stale_server(spec: &InstanceSpec, cnf: &Path) {
     let pid_file = spec.dir.join("mysqld.pid");
-    let Ok(text) = std::fs::read_to_string(&pid_file) else { return };
-    let Ok(pid) = text.trim().parse::<i32>() else { return };
+    let Ok(text) = std::fs::read_to_string(&pid_file) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let ours = String::from_utf8_lossy(&cmdline).contains(&cnf.display().to_string());
     if !ours {
@@ -340,7 +374,10 @@ fn spawn_server(binaries: &ServerBinaries, cnf: &Path) -> Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn().map_err(|source| EngineError::Spawn { program: binaries.server.display().to_string(), source })
+    cmd.spawn().map_err(|source| EngineError::Spawn {
+        program: binaries.server.display().to_string(),
+        source,
+    })
 }
 
 async fn ping(opts: mysql_async::Opts) -> std::result::Result<(), mysql_async::Error> {
@@ -365,12 +402,19 @@ async fn terminate(child: &mut Child) {
     if let Some(pid) = child.id() {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }
-    if tokio::time::timeout(STOP_TIMEOUT, child.wait()).await.is_err() {
+    if tokio::time::timeout(STOP_TIMEOUT, child.wait())
+        .await
+        .is_err()
+    {
         let _ = child.kill().await;
     }
 }
 
-async fn supervise(inst: Arc<Instance>, status: watch::Sender<InstanceStatus>, mut stop: watch::Receiver<bool>) {
+async fn supervise(
+    inst: Arc<Instance>,
+    status: watch::Sender<InstanceStatus>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut backoff = BACKOFF_FIRST;
     loop {
         if *stop.borrow() {

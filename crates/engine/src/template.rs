@@ -45,7 +45,10 @@ fn initialise(binaries: &ServerBinaries, work: &Path, datadir: &Path) -> Result<
                 text.push_str("user=root\n");
             }
             fs::write(&cnf, text).map_err(io_err(&cnf))?;
-            let program = binaries.install_db.clone().ok_or_else(|| EngineError::Invalid("mariadb-install-db not found".into()))?;
+            let program = binaries
+                .install_db
+                .clone()
+                .ok_or_else(|| EngineError::Invalid("mariadb-install-db not found".into()))?;
             let mut c = Command::new(program);
             c.arg(format!("--defaults-file={}", cnf.display()))
                 .arg("--auth-root-authentication-method=normal")
@@ -55,7 +58,9 @@ fn initialise(binaries: &ServerBinaries, work: &Path, datadir: &Path) -> Result<
         }
         Flavour::MySql => {
             let mut c = Command::new(&binaries.server);
-            c.arg("--no-defaults").arg("--initialize-insecure").arg(format!("--datadir={}", datadir.display()));
+            c.arg("--no-defaults")
+                .arg("--initialize-insecure")
+                .arg(format!("--datadir={}", datadir.display()));
             if running_as_root() {
                 c.arg("--user=root");
             }
@@ -63,11 +68,18 @@ fn initialise(binaries: &ServerBinaries, work: &Path, datadir: &Path) -> Result<
         }
     };
     let program = format!("{cmd:?}");
-    let out = cmd.output().map_err(|source| EngineError::Spawn { program: program.clone(), source })?;
+    let out = cmd.output().map_err(|source| EngineError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
     if !out.status.success() {
         let mut output = String::from_utf8_lossy(&out.stderr).into_owned();
         output.push_str(&String::from_utf8_lossy(&out.stdout));
-        return Err(EngineError::Command { program, status: out.status.to_string(), output });
+        return Err(EngineError::Command {
+            program,
+            status: out.status.to_string(),
+            output,
+        });
     }
     Ok(())
 }

@@ -9,12 +9,16 @@ use strata_model::Role;
 
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
 }
 
 async fn role_conn(inst: &Instance, role: Role) -> mysql_async::Conn {
     let opts = inst.opts(&role.internal_user(), inst.credentials().password(role));
-    mysql_async::Conn::new(opts).await.expect("role user can log in")
+    mysql_async::Conn::new(opts)
+        .await
+        .expect("role user can log in")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,21 +40,36 @@ async fn instance_lifecycle() {
 
     // Role grants, as the password-roles page describes them.
     let mut admin_c = role_conn(&inst, Role::Admin).await;
-    admin_c.query_drop("CREATE TABLE t (id INT PRIMARY KEY AUTO_INCREMENT, v INT) AUTO_INCREMENT=100").await.unwrap();
-    admin_c.query_drop("CREATE VIEW v AS SELECT id FROM t").await.unwrap();
+    admin_c
+        .query_drop("CREATE TABLE t (id INT PRIMARY KEY AUTO_INCREMENT, v INT) AUTO_INCREMENT=100")
+        .await
+        .unwrap();
+    admin_c
+        .query_drop("CREATE VIEW v AS SELECT id FROM t")
+        .await
+        .unwrap();
     let mut reader = role_conn(&inst, Role::Reader).await;
     assert!(reader.query_drop("SELECT * FROM t").await.is_ok());
-    let e = reader.query_drop("INSERT INTO t (v) VALUES (1)").await.unwrap_err();
+    let e = reader
+        .query_drop("INSERT INTO t (v) VALUES (1)")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("INSERT command denied"), "{e}");
     let mut writer = role_conn(&inst, Role::Writer).await;
-    writer.query_drop("INSERT INTO t (v) VALUES (1)").await.unwrap();
+    writer
+        .query_drop("INSERT INTO t (v) VALUES (1)")
+        .await
+        .unwrap();
     let e = writer.query_drop("SELECT * FROM t").await.unwrap_err();
     assert!(e.to_string().contains("SELECT command denied"), "{e}");
     let mut rw = role_conn(&inst, Role::Readwriter).await;
     rw.query_drop("INSERT INTO t (v) VALUES (2)").await.unwrap();
     let n: Option<i64> = rw.query_first("SELECT COUNT(*) FROM t").await.unwrap();
     assert_eq!(n, Some(2));
-    let e = rw.query_drop("CREATE TABLE u (id INT PRIMARY KEY)").await.unwrap_err();
+    let e = rw
+        .query_drop("CREATE TABLE u (id INT PRIMARY KEY)")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("CREATE command denied"), "{e}");
     // No role sees the server's own schemas.
     assert!(rw.query_drop("SELECT * FROM mysql.user").await.is_err());
@@ -59,30 +78,51 @@ async fn instance_lifecycle() {
     // Schema copy into a second instance: no data, fresh AUTO_INCREMENT.
     let mut src = inst.connect().await.unwrap();
     let objects = admin::read_schema(&mut src, "shop").await.unwrap();
-    assert_eq!(objects.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["t", "v"]);
-    let spec2 = InstanceSpec { id: "b2".into(), dir: root.path().join("instances/b2"), port: 0, server_id: 12, ..spec.clone() };
+    assert_eq!(
+        objects.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        ["t", "v"]
+    );
+    let spec2 = InstanceSpec {
+        id: "b2".into(),
+        dir: root.path().join("instances/b2"),
+        port: 0,
+        server_id: 12,
+        ..spec.clone()
+    };
     provision(&spec2, &tpl).unwrap();
     let inst2 = Instance::start(bins.clone(), spec2).unwrap();
     inst2.wait_ready(Duration::from_secs(60)).await.unwrap();
     let mut dst = inst2.connect().await.unwrap();
-    admin::apply_schema(&mut dst, "shop", &objects).await.unwrap();
+    admin::apply_schema(&mut dst, "shop", &objects)
+        .await
+        .unwrap();
     let copied = admin::read_schema(&mut dst, "shop").await.unwrap();
     assert_eq!(copied.len(), 2);
     assert!(!copied[0].create.contains("AUTO_INCREMENT=100"));
-    let n: Option<i64> = dst.query_first("SELECT COUNT(*) FROM shop.t").await.unwrap();
+    let n: Option<i64> = dst
+        .query_first("SELECT COUNT(*) FROM shop.t")
+        .await
+        .unwrap();
     assert_eq!(n, Some(0));
     drop((src, dst));
 
     // kill -9: the supervisor restarts it within seconds.
     let pid = inst.status().pid.unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let t = Instant::now();
     loop {
         let s = inst.status();
         if s.state == InstanceState::Running && s.pid != Some(pid) {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "not restarted: {s:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "not restarted: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(inst.status().restarts, 1);

@@ -39,7 +39,11 @@ impl PasswordHashes {
         h.update(nonce);
         h.update(self.native);
         let mask = h.finalize();
-        let candidate: Vec<u8> = scramble.iter().zip(mask.iter()).map(|(a, b)| a ^ b).collect();
+        let candidate: Vec<u8> = scramble
+            .iter()
+            .zip(mask.iter())
+            .map(|(a, b)| a ^ b)
+            .collect();
         let check: [u8; 20] = Sha1::digest(&candidate).into();
         bool::from(check.ct_eq(&self.native))
     }
@@ -54,7 +58,11 @@ impl PasswordHashes {
         h.update(self.sha2);
         h.update(nonce);
         let mask = h.finalize();
-        let candidate: Vec<u8> = scramble.iter().zip(mask.iter()).map(|(a, b)| a ^ b).collect();
+        let candidate: Vec<u8> = scramble
+            .iter()
+            .zip(mask.iter())
+            .map(|(a, b)| a ^ b)
+            .collect();
         let check: [u8; 32] = Sha256::digest(&candidate).into();
         bool::from(check.ct_eq(&self.sha2))
     }
@@ -122,7 +130,10 @@ mod tests {
         let nonce = b"0123456789abcdefghij";
         assert!(h.verify_native(nonce, &scramble_native(nonce, "strata_pw_secret")));
         assert!(!h.verify_native(nonce, &scramble_native(nonce, "wrong")));
-        assert!(!h.verify_native(b"other nonce 00000000", &scramble_native(nonce, "strata_pw_secret")));
+        assert!(!h.verify_native(
+            b"other nonce 00000000",
+            &scramble_native(nonce, "strata_pw_secret")
+        ));
         assert!(h.verify_caching_sha2(nonce, &scramble_caching_sha2(nonce, "strata_pw_secret")));
         assert!(!h.verify_caching_sha2(nonce, &scramble_caching_sha2(nonce, "wrong")));
         assert!(!h.verify_native(nonce, &[]));

@@ -82,8 +82,12 @@ pub fn new_service_token_secret() -> String {
 
 /// True when `s` is shaped like a secret with this prefix and its checksum holds.
 pub fn is_well_formed_secret(s: &str, prefix: &str) -> bool {
-    let Some(rest) = s.strip_prefix(prefix) else { return false };
-    if rest.len() != SECRET_RANDOM_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    let Some(rest) = s.strip_prefix(prefix) else {
+        return false;
+    };
+    if rest.len() != SECRET_RANDOM_LEN + CHECKSUM_LEN
+        || !rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         return false;
     }
     let (body, sum) = s.split_at(s.len() - CHECKSUM_LEN);

@@ -6,6 +6,7 @@
 //! - [`role`]: password roles and the grants each one maps to.
 //! - [`timefmt`]: PlanetScale-style ISO-8601 timestamps.
 
+pub mod cidr;
 pub mod credentials;
 pub mod ids;
 pub mod names;

@@ -15,9 +15,16 @@ pub enum NameError {
     #[error("{kind} name must not be empty")]
     Empty { kind: &'static str },
     #[error("{kind} name must be at most {max} characters long (got {len})")]
-    TooLong { kind: &'static str, max: usize, len: usize },
+    TooLong {
+        kind: &'static str,
+        max: usize,
+        len: usize,
+    },
     #[error("{kind} name can only contain {allowed}")]
-    BadCharacters { kind: &'static str, allowed: &'static str },
+    BadCharacters {
+        kind: &'static str,
+        allowed: &'static str,
+    },
     #[error("{kind} name must start with a lowercase letter or a digit")]
     BadStart { kind: &'static str },
     #[error("{kind} name '{name}' is reserved")]
@@ -34,7 +41,11 @@ fn check(
         return Err(NameError::Empty { kind });
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong { kind, max: MAX_NAME_LEN, len: name.chars().count() });
+        return Err(NameError::TooLong {
+            kind,
+            max: MAX_NAME_LEN,
+            len: name.chars().count(),
+        });
     }
     if !name.bytes().all(ok) {
         return Err(NameError::BadCharacters { kind, allowed });
@@ -55,7 +66,10 @@ pub fn validate_database_name(name: &str) -> Result<(), NameError> {
         |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-',
     )?;
     if RESERVED_SCHEMAS.contains(&name) {
-        return Err(NameError::Reserved { kind: "Database", name: name.to_string() });
+        return Err(NameError::Reserved {
+            kind: "Database",
+            name: name.to_string(),
+        });
     }
     Ok(())
 }
@@ -87,10 +101,17 @@ pub fn validate_display_name(kind: &'static str, name: &str) -> Result<(), NameE
     }
     let len = name.chars().count();
     if len > MAX_PASSWORD_NAME_LEN {
-        return Err(NameError::TooLong { kind, max: MAX_PASSWORD_NAME_LEN, len });
+        return Err(NameError::TooLong {
+            kind,
+            max: MAX_PASSWORD_NAME_LEN,
+            len,
+        });
     }
     if name.chars().any(char::is_control) {
-        return Err(NameError::BadCharacters { kind, allowed: "printable characters" });
+        return Err(NameError::BadCharacters {
+            kind,
+            allowed: "printable characters",
+        });
     }
     Ok(())
 }
@@ -131,7 +152,14 @@ mod tests {
 
     #[test]
     fn branch_names() {
-        for (name, ok) in [("main", true), ("add-index", true), ("feat_1", true), ("Main", false), ("a/b", false), ("", false)] {
+        for (name, ok) in [
+            ("main", true),
+            ("add-index", true),
+            ("feat_1", true),
+            ("Main", false),
+            ("a/b", false),
+            ("", false),
+        ] {
             assert_eq!(validate_branch_name(name).is_ok(), ok, "{name:?}");
         }
     }

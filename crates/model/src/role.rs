@@ -60,10 +60,17 @@ impl Role {
     pub fn grant_statements(self, schema: &str, host: &str, password: &str) -> Vec<String> {
         let user = format!("'{}'@'{}'", self.internal_user(), host);
         vec![
-            format!("CREATE USER IF NOT EXISTS {user} IDENTIFIED BY '{}'", sql_string(password)),
+            format!(
+                "CREATE USER IF NOT EXISTS {user} IDENTIFIED BY '{}'",
+                sql_string(password)
+            ),
             format!("ALTER USER {user} IDENTIFIED BY '{}'", sql_string(password)),
             format!("REVOKE ALL PRIVILEGES, GRANT OPTION FROM {user}"),
-            format!("GRANT {} ON {}.* TO {user}", self.privileges(), quote_ident(schema)),
+            format!(
+                "GRANT {} ON {}.* TO {user}",
+                self.privileges(),
+                quote_ident(schema)
+            ),
         ]
     }
 }
@@ -130,7 +137,11 @@ mod tests {
             let all = p == "ALL PRIVILEGES";
             assert_eq!(all || p.contains("SELECT"), read, "{role} read");
             assert_eq!(all || p.contains("INSERT"), write, "{role} write");
-            assert_eq!(all || p.contains("ALTER") || p.split(", ").any(|x| x == "CREATE"), ddl, "{role} ddl");
+            assert_eq!(
+                all || p.contains("ALTER") || p.split(", ").any(|x| x == "CREATE"),
+                ddl,
+                "{role} ddl"
+            );
         }
     }
 
@@ -138,7 +149,10 @@ mod tests {
     fn grant_statements_quote() {
         let s = Role::Reader.grant_statements("my-db", "127.0.0.1", "p'w");
         assert!(s[0].contains("IDENTIFIED BY 'p''w'"));
-        assert_eq!(s[3], "GRANT SELECT, SHOW VIEW ON `my-db`.* TO 'strata_reader'@'127.0.0.1'");
+        assert_eq!(
+            s[3],
+            "GRANT SELECT, SHOW VIEW ON `my-db`.* TO 'strata_reader'@'127.0.0.1'"
+        );
         assert_eq!(quote_ident("a`b"), "`a``b`");
     }
 }

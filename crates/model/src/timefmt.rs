@@ -38,7 +38,10 @@ mod tests {
     fn formats_with_millis() {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso8601(1_673_393_461_573), "2023-01-10T23:31:01.573Z");
-        assert_eq!(parse_iso8601("2023-01-10T23:31:01.573Z"), Some(1_673_393_461_573));
+        assert_eq!(
+            parse_iso8601("2023-01-10T23:31:01.573Z"),
+            Some(1_673_393_461_573)
+        );
         assert_eq!(parse_iso8601("yesterday"), None);
     }
 

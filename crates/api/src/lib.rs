@@ -1,0 +1,214 @@
+//! Strata's REST API, `/v1`, shaped like PlanetScale's so that its clients work: the same paths,
+//! status codes, object fields, page envelope and `{"code","message"}` errors. Every route but the
+//! OpenAPI document and the health check needs a service token, sent as PlanetScale sends it:
+//! `Authorization: <token id>:<token>`.
+
+mod error;
+mod extract;
+mod routes;
+pub mod views;
+
+pub use error::ApiError;
+
+use axum::body::Body as AxumBody;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::Arc;
+use strata_control::Platform;
+use utoipa::OpenApi;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub platform: Arc<Platform>,
+    /// The API's public base URL, without a trailing slash (for `url` fields).
+    pub api_url: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Strata API", description = "Databases, branches and passwords; PlanetScale-compatible paths and shapes."),
+    paths(
+        routes::list_organizations, routes::get_organization,
+        routes::list_service_tokens, routes::create_service_token, routes::get_service_token, routes::delete_service_token,
+        routes::list_databases, routes::create_database, routes::get_database, routes::update_database, routes::delete_database,
+        routes::list_branches, routes::create_branch, routes::get_branch, routes::delete_branch,
+        routes::promote_branch, routes::demote_branch,
+        routes::enable_safe_migrations, routes::update_safe_migrations, routes::disable_safe_migrations,
+        routes::list_database_passwords, routes::list_passwords, routes::create_password, routes::get_password,
+        routes::update_password, routes::delete_password, routes::renew_password,
+    ),
+    components(schemas(ApiError)),
+    modifiers(&ServiceTokenAuth),
+)]
+pub struct ApiDoc;
+
+struct ServiceTokenAuth;
+impl utoipa::Modify for ServiceTokenAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "service_token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`<service token id>:<service token>`",
+            ))),
+        );
+        api.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "service_token",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// The OpenAPI document of this API (served at `/v1/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn authenticate(
+    State(st): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| {
+            unauthorized("a service token is required: send 'Authorization: <id>:<token>'")
+        })?
+        .to_str()
+        .map_err(|_| unauthorized("the Authorization header is not valid text"))?;
+    let (id, token) = value.trim().split_once(':').ok_or_else(|| {
+        unauthorized("the Authorization header must be '<service token id>:<service token>'")
+    })?;
+    let caller = st.platform.authenticate(id.trim(), token.trim())?;
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
+/// Turns any error answer that is not already JSON (an unknown path, a wrong method, a bad path
+/// parameter) into the `{"code","message"}` shape.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let body = axum::body::to_bytes(res.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => (
+            "not_found",
+            if text.is_empty() {
+                "Not Found".to_string()
+            } else {
+                text
+            },
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "This method is not allowed on this path".to_string(),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("bad_request", text),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ("bad_request", "The request body is too large".to_string())
+        }
+        s if s.is_server_error() => ("internal_error", text),
+        _ => ("bad_request", text),
+    };
+    ApiError::new(status, code, message).into_response()
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+async fn health(State(st): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "server": st.platform.server_description()}))
+}
+
+/// The whole API as an axum router.
+pub fn router(state: AppState) -> Router {
+    use routes::*;
+    let org = "/v1/organizations/{organization}";
+    let db = "/v1/organizations/{organization}/databases/{database}";
+    let br = "/v1/organizations/{organization}/databases/{database}/branches/{branch}";
+    let authed = Router::new()
+        .route("/v1/organizations", get(list_organizations))
+        .route(org, get(get_organization))
+        .route(
+            &format!("{org}/service-tokens"),
+            get(list_service_tokens).post(create_service_token),
+        )
+        .route(
+            &format!("{org}/service-tokens/{{id}}"),
+            get(get_service_token).delete(delete_service_token),
+        )
+        .route(
+            &format!("{org}/databases"),
+            get(list_databases).post(create_database),
+        )
+        .route(
+            db,
+            get(get_database)
+                .patch(update_database)
+                .delete(delete_database),
+        )
+        .route(&format!("{db}/passwords"), get(list_database_passwords))
+        .route(
+            &format!("{db}/branches"),
+            get(list_branches).post(create_branch),
+        )
+        .route(br, get(get_branch).delete(delete_branch))
+        .route(&format!("{br}/promote"), post(promote_branch))
+        .route(&format!("{br}/demote"), post(demote_branch))
+        .route(
+            &format!("{br}/safe-migrations"),
+            post(enable_safe_migrations)
+                .put(update_safe_migrations)
+                .delete(disable_safe_migrations),
+        )
+        .route(
+            &format!("{br}/passwords"),
+            get(list_passwords).post(create_password),
+        )
+        .route(
+            &format!("{br}/passwords/{{id}}"),
+            get(get_password)
+                .patch(update_password)
+                .delete(delete_password),
+        )
+        .route(
+            &format!("{br}/passwords/{{id}}/renew"),
+            post(renew_password),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/v1/openapi.json", get(openapi_json))
+        .route("/healthz", get(health))
+        .merge(authed)
+        .fallback(|| async { ApiError::not_found("Not Found") })
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::map_response(
+            |mut res: Response<AxumBody>| async move {
+                res.headers_mut().insert(
+                    "x-content-type-options",
+                    HeaderValue::from_static("nosniff"),
+                );
+                res
+            },
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,618 @@
+//! The handlers: each parses its input, calls the control plane, and shapes the answer. No logic here.
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Body, PageQuery};
+use crate::views::{self, Edge, Page};
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use strata_catalog::Database;
+use strata_control::{BranchRequest, Caller, DatabaseUpdate, PasswordRequest};
+use utoipa::ToSchema;
+
+type Org = Path<String>;
+type OrgDb = Path<(String, String)>;
+type OrgDbBranch = Path<(String, String, String)>;
+type OrgDbBranchId = Path<(String, String, String, String)>;
+
+fn edge<'a>(st: &'a AppState, org: &'a str, db: &'a str) -> Edge<'a> {
+    let s = st.platform.settings();
+    Edge {
+        api_url: &st.api_url,
+        org,
+        database: db,
+        mysql_host: &s.mysql_host,
+        mysql_port: s.mysql_port,
+    }
+}
+
+fn list_url(st: &AppState, path: &str) -> String {
+    format!("{}/v1/{path}", st.api_url)
+}
+
+// ------------------------------------------------------------------ organizations
+
+#[utoipa::path(get, path = "/v1/organizations", tag = "organizations",
+    responses((status = 200, body = Page<views::OrganizationView>), (status = 401, body = ApiError)))]
+pub async fn list_organizations(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<views::OrganizationView>>> {
+    let (page, per) = q.parse()?;
+    let orgs = st.platform.organizations(&c)?;
+    let mut out = Vec::new();
+    for o in &orgs {
+        out.push(views::organization(o, st.platform.database_count(o)?));
+    }
+    Ok(Json(views::page(
+        out,
+        page,
+        per,
+        &list_url(&st, "organizations"),
+    )))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}", tag = "organizations",
+    responses((status = 200, body = views::OrganizationView), (status = 404, body = ApiError)))]
+pub async fn get_organization(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(org): Org,
+) -> ApiResult<Json<views::OrganizationView>> {
+    let o = st.platform.organization(&c, &org)?;
+    Ok(Json(views::organization(
+        &o,
+        st.platform.database_count(&o)?,
+    )))
+}
+
+// ------------------------------------------------------------------ service tokens
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateServiceToken {
+    pub name: Option<String>,
+    /// Seconds until the token expires; absent: never.
+    pub ttl: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/service-tokens", tag = "service tokens",
+    responses((status = 200, body = Page<views::ServiceTokenView>)))]
+pub async fn list_service_tokens(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(org): Org,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<views::ServiceTokenView>>> {
+    let (page, per) = q.parse()?;
+    let list = st
+        .platform
+        .service_tokens(&c, &org)?
+        .iter()
+        .map(|t| views::service_token(t, None))
+        .collect();
+    Ok(Json(views::page(
+        list,
+        page,
+        per,
+        &list_url(&st, &format!("organizations/{org}/service-tokens")),
+    )))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/service-tokens", tag = "service tokens",
+    request_body = CreateServiceToken, responses((status = 200, body = views::ServiceTokenView)))]
+pub async fn create_service_token(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(org): Org,
+    Body(b): Body<CreateServiceToken>,
+) -> ApiResult<Json<views::ServiceTokenView>> {
+    let t = st.platform.create_service_token(&c, &org, b.name, b.ttl)?;
+    Ok(Json(views::service_token(&t.token, Some(t.plaintext))))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/service-tokens/{id}", tag = "service tokens",
+    responses((status = 200, body = views::ServiceTokenView), (status = 404, body = ApiError)))]
+pub async fn get_service_token(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+) -> ApiResult<Json<views::ServiceTokenView>> {
+    Ok(Json(views::service_token(
+        &st.platform.service_token(&c, &org, &id)?,
+        None,
+    )))
+}
+
+#[utoipa::path(delete, path = "/v1/organizations/{organization}/service-tokens/{id}", tag = "service tokens",
+    responses((status = 204), (status = 404, body = ApiError)))]
+pub async fn delete_service_token(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    st.platform.delete_service_token(&c, &org, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------------ databases
+
+fn database_view(st: &AppState, org: &str, d: &Database) -> ApiResult<views::DatabaseView> {
+    let branches = st.platform.branches_of(d)?;
+    Ok(views::database(&st.api_url, org, d, &branches))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateDatabase {
+    pub name: Option<String>,
+    /// Accepted for compatibility; Strata has one region, `local`.
+    pub region: Option<String>,
+    /// Accepted for pscale compatibility; instance sizing follows the branch kind.
+    #[allow(dead_code)]
+    pub cluster_size: Option<String>,
+    /// `mysql` (the default) is the only kind served.
+    pub kind: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases", tag = "databases",
+    responses((status = 200, body = Page<views::DatabaseView>)))]
+pub async fn list_databases(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(org): Org,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<views::DatabaseView>>> {
+    let (page, per) = q.parse()?;
+    let mut out = Vec::new();
+    for d in st.platform.databases(&c, &org)? {
+        out.push(database_view(&st, &org, &d)?);
+    }
+    Ok(Json(views::page(
+        out,
+        page,
+        per,
+        &list_url(&st, &format!("organizations/{org}/databases")),
+    )))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases", tag = "databases",
+    request_body = CreateDatabase,
+    responses((status = 201, body = views::DatabaseView), (status = 409, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn create_database(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(org): Org,
+    Body(b): Body<CreateDatabase>,
+) -> ApiResult<(StatusCode, Json<views::DatabaseView>)> {
+    let name = b
+        .name
+        .ok_or_else(|| ApiError::invalid("name is required"))?;
+    if let Some(kind) = b.kind.as_deref() {
+        if kind != "mysql" {
+            return Err(ApiError::invalid(format!(
+                "kind '{kind}' is not supported: Strata serves mysql databases"
+            )));
+        }
+    }
+    if let Some(r) = b.region.as_deref() {
+        if r != "local" {
+            return Err(ApiError::invalid(format!(
+                "region '{r}' does not exist: this Strata has one region, 'local'"
+            )));
+        }
+    }
+    let d = st.platform.create_database(&c, &org, &name)?;
+    Ok((StatusCode::CREATED, Json(database_view(&st, &org, &d)?)))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}", tag = "databases",
+    responses((status = 200, body = views::DatabaseView), (status = 404, body = ApiError)))]
+pub async fn get_database(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db)): OrgDb,
+) -> ApiResult<Json<views::DatabaseView>> {
+    let d = st.platform.database(&c, &org, &db)?;
+    Ok(Json(database_view(&st, &org, &d)?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct UpdateDatabase {
+    pub default_branch: Option<String>,
+    pub require_approval_for_deploy: Option<bool>,
+    pub allow_foreign_key_constraints: Option<bool>,
+    pub deletion_protected: Option<bool>,
+}
+
+#[utoipa::path(patch, path = "/v1/organizations/{organization}/databases/{database}", tag = "databases",
+    request_body = UpdateDatabase, responses((status = 200, body = views::DatabaseView), (status = 404, body = ApiError)))]
+pub async fn update_database(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db)): OrgDb,
+    Body(b): Body<UpdateDatabase>,
+) -> ApiResult<Json<views::DatabaseView>> {
+    let d = st.platform.update_database(
+        &c,
+        &org,
+        &db,
+        DatabaseUpdate {
+            default_branch: b.default_branch,
+            require_approval_for_deploy: b.require_approval_for_deploy,
+            allow_foreign_key_constraints: b.allow_foreign_key_constraints,
+            deletion_protected: b.deletion_protected,
+        },
+    )?;
+    Ok(Json(database_view(&st, &org, &d)?))
+}
+
+#[utoipa::path(delete, path = "/v1/organizations/{organization}/databases/{database}", tag = "databases",
+    responses((status = 204), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn delete_database(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db)): OrgDb,
+) -> ApiResult<StatusCode> {
+    st.platform.delete_database(&c, &org, &db).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------------ branches
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateBranch {
+    pub name: Option<String>,
+    /// Defaults to the database's default branch.
+    pub parent_branch: Option<String>,
+    pub region: Option<String>,
+    /// Accepted for pscale compatibility; instance sizing follows the branch kind.
+    #[allow(dead_code)]
+    pub cluster_size: Option<String>,
+    pub backup_id: Option<String>,
+    pub seed_data: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/branches", tag = "branches",
+    responses((status = 200, body = Page<views::BranchView>)))]
+pub async fn list_branches(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db)): OrgDb,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<views::BranchView>>> {
+    let (page, per) = q.parse()?;
+    let e = edge(&st, &org, &db);
+    let list = st
+        .platform
+        .branches(&c, &org, &db)?
+        .iter()
+        .map(|b| views::branch(&e, b, st.platform.instance_status(&b.id)))
+        .collect();
+    Ok(Json(views::page(
+        list,
+        page,
+        per,
+        &list_url(&st, &format!("organizations/{org}/databases/{db}/branches")),
+    )))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/branches", tag = "branches",
+    request_body = CreateBranch,
+    responses((status = 201, body = views::BranchView), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn create_branch(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db)): OrgDb,
+    Body(b): Body<CreateBranch>,
+) -> ApiResult<(StatusCode, Json<views::BranchView>)> {
+    let name = b
+        .name
+        .ok_or_else(|| ApiError::invalid("name is required"))?;
+    if b.backup_id.is_some() || b.seed_data.is_some() {
+        return Err(ApiError::invalid(
+            "restoring a backup into a branch (backup_id, seed_data) is not available yet",
+        ));
+    }
+    if let Some(r) = b.region.as_deref() {
+        if r != "local" {
+            return Err(ApiError::invalid(format!(
+                "region '{r}' does not exist: this Strata has one region, 'local'"
+            )));
+        }
+    }
+    let br = st.platform.create_branch(
+        &c,
+        &org,
+        &db,
+        BranchRequest {
+            name,
+            parent_branch: b.parent_branch,
+        },
+    )?;
+    let e = edge(&st, &org, &db);
+    Ok((
+        StatusCode::CREATED,
+        Json(views::branch(&e, &br, st.platform.instance_status(&br.id))),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}", tag = "branches",
+    responses((status = 200, body = views::BranchView), (status = 404, body = ApiError)))]
+pub async fn get_branch(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+) -> ApiResult<Json<views::BranchView>> {
+    let b = st.platform.branch(&c, &org, &db, &branch)?;
+    Ok(Json(views::branch(
+        &edge(&st, &org, &db),
+        &b,
+        st.platform.instance_status(&b.id),
+    )))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DeleteBranchQuery {
+    pub delete_descendants: Option<String>,
+}
+
+#[utoipa::path(delete, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}", tag = "branches",
+    params(("delete_descendants" = Option<bool>, Query, description = "also delete the branches made from it")),
+    responses((status = 204), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn delete_branch(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+    Query(q): Query<DeleteBranchQuery>,
+) -> ApiResult<StatusCode> {
+    let descendants = match q.delete_descendants.as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "delete_descendants must be true or false, not '{other}'"
+            )))
+        }
+    };
+    st.platform
+        .delete_branch(&c, &org, &db, &branch, descendants)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/promote", tag = "branches",
+    responses((status = 200, body = views::BranchView), (status = 422, body = ApiError)))]
+pub async fn promote_branch(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+) -> ApiResult<Json<views::BranchView>> {
+    let b = st.platform.promote_branch(&c, &org, &db, &branch).await?;
+    Ok(Json(views::branch(
+        &edge(&st, &org, &db),
+        &b,
+        st.platform.instance_status(&b.id),
+    )))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/demote", tag = "branches",
+    responses((status = 200, body = views::BranchView), (status = 422, body = ApiError)))]
+pub async fn demote_branch(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+) -> ApiResult<Json<views::BranchView>> {
+    let b = st.platform.demote_branch(&c, &org, &db, &branch).await?;
+    Ok(Json(views::branch(
+        &edge(&st, &org, &db),
+        &b,
+        st.platform.instance_status(&b.id),
+    )))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct SafeMigrations {
+    pub safe_migrations: Option<bool>,
+}
+
+fn set_safe_migrations(
+    st: &AppState,
+    c: &Caller,
+    org: &str,
+    db: &str,
+    branch: &str,
+    on: bool,
+) -> ApiResult<Json<views::BranchView>> {
+    let b = st.platform.set_safe_migrations(c, org, db, branch, on)?;
+    Ok(Json(views::branch(
+        &edge(st, org, db),
+        &b,
+        st.platform.instance_status(&b.id),
+    )))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/safe-migrations", tag = "branches",
+    responses((status = 200, body = views::BranchView)))]
+pub async fn enable_safe_migrations(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+) -> ApiResult<Json<views::BranchView>> {
+    set_safe_migrations(&st, &c, &org, &db, &branch, true)
+}
+
+#[utoipa::path(put, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/safe-migrations", tag = "branches",
+    request_body = SafeMigrations, responses((status = 200, body = views::BranchView)))]
+pub async fn update_safe_migrations(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+    Body(b): Body<SafeMigrations>,
+) -> ApiResult<Json<views::BranchView>> {
+    let on = b
+        .safe_migrations
+        .ok_or_else(|| ApiError::invalid("safe_migrations (true or false) is required"))?;
+    set_safe_migrations(&st, &c, &org, &db, &branch, on)
+}
+
+#[utoipa::path(delete, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/safe-migrations", tag = "branches",
+    responses((status = 200, body = views::BranchView)))]
+pub async fn disable_safe_migrations(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+) -> ApiResult<Json<views::BranchView>> {
+    set_safe_migrations(&st, &c, &org, &db, &branch, false)
+}
+
+// ------------------------------------------------------------------ passwords
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreatePassword {
+    pub name: Option<String>,
+    /// reader, writer, readwriter or admin (default).
+    pub role: Option<String>,
+    /// Seconds until the password expires; 0 or absent: never.
+    pub ttl: Option<i64>,
+    pub cidrs: Option<Vec<String>>,
+    pub replica: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct UpdatePassword {
+    pub name: Option<String>,
+    pub cidrs: Option<Vec<String>>,
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/passwords", tag = "passwords",
+    responses((status = 200, body = Page<views::PasswordView>)))]
+pub async fn list_database_passwords(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db)): OrgDb,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<views::PasswordView>>> {
+    let (page, per) = q.parse()?;
+    let e = edge(&st, &org, &db);
+    let list = st
+        .platform
+        .passwords(&c, &org, &db, None)?
+        .iter()
+        .map(|(p, b)| views::password(&e, p, b, None))
+        .collect();
+    Ok(Json(views::page(
+        list,
+        page,
+        per,
+        &list_url(
+            &st,
+            &format!("organizations/{org}/databases/{db}/passwords"),
+        ),
+    )))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/passwords", tag = "passwords",
+    responses((status = 200, body = Page<views::PasswordView>)))]
+pub async fn list_passwords(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<views::PasswordView>>> {
+    let (page, per) = q.parse()?;
+    let e = edge(&st, &org, &db);
+    let list = st
+        .platform
+        .passwords(&c, &org, &db, Some(&branch))?
+        .iter()
+        .map(|(p, b)| views::password(&e, p, b, None))
+        .collect();
+    let url = list_url(
+        &st,
+        &format!("organizations/{org}/databases/{db}/branches/{branch}/passwords"),
+    );
+    Ok(Json(views::page(list, page, per, &url)))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/passwords", tag = "passwords",
+    request_body = CreatePassword,
+    responses((status = 201, body = views::PasswordView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn create_password(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+    Body(b): Body<CreatePassword>,
+) -> ApiResult<(StatusCode, Json<views::PasswordView>)> {
+    if b.replica == Some(true) {
+        return Err(ApiError::invalid(
+            "replica passwords are not available: branches have no replicas yet",
+        ));
+    }
+    let np = st.platform.create_password(
+        &c,
+        &org,
+        &db,
+        &branch,
+        PasswordRequest {
+            name: b.name,
+            role: b.role,
+            ttl_seconds: b.ttl,
+            cidrs: b.cidrs,
+        },
+    )?;
+    let br = st.platform.branch(&c, &org, &db, &branch)?;
+    let e = edge(&st, &org, &db);
+    Ok((
+        StatusCode::CREATED,
+        Json(views::password(&e, &np.password, &br, Some(np.plaintext))),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/passwords/{id}", tag = "passwords",
+    responses((status = 200, body = views::PasswordView), (status = 404, body = ApiError)))]
+pub async fn get_password(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch, id)): OrgDbBranchId,
+) -> ApiResult<Json<views::PasswordView>> {
+    let (p, b) = st.platform.password(&c, &org, &db, &branch, &id)?;
+    Ok(Json(views::password(&edge(&st, &org, &db), &p, &b, None)))
+}
+
+#[utoipa::path(patch, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/passwords/{id}", tag = "passwords",
+    request_body = UpdatePassword, responses((status = 200, body = views::PasswordView), (status = 404, body = ApiError)))]
+pub async fn update_password(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch, id)): OrgDbBranchId,
+    Body(b): Body<UpdatePassword>,
+) -> ApiResult<Json<views::PasswordView>> {
+    let (p, br) = st
+        .platform
+        .update_password(&c, &org, &db, &branch, &id, b.name, b.cidrs)?;
+    Ok(Json(views::password(&edge(&st, &org, &db), &p, &br, None)))
+}
+
+#[utoipa::path(delete, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/passwords/{id}", tag = "passwords",
+    responses((status = 204), (status = 404, body = ApiError)))]
+pub async fn delete_password(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch, id)): OrgDbBranchId,
+) -> ApiResult<StatusCode> {
+    st.platform.delete_password(&c, &org, &db, &branch, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/passwords/{id}/renew", tag = "passwords",
+    responses((status = 200, body = views::PasswordView), (status = 422, body = ApiError)))]
+pub async fn renew_password(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch, id)): OrgDbBranchId,
+) -> ApiResult<Json<views::PasswordView>> {
+    let (p, b) = st.platform.renew_password(&c, &org, &db, &branch, &id)?;
+    Ok(Json(views::password(&edge(&st, &org, &db), &p, &b, None)))
+}

@@ -1,0 +1,490 @@
+//! Response objects, shaped after PlanetScale's (`../shared/reference/api-endpoints.md` §5): the fields
+//! the pscale client reads are all present, timestamps are ISO-8601 with milliseconds or null, and
+//! every object carries its `type`. Strata-only facts (a branch's `instance`, a password's
+//! `connection`) are added under their own keys.
+
+use serde::Serialize;
+use strata_catalog::{Branch, BranchState, Database, Organization, Password, ServiceToken};
+use strata_control::password_expired;
+use strata_engine::InstanceStatus;
+use strata_model::timefmt::{iso8601, now_millis};
+use utoipa::ToSchema;
+
+fn ts(m: i64) -> String {
+    iso8601(m)
+}
+fn ts_opt(m: Option<i64>) -> Option<String> {
+    m.map(iso8601)
+}
+
+/// Strata runs where it is installed; it reports one region, "local".
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Region {
+    pub id: &'static str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub provider: &'static str,
+    pub enabled: bool,
+    pub public_ip_addresses: Vec<String>,
+    pub display_name: &'static str,
+    pub location: &'static str,
+    pub slug: &'static str,
+    pub current_default: bool,
+    pub mysql_supported: bool,
+    pub postgresql_supported: bool,
+}
+
+pub fn region() -> Region {
+    Region {
+        id: "local",
+        kind: "Region",
+        provider: "Strata",
+        enabled: true,
+        public_ip_addresses: Vec::new(),
+        display_name: "Local",
+        location: "This host",
+        slug: "local",
+        current_default: true,
+        mysql_supported: true,
+        postgresql_supported: false,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Actor {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub display_name: String,
+    pub avatar_url: String,
+}
+
+pub fn token_actor(token_id: &str) -> Actor {
+    Actor {
+        id: token_id.to_string(),
+        kind: "ServiceToken",
+        display_name: token_id.to_string(),
+        avatar_url: String::new(),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrganizationView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub name: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub plan: &'static str,
+    pub database_count: usize,
+    pub sso: bool,
+    pub single_tenancy: bool,
+    pub features: serde_json::Value,
+}
+
+pub fn organization(o: &Organization, database_count: usize) -> OrganizationView {
+    OrganizationView {
+        id: o.id.clone(),
+        kind: "Organization",
+        name: o.name.clone(),
+        created_at: ts(o.created_at),
+        updated_at: ts(o.updated_at),
+        plan: "self-hosted",
+        database_count,
+        sso: false,
+        single_tenancy: true,
+        features: serde_json::json!({}),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceTokenView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub name: Option<String>,
+    pub display_name: String,
+    /// The token's plaintext: only in the create response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub avatar_url: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+pub fn service_token(t: &ServiceToken, plaintext: Option<String>) -> ServiceTokenView {
+    ServiceTokenView {
+        id: t.id.clone(),
+        kind: "ServiceToken",
+        display_name: t.name.clone().unwrap_or_else(|| t.id.clone()),
+        name: t.name.clone(),
+        token: plaintext,
+        avatar_url: String::new(),
+        created_at: ts(t.created_at),
+        updated_at: ts(t.created_at),
+        expires_at: ts_opt(t.expires_at),
+        last_used_at: ts_opt(t.last_used_at),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatabaseView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind_type: &'static str,
+    pub name: String,
+    pub url: String,
+    pub branches_url: String,
+    pub html_url: String,
+    /// `pending` until the default branch is ready, then `ready`.
+    pub state: &'static str,
+    pub ready: bool,
+    pub kind: &'static str,
+    pub region: Region,
+    pub default_branch: String,
+    pub branches_count: usize,
+    pub development_branches_count: usize,
+    pub production_branches_count: usize,
+    pub require_approval_for_deploy: bool,
+    pub foreign_keys_enabled: bool,
+    pub allow_data_branching: bool,
+    pub deletion_protected: bool,
+    pub sharded: bool,
+    pub default_branch_shard_count: u32,
+    pub default_branch_read_only_regions_count: u32,
+    pub default_branch_table_count: usize,
+    pub insights_enabled: bool,
+    pub plan: &'static str,
+    pub notes: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub schema_last_updated_at: Option<String>,
+}
+
+pub fn database(api_url: &str, org: &str, d: &Database, branches: &[Branch]) -> DatabaseView {
+    let url = format!("{api_url}/v1/organizations/{org}/databases/{}", d.name);
+    let default = branches.iter().find(|b| b.name == d.default_branch);
+    let ready = default.is_some_and(|b| b.state == BranchState::Ready);
+    let prod = branches.iter().filter(|b| b.production).count();
+    DatabaseView {
+        id: d.id.clone(),
+        kind_type: "Database",
+        name: d.name.clone(),
+        branches_url: format!("{url}/branches"),
+        url,
+        html_url: format!("{api_url}/{org}/{}", d.name),
+        state: if ready { "ready" } else { "pending" },
+        ready,
+        kind: "mysql",
+        region: region(),
+        default_branch: d.default_branch.clone(),
+        branches_count: branches.len(),
+        development_branches_count: branches.len() - prod,
+        production_branches_count: prod,
+        require_approval_for_deploy: d.require_approval_for_deploy,
+        foreign_keys_enabled: d.allow_foreign_key_constraints,
+        allow_data_branching: false,
+        deletion_protected: d.deletion_protected,
+        sharded: false,
+        default_branch_shard_count: 1,
+        default_branch_read_only_regions_count: 0,
+        default_branch_table_count: default
+            .map(|b| strata_control::Platform::base_schema(b).len())
+            .unwrap_or(0),
+        insights_enabled: false,
+        plan: "self-hosted",
+        notes: None,
+        created_at: ts(d.created_at),
+        updated_at: ts(d.updated_at),
+        schema_last_updated_at: ts_opt(default.and_then(|b| b.schema_last_updated_at)),
+    }
+}
+
+/// The branch's server process, as the supervisor sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceView {
+    /// `starting`, `running`, `crashed` (restart scheduled), `stopping`, `stopped`.
+    pub state: String,
+    pub pid: Option<u32>,
+    /// Loopback port of the instance (internal; clients connect through the gateway).
+    pub port: u16,
+    pub restarts: u32,
+    pub ready_at: Option<String>,
+    pub last_exit: Option<String>,
+    pub last_error: Option<String>,
+}
+
+fn instance(s: &InstanceStatus) -> InstanceView {
+    InstanceView {
+        state: serde_json::to_value(s.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        pid: s.pid,
+        port: s.port,
+        restarts: s.restarts,
+        ready_at: ts_opt(s.ready_at),
+        last_exit: s.last_exit.clone(),
+        last_error: s.last_error.clone(),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BranchView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind_type: &'static str,
+    pub name: String,
+    pub parent_branch: Option<String>,
+    pub production: bool,
+    pub safe_migrations: bool,
+    /// True once the branch serves with its parent's schema.
+    pub ready: bool,
+    pub schema_ready: bool,
+    /// `pending`, `ready` or `failed`.
+    pub state: &'static str,
+    /// Why provisioning failed.
+    pub error: Option<String>,
+    pub kind: &'static str,
+    pub region: Region,
+    pub url: String,
+    pub html_url: String,
+    pub mysql_address: String,
+    pub mysql_edge_address: String,
+    pub cluster_name: &'static str,
+    pub sharded: bool,
+    pub shard_count: u32,
+    pub stale_schema: bool,
+    pub deletion_protected: bool,
+    pub actor: Option<Actor>,
+    pub restored_from_branch: Option<serde_json::Value>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub deleted_at: Option<String>,
+    pub schema_last_updated_at: Option<String>,
+    /// The branch's instance; null while it has none (pending or failed).
+    pub instance: Option<InstanceView>,
+}
+
+pub struct Edge<'a> {
+    pub api_url: &'a str,
+    pub org: &'a str,
+    pub database: &'a str,
+    pub mysql_host: &'a str,
+    pub mysql_port: u16,
+}
+
+impl Edge<'_> {
+    fn mysql_address(&self) -> String {
+        format!("{}:{}", self.mysql_host, self.mysql_port)
+    }
+}
+
+pub fn branch(edge: &Edge, b: &Branch, status: Option<InstanceStatus>) -> BranchView {
+    let url = format!(
+        "{}/v1/organizations/{}/databases/{}/branches/{}",
+        edge.api_url, edge.org, edge.database, b.name
+    );
+    BranchView {
+        id: b.id.clone(),
+        kind_type: "Branch",
+        name: b.name.clone(),
+        parent_branch: b.parent_branch.clone(),
+        production: b.production,
+        safe_migrations: b.safe_migrations,
+        ready: b.state == BranchState::Ready,
+        schema_ready: b.state == BranchState::Ready,
+        state: b.state.as_str(),
+        error: b.error.clone(),
+        kind: "mysql",
+        region: region(),
+        url,
+        html_url: format!("{}/{}/{}/{}", edge.api_url, edge.org, edge.database, b.name),
+        mysql_address: edge.mysql_address(),
+        mysql_edge_address: edge.mysql_address(),
+        cluster_name: if b.production {
+            "production"
+        } else {
+            "development"
+        },
+        sharded: false,
+        shard_count: 1,
+        stale_schema: false,
+        deletion_protected: false,
+        actor: None,
+        restored_from_branch: None,
+        created_at: ts(b.created_at),
+        updated_at: ts(b.updated_at),
+        deleted_at: None,
+        schema_last_updated_at: ts_opt(b.schema_last_updated_at),
+        instance: status.as_ref().map(instance),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordBranch {
+    pub id: String,
+    pub name: String,
+    pub production: bool,
+    pub mysql_edge_address: String,
+    pub private_edge_connectivity: bool,
+}
+
+/// How to connect with this password: through the gateway, to the database's schema.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Connection {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub database: String,
+    /// A ready-made URL; only in the create response, since it embeds the plaintext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mysql_url: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind_type: &'static str,
+    pub name: String,
+    pub role: String,
+    pub role_description: &'static str,
+    pub username: String,
+    /// The password itself: only in the create response, never again.
+    pub plain_text: Option<String>,
+    pub access_host_url: String,
+    pub access_host_regional_url: String,
+    pub access_host_regional_urls: Vec<String>,
+    pub database_branch: PasswordBranch,
+    pub region: Region,
+    pub actor: Option<Actor>,
+    pub cidrs: Vec<String>,
+    pub created_at: String,
+    pub deleted_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+    pub expired: bool,
+    pub ttl_seconds: Option<i64>,
+    pub renewable: bool,
+    pub replica: bool,
+    pub direct_vtgate: bool,
+    pub direct_vtgate_addresses: Vec<String>,
+    pub connection: Connection,
+}
+
+pub fn password(edge: &Edge, p: &Password, b: &Branch, plaintext: Option<String>) -> PasswordView {
+    let address = edge.mysql_address();
+    let mysql_url = plaintext
+        .as_ref()
+        .map(|pw| format!("mysql://{}:{pw}@{}/{}", p.username, address, edge.database));
+    PasswordView {
+        id: p.id.clone(),
+        kind_type: "Password",
+        name: p.name.clone(),
+        role: p.role.as_str().to_string(),
+        role_description: p.role.description(),
+        username: p.username.clone(),
+        plain_text: plaintext,
+        access_host_url: address.clone(),
+        access_host_regional_url: address.clone(),
+        access_host_regional_urls: vec![address.clone()],
+        database_branch: PasswordBranch {
+            id: b.id.clone(),
+            name: b.name.clone(),
+            production: b.production,
+            mysql_edge_address: address,
+            private_edge_connectivity: false,
+        },
+        region: region(),
+        actor: None,
+        cidrs: p.cidrs.clone(),
+        created_at: ts(p.created_at),
+        deleted_at: None,
+        expires_at: ts_opt(p.expires_at),
+        last_used_at: ts_opt(p.last_used_at),
+        expired: password_expired(p, now_millis()),
+        ttl_seconds: p.ttl_seconds,
+        renewable: p.ttl_seconds.is_some(),
+        replica: false,
+        direct_vtgate: false,
+        direct_vtgate_addresses: Vec::new(),
+        connection: Connection {
+            host: edge.mysql_host.to_string(),
+            port: edge.mysql_port,
+            username: p.username.clone(),
+            database: edge.database.to_string(),
+            mysql_url,
+        },
+    }
+}
+
+/// PlanetScale's page envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub current_page: usize,
+    pub per_page: usize,
+    pub next_page: Option<usize>,
+    pub next_page_url: Option<String>,
+    pub prev_page: Option<usize>,
+    pub prev_page_url: Option<String>,
+    pub total_count: usize,
+    pub total_pages: usize,
+    pub data: Vec<T>,
+}
+
+/// Cuts one page out of a full list. `base` is the list's URL without query.
+pub fn page<T>(items: Vec<T>, page: usize, per_page: usize, base: &str) -> Page<T> {
+    let total = items.len();
+    let total_pages = total.div_ceil(per_page).max(1);
+    let data: Vec<T> = items
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    let link = |p: usize| format!("{base}?page={p}&per_page={per_page}");
+    let next = (page < total_pages).then_some(page + 1);
+    let prev = (page > 1).then(|| (page - 1).min(total_pages));
+    Page {
+        kind: "list",
+        current_page: page,
+        per_page,
+        next_page: next,
+        next_page_url: next.map(link),
+        prev_page: prev,
+        prev_page_url: prev.map(link),
+        total_count: total,
+        total_pages,
+        data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages() {
+        let p = page((1..=57).collect::<Vec<_>>(), 1, 25, "http://x/l");
+        assert_eq!(
+            (p.total_count, p.total_pages, p.next_page, p.prev_page),
+            (57, 3, Some(2), None)
+        );
+        assert_eq!(p.data.len(), 25);
+        assert_eq!(
+            p.next_page_url.as_deref(),
+            Some("http://x/l?page=2&per_page=25")
+        );
+        let p = page((1..=57).collect::<Vec<_>>(), 3, 25, "http://x/l");
+        assert_eq!((p.data.len(), p.next_page, p.prev_page), (7, None, Some(2)));
+        let p = page(Vec::<u8>::new(), 1, 25, "http://x/l");
+        assert_eq!((p.total_pages, p.next_page, p.data.len()), (1, None, 0));
+        let p = page((1..=3).collect::<Vec<_>>(), 9, 25, "http://x/l");
+        assert!(p.data.is_empty());
+    }
+}

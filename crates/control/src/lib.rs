@@ -1,0 +1,801 @@
+//! The control plane: what `strata up` does for the API. It keeps the catalog and the running instances
+//! in step:
+//!
+//! - a database is created with its `main` production branch; a branch is created `pending`, then a
+//!   job provisions its instance from the template, copies the parent's schema (no data) and records
+//!   that schema as the branch's base; the branch becomes `ready`;
+//! - a job interrupted by a crash or restart is redone from scratch on the next start (a pending
+//!   branch's instance directory is wiped and provisioned again), so no half-made branch is ever ready;
+//! - deleting removes the catalog rows first and the instances after; directories left by a crash in
+//!   between are removed on the next start.
+
+mod error;
+mod passwords;
+
+pub use error::{ControlError, Result};
+pub use passwords::{expired as password_expired, NewPassword, PasswordRequest};
+
+use error::not_found;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use strata_catalog::{Branch, BranchState, Catalog, Database, Organization, ServiceToken};
+use strata_engine::supervisor::{self, InstanceSpec};
+use strata_engine::{admin, Instance, InstanceStatus, SchemaObject, ServerBinaries};
+use strata_model::{credentials, ids, names, timefmt::now_millis};
+use tokio::task::JoinHandle;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where clients reach the platform; goes into connection details.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// Host and port of the MySQL gateway, as clients should dial it.
+    pub mysql_host: String,
+    pub mysql_port: u16,
+}
+
+/// The organization a request acts in, established from its service token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub organization_id: String,
+    pub organization: String,
+    pub token_id: String,
+}
+
+/// A service token with its plaintext, which exists only in the create response.
+pub struct NewServiceToken {
+    pub token: ServiceToken,
+    pub plaintext: String,
+}
+
+/// What `strata up` creates on the very first start.
+pub struct Bootstrap {
+    pub organization: Organization,
+    pub token: NewServiceToken,
+}
+
+/// The new branch's parent, or the database's default branch.
+pub struct BranchRequest {
+    pub name: String,
+    pub parent_branch: Option<String>,
+}
+
+pub struct Platform {
+    me: Weak<Platform>,
+    catalog: Arc<dyn Catalog>,
+    binaries: Arc<ServerBinaries>,
+    template: PathBuf,
+    settings: Settings,
+    instances: Mutex<HashMap<String, Arc<Instance>>>,
+    jobs: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn server_id(branch_id: &str) -> u32 {
+    (crc32fast::hash(branch_id.as_bytes()) & 0x7fff_ffff) | 1
+}
+
+impl Platform {
+    /// Opens the platform over a catalog; prepares the template datadir (first start only).
+    pub async fn open(
+        catalog: Arc<dyn Catalog>,
+        binaries: ServerBinaries,
+        settings: Settings,
+    ) -> Result<Arc<Self>> {
+        let binaries = Arc::new(binaries);
+        let root = settings.data_dir.clone();
+        let bins = binaries.clone();
+        let template = tokio::task::spawn_blocking(move || {
+            strata_engine::template::ensure_template(&bins, &root)
+        })
+        .await
+        .map_err(|e| ControlError::Internal(e.to_string()))??;
+        Ok(Arc::new_cyclic(|me| Platform {
+            me: me.clone(),
+            catalog,
+            binaries,
+            template,
+            settings,
+            instances: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn arc(&self) -> Arc<Platform> {
+        self.me
+            .upgrade()
+            .expect("platform is alive while its methods run")
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn server_description(&self) -> String {
+        self.binaries.describe()
+    }
+
+    fn instances_dir(&self) -> PathBuf {
+        self.settings.data_dir.join("instances")
+    }
+
+    // ---------------------------------------------------------------- start-up and shutdown
+
+    /// First start: creates the default organization and an admin service token. Returns `None` when
+    /// the catalog already has an organization.
+    pub fn bootstrap(&self, organization: &str) -> Result<Option<Bootstrap>> {
+        if !self.catalog.organizations()?.is_empty() {
+            return Ok(None);
+        }
+        names::validate_organization_name(organization)?;
+        let now = now_millis();
+        let org = Organization {
+            id: ids::public_id(),
+            name: organization.to_string(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.catalog.create_organization(&org)?;
+        let token = self.new_service_token(&org.id, Some("admin".to_string()))?;
+        Ok(Some(Bootstrap {
+            organization: org,
+            token,
+        }))
+    }
+
+    /// Brings back every branch: ready ones are started, pending ones provisioned again, and instance
+    /// directories that no branch owns (a delete cut short) are removed.
+    pub async fn resume(&self) -> Result<()> {
+        let branches = self.catalog.all_branches()?;
+        let known: std::collections::HashSet<_> = branches.iter().map(|b| b.id.clone()).collect();
+        if let Ok(entries) = std::fs::read_dir(self.instances_dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !known.contains(&name) {
+                    tracing::warn!(dir = %e.path().display(), "removing an instance directory no branch owns");
+                    let _ = supervisor::destroy(&e.path());
+                }
+            }
+        }
+        for b in branches {
+            let db = self.catalog.database_by_id(&b.database_id)?;
+            match b.state {
+                BranchState::Ready => {
+                    let spec = self.spec(&b, &db);
+                    match Instance::start(self.binaries.clone(), spec) {
+                        Ok(inst) => {
+                            lock(&self.instances).insert(b.id.clone(), inst.clone());
+                            self.persist_port_when_ready(b.id.clone(), inst);
+                        }
+                        Err(e) => {
+                            tracing::error!(branch = %b.name, error = %e, "cannot start instance")
+                        }
+                    }
+                }
+                BranchState::Pending => {
+                    tracing::info!(database = %db.name, branch = %b.name, "provisioning a branch left pending");
+                    self.spawn_provision(b, db);
+                }
+                BranchState::Failed => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every job and instance, cleanly.
+    pub async fn shutdown(&self) {
+        let jobs: Vec<_> = lock(&self.jobs).drain().collect();
+        for (_, j) in jobs {
+            j.abort();
+            let _ = j.await;
+        }
+        let instances: Vec<_> = lock(&self.instances).drain().map(|(_, i)| i).collect();
+        let mut stops = tokio::task::JoinSet::new();
+        for inst in instances {
+            stops.spawn(async move { inst.stop().await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+
+    // ---------------------------------------------------------------- authentication and organizations
+
+    /// Checks a service token (`id`, plaintext) and returns the organization it acts for.
+    pub fn authenticate(&self, token_id: &str, token: &str) -> Result<Caller> {
+        let bad = || {
+            ControlError::Unauthorized("the service token is invalid or has been deleted".into())
+        };
+        let record = self.catalog.service_token(token_id).map_err(|_| bad())?;
+        if !credentials::hashes_equal(&record.token_hash, &credentials::token_hash(token)) {
+            return Err(bad());
+        }
+        let now = now_millis();
+        if record.expires_at.is_some_and(|t| t <= now) {
+            return Err(ControlError::Unauthorized(
+                "the service token has expired".into(),
+            ));
+        }
+        let org = self
+            .catalog
+            .organizations()?
+            .into_iter()
+            .find(|o| o.id == record.organization_id)
+            .ok_or_else(bad)?;
+        // Last-used is informative; a failed write must not fail the request.
+        if record.last_used_at.is_none_or(|t| now - t > 60_000) {
+            let _ = self.catalog.touch_service_token(token_id, now);
+        }
+        Ok(Caller {
+            organization_id: org.id,
+            organization: org.name,
+            token_id: record.id,
+        })
+    }
+
+    /// The organizations the caller can see (its own).
+    pub fn organizations(&self, caller: &Caller) -> Result<Vec<Organization>> {
+        Ok(self
+            .catalog
+            .organizations()?
+            .into_iter()
+            .filter(|o| o.id == caller.organization_id)
+            .collect())
+    }
+
+    /// The named organization, if the caller belongs to it (else not found, as PlanetScale answers).
+    pub fn organization(&self, caller: &Caller, name: &str) -> Result<Organization> {
+        match self.catalog.organization(name) {
+            Ok(o) if o.id == caller.organization_id => Ok(o),
+            _ => Err(not_found("Organization", name)),
+        }
+    }
+
+    pub fn database_count(&self, org: &Organization) -> Result<usize> {
+        Ok(self.catalog.databases(&org.id)?.len())
+    }
+
+    // ---------------------------------------------------------------- service tokens
+
+    fn new_service_token(&self, org_id: &str, name: Option<String>) -> Result<NewServiceToken> {
+        if let Some(n) = &name {
+            names::validate_display_name("Service token", n)?;
+        }
+        let plaintext = ids::new_service_token_secret();
+        let token = ServiceToken {
+            id: ids::public_id(),
+            organization_id: org_id.to_string(),
+            name,
+            token_hash: credentials::token_hash(&plaintext).to_vec(),
+            created_at: now_millis(),
+            last_used_at: None,
+            expires_at: None,
+        };
+        self.catalog.create_service_token(&token)?;
+        Ok(NewServiceToken { token, plaintext })
+    }
+
+    pub fn create_service_token(
+        &self,
+        caller: &Caller,
+        org: &str,
+        name: Option<String>,
+        ttl_seconds: Option<i64>,
+    ) -> Result<NewServiceToken> {
+        let org = self.organization(caller, org)?;
+        if ttl_seconds.is_some_and(|t| t <= 0) {
+            return Err(ControlError::Invalid(
+                "ttl must be a positive number of seconds".into(),
+            ));
+        }
+        let mut t = self.new_service_token(&org.id, name)?;
+        if let Some(ttl) = ttl_seconds {
+            t.token.expires_at = Some(t.token.created_at + ttl * 1000);
+            self.catalog.delete_service_token(&t.token.id)?;
+            self.catalog.create_service_token(&t.token)?;
+        }
+        Ok(t)
+    }
+
+    pub fn service_tokens(&self, caller: &Caller, org: &str) -> Result<Vec<ServiceToken>> {
+        let org = self.organization(caller, org)?;
+        Ok(self.catalog.service_tokens(&org.id)?)
+    }
+
+    pub fn service_token(&self, caller: &Caller, org: &str, id: &str) -> Result<ServiceToken> {
+        let org = self.organization(caller, org)?;
+        match self.catalog.service_token(id) {
+            Ok(t) if t.organization_id == org.id => Ok(t),
+            _ => Err(not_found("Service token", id)),
+        }
+    }
+
+    pub fn delete_service_token(&self, caller: &Caller, org: &str, id: &str) -> Result<()> {
+        let t = self.service_token(caller, org, id)?;
+        Ok(self.catalog.delete_service_token(&t.id)?)
+    }
+
+    // ---------------------------------------------------------------- databases
+
+    pub fn databases(&self, caller: &Caller, org: &str) -> Result<Vec<Database>> {
+        let org = self.organization(caller, org)?;
+        Ok(self.catalog.databases(&org.id)?)
+    }
+
+    pub fn database(&self, caller: &Caller, org: &str, name: &str) -> Result<Database> {
+        let org = self.organization(caller, org)?;
+        self.catalog
+            .database(&org.id, name)
+            .map_err(|_| not_found("Database", name))
+    }
+
+    /// Creates a database and starts provisioning its `main` production branch.
+    pub fn create_database(&self, caller: &Caller, org: &str, name: &str) -> Result<Database> {
+        let org = self.organization(caller, org)?;
+        names::validate_database_name(name)?;
+        let now = now_millis();
+        let db = Database {
+            id: ids::public_id(),
+            organization_id: org.id.clone(),
+            name: name.to_string(),
+            default_branch: "main".into(),
+            require_approval_for_deploy: false,
+            allow_foreign_key_constraints: false,
+            deletion_protected: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let main = Branch {
+            id: ids::public_id(),
+            database_id: db.id.clone(),
+            name: "main".into(),
+            parent_branch: None,
+            production: true,
+            safe_migrations: false,
+            state: BranchState::Pending,
+            error: None,
+            base_schema: None,
+            instance_port: Some(supervisor::pick_port()?),
+            created_at: now,
+            updated_at: now,
+            schema_last_updated_at: None,
+        };
+        self.catalog
+            .create_database(&db, &main)
+            .map_err(|e| match e {
+                strata_catalog::CatalogError::AlreadyExists { .. } => {
+                    ControlError::Conflict(format!(
+                        "Database '{name}' already exists in organization '{}'",
+                        org.name
+                    ))
+                }
+                other => other.into(),
+            })?;
+        self.spawn_provision(main, db.clone());
+        Ok(db)
+    }
+
+    pub fn update_database(
+        &self,
+        caller: &Caller,
+        org: &str,
+        name: &str,
+        update: DatabaseUpdate,
+    ) -> Result<Database> {
+        let mut db = self.database(caller, org, name)?;
+        if let Some(b) = update.default_branch {
+            self.catalog
+                .branch(&db.id, &b)
+                .map_err(|_| not_found("Branch", &b))?;
+            db.default_branch = b;
+        }
+        if let Some(v) = update.require_approval_for_deploy {
+            db.require_approval_for_deploy = v;
+        }
+        if let Some(v) = update.allow_foreign_key_constraints {
+            db.allow_foreign_key_constraints = v;
+        }
+        if let Some(v) = update.deletion_protected {
+            db.deletion_protected = v;
+        }
+        db.updated_at = now_millis();
+        self.catalog.update_database(&db)?;
+        Ok(db)
+    }
+
+    /// Deletes a database: its catalog rows at once, then its instances and their files.
+    pub async fn delete_database(&self, caller: &Caller, org: &str, name: &str) -> Result<()> {
+        let db = self.database(caller, org, name)?;
+        if db.deletion_protected {
+            return Err(ControlError::Unprocessable(format!(
+                "Database '{name}' has deletion protection enabled; disable it before deleting the database"
+            )));
+        }
+        let branches = self.catalog.branches(&db.id)?;
+        self.catalog.delete_database(&db.id)?;
+        for b in branches {
+            self.teardown(&b.id).await;
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- branches
+
+    pub fn branches(&self, caller: &Caller, org: &str, db: &str) -> Result<Vec<Branch>> {
+        let db = self.database(caller, org, db)?;
+        Ok(self.catalog.branches(&db.id)?)
+    }
+
+    /// Branches of a database the caller already holds.
+    pub fn branches_of(&self, db: &Database) -> Result<Vec<Branch>> {
+        Ok(self.catalog.branches(&db.id)?)
+    }
+
+    pub fn branch(&self, caller: &Caller, org: &str, db: &str, name: &str) -> Result<Branch> {
+        let db = self.database(caller, org, db)?;
+        self.catalog
+            .branch(&db.id, name)
+            .map_err(|_| not_found("Branch", name))
+    }
+
+    /// The live state of a branch's instance, if it has one.
+    pub fn instance_status(&self, branch_id: &str) -> Option<InstanceStatus> {
+        lock(&self.instances).get(branch_id).map(|i| i.status())
+    }
+
+    /// The instance of a branch (for internal users such as the gateway).
+    pub fn instance(&self, branch_id: &str) -> Option<Arc<Instance>> {
+        lock(&self.instances).get(branch_id).cloned()
+    }
+
+    /// Creates a development branch from a parent (default: the database's default branch). The branch
+    /// is returned pending; a job makes it ready.
+    pub fn create_branch(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        req: BranchRequest,
+    ) -> Result<Branch> {
+        let db = self.database(caller, org, db)?;
+        names::validate_branch_name(&req.name)?;
+        let parent_name = req
+            .parent_branch
+            .unwrap_or_else(|| db.default_branch.clone());
+        let parent = self.catalog.branch(&db.id, &parent_name).map_err(|_| {
+            ControlError::NotFound(format!("Parent branch '{parent_name}' not found"))
+        })?;
+        if parent.state != BranchState::Ready {
+            return Err(ControlError::Unprocessable(format!(
+                "Parent branch '{parent_name}' is not ready yet; try again when it is"
+            )));
+        }
+        if self.catalog.branch(&db.id, &req.name).is_ok() {
+            return Err(ControlError::Conflict(format!(
+                "Branch '{}' already exists in database '{}'",
+                req.name, db.name
+            )));
+        }
+        let now = now_millis();
+        let branch = Branch {
+            id: ids::public_id(),
+            database_id: db.id.clone(),
+            name: req.name.clone(),
+            parent_branch: Some(parent.name),
+            production: false,
+            safe_migrations: false,
+            state: BranchState::Pending,
+            error: None,
+            base_schema: None,
+            instance_port: Some(supervisor::pick_port()?),
+            created_at: now,
+            updated_at: now,
+            schema_last_updated_at: None,
+        };
+        self.catalog.create_branch(&branch).map_err(|e| match e {
+            strata_catalog::CatalogError::AlreadyExists { .. } => ControlError::Conflict(format!(
+                "Branch '{}' already exists in database '{}'",
+                req.name, db.name
+            )),
+            other => other.into(),
+        })?;
+        self.spawn_provision(branch.clone(), db);
+        Ok(branch)
+    }
+
+    /// Deletes a branch (and, if asked, its descendants). The default branch and production branches
+    /// with safe migrations on are refused.
+    pub async fn delete_branch(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        name: &str,
+        delete_descendants: bool,
+    ) -> Result<()> {
+        let db = self.database(caller, org, db)?;
+        let branch = self
+            .catalog
+            .branch(&db.id, name)
+            .map_err(|_| not_found("Branch", name))?;
+        if db.default_branch == branch.name {
+            return Err(ControlError::Unprocessable(format!(
+                "Branch '{name}' is the default branch of database '{}' and cannot be deleted",
+                db.name
+            )));
+        }
+        let all = self.catalog.branches(&db.id)?;
+        let mut doomed = vec![branch];
+        let mut i = 0;
+        while i < doomed.len() {
+            let parent = doomed[i].name.clone();
+            for b in all
+                .iter()
+                .filter(|b| b.parent_branch.as_deref() == Some(parent.as_str()))
+            {
+                if !delete_descendants {
+                    return Err(ControlError::Unprocessable(format!(
+                        "Branch '{name}' has child branches (e.g. '{}'); delete them first or pass delete_descendants",
+                        b.name
+                    )));
+                }
+                if !doomed.iter().any(|d| d.id == b.id) {
+                    doomed.push(b.clone());
+                }
+            }
+            i += 1;
+        }
+        for b in &doomed {
+            if b.name == db.default_branch {
+                return Err(ControlError::Unprocessable(format!(
+                    "Branch '{}' is the default branch and cannot be deleted",
+                    b.name
+                )));
+            }
+            if b.production && b.safe_migrations {
+                return Err(ControlError::Unprocessable(format!(
+                    "Branch '{}' is a production branch with safe migrations enabled; disable safe migrations before deleting it",
+                    b.name
+                )));
+            }
+        }
+        for b in doomed.iter().rev() {
+            self.catalog.delete_branch(&b.id)?;
+            self.teardown(&b.id).await;
+        }
+        Ok(())
+    }
+
+    pub async fn promote_branch(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        name: &str,
+    ) -> Result<Branch> {
+        let mut b = self.branch(caller, org, db, name)?;
+        if b.state != BranchState::Ready {
+            return Err(ControlError::Unprocessable(format!(
+                "Branch '{name}' is not ready and cannot be promoted"
+            )));
+        }
+        if !b.production {
+            b.production = true;
+            b.updated_at = now_millis();
+            self.catalog.update_branch(&b)?;
+            if let Some(inst) = self.instance(&b.id) {
+                if let Err(e) = inst.set_production(true).await {
+                    tracing::warn!(branch = %b.name, error = %e, "production sizing applies at next restart");
+                }
+            }
+        }
+        Ok(b)
+    }
+
+    pub async fn demote_branch(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        name: &str,
+    ) -> Result<Branch> {
+        let database = self.database(caller, org, db)?;
+        let mut b = self
+            .catalog
+            .branch(&database.id, name)
+            .map_err(|_| not_found("Branch", name))?;
+        if b.production {
+            let others = self
+                .catalog
+                .branches(&database.id)?
+                .into_iter()
+                .filter(|x| x.production && x.id != b.id)
+                .count();
+            if others == 0 {
+                return Err(ControlError::Unprocessable(
+                    "Databases must have at least one production branch; promote another branch first".into(),
+                ));
+            }
+            if database.default_branch == b.name {
+                return Err(ControlError::Unprocessable(format!(
+                    "Branch '{name}' is the default branch; make another production branch the default first"
+                )));
+            }
+            b.production = false;
+            b.updated_at = now_millis();
+            self.catalog.update_branch(&b)?;
+            if let Some(inst) = self.instance(&b.id) {
+                if let Err(e) = inst.set_production(false).await {
+                    tracing::warn!(branch = %b.name, error = %e, "development sizing applies at next restart");
+                }
+            }
+        }
+        Ok(b)
+    }
+
+    pub fn set_safe_migrations(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        name: &str,
+        on: bool,
+    ) -> Result<Branch> {
+        let mut b = self.branch(caller, org, db, name)?;
+        if b.safe_migrations != on {
+            b.safe_migrations = on;
+            b.updated_at = now_millis();
+            self.catalog.update_branch(&b)?;
+        }
+        Ok(b)
+    }
+
+    /// The branch's schema as recorded when it was made (its base for three-way deploys).
+    pub fn base_schema(branch: &Branch) -> Vec<SchemaObject> {
+        branch
+            .base_schema
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default()
+    }
+
+    // ---------------------------------------------------------------- jobs
+
+    fn spec(&self, b: &Branch, db: &Database) -> InstanceSpec {
+        InstanceSpec {
+            id: b.id.clone(),
+            dir: self.instances_dir().join(&b.id),
+            schema: db.name.clone(),
+            production: b.production,
+            port: b.instance_port.unwrap_or(0),
+            server_id: server_id(&b.id),
+        }
+    }
+
+    fn spawn_provision(&self, branch: Branch, db: Database) {
+        let me = self.arc();
+        let id = branch.id.clone();
+        let mut jobs = lock(&self.jobs);
+        let job = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome = me.provision(&branch, &db).await;
+            let mut b = match me.catalog.branch_by_id(&branch.id) {
+                Ok(b) => b,
+                Err(_) => return, // deleted meanwhile
+            };
+            match outcome {
+                Ok(base) => {
+                    b.state = BranchState::Ready;
+                    b.error = None;
+                    b.base_schema =
+                        Some(serde_json::to_string(&base).unwrap_or_else(|_| "[]".into()));
+                    b.schema_last_updated_at = Some(now_millis());
+                    if let Some(s) = me.instance_status(&b.id) {
+                        b.instance_port = Some(s.port);
+                    }
+                    tracing::info!(database = %db.name, branch = %b.name, tables = base.len(), ms = started.elapsed().as_millis() as u64, "branch ready");
+                }
+                Err(e) => {
+                    tracing::error!(database = %db.name, branch = %b.name, error = %e, "branch provisioning failed");
+                    b.state = BranchState::Failed;
+                    b.error = Some(e.to_string());
+                    let inst = lock(&me.instances).remove(&b.id);
+                    if let Some(inst) = inst {
+                        inst.stop().await;
+                    }
+                }
+            }
+            b.updated_at = now_millis();
+            if let Err(e) = me.catalog.update_branch(&b) {
+                tracing::error!(branch = %b.name, error = %e, "cannot record branch state");
+            }
+            lock(&me.jobs).remove(&b.id);
+        });
+        jobs.insert(id, job);
+    }
+
+    async fn provision(&self, branch: &Branch, db: &Database) -> Result<Vec<SchemaObject>> {
+        let spec = self.spec(branch, db);
+        // A previous attempt may have left an instance running.
+        let old = lock(&self.instances).remove(&branch.id);
+        if let Some(old) = old {
+            old.stop().await;
+        }
+        let template = self.template.clone();
+        let s = spec.clone();
+        tokio::task::spawn_blocking(move || supervisor::provision(&s, &template))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))??;
+        let inst = Instance::start(self.binaries.clone(), spec)?;
+        lock(&self.instances).insert(branch.id.clone(), inst.clone());
+        inst.wait_ready(READY_TIMEOUT).await?;
+        let Some(parent_name) = &branch.parent_branch else {
+            return Ok(Vec::new());
+        };
+        let parent = self.catalog.branch(&db.id, parent_name).map_err(|_| {
+            ControlError::Unprocessable(format!("parent branch '{parent_name}' no longer exists"))
+        })?;
+        let parent_inst = self.instance(&parent.id).ok_or_else(|| {
+            ControlError::Unprocessable(format!(
+                "parent branch '{parent_name}' has no running instance"
+            ))
+        })?;
+        parent_inst.wait_ready(READY_TIMEOUT).await?;
+        let mut from = parent_inst.connect().await?;
+        let objects = admin::read_schema(&mut from, &db.name).await?;
+        let _ = from.disconnect().await;
+        let mut to = inst.connect().await?;
+        admin::apply_schema(&mut to, &db.name, &objects).await?;
+        let _ = to.disconnect().await;
+        Ok(objects)
+    }
+
+    fn persist_port_when_ready(&self, branch_id: String, inst: Arc<Instance>) {
+        let catalog = self.catalog.clone();
+        tokio::spawn(async move {
+            if inst.wait_ready(READY_TIMEOUT).await.is_ok() {
+                let port = inst.status().port;
+                if let Ok(mut b) = catalog.branch_by_id(&branch_id) {
+                    if b.instance_port != Some(port) {
+                        b.instance_port = Some(port);
+                        let _ = catalog.update_branch(&b);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Stops a branch's job and instance and removes its files.
+    async fn teardown(&self, branch_id: &str) {
+        let job = lock(&self.jobs).remove(branch_id);
+        if let Some(job) = job {
+            job.abort();
+            let _ = job.await;
+        }
+        let inst = lock(&self.instances).remove(branch_id);
+        if let Some(inst) = inst {
+            inst.stop().await;
+        }
+        let dir = self.instances_dir().join(branch_id);
+        if let Err(e) = tokio::task::spawn_blocking(move || supervisor::destroy(&dir)).await {
+            tracing::error!(error = %e, "cannot remove instance directory");
+        }
+    }
+
+    pub(crate) fn catalog(&self) -> &dyn Catalog {
+        self.catalog.as_ref()
+    }
+}
+
+/// Settings a database update may change.
+#[derive(Debug, Default, Clone)]
+pub struct DatabaseUpdate {
+    pub default_branch: Option<String>,
+    pub require_approval_for_deploy: Option<bool>,
+    pub allow_foreign_key_constraints: Option<bool>,
+    pub deletion_protected: Option<bool>,
+}

@@ -1,0 +1,615 @@
+//! The client commands, shaped like `pscale`'s: `strata database|branch|password|org|service-token …`.
+
+use crate::client::Client;
+use crate::config::{config_path, CliConfig};
+use crate::output::{self, Column, Format};
+use anyhow::{anyhow, bail, Result};
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+pub struct Ctx {
+    pub client: Client,
+    pub org: String,
+    pub format: Format,
+}
+
+impl Ctx {
+    /// Flags and `STRATA_*` variables win over the config file written by `strata up`.
+    pub fn new(
+        api_url: Option<String>,
+        token_id: Option<String>,
+        token: Option<String>,
+        org: Option<String>,
+        format: Format,
+    ) -> Result<Ctx> {
+        let path = config_path();
+        let file = CliConfig::load(&path)?;
+        let api_url = api_url
+            .or(file.api_url)
+            .unwrap_or_else(|| "http://127.0.0.1:7070".into());
+        let (token_id, token) = match (token_id, token) {
+            (Some(i), Some(t)) => (i, t),
+            (Some(_), None) | (None, Some(_)) => {
+                bail!("--service-token-id and --service-token must be given together")
+            }
+            (None, None) => match (file.service_token_id, file.service_token) {
+                (Some(i), Some(t)) => (i, t),
+                _ => bail!(
+                    "no service token: run `strata up` once on this machine (it writes {}), or pass --service-token-id and --service-token",
+                    path.display()
+                ),
+            },
+        };
+        let org = org
+            .or(file.org)
+            .ok_or_else(|| anyhow!("no organization: pass --org or set STRATA_ORG"))?;
+        Ok(Ctx {
+            client: Client::new(&api_url, &token_id, &token)?,
+            org,
+            format,
+        })
+    }
+
+    fn org_path(&self, rest: &str) -> String {
+        format!("organizations/{}/{}", self.org, rest)
+    }
+
+    fn show(&self, columns: &[Column], v: &Value) {
+        println!(
+            "{}",
+            output::render(self.format, columns, std::slice::from_ref(v), false)
+        );
+    }
+
+    fn show_list(&self, columns: &[Column], items: &[Value]) {
+        println!("{}", output::render(self.format, columns, items, true));
+    }
+
+    fn say(&self, text: &str) {
+        if self.format == Format::Human {
+            println!("{text}");
+        }
+    }
+
+    /// Destructive commands ask the user to type the name, unless `--force`.
+    fn confirm(&self, what: &str, name: &str, force: bool) -> Result<()> {
+        if force {
+            return Ok(());
+        }
+        if self.format != Format::Human || !std::io::stdin().is_terminal() {
+            bail!("cannot delete {what} '{name}' without confirmation in a non-interactive session (run with --force)");
+        }
+        print!("To delete {what} '{name}', type its name to confirm: ");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        if line.trim() != name {
+            bail!("the name did not match; nothing was deleted");
+        }
+        Ok(())
+    }
+}
+
+/// Polls a branch until it is ready (or failed), showing progress in human mode.
+async fn wait_ready(ctx: &Ctx, db: &str, branch: &str) -> Result<Value> {
+    let path = ctx.org_path(&format!("databases/{db}/branches/{branch}"));
+    let start = Instant::now();
+    let human = ctx.format == Format::Human && std::io::stderr().is_terminal();
+    loop {
+        let b = ctx.client.get(&path).await?;
+        if b.get("ready").and_then(Value::as_bool) == Some(true) {
+            if human {
+                eprintln!(
+                    "\rBranch '{branch}' is ready ({:.1} s).          ",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            return Ok(b);
+        }
+        if b.get("state").and_then(Value::as_str) == Some("failed") {
+            let why = b
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown reason");
+            bail!("branch '{branch}' failed to provision: {why}");
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("branch '{branch}' was not ready after 10 minutes");
+        }
+        if human {
+            eprint!(
+                "\rWaiting for branch '{branch}' to be ready… {:.1} s",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ------------------------------------------------------------------ database
+
+#[derive(Subcommand)]
+pub enum DatabaseCmd {
+    /// Create a database with its `main` production branch.
+    Create {
+        database: String,
+        /// Region (Strata has one: local).
+        #[arg(long)]
+        region: Option<String>,
+        /// Wait until the database's main branch is ready.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List databases.
+    #[command(alias = "ls")]
+    List,
+    /// Show a database.
+    Show { database: String },
+    /// Delete a database, its branches and passwords.
+    #[command(alias = "rm")]
+    Delete {
+        database: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub async fn run_database(ctx: &Ctx, cmd: DatabaseCmd) -> Result<()> {
+    match cmd {
+        DatabaseCmd::Create {
+            database,
+            region,
+            wait,
+        } => {
+            let mut body = json!({ "name": database });
+            if let Some(r) = region {
+                body["region"] = json!(r);
+            }
+            let mut v = ctx
+                .client
+                .send(Method::POST, &ctx.org_path("databases"), body)
+                .await?;
+            if wait {
+                wait_ready(ctx, &database, "main").await?;
+                v = ctx
+                    .client
+                    .get(&ctx.org_path(&format!("databases/{database}")))
+                    .await?;
+            }
+            ctx.say(&format!(
+                "Database '{database}' was created in organization '{}'.",
+                ctx.org
+            ));
+            ctx.show(output::DATABASE, &v);
+        }
+        DatabaseCmd::List => {
+            let items = ctx.client.list(&ctx.org_path("databases")).await?;
+            ctx.show_list(output::DATABASE, &items);
+        }
+        DatabaseCmd::Show { database } => {
+            let v = ctx
+                .client
+                .get(&ctx.org_path(&format!("databases/{database}")))
+                .await?;
+            ctx.show(output::DATABASE, &v);
+        }
+        DatabaseCmd::Delete { database, force } => {
+            ctx.client
+                .get(&ctx.org_path(&format!("databases/{database}")))
+                .await?;
+            ctx.confirm("database", &database, force)?;
+            ctx.client
+                .delete(&ctx.org_path(&format!("databases/{database}")))
+                .await?;
+            if ctx.format == Format::Human {
+                println!("Database '{database}' was deleted.");
+            } else {
+                println!("{}", json!({"deleted": database}));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ branch
+
+#[derive(Subcommand)]
+pub enum SafeMigrationsCmd {
+    /// Turn safe migrations on: direct DDL is refused; schema changes go through deploy requests.
+    Enable { database: String, branch: String },
+    /// Turn safe migrations off.
+    Disable { database: String, branch: String },
+}
+
+#[derive(Subcommand)]
+pub enum BranchCmd {
+    /// Create a branch with its parent's schema (no data).
+    Create {
+        database: String,
+        branch: String,
+        /// Parent branch (default: the database's default branch).
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        /// Wait until the branch is ready.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List the branches of a database.
+    #[command(alias = "ls")]
+    List { database: String },
+    /// Show a branch.
+    Show { database: String, branch: String },
+    /// Delete a branch.
+    #[command(alias = "rm")]
+    Delete {
+        database: String,
+        branch: String,
+        #[arg(long)]
+        force: bool,
+        /// Also delete the branches made from it.
+        #[arg(long)]
+        delete_descendants: bool,
+    },
+    /// Promote a branch to production.
+    Promote { database: String, branch: String },
+    /// Demote a production branch to development.
+    Demote { database: String, branch: String },
+    /// Enable or disable safe migrations on a branch.
+    #[command(subcommand, name = "safe-migrations")]
+    SafeMigrations(SafeMigrationsCmd),
+}
+
+pub async fn run_branch(ctx: &Ctx, cmd: BranchCmd) -> Result<()> {
+    let path = |db: &str, b: &str| ctx.org_path(&format!("databases/{db}/branches/{b}"));
+    match cmd {
+        BranchCmd::Create {
+            database,
+            branch,
+            from,
+            region,
+            wait,
+        } => {
+            let mut body = json!({ "name": branch });
+            if let Some(f) = from {
+                body["parent_branch"] = json!(f);
+            }
+            if let Some(r) = region {
+                body["region"] = json!(r);
+            }
+            let mut v = ctx
+                .client
+                .send(
+                    Method::POST,
+                    &ctx.org_path(&format!("databases/{database}/branches")),
+                    body,
+                )
+                .await?;
+            if wait {
+                v = wait_ready(ctx, &database, &branch).await?;
+            }
+            ctx.say(&format!(
+                "Branch '{branch}' was created in database '{database}'."
+            ));
+            ctx.show(output::BRANCH, &v);
+        }
+        BranchCmd::List { database } => {
+            let items = ctx
+                .client
+                .list(&ctx.org_path(&format!("databases/{database}/branches")))
+                .await?;
+            ctx.show_list(output::BRANCH, &items);
+        }
+        BranchCmd::Show { database, branch } => {
+            let v = ctx.client.get(&path(&database, &branch)).await?;
+            ctx.show(output::BRANCH, &v);
+        }
+        BranchCmd::Delete {
+            database,
+            branch,
+            force,
+            delete_descendants,
+        } => {
+            ctx.client.get(&path(&database, &branch)).await?;
+            ctx.confirm("branch", &branch, force)?;
+            let mut p = path(&database, &branch);
+            if delete_descendants {
+                p.push_str("?delete_descendants=true");
+            }
+            ctx.client.delete(&p).await?;
+            if ctx.format == Format::Human {
+                println!("Branch '{branch}' was deleted from database '{database}'.");
+            } else {
+                println!("{}", json!({"deleted": branch}));
+            }
+        }
+        BranchCmd::Promote { database, branch } => {
+            let v = ctx
+                .client
+                .post(&format!("{}/promote", path(&database, &branch)))
+                .await?;
+            ctx.say(&format!("Branch '{branch}' is now a production branch."));
+            ctx.show(output::BRANCH, &v);
+        }
+        BranchCmd::Demote { database, branch } => {
+            let v = ctx
+                .client
+                .post(&format!("{}/demote", path(&database, &branch)))
+                .await?;
+            ctx.say(&format!("Branch '{branch}' is now a development branch."));
+            ctx.show(output::BRANCH, &v);
+        }
+        BranchCmd::SafeMigrations(SafeMigrationsCmd::Enable { database, branch }) => {
+            let v = ctx
+                .client
+                .post(&format!("{}/safe-migrations", path(&database, &branch)))
+                .await?;
+            ctx.say(&format!(
+                "Safe migrations are enabled on branch '{branch}'."
+            ));
+            ctx.show(output::BRANCH, &v);
+        }
+        BranchCmd::SafeMigrations(SafeMigrationsCmd::Disable { database, branch }) => {
+            let v = ctx
+                .client
+                .call(
+                    Method::DELETE,
+                    &format!("{}/safe-migrations", path(&database, &branch)),
+                    None,
+                )
+                .await?
+                .unwrap_or(Value::Null);
+            ctx.say(&format!(
+                "Safe migrations are disabled on branch '{branch}'."
+            ));
+            ctx.show(output::BRANCH, &v);
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ password
+
+#[derive(Subcommand)]
+pub enum PasswordCmd {
+    /// Create a password for a branch; the plaintext is shown once.
+    Create {
+        database: String,
+        branch: String,
+        name: String,
+        /// reader, writer, readwriter or admin.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// Time to live, in seconds (0: never expires); also accepts 30m, 12h, 7d.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List the passwords of a database, or of one branch.
+    #[command(alias = "ls")]
+    List {
+        database: String,
+        branch: Option<String>,
+    },
+    /// Show a password (never its plaintext).
+    Show {
+        database: String,
+        branch: String,
+        id: String,
+    },
+    /// Delete a password.
+    #[command(alias = "rm")]
+    Delete {
+        database: String,
+        branch: String,
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Extend a password with a TTL by another TTL from now.
+    Renew {
+        database: String,
+        branch: String,
+        id: String,
+    },
+}
+
+/// Parses a TTL: plain seconds, or a number with s, m, h or d.
+pub fn parse_ttl(s: &str) -> Result<i64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86400),
+        _ => (s, 1),
+    };
+    let n: i64 = num
+        .parse()
+        .map_err(|_| anyhow!("invalid TTL '{s}': use seconds, or a number with s, m, h or d"))?;
+    if n < 0 {
+        bail!("invalid TTL '{s}': it cannot be negative");
+    }
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow!("invalid TTL '{s}': too large"))
+}
+
+pub async fn run_password(ctx: &Ctx, cmd: PasswordCmd) -> Result<()> {
+    let base = |db: &str, b: &str| ctx.org_path(&format!("databases/{db}/branches/{b}/passwords"));
+    match cmd {
+        PasswordCmd::Create {
+            database,
+            branch,
+            name,
+            role,
+            ttl,
+        } => {
+            let mut body = json!({ "name": name, "role": role });
+            if let Some(t) = ttl {
+                body["ttl"] = json!(parse_ttl(&t)?);
+            }
+            let v = ctx
+                .client
+                .send(Method::POST, &base(&database, &branch), body)
+                .await?;
+            ctx.say(&format!(
+                "Password '{name}' was created for branch '{branch}'. Save the password now: it will not be shown again."
+            ));
+            ctx.show(output::PASSWORD_CREATED, &v);
+        }
+        PasswordCmd::List { database, branch } => {
+            let path = match &branch {
+                Some(b) => base(&database, b),
+                None => ctx.org_path(&format!("databases/{database}/passwords")),
+            };
+            let items = ctx.client.list(&path).await?;
+            ctx.show_list(output::PASSWORD, &items);
+        }
+        PasswordCmd::Show {
+            database,
+            branch,
+            id,
+        } => {
+            let v = ctx
+                .client
+                .get(&format!("{}/{id}", base(&database, &branch)))
+                .await?;
+            ctx.show(output::PASSWORD, &v);
+        }
+        PasswordCmd::Delete {
+            database,
+            branch,
+            id,
+            force,
+        } => {
+            ctx.client
+                .get(&format!("{}/{id}", base(&database, &branch)))
+                .await?;
+            ctx.confirm("password", &id, force)?;
+            ctx.client
+                .delete(&format!("{}/{id}", base(&database, &branch)))
+                .await?;
+            if ctx.format == Format::Human {
+                println!("Password '{id}' was deleted.");
+            } else {
+                println!("{}", json!({"deleted": id}));
+            }
+        }
+        PasswordCmd::Renew {
+            database,
+            branch,
+            id,
+        } => {
+            let v = ctx
+                .client
+                .post(&format!("{}/{id}/renew", base(&database, &branch)))
+                .await?;
+            ctx.say(&format!("Password '{id}' was renewed."));
+            ctx.show(output::PASSWORD, &v);
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ org, service-token
+
+#[derive(Subcommand)]
+pub enum OrgCmd {
+    /// List the organizations this token can see.
+    #[command(alias = "ls")]
+    List,
+    /// Show the current (or a named) organization.
+    Show { organization: Option<String> },
+}
+
+pub async fn run_org(ctx: &Ctx, cmd: OrgCmd) -> Result<()> {
+    match cmd {
+        OrgCmd::List => {
+            let items = ctx.client.list("organizations").await?;
+            ctx.show_list(output::ORGANIZATION, &items);
+        }
+        OrgCmd::Show { organization } => {
+            let name = organization.unwrap_or_else(|| ctx.org.clone());
+            let v = ctx.client.get(&format!("organizations/{name}")).await?;
+            ctx.show(output::ORGANIZATION, &v);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum ServiceTokenCmd {
+    /// Create a service token; its secret is shown once.
+    Create {
+        #[arg(long)]
+        name: Option<String>,
+        /// Time to live in seconds (or 30m, 12h, 7d).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List service tokens.
+    #[command(alias = "ls")]
+    List,
+    /// Delete a service token.
+    Delete { id: String },
+}
+
+pub async fn run_service_token(ctx: &Ctx, cmd: ServiceTokenCmd) -> Result<()> {
+    match cmd {
+        ServiceTokenCmd::Create { name, ttl } => {
+            let mut body = json!({});
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if let Some(t) = ttl {
+                body["ttl"] = json!(parse_ttl(&t)?);
+            }
+            let v = ctx
+                .client
+                .send(Method::POST, &ctx.org_path("service-tokens"), body)
+                .await?;
+            ctx.say("Service token created. Save the token now: it will not be shown again.");
+            ctx.show(output::SERVICE_TOKEN_CREATED, &v);
+        }
+        ServiceTokenCmd::List => {
+            let items = ctx.client.list(&ctx.org_path("service-tokens")).await?;
+            ctx.show_list(output::SERVICE_TOKEN, &items);
+        }
+        ServiceTokenCmd::Delete { id } => {
+            ctx.client
+                .delete(&ctx.org_path(&format!("service-tokens/{id}")))
+                .await?;
+            if ctx.format == Format::Human {
+                println!("Service token '{id}' was deleted.");
+            } else {
+                println!("{}", json!({"deleted": id}));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn ttls() {
+        for (s, want) in [
+            ("0", 0),
+            ("300", 300),
+            ("30s", 30),
+            ("5m", 300),
+            ("12h", 43200),
+            ("7d", 604800),
+        ] {
+            assert_eq!(parse_ttl(s).unwrap(), want, "{s}");
+        }
+        for bad in ["", "-5", "5x", "h", "1.5h", "99999999999999999d"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+}

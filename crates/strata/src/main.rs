@@ -1,0 +1,157 @@
+//! The `strata` binary: `strata up` runs the platform; every other command is a client of its API,
+//! shaped like `pscale`.
+
+mod cli;
+mod client;
+mod config;
+mod output;
+mod up;
+
+use clap::{Parser, Subcommand};
+use output::Format;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Self-hosted MySQL-compatible databases with branches, deploy requests and passwords"
+)]
+pub struct Cli {
+    /// Base URL of the Strata API (default: from the CLI config written by `strata up`).
+    #[arg(long, global = true, env = "STRATA_API_URL")]
+    api_url: Option<String>,
+    /// Service token id (the first half of `Authorization: <id>:<token>`).
+    #[arg(long, global = true, env = "STRATA_SERVICE_TOKEN_ID")]
+    service_token_id: Option<String>,
+    /// Service token secret.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_SERVICE_TOKEN",
+        hide_env_values = true
+    )]
+    service_token: Option<String>,
+    /// Organization to act in (default: from the CLI config).
+    #[arg(long, global = true, env = "STRATA_ORG")]
+    org: Option<String>,
+    /// Output format.
+    #[arg(
+        long,
+        short = 'f',
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "STRATA_FORMAT"
+    )]
+    format: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the platform in the foreground (API, instance supervisor); Ctrl-C stops it cleanly.
+    Up {
+        /// Where all state lives [default: $STRATA_DATA_DIR or ~/.local/share/strata].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address of the REST API.
+        #[arg(long, default_value = "127.0.0.1:7070", env = "STRATA_LISTEN")]
+        listen: SocketAddr,
+        /// Host clients use to reach the MySQL gateway (goes into connection details).
+        #[arg(long, default_value = "127.0.0.1", env = "STRATA_MYSQL_HOST")]
+        mysql_host: String,
+        /// Port of the MySQL gateway (goes into connection details).
+        #[arg(long, default_value_t = 3306, env = "STRATA_MYSQL_PORT")]
+        mysql_port: u16,
+        /// Name of the organization created on first start.
+        #[arg(long = "initial-org", default_value = "default")]
+        initial_org: String,
+    },
+    /// Create, list, show and delete databases.
+    #[command(subcommand, alias = "db")]
+    Database(cli::DatabaseCmd),
+    /// Create, list, show, delete, promote and demote branches.
+    #[command(subcommand)]
+    Branch(cli::BranchCmd),
+    /// Create, list, show, renew and delete branch passwords.
+    #[command(subcommand)]
+    Password(cli::PasswordCmd),
+    /// List and show organizations.
+    #[command(subcommand)]
+    Org(cli::OrgCmd),
+    /// Create, list and delete service tokens.
+    #[command(subcommand, name = "service-token")]
+    ServiceToken(cli::ServiceTokenCmd),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let format = cli.format;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        if let Command::Up {
+            data_dir,
+            listen,
+            mysql_host,
+            mysql_port,
+            initial_org,
+        } = cli.command
+        {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            return up::run(up::UpArgs {
+                data_dir: data_dir.unwrap_or_else(config::default_data_dir),
+                listen,
+                mysql_host,
+                mysql_port,
+                org: initial_org,
+            })
+            .await;
+        }
+        let ctx = cli::Ctx::new(
+            cli.api_url,
+            cli.service_token_id,
+            cli.service_token,
+            cli.org,
+            cli.format,
+        )?;
+        match cli.command {
+            Command::Up { .. } => Ok(()),
+            Command::Database(c) => cli::run_database(&ctx, c).await,
+            Command::Branch(c) => cli::run_branch(&ctx, c).await,
+            Command::Password(c) => cli::run_password(&ctx, c).await,
+            Command::Org(c) => cli::run_org(&ctx, c).await,
+            Command::ServiceToken(c) => cli::run_service_token(&ctx, c).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if format == Format::Json {
+                println!("{}", serde_json::json!({"status": "error", "error": msg}));
+            } else {
+                eprintln!("Error: {msg}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

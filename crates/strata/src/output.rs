@@ -1,0 +1,160 @@
+//! `--format human|json|csv`. JSON prints the API object (a list prints as an array); human and CSV
+//! print the same columns, as a table or as CSV with one header row.
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Csv,
+}
+
+/// One column: its header and the JSON pointer of its value.
+pub type Column = (&'static str, &'static str);
+
+pub const DATABASE: &[Column] = &[
+    ("NAME", "/name"),
+    ("KIND", "/kind"),
+    ("STATE", "/state"),
+    ("DEFAULT BRANCH", "/default_branch"),
+    ("BRANCHES", "/branches_count"),
+    ("CREATED AT", "/created_at"),
+    ("UPDATED AT", "/updated_at"),
+];
+pub const BRANCH: &[Column] = &[
+    ("ID", "/id"),
+    ("NAME", "/name"),
+    ("PARENT BRANCH", "/parent_branch"),
+    ("REGION", "/region/slug"),
+    ("PRODUCTION", "/production"),
+    ("SAFE MIGRATIONS", "/safe_migrations"),
+    ("READY", "/ready"),
+    ("INSTANCE", "/instance/state"),
+    ("CREATED AT", "/created_at"),
+    ("UPDATED AT", "/updated_at"),
+];
+pub const PASSWORD: &[Column] = &[
+    ("ID", "/id"),
+    ("NAME", "/name"),
+    ("BRANCH", "/database_branch/name"),
+    ("USERNAME", "/username"),
+    ("ROLE", "/role"),
+    ("ROLE DESCRIPTION", "/role_description"),
+    ("TTL", "/ttl_seconds"),
+    ("EXPIRES AT", "/expires_at"),
+    ("EXPIRED", "/expired"),
+];
+pub const PASSWORD_CREATED: &[Column] = &[
+    ("NAME", "/name"),
+    ("BRANCH", "/database_branch/name"),
+    ("ID", "/id"),
+    ("USERNAME", "/username"),
+    ("ACCESS HOST URL", "/access_host_url"),
+    ("DATABASE", "/connection/database"),
+    ("ROLE", "/role"),
+    ("ROLE DESCRIPTION", "/role_description"),
+    ("PASSWORD", "/plain_text"),
+    ("TTL", "/ttl_seconds"),
+];
+pub const ORGANIZATION: &[Column] = &[
+    ("NAME", "/name"),
+    ("CREATED AT", "/created_at"),
+    ("UPDATED AT", "/updated_at"),
+];
+pub const SERVICE_TOKEN: &[Column] = &[
+    ("ID", "/id"),
+    ("NAME", "/name"),
+    ("LAST USED AT", "/last_used_at"),
+    ("EXPIRES AT", "/expires_at"),
+    ("CREATED AT", "/created_at"),
+];
+pub const SERVICE_TOKEN_CREATED: &[Column] = &[
+    ("ID", "/id"),
+    ("NAME", "/name"),
+    ("TOKEN", "/token"),
+    ("EXPIRES AT", "/expires_at"),
+    ("CREATED AT", "/created_at"),
+];
+
+fn cell(v: &Value, pointer: &str) -> String {
+    match v.pointer(pointer) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn render(format: Format, columns: &[Column], items: &[Value], as_list: bool) -> String {
+    match format {
+        Format::Json => {
+            let v = if as_list {
+                Value::Array(items.to_vec())
+            } else {
+                items.first().cloned().unwrap_or(Value::Null)
+            };
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        }
+        Format::Csv => {
+            let mut out = columns
+                .iter()
+                .map(|(h, _)| csv_field(&h.to_lowercase().replace(' ', "_")))
+                .collect::<Vec<_>>()
+                .join(",");
+            for item in items {
+                out.push('\n');
+                out.push_str(
+                    &columns
+                        .iter()
+                        .map(|(_, p)| csv_field(&cell(item, p)))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+            }
+            out
+        }
+        Format::Human => {
+            if items.is_empty() && as_list {
+                return "No results.".into();
+            }
+            let mut t = Table::new();
+            t.load_style(UTF8_FULL_CONDENSED);
+            t.set_header(columns.iter().map(|(h, _)| *h));
+            for item in items {
+                t.add_row(columns.iter().map(|(_, p)| cell(item, p)));
+            }
+            t.to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn formats() {
+        let items = vec![
+            json!({"name": "shop", "kind": "mysql", "state": "ready", "default_branch": "main", "branches_count": 2, "created_at": "t", "updated_at": null}),
+        ];
+        assert_eq!(
+            render(Format::Csv, DATABASE, &items, true),
+            "name,kind,state,default_branch,branches,created_at,updated_at\nshop,mysql,ready,main,2,t,"
+        );
+        assert!(render(Format::Json, DATABASE, &items, true).starts_with('['));
+        assert!(render(Format::Json, DATABASE, &items, false).starts_with('{'));
+        assert!(render(Format::Human, DATABASE, &items, true).contains("shop"));
+        assert_eq!(render(Format::Human, DATABASE, &[], true), "No results.");
+        assert_eq!(csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
+    }
+}
