@@ -155,7 +155,6 @@ pub struct DatabaseView {
     pub sharded: bool,
     pub default_branch_shard_count: u32,
     pub default_branch_read_only_regions_count: u32,
-    pub default_branch_table_count: usize,
     pub insights_enabled: bool,
     pub plan: &'static str,
     pub notes: Option<String>,
@@ -191,9 +190,6 @@ pub fn database(api_url: &str, org: &str, d: &Database, branches: &[Branch]) -> 
         sharded: false,
         default_branch_shard_count: 1,
         default_branch_read_only_regions_count: 0,
-        default_branch_table_count: default
-            .map(|b| strata_control::Platform::base_schema(b).len())
-            .unwrap_or(0),
         insights_enabled: false,
         plan: "self-hosted",
         notes: None,
