@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use strata_catalog::Database;
-use strata_control::{BranchRequest, Caller, DatabaseUpdate, PasswordRequest};
+use strata_control::{BranchRequest, Caller, DatabaseUpdate, PasswordRequest, PasswordUpdate};
 use utoipa::ToSchema;
 
 type Org = Path<String>;
@@ -589,9 +589,17 @@ pub async fn update_password(
     Path((org, db, branch, id)): OrgDbBranchId,
     Body(b): Body<UpdatePassword>,
 ) -> ApiResult<Json<views::PasswordView>> {
-    let (p, br) = st
-        .platform
-        .update_password(&c, &org, &db, &branch, &id, b.name, b.cidrs)?;
+    let (p, br) = st.platform.update_password(
+        &c,
+        &org,
+        &db,
+        &branch,
+        &id,
+        PasswordUpdate {
+            name: b.name,
+            cidrs: b.cidrs,
+        },
+    )?;
     Ok(Json(views::password(&edge(&st, &org, &db), &p, &br, None)))
 }
 

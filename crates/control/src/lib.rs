@@ -13,7 +13,7 @@ mod error;
 mod passwords;
 
 pub use error::{ControlError, Result};
-pub use passwords::{expired as password_expired, NewPassword, PasswordRequest};
+pub use passwords::{expired as password_expired, NewPassword, PasswordRequest, PasswordUpdate};
 
 use error::not_found;
 use std::collections::HashMap;
@@ -719,20 +719,23 @@ impl Platform {
     }
 
     async fn provision(&self, branch: &Branch, db: &Database) -> Result<Vec<SchemaObject>> {
-        let spec = self.spec(branch, db);
-        // A previous attempt may have left an instance running.
-        let old = lock(&self.instances).remove(&branch.id);
-        if let Some(old) = old {
-            old.stop().await;
+        // The parent's schema is read while the new instance is being made and started.
+        let t = std::time::Instant::now();
+        let (objects, inst) = tokio::join!(
+            self.parent_schema(branch, db),
+            self.start_new_instance(branch, db)
+        );
+        let (objects, inst) = (objects?, inst?);
+        let started = t.elapsed();
+        if !objects.is_empty() {
+            admin::apply_schema(inst.admin_opts(), &db.name, &objects).await?;
         }
-        let template = self.template.clone();
-        let s = spec.clone();
-        tokio::task::spawn_blocking(move || supervisor::provision(&s, &template))
-            .await
-            .map_err(|e| ControlError::Internal(e.to_string()))??;
-        let inst = Instance::start(self.binaries.clone(), spec)?;
-        lock(&self.instances).insert(branch.id.clone(), inst.clone());
-        inst.wait_ready(READY_TIMEOUT).await?;
+        tracing::debug!(branch = %branch.name, start_ms = started.as_millis() as u64, copy_ms = (t.elapsed() - started).as_millis() as u64, "provisioned");
+        Ok(objects)
+    }
+
+    /// The schema of the branch's parent now (empty for a branch without a parent).
+    async fn parent_schema(&self, branch: &Branch, db: &Database) -> Result<Vec<SchemaObject>> {
         let Some(parent_name) = &branch.parent_branch else {
             return Ok(Vec::new());
         };
@@ -748,10 +751,29 @@ impl Platform {
         let mut from = parent_inst.connect().await?;
         let objects = admin::read_schema(&mut from, &db.name).await?;
         let _ = from.disconnect().await;
-        let mut to = inst.connect().await?;
-        admin::apply_schema(&mut to, &db.name, &objects).await?;
-        let _ = to.disconnect().await;
         Ok(objects)
+    }
+
+    /// Makes the branch's instance from the template and starts it; returns once it answers.
+    async fn start_new_instance(&self, branch: &Branch, db: &Database) -> Result<Arc<Instance>> {
+        let spec = self.spec(branch, db);
+        // A previous attempt may have left an instance running.
+        let old = lock(&self.instances).remove(&branch.id);
+        if let Some(old) = old {
+            old.stop().await;
+        }
+        let template = self.template.clone();
+        let s = spec.clone();
+        let t = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || supervisor::provision(&s, &template))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))??;
+        let cloned = t.elapsed();
+        let inst = Instance::start(self.binaries.clone(), spec)?;
+        lock(&self.instances).insert(branch.id.clone(), inst.clone());
+        inst.wait_ready(READY_TIMEOUT).await?;
+        tracing::debug!(branch = %branch.name, clone_ms = cloned.as_millis() as u64, ready_ms = (t.elapsed() - cloned).as_millis() as u64, "instance started");
+        Ok(inst)
     }
 
     fn persist_port_when_ready(&self, branch_id: String, inst: Arc<Instance>) {

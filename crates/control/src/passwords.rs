@@ -23,6 +23,13 @@ pub struct PasswordRequest {
     pub cidrs: Option<Vec<String>>,
 }
 
+/// What an update may change (a password's role never changes).
+#[derive(Debug, Default, Clone)]
+pub struct PasswordUpdate {
+    pub name: Option<String>,
+    pub cidrs: Option<Vec<String>>,
+}
+
 fn check_cidrs(cidrs: &[String]) -> Result<Vec<String>> {
     cidrs
         .iter()
@@ -153,9 +160,9 @@ impl Platform {
         db: &str,
         branch: &str,
         id: &str,
-        name: Option<String>,
-        cidrs: Option<Vec<String>>,
+        update: PasswordUpdate,
     ) -> Result<(Password, Branch)> {
+        let PasswordUpdate { name, cidrs } = update;
         let (mut p, b) = self.password(caller, org, db, branch, id)?;
         if let Some(n) = name {
             names::validate_display_name("Password", &n)?;

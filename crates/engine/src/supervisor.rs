@@ -277,6 +277,11 @@ impl Instance {
             .into()
     }
 
+    /// Connection options for the control plane's user.
+    pub fn admin_opts(&self) -> mysql_async::Opts {
+        self.opts(ROOT_USER, &self.creds.root)
+    }
+
     /// A connection as the control plane's user.
     pub async fn connect(&self) -> Result<mysql_async::Conn> {
         if self.status().state != InstanceState::Running {

@@ -92,10 +92,10 @@ async fn instance_lifecycle() {
     provision(&spec2, &tpl).unwrap();
     let inst2 = Instance::start(bins.clone(), spec2).unwrap();
     inst2.wait_ready(Duration::from_secs(60)).await.unwrap();
-    let mut dst = inst2.connect().await.unwrap();
-    admin::apply_schema(&mut dst, "shop", &objects)
+    admin::apply_schema(inst2.admin_opts(), "shop", &objects)
         .await
         .unwrap();
+    let mut dst = inst2.connect().await.unwrap();
     let copied = admin::read_schema(&mut dst, "shop").await.unwrap();
     assert_eq!(copied.len(), 2);
     assert!(!copied[0].create.contains("AUTO_INCREMENT=100"));

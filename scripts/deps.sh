@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what Strata needs from Debian's packages, if missing: the MariaDB server and client.
+set -euo pipefail
+
+need=()
+if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] && [ ! -x /usr/sbin/mysqld ] && [ -z "${STRATA_MYSQLD:-}" ]; then
+  need+=(mariadb-server)
+fi
+command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+command -v mariadb-install-db >/dev/null 2>&1 || [ -x /usr/sbin/mysqld ] || need+=(mariadb-server)
+
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "Installing from Debian's packages: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo was not found: install a stable Rust toolchain (rustup) and run this again." >&2
+  exit 1
+fi
