@@ -189,14 +189,14 @@ pub async fn create_database(
     let name = b
         .name
         .ok_or_else(|| ApiError::invalid("name is required"))?;
-    if let Some(kind) = b.kind.as_deref() {
+    if let Some(kind) = b.kind.as_deref().filter(|k| !k.is_empty()) {
         if kind != "mysql" {
             return Err(ApiError::invalid(format!(
                 "kind '{kind}' is not supported: Strata serves mysql databases"
             )));
         }
     }
-    if let Some(r) = b.region.as_deref() {
+    if let Some(r) = b.region.as_deref().filter(|r| !r.is_empty()) {
         if r != "local" {
             return Err(ApiError::invalid(format!(
                 "region '{r}' does not exist: this Strata has one region, 'local'"
@@ -310,12 +310,13 @@ pub async fn create_branch(
     let name = b
         .name
         .ok_or_else(|| ApiError::invalid("name is required"))?;
-    if b.backup_id.is_some() || b.seed_data.is_some() {
+    let given = |v: &Option<String>| v.as_deref().is_some_and(|x| !x.is_empty());
+    if given(&b.backup_id) || given(&b.seed_data) {
         return Err(ApiError::invalid(
             "restoring a backup into a branch (backup_id, seed_data) is not available yet",
         ));
     }
-    if let Some(r) = b.region.as_deref() {
+    if let Some(r) = b.region.as_deref().filter(|r| !r.is_empty()) {
         if r != "local" {
             return Err(ApiError::invalid(format!(
                 "region '{r}' does not exist: this Strata has one region, 'local'"
@@ -328,7 +329,7 @@ pub async fn create_branch(
         &db,
         BranchRequest {
             name,
-            parent_branch: b.parent_branch,
+            parent_branch: b.parent_branch.filter(|p| !p.is_empty()),
         },
     )?;
     let e = edge(&st, &org, &db);

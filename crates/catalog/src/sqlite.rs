@@ -40,6 +40,35 @@ impl SqliteCatalog {
         // so a poisoned lock is safe to keep using.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The one row `sql` selects, or `NotFound(kind)`.
+    fn one<T, P: rusqlite::Params>(
+        &self,
+        kind: &'static str,
+        sql: &str,
+        params: P,
+        row: fn(&Row) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        self.conn()
+            .query_row(sql, params, row)
+            .optional()?
+            .ok_or(CatalogError::NotFound(kind))
+    }
+
+    /// Every row `sql` selects.
+    fn all<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        row: fn(&Row) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let c = self.conn();
+        let mut st = c.prepare(sql)?;
+        let rows = st
+            .query_map(params, row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
 }
 
 fn unique<'a>(
@@ -55,10 +84,6 @@ fn unique<'a>(
         }
         _ => CatalogError::Storage(e),
     }
-}
-
-fn one<T>(r: rusqlite::Result<Option<T>>, kind: &'static str) -> Result<T> {
-    r?.ok_or(CatalogError::NotFound(kind))
 }
 
 fn changed(n: usize, kind: &'static str) -> Result<()> {
@@ -201,27 +226,20 @@ impl Catalog for SqliteCatalog {
     }
 
     fn organization(&self, name: &str) -> Result<Organization> {
-        let c = self.conn();
-        one(
-            c.query_row(
-                &format!("SELECT {ORG_COLS} FROM organizations WHERE name=?1"),
-                [name],
-                org_row,
-            )
-            .optional(),
+        self.one(
             "Organization",
+            &format!("SELECT {ORG_COLS} FROM organizations WHERE name=?1"),
+            [name],
+            org_row,
         )
     }
 
     fn organizations(&self) -> Result<Vec<Organization>> {
-        let c = self.conn();
-        let mut st = c.prepare(&format!(
-            "SELECT {ORG_COLS} FROM organizations ORDER BY name"
-        ))?;
-        let rows = st
-            .query_map([], org_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.all(
+            &format!("SELECT {ORG_COLS} FROM organizations ORDER BY name"),
+            [],
+            org_row,
+        )
     }
 
     fn create_service_token(&self, t: &ServiceToken) -> Result<()> {
@@ -243,27 +261,18 @@ impl Catalog for SqliteCatalog {
     }
 
     fn service_token(&self, id: &str) -> Result<ServiceToken> {
-        let c = self.conn();
-        one(
-            c.query_row(
-                &format!("SELECT {TOKEN_COLS} FROM service_tokens WHERE id=?1"),
-                [id],
-                token_row,
-            )
-            .optional(),
+        self.one(
             "Service token",
+            &format!("SELECT {TOKEN_COLS} FROM service_tokens WHERE id=?1"),
+            [id],
+            token_row,
         )
     }
 
     fn service_tokens(&self, org_id: &str) -> Result<Vec<ServiceToken>> {
-        let c = self.conn();
-        let mut st = c.prepare(&format!(
+        self.all(&format!(
             "SELECT {TOKEN_COLS} FROM service_tokens WHERE organization_id=?1 ORDER BY created_at, id"
-        ))?;
-        let rows = st
-            .query_map([org_id], token_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        ), [org_id], token_row)
     }
 
     fn delete_service_token(&self, id: &str) -> Result<()> {
@@ -306,40 +315,31 @@ impl Catalog for SqliteCatalog {
     }
 
     fn database(&self, org_id: &str, name: &str) -> Result<Database> {
-        let c = self.conn();
-        one(
-            c.query_row(
-                &format!("SELECT {DB_COLS} FROM databases WHERE organization_id=?1 AND name=?2"),
-                [org_id, name],
-                db_row,
-            )
-            .optional(),
+        self.one(
             "Database",
+            &format!("SELECT {DB_COLS} FROM databases WHERE organization_id=?1 AND name=?2"),
+            [org_id, name],
+            db_row,
         )
     }
 
     fn database_by_id(&self, id: &str) -> Result<Database> {
-        let c = self.conn();
-        one(
-            c.query_row(
-                &format!("SELECT {DB_COLS} FROM databases WHERE id=?1"),
-                [id],
-                db_row,
-            )
-            .optional(),
+        self.one(
             "Database",
+            &format!("SELECT {DB_COLS} FROM databases WHERE id=?1"),
+            [id],
+            db_row,
         )
     }
 
     fn databases(&self, org_id: &str) -> Result<Vec<Database>> {
-        let c = self.conn();
-        let mut st = c.prepare(&format!(
+        self.all(
+            &format!(
             "SELECT {DB_COLS} FROM databases WHERE organization_id=?1 ORDER BY created_at, name"
-        ))?;
-        let rows = st
-            .query_map([org_id], db_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        ),
+            [org_id],
+            db_row,
+        )
     }
 
     fn update_database(&self, d: &Database) -> Result<()> {
@@ -375,51 +375,39 @@ impl Catalog for SqliteCatalog {
     }
 
     fn branch(&self, database_id: &str, name: &str) -> Result<Branch> {
-        let c = self.conn();
-        one(
-            c.query_row(
-                &format!("SELECT {BRANCH_COLS} FROM branches WHERE database_id=?1 AND name=?2"),
-                [database_id, name],
-                branch_row,
-            )
-            .optional(),
+        self.one(
             "Branch",
+            &format!("SELECT {BRANCH_COLS} FROM branches WHERE database_id=?1 AND name=?2"),
+            [database_id, name],
+            branch_row,
         )
     }
 
     fn branch_by_id(&self, id: &str) -> Result<Branch> {
-        let c = self.conn();
-        one(
-            c.query_row(
-                &format!("SELECT {BRANCH_COLS} FROM branches WHERE id=?1"),
-                [id],
-                branch_row,
-            )
-            .optional(),
+        self.one(
             "Branch",
+            &format!("SELECT {BRANCH_COLS} FROM branches WHERE id=?1"),
+            [id],
+            branch_row,
         )
     }
 
     fn branches(&self, database_id: &str) -> Result<Vec<Branch>> {
-        let c = self.conn();
-        let mut st = c.prepare(&format!(
-            "SELECT {BRANCH_COLS} FROM branches WHERE database_id=?1 ORDER BY created_at, name"
-        ))?;
-        let rows = st
-            .query_map([database_id], branch_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.all(
+            &format!(
+                "SELECT {BRANCH_COLS} FROM branches WHERE database_id=?1 ORDER BY created_at, name"
+            ),
+            [database_id],
+            branch_row,
+        )
     }
 
     fn all_branches(&self) -> Result<Vec<Branch>> {
-        let c = self.conn();
-        let mut st = c.prepare(&format!(
-            "SELECT {BRANCH_COLS} FROM branches ORDER BY created_at, id"
-        ))?;
-        let rows = st
-            .query_map([], branch_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.all(
+            &format!("SELECT {BRANCH_COLS} FROM branches ORDER BY created_at, id"),
+            [],
+            branch_row,
+        )
     }
 
     fn update_branch(&self, b: &Branch) -> Result<()> {
@@ -479,51 +467,41 @@ impl Catalog for SqliteCatalog {
     }
 
     fn password(&self, branch_id: &str, id: &str) -> Result<Password> {
-        let c = self.conn();
-        one(
-            c.query_row(
-                &format!("SELECT {PASSWORD_COLS} FROM passwords WHERE branch_id=?1 AND id=?2"),
-                [branch_id, id],
-                password_row,
-            )
-            .optional(),
+        self.one(
             "Password",
+            &format!("SELECT {PASSWORD_COLS} FROM passwords WHERE branch_id=?1 AND id=?2"),
+            [branch_id, id],
+            password_row,
         )
     }
 
     fn password_by_username(&self, username: &str) -> Result<Password> {
-        let c = self.conn();
-        one(
-            c.query_row(
-                &format!("SELECT {PASSWORD_COLS} FROM passwords WHERE username=?1"),
-                [username],
-                password_row,
-            )
-            .optional(),
+        self.one(
             "Password",
+            &format!("SELECT {PASSWORD_COLS} FROM passwords WHERE username=?1"),
+            [username],
+            password_row,
         )
     }
 
     fn passwords_of_branch(&self, branch_id: &str) -> Result<Vec<Password>> {
-        let c = self.conn();
-        let mut st = c.prepare(&format!(
-            "SELECT {PASSWORD_COLS} FROM passwords WHERE branch_id=?1 ORDER BY created_at, id"
-        ))?;
-        let rows = st
-            .query_map([branch_id], password_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.all(
+            &format!(
+                "SELECT {PASSWORD_COLS} FROM passwords WHERE branch_id=?1 ORDER BY created_at, id"
+            ),
+            [branch_id],
+            password_row,
+        )
     }
 
     fn passwords_of_database(&self, database_id: &str) -> Result<Vec<Password>> {
-        let c = self.conn();
-        let mut st = c.prepare(&format!(
+        self.all(
+            &format!(
             "SELECT {PASSWORD_COLS} FROM passwords WHERE database_id=?1 ORDER BY created_at, id"
-        ))?;
-        let rows = st
-            .query_map([database_id], password_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        ),
+            [database_id],
+            password_row,
+        )
     }
 
     fn update_password(&self, p: &Password) -> Result<()> {

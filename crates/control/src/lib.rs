@@ -584,14 +584,7 @@ impl Platform {
             )));
         }
         if !b.production {
-            b.production = true;
-            b.updated_at = now_millis();
-            self.catalog.update_branch(&b)?;
-            if let Some(inst) = self.instance(&b.id) {
-                if let Err(e) = inst.set_production(true).await {
-                    tracing::warn!(branch = %b.name, error = %e, "production sizing applies at next restart");
-                }
-            }
+            self.set_production(&mut b, true).await?;
         }
         Ok(b)
     }
@@ -625,16 +618,22 @@ impl Platform {
                     "Branch '{name}' is the default branch; make another production branch the default first"
                 )));
             }
-            b.production = false;
-            b.updated_at = now_millis();
-            self.catalog.update_branch(&b)?;
-            if let Some(inst) = self.instance(&b.id) {
-                if let Err(e) = inst.set_production(false).await {
-                    tracing::warn!(branch = %b.name, error = %e, "development sizing applies at next restart");
-                }
-            }
+            self.set_production(&mut b, false).await?;
         }
         Ok(b)
+    }
+
+    /// Records the branch kind and resizes its instance live (the option file follows at next start).
+    async fn set_production(&self, b: &mut Branch, production: bool) -> Result<()> {
+        b.production = production;
+        b.updated_at = now_millis();
+        self.catalog.update_branch(b)?;
+        if let Some(inst) = self.instance(&b.id) {
+            if let Err(e) = inst.set_production(production).await {
+                tracing::warn!(branch = %b.name, error = %e, "new sizing applies at the next restart");
+            }
+        }
+        Ok(())
     }
 
     pub fn set_safe_migrations(

@@ -19,6 +19,7 @@ pub struct OptionFile<'a> {
     pub pid_file: &'a Path,
     pub log_error: &'a Path,
     pub init_file: &'a Path,
+    pub tmpdir: &'a Path,
     pub server_id: u32,
     pub production: bool,
     pub run_as_root: bool,
@@ -47,6 +48,7 @@ impl OptionFile<'_> {
              pid-file={pid}\n\
              log-error={log}\n\
              init-file={init}\n\
+             tmpdir={tmpdir}\n\
              server-id={server_id}\n\
              skip-name-resolve\n\
              character-set-server=utf8mb4\n\
@@ -67,6 +69,7 @@ impl OptionFile<'_> {
             pid = self.pid_file.display(),
             log = self.log_error.display(),
             init = self.init_file.display(),
+            tmpdir = self.tmpdir.display(),
             server_id = self.server_id,
         );
         match self.flavour {
@@ -206,6 +209,7 @@ mod tests {
             pid_file: &p,
             log_error: &p,
             init_file: &p,
+            tmpdir: &p,
             server_id: 7,
             production: false,
             run_as_root: true,

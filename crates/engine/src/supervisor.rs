@@ -308,6 +308,8 @@ fn write_start_files(inst: &Instance, spec: &InstanceSpec, port: u16) -> Result<
     let datadir = data_dir(&spec.dir);
     let pid_file = spec.dir.join("mysqld.pid");
     let log = spec.dir.join("mysqld.log");
+    let tmpdir = spec.dir.join("tmp");
+    create_private_dir(&tmpdir)?;
     let text = OptionFile {
         flavour: &inst.binaries.flavour,
         datadir: &datadir,
@@ -316,6 +318,7 @@ fn write_start_files(inst: &Instance, spec: &InstanceSpec, port: u16) -> Result<
         pid_file: &pid_file,
         log_error: &log,
         init_file: &init,
+        tmpdir: &tmpdir,
         server_id: spec.server_id,
         production: spec.production,
         run_as_root: nix::unistd::Uid::effective().is_root(),

@@ -37,9 +37,13 @@ fn initialise(binaries: &ServerBinaries, work: &Path, datadir: &Path) -> Result<
         Flavour::MariaDb => {
             // The log file size must match what instances run with (config::OptionFile).
             let cnf = work.join("init.cnf");
+            // A private tmpdir: bootstraps running side by side must not share temporary files.
+            let tmp = work.join("tmp");
+            fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
             let mut text = format!(
-                "[mariadbd]\ndatadir={}\ninnodb_log_file_size=16M\ncharacter-set-server=utf8mb4\n",
-                datadir.display()
+                "[mariadbd]\ndatadir={}\ntmpdir={}\ninnodb_log_file_size=16M\ncharacter-set-server=utf8mb4\n",
+                datadir.display(),
+                tmp.display()
             );
             if running_as_root() {
                 text.push_str("user=root\n");
