@@ -1,0 +1,252 @@
+//! OK, ERR and EOF packets, and the pieces of a text result set the gateway answers by itself.
+
+use crate::caps;
+use crate::{put_lenenc, put_lenenc_bytes, Reader, Result, WireError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OkPacket {
+    /// 0x00, or 0xFE when it ends a result set under DEPRECATE_EOF.
+    pub header: u8,
+    pub affected_rows: u64,
+    pub last_insert_id: u64,
+    pub status: u16,
+    pub warnings: u16,
+    pub info: Vec<u8>,
+    /// Session state changes (only with SESSION_TRACK and SESSION_STATE_CHANGED).
+    pub session_state: Option<Vec<u8>>,
+}
+
+impl OkPacket {
+    pub fn parse(payload: &[u8], capabilities: u32) -> Result<OkPacket> {
+        let mut r = Reader::new(payload);
+        let header = r.u8()?;
+        if header != 0x00 && header != 0xFE {
+            return Err(WireError::Malformed("not an OK packet"));
+        }
+        let affected_rows = r.lenenc_int()?;
+        let last_insert_id = r.lenenc_int()?;
+        let status = r.u16()?;
+        let warnings = r.u16()?;
+        let mut ok = OkPacket {
+            header,
+            affected_rows,
+            last_insert_id,
+            status,
+            warnings,
+            ..Default::default()
+        };
+        if capabilities & caps::SESSION_TRACK != 0 {
+            if !r.is_empty() {
+                ok.info = r.lenenc_bytes()?.to_vec();
+            }
+            if status & caps::status::SESSION_STATE_CHANGED != 0 && !r.is_empty() {
+                ok.session_state = Some(r.lenenc_bytes()?.to_vec());
+            }
+        } else {
+            ok.info = r.rest().to_vec();
+        }
+        Ok(ok)
+    }
+
+    pub fn encode(&self, capabilities: u32) -> Vec<u8> {
+        let mut out = vec![self.header];
+        put_lenenc(&mut out, self.affected_rows);
+        put_lenenc(&mut out, self.last_insert_id);
+        out.extend_from_slice(&self.status.to_le_bytes());
+        out.extend_from_slice(&self.warnings.to_le_bytes());
+        if capabilities & caps::SESSION_TRACK != 0 {
+            if !self.info.is_empty() || self.session_state.is_some() {
+                put_lenenc_bytes(&mut out, &self.info);
+            }
+            if let Some(s) = &self.session_state {
+                if self.status & caps::status::SESSION_STATE_CHANGED != 0 {
+                    put_lenenc_bytes(&mut out, s);
+                }
+            }
+        } else {
+            out.extend_from_slice(&self.info);
+        }
+        out
+    }
+
+    pub fn simple(status: u16) -> OkPacket {
+        OkPacket {
+            status,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrPacket {
+    pub code: u16,
+    pub state: [u8; 5],
+    pub message: String,
+}
+
+impl ErrPacket {
+    pub fn new(code: u16, state: &str, message: impl Into<String>) -> ErrPacket {
+        let mut s = [b'H', b'Y', b'0', b'0', b'0'];
+        for (d, c) in s.iter_mut().zip(state.bytes()) {
+            *d = c;
+        }
+        ErrPacket {
+            code,
+            state: s,
+            message: message.into(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(9 + self.message.len());
+        out.push(0xFF);
+        out.extend_from_slice(&self.code.to_le_bytes());
+        out.push(b'#');
+        out.extend_from_slice(&self.state);
+        out.extend_from_slice(self.message.as_bytes());
+        out
+    }
+
+    pub fn parse(payload: &[u8]) -> Result<ErrPacket> {
+        let mut r = Reader::new(payload);
+        if r.u8()? != 0xFF {
+            return Err(WireError::Malformed("not an ERR packet"));
+        }
+        let code = r.u16()?;
+        let mut state = *b"HY000";
+        if r.remaining().first() == Some(&b'#') {
+            r.u8()?;
+            state.copy_from_slice(r.bytes(5)?);
+        }
+        Ok(ErrPacket {
+            code,
+            state,
+            message: String::from_utf8_lossy(r.rest()).into_owned(),
+        })
+    }
+
+    pub fn sqlstate(&self) -> String {
+        String::from_utf8_lossy(&self.state).into_owned()
+    }
+}
+
+/// The classic EOF packet (before DEPRECATE_EOF).
+pub fn eof(warnings: u16, status: u16) -> Vec<u8> {
+    let mut out = vec![0xFE];
+    out.extend_from_slice(&warnings.to_le_bytes());
+    out.extend_from_slice(&status.to_le_bytes());
+    out
+}
+
+/// True for a classic EOF packet, or an OK packet with the 0xFE header ending a result set.
+pub fn is_eof(payload: &[u8]) -> bool {
+    payload.first() == Some(&0xFE) && payload.len() < 0xFF_FFFF && payload.len() < 9 + 0xFFFF
+}
+
+/// Status flags of a classic EOF packet.
+pub fn eof_status(payload: &[u8]) -> Option<u16> {
+    if payload.len() >= 5 && payload[0] == 0xFE {
+        Some(u16::from_le_bytes([payload[3], payload[4]]))
+    } else {
+        None
+    }
+}
+
+/// Column types the gateway uses in results it makes itself.
+pub mod column_type {
+    pub const LONGLONG: u8 = 0x08;
+    pub const VAR_STRING: u8 = 0xFD;
+}
+
+/// A column definition (protocol 41) for a result the gateway makes itself.
+pub fn column_definition(
+    name: &str,
+    column_type: u8,
+    charset: u16,
+    length: u32,
+    flags: u16,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + name.len());
+    for part in [&b"def"[..], b"", b"", b"", name.as_bytes(), b""] {
+        put_lenenc_bytes(&mut out, part);
+    }
+    out.push(0x0C);
+    out.extend_from_slice(&charset.to_le_bytes());
+    out.extend_from_slice(&length.to_le_bytes());
+    out.push(column_type);
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.push(0);
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+/// A text-protocol row.
+pub fn text_row(values: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in values {
+        match v {
+            Some(b) => put_lenenc_bytes(&mut out, b),
+            None => out.push(0xFB),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ok_round_trips() {
+        let with_state = OkPacket {
+            header: 0,
+            affected_rows: 3,
+            last_insert_id: 70000,
+            status: caps::status::AUTOCOMMIT | caps::status::SESSION_STATE_CHANGED,
+            warnings: 1,
+            info: b"Rows matched: 3".to_vec(),
+            session_state: Some(vec![0, 5, 4, b'a', b'b', b'c', b'd']),
+        };
+        assert_eq!(
+            OkPacket::parse(&with_state.encode(caps::SESSION_TRACK), caps::SESSION_TRACK).unwrap(),
+            with_state
+        );
+        // Re-encoded for a client without SESSION_TRACK: the state block is dropped.
+        let plain = with_state.encode(0);
+        let back = OkPacket::parse(&plain, 0).unwrap();
+        assert_eq!(back.session_state, None);
+        assert_eq!(back.info, b"Rows matched: 3");
+        let simple = OkPacket::simple(caps::status::AUTOCOMMIT);
+        assert_eq!(
+            simple.encode(caps::SESSION_TRACK),
+            vec![0, 0, 0, 2, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn err_round_trips() {
+        let e = ErrPacket::new(1105, "HY000", "direct DDL is disabled");
+        let p = e.encode();
+        assert_eq!(&p[..3], &[0xFF, 0x51, 0x04]);
+        assert_eq!(ErrPacket::parse(&p).unwrap(), e);
+        assert_eq!(e.sqlstate(), "HY000");
+    }
+
+    #[test]
+    fn eofs() {
+        let p = eof(0, 2);
+        assert!(is_eof(&p));
+        assert_eq!(eof_status(&p), Some(2));
+        assert!(!is_eof(&[0x00]));
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..100), c in any::<u32>()) {
+            let _ = OkPacket::parse(&data, c);
+            let _ = ErrPacket::parse(&data);
+            let _ = eof_status(&data);
+        }
+    }
+}
