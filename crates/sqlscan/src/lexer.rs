@@ -1,0 +1,181 @@
+//! The byte scanner.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A keyword or unquoted identifier.
+    Word,
+    /// A `backtick`-quoted identifier.
+    QuotedIdent,
+    /// A '…' or "…" literal (quotes included in `text`).
+    String,
+    Number,
+    /// `@name`, `@'name'`, `@@name`, `@@session.name`.
+    Variable,
+    /// Multi-character operators such as `:=`, `<=>`, `->>`.
+    Operator,
+    /// One punctuation character.
+    Punct,
+    Semicolon,
+    /// The body of a `/*vt+ … */` comment.
+    Directive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token<'a> {
+    pub kind: TokenKind,
+    pub text: &'a str,
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// Splits `sql` into tokens, skipping whitespace and comments; the contents of executable comments
+/// (`/*! … */`, `/*M! … */`) are scanned as code.
+pub fn tokens(sql: &str) -> Vec<Token<'_>> {
+    let mut out = Vec::new();
+    scan(sql, &mut out);
+    out
+}
+
+fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>) {
+    let b = sql.as_bytes();
+    let n = b.len();
+    let mut i = 0;
+    // Slicing only ever happens at ASCII bytes, so every slice is valid UTF-8.
+    let push = |kind: TokenKind, start: usize, end: usize, out: &mut Vec<Token<'a>>| {
+        if let Some(text) = sql.get(start..end) {
+            out.push(Token { kind, text });
+        }
+    };
+    while i < n {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c == b'#'
+            || (c == b'-'
+                && b.get(i + 1) == Some(&b'-')
+                && b.get(i + 2)
+                    .is_none_or(|x| x.is_ascii_whitespace() || x.is_ascii_control()))
+        {
+            while i < n && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            let body_start = i + 2;
+            let end = find(b, body_start, b"*/").unwrap_or(n);
+            let body = &b[body_start..end];
+            if body.first() == Some(&b'!') || body.starts_with(b"M!") {
+                let mut s = body_start + if body[0] == b'!' { 1 } else { 2 };
+                while s < end && b[s].is_ascii_digit() {
+                    s += 1;
+                }
+                if let Some(inner) = sql.get(s..end) {
+                    scan(inner, out);
+                }
+            } else if body.len() >= 3 && body[..3].eq_ignore_ascii_case(b"vt+") {
+                push(TokenKind::Directive, body_start + 3, end, out);
+            }
+            i = (end + 2).min(n);
+        } else if c == b'\'' || c == b'"' {
+            let start = i;
+            i += 1;
+            while i < n {
+                if b[i] == b'\\' {
+                    i += 2;
+                } else if b[i] == c {
+                    if b.get(i + 1) == Some(&c) {
+                        i += 2;
+                    } else {
+                        i += 1;
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            i = i.min(n);
+            push(TokenKind::String, start, i, out);
+        } else if c == b'`' {
+            let start = i;
+            i += 1;
+            while i < n {
+                if b[i] == b'`' {
+                    if b.get(i + 1) == Some(&b'`') {
+                        i += 2;
+                    } else {
+                        i += 1;
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            i = i.min(n);
+            push(TokenKind::QuotedIdent, start, i, out);
+        } else if c == b'@' {
+            let start = i;
+            i += 1;
+            if b.get(i) == Some(&b'@') {
+                i += 1;
+            }
+            match b.get(i) {
+                Some(&q) if q == b'\'' || q == b'"' || q == b'`' => {
+                    i += 1;
+                    while i < n && b[i] != q {
+                        i += 1;
+                    }
+                    i = (i + 1).min(n);
+                }
+                _ => {
+                    while i < n && (is_word_byte(b[i]) || b[i] == b'.') {
+                        i += 1;
+                    }
+                }
+            }
+            push(TokenKind::Variable, start, i, out);
+        } else if c.is_ascii_digit() {
+            let start = i;
+            while i < n && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                i += 1;
+            }
+            push(TokenKind::Number, start, i, out);
+        } else if is_word_byte(c) {
+            let start = i;
+            while i < n && is_word_byte(b[i]) {
+                i += 1;
+            }
+            // Never split inside a multi-byte character.
+            while i < n && !sql.is_char_boundary(i) {
+                i += 1;
+            }
+            push(TokenKind::Word, start, i, out);
+        } else if c == b';' {
+            push(TokenKind::Semicolon, i, i + 1, out);
+            i += 1;
+        } else {
+            let start = i;
+            const OPS: &[&[u8]] = &[
+                b"<=>", b"->>", b":=", b"<=", b">=", b"<>", b"!=", b"||", b"&&", b"->", b"<<",
+                b">>",
+            ];
+            if let Some(op) = OPS.iter().find(|op| b[i..].starts_with(op)) {
+                i += op.len();
+                push(TokenKind::Operator, start, i, out);
+            } else {
+                i += 1;
+                while i < n && !sql.is_char_boundary(i) {
+                    i += 1;
+                }
+                push(TokenKind::Punct, start, i, out);
+            }
+        }
+    }
+}
+
+fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}

@@ -1,0 +1,259 @@
+//! A lexer, not a parser: the gateway needs, per query, only the statements' leading keywords (for the
+//! safe-migrations guard and the DML limits), the `/*vt+ … */` directives, and whether the text uses
+//! session state that pooling must respect (user-variable assignment, named locks, FOUND_ROWS, …). A
+//! hand-written byte scanner does that in well under a microsecond and never fails on syntax a
+//! parser would not know; full parsing belongs to the schema engine.
+//!
+//! MySQL executes the contents of `/*! … */` and MariaDB of `/*M! … */` comments, so those are scanned
+//! as code: DDL hidden in them is still DDL.
+
+mod lexer;
+
+pub use lexer::{tokens, Token, TokenKind};
+
+/// What the gateway needs to know about one query text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Analysis {
+    /// The statements, in order (a multi-statement text has several).
+    pub statements: Vec<Statement>,
+    /// `/*vt+ QUERY_TIMEOUT_MS=n */`.
+    pub query_timeout_ms: Option<u64>,
+    /// Why the query ties the client to its backend connection for the rest of the session, if it does.
+    pub pins_session: Option<&'static str>,
+    /// `SELECT LAST_INSERT_ID()` alone: answered from the client's last OK packet.
+    pub last_insert_id_query: bool,
+    /// `SET workload = olap|oltp|dba` alone.
+    pub set_workload: Option<String>,
+    /// `KILL [QUERY|CONNECTION] n`: (query only, id).
+    pub kill: Option<(bool, u64)>,
+    /// A single SELECT that neither locks rows, nor writes, nor touches session state: safe to share
+    /// with identical queries in flight.
+    pub consolidable: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Statement {
+    /// The first keyword, upper-cased ("SELECT", "ALTER", …); empty for an empty statement.
+    pub keyword: String,
+    /// True for statements that change the schema (CREATE, ALTER, DROP, RENAME, TRUNCATE, OPTIMIZE,
+    /// not temporary tables), including those prepared or executed from a string.
+    pub ddl: bool,
+    /// The DDL hides behind a variable (`PREPARE s FROM @sql`) and cannot be inspected.
+    pub opaque: bool,
+}
+
+impl Analysis {
+    /// True when any statement changes the schema, or might.
+    pub fn has_ddl(&self) -> bool {
+        self.statements.iter().any(|s| s.ddl || s.opaque)
+    }
+
+    /// True when the first statement's keyword is one of `keywords`.
+    pub fn is(&self, keywords: &[&str]) -> bool {
+        self.statements
+            .first()
+            .is_some_and(|s| keywords.contains(&s.keyword.as_str()))
+    }
+}
+
+const DDL: &[&str] = &["CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE", "OPTIMIZE"];
+const PINNING_FUNCTIONS: &[&str] = &[
+    "GET_LOCK",
+    "RELEASE_LOCK",
+    "RELEASE_ALL_LOCKS",
+    "IS_USED_LOCK",
+    "FOUND_ROWS",
+    "SQL_CALC_FOUND_ROWS",
+    "ROW_COUNT",
+];
+
+fn word_is(t: Option<&Token<'_>>, w: &str) -> bool {
+    t.is_some_and(|t| t.kind == TokenKind::Word && t.text.eq_ignore_ascii_case(w))
+}
+
+/// Analyses a query text.
+pub fn analyze(sql: &str) -> Analysis {
+    let toks = tokens(sql);
+    let mut a = Analysis::default();
+    for t in &toks {
+        if let TokenKind::Directive = t.kind {
+            if let Some(ms) = directive_timeout(t.text) {
+                a.query_timeout_ms = Some(ms);
+            }
+        }
+    }
+    let code: Vec<&Token> = toks
+        .iter()
+        .filter(|t| t.kind != TokenKind::Directive)
+        .collect();
+    let mut current: Vec<&Token> = Vec::new();
+    let mut stmts: Vec<Vec<&Token>> = Vec::new();
+    for t in code {
+        if t.kind == TokenKind::Semicolon {
+            stmts.push(std::mem::take(&mut current));
+        } else {
+            current.push(t);
+        }
+    }
+    stmts.push(current);
+    stmts.retain(|s| !s.is_empty());
+
+    for s in &stmts {
+        a.statements.push(statement(s));
+        for (i, t) in s.iter().enumerate() {
+            if t.kind == TokenKind::Operator && t.text == ":=" && a.pins_session.is_none() {
+                a.pins_session = Some("user variable assignment");
+            }
+            if t.kind == TokenKind::Word {
+                let up = t.text.to_ascii_uppercase();
+                if PINNING_FUNCTIONS.contains(&up.as_str()) && a.pins_session.is_none() {
+                    a.pins_session = Some("session-scoped function");
+                }
+                if up == "LAST_INSERT_ID"
+                    && s.get(i + 1).is_some_and(|n| n.text == "(")
+                    && s.get(i + 2).is_some_and(|n| n.text != ")")
+                    && a.pins_session.is_none()
+                {
+                    a.pins_session = Some("LAST_INSERT_ID(expr)");
+                }
+                if up == "INTO"
+                    && s.get(i + 1).is_some_and(|n| n.kind == TokenKind::Variable)
+                    && a.pins_session.is_none()
+                {
+                    a.pins_session = Some("SELECT … INTO @variable");
+                }
+            }
+        }
+    }
+    if stmts.len() == 1 {
+        let s = &stmts[0];
+        let words: Vec<String> = s.iter().map(|t| t.text.to_ascii_uppercase()).collect();
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        // SELECT LAST_INSERT_ID() [AS alias]
+        if w.len() >= 4
+            && w[..4] == ["SELECT", "LAST_INSERT_ID", "(", ")"]
+            && (w.len() == 4 || (w.len() == 6 && w[4] == "AS") || w.len() == 5)
+        {
+            a.last_insert_id_query = true;
+        }
+        // SET [SESSION|@@[session.]]workload = value
+        if w.first() == Some(&"SET") {
+            let rest: Vec<&str> = w[1..]
+                .iter()
+                .copied()
+                .filter(|x| !["SESSION", "@@", "@@SESSION", "."].contains(x))
+                .collect();
+            let name = rest
+                .first()
+                .map(|n| n.trim_start_matches("@@SESSION.").trim_start_matches("@@"));
+            if name == Some("WORKLOAD") && rest.len() == 3 && (rest[1] == "=" || rest[1] == ":=") {
+                a.set_workload = Some(
+                    rest[2]
+                        .trim_matches(|c| c == '\'' || c == '"')
+                        .to_ascii_lowercase(),
+                );
+            }
+        }
+        // KILL [QUERY|CONNECTION] n
+        if w.first() == Some(&"KILL") {
+            let (query, idx) = match w.get(1) {
+                Some(&"QUERY") => (true, 2),
+                Some(&"CONNECTION") => (false, 2),
+                _ => (false, 1),
+            };
+            if let Some(id) = w.get(idx).and_then(|n| n.parse::<u64>().ok()) {
+                if w.len() == idx + 1 {
+                    a.kill = Some((query, id));
+                }
+            }
+        }
+        let locking = w
+            .windows(2)
+            .any(|p| p == ["FOR", "UPDATE"] || p == ["LOCK", "IN"] || p == ["FOR", "SHARE"])
+            || w.contains(&"INTO");
+        a.consolidable = w.first() == Some(&"SELECT")
+            && !locking
+            && a.pins_session.is_none()
+            && !w.contains(&"LAST_INSERT_ID");
+    }
+    a
+}
+
+fn statement(s: &[&Token]) -> Statement {
+    let kw = |i: usize| {
+        s.get(i)
+            .filter(|t| t.kind == TokenKind::Word)
+            .map(|t| t.text.to_ascii_uppercase())
+            .unwrap_or_default()
+    };
+    let keyword = kw(0);
+    let mut st = Statement {
+        keyword: keyword.clone(),
+        ..Default::default()
+    };
+    if DDL.contains(&keyword.as_str()) {
+        // CREATE/DROP TEMPORARY TABLE only touch the session.
+        let temporary = (keyword == "CREATE" || keyword == "DROP")
+            && (word_is(s.get(1).copied(), "TEMPORARY")
+                || (word_is(s.get(1).copied(), "OR") && word_is(s.get(3).copied(), "TEMPORARY")));
+        st.ddl = !temporary;
+    }
+    // PREPARE name FROM 'text' | @var ; EXECUTE IMMEDIATE 'text' | @var
+    let source = if keyword == "PREPARE" && word_is(s.get(2).copied(), "FROM") {
+        s.get(3)
+    } else if keyword == "EXECUTE" && word_is(s.get(1).copied(), "IMMEDIATE") {
+        s.get(2)
+    } else {
+        None
+    };
+    if let Some(src) = source {
+        match src.kind {
+            TokenKind::String => {
+                let inner = unquote(src.text);
+                st.ddl = analyze(&inner).has_ddl();
+            }
+            _ => st.opaque = true,
+        }
+    }
+    st
+}
+
+/// The value of a quoted SQL string literal.
+fn unquote(lit: &str) -> String {
+    let q = lit.chars().next().unwrap_or('\'');
+    let body = lit.get(1..lit.len().saturating_sub(1)).unwrap_or("");
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(match n {
+                    'n' => '\n',
+                    't' => '\t',
+                    '0' => '\0',
+                    other => other,
+                });
+            }
+        } else if c == q && chars.peek() == Some(&q) {
+            chars.next();
+            out.push(q);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn directive_timeout(text: &str) -> Option<u64> {
+    let upper = text.to_ascii_uppercase();
+    let pos = upper.find("QUERY_TIMEOUT_MS")?;
+    let rest = upper[pos + "QUERY_TIMEOUT_MS".len()..]
+        .trim_start()
+        .strip_prefix('=')?
+        .trim_start();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+use super::*;
+use proptest::prelude::*;
+
+#[test]
+fn ddl_detection() {
+    let cases: &[(&str, bool)] = &[
+        ("ALTER TABLE t ADD COLUMN c INT", true),
+        ("  create table t (id int)", true),
+        ("DROP TABLE t", true),
+        ("RENAME TABLE a TO b", true),
+        ("TRUNCATE t", true),
+        ("OPTIMIZE TABLE t", true),
+        ("CREATE OR REPLACE VIEW v AS SELECT 1", true),
+        ("SELECT 1; ALTER TABLE t ENGINE=InnoDB", true),
+        ("/* note */ ALTER TABLE t ADD c INT", true),
+        ("-- note\nDROP TABLE t", true),
+        ("# note\nDROP TABLE t", true),
+        ("/*!50000 ALTER TABLE t ADD c INT */", true),
+        ("/*M!100100 DROP TABLE t */", true),
+        ("SELECT 1 /*!50000 ; DROP TABLE t */", true),
+        ("PREPARE s FROM 'ALTER TABLE t ADD c INT'", true),
+        ("PREPARE s FROM 'SELECT 1'", false),
+        ("EXECUTE IMMEDIATE 'DROP TABLE t'", true),
+        ("EXECUTE IMMEDIATE 'SELECT ''drop table'''", false),
+        ("SELECT 'ALTER TABLE t'", false),
+        ("SELECT `drop` FROM t", false),
+        ("INSERT INTO t VALUES ('; DROP TABLE t')", false),
+        ("SELECT 1 -- ; DROP TABLE t", false),
+        ("SELECT 1 /* ; DROP TABLE t */", false),
+        ("CREATE TEMPORARY TABLE tmp (id INT)", false),
+        ("DROP TEMPORARY TABLE tmp", false),
+        ("UPDATE t SET a = 1", false),
+        ("", false),
+        (";;", false),
+    ];
+    for (sql, ddl) in cases {
+        assert_eq!(analyze(sql).has_ddl(), *ddl, "{sql:?}");
+    }
+    let opaque = analyze("PREPARE s FROM @sql");
+    assert!(opaque.has_ddl() && opaque.statements[0].opaque);
+}
+
+#[test]
+fn statements_and_keywords() {
+    let a = analyze("select 1; UPDATE t SET a=1;  delete from t");
+    let kws: Vec<&str> = a.statements.iter().map(|s| s.keyword.as_str()).collect();
+    assert_eq!(kws, ["SELECT", "UPDATE", "DELETE"]);
+    assert!(analyze("update t set a = 1").is(&["UPDATE", "DELETE"]));
+}
+
+#[test]
+fn directives() {
+    assert_eq!(
+        analyze("select /*vt+ QUERY_TIMEOUT_MS=2000 */ sleep(3)").query_timeout_ms,
+        Some(2000)
+    );
+    assert_eq!(
+        analyze("/*vt+ QUERY_TIMEOUT_MS = 15 */ select 1").query_timeout_ms,
+        Some(15)
+    );
+    assert_eq!(
+        analyze("select '/*vt+ QUERY_TIMEOUT_MS=5 */'").query_timeout_ms,
+        None
+    );
+    assert_eq!(analyze("select 1").query_timeout_ms, None);
+}
+
+#[test]
+fn session_state() {
+    for sql in [
+        "SELECT GET_LOCK('a', 10)",
+        "select release_lock('a')",
+        "SELECT @v := 1",
+        "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1",
+        "SELECT FOUND_ROWS()",
+        "SELECT LAST_INSERT_ID(5)",
+        "SELECT id INTO @x FROM t LIMIT 1",
+    ] {
+        assert!(analyze(sql).pins_session.is_some(), "{sql}");
+    }
+    for sql in [
+        "SELECT 1",
+        "SELECT ':='",
+        "SELECT LAST_INSERT_ID()",
+        "INSERT INTO t VALUES (1)",
+    ] {
+        assert!(analyze(sql).pins_session.is_none(), "{sql}");
+    }
+}
+
+#[test]
+fn local_answers() {
+    assert!(analyze("SELECT LAST_INSERT_ID()").last_insert_id_query);
+    assert!(analyze("select last_insert_id() as id").last_insert_id_query);
+    assert!(!analyze("SELECT LAST_INSERT_ID(), 1").last_insert_id_query);
+    assert_eq!(
+        analyze("SET workload = olap").set_workload.as_deref(),
+        Some("olap")
+    );
+    assert_eq!(
+        analyze("set workload='OLTP'").set_workload.as_deref(),
+        Some("oltp")
+    );
+    assert_eq!(
+        analyze("SET @@workload = 'olap'").set_workload.as_deref(),
+        Some("olap")
+    );
+    assert_eq!(
+        analyze("SET SESSION workload = olap")
+            .set_workload
+            .as_deref(),
+        Some("olap")
+    );
+    assert_eq!(
+        analyze("SET workload = olap, autocommit = 0").set_workload,
+        None
+    );
+    assert_eq!(analyze("KILL QUERY 42").kill, Some((true, 42)));
+    assert_eq!(analyze("kill 7").kill, Some((false, 7)));
+    assert_eq!(analyze("KILL CONNECTION 7").kill, Some((false, 7)));
+    assert_eq!(analyze("KILL QUERY x").kill, None);
+}
+
+#[test]
+fn consolidation() {
+    assert!(analyze("SELECT c FROM t WHERE id = 5").consolidable);
+    for sql in [
+        "SELECT * FROM t FOR UPDATE",
+        "SELECT * FROM t LOCK IN SHARE MODE",
+        "SELECT 1; SELECT 2",
+        "UPDATE t SET a=1",
+        "SELECT GET_LOCK('x',1)",
+        "SELECT * FROM t INTO OUTFILE '/tmp/x'",
+    ] {
+        assert!(!analyze(sql).consolidable, "{sql}");
+    }
+}
+
+#[test]
+fn unicode_and_unterminated() {
+    let t = tokens("SELECT 'héllo', `naïve`, café FROM t");
+    assert!(t.iter().any(|x| x.text == "café"));
+    let _ = analyze("SELECT 'unterminated");
+    let _ = analyze("SELECT `unterminated");
+    let _ = analyze("/* unterminated");
+    let _ = analyze("/*!50000 ALTER");
+}
+
+proptest! {
+    #[test]
+    fn never_panics(s in "\\PC{0,120}") {
+        let _ = analyze(&s);
+    }
+
+    #[test]
+    fn never_panics_on_sql_like_text(s in "[a-zA-Z0-9 ;'\"`@:=/*!+#\\-\\n()]{0,80}") {
+        let _ = analyze(&s);
+    }
+
+    #[test]
+    fn ddl_survives_a_comment_prefix(comment in "[a-z ]{0,20}") {
+        let sql = format!("/* {comment} */ ALTER TABLE t ADD c INT");
+        prop_assert!(analyze(&sql).has_ddl());
+    }
+}
