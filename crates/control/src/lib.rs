@@ -13,7 +13,9 @@ mod error;
 mod passwords;
 
 pub use error::{ControlError, Result};
-pub use passwords::{expired as password_expired, NewPassword, PasswordRequest, PasswordUpdate};
+pub use passwords::{
+    expired as password_expired, Login, NewPassword, PasswordRequest, PasswordUpdate,
+};
 
 use error::not_found;
 use std::collections::HashMap;

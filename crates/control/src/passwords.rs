@@ -46,7 +46,48 @@ pub fn expired(p: &Password, now: i64) -> bool {
     p.expires_at.is_some_and(|t| t <= now)
 }
 
+/// What the gateway learns from a password's username.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub password: Password,
+    pub branch: Branch,
+    pub database: strata_catalog::Database,
+}
+
 impl Platform {
+    /// Looks up a password by its username, for the gateway. Expired passwords are not found.
+    pub fn login(&self, username: &str) -> Option<Login> {
+        let password = self.catalog().password_by_username(username).ok()?;
+        if expired(&password, now_millis()) {
+            return None;
+        }
+        let branch = self.catalog().branch_by_id(&password.branch_id).ok()?;
+        let database = self.catalog().database_by_id(&password.database_id).ok()?;
+        Some(Login {
+            password,
+            branch,
+            database,
+        })
+    }
+
+    /// Whether a branch refuses direct DDL now (read at the moment of asking).
+    pub fn safe_migrations(&self, branch_id: &str) -> bool {
+        self.catalog()
+            .branch_by_id(branch_id)
+            .map(|b| b.safe_migrations)
+            .unwrap_or(false)
+    }
+
+    /// Records that a password was used (at most once a minute per password).
+    pub fn password_used(&self, password: &Password) {
+        let now = now_millis();
+        if password.last_used_at.is_none_or(|t| now - t > 60_000) {
+            let mut p = password.clone();
+            p.last_used_at = Some(now);
+            let _ = self.catalog().update_password(&p);
+        }
+    }
+
     pub fn create_password(
         &self,
         caller: &Caller,

@@ -60,12 +60,31 @@ enum Command {
         /// Address of the REST API.
         #[arg(long, default_value = "127.0.0.1:7070", env = "STRATA_LISTEN")]
         listen: SocketAddr,
-        /// Host clients use to reach the MySQL gateway (goes into connection details).
-        #[arg(long, default_value = "127.0.0.1", env = "STRATA_MYSQL_HOST")]
-        mysql_host: String,
-        /// Port of the MySQL gateway (goes into connection details).
-        #[arg(long, default_value_t = 3306, env = "STRATA_MYSQL_PORT")]
-        mysql_port: u16,
+        /// Address of the MySQL gateway (3309 by default, so as not to clash with a local MySQL on 3306).
+        #[arg(long, default_value = "127.0.0.1:3309", env = "STRATA_MYSQL_LISTEN")]
+        mysql_listen: SocketAddr,
+        /// Host clients use to reach the gateway, if not the listen address (goes into connection details
+        /// and the server certificate).
+        #[arg(long, env = "STRATA_MYSQL_HOST")]
+        mysql_host: Option<String>,
+        /// Refuse plaintext MySQL connections from loopback too (TLS is always required from elsewhere).
+        #[arg(long)]
+        require_tls_on_loopback: bool,
+        /// Backend connections per branch, role and client profile.
+        #[arg(long, default_value_t = 64)]
+        pool_size: usize,
+        /// Rows one query may return, update or delete.
+        #[arg(long, default_value_t = 100_000)]
+        max_rows: u64,
+        /// Bytes one query's result may hold.
+        #[arg(long, default_value_t = 64 << 20)]
+        max_result_bytes: u64,
+        /// Seconds a transaction may stay open.
+        #[arg(long, default_value_t = 20)]
+        transaction_timeout: u64,
+        /// Seconds an autocommit query may run.
+        #[arg(long, default_value_t = 900)]
+        query_timeout: u64,
         /// Name of the organization created on first start.
         #[arg(long = "initial-org", default_value = "default")]
         initial_org: String,
@@ -104,8 +123,14 @@ fn main() -> std::process::ExitCode {
         if let Command::Up {
             data_dir,
             listen,
+            mysql_listen,
             mysql_host,
-            mysql_port,
+            require_tls_on_loopback,
+            pool_size,
+            max_rows,
+            max_result_bytes,
+            transaction_timeout,
+            query_timeout,
             initial_org,
         } = cli.command
         {
@@ -120,8 +145,19 @@ fn main() -> std::process::ExitCode {
             return up::run(up::UpArgs {
                 data_dir: data_dir.unwrap_or_else(config::default_data_dir),
                 listen,
+                mysql_listen,
                 mysql_host,
-                mysql_port,
+                gateway: strata_gateway::GatewayConfig {
+                    allow_plaintext_loopback: !require_tls_on_loopback,
+                    pool_size,
+                    limits: strata_gateway::Limits {
+                        max_rows,
+                        max_result_bytes,
+                        transaction_timeout: std::time::Duration::from_secs(transaction_timeout),
+                        query_timeout: std::time::Duration::from_secs(query_timeout),
+                    },
+                    ..Default::default()
+                },
                 org: initial_org,
             })
             .await;

@@ -13,8 +13,10 @@ use strata_engine::ServerBinaries;
 pub struct UpArgs {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    pub mysql_host: String,
-    pub mysql_port: u16,
+    pub mysql_listen: SocketAddr,
+    /// Host clients use to reach the gateway, when it differs from the listen address.
+    pub mysql_host: Option<String>,
+    pub gateway: strata_gateway::GatewayConfig,
     pub org: String,
 }
 
@@ -66,14 +68,32 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let catalog = Arc::new(
         SqliteCatalog::open(&data_dir.join("catalog.db")).context("cannot open the catalog")?,
     );
+    let mysql_listener = tokio::net::TcpListener::bind(args.mysql_listen).await.with_context(|| {
+        format!("cannot listen for MySQL clients on {} (pass --mysql-listen to choose another address)", args.mysql_listen)
+    })?;
+    let mysql_addr = mysql_listener.local_addr()?;
+    let mysql_host = args.mysql_host.clone().unwrap_or_else(|| {
+        if mysql_addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            mysql_addr.ip().to_string()
+        }
+    });
+    let server_version = binaries.version.clone();
     let settings = Settings {
         data_dir: data_dir.clone(),
-        mysql_host: args.mysql_host.clone(),
-        mysql_port: args.mysql_port,
+        mysql_host: mysql_host.clone(),
+        mysql_port: mysql_addr.port(),
     };
     let platform = Platform::open(catalog, binaries, settings)
         .await
         .context("cannot prepare the platform")?;
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if !names.contains(&mysql_host) {
+        names.push(mysql_host.clone());
+    }
+    let tls = strata_gateway::tls::ensure(&data_dir.join("tls"), &names)
+        .context("cannot prepare TLS certificates")?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -118,8 +138,25 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .await
         .context("cannot bring back branches")?;
 
+    let gateway = strata_gateway::Gateway::new(
+        platform.clone(),
+        args.gateway.clone(),
+        Some(tls.server_config.clone()),
+        &format!("{server_version}-MariaDB"),
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut gw_stop = stop_rx.clone();
+    let gw_task = tokio::spawn(gateway.clone().serve(mysql_listener, async move {
+        let _ = gw_stop.wait_for(|v| *v).await;
+    }));
+
     println!("Strata is up.");
     println!("  API:         {api_url}  (OpenAPI: {api_url}/v1/openapi.json)");
+    println!(
+        "  MySQL:       {mysql_host}:{}  (TLS CA: {})",
+        mysql_addr.port(),
+        tls.ca_path.display()
+    );
     println!("  Data:        {}", data_dir.display());
     println!("  Server:      {}", platform.server_description());
     println!("  CLI config:  {}", user_config.display());

@@ -1,0 +1,201 @@
+//! A connection from the gateway to a branch instance, as one of its internal role users. The gateway
+//! speaks the client side of the protocol itself so it can forward result packets byte for byte.
+
+use bytes::{BufMut, BytesMut};
+use std::net::SocketAddr;
+use std::time::Instant;
+use strata_model::credentials::scramble_native;
+use strata_wire::caps;
+use strata_wire::codec::{put_packet, take_frame, Frame};
+use strata_wire::handshake::{parse_auth_switch, Greeting, HandshakeResponse, NATIVE_PASSWORD};
+use strata_wire::packets::{ErrPacket, OkPacket};
+use strata_wire::tracker::{Expect, Tracker};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("instance connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("instance protocol error: {0}")]
+    Wire(#[from] strata_wire::WireError),
+    #[error("instance refused: {} ({})", .0.message, .0.code)]
+    Server(ErrPacket),
+    #[error("instance closed the connection")]
+    Closed,
+}
+
+/// Capabilities every backend connection has, whatever the client: the gateway needs protocol 4.1,
+/// plugin auth, session tracking (to see session state change) and multiple results.
+pub const BASE_CAPS: u32 = caps::LONG_PASSWORD
+    | caps::LONG_FLAG
+    | caps::CONNECT_WITH_DB
+    | caps::PROTOCOL_41
+    | caps::TRANSACTIONS
+    | caps::SECURE_CONNECTION
+    | caps::PLUGIN_AUTH
+    | caps::PLUGIN_AUTH_LENENC_DATA
+    | caps::SESSION_TRACK
+    | caps::MULTI_RESULTS
+    | caps::PS_MULTI_RESULTS;
+
+pub struct Backend {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    pub thread_id: u32,
+    pub capabilities: u32,
+    pub addr: SocketAddr,
+    pub last_used: Instant,
+}
+
+impl Backend {
+    /// Connects and logs in as `user` to `schema`, with the given extra capabilities and charset.
+    pub async fn connect(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+        schema: &str,
+        profile_caps: u32,
+        charset: u8,
+    ) -> Result<Backend, BackendError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut b = Backend {
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            thread_id: 0,
+            capabilities: 0,
+            addr,
+            last_used: Instant::now(),
+        };
+        let greeting_frame = b.next_frame().await?;
+        let greeting = Greeting::parse(greeting_frame.payload())?;
+        b.thread_id = greeting.connection_id;
+        let wanted = BASE_CAPS | (profile_caps & caps::PROFILE);
+        b.capabilities = wanted & greeting.capabilities;
+        let response = HandshakeResponse {
+            capabilities: b.capabilities,
+            max_packet: 1 << 30,
+            charset,
+            username: user.to_string(),
+            auth_response: scramble_native(&greeting.nonce, password).to_vec(),
+            database: Some(schema.to_string()),
+            auth_plugin: Some(NATIVE_PASSWORD.to_string()),
+            attributes: Vec::new(),
+        };
+        let mut seq = greeting_frame.seq.wrapping_add(1);
+        b.write_packet(&mut seq, &response.encode()).await?;
+        loop {
+            let f = b.next_frame().await?;
+            seq = f.seq.wrapping_add(1);
+            match f.payload().first() {
+                Some(0x00) => return Ok(b),
+                Some(0xFF) => return Err(BackendError::Server(ErrPacket::parse(f.payload())?)),
+                Some(0xFE) => {
+                    let (plugin, nonce) = parse_auth_switch(f.payload())?;
+                    if plugin != NATIVE_PASSWORD {
+                        return Err(BackendError::Server(ErrPacket::new(
+                            1251,
+                            "08004",
+                            format!("unsupported instance auth plugin {plugin}"),
+                        )));
+                    }
+                    b.write_packet(&mut seq, &scramble_native(&nonce, password))
+                        .await?;
+                }
+                _ => {
+                    return Err(BackendError::Wire(strata_wire::WireError::Malformed(
+                        "unexpected packet during login",
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn write_packet(&mut self, seq: &mut u8, payload: &[u8]) -> Result<(), BackendError> {
+        let mut out = BytesMut::with_capacity(payload.len() + 8);
+        put_packet(&mut out, seq, payload);
+        self.stream.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// Sends a command (sequence 0).
+    pub async fn send_command(&mut self, payload: &[u8]) -> Result<(), BackendError> {
+        self.last_used = Instant::now();
+        let mut seq = 0;
+        self.write_packet(&mut seq, payload).await
+    }
+
+    /// Sends raw, already framed bytes.
+    pub async fn send_raw(&mut self, raw: &[u8]) -> Result<(), BackendError> {
+        self.last_used = Instant::now();
+        self.stream.write_all(raw).await?;
+        Ok(())
+    }
+
+    /// The next frame from the instance.
+    pub async fn next_frame(&mut self) -> Result<Frame, BackendError> {
+        loop {
+            if let Some(f) = take_frame(&mut self.rbuf) {
+                return Ok(f);
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 8192 {
+                self.rbuf.reserve(64 * 1024);
+            }
+            let n = self.stream.read_buf(&mut self.rbuf).await?;
+            if n == 0 {
+                return Err(BackendError::Closed);
+            }
+        }
+    }
+
+    /// A frame already buffered, if any (lets a forwarder batch writes).
+    pub fn buffered_frame(&mut self) -> Option<Frame> {
+        take_frame(&mut self.rbuf)
+    }
+
+    /// Runs a statement for the gateway's own purposes and reads its whole response.
+    pub async fn query(&mut self, sql: &str) -> Result<Tracker, BackendError> {
+        let mut p = BytesMut::with_capacity(sql.len() + 1);
+        p.put_u8(caps::command::QUERY);
+        p.extend_from_slice(sql.as_bytes());
+        self.send_command(&p).await?;
+        self.drain(Expect::ResultSets).await
+    }
+
+    /// Reads (and discards) a whole response.
+    pub async fn drain(&mut self, expect: Expect) -> Result<Tracker, BackendError> {
+        let mut t = Tracker::new(expect, self.capabilities);
+        let mut last_err = None;
+        while !t.done() {
+            let f = self.next_frame().await?;
+            if f.payload().first() == Some(&0xFF) {
+                last_err = ErrPacket::parse(f.payload()).ok();
+            }
+            t.feed(&f)?;
+        }
+        match (t.error, last_err) {
+            (true, Some(e)) => Err(BackendError::Server(e)),
+            _ => Ok(t),
+        }
+    }
+
+    /// COM_RESET_CONNECTION: rolls back, drops temporary tables, user variables, prepared statements
+    /// and locks, and restores the login's session settings.
+    pub async fn reset(&mut self) -> Result<(), BackendError> {
+        self.send_command(&[caps::command::RESET_CONNECTION])
+            .await?;
+        let t = self.drain(Expect::Simple).await?;
+        if t.status & caps::status::IN_TRANS != 0 {
+            return Err(BackendError::Wire(strata_wire::WireError::Malformed(
+                "still in a transaction after reset",
+            )));
+        }
+        Ok(())
+    }
+
+    /// The status of an OK packet, as the backend formats it.
+    pub fn parse_ok(&self, payload: &[u8]) -> Option<OkPacket> {
+        OkPacket::parse(payload, self.capabilities).ok()
+    }
+}

@@ -1,0 +1,459 @@
+//! The gateway: the MySQL-protocol edge every application talks to.
+//!
+//! One listener for all databases and branches. A client logs in with a branch password (the username
+//! names the password, and through it the database, branch and role); the gateway checks the scramble
+//! against the stored hashes (mysql_native_password or caching_sha2_password, whichever the client
+//! uses) and then serves the session over pooled connections to the branch's instance as that role's
+//! internal user, so the server enforces the role's grants. The gateway adds what grants cannot:
+//! safe migrations, query limits, and pooling with session-state pinning.
+
+mod backend;
+mod client;
+mod pool;
+mod session;
+pub mod tls;
+
+pub use pool::PoolStats;
+
+use client::ClientConn;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use strata_control::{Login, Platform};
+use strata_model::cidr::Cidr;
+use strata_model::credentials::PasswordHashes;
+use strata_wire::caps;
+use strata_wire::handshake::{
+    auth_more_data, auth_switch_request, is_ssl_request, Greeting, HandshakeResponse,
+    CACHING_SHA2_PASSWORD, CLEAR_PASSWORD, FAST_AUTH_SUCCESS, NATIVE_PASSWORD,
+    PERFORM_FULL_AUTHENTICATION,
+};
+use strata_wire::packets::{ErrPacket, OkPacket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// PlanetScale's query limits (vitess/troubleshooting/planetscale-system-limits), all configurable.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Rows returned, updated or deleted by one query.
+    pub max_rows: u64,
+    /// Bytes of one query's result.
+    pub max_result_bytes: u64,
+    /// How long a transaction may stay open.
+    pub transaction_timeout: Duration,
+    /// How long an autocommit query may run.
+    pub query_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_rows: 100_000,
+            max_result_bytes: 64 << 20,
+            transaction_timeout: Duration::from_secs(20),
+            query_timeout: Duration::from_secs(900),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Accept plaintext connections from loopback addresses (TLS is always required from elsewhere).
+    pub allow_plaintext_loopback: bool,
+    /// Backend connections per (branch, role, client profile).
+    pub pool_size: usize,
+    /// How long a query waits for a free backend connection.
+    pub pool_wait: Duration,
+    pub limits: Limits,
+    /// Largest packet a client may send.
+    pub max_packet: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            allow_plaintext_loopback: true,
+            pool_size: 64,
+            pool_wait: Duration::from_secs(30),
+            limits: Limits::default(),
+            max_packet: 64 << 20,
+        }
+    }
+}
+
+/// A session as other sessions see it (for KILL).
+pub(crate) struct SessionShared {
+    pub username: String,
+    pub branch_id: String,
+    /// The backend thread running this session's current query, and where.
+    pub busy: Mutex<Option<(SocketAddr, u32)>>,
+    pub kill: tokio::sync::Notify,
+}
+
+pub struct Gateway {
+    pub(crate) platform: Arc<Platform>,
+    pub(crate) cfg: GatewayConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) pools: pool::Pools,
+    pub(crate) sessions: Mutex<HashMap<u32, Arc<SessionShared>>>,
+    next_id: AtomicU32,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    server_version: String,
+}
+
+/// After this many failed logins from one address, answers from it are slowed down.
+const FAILURES_BEFORE_BACKOFF: u32 = 5;
+/// After this many, the address is refused outright until the window passes.
+const FAILURES_BEFORE_BLOCK: u32 = 100;
+const FAILURE_WINDOW: Duration = Duration::from_secs(600);
+
+fn random_nonce() -> Vec<u8> {
+    // Printable bytes only: the greeting carries the nonce NUL-terminated.
+    let mut raw = [0u8; 20];
+    strata_model::ids::random_bytes(&mut raw);
+    raw.iter().map(|b| 0x21 + (b % 94)).collect()
+}
+
+fn access_denied(user: &str, ip: IpAddr) -> ErrPacket {
+    ErrPacket::new(
+        1045,
+        "28000",
+        format!("Access denied for user '{user}'@'{ip}' (using password: YES)"),
+    )
+}
+
+impl Gateway {
+    pub fn new(
+        platform: Arc<Platform>,
+        cfg: GatewayConfig,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        server_version: &str,
+    ) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            platform,
+            pools: pool::Pools::new(cfg.pool_size, cfg.pool_wait),
+            cfg,
+            tls,
+            sessions: Mutex::new(HashMap::new()),
+            next_id: AtomicU32::new(1),
+            failures: Mutex::new(HashMap::new()),
+            server_version: format!("5.5.5-{server_version}-strata"),
+        })
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pools.stats()
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Accepts connections until `shutdown` completes.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let me = self.clone();
+                        tokio::spawn(async move { me.connection(tcp, peer).await });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: keep serving the others.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn failure_count(&self, ip: IpAddr) -> u32 {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match f.get(&ip) {
+            Some((n, since)) if since.elapsed() < FAILURE_WINDOW => *n,
+            Some(_) => {
+                f.remove(&ip);
+                0
+            }
+            None => 0,
+        }
+    }
+
+    fn record_failure(&self, ip: IpAddr) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if f.len() > 100_000 {
+            f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let e = f.entry(ip).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= FAILURE_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+    }
+
+    async fn connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match self.handshake(tcp, peer, id).await {
+            Ok(Some((client, login))) => session::run(self.clone(), client, login, id, peer).await,
+            Ok(None) => {}
+            Err(e) => tracing::debug!(%peer, error = %e, "connection ended during login"),
+        }
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// The connection phase. Returns the authenticated client, or `None` after answering an error.
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        id: u32,
+    ) -> Result<Option<(ClientConn, Login)>, client::ClientError> {
+        let ip = peer.ip();
+        let mut tcp = tcp;
+        let failures = self.failure_count(ip);
+        if failures >= FAILURES_BEFORE_BLOCK {
+            let mut c = ClientConn::new(Box::new(tcp), self.cfg.max_packet);
+            c.send_err(&ErrPacket::new(
+                1129,
+                "HY000",
+                format!("Host '{ip}' is blocked because of many failed logins; try again later"),
+            ))
+            .await?;
+            return Ok(None);
+        }
+        let nonce = random_nonce();
+        let mut capabilities = caps::GATEWAY;
+        if self.tls.is_some() {
+            capabilities |= caps::SSL;
+        }
+        let greeting = Greeting {
+            server_version: self.server_version.clone(),
+            connection_id: id,
+            nonce: nonce.clone(),
+            capabilities,
+            charset: 45,
+            status: caps::status::AUTOCOMMIT,
+            auth_plugin: NATIVE_PASSWORD.into(),
+        };
+        // The first exchange happens on the bare socket: it may be upgraded to TLS next.
+        let mut out = bytes::BytesMut::new();
+        let mut seq = 0u8;
+        strata_wire::codec::put_packet(&mut out, &mut seq, &greeting.encode());
+        tcp.write_all(&out).await?;
+        // Read exactly one frame: a TLS handshake may follow right behind an SSL request.
+        let mut header = [0u8; 4];
+        if tcp.read_exact(&mut header).await.is_err() {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+        if len > 64 * 1024 {
+            return Ok(None);
+        }
+        let mut body = vec![0u8; len];
+        if tcp.read_exact(&mut body).await.is_err() {
+            return Ok(None);
+        }
+        let mut framed = bytes::BytesMut::with_capacity(4 + len);
+        framed.extend_from_slice(&header);
+        framed.extend_from_slice(&body);
+        let Some(first) = strata_wire::codec::take_frame(&mut framed) else {
+            return Ok(None);
+        };
+        let inbuf = bytes::BytesMut::new();
+        let mut secure = false;
+        let (mut client, payload) = if is_ssl_request(first.payload()) {
+            let Some(tls) = &self.tls else {
+                return Ok(None);
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+            let stream = match acceptor.accept(tcp).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return Ok(None);
+                }
+            };
+            let mut client = ClientConn::new(Box::new(stream), self.cfg.max_packet);
+            secure = true;
+            let Some((_, p)) = client.read_packet().await? else {
+                return Ok(None);
+            };
+            (client, p)
+        } else {
+            let mut client = ClientConn::with_buffered(Box::new(tcp), self.cfg.max_packet, inbuf);
+            client.seq = first.seq.wrapping_add(1);
+            if !(ip.is_loopback() && self.cfg.allow_plaintext_loopback) {
+                client
+                    .send_err(&ErrPacket::new(
+                        3159,
+                        "HY000",
+                        "server does not allow insecure connections, client must use SSL/TLS",
+                    ))
+                    .await?;
+                return Ok(None);
+            }
+            (client, first.raw.slice(4..))
+        };
+        let resp = match HandshakeResponse::parse(&payload) {
+            Ok(r) => r,
+            Err(e) => {
+                client
+                    .send_err(&ErrPacket::new(
+                        1043,
+                        "08S01",
+                        format!("Bad handshake: {e}"),
+                    ))
+                    .await?;
+                return Ok(None);
+            }
+        };
+        client.caps = resp.capabilities & capabilities;
+        if resp.capabilities & caps::COMPRESS != 0 && capabilities & caps::COMPRESS == 0 {
+            client.caps &= !caps::COMPRESS;
+        }
+
+        let login = self.platform.login(&resp.username);
+        let hashes = login.as_ref().map(|l| PasswordHashes {
+            native: l
+                .password
+                .native_hash
+                .as_slice()
+                .try_into()
+                .unwrap_or([0; 20]),
+            sha2: l
+                .password
+                .sha2_hash
+                .as_slice()
+                .try_into()
+                .unwrap_or([0; 32]),
+        });
+        // Unknown users are checked against a dummy verifier so timing does not tell them apart.
+        let verifier = hashes.unwrap_or(PasswordHashes {
+            native: [0; 20],
+            sha2: [0; 32],
+        });
+        let plugin = resp
+            .auth_plugin
+            .clone()
+            .unwrap_or_else(|| NATIVE_PASSWORD.to_string());
+        tracing::debug!(%peer, plugin = %plugin, scramble = resp.auth_response.len(), secure, "login");
+        let mut scramble = resp.auth_response.clone();
+        let mut plugin = plugin;
+        if scramble.is_empty() && (plugin == NATIVE_PASSWORD || plugin == CACHING_SHA2_PASSWORD) {
+            // The client waits to be told the method and nonce.
+            client.queue(&auth_switch_request(&plugin, &nonce));
+            client.flush().await?;
+            let Some((_, s)) = client.read_packet().await? else {
+                return Ok(None);
+            };
+            scramble = s.to_vec();
+        } else if ![NATIVE_PASSWORD, CACHING_SHA2_PASSWORD, CLEAR_PASSWORD]
+            .contains(&plugin.as_str())
+        {
+            client.queue(&auth_switch_request(NATIVE_PASSWORD, &nonce));
+            client.flush().await?;
+            let Some((_, s)) = client.read_packet().await? else {
+                return Ok(None);
+            };
+            scramble = s.to_vec();
+            plugin = NATIVE_PASSWORD.to_string();
+        }
+        let verified = match plugin.as_str() {
+            NATIVE_PASSWORD => verifier.verify_native(&nonce, &scramble),
+            CACHING_SHA2_PASSWORD
+                if scramble.len() == 32 && verifier.verify_caching_sha2(&nonce, &scramble) =>
+            {
+                if login.is_some() {
+                    client.queue(&auth_more_data(&[FAST_AUTH_SUCCESS]));
+                }
+                true
+            }
+            CACHING_SHA2_PASSWORD if secure => {
+                // Full authentication: the password itself, which only ever travels inside TLS.
+                client.queue(&auth_more_data(&[PERFORM_FULL_AUTHENTICATION]));
+                client.flush().await?;
+                let Some((_, pw)) = client.read_packet().await? else {
+                    return Ok(None);
+                };
+                let pw = pw.strip_suffix(&[0]).unwrap_or(&pw).to_vec();
+                verifier.verify_plaintext(&String::from_utf8_lossy(&pw))
+            }
+            CLEAR_PASSWORD if secure => {
+                let pw = scramble.strip_suffix(&[0]).unwrap_or(&scramble).to_vec();
+                verifier.verify_plaintext(&String::from_utf8_lossy(&pw))
+            }
+            _ => false,
+        };
+        if failures >= FAILURES_BEFORE_BACKOFF {
+            let exp = (failures - FAILURES_BEFORE_BACKOFF).min(7);
+            tokio::time::sleep(Duration::from_millis(100u64 << exp)).await;
+        }
+        let login = match login {
+            Some(l) if verified => l,
+            _ => {
+                self.record_failure(ip);
+                client.send_err(&access_denied(&resp.username, ip)).await?;
+                return Ok(None);
+            }
+        };
+        if !login.password.cidrs.is_empty()
+            && !login
+                .password
+                .cidrs
+                .iter()
+                .any(|c| Cidr::parse(c).map(|c| c.contains(ip)).unwrap_or(false))
+        {
+            self.record_failure(ip);
+            client.send_err(&access_denied(&resp.username, ip)).await?;
+            return Ok(None);
+        }
+        if let Some(db) = &resp.database {
+            if db != &login.database.name && !db.eq_ignore_ascii_case("@primary") {
+                client
+                    .send_err(&ErrPacket::new(
+                        1044,
+                        "42000",
+                        format!(
+                            "Access denied for user '{}'@'{ip}' to database '{db}'",
+                            resp.username
+                        ),
+                    ))
+                    .await?;
+                return Ok(None);
+            }
+        }
+        self.platform.password_used(&login.password);
+        client.queue_ok(&OkPacket::simple(caps::status::AUTOCOMMIT));
+        client.flush().await?;
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                id,
+                Arc::new(SessionShared {
+                    username: login.password.username.clone(),
+                    branch_id: login.branch.id.clone(),
+                    busy: Mutex::new(None),
+                    kill: tokio::sync::Notify::new(),
+                }),
+            );
+        client.charset = resp.charset;
+        Ok(Some((client, login)))
+    }
+}

@@ -1,0 +1,778 @@
+//! One client session after login: the command loop.
+//!
+//! Each command borrows a backend connection from the pool (or uses the one the session is pinned
+//! to), forwards the command, and streams the response back frame by frame while a tracker follows
+//! it. Afterwards the status flags decide: a transaction still open, or session state changed, pins
+//! the connection to the session; otherwise it goes back to the pool.
+
+use crate::backend::{Backend, BackendError};
+use crate::client::{ClientConn, ClientError};
+use crate::pool::{Lease, PoolError, PoolKey, Target};
+use crate::Gateway;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strata_control::Login;
+use strata_engine::config::ROOT_USER;
+use strata_wire::caps::{self, command, status};
+use strata_wire::packets::{column_definition, column_type, eof, text_row, ErrPacket, OkPacket};
+use strata_wire::tracker::{Event, Expect, Tracker};
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct Session {
+    gw: Arc<Gateway>,
+    client: ClientConn,
+    login: Login,
+    id: u32,
+    peer: SocketAddr,
+    key: PoolKey,
+    /// The connection this session holds across commands (transaction or session state).
+    pinned: Option<Lease>,
+    /// Session state lives on the pinned connection: keep it until the session resets or ends.
+    sticky: bool,
+    /// Status flags of the last response.
+    status: u16,
+    transaction_started: Option<Instant>,
+    olap: bool,
+    last_insert_id: u64,
+    shared: Arc<crate::SessionShared>,
+}
+
+fn unavailable(detail: impl std::fmt::Display) -> ErrPacket {
+    ErrPacket::new(
+        1105,
+        "HY000",
+        format!("branch is not available right now, retry shortly: {detail}"),
+    )
+}
+
+pub(crate) async fn run(
+    gw: Arc<Gateway>,
+    client: ClientConn,
+    login: Login,
+    id: u32,
+    peer: SocketAddr,
+) {
+    let key = PoolKey {
+        branch_id: login.branch.id.clone(),
+        role: login.password.role,
+        profile: client.caps & caps::PROFILE,
+        charset: client.charset,
+    };
+    let shared = gw
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id)
+        .cloned();
+    let Some(shared) = shared else { return };
+    let mut s = Session {
+        gw,
+        client,
+        login,
+        id,
+        peer,
+        key,
+        pinned: None,
+        sticky: false,
+        status: status::AUTOCOMMIT,
+        transaction_started: None,
+        olap: false,
+        last_insert_id: 0,
+        shared,
+    };
+    loop {
+        enum Wake {
+            Packet(Result<Option<(u8, Bytes)>, ClientError>),
+            Killed,
+            TransactionTimeout,
+        }
+        let deadline = match s.transaction_started {
+            Some(t) if s.pinned.is_some() => Some(t + s.gw.cfg.limits.transaction_timeout),
+            _ => None,
+        };
+        let shared = s.shared.clone();
+        let wake = tokio::select! {
+            p = s.client.read_packet() => Wake::Packet(p),
+            _ = shared.kill.notified() => Wake::Killed,
+            _ = sleep_until_opt(deadline) => Wake::TransactionTimeout,
+        };
+        let next = match wake {
+            Wake::Packet(p) => p,
+            Wake::Killed => break,
+            Wake::TransactionTimeout => {
+                s.abort_transaction().await;
+                continue;
+            }
+        };
+        let packet = match next {
+            Ok(Some((_, p))) => p,
+            Ok(None) => break,
+            Err(ClientError::Wire(e)) => {
+                let _ = s
+                    .client
+                    .send_err(&ErrPacket::new(
+                        1153,
+                        "08S01",
+                        format!("Got a packet bigger than allowed or malformed: {e}"),
+                    ))
+                    .await;
+                break;
+            }
+            Err(_) => break,
+        };
+        match s.command(packet).await {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Close) => break,
+            Err(e) => {
+                tracing::debug!(id = s.id, peer = %s.peer, error = %e, "session ended");
+                break;
+            }
+        }
+    }
+    s.finish().await;
+}
+
+impl Session {
+    fn target(&self, user: &str) -> Result<Target, ErrPacket> {
+        let inst = self
+            .gw
+            .platform
+            .instance(&self.login.branch.id)
+            .ok_or_else(|| unavailable("the branch has no running instance"))?;
+        let st = inst.status();
+        if st.state != strata_engine::InstanceState::Running {
+            return Err(unavailable(
+                format!("its instance is {:?}", st.state).to_lowercase(),
+            ));
+        }
+        let password = if user == ROOT_USER {
+            inst.credentials().root.clone()
+        } else {
+            inst.credentials()
+                .password(self.login.password.role)
+                .to_string()
+        };
+        Ok(Target {
+            addr: SocketAddr::from(([127, 0, 0, 1], st.port)),
+            user: user.to_string(),
+            password,
+            schema: self.login.database.name.clone(),
+        })
+    }
+
+    async fn lease(&mut self) -> Result<Lease, ErrPacket> {
+        if let Some(l) = self.pinned.take() {
+            return Ok(l);
+        }
+        let target = self.target(&self.login.password.role.internal_user())?;
+        match self.gw.pools.acquire(&self.key, &target).await {
+            Ok(l) => Ok(l),
+            Err(PoolError::Exhausted(d)) => Err(ErrPacket::new(
+                1105,
+                "HY000",
+                format!("resource pool timed out: no backend connection became free within {d:?} (transaction pool connection limit exceeded)"),
+            )),
+            Err(PoolError::Backend(e)) => Err(unavailable(e)),
+        }
+    }
+
+    /// After a command: keep the connection, or give it back.
+    fn settle(&mut self, lease: Lease, broken: bool) {
+        if broken {
+            lease.discard();
+            self.sticky = false;
+            self.status &= !status::IN_TRANS;
+            self.transaction_started = None;
+            return;
+        }
+        if self.status & status::IN_TRANS != 0 {
+            self.transaction_started.get_or_insert_with(Instant::now);
+        } else {
+            self.transaction_started = None;
+        }
+        if self.status & status::SESSION_STATE_CHANGED != 0 {
+            self.sticky = true;
+        }
+        if self.sticky || self.status & status::IN_TRANS != 0 {
+            self.pinned = Some(lease);
+        } else {
+            lease.release();
+        }
+    }
+
+    /// A transaction outlived its limit while the client was idle: roll it back.
+    async fn abort_transaction(&mut self) {
+        if let Some(mut lease) = self.pinned.take() {
+            let ok = lease.backend.query("ROLLBACK").await.is_ok();
+            self.status &= !status::IN_TRANS;
+            self.transaction_started = None;
+            tracing::info!(
+                id = self.id,
+                "transaction rolled back after exceeding the transaction timeout"
+            );
+            self.settle(lease, !ok);
+        }
+        self.transaction_started = None;
+    }
+
+    async fn finish(mut self) {
+        if let Some(mut lease) = self.pinned.take() {
+            let clean = self.status & status::IN_TRANS == 0 && !self.sticky;
+            if clean || lease.backend.reset().await.is_ok() {
+                lease.release();
+            } else {
+                lease.discard();
+            }
+        }
+    }
+
+    async fn reply_err(&mut self, e: ErrPacket) -> Result<Flow, ClientError> {
+        self.client.send_err(&e).await?;
+        Ok(Flow::Continue)
+    }
+
+    async fn reply_ok(&mut self) -> Result<Flow, ClientError> {
+        let st = self.status & (status::IN_TRANS | status::AUTOCOMMIT)
+            | status::AUTOCOMMIT & self.status;
+        self.client.queue_ok(&OkPacket::simple(st));
+        self.client.flush().await?;
+        Ok(Flow::Continue)
+    }
+
+    async fn command(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
+        let Some(&cmd) = packet.first() else {
+            return self
+                .reply_err(ErrPacket::new(1047, "08S01", "Unknown command"))
+                .await;
+        };
+        match cmd {
+            command::QUIT => Ok(Flow::Close),
+            command::PING => self.reply_ok().await,
+            command::INIT_DB => {
+                let db = String::from_utf8_lossy(&packet[1..]).into_owned();
+                if db == self.login.database.name {
+                    self.reply_ok().await
+                } else {
+                    let ip = self.peer.ip();
+                    let user = self.login.password.username.clone();
+                    self.reply_err(ErrPacket::new(1044, "42000", format!("Access denied for user '{user}'@'{ip}' to database '{db}'"))).await
+                }
+            }
+            command::QUERY => self.query(packet).await,
+            command::STMT_PREPARE => {
+                let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
+                let a = strata_sqlscan::analyze(&sql);
+                if a.has_ddl() && self.gw.platform.safe_migrations(&self.login.branch.id) {
+                    return self.reply_err(ddl_disabled()).await;
+                }
+                // Statement ids belong to one backend connection.
+                self.sticky = true;
+                self.forward(packet, Expect::Prepare, false, None).await
+            }
+            command::STMT_EXECUTE => {
+                if self.pinned.is_none() {
+                    return self.reply_err(ErrPacket::new(1243, "HY000", "Unknown prepared statement handler given to mysqld_stmt_execute")).await;
+                }
+                self.forward(packet, Expect::ResultSets, true, None).await
+            }
+            command::STMT_FETCH => self.forward(packet, Expect::Fetch, true, None).await,
+            command::STMT_RESET => self.forward(packet, Expect::Simple, false, None).await,
+            command::STMT_CLOSE | command::STMT_SEND_LONG_DATA => {
+                if let Some(lease) = self.pinned.as_mut() {
+                    if lease.backend.send_command(&packet).await.is_err() {
+                        let l = self.pinned.take();
+                        if let Some(l) = l {
+                            self.settle(l, true);
+                        }
+                    }
+                }
+                Ok(Flow::Continue)
+            }
+            command::SET_OPTION => {
+                self.sticky = true;
+                self.forward(packet, Expect::Simple, false, None).await
+            }
+            command::FIELD_LIST => self.forward(packet, Expect::FieldList, false, None).await,
+            command::STATISTICS => self.forward(packet, Expect::Statistics, false, None).await,
+            command::RESET_CONNECTION => {
+                if let Some(mut lease) = self.pinned.take() {
+                    let ok = lease.backend.reset().await.is_ok();
+                    self.status = status::AUTOCOMMIT;
+                    self.sticky = false;
+                    self.settle(lease, !ok);
+                }
+                self.olap = false;
+                self.last_insert_id = 0;
+                self.status = status::AUTOCOMMIT;
+                self.reply_ok().await
+            }
+            command::PROCESS_KILL if packet.len() >= 5 => {
+                let id = u32::from_le_bytes([packet[1], packet[2], packet[3], packet[4]]);
+                self.kill(false, id as u64).await
+            }
+            command::CHANGE_USER => {
+                self.reply_err(ErrPacket::new(1047, "08S01", "COM_CHANGE_USER is not supported: open a new connection with the other password")).await
+            }
+            _ => self.reply_err(ErrPacket::new(1047, "08S01", "Unknown command")).await,
+        }
+    }
+
+    async fn query(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
+        let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
+        let a = strata_sqlscan::analyze(&sql);
+        if a.has_ddl() && self.gw.platform.safe_migrations(&self.login.branch.id) {
+            return self.reply_err(ddl_disabled()).await;
+        }
+        if a.statements.len() > 1 && self.client.caps & caps::MULTI_STATEMENTS == 0 {
+            return self.reply_err(ErrPacket::new(1064, "42000", "You have an error in your SQL syntax: multiple statements need CLIENT_MULTI_STATEMENTS")).await;
+        }
+        if let Some(w) = &a.set_workload {
+            return match w.as_str() {
+                "olap" => {
+                    self.olap = true;
+                    self.reply_ok().await
+                }
+                "oltp" | "dba" => {
+                    self.olap = false;
+                    self.reply_ok().await
+                }
+                other => {
+                    self.reply_err(ErrPacket::new(
+                        1231,
+                        "42000",
+                        format!("Variable 'workload' can't be set to the value of '{other}'"),
+                    ))
+                    .await
+                }
+            };
+        }
+        if a.last_insert_id_query && !self.sticky {
+            return self.answer_last_insert_id().await;
+        }
+        if let Some((query_only, id)) = a.kill {
+            return self.kill(query_only, id).await;
+        }
+        if a.pins_session.is_some() {
+            self.sticky = true;
+        }
+        let in_tx = self.status & status::IN_TRANS != 0;
+        let timeout = match a.query_timeout_ms {
+            Some(ms) => Some(Duration::from_millis(ms).min(self.gw.cfg.limits.query_timeout)),
+            None if in_tx || self.olap => None,
+            None => Some(self.gw.cfg.limits.query_timeout),
+        };
+        let dml = a.statements.len() == 1 && a.is(&["UPDATE", "DELETE"]);
+        if dml {
+            return self.checked_dml(packet, in_tx, timeout).await;
+        }
+        self.forward(packet, Expect::ResultSets, !self.olap, timeout)
+            .await
+    }
+
+    async fn answer_last_insert_id(&mut self) -> Result<Flow, ClientError> {
+        let deprecate = self.client.caps & caps::DEPRECATE_EOF != 0;
+        self.client.queue(&[1]);
+        self.client.queue(&column_definition(
+            "LAST_INSERT_ID()",
+            column_type::LONGLONG,
+            63,
+            21,
+            0x20 | 0x80 | 1,
+        ));
+        if !deprecate {
+            self.client.queue(&eof(0, self.status));
+        }
+        let v = self.last_insert_id.to_string();
+        self.client.queue(&text_row(&[Some(v.as_bytes())]));
+        if deprecate {
+            let ok = OkPacket {
+                header: 0xFE,
+                status: self.status & !status::SESSION_STATE_CHANGED,
+                ..Default::default()
+            };
+            self.client.queue_ok(&ok);
+        } else {
+            self.client
+                .queue(&eof(0, self.status & !status::SESSION_STATE_CHANGED));
+        }
+        self.client.flush().await?;
+        Ok(Flow::Continue)
+    }
+
+    /// KILL [QUERY] n: n is a gateway connection id; only the same password's sessions may be killed.
+    async fn kill(&mut self, query_only: bool, id: u64) -> Result<Flow, ClientError> {
+        let target = u32::try_from(id).ok().and_then(|id| {
+            self.gw
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+                .cloned()
+        });
+        let Some(target) = target.filter(|t| t.username == self.shared.username) else {
+            return self
+                .reply_err(ErrPacket::new(
+                    1094,
+                    "HY000",
+                    format!("Unknown thread id: {id}"),
+                ))
+                .await;
+        };
+        let busy = *target.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((addr, thread)) = busy {
+            kill_backend_query(self.target(ROOT_USER).ok(), addr, thread).await;
+        }
+        if !query_only {
+            target.kill.notify_one();
+        }
+        self.reply_ok().await
+    }
+
+    /// UPDATE/DELETE under the row limit: run inside a transaction (or a savepoint) and undo it when
+    /// it touched more rows than allowed.
+    async fn checked_dml(
+        &mut self,
+        packet: Bytes,
+        in_tx: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Flow, ClientError> {
+        let mut lease = match self.lease().await {
+            Ok(l) => l,
+            Err(e) => return self.reply_err(e).await,
+        };
+        let guard = if in_tx {
+            "SAVEPOINT strata_row_limit"
+        } else {
+            "BEGIN"
+        };
+        if let Err(e) = lease.backend.query(guard).await {
+            self.settle(lease, true);
+            return self.reply_err(unavailable(e)).await;
+        }
+        if lease.backend.send_command(&packet).await.is_err() {
+            self.settle(lease, true);
+            return self
+                .reply_err(unavailable("the instance connection broke"))
+                .await;
+        }
+        self.mark_busy(&lease);
+        let mut t = Tracker::new(Expect::ResultSets, lease.backend.capabilities);
+        let mut frames = Vec::new();
+        let deadline = timeout.map(|d| Instant::now() + d);
+        let mut killed = false;
+        while !t.done() {
+            let f = match next_frame_until(
+                &mut lease.backend,
+                deadline,
+                &mut killed,
+                self.target(ROOT_USER).ok(),
+            )
+            .await
+            {
+                Ok(f) => f,
+                Err(_) => {
+                    self.clear_busy();
+                    self.settle(lease, true);
+                    return self
+                        .reply_err(unavailable("the instance connection broke"))
+                        .await;
+                }
+            };
+            if t.feed(&f).is_err() {
+                self.clear_busy();
+                self.settle(lease, true);
+                return self
+                    .reply_err(unavailable("unexpected reply from the instance"))
+                    .await;
+            }
+            frames.push(f);
+        }
+        self.clear_busy();
+        let over = t.affected_rows > self.gw.cfg.limits.max_rows;
+        let finish = match (in_tx, over || t.error) {
+            (true, true) => Some("ROLLBACK TO SAVEPOINT strata_row_limit"),
+            (true, false) => None,
+            (false, true) => Some("ROLLBACK"),
+            (false, false) => Some("COMMIT"),
+        };
+        if let Some(sql) = finish {
+            if let Err(e) = lease.backend.query(sql).await {
+                self.settle(lease, true);
+                return self.reply_err(unavailable(e)).await;
+            }
+        }
+        if !in_tx {
+            self.status &= !status::IN_TRANS;
+        }
+        if over {
+            self.settle(lease, false);
+            let limit = self.gw.cfg.limits.max_rows;
+            return self
+                .reply_err(ErrPacket::new(
+                    1105,
+                    "HY000",
+                    format!("Row count exceeded {limit}"),
+                ))
+                .await;
+        }
+        self.last_insert_id = if t.last_insert_id != 0 {
+            t.last_insert_id
+        } else {
+            self.last_insert_id
+        };
+        for f in &frames {
+            self.queue_for_client(f, &lease.backend, !in_tx);
+        }
+        if !t.error {
+            self.status = t.status & !(if in_tx { 0 } else { status::IN_TRANS });
+        }
+        self.settle(lease, false);
+        self.client.flush().await?;
+        Ok(Flow::Continue)
+    }
+
+    fn mark_busy(&self, lease: &Lease) {
+        *self.shared.busy.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((lease.backend.addr, lease.backend.thread_id));
+    }
+    fn clear_busy(&self) {
+        *self.shared.busy.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Queues one response frame for the client, rewriting OK packets when the client's capabilities
+    /// differ from the backend's (session tracking) or the status must change.
+    fn queue_for_client(
+        &mut self,
+        f: &strata_wire::codec::Frame,
+        backend: &Backend,
+        clear_in_trans: bool,
+    ) {
+        let p = f.payload();
+        let is_ok = (p.first() == Some(&0x00) || (p.first() == Some(&0xFE) && p.len() > 5))
+            && p.len() < 0xFFFF;
+        let rewrite = is_ok && (self.client.caps & caps::SESSION_TRACK == 0 || clear_in_trans);
+        if rewrite {
+            if let Some(mut ok) = backend.parse_ok(p) {
+                if clear_in_trans {
+                    ok.status &= !status::IN_TRANS;
+                }
+                let enc = ok.encode(self.client.caps);
+                self.client.queue(&enc);
+                return;
+            }
+        }
+        self.client.queue_frame(&f.raw);
+    }
+
+    /// Sends a command to the backend and streams the response to the client.
+    async fn forward(
+        &mut self,
+        packet: Bytes,
+        expect: Expect,
+        limited: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Flow, ClientError> {
+        let mut lease = match self.lease().await {
+            Ok(l) => l,
+            Err(e) => return self.reply_err(e).await,
+        };
+        let mut out = BytesMut::with_capacity(packet.len() + 4);
+        let mut seq = 0;
+        strata_wire::codec::put_packet(&mut out, &mut seq, &packet);
+        if lease.backend.send_raw(&out).await.is_err() {
+            // A pooled connection that died while idle: try once more with a fresh one.
+            lease.discard();
+            lease = match self.lease().await {
+                Ok(l) => l,
+                Err(e) => return self.reply_err(e).await,
+            };
+            if lease.backend.send_raw(&out).await.is_err() {
+                self.settle(lease, true);
+                return self
+                    .reply_err(unavailable("cannot reach the instance"))
+                    .await;
+            }
+        }
+        self.mark_busy(&lease);
+        let limits = self.gw.cfg.limits.clone();
+        let mut t = Tracker::new(expect, lease.backend.capabilities);
+        let mut bytes: u64 = 0;
+        let deadline = timeout.map(|d| Instant::now() + d);
+        let mut killed = false;
+        let mut exceeded: Option<ErrPacket> = None;
+        let mut client_gone = false;
+        while !t.done() {
+            let f = match lease.backend.buffered_frame() {
+                Some(f) => f,
+                None => {
+                    if !client_gone && self.client.buffered() > 0 {
+                        if self.client.flush().await.is_err() {
+                            client_gone = true;
+                        }
+                    }
+                    match next_frame_until(
+                        &mut lease.backend,
+                        deadline,
+                        &mut killed,
+                        self.target(ROOT_USER).ok(),
+                    )
+                    .await
+                    {
+                        Ok(f) => f,
+                        Err(_) => {
+                            self.clear_busy();
+                            self.settle(lease, true);
+                            if client_gone {
+                                return Ok(Flow::Close);
+                            }
+                            return self
+                                .reply_err(unavailable(
+                                    "the instance connection broke during the query",
+                                ))
+                                .await;
+                        }
+                    }
+                }
+            };
+            let ev = match t.feed(&f) {
+                Ok(ev) => ev,
+                Err(_) => {
+                    self.clear_busy();
+                    self.settle(lease, true);
+                    return self
+                        .reply_err(unavailable("unexpected reply from the instance"))
+                        .await;
+                }
+            };
+            if exceeded.is_some() || client_gone {
+                continue; // draining what is left
+            }
+            bytes += f.raw.len() as u64;
+            if limited && ev == Event::Row && t.rows > limits.max_rows {
+                exceeded = Some(ErrPacket::new(
+                    1105,
+                    "HY000",
+                    format!("Row count exceeded {}", limits.max_rows),
+                ));
+            } else if limited && bytes > limits.max_result_bytes {
+                exceeded = Some(ErrPacket::new(
+                    1105,
+                    "HY000",
+                    format!(
+                        "resource_exhausted: result set larger than max ({} vs. {})",
+                        bytes, limits.max_result_bytes
+                    ),
+                ));
+            }
+            if exceeded.is_some() {
+                // Stop the query; the rest of its response is drained and dropped.
+                if !killed {
+                    killed = true;
+                    kill_backend_query(
+                        self.target(ROOT_USER).ok(),
+                        lease.backend.addr,
+                        lease.backend.thread_id,
+                    )
+                    .await;
+                }
+                continue;
+            }
+            match ev {
+                Event::Terminal { .. } | Event::Other
+                    if matches!(f.payload().first(), Some(0x00) | Some(0xFE)) =>
+                {
+                    self.queue_for_client(&f, &lease.backend, false)
+                }
+                _ => self.client.queue_frame(&f.raw),
+            }
+            if self.client.should_flush() && self.client.flush().await.is_err() {
+                client_gone = true;
+                if !killed {
+                    killed = true;
+                    kill_backend_query(
+                        self.target(ROOT_USER).ok(),
+                        lease.backend.addr,
+                        lease.backend.thread_id,
+                    )
+                    .await;
+                }
+            }
+        }
+        self.clear_busy();
+        if !t.error && t.status != 0 {
+            self.status = t.status;
+        }
+        if t.last_insert_id != 0 {
+            self.last_insert_id = t.last_insert_id;
+        }
+        self.settle(lease, false);
+        if client_gone {
+            return Ok(Flow::Close);
+        }
+        if let Some(e) = exceeded {
+            self.client.queue_err(&e);
+        }
+        self.client.flush().await?;
+        Ok(Flow::Continue)
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn ddl_disabled() -> ErrPacket {
+    ErrPacket::new(1105, "HY000", "direct DDL is disabled")
+}
+
+/// Reads the next frame, stopping the query on the instance once `deadline` passes (the instance then
+/// answers with its "query execution was interrupted" error, which is forwarded).
+async fn next_frame_until(
+    backend: &mut Backend,
+    deadline: Option<Instant>,
+    killed: &mut bool,
+    root: Option<Target>,
+) -> Result<strata_wire::codec::Frame, BackendError> {
+    match deadline {
+        Some(d) if !*killed => {
+            let (addr, thread) = (backend.addr, backend.thread_id);
+            match tokio::time::timeout_at(d.into(), backend.next_frame()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    *killed = true;
+                    kill_backend_query(root, addr, thread).await;
+                    backend.next_frame().await
+                }
+            }
+        }
+        _ => backend.next_frame().await,
+    }
+}
+
+/// `KILL QUERY` on the instance, from a side connection as the control plane's user.
+async fn kill_backend_query(root: Option<Target>, addr: SocketAddr, thread: u32) {
+    let Some(root) = root else { return };
+    match Backend::connect(addr, &root.user, &root.password, &root.schema, 0, 45).await {
+        Ok(mut c) => {
+            let _ = c.query(&format!("KILL QUERY {thread}")).await;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot stop a query on the instance"),
+    }
+}
+
+#[allow(dead_code)]
+fn put_command(cmd: u8, body: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(body.len() + 1);
+    b.put_u8(cmd);
+    b.extend_from_slice(body);
+    b.freeze()
+}
