@@ -46,7 +46,14 @@ pub struct Backend {
     pub capabilities: u32,
     pub addr: SocketAddr,
     pub last_used: Instant,
+    /// Statements prepared on this connection, by text.
+    statements: std::collections::HashMap<bytes::Bytes, u32>,
+    /// COM_STMT_CLOSE packets to send before the next command (they get no answer).
+    pending_close: Vec<Vec<u8>>,
 }
+
+/// Server-side prepared statements kept per backend connection before the oldest are closed.
+const STATEMENT_CACHE: usize = 256;
 
 impl Backend {
     /// Connects and logs in as `user` to `schema`, with the given extra capabilities and charset.
@@ -67,6 +74,8 @@ impl Backend {
             capabilities: 0,
             addr,
             last_used: Instant::now(),
+            statements: std::collections::HashMap::new(),
+            pending_close: Vec::new(),
         };
         let greeting_frame = b.next_frame().await?;
         let greeting = Greeting::parse(greeting_frame.payload())?;
@@ -121,13 +130,23 @@ impl Backend {
 
     /// Sends a command (sequence 0).
     pub async fn send_command(&mut self, payload: &[u8]) -> Result<(), BackendError> {
+        self.flush_closes().await?;
         self.last_used = Instant::now();
         let mut seq = 0;
         self.write_packet(&mut seq, payload).await
     }
 
+    async fn flush_closes(&mut self) -> Result<(), BackendError> {
+        for p in std::mem::take(&mut self.pending_close) {
+            let mut seq = 0;
+            self.write_packet(&mut seq, &p).await?;
+        }
+        Ok(())
+    }
+
     /// Sends raw, already framed bytes.
     pub async fn send_raw(&mut self, raw: &[u8]) -> Result<(), BackendError> {
+        self.flush_closes().await?;
         self.last_used = Instant::now();
         self.stream.write_all(raw).await?;
         Ok(())
@@ -178,6 +197,24 @@ impl Backend {
             (true, Some(e)) => Err(BackendError::Server(e)),
             _ => Ok(t),
         }
+    }
+
+    pub fn statement(&self, sql: &[u8]) -> Option<u32> {
+        self.statements.get(sql).copied()
+    }
+
+    /// Records a statement prepared here; past the cache size one is closed on the server.
+    pub fn remember_statement(&mut self, sql: bytes::Bytes, id: u32) {
+        if self.statements.len() >= STATEMENT_CACHE {
+            if let Some(old) = self.statements.keys().next().cloned() {
+                if let Some(old_id) = self.statements.remove(&old) {
+                    let mut p = vec![caps::command::STMT_CLOSE];
+                    p.extend_from_slice(&old_id.to_le_bytes());
+                    self.pending_close.push(p);
+                }
+            }
+        }
+        self.statements.insert(sql, id);
     }
 
     /// COM_RESET_CONNECTION: rolls back, drops temporary tables, user variables, prepared statements

@@ -56,11 +56,6 @@ impl ClientConn {
         c
     }
 
-    /// Bytes received but not yet consumed (must be empty when switching to TLS).
-    pub fn pending(&self) -> usize {
-        self.rbuf.len()
-    }
-
     async fn frame(&mut self) -> Result<Option<Frame>, ClientError> {
         loop {
             if let Some(f) = take_frame(&mut self.rbuf) {

@@ -86,7 +86,6 @@ impl Default for GatewayConfig {
 /// A session as other sessions see it (for KILL).
 pub(crate) struct SessionShared {
     pub username: String,
-    pub branch_id: String,
     /// The backend thread running this session's current query, and where.
     pub busy: Mutex<Option<(SocketAddr, u32)>>,
     pub kill: tokio::sync::Notify,
@@ -448,7 +447,6 @@ impl Gateway {
                 id,
                 Arc::new(SessionShared {
                     username: login.password.username.clone(),
-                    branch_id: login.branch.id.clone(),
                     busy: Mutex::new(None),
                     kill: tokio::sync::Notify::new(),
                 }),

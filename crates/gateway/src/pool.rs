@@ -33,7 +33,6 @@ pub struct Target {
 }
 
 pub struct Pool {
-    key: PoolKey,
     idle: Mutex<Vec<Backend>>,
     slots: Arc<Semaphore>,
     open: AtomicUsize,
@@ -70,10 +69,6 @@ impl Lease {
     pub fn discard(self) {
         self.pool.open.fetch_sub(1, Ordering::Relaxed);
     }
-
-    pub fn key(&self) -> &PoolKey {
-        &self.pool.key
-    }
 }
 
 pub struct Pools {
@@ -103,7 +98,6 @@ impl Pools {
         map.entry(key.clone())
             .or_insert_with(|| {
                 Arc::new(Pool {
-                    key: key.clone(),
                     idle: Mutex::new(Vec::new()),
                     slots: Arc::new(Semaphore::new(self.size)),
                     open: AtomicUsize::new(0),
@@ -152,14 +146,6 @@ impl Pools {
             pool,
             _permit: permit,
         })
-    }
-
-    /// Drops every pool of a branch (after it was deleted or its instance restarted elsewhere).
-    pub fn forget_branch(&self, branch_id: &str) {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| k.branch_id != branch_id);
     }
 
     pub fn stats(&self) -> PoolStats {

@@ -41,6 +41,36 @@ struct Session {
     olap: bool,
     last_insert_id: u64,
     shared: Arc<crate::SessionShared>,
+    /// Prepared statements by the ids this client knows; backends get them prepared on demand.
+    stmts: std::collections::HashMap<u32, ClientStmt>,
+    next_stmt: u32,
+}
+
+/// A statement as the client prepared it: its text, shape, and the parameter types last bound.
+struct ClientStmt {
+    sql: Bytes,
+    params: u16,
+    types: Option<Vec<u8>>,
+}
+
+fn stmt_id(packet: &[u8]) -> Option<u32> {
+    packet
+        .get(1..5)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn with_stmt_id(packet: &[u8], id: u32) -> Bytes {
+    let mut p = BytesMut::from(packet);
+    p[1..5].copy_from_slice(&id.to_le_bytes());
+    p.freeze()
+}
+
+fn unknown_statement(id: u32, what: &str) -> ErrPacket {
+    ErrPacket::new(
+        1243,
+        "HY000",
+        format!("Unknown prepared statement handler ({id}) given to {what}"),
+    )
 }
 
 fn unavailable(detail: impl std::fmt::Display) -> ErrPacket {
@@ -85,6 +115,8 @@ pub(crate) async fn run(
         olap: false,
         last_insert_id: 0,
         shared,
+        stmts: std::collections::HashMap::new(),
+        next_stmt: 1,
     };
     loop {
         enum Wake {
@@ -265,41 +297,61 @@ impl Session {
                 }
             }
             command::QUERY => self.query(packet).await,
-            command::STMT_PREPARE => {
-                let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
-                let a = strata_sqlscan::analyze(&sql);
-                if a.has_ddl() && self.gw.platform.safe_migrations(&self.login.branch.id) {
-                    return self.reply_err(ddl_disabled()).await;
-                }
-                // Statement ids belong to one backend connection.
-                self.sticky = true;
-                self.forward(packet, Expect::Prepare, false, None).await
-            }
+            command::STMT_PREPARE => self.prepare(packet).await,
             command::STMT_EXECUTE => {
-                if self.pinned.is_none() {
-                    return self.reply_err(ErrPacket::new(1243, "HY000", "Unknown prepared statement handler given to mysqld_stmt_execute")).await;
+                let Some(id) = stmt_id(&packet) else {
+                    return self.reply_err(ErrPacket::new(1835, "HY000", "Malformed communication packet")).await;
+                };
+                let Some(packet) = self.complete_execute(id, packet) else {
+                    return self.reply_err(unknown_statement(id, "mysqld_stmt_execute")).await;
+                };
+                if packet.get(5).is_some_and(|flags| *flags != 0) {
+                    // A cursor lives on one backend connection.
+                    self.sticky = true;
                 }
-                self.forward(packet, Expect::ResultSets, true, None).await
+                self.forward(packet, Expect::ResultSets, !self.olap, None, Some(id)).await
             }
-            command::STMT_FETCH => self.forward(packet, Expect::Fetch, true, None).await,
-            command::STMT_RESET => self.forward(packet, Expect::Simple, false, None).await,
-            command::STMT_CLOSE | command::STMT_SEND_LONG_DATA => {
-                if let Some(lease) = self.pinned.as_mut() {
-                    if lease.backend.send_command(&packet).await.is_err() {
-                        let l = self.pinned.take();
-                        if let Some(l) = l {
-                            self.settle(l, true);
-                        }
+            command::STMT_FETCH => {
+                let Some(id) = stmt_id(&packet).filter(|id| self.stmts.contains_key(id)) else {
+                    return self.reply_err(unknown_statement(0, "mysqld_stmt_fetch")).await;
+                };
+                self.forward(packet, Expect::Fetch, !self.olap, None, Some(id)).await
+            }
+            command::STMT_RESET => {
+                let Some(id) = stmt_id(&packet).filter(|id| self.stmts.contains_key(id)) else {
+                    return self.reply_err(unknown_statement(0, "mysqld_stmt_reset")).await;
+                };
+                if self.pinned.is_some() {
+                    self.forward(packet, Expect::Simple, false, None, Some(id)).await
+                } else {
+                    self.reply_ok().await
+                }
+            }
+            command::STMT_CLOSE => {
+                if let Some(id) = stmt_id(&packet) {
+                    self.stmts.remove(&id);
+                }
+                Ok(Flow::Continue)
+            }
+            command::STMT_SEND_LONG_DATA => {
+                // Long data accumulates on one backend statement: keep that connection.
+                let Some(id) = stmt_id(&packet).filter(|id| self.stmts.contains_key(id)) else { return Ok(Flow::Continue) };
+                self.sticky = true;
+                match self.lease_for(&packet, Some(id)).await {
+                    Ok((mut lease, p)) => {
+                        let broken = lease.backend.send_command(&p).await.is_err();
+                        self.settle(lease, broken);
                     }
+                    Err(e) => tracing::debug!(id = self.id, error = %e.message, "long data dropped"),
                 }
                 Ok(Flow::Continue)
             }
             command::SET_OPTION => {
                 self.sticky = true;
-                self.forward(packet, Expect::Simple, false, None).await
+                self.forward(packet, Expect::Simple, false, None, None).await
             }
-            command::FIELD_LIST => self.forward(packet, Expect::FieldList, false, None).await,
-            command::STATISTICS => self.forward(packet, Expect::Statistics, false, None).await,
+            command::FIELD_LIST => self.forward(packet, Expect::FieldList, false, None, None).await,
+            command::STATISTICS => self.forward(packet, Expect::Statistics, false, None, None).await,
             command::RESET_CONNECTION => {
                 if let Some(mut lease) = self.pinned.take() {
                     let ok = lease.backend.reset().await.is_ok();
@@ -371,8 +423,127 @@ impl Session {
         if dml {
             return self.checked_dml(packet, in_tx, timeout).await;
         }
-        self.forward(packet, Expect::ResultSets, !self.olap, timeout)
+        self.forward(packet, Expect::ResultSets, !self.olap, timeout, None)
             .await
+    }
+
+    /// COM_STMT_PREPARE: prepared on a pooled connection, then known to the client by a gateway id,
+    /// so executing it later may use any backend connection (it is prepared there on demand).
+    async fn prepare(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
+        let sql = packet.slice(1..);
+        let a = strata_sqlscan::analyze(&String::from_utf8_lossy(&sql));
+        if a.has_ddl() && self.gw.platform.safe_migrations(&self.login.branch.id) {
+            return self.reply_err(ddl_disabled()).await;
+        }
+        if a.pins_session.is_some() {
+            self.sticky = true;
+        }
+        let mut lease = match self.lease().await {
+            Ok(l) => l,
+            Err(e) => return self.reply_err(e).await,
+        };
+        let frames = match prepare_on(&mut lease.backend, &sql).await {
+            Ok(f) => f,
+            Err(_) => {
+                self.settle(lease, true);
+                return self
+                    .reply_err(unavailable("the instance connection broke"))
+                    .await;
+            }
+        };
+        let first = frames[0].payload();
+        if first.first() == Some(&0x00) && first.len() >= 9 {
+            let backend_id = u32::from_le_bytes([first[1], first[2], first[3], first[4]]);
+            let params = u16::from_le_bytes([first[7], first[8]]);
+            lease.backend.remember_statement(sql.clone(), backend_id);
+            let id = self.next_stmt;
+            self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
+            self.stmts.insert(
+                id,
+                ClientStmt {
+                    sql,
+                    params,
+                    types: None,
+                },
+            );
+            let mut raw = BytesMut::from(&frames[0].raw[..]);
+            raw[5..9].copy_from_slice(&id.to_le_bytes());
+            self.client.queue_frame(&raw);
+            for f in &frames[1..] {
+                self.client.queue_frame(&f.raw);
+            }
+        } else {
+            for f in &frames {
+                self.client.queue_frame(&f.raw);
+            }
+        }
+        self.settle(lease, false);
+        self.client.flush().await?;
+        Ok(Flow::Continue)
+    }
+
+    /// Makes an execute packet self-contained: parameter types are sent every time, since the backend
+    /// connection may not be the one that saw them last.
+    fn complete_execute(&mut self, id: u32, packet: Bytes) -> Option<Bytes> {
+        let st = self.stmts.get_mut(&id)?;
+        let n = st.params as usize;
+        if n == 0 {
+            return Some(packet);
+        }
+        let bitmap = n.div_ceil(8);
+        let flag_at = 10 + bitmap;
+        let flag = *packet.get(flag_at)?;
+        if flag == 1 {
+            st.types = packet
+                .get(flag_at + 1..flag_at + 1 + 2 * n)
+                .map(<[u8]>::to_vec);
+            return Some(packet);
+        }
+        let types = st.types.as_ref()?;
+        let mut p = BytesMut::with_capacity(packet.len() + types.len());
+        p.extend_from_slice(&packet[..flag_at]);
+        p.put_u8(1);
+        p.extend_from_slice(types);
+        p.extend_from_slice(&packet[flag_at + 1..]);
+        Some(p.freeze())
+    }
+
+    /// A connection, with the client's statement `stmt` (if any) prepared on it and the packet's
+    /// statement id rewritten to the backend's.
+    async fn lease_for(
+        &mut self,
+        packet: &Bytes,
+        stmt: Option<u32>,
+    ) -> Result<(Lease, Bytes), ErrPacket> {
+        let mut lease = self.lease().await?;
+        let Some(id) = stmt else {
+            return Ok((lease, packet.clone()));
+        };
+        let Some(sql) = self.stmts.get(&id).map(|s| s.sql.clone()) else {
+            self.settle(lease, false);
+            return Err(unknown_statement(id, "mysqld_stmt_execute"));
+        };
+        if let Some(backend_id) = lease.backend.statement(&sql) {
+            return Ok((lease, with_stmt_id(packet, backend_id)));
+        }
+        match prepare_on(&mut lease.backend, &sql).await {
+            Ok(frames) => {
+                let p = frames[0].payload();
+                if p.first() == Some(&0x00) && p.len() >= 5 {
+                    let backend_id = u32::from_le_bytes([p[1], p[2], p[3], p[4]]);
+                    lease.backend.remember_statement(sql, backend_id);
+                    Ok((lease, with_stmt_id(packet, backend_id)))
+                } else {
+                    self.settle(lease, false);
+                    Err(ErrPacket::parse(p)
+                        .unwrap_or_else(|_| unavailable("cannot prepare the statement")))
+                }
+            }
+            Err(e) => {
+                self.settle(lease, true);
+                Err(unavailable(e))
+            }
+        }
     }
 
     async fn answer_last_insert_id(&mut self) -> Result<Flow, ClientError> {
@@ -577,21 +748,26 @@ impl Session {
         expect: Expect,
         limited: bool,
         timeout: Option<Duration>,
+        stmt: Option<u32>,
     ) -> Result<Flow, ClientError> {
-        let mut lease = match self.lease().await {
+        let (mut lease, sent) = match self.lease_for(&packet, stmt).await {
             Ok(l) => l,
             Err(e) => return self.reply_err(e).await,
         };
-        let mut out = BytesMut::with_capacity(packet.len() + 4);
+        let mut out = BytesMut::with_capacity(sent.len() + 4);
         let mut seq = 0;
-        strata_wire::codec::put_packet(&mut out, &mut seq, &packet);
+        strata_wire::codec::put_packet(&mut out, &mut seq, &sent);
         if lease.backend.send_raw(&out).await.is_err() {
             // A pooled connection that died while idle: try once more with a fresh one.
             lease.discard();
-            lease = match self.lease().await {
+            let (l, sent) = match self.lease_for(&packet, stmt).await {
                 Ok(l) => l,
                 Err(e) => return self.reply_err(e).await,
             };
+            lease = l;
+            out.clear();
+            let mut seq = 0;
+            strata_wire::codec::put_packet(&mut out, &mut seq, &sent);
             if lease.backend.send_raw(&out).await.is_err() {
                 self.settle(lease, true);
                 return self
@@ -611,10 +787,11 @@ impl Session {
             let f = match lease.backend.buffered_frame() {
                 Some(f) => f,
                 None => {
-                    if !client_gone && self.client.buffered() > 0 {
-                        if self.client.flush().await.is_err() {
-                            client_gone = true;
-                        }
+                    if !client_gone
+                        && self.client.buffered() > 0
+                        && self.client.flush().await.is_err()
+                    {
+                        client_gone = true;
                     }
                     match next_frame_until(
                         &mut lease.backend,
@@ -684,11 +861,7 @@ impl Session {
                 continue;
             }
             match ev {
-                Event::Terminal { .. } | Event::Other
-                    if matches!(f.payload().first(), Some(0x00) | Some(0xFE)) =>
-                {
-                    self.queue_for_client(&f, &lease.backend, false)
-                }
+                Event::Terminal { .. } => self.queue_for_client(&f, &lease.backend, false),
                 _ => self.client.queue_frame(&f.raw),
             }
             if self.client.should_flush() && self.client.flush().await.is_err() {
@@ -756,6 +929,25 @@ async fn next_frame_until(
         }
         _ => backend.next_frame().await,
     }
+}
+
+/// Prepares `sql` on a backend connection and returns the whole response.
+async fn prepare_on(
+    backend: &mut Backend,
+    sql: &[u8],
+) -> Result<Vec<strata_wire::codec::Frame>, BackendError> {
+    let mut p = BytesMut::with_capacity(sql.len() + 1);
+    p.put_u8(command::STMT_PREPARE);
+    p.extend_from_slice(sql);
+    backend.send_command(&p).await?;
+    let mut t = Tracker::new(Expect::Prepare, backend.capabilities);
+    let mut frames = Vec::new();
+    while !t.done() {
+        let f = backend.next_frame().await?;
+        t.feed(&f)?;
+        frames.push(f);
+    }
+    Ok(frames)
 }
 
 /// `KILL QUERY` on the instance, from a side connection as the control plane's user.

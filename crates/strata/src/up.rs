@@ -166,9 +166,17 @@ pub async fn run(args: UpArgs) -> Result<()> {
         platform: platform.clone(),
         api_url: api_url.clone(),
     });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut api_stop = stop_rx.clone();
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            let _ = api_stop.wait_for(|v| *v).await;
+        })
         .await;
+    let _ = gw_task.await;
     println!("Stopping: waiting for instances to shut down cleanly…");
     platform.shutdown().await;
     println!("Stopped.");

@@ -176,7 +176,7 @@ fn databases_branches_and_passwords() {
         assert_eq!(p["username"].as_str().unwrap().len(), 20);
         assert_eq!(p["connection"]["database"], "shop");
         assert_eq!(p["connection"]["host"], "127.0.0.1");
-        assert_eq!(p["connection"]["port"], 3306);
+        assert_eq!(p["connection"]["port"], s.mysql_port);
         assert_eq!(p["database_branch"]["name"], "dev");
         assert!(p["connection"]["mysql_url"]
             .as_str()

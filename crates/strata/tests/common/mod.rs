@@ -14,6 +14,8 @@ pub struct Strata {
     pub root: PathBuf,
     child: Option<Child>,
     pub api_url: String,
+    /// The gateway's port on 127.0.0.1.
+    pub mysql_port: u16,
     pub token_id: String,
     pub token: String,
     pub org: String,
@@ -32,9 +34,22 @@ impl Strata {
 
     /// Starts `strata up` with its API on `listen`.
     pub fn start_on(root: &Path, listen: &str) -> Strata {
+        Self::start_with(root, listen, &[])
+    }
+
+    /// Starts `strata up` with extra flags (e.g. gateway limits).
+    pub fn start_with(root: &Path, listen: &str, extra: &[&str]) -> Strata {
         let mut child = Command::new(BIN)
-            .args(["up", "--listen", listen, "--data-dir"])
+            .args([
+                "up",
+                "--listen",
+                listen,
+                "--mysql-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir(root))
+            .args(extra)
             .env("STRATA_CONFIG", root.join("config.toml"))
             .env("STRATA_LOG", "info")
             .stdout(Stdio::piped())
@@ -46,19 +61,31 @@ impl Strata {
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = lines.clone();
         std::thread::spawn(move || {
+            let mut api: Option<String> = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.trim().strip_prefix("API:") {
-                    let url = url
-                        .split_whitespace()
+                    api = Some(
+                        url.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                }
+                if let Some(addr) = line.trim().strip_prefix("MySQL:") {
+                    let addr = addr.split_whitespace().next().unwrap_or_default();
+                    let port: u16 = addr
+                        .rsplit(':')
                         .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(url);
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0);
+                    if let Some(api) = api.take() {
+                        let _ = tx.send((api, port));
+                    }
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        let api_url = rx
+        let (api_url, mysql_port) = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| {
                 panic!(
@@ -79,6 +106,7 @@ impl Strata {
             root: root.to_path_buf(),
             child: Some(child),
             api_url,
+            mysql_port,
             token_id: get("service_token_id"),
             token: get("service_token"),
             org: get("org"),
@@ -270,6 +298,54 @@ pub fn unsafe_kill(pid: u32, sig: &str) {
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
         .status();
+}
+
+/// A password made through the CLI: (username, plaintext, id).
+pub fn password(s: &Strata, db: &str, branch: &str, role: &str) -> (String, String, String) {
+    let p = s.json(&[
+        "password",
+        "create",
+        db,
+        branch,
+        &format!("{role}-{}", rand_suffix()),
+        "--role",
+        role,
+    ]);
+    (
+        p["username"].as_str().unwrap().to_string(),
+        p["plain_text"].as_str().unwrap().to_string(),
+        p["id"].as_str().unwrap().to_string(),
+    )
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Strata {
+    /// Runs SQL through the gateway with the stock `mariadb` client (extra args first, e.g. TLS flags).
+    pub fn gateway_sql(&self, user: &str, pw: &str, extra: &[&str], sql: &str) -> Output {
+        Command::new("mariadb")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &self.mysql_port.to_string(),
+                "-u",
+                user,
+                &format!("-p{pw}"),
+            ])
+            .args(extra)
+            .args(["--batch", "--skip-column-names", "--comments", "-e", sql])
+            .output()
+            .expect("mariadb client installed")
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        data_dir(&self.root).join("tls/ca.pem")
+    }
 }
 
 /// PIDs of server processes whose option file lies under `data`.

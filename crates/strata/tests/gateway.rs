@@ -1,0 +1,522 @@
+//! The MySQL gateway end to end: real clients (the stock `mariadb` CLI, mysql_async) through
+//! `strata up`'s gateway to real `mariadbd` instances.
+
+mod common;
+
+use common::{password, Strata};
+use mysql_async::prelude::*;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn out(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+fn err(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
+
+fn opts(s: &Strata, user: &str, pw: &str) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(s.mysql_port)
+        .user(Some(user))
+        .pass(Some(pw))
+        .db_name(Some("shop"))
+        .prefer_socket(false)
+        .into()
+}
+
+fn setup(extra: &[&str]) -> (tempfile::TempDir, Strata) {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start_with(root.path(), "127.0.0.1:0", extra);
+    s.json(&["database", "create", "shop", "--wait"]);
+    (root, s)
+}
+
+#[test]
+fn logins_tls_roles_and_routing() {
+    let (_root, s) = setup(&[]);
+    let (admin, admin_pw, _) = password(&s, "shop", "main", "admin");
+    let ca = s.ca();
+    let ca = ca.to_str().unwrap();
+
+    // Plaintext on loopback, native password.
+    let o = s.gateway_sql(&admin, &admin_pw, &["shop"], "CREATE TABLE t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(20)); INSERT INTO t (v) VALUES ('a'),('b'); SELECT COUNT(*) FROM t");
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "2");
+    // TLS, verified against the generated CA, both auth methods.
+    for auth in ["mysql_native_password", "caching_sha2_password"] {
+        let o = s.gateway_sql(
+            &admin,
+            &admin_pw,
+            &[
+                "--ssl",
+                &format!("--ssl-ca={ca}"),
+                "--ssl-verify-server-cert",
+                &format!("--default-auth={auth}"),
+                "shop",
+            ],
+            "SELECT v FROM t ORDER BY id LIMIT 1",
+        );
+        assert!(o.status.success(), "{auth}: {}", err(&o));
+        assert_eq!(out(&o), "a");
+    }
+    // The empty database name and the database's name are both accepted; others are not.
+    assert!(s
+        .gateway_sql(&admin, &admin_pw, &[], "SELECT COUNT(*) FROM shop.t")
+        .status
+        .success());
+    let o = s.gateway_sql(&admin, &admin_pw, &["other"], "SELECT 1");
+    assert!(err(&o).contains("ERROR 1044"), "{}", err(&o));
+    let o = s.gateway_sql(&admin, &admin_pw, &["shop"], "USE other");
+    assert!(err(&o).contains("ERROR 1044"), "{}", err(&o));
+    // Wrong password, unknown user.
+    let o = s.gateway_sql(&admin, "strata_pw_wrong", &["shop"], "SELECT 1");
+    assert!(
+        err(&o).contains("ERROR 1045") && err(&o).contains("Access denied"),
+        "{}",
+        err(&o)
+    );
+    let o = s.gateway_sql("nosuchuser", &admin_pw, &["shop"], "SELECT 1");
+    assert!(err(&o).contains("ERROR 1045"), "{}", err(&o));
+
+    // Roles are enforced by the instance behind the gateway.
+    let (reader, reader_pw, _) = password(&s, "shop", "main", "reader");
+    assert_eq!(
+        out(&s.gateway_sql(&reader, &reader_pw, &["shop"], "SELECT COUNT(*) FROM t")),
+        "2"
+    );
+    let o = s.gateway_sql(
+        &reader,
+        &reader_pw,
+        &["shop"],
+        "INSERT INTO t (v) VALUES ('x')",
+    );
+    assert!(err(&o).contains("ERROR 1142"), "{}", err(&o));
+    let (writer, writer_pw, _) = password(&s, "shop", "main", "writer");
+    assert!(s
+        .gateway_sql(
+            &writer,
+            &writer_pw,
+            &["shop"],
+            "INSERT INTO t (v) VALUES ('w')"
+        )
+        .status
+        .success());
+    assert!(
+        err(&s.gateway_sql(&writer, &writer_pw, &["shop"], "SELECT * FROM t"))
+            .contains("ERROR 1142")
+    );
+
+    // A branch password reaches only its branch.
+    s.json(&["branch", "create", "shop", "dev", "--wait"]);
+    let (dev_admin, dev_pw, _) = password(&s, "shop", "dev", "admin");
+    assert_eq!(
+        out(&s.gateway_sql(&dev_admin, &dev_pw, &["shop"], "SELECT COUNT(*) FROM t")),
+        "0"
+    );
+
+    // IP restrictions and expiry.
+    let (limited, limited_pw, limited_id) = password(&s, "shop", "main", "reader");
+    let (st, _) = s.api(
+        "PATCH",
+        &s.org_path(&format!(
+            "databases/shop/branches/main/passwords/{limited_id}"
+        )),
+        Some(serde_json::json!({"cidrs": ["10.0.0.0/8"]})),
+    );
+    assert_eq!(st, 200);
+    assert!(
+        err(&s.gateway_sql(&limited, &limited_pw, &["shop"], "SELECT 1")).contains("ERROR 1045")
+    );
+    let p = s.json(&[
+        "password", "create", "shop", "main", "brief", "--role", "reader", "--ttl", "1",
+    ]);
+    let (u, pw) = (
+        p["username"].as_str().unwrap(),
+        p["plain_text"].as_str().unwrap(),
+    );
+    assert!(s.gateway_sql(u, pw, &["shop"], "SELECT 1").status.success());
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(err(&s.gateway_sql(u, pw, &["shop"], "SELECT 1")).contains("ERROR 1045"));
+    // A deleted password stops working.
+    let (gone, gone_pw, gone_id) = password(&s, "shop", "main", "reader");
+    s.ok(&["password", "delete", "shop", "main", &gone_id, "--force"]);
+    assert!(err(&s.gateway_sql(&gone, &gone_pw, &["shop"], "SELECT 1")).contains("ERROR 1045"));
+}
+
+#[test]
+fn safe_migrations_refuse_direct_ddl() {
+    let (_root, s) = setup(&[]);
+    let (admin, pw, _) = password(&s, "shop", "main", "admin");
+    assert!(s
+        .gateway_sql(
+            &admin,
+            &pw,
+            &["shop"],
+            "CREATE TABLE t (id INT PRIMARY KEY)"
+        )
+        .status
+        .success());
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    for sql in [
+        "ALTER TABLE t ADD COLUMN c INT",
+        "CREATE TABLE u (id INT PRIMARY KEY)",
+        "DROP TABLE t",
+        "RENAME TABLE t TO t2",
+        "TRUNCATE TABLE t",
+        "/* hidden */ ALTER TABLE t ADD COLUMN c INT",
+        "/*!50000 ALTER TABLE t ADD COLUMN c INT */",
+        "SELECT 1; DROP TABLE t",
+        "PREPARE s FROM 'DROP TABLE t'",
+    ] {
+        let o = s.gateway_sql(&admin, &pw, &["shop"], sql);
+        assert!(
+            err(&o).contains("ERROR 1105 (HY000)") && err(&o).contains("direct DDL is disabled"),
+            "{sql}: {}",
+            err(&o)
+        );
+    }
+    assert!(s
+        .gateway_sql(
+            &admin,
+            &pw,
+            &["shop"],
+            "INSERT INTO t VALUES (1); SELECT * FROM t"
+        )
+        .status
+        .success());
+    assert!(s
+        .gateway_sql(
+            &admin,
+            &pw,
+            &["shop"],
+            "CREATE TEMPORARY TABLE tmp (id INT); DROP TEMPORARY TABLE tmp"
+        )
+        .status
+        .success());
+    // Prepared statements (binary protocol) are guarded too.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        let e = c.prep("ALTER TABLE t ADD COLUMN z INT").await.unwrap_err();
+        assert!(e.to_string().contains("direct DDL is disabled"), "{e}");
+        c.disconnect().await.unwrap();
+    });
+    // Development branches take DDL from admin passwords.
+    s.json(&["branch", "create", "shop", "dev", "--wait"]);
+    let (dev, dev_pw, _) = password(&s, "shop", "dev", "admin");
+    assert!(s
+        .gateway_sql(&dev, &dev_pw, &["shop"], "ALTER TABLE t ADD COLUMN c INT")
+        .status
+        .success());
+    // Turning safe migrations off lets DDL through again.
+    s.json(&["branch", "safe-migrations", "disable", "shop", "main"]);
+    assert!(s
+        .gateway_sql(&admin, &pw, &["shop"], "ALTER TABLE t ADD COLUMN c INT")
+        .status
+        .success());
+}
+
+#[test]
+fn pooling_transactions_session_state_and_binary_protocol() {
+    let (_root, s) = setup(&["--pool-size", "4"]);
+    let (admin, pw, _) = password(&s, "shop", "main", "admin");
+    let (rw, rw_pw, _) = password(&s, "shop", "main", "readwriter");
+    assert!(s
+        .gateway_sql(
+            &admin,
+            &pw,
+            &["shop"],
+            "CREATE TABLE t (id INT PRIMARY KEY AUTO_INCREMENT, v INT NOT NULL)"
+        )
+        .status
+        .success());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // 50 clients, one pool of 4 backend connections.
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let o = opts(&s, &rw, &rw_pw);
+            tasks.push(tokio::spawn(async move {
+                let mut c = mysql_async::Conn::new(o).await.unwrap();
+                for j in 0..20 {
+                    c.exec_drop("INSERT INTO t (v) VALUES (?)", (i * 100 + j,)).await.unwrap();
+                    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+                    assert!(n.unwrap() >= 1);
+                }
+                c
+            }));
+        }
+        let mut conns = Vec::new();
+        for t in tasks {
+            conns.push(t.await.unwrap());
+        }
+        let mut c = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+        assert_eq!(n, Some(1000));
+        // Backend connections of the readwriter role: at most the pool size, although 50 clients are connected.
+        let backends: Option<i64> = c
+            .query_first("SELECT COUNT(*) FROM information_schema.processlist WHERE user = 'strata_readwriter'")
+            .await
+            .unwrap();
+        assert!(backends.unwrap() <= 4, "{backends:?} backend connections for 50 clients");
+        drop(conns);
+
+        // Transactions keep their connection; other clients do not see uncommitted rows.
+        let mut a = mysql_async::Conn::new(opts(&s, &rw, &rw_pw)).await.unwrap();
+        let mut b = mysql_async::Conn::new(opts(&s, &rw, &rw_pw)).await.unwrap();
+        a.query_drop("BEGIN").await.unwrap();
+        a.query_drop("INSERT INTO t (v) VALUES (-1)").await.unwrap();
+        let seen: Option<i64> = a.query_first("SELECT COUNT(*) FROM t WHERE v = -1").await.unwrap();
+        assert_eq!(seen, Some(1));
+        let other: Option<i64> = b.query_first("SELECT COUNT(*) FROM t WHERE v = -1").await.unwrap();
+        assert_eq!(other, Some(0));
+        a.query_drop("ROLLBACK").await.unwrap();
+        let after: Option<i64> = b.query_first("SELECT COUNT(*) FROM t WHERE v = -1").await.unwrap();
+        assert_eq!(after, Some(0));
+
+        // Session state stays with its session.
+        a.query_drop("SET @mine = 41").await.unwrap();
+        b.query_drop("SET @mine = 7").await.unwrap();
+        let va: Option<i64> = a.query_first("SELECT @mine + 1").await.unwrap();
+        let vb: Option<i64> = b.query_first("SELECT @mine").await.unwrap();
+        assert_eq!((va, vb), (Some(42), Some(7)));
+        let mut fresh = mysql_async::Conn::new(opts(&s, &rw, &rw_pw)).await.unwrap();
+        let none: Option<Option<i64>> = fresh.query_first("SELECT @mine").await.unwrap();
+        assert_eq!(none, Some(None), "a new session never sees another's variables");
+
+        // LAST_INSERT_ID follows the client, not the pooled connection.
+        fresh.query_drop("INSERT INTO t (v) VALUES (5)").await.unwrap();
+        let id = fresh.last_insert_id().unwrap();
+        let again: Option<u64> = fresh.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
+        assert_eq!(again, Some(id));
+
+        // Binary protocol, multi-statements, several result sets.
+        let stmt = a.prep("SELECT v FROM t WHERE id = ?").await.unwrap();
+        let v: Option<i64> = a.exec_first(&stmt, (id,)).await.unwrap();
+        assert_eq!(v, Some(5));
+        let mut r = a.query_iter("SELECT 1; SELECT 2, 3").await.unwrap();
+        let first: Vec<i64> = r.collect().await.unwrap();
+        let second: Vec<(i64, i64)> = r.collect().await.unwrap();
+        assert_eq!((first, second), (vec![1], vec![(2, 3)]));
+        drop(r);
+        for c in [a, b, c, fresh] {
+            c.disconnect().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn query_limits_and_kill() {
+    let (_root, s) = setup(&["--max-rows", "100", "--transaction-timeout", "1"]);
+    let (admin, pw, _) = password(&s, "shop", "main", "admin");
+    let o = s.gateway_sql(
+        &admin,
+        &pw,
+        &["shop"],
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t SELECT seq, 0 FROM seq_1_to_150",
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    // Reads over the row limit fail; OLAP lifts the read limit.
+    let o = s.gateway_sql(&admin, &pw, &["shop"], "SELECT * FROM t");
+    assert!(err(&o).contains("Row count exceeded 100"), "{}", err(&o));
+    assert_eq!(
+        out(&s.gateway_sql(&admin, &pw, &["shop"], "SELECT COUNT(*) FROM t")),
+        "150"
+    );
+    let o = s.gateway_sql(
+        &admin,
+        &pw,
+        &["shop"],
+        "SET workload = olap; SELECT * FROM t",
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o).lines().count(), 150);
+    // Updates and deletes over the limit fail and change nothing, in OLAP too.
+    for sql in [
+        "UPDATE t SET v = 1",
+        "SET workload = olap; UPDATE t SET v = 1",
+        "DELETE FROM t",
+    ] {
+        let o = s.gateway_sql(&admin, &pw, &["shop"], sql);
+        assert!(
+            err(&o).contains("Row count exceeded 100"),
+            "{sql}: {}",
+            err(&o)
+        );
+    }
+    assert_eq!(
+        out(&s.gateway_sql(&admin, &pw, &["shop"], "SELECT COUNT(*), SUM(v) FROM t")),
+        "150\t0"
+    );
+    // ... also inside a transaction, which stays usable.
+    let o = s.gateway_sql(
+        &admin,
+        &pw,
+        &["shop"],
+        "BEGIN; UPDATE t SET v = 2 WHERE id <= 10; UPDATE t SET v = 1",
+    );
+    assert!(err(&o).contains("Row count exceeded 100"), "{}", err(&o));
+    let o = s.gateway_sql(
+        &admin,
+        &pw,
+        &["shop"],
+        "BEGIN; UPDATE t SET v = 2 WHERE id <= 10; COMMIT; SELECT SUM(v) FROM t",
+    );
+    assert_eq!(out(&o), "20", "{}", err(&o));
+    assert!(s
+        .gateway_sql(&admin, &pw, &["shop"], "UPDATE t SET v = 3 WHERE id <= 100")
+        .status
+        .success());
+
+    // The per-query timeout directive stops a long query.
+    let start = Instant::now();
+    let o = s.gateway_sql(
+        &admin,
+        &pw,
+        &["shop"],
+        "SELECT /*vt+ QUERY_TIMEOUT_MS=300 */ COUNT(*) FROM seq_1_to_300000000 WHERE seq % 7 = 3",
+    );
+    assert!(
+        !o.status.success() && err(&o).contains("interrupted"),
+        "{}",
+        err(&o)
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+
+    // A transaction left open past the limit is rolled back.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("UPDATE t SET v = 9 WHERE id = 1")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        let _ = c.query_drop("COMMIT").await;
+        let mut d = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        let v: Option<i64> = d.query_first("SELECT v FROM t WHERE id = 1").await.unwrap();
+        assert_eq!(v, Some(3), "the expired transaction was rolled back");
+
+        // KILL QUERY from another client stops a running query.
+        let mut victim = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        let victim_id = victim.id();
+        let running = tokio::spawn(async move {
+            let r = victim
+                .query_drop("SELECT COUNT(*) FROM seq_1_to_300000000 WHERE seq % 7 = 3")
+                .await;
+            (r, victim)
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        d.query_drop(format!("KILL QUERY {victim_id}"))
+            .await
+            .unwrap();
+        let (r, victim) = tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(r.unwrap_err().to_string().contains("interrupted"));
+        drop(victim);
+    });
+}
+
+#[test]
+fn bad_input_never_takes_the_gateway_down() {
+    let (_root, s) = setup(&[]);
+    let (admin, pw, _) = password(&s, "shop", "main", "admin");
+    let addr = format!("127.0.0.1:{}", s.mysql_port);
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        vec![0xff, 0xff, 0xff, 0x01, 0, 0, 0],
+        vec![5, 0, 0, 1, 0, 0],
+        vec![0x20, 0, 0, 1, 0, 0, 0, 0],
+        vec![
+            0x40, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'u', 0, 0xfe,
+        ],
+        (0..2000).map(|i| (i * 7) as u8).collect(),
+    ];
+    for g in &garbage {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut greeting = [0u8; 256];
+        let _ = c.read(&mut greeting);
+        let _ = c.write_all(g);
+        let mut sink = Vec::new();
+        let _ = c.read_to_end(&mut sink);
+    }
+    // A client vanishing in the middle of a large result.
+    assert!(s.gateway_sql(&admin, &pw, &["shop"], "CREATE TABLE big (id INT PRIMARY KEY, pad CHAR(200)); INSERT INTO big SELECT seq, REPEAT('x', 200) FROM seq_1_to_50000").status.success());
+    let mut child = std::process::Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &s.mysql_port.to_string(),
+            "-u",
+            &admin,
+            &format!("-p{pw}"),
+            "shop",
+            "-e",
+            "SELECT a.* FROM big a, big b LIMIT 100000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    // Unknown commands and oversized packets get clean errors on a live session.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        let big = "x".repeat(70 << 20);
+        let e = c.query_drop(format!("SELECT '{big}'")).await;
+        assert!(e.is_err());
+    });
+    // Wrong passwords from one address are slowed down, and the gateway keeps serving everyone.
+    let start = Instant::now();
+    for _ in 0..8 {
+        let o = s.gateway_sql(&admin, "strata_pw_wrong", &["shop"], "SELECT 1");
+        assert!(err(&o).contains("ERROR 1045"));
+    }
+    assert!(
+        start.elapsed() > Duration::from_millis(500),
+        "failed logins are slowed down"
+    );
+    let o = s.gateway_sql(&admin, &pw, &["shop"], "SELECT COUNT(*) FROM big");
+    assert_eq!(out(&o), "50000", "{}", err(&o));
+}
+
+#[test]
+fn a_restarting_instance_gives_a_clean_error_then_serves() {
+    let (_root, s) = setup(&[]);
+    let (admin, pw, _) = password(&s, "shop", "main", "admin");
+    let main = s.wait_branch("shop", "main");
+    let pid = main["instance"]["pid"].as_u64().unwrap();
+    common::unsafe_kill(pid as u32, "KILL");
+    let o = s.gateway_sql(&admin, &pw, &["shop"], "SELECT 1");
+    if !o.status.success() {
+        assert!(
+            err(&o).contains("retry"),
+            "a clear error while the instance restarts: {}",
+            err(&o)
+        );
+    }
+    s.wait_branch("shop", "main");
+    let start = Instant::now();
+    loop {
+        let o = s.gateway_sql(&admin, &pw, &["shop"], "SELECT 41 + 1");
+        if o.status.success() {
+            assert_eq!(out(&o), "42");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{}", err(&o));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
