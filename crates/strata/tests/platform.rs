@@ -640,7 +640,7 @@ fn restart_brings_everything_back_and_stop_leaves_no_server() {
         servers_of(&data)
     );
 
-    let s = Strata::start_on(root.path(), s.api_url.trim_start_matches("http://"));
+    let s = Strata::restart_like(root.path(), &s);
     for b in ["main", "dev"] {
         s.wait_branch("shop", b);
     }

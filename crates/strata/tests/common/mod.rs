@@ -39,13 +39,23 @@ impl Strata {
 
     /// Starts `strata up` with extra flags (e.g. gateway limits).
     pub fn start_with(root: &Path, listen: &str, extra: &[&str]) -> Strata {
+        Self::start_full(root, listen, "127.0.0.1:0", extra)
+    }
+
+    /// Starts again on the same data directory and the same API and MySQL addresses as `old`.
+    pub fn restart_like(root: &Path, old: &Strata) -> Strata {
+        let api = old.api_url.trim_start_matches("http://").to_string();
+        Self::start_full(root, &api, &format!("127.0.0.1:{}", old.mysql_port), &[])
+    }
+
+    pub fn start_full(root: &Path, listen: &str, mysql_listen: &str, extra: &[&str]) -> Strata {
         let mut child = Command::new(BIN)
             .args([
                 "up",
                 "--listen",
                 listen,
                 "--mysql-listen",
-                "127.0.0.1:0",
+                mysql_listen,
                 "--data-dir",
             ])
             .arg(data_dir(root))
