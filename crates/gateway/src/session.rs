@@ -44,6 +44,10 @@ struct Session {
     /// Prepared statements by the ids this client knows; backends get them prepared on demand.
     stmts: std::collections::HashMap<u32, ClientStmt>,
     next_stmt: u32,
+    /// Where the branch's instance is, for the role user and for the control plane's user; looked up
+    /// once and again only after a backend connection breaks (the instance may have moved).
+    role_target: Option<Arc<Target>>,
+    root_target: Option<Arc<Target>>,
 }
 
 /// A statement as the client prepared it: its text, shape, and the parameter types last bound.
@@ -117,6 +121,8 @@ pub(crate) async fn run(
         shared,
         stmts: std::collections::HashMap::new(),
         next_stmt: 1,
+        role_target: None,
+        root_target: None,
     };
     loop {
         enum Wake {
@@ -198,11 +204,27 @@ impl Session {
         })
     }
 
+    fn role_target(&mut self) -> Result<Arc<Target>, ErrPacket> {
+        if let Some(t) = &self.role_target {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(self.target(&self.login.password.role.internal_user())?);
+        self.role_target = Some(t.clone());
+        Ok(t)
+    }
+
+    fn root_target(&mut self) -> Option<Arc<Target>> {
+        if self.root_target.is_none() {
+            self.root_target = self.target(ROOT_USER).ok().map(Arc::new);
+        }
+        self.root_target.clone()
+    }
+
     async fn lease(&mut self) -> Result<Lease, ErrPacket> {
         if let Some(l) = self.pinned.take() {
             return Ok(l);
         }
-        let target = self.target(&self.login.password.role.internal_user())?;
+        let target = self.role_target()?;
         match self.gw.pools.acquire(&self.key, &target).await {
             Ok(l) => Ok(l),
             Err(PoolError::Exhausted(d)) => Err(ErrPacket::new(
@@ -218,6 +240,8 @@ impl Session {
     fn settle(&mut self, lease: Lease, broken: bool) {
         if broken {
             lease.discard();
+            self.role_target = None;
+            self.root_target = None;
             self.sticky = false;
             self.status &= !status::IN_TRANS;
             self.transaction_started = None;
@@ -578,6 +602,7 @@ impl Session {
 
     /// KILL [QUERY] n: n is a gateway connection id; only the same password's sessions may be killed.
     async fn kill(&mut self, query_only: bool, id: u64) -> Result<Flow, ClientError> {
+        let root = self.root_target();
         let target = u32::try_from(id).ok().and_then(|id| {
             self.gw
                 .sessions
@@ -597,7 +622,7 @@ impl Session {
         };
         let busy = *target.busy.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((addr, thread)) = busy {
-            kill_backend_query(self.target(ROOT_USER).ok(), addr, thread).await;
+            kill_backend_query(root.clone(), addr, thread).await;
         }
         if !query_only {
             target.kill.notify_one();
@@ -613,6 +638,7 @@ impl Session {
         in_tx: bool,
         timeout: Option<Duration>,
     ) -> Result<Flow, ClientError> {
+        let root = self.root_target();
         let mut lease = match self.lease().await {
             Ok(l) => l,
             Err(e) => return self.reply_err(e).await,
@@ -638,13 +664,8 @@ impl Session {
         let deadline = timeout.map(|d| Instant::now() + d);
         let mut killed = false;
         while !t.done() {
-            let f = match next_frame_until(
-                &mut lease.backend,
-                deadline,
-                &mut killed,
-                self.target(ROOT_USER).ok(),
-            )
-            .await
+            let f = match next_frame_until(&mut lease.backend, deadline, &mut killed, root.clone())
+                .await
             {
                 Ok(f) => f,
                 Err(_) => {
@@ -750,6 +771,7 @@ impl Session {
         timeout: Option<Duration>,
         stmt: Option<u32>,
     ) -> Result<Flow, ClientError> {
+        let root = self.root_target();
         let (mut lease, sent) = match self.lease_for(&packet, stmt).await {
             Ok(l) => l,
             Err(e) => return self.reply_err(e).await,
@@ -793,13 +815,8 @@ impl Session {
                     {
                         client_gone = true;
                     }
-                    match next_frame_until(
-                        &mut lease.backend,
-                        deadline,
-                        &mut killed,
-                        self.target(ROOT_USER).ok(),
-                    )
-                    .await
+                    match next_frame_until(&mut lease.backend, deadline, &mut killed, root.clone())
+                        .await
                     {
                         Ok(f) => f,
                         Err(_) => {
@@ -851,12 +868,8 @@ impl Session {
                 // Stop the query; the rest of its response is drained and dropped.
                 if !killed {
                     killed = true;
-                    kill_backend_query(
-                        self.target(ROOT_USER).ok(),
-                        lease.backend.addr,
-                        lease.backend.thread_id,
-                    )
-                    .await;
+                    kill_backend_query(root.clone(), lease.backend.addr, lease.backend.thread_id)
+                        .await;
                 }
                 continue;
             }
@@ -868,12 +881,8 @@ impl Session {
                 client_gone = true;
                 if !killed {
                     killed = true;
-                    kill_backend_query(
-                        self.target(ROOT_USER).ok(),
-                        lease.backend.addr,
-                        lease.backend.thread_id,
-                    )
-                    .await;
+                    kill_backend_query(root.clone(), lease.backend.addr, lease.backend.thread_id)
+                        .await;
                 }
             }
         }
@@ -913,7 +922,7 @@ async fn next_frame_until(
     backend: &mut Backend,
     deadline: Option<Instant>,
     killed: &mut bool,
-    root: Option<Target>,
+    root: Option<Arc<Target>>,
 ) -> Result<strata_wire::codec::Frame, BackendError> {
     match deadline {
         Some(d) if !*killed => {
@@ -951,7 +960,7 @@ async fn prepare_on(
 }
 
 /// `KILL QUERY` on the instance, from a side connection as the control plane's user.
-async fn kill_backend_query(root: Option<Target>, addr: SocketAddr, thread: u32) {
+async fn kill_backend_query(root: Option<Arc<Target>>, addr: SocketAddr, thread: u32) {
     let Some(root) = root else { return };
     match Backend::connect(addr, &root.user, &root.password, &root.schema, 0, 45).await {
         Ok(mut c) => {

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# sysbench through the gateway against the same instance directly, in one run.
+#
+# Starts `strata up` on a temporary data directory, creates a database, loads the sysbench tables,
+# then runs oltp_point_select and oltp_read_write at 1 and 8 threads twice each: directly against the
+# branch instance (as its internal admin user) and through the gateway (with an admin password).
+#
+# Usage: bench/gateway_sysbench.sh [seconds per run, default 20] [table size, default 100000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-20}
+size=${2:-100000}
+command -v sysbench >/dev/null || { echo "sysbench missing: apt-get install sysbench" >&2; exit 1; }
+cargo build --release -q -p strata
+work=$(mktemp -d /tmp/strata-bench-XXXX)
+trap 'kill $up 2>/dev/null; wait $up 2>/dev/null; rm -rf "$work"' EXIT
+export STRATA_CONFIG=$work/config.toml STRATA_LOG=warn
+target/release/strata up --data-dir "$work/data" --listen 127.0.0.1:0 --mysql-listen 127.0.0.1:0 >"$work/up.out" 2>"$work/up.err" &
+up=$!
+for _ in $(seq 100); do grep -q "MySQL:" "$work/up.out" 2>/dev/null && break; sleep 0.1; done
+gw_port=$(sed -n 's/.*MySQL: *127.0.0.1:\([0-9]*\).*/\1/p' "$work/up.out")
+S=target/release/strata
+$S database create sbtest --wait >/dev/null
+branch=$($S branch show sbtest main -f json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+pw_json=$($S password create sbtest main bench --role admin -f json)
+user=$(echo "$pw_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["username"])')
+pass=$(echo "$pw_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["plain_text"])')
+cnf=$work/data/instances/$branch/client-strata_admin.cnf
+direct_port=$(sed -n 's/^port=//p' "$cnf")
+direct_pass=$(sed -n 's/^password=//p' "$cnf")
+
+common=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=sbtest --tables=4 --table-size="$size" --percentile=50 --report-interval=0)
+direct=(--mysql-port="$direct_port" --mysql-user=strata_admin --mysql-password="$direct_pass")
+gateway=(--mysql-port="$gw_port" --mysql-user="$user" --mysql-password="$pass")
+
+sysbench oltp_read_write "${common[@]}" "${direct[@]}" prepare >/dev/null
+
+run() { # test threads target...
+  local test=$1 threads=$2; shift 2
+  sysbench "$test" "${common[@]}" "$@" --threads="$threads" --time="$secs" run 2>&1 |
+    awk '/queries:/ {gsub(/[(]/,""); q=$3} /50th percentile:/ {p=$3} /^ *errors:/ {e=$2} END {printf "%s %s %s\n", q, p, e}'
+}
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(mariadbd --version | cut -d' ' -f3-5); sysbench $(sysbench --version | cut -d' ' -f2)"
+printf "%-18s %7s | %12s %9s | %12s %9s %7s | %6s %10s\n" test threads direct_qps p50_ms gateway_qps p50_ms errors ratio added_p50
+for test in oltp_point_select oltp_read_write; do
+  for threads in 1 8; do
+    read -r dq dp _ <<<"$(run $test $threads "${direct[@]}")"
+    read -r gq gp ge <<<"$(run $test $threads "${gateway[@]}")"
+    ratio=$(python3 -c "print(f'{$gq/$dq:.2f}')")
+    added=$(python3 -c "print(f'{($gp-$dp)*1000:.0f} us')")
+    printf "%-18s %7s | %12s %9s | %12s %9s %7s | %6s %10s\n" "$test" "$threads" "$dq" "$dp" "$gq" "$gp" "$ge" "$ratio" "$added"
+  done
+done
