@@ -14,6 +14,8 @@ pub struct Ctx {
     pub client: Client,
     pub org: String,
     pub format: Format,
+    /// The CA of the gateway's certificate, when known (`STRATA_MYSQL_CA` or the CLI config).
+    pub mysql_ca: Option<std::path::PathBuf>,
 }
 
 impl Ctx {
@@ -46,14 +48,18 @@ impl Ctx {
         let org = org
             .or(file.org)
             .ok_or_else(|| anyhow!("no organization: pass --org or set STRATA_ORG"))?;
+        let mysql_ca = std::env::var_os("STRATA_MYSQL_CA")
+            .map(Into::into)
+            .or(file.mysql_ca.map(Into::into));
         Ok(Ctx {
             client: Client::new(&api_url, &token_id, &token)?,
             org,
             format,
+            mysql_ca,
         })
     }
 
-    fn org_path(&self, rest: &str) -> String {
+    pub fn org_path(&self, rest: &str) -> String {
         format!("organizations/{}/{}", self.org, rest)
     }
 

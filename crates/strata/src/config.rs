@@ -39,6 +39,8 @@ pub struct CliConfig {
     pub org: Option<String>,
     pub service_token_id: Option<String>,
     pub service_token: Option<String>,
+    /// The CA that signs the gateway's certificate (for `strata shell` and `strata connect`).
+    pub mysql_ca: Option<String>,
 }
 
 impl CliConfig {

@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod config;
+mod connect;
 mod output;
 mod up;
 
@@ -101,6 +102,28 @@ enum Command {
     /// List and show organizations.
     #[command(subcommand)]
     Org(cli::OrgCmd),
+    /// Open an interactive SQL shell on a branch (the installed mariadb/mysql client, through the gateway).
+    Shell {
+        database: String,
+        branch: String,
+        /// Role of the temporary password.
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
+    /// Open a local port that tunnels to a branch through the gateway over TLS.
+    Connect {
+        database: String,
+        branch: String,
+        /// Local port (0: any free port).
+        #[arg(long, default_value_t = 3306)]
+        port: u16,
+        /// Local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// Role of the temporary password.
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
     /// Create, list and delete service tokens.
     #[command(subcommand, name = "service-token")]
     ServiceToken(cli::ServiceTokenCmd),
@@ -176,6 +199,27 @@ fn main() -> std::process::ExitCode {
             Command::Password(c) => cli::run_password(&ctx, c).await,
             Command::Org(c) => cli::run_org(&ctx, c).await,
             Command::ServiceToken(c) => cli::run_service_token(&ctx, c).await,
+            Command::Shell {
+                database,
+                branch,
+                role,
+            } => connect::shell(std::sync::Arc::new(ctx), &database, &branch, &role).await,
+            Command::Connect {
+                database,
+                branch,
+                port,
+                host,
+                role,
+            } => {
+                connect::connect(
+                    std::sync::Arc::new(ctx),
+                    &database,
+                    &branch,
+                    &role,
+                    std::net::SocketAddr::new(host, port),
+                )
+                .await
+            }
         }
     });
     match result {

@@ -110,6 +110,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             org: Some(boot.organization.name.clone()),
             service_token_id: Some(boot.token.token.id.clone()),
             service_token: Some(boot.token.plaintext.clone()),
+            mysql_ca: Some(tls.ca_path.display().to_string()),
         };
         cfg.save(&cli_copy)?;
         cfg.save(&user_config)?;
@@ -119,8 +120,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
         );
     } else {
         let mut ours = CliConfig::load(&cli_copy).unwrap_or_default();
-        if ours.service_token_id.is_some() && ours.api_url.as_deref() != Some(api_url.as_str()) {
+        let ca = Some(tls.ca_path.display().to_string());
+        if ours.service_token_id.is_some()
+            && (ours.api_url.as_deref() != Some(api_url.as_str()) || ours.mysql_ca != ca)
+        {
             ours.api_url = Some(api_url.clone());
+            ours.mysql_ca = ca;
             ours.save(&cli_copy)?;
         }
         let mut user = CliConfig::load(&user_config).unwrap_or_default();

@@ -520,3 +520,83 @@ fn a_restarting_instance_gives_a_clean_error_then_serves() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn shell_and_connect_use_short_lived_passwords() {
+    let (_root, s) = setup(&[]);
+    // strata shell runs the installed client, over TLS, with a password deleted afterwards.
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["shell", "shop", "main"])
+        .env("STRATA_CONFIG", s.root.join("config.toml"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (7); SELECT id FROM t; SHOW STATUS LIKE 'Ssl_cipher';\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains('7'));
+    assert!(
+        s.json(&["password", "list", "shop"])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "the shell's password is gone"
+    );
+
+    // strata connect: a local plaintext port, any local credentials, TLS to the gateway.
+    let mut connect = std::process::Command::new(common::BIN)
+        .args(["connect", "shop", "main", "--port", "0"])
+        .env("STRATA_CONFIG", s.root.join("config.toml"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut reader = std::io::BufReader::new(connect.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let o = std::process::Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port,
+            "-u",
+            "anyone",
+            "shop",
+            "--batch",
+            "--skip-column-names",
+            "-e",
+            "SELECT id * 6 FROM t",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out(&o), "42", "{}", err(&o));
+    assert_eq!(
+        s.json(&["password", "list", "shop"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    common::unsafe_kill(connect.id(), "INT");
+    let _ = connect.wait();
+    let start = Instant::now();
+    while !s
+        .json(&["password", "list", "shop"])
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "connect's password is deleted on exit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,332 @@
+//! `strata shell` and `strata connect`: both mint a short-lived password for the branch (as `pscale`
+//! does), renew it while in use and delete it afterwards.
+//!
+//! `strata connect` opens a local plaintext port: each local client is answered by a small local
+//! MySQL handshake (any credentials), then joined to a gateway session opened over TLS with the
+//! minted password; after that the bytes are relayed untouched.
+
+use crate::cli::Ctx;
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::BytesMut;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_model::credentials::scramble_native;
+use strata_wire::caps;
+use strata_wire::codec::{put_packet, take_frame, Frame};
+use strata_wire::handshake::{parse_auth_switch, Greeting, HandshakeResponse, NATIVE_PASSWORD};
+use strata_wire::packets::{ErrPacket, OkPacket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const TTL: u64 = 300;
+
+/// A password made for this command's lifetime.
+pub struct Minted {
+    pub username: String,
+    pub password: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    path: String,
+}
+
+pub async fn mint(ctx: &Ctx, db: &str, branch: &str, role: &str, what: &str) -> Result<Minted> {
+    let b = ctx
+        .client
+        .get(&ctx.org_path(&format!("databases/{db}/branches/{branch}")))
+        .await?;
+    if b.get("ready").and_then(Value::as_bool) != Some(true) {
+        bail!("branch '{branch}' is not ready yet");
+    }
+    let stamp = strata_model::timefmt::now_millis();
+    let path = ctx.org_path(&format!("databases/{db}/branches/{branch}/passwords"));
+    let p = ctx
+        .client
+        .send(
+            reqwest::Method::POST,
+            &path,
+            json!({"name": format!("strata-cli-{what}-{stamp}"), "role": role, "ttl": TTL}),
+        )
+        .await?;
+    let s = |k: &str| {
+        p.pointer(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("password response lacks {k}"))
+    };
+    Ok(Minted {
+        username: s("/username")?,
+        password: s("/plain_text")?,
+        host: s("/connection/host")?,
+        port: p
+            .pointer("/connection/port")
+            .and_then(Value::as_u64)
+            .unwrap_or(3309) as u16,
+        database: s("/connection/database")?,
+        path: format!("{path}/{}", s("/id")?),
+    })
+}
+
+impl Minted {
+    /// Renews at half the TTL until dropped.
+    pub fn keep_alive(&self, ctx: Arc<Ctx>) -> tokio::task::JoinHandle<()> {
+        let path = format!("{}/renew", self.path);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(TTL / 2)).await;
+                let _ = ctx.client.post(&path).await;
+            }
+        })
+    }
+
+    pub async fn delete(&self, ctx: &Ctx) {
+        let _ = ctx.client.delete(&self.path).await;
+    }
+}
+
+fn find_client() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    for name in ["mariadb", "mysql"] {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// `strata shell`: the installed `mariadb`/`mysql` client, logged in to the branch through the gateway.
+pub async fn shell(ctx: Arc<Ctx>, db: &str, branch: &str, role: &str) -> Result<()> {
+    let client = find_client().ok_or_else(|| {
+        anyhow!("no mariadb or mysql client found in PATH: install mariadb-client")
+    })?;
+    let m = mint(&ctx, db, branch, role, "shell").await?;
+    let renew = m.keep_alive(ctx.clone());
+    let dir = tempfile_dir()?;
+    let cnf = dir.join("client.cnf");
+    let mut text = format!(
+        "[client]\nhost={}\nport={}\nuser={}\npassword={}\ndatabase={}\n",
+        m.host, m.port, m.username, m.password, m.database
+    );
+    if let Some(ca) = &ctx.mysql_ca {
+        text.push_str(&format!(
+            "ssl-ca={}\nssl-verify-server-cert\n",
+            ca.display()
+        ));
+    }
+    write_private(&cnf, &text)?;
+    let status = tokio::process::Command::new(&client)
+        .arg(format!("--defaults-extra-file={}", cnf.display()))
+        .arg(format!("--prompt={db}/{branch}> "))
+        .status()
+        .await
+        .with_context(|| format!("cannot run {}", client.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    renew.abort();
+    m.delete(&ctx).await;
+    if !status.success() {
+        bail!("{} exited with {status}", client.display());
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut raw = [0u8; 8];
+    strata_model::ids::random_bytes(&mut raw);
+    let name: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = std::env::temp_dir().join(format!("strata-shell-{name}"));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// `strata connect`: a local plaintext port relaying to the gateway over TLS.
+pub async fn connect(
+    ctx: Arc<Ctx>,
+    db: &str,
+    branch: &str,
+    role: &str,
+    listen: SocketAddr,
+) -> Result<()> {
+    let m = Arc::new(mint(&ctx, db, branch, role, "connect").await?);
+    let renew = m.keep_alive(ctx.clone());
+    let tls = match &ctx.mysql_ca {
+        Some(ca) => {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read the gateway CA {}", ca.display()))?;
+            Some(strata_gateway::tls::client_config_from_ca(&pem)?)
+        }
+        None => None,
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    println!("Secure connection to {db}/{branch} is available at {local}");
+    println!(
+        "Connect with: mariadb -h {} -P {} -u root {}",
+        local.ip(),
+        local.port(),
+        m.database
+    );
+    let serve = async {
+        loop {
+            let (sock, _) = listener.accept().await?;
+            let (m, tls) = (m.clone(), tls.clone());
+            tokio::spawn(async move {
+                if let Err(e) = relay(sock, &m, tls).await {
+                    eprintln!("connection closed: {e:#}");
+                }
+            });
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), anyhow::Error>(())
+    };
+    let result = tokio::select! {
+        r = serve => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    renew.abort();
+    m.delete(&ctx).await;
+    result
+}
+
+async fn read_frame<S: AsyncRead + Unpin>(s: &mut S, buf: &mut BytesMut) -> Result<Frame> {
+    loop {
+        if let Some(f) = take_frame(buf) {
+            return Ok(f);
+        }
+        if s.read_buf(buf).await? == 0 {
+            bail!("connection closed during the handshake");
+        }
+    }
+}
+
+async fn write_packet<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    seq: &mut u8,
+    payload: &[u8],
+) -> Result<()> {
+    let mut out = BytesMut::new();
+    put_packet(&mut out, seq, payload);
+    s.write_all(&out).await?;
+    Ok(())
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+async fn relay(
+    mut local: TcpStream,
+    m: &Minted,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<()> {
+    local.set_nodelay(true)?;
+    // The local side: any credentials are accepted, the local port is the boundary.
+    let mut lbuf = BytesMut::new();
+    let mut nonce = [0u8; 20];
+    strata_model::ids::random_bytes(&mut nonce);
+    let nonce: Vec<u8> = nonce.iter().map(|b| 0x21 + b % 94).collect();
+    let greeting = Greeting {
+        server_version: "5.5.5-10.11.0-MariaDB-strata-connect".into(),
+        connection_id: 1,
+        nonce,
+        capabilities: caps::GATEWAY,
+        charset: 45,
+        status: caps::status::AUTOCOMMIT,
+        auth_plugin: NATIVE_PASSWORD.into(),
+    };
+    let mut seq = 0;
+    write_packet(&mut local, &mut seq, &greeting.encode()).await?;
+    let lf = read_frame(&mut local, &mut lbuf).await?;
+    let resp = HandshakeResponse::parse(lf.payload())?;
+    let client_caps = resp.capabilities & caps::GATEWAY;
+
+    // The upstream side: a gateway session with the minted password.
+    let mut upstream = TcpStream::connect((m.host.as_str(), m.port))
+        .await
+        .with_context(|| format!("cannot reach the gateway at {}:{}", m.host, m.port))?;
+    upstream.set_nodelay(true)?;
+    let mut ubuf = BytesMut::new();
+    let g = read_frame(&mut upstream, &mut ubuf).await?;
+    let server = Greeting::parse(g.payload())?;
+    let mut useq = g.seq.wrapping_add(1);
+    let mut login = HandshakeResponse {
+        capabilities: (client_caps
+            | caps::PLUGIN_AUTH
+            | caps::SECURE_CONNECTION
+            | caps::PROTOCOL_41
+            | caps::CONNECT_WITH_DB)
+            & !caps::CONNECT_ATTRS,
+        max_packet: 1 << 30,
+        charset: resp.charset,
+        username: m.username.clone(),
+        auth_response: scramble_native(&server.nonce, &m.password).to_vec(),
+        database: Some(m.database.clone()),
+        auth_plugin: Some(NATIVE_PASSWORD.into()),
+        attributes: Vec::new(),
+    };
+    let mut stream: Box<dyn Io> = match tls {
+        Some(cfg) if server.capabilities & caps::SSL != 0 => {
+            login.capabilities |= caps::SSL;
+            write_packet(&mut upstream, &mut useq, &login.ssl_request()).await?;
+            let name = rustls_pki_types::ServerName::try_from(m.host.clone())?;
+            let s = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, upstream)
+                .await
+                .context("TLS to the gateway failed")?;
+            Box::new(s)
+        }
+        _ => Box::new(upstream),
+    };
+    write_packet(&mut stream, &mut useq, &login.encode()).await?;
+    loop {
+        let f = read_frame(&mut stream, &mut ubuf).await?;
+        useq = f.seq.wrapping_add(1);
+        match f.payload().first() {
+            Some(0x00) => break,
+            Some(0x01) => continue, // fast-auth success marker
+            Some(0xFF) => {
+                let e = ErrPacket::parse(f.payload())?;
+                let mut s = lf.seq.wrapping_add(1);
+                let _ = write_packet(&mut local, &mut s, &e.encode()).await;
+                bail!("the gateway refused the login: {}", e.message);
+            }
+            Some(0xFE) => {
+                let (_, n) = parse_auth_switch(f.payload())?;
+                write_packet(&mut stream, &mut useq, &scramble_native(&n, &m.password)).await?;
+            }
+            _ => bail!("unexpected reply from the gateway during login"),
+        }
+    }
+    // Tell the local client it is in.
+    let mut lseq = lf.seq.wrapping_add(1);
+    write_packet(
+        &mut local,
+        &mut lseq,
+        &OkPacket::simple(caps::status::AUTOCOMMIT).encode(client_caps),
+    )
+    .await?;
+    if !lbuf.is_empty() || !ubuf.is_empty() {
+        stream.write_all(&lbuf).await?;
+        local.write_all(&ubuf).await?;
+    }
+    tokio::io::copy_bidirectional(&mut local, &mut stream).await?;
+    Ok(())
+}
