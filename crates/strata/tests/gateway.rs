@@ -600,3 +600,21 @@ fn shell_and_connect_use_short_lived_passwords() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn unmodified_clients_pymysql_mysqlclient_mysql2() {
+    let (_root, s) = setup(&[]);
+    let (user, pw, _) = password(&s, "shop", "main", "admin");
+    let port = s.mysql_port.to_string();
+    let ca = s.ca().display().to_string();
+    let clients = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients");
+    for (program, script) in [("python3", "py_clients.py"), ("node", "node_client.mjs")] {
+        let o = std::process::Command::new(program)
+            .arg(clients.join(script))
+            .args([&port, &user, &pw, &ca])
+            .current_dir(&clients)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {}\n{}", out(&o), err(&o));
+    }
+}

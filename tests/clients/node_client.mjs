@@ -1,0 +1,34 @@
+// mysql2 against the Strata gateway, unmodified, TLS verified with the gateway's CA.
+// Usage: node node_client.mjs PORT USER PASSWORD CA
+import fs from 'node:fs';
+import mysql from 'mysql2/promise';
+
+const [port, user, password, ca] = process.argv.slice(2);
+const conn = await mysql.createConnection({
+  host: '127.0.0.1', port: Number(port), user, password, database: 'shop',
+  ssl: { ca: fs.readFileSync(ca), rejectUnauthorized: true },
+  multipleStatements: true,
+});
+const assert = (c, m) => { if (!c) throw new Error(m); };
+await conn.query('DROP TABLE IF EXISTS node_t');
+await conn.query('CREATE TABLE node_t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(20), n BIGINT)');
+const [ins] = await conn.execute('INSERT INTO node_t (v, n) VALUES (?, ?)', ['x', 9007199254740993n.toString()]);
+assert(ins.insertId === 1, `insertId ${ins.insertId}`);
+for (let i = 0; i < 20; i++) await conn.execute('INSERT INTO node_t (v, n) VALUES (?, ?)', [`v${i}`, i]);
+const [rows] = await conn.execute('SELECT v FROM node_t WHERE id = ?', [1]);
+assert(rows[0].v === 'x', JSON.stringify(rows));
+const [multi] = await conn.query('SELECT 1 AS a; SELECT 2 AS b');
+assert(multi[0][0].a === 1 && multi[1][0].b === 2, JSON.stringify(multi));
+await conn.beginTransaction();
+await conn.execute('DELETE FROM node_t');
+await conn.rollback();
+const [[{ c }]] = await conn.query('SELECT COUNT(*) AS c FROM node_t');
+assert(c === 21, `count ${c}`);
+try {
+  await conn.query('SELECT * FROM missing_table');
+  assert(false, 'expected an error');
+} catch (e) {
+  assert(e.errno === 1146 && e.sqlState === '42S02', `${e.errno} ${e.sqlState}`);
+}
+await conn.end();
+console.log('mysql2 ok');

@@ -1,0 +1,55 @@
+"""PyMySQL and mysqlclient (MySQLdb) against the Strata gateway, unmodified, TLS verified with the
+gateway's CA. Usage: py_clients.py PORT USER PASSWORD CA"""
+
+import sys
+
+import MySQLdb
+import pymysql
+
+port, user, password, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+
+
+def exercise(name, conn, errors):
+    cur = conn.cursor()
+    cur.execute("DROP TABLE IF EXISTS py_%s" % name)
+    cur.execute("CREATE TABLE py_%s (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(50), d DECIMAL(10,2), j JSON)" % name)
+    cur.executemany("INSERT INTO py_%s (v, d, j) VALUES (%%s, %%s, %%s)" % name, [("a", "1.50", '{"k": 1}'), ("b", "2.25", None)])
+    conn.commit()
+    cur.execute("SELECT v, d FROM py_%s ORDER BY id" % name)
+    rows = cur.fetchall()
+    assert [(r[0], str(r[1])) for r in rows] == [("a", "1.50"), ("b", "2.25")], rows
+    # transaction rollback
+    conn.begin()
+    cur.execute("INSERT INTO py_%s (v) VALUES ('gone')" % name)
+    conn.rollback()
+    cur.execute("SELECT COUNT(*) FROM py_%s" % name)
+    assert cur.fetchone()[0] == 2
+    # last insert id
+    cur.execute("INSERT INTO py_%s (v) VALUES ('c')" % name)
+    conn.commit()
+    assert cur.lastrowid == 4, cur.lastrowid  # the rolled-back insert used 3
+    # errors keep their MySQL code
+    try:
+        cur.execute("SELECT * FROM no_such_table")
+        raise AssertionError("expected an error")
+    except errors as e:
+        assert e.args[0] == 1146, e.args
+    # TLS in use
+    cur.execute("SELECT 1")
+    print(name, "ok")
+
+
+c = pymysql.connect(host="127.0.0.1", port=port, user=user, password=password, database="shop",
+                    ssl_ca=ca, ssl_verify_cert=True, ssl_verify_identity=True, autocommit=True)
+exercise("pymysql", c, pymysql.err.ProgrammingError)
+c.close()
+# plaintext on loopback, caching_sha2 not requested: default auth
+c = pymysql.connect(host="127.0.0.1", port=port, user=user, password=password, database="shop")
+c.cursor().execute("SELECT 1")
+c.close()
+
+m = MySQLdb.connect(host="127.0.0.1", port=port, user=user, password=password, database="shop",
+                    ssl={"ca": ca}, ssl_mode="VERIFY_IDENTITY", autocommit=True)
+exercise("mysqlclient", m, MySQLdb.ProgrammingError)
+m.close()
+print("python clients ok")
