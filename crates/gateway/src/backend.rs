@@ -8,7 +8,7 @@ use strata_model::credentials::scramble_native;
 use strata_wire::caps;
 use strata_wire::codec::{put_packet, take_frame, Frame};
 use strata_wire::handshake::{parse_auth_switch, Greeting, HandshakeResponse, NATIVE_PASSWORD};
-use strata_wire::packets::{ErrPacket, OkPacket};
+use strata_wire::packets::ErrPacket;
 use strata_wire::tracker::{Expect, Tracker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,6 +39,9 @@ pub const BASE_CAPS: u32 = caps::LONG_PASSWORD
     | caps::MULTI_RESULTS
     | caps::PS_MULTI_RESULTS;
 
+/// The profile a typical modern client negotiates (what load generators use).
+pub const CLIENT_PROFILE: u32 = caps::MULTI_STATEMENTS | caps::DEPRECATE_EOF;
+
 pub struct Backend {
     stream: TcpStream,
     rbuf: BytesMut,
@@ -65,7 +68,32 @@ impl Backend {
         profile_caps: u32,
         charset: u8,
     ) -> Result<Backend, BackendError> {
-        let stream = TcpStream::connect(addr).await?;
+        Self::connect_from(addr, None, user, password, schema, profile_caps, charset).await
+    }
+
+    /// Like [`Backend::connect`], from a chosen local address (load generators spread connections
+    /// over several loopback addresses to have more ports).
+    pub async fn connect_from(
+        addr: SocketAddr,
+        source: Option<std::net::IpAddr>,
+        user: &str,
+        password: &str,
+        schema: &str,
+        profile_caps: u32,
+        charset: u8,
+    ) -> Result<Backend, BackendError> {
+        let stream = match source {
+            Some(ip) => {
+                let sock = if ip.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                sock.bind(SocketAddr::new(ip, 0))?;
+                sock.connect(addr).await?
+            }
+            None => TcpStream::connect(addr).await?,
+        };
         stream.set_nodelay(true)?;
         let mut b = Backend {
             stream,
@@ -229,10 +257,5 @@ impl Backend {
             )));
         }
         Ok(())
-    }
-
-    /// The status of an OK packet, as the backend formats it.
-    pub fn parse_ok(&self, payload: &[u8]) -> Option<OkPacket> {
-        OkPacket::parse(payload, self.capabilities).ok()
     }
 }

@@ -36,8 +36,9 @@ impl ClientConn {
     pub fn new(io: Box<dyn ClientIo>, max_packet: usize) -> ClientConn {
         ClientConn {
             io,
-            rbuf: BytesMut::with_capacity(8 * 1024),
-            wbuf: BytesMut::with_capacity(16 * 1024),
+            // Small at first: an idle connection should cost little; buffers grow with use.
+            rbuf: BytesMut::with_capacity(512),
+            wbuf: BytesMut::with_capacity(512),
             asm: Assembler::new(max_packet),
             caps: 0,
             seq: 0,

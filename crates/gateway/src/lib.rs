@@ -7,7 +7,7 @@
 //! internal user, so the server enforces the role's grants. The gateway adds what grants cannot:
 //! safe migrations, query limits, and pooling with session-state pinning.
 
-mod backend;
+pub mod backend;
 mod client;
 mod pool;
 mod session;
@@ -69,6 +69,8 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Largest packet a client may send.
     pub max_packet: usize,
+    /// Share the result of identical read-only queries in flight at the same moment.
+    pub consolidate: bool,
 }
 
 impl Default for GatewayConfig {
@@ -79,6 +81,7 @@ impl Default for GatewayConfig {
             pool_wait: Duration::from_secs(30),
             limits: Limits::default(),
             max_packet: 64 << 20,
+            consolidate: true,
         }
     }
 }
@@ -91,6 +94,15 @@ pub(crate) struct SessionShared {
     pub kill: tokio::sync::Notify,
 }
 
+/// Identical queries from clients of the same pool, in flight at the same moment.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct InflightKey {
+    pub pool: pool::PoolKey,
+    pub sql: bytes::Bytes,
+}
+
+type Shared = tokio::sync::watch::Receiver<Option<Option<Arc<session::Captured>>>>;
+
 pub struct Gateway {
     pub(crate) platform: Arc<Platform>,
     pub(crate) cfg: GatewayConfig,
@@ -100,6 +112,22 @@ pub struct Gateway {
     next_id: AtomicU32,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     server_version: String,
+    pub(crate) inflight: Mutex<HashMap<InflightKey, Shared>>,
+    /// Queries answered from another session's identical query in flight.
+    pub(crate) consolidated: std::sync::atomic::AtomicU64,
+}
+
+/// Binds the gateway's listener with a deep accept queue, so a burst of connections waits for the
+/// gateway instead of being dropped by the kernel.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// After this many failed logins from one address, answers from it are slowed down.
@@ -139,11 +167,18 @@ impl Gateway {
             next_id: AtomicU32::new(1),
             failures: Mutex::new(HashMap::new()),
             server_version: format!("5.5.5-{server_version}-strata"),
+            inflight: Mutex::new(HashMap::new()),
+            consolidated: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     pub fn pool_stats(&self) -> PoolStats {
         self.pools.stats()
+    }
+
+    /// How many queries were answered from an identical query in flight.
+    pub fn consolidated_queries(&self) -> u64 {
+        self.consolidated.load(Ordering::Relaxed)
     }
 
     pub fn sessions(&self) -> usize {

@@ -48,6 +48,21 @@ struct Session {
     /// once and again only after a backend connection breaks (the instance may have moved).
     role_target: Option<Arc<Target>>,
     root_target: Option<Arc<Target>>,
+    /// While this session runs a query others wait on: the response, kept to share.
+    capture: Option<Captured>,
+}
+
+/// Results larger than this are not shared; waiting sessions run the query themselves.
+const CAPTURE_MAX: usize = 1 << 20;
+
+/// A response as the backend sent it, shared with sessions that asked the same at the same time.
+#[derive(Default)]
+pub(crate) struct Captured {
+    frames: Vec<(strata_wire::codec::Frame, bool)>,
+    bytes: usize,
+    caps: u32,
+    status: u16,
+    complete: bool,
 }
 
 /// A statement as the client prepared it: its text, shape, and the parameter types last bound.
@@ -123,6 +138,7 @@ pub(crate) async fn run(
         next_stmt: 1,
         role_target: None,
         root_target: None,
+        capture: None,
     };
     loop {
         enum Wake {
@@ -447,6 +463,14 @@ impl Session {
         if dml {
             return self.checked_dml(packet, in_tx, timeout).await;
         }
+        if a.consolidable
+            && self.gw.cfg.consolidate
+            && self.pinned.is_none()
+            && !self.sticky
+            && self.status & status::IN_TRANS == 0
+        {
+            return self.consolidated(packet, timeout).await;
+        }
         self.forward(packet, Expect::ResultSets, !self.olap, timeout, None)
             .await
     }
@@ -719,7 +743,7 @@ impl Session {
             self.last_insert_id
         };
         for f in &frames {
-            self.queue_for_client(f, &lease.backend, !in_tx);
+            self.queue_for_client(f, lease.backend.capabilities, !in_tx);
         }
         if !t.error {
             self.status = t.status & !(if in_tx { 0 } else { status::IN_TRANS });
@@ -742,7 +766,7 @@ impl Session {
     fn queue_for_client(
         &mut self,
         f: &strata_wire::codec::Frame,
-        backend: &Backend,
+        backend_caps: u32,
         clear_in_trans: bool,
     ) {
         let p = f.payload();
@@ -750,7 +774,7 @@ impl Session {
             && p.len() < 0xFFFF;
         let rewrite = is_ok && (self.client.caps & caps::SESSION_TRACK == 0 || clear_in_trans);
         if rewrite {
-            if let Some(mut ok) = backend.parse_ok(p) {
+            if let Ok(mut ok) = OkPacket::parse(p, backend_caps) {
                 if clear_in_trans {
                     ok.status &= !status::IN_TRANS;
                 }
@@ -873,9 +897,19 @@ impl Session {
                 }
                 continue;
             }
-            match ev {
-                Event::Terminal { .. } => self.queue_for_client(&f, &lease.backend, false),
-                _ => self.client.queue_frame(&f.raw),
+            let terminal = matches!(ev, Event::Terminal { .. });
+            if terminal {
+                self.queue_for_client(&f, lease.backend.capabilities, false);
+            } else {
+                self.client.queue_frame(&f.raw);
+            }
+            if let Some(c) = self.capture.as_mut() {
+                c.bytes += f.raw.len();
+                if c.bytes > CAPTURE_MAX {
+                    self.capture = None;
+                } else {
+                    c.frames.push((f.clone(), terminal));
+                }
             }
             if self.client.should_flush() && self.client.flush().await.is_err() {
                 client_gone = true;
@@ -893,6 +927,11 @@ impl Session {
         if t.last_insert_id != 0 {
             self.last_insert_id = t.last_insert_id;
         }
+        if let Some(c) = self.capture.as_mut() {
+            c.complete = exceeded.is_none() && !client_gone;
+            c.caps = lease.backend.capabilities;
+            c.status = self.status;
+        }
         self.settle(lease, false);
         if client_gone {
             return Ok(Flow::Close);
@@ -902,6 +941,70 @@ impl Session {
         }
         self.client.flush().await?;
         Ok(Flow::Continue)
+    }
+
+    /// Identical read-only queries in flight at the same moment run once: the first one runs, the
+    /// others wait for its result and get the same bytes.
+    async fn consolidated(
+        &mut self,
+        packet: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<Flow, ClientError> {
+        let key = crate::InflightKey {
+            pool: self.key.clone(),
+            sql: packet.clone(),
+        };
+        let existing = self
+            .gw
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(mut rx) = existing {
+            let shared = rx
+                .wait_for(|v| v.is_some())
+                .await
+                .ok()
+                .and_then(|v| v.clone().flatten());
+            if let Some(result) = shared {
+                self.gw
+                    .consolidated
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                for (f, terminal) in &result.frames {
+                    if *terminal {
+                        self.queue_for_client(f, result.caps, false);
+                    } else {
+                        self.client.queue_frame(&f.raw);
+                    }
+                }
+                self.status = result.status;
+                self.client.flush().await?;
+                return Ok(Flow::Continue);
+            }
+            // The first one failed or was too large to share: run it here.
+            return self
+                .forward(packet, Expect::ResultSets, !self.olap, timeout, None)
+                .await;
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        self.gw
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), rx);
+        self.capture = Some(Captured::default());
+        let r = self
+            .forward(packet, Expect::ResultSets, !self.olap, timeout, None)
+            .await;
+        let result = self.capture.take().filter(|c| c.complete).map(Arc::new);
+        self.gw
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        let _ = tx.send(Some(result));
+        r
     }
 }
 

@@ -83,6 +83,9 @@ enum Command {
         /// Seconds a transaction may stay open.
         #[arg(long, default_value_t = 20)]
         transaction_timeout: u64,
+        /// Do not share results between identical read-only queries in flight at the same moment.
+        #[arg(long)]
+        no_consolidation: bool,
         /// Seconds an autocommit query may run.
         #[arg(long, default_value_t = 900)]
         query_timeout: u64,
@@ -154,6 +157,7 @@ fn main() -> std::process::ExitCode {
             max_result_bytes,
             transaction_timeout,
             query_timeout,
+            no_consolidation,
             initial_org,
         } = cli.command
         {
@@ -179,6 +183,7 @@ fn main() -> std::process::ExitCode {
                         transaction_timeout: std::time::Duration::from_secs(transaction_timeout),
                         query_timeout: std::time::Duration::from_secs(query_timeout),
                     },
+                    consolidate: !no_consolidation,
                     ..Default::default()
                 },
                 org: initial_org,

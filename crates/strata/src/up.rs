@@ -68,8 +68,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let catalog = Arc::new(
         SqliteCatalog::open(&data_dir.join("catalog.db")).context("cannot open the catalog")?,
     );
-    let mysql_listener = tokio::net::TcpListener::bind(args.mysql_listen).await.with_context(|| {
-        format!("cannot listen for MySQL clients on {} (pass --mysql-listen to choose another address)", args.mysql_listen)
+    let mysql_listener = strata_gateway::listen(args.mysql_listen).with_context(|| {
+        format!(
+            "cannot listen for MySQL clients on {} (pass --mysql-listen to choose another address)",
+            args.mysql_listen
+        )
     })?;
     let mysql_addr = mysql_listener.local_addr()?;
     let mysql_host = args.mysql_host.clone().unwrap_or_else(|| {

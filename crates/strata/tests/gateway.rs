@@ -618,3 +618,51 @@ fn unmodified_clients_pymysql_mysqlclient_mysql2() {
         assert!(o.status.success(), "{script}: {}\n{}", out(&o), err(&o));
     }
 }
+
+#[test]
+fn identical_reads_in_flight_share_one_execution_and_stay_correct() {
+    let (_root, s) = setup(&[]);
+    let (user, pw, _) = password(&s, "shop", "main", "admin");
+    assert!(s
+        .gateway_sql(&user, &pw, &["shop"], "CREATE TABLE hot (id INT PRIMARY KEY, v INT NOT NULL); INSERT INTO hot SELECT seq, seq FROM seq_1_to_100000")
+        .status
+        .success());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let o = opts(&s, &user, &pw);
+            tasks.push(tokio::spawn(async move {
+                let mut c = mysql_async::Conn::new(o).await.unwrap();
+                let mut seen = Vec::new();
+                for _ in 0..10 {
+                    let r: Option<(i64, i64)> = c
+                        .query_first("SELECT COUNT(*), SUM(v) FROM hot WHERE v % 3 = 0")
+                        .await
+                        .unwrap();
+                    seen.push(r.unwrap());
+                }
+                // Inside a transaction nothing is shared: it sees its own writes.
+                c.query_drop("BEGIN").await.unwrap();
+                c.query_drop("UPDATE hot SET v = v WHERE id = 1")
+                    .await
+                    .unwrap();
+                let r: Option<(i64, i64)> = c
+                    .query_first("SELECT COUNT(*), SUM(v) FROM hot WHERE v % 3 = 0")
+                    .await
+                    .unwrap();
+                c.query_drop("ROLLBACK").await.unwrap();
+                seen.push(r.unwrap());
+                seen
+            }));
+        }
+        for t in tasks {
+            for r in t.await.unwrap() {
+                assert_eq!(r, (33333, 1_666_683_333));
+            }
+        }
+    });
+}

@@ -1,0 +1,26 @@
+# Shared by the bench scripts: start `strata up` on a temporary data directory and make a database
+# with an admin password. Sets: work, up (pid), gw_port, user, pass, branch, direct_port, direct_pass.
+start_strata() { # extra strata up flags...
+  work=$(mktemp -d /tmp/strata-bench-XXXX)
+  export STRATA_CONFIG=$work/config.toml STRATA_LOG=warn
+  target/release/strata up --data-dir "$work/data" --listen 127.0.0.1:0 --mysql-listen 127.0.0.1:0 "$@" >"$work/up.out" 2>"$work/up.err" &
+  up=$!
+  for _ in $(seq 200); do grep -q "MySQL:" "$work/up.out" 2>/dev/null && break; sleep 0.1; done
+  gw_port=$(sed -n 's/.*MySQL: *127.0.0.1:\([0-9]*\).*/\1/p' "$work/up.out")
+  local S=target/release/strata
+  $S database create bench --wait >/dev/null
+  branch=$($S branch show bench main -f json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  local pw_json
+  pw_json=$($S password create bench main bench --role admin -f json)
+  user=$(echo "$pw_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["username"])')
+  pass=$(echo "$pw_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["plain_text"])')
+  local cnf=$work/data/instances/$branch/client-strata_admin.cnf
+  direct_port=$(sed -n 's/^port=//p' "$cnf")
+  direct_pass=$(sed -n 's/^password=//p' "$cnf")
+}
+
+stop_strata() {
+  kill "$up" 2>/dev/null || true
+  wait "$up" 2>/dev/null || true
+  rm -rf "$work"
+}
