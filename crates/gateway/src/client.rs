@@ -69,6 +69,15 @@ impl ClientConn {
         }
     }
 
+    /// Reads whatever the client sends next into the buffer (0: it hung up). Stops reading once a
+    /// lot is buffered, so a client cannot make the gateway hold unbounded input.
+    pub async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.rbuf.len() > 16 << 20 {
+            return std::future::pending().await;
+        }
+        self.io.read_buf(&mut self.rbuf).await
+    }
+
     /// The next whole packet: (sequence of its last frame, payload). `None` when the client hung up.
     pub async fn read_packet(&mut self) -> Result<Option<(u8, Bytes)>, ClientError> {
         loop {

@@ -68,6 +68,8 @@ pub(crate) struct Captured {
 /// A statement as the client prepared it: its text, shape, and the parameter types last bound.
 struct ClientStmt {
     sql: Bytes,
+    /// An UPDATE or DELETE: executed under the row limit.
+    dml: bool,
     params: u16,
     types: Option<Vec<u8>>,
 }
@@ -294,6 +296,8 @@ impl Session {
     }
 
     async fn finish(mut self) {
+        // A clean TLS close (close_notify) for clients that check for truncation.
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.client.io).await;
         if let Some(mut lease) = self.pinned.take() {
             let clean = self.status & status::IN_TRANS == 0 && !self.sticky;
             if clean || lease.backend.reset().await.is_ok() {
@@ -348,6 +352,11 @@ impl Session {
                 if packet.get(5).is_some_and(|flags| *flags != 0) {
                     // A cursor lives on one backend connection.
                     self.sticky = true;
+                }
+                let dml = self.stmts.get(&id).is_some_and(|st| st.dml);
+                if dml {
+                    let in_tx = self.status & status::IN_TRANS != 0;
+                    return self.checked_dml(packet, in_tx, None, Some(id)).await;
                 }
                 self.forward(packet, Expect::ResultSets, !self.olap, None, Some(id)).await
             }
@@ -461,7 +470,7 @@ impl Session {
         };
         let dml = a.statements.len() == 1 && a.is(&["UPDATE", "DELETE"]);
         if dml {
-            return self.checked_dml(packet, in_tx, timeout).await;
+            return self.checked_dml(packet, in_tx, timeout, None).await;
         }
         if a.consolidable
             && self.gw.cfg.consolidate
@@ -506,10 +515,12 @@ impl Session {
             lease.backend.remember_statement(sql.clone(), backend_id);
             let id = self.next_stmt;
             self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
+            let dml = a.statements.len() == 1 && a.is(&["UPDATE", "DELETE"]);
             self.stmts.insert(
                 id,
                 ClientStmt {
                     sql,
+                    dml,
                     params,
                     types: None,
                 },
@@ -661,9 +672,10 @@ impl Session {
         packet: Bytes,
         in_tx: bool,
         timeout: Option<Duration>,
+        stmt: Option<u32>,
     ) -> Result<Flow, ClientError> {
         let root = self.root_target();
-        let mut lease = match self.lease().await {
+        let (mut lease, packet) = match self.lease_for(&packet, stmt).await {
             Ok(l) => l,
             Err(e) => return self.reply_err(e).await,
         };
@@ -839,9 +851,39 @@ impl Session {
                     {
                         client_gone = true;
                     }
-                    match next_frame_until(&mut lease.backend, deadline, &mut killed, root.clone())
-                        .await
-                    {
+                    // While the instance works, notice a client that hangs up (its query is then
+                    // stopped); anything it pipelines meanwhile stays buffered for later.
+                    let waited = if client_gone {
+                        Some(
+                            next_frame_until(
+                                &mut lease.backend,
+                                deadline,
+                                &mut killed,
+                                root.clone(),
+                            )
+                            .await,
+                        )
+                    } else {
+                        tokio::select! {
+                            r = next_frame_until(&mut lease.backend, deadline, &mut killed, root.clone()) => Some(r),
+                            n = self.client.fill() => match n {
+                                Ok(0) | Err(_) => None,
+                                Ok(_) => continue,
+                            },
+                        }
+                    };
+                    let Some(waited) = waited else {
+                        kill_backend_query(
+                            root.clone(),
+                            lease.backend.addr,
+                            lease.backend.thread_id,
+                        )
+                        .await;
+                        self.clear_busy();
+                        self.settle(lease, true);
+                        return Ok(Flow::Close);
+                    };
+                    match waited {
                         Ok(f) => f,
                         Err(_) => {
                             self.clear_busy();

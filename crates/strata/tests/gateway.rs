@@ -373,6 +373,22 @@ fn query_limits_and_kill() {
         .status
         .success());
 
+    // Prepared (binary protocol) updates are held to the limit too.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        let e = c
+            .exec_drop("UPDATE t SET v = ? WHERE id > ?", (7, 0))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("Row count exceeded 100"), "{e}");
+        c.exec_drop("UPDATE t SET v = ? WHERE id <= ?", (3, 5))
+            .await
+            .unwrap();
+        c.disconnect().await.unwrap();
+    });
+    drop(rt);
+
     // The per-query timeout directive stops a long query.
     let start = Instant::now();
     let o = s.gateway_sql(
@@ -471,6 +487,37 @@ fn bad_input_never_takes_the_gateway_down() {
     std::thread::sleep(Duration::from_millis(300));
     let _ = child.kill();
     let _ = child.wait();
+    // A client hanging up while its query runs: the query is stopped on the instance.
+    let mut child = std::process::Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &s.mysql_port.to_string(),
+            "-u",
+            &admin,
+            &format!("-p{pw}"),
+            "shop",
+            "-e",
+            "SELECT COUNT(*) FROM seq_1_to_3000000000 WHERE seq % 7 = 3",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = child.kill();
+    let _ = child.wait();
+    let start = Instant::now();
+    loop {
+        let o = s.gateway_sql(&admin, &pw, &["shop"], "SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE '%seq_1_to_3000000000%' AND info NOT LIKE '%processlist%'");
+        if out(&o) == "0" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the abandoned query is still running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Unknown commands and oversized packets get clean errors on a live session.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
