@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the real clients the tests drive, at pinned versions: PyMySQL and mysqlclient (PyPI),
-# mysql2 (npm), and what building mysqlclient needs (Debian).
+# mysql2 (npm), sysbench and what building mysqlclient needs (Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in libmariadb-dev pkg-config gcc; do
+for pkg in libmariadb-dev pkg-config gcc sysbench; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v node >/dev/null 2>&1 || need+=(nodejs)

@@ -723,11 +723,13 @@ impl Session {
         }
         self.clear_busy();
         let over = t.affected_rows > self.gw.cfg.limits.max_rows;
-        let finish = match (in_tx, over || t.error) {
-            (true, true) => Some("ROLLBACK TO SAVEPOINT strata_row_limit"),
-            (true, false) => None,
-            (false, true) => Some("ROLLBACK"),
-            (false, false) => Some("COMMIT"),
+        // A failed statement was already undone by the server (a deadlock even rolls back the whole
+        // transaction, savepoint included): only an over-limit one needs undoing here.
+        let finish = match (in_tx, over, t.error) {
+            (true, true, _) => Some("ROLLBACK TO SAVEPOINT strata_row_limit"),
+            (true, false, _) => None,
+            (false, true, _) | (false, false, true) => Some("ROLLBACK"),
+            (false, false, false) => Some("COMMIT"),
         };
         if let Some(sql) = finish {
             if let Err(e) = lease.backend.query(sql).await {

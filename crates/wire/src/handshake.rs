@@ -185,9 +185,14 @@ impl HandshakeResponse {
         out.push(0);
         if self.capabilities & caps::PLUGIN_AUTH_LENENC_DATA != 0 {
             put_lenenc_bytes(&mut out, &self.auth_response);
+        } else if self.capabilities & caps::SECURE_CONNECTION != 0 {
+            // One length byte: longer data cannot be expressed in this form.
+            let n = self.auth_response.len().min(255);
+            out.push(n as u8);
+            out.extend_from_slice(&self.auth_response[..n]);
         } else {
-            out.push(self.auth_response.len() as u8);
             out.extend_from_slice(&self.auth_response);
+            out.push(0);
         }
         if self.capabilities & caps::CONNECT_WITH_DB != 0 {
             out.extend_from_slice(self.database.as_deref().unwrap_or("").as_bytes());
@@ -335,6 +340,27 @@ mod tests {
             let mut p = r.encode();
             if pos < p.len() { p[pos] = b; }
             let _ = HandshakeResponse::parse(&p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod regressions {
+    use super::*;
+
+    /// Found by `cargo fuzz run handshake`: no SECURE_CONNECTION, so the auth data is NUL-terminated,
+    /// and it must be re-encoded that way.
+    #[test]
+    fn nul_terminated_auth_data_round_trips() {
+        let input: &[u8] = &[
+            0x0a, 0x32, 0x01, 0x00, 0x32, 0x08, 0x08, 0x08, 0x08, 0x08, 0x08, 0x08, 0x08, 0x08,
+            0x08, 0x32, 0x00, 0xff, 0x00, 0xfa, 0x00, 0x00, 0x22, 0x00, 0x00, 0x3f, 0x00, 0x0a,
+            0xff, 0xff, 0xff, 0x00, 0x00, 0xfe, 0xff, 0x00, 0x00, 0x01,
+        ];
+        if let Ok(r) = HandshakeResponse::parse(input) {
+            let again = HandshakeResponse::parse(&r.encode()).unwrap();
+            assert_eq!(again.auth_response, r.auth_response);
+            assert_eq!(again.username, r.username);
         }
     }
 }
