@@ -101,11 +101,14 @@ fn find_client() -> Option<std::path::PathBuf> {
 
 /// `strata shell`: the installed `mariadb`/`mysql` client, logged in to the branch through the gateway.
 pub async fn shell(ctx: Arc<Ctx>, db: &str, branch: &str, role: &str) -> Result<()> {
-    let client = find_client().ok_or_else(|| {
-        anyhow!("no mariadb or mysql client found in PATH: install mariadb-client")
-    })?;
     let m = mint(&ctx, db, branch, role, "shell").await?;
     let renew = m.keep_alive(ctx.clone());
+    let Some(client) = find_client() else {
+        let r = builtin_shell(&ctx, &m, &format!("{db}/{branch}> ")).await;
+        renew.abort();
+        m.delete(&ctx).await;
+        return r;
+    };
     let dir = tempfile_dir()?;
     let cnf = dir.join("client.cnf");
     let mut text = format!(
@@ -232,6 +235,81 @@ async fn write_packet<S: AsyncWrite + Unpin>(
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+enum LoginError {
+    Refused(ErrPacket),
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for LoginError {
+    fn from(e: E) -> Self {
+        LoginError::Other(e.into())
+    }
+}
+
+/// A gateway session logged in with the minted password, over TLS when the CA is known.
+async fn login_upstream(
+    m: &Minted,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    client_caps: u32,
+    charset: u8,
+) -> std::result::Result<(Box<dyn Io>, BytesMut), LoginError> {
+    let mut upstream = TcpStream::connect((m.host.as_str(), m.port))
+        .await
+        .with_context(|| format!("cannot reach the gateway at {}:{}", m.host, m.port))?;
+    upstream.set_nodelay(true)?;
+    let mut ubuf = BytesMut::new();
+    let g = read_frame(&mut upstream, &mut ubuf).await?;
+    let server = Greeting::parse(g.payload())?;
+    let mut useq = g.seq.wrapping_add(1);
+    let mut login = HandshakeResponse {
+        capabilities: (client_caps
+            | caps::PLUGIN_AUTH
+            | caps::SECURE_CONNECTION
+            | caps::PROTOCOL_41
+            | caps::CONNECT_WITH_DB)
+            & !caps::CONNECT_ATTRS,
+        max_packet: 1 << 30,
+        charset,
+        username: m.username.clone(),
+        auth_response: scramble_native(&server.nonce, &m.password).to_vec(),
+        database: Some(m.database.clone()),
+        auth_plugin: Some(NATIVE_PASSWORD.into()),
+        attributes: Vec::new(),
+    };
+    let mut stream: Box<dyn Io> = match tls {
+        Some(cfg) if server.capabilities & caps::SSL != 0 => {
+            login.capabilities |= caps::SSL;
+            write_packet(&mut upstream, &mut useq, &login.ssl_request()).await?;
+            let name = rustls_pki_types::ServerName::try_from(m.host.clone())?;
+            let s = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, upstream)
+                .await
+                .context("TLS to the gateway failed")?;
+            Box::new(s)
+        }
+        _ => Box::new(upstream),
+    };
+    write_packet(&mut stream, &mut useq, &login.encode()).await?;
+    loop {
+        let f = read_frame(&mut stream, &mut ubuf).await?;
+        useq = f.seq.wrapping_add(1);
+        match f.payload().first() {
+            Some(0x00) => return Ok((stream, ubuf)),
+            Some(0x01) => continue, // fast-auth success marker
+            Some(0xFF) => return Err(LoginError::Refused(ErrPacket::parse(f.payload())?)),
+            Some(0xFE) => {
+                let (_, n) = parse_auth_switch(f.payload())?;
+                write_packet(&mut stream, &mut useq, &scramble_native(&n, &m.password)).await?;
+            }
+            _ => {
+                return Err(LoginError::Other(anyhow!(
+                    "unexpected reply from the gateway during login"
+                )))
+            }
+        }
+    }
+}
+
 async fn relay(
     mut local: TcpStream,
     m: &Minted,
@@ -258,63 +336,15 @@ async fn relay(
     let resp = HandshakeResponse::parse(lf.payload())?;
     let client_caps = resp.capabilities & caps::GATEWAY;
 
-    // The upstream side: a gateway session with the minted password.
-    let mut upstream = TcpStream::connect((m.host.as_str(), m.port))
-        .await
-        .with_context(|| format!("cannot reach the gateway at {}:{}", m.host, m.port))?;
-    upstream.set_nodelay(true)?;
-    let mut ubuf = BytesMut::new();
-    let g = read_frame(&mut upstream, &mut ubuf).await?;
-    let server = Greeting::parse(g.payload())?;
-    let mut useq = g.seq.wrapping_add(1);
-    let mut login = HandshakeResponse {
-        capabilities: (client_caps
-            | caps::PLUGIN_AUTH
-            | caps::SECURE_CONNECTION
-            | caps::PROTOCOL_41
-            | caps::CONNECT_WITH_DB)
-            & !caps::CONNECT_ATTRS,
-        max_packet: 1 << 30,
-        charset: resp.charset,
-        username: m.username.clone(),
-        auth_response: scramble_native(&server.nonce, &m.password).to_vec(),
-        database: Some(m.database.clone()),
-        auth_plugin: Some(NATIVE_PASSWORD.into()),
-        attributes: Vec::new(),
-    };
-    let mut stream: Box<dyn Io> = match tls {
-        Some(cfg) if server.capabilities & caps::SSL != 0 => {
-            login.capabilities |= caps::SSL;
-            write_packet(&mut upstream, &mut useq, &login.ssl_request()).await?;
-            let name = rustls_pki_types::ServerName::try_from(m.host.clone())?;
-            let s = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, upstream)
-                .await
-                .context("TLS to the gateway failed")?;
-            Box::new(s)
+    let (mut stream, ubuf) = match login_upstream(m, tls, client_caps, resp.charset).await {
+        Ok(x) => x,
+        Err(LoginError::Refused(e)) => {
+            let mut s = lf.seq.wrapping_add(1);
+            let _ = write_packet(&mut local, &mut s, &e.encode()).await;
+            bail!("the gateway refused the login: {}", e.message);
         }
-        _ => Box::new(upstream),
+        Err(LoginError::Other(e)) => return Err(e),
     };
-    write_packet(&mut stream, &mut useq, &login.encode()).await?;
-    loop {
-        let f = read_frame(&mut stream, &mut ubuf).await?;
-        useq = f.seq.wrapping_add(1);
-        match f.payload().first() {
-            Some(0x00) => break,
-            Some(0x01) => continue, // fast-auth success marker
-            Some(0xFF) => {
-                let e = ErrPacket::parse(f.payload())?;
-                let mut s = lf.seq.wrapping_add(1);
-                let _ = write_packet(&mut local, &mut s, &e.encode()).await;
-                bail!("the gateway refused the login: {}", e.message);
-            }
-            Some(0xFE) => {
-                let (_, n) = parse_auth_switch(f.payload())?;
-                write_packet(&mut stream, &mut useq, &scramble_native(&n, &m.password)).await?;
-            }
-            _ => bail!("unexpected reply from the gateway during login"),
-        }
-    }
     // Tell the local client it is in.
     let mut lseq = lf.seq.wrapping_add(1);
     write_packet(
@@ -329,4 +359,140 @@ async fn relay(
     }
     tokio::io::copy_bidirectional(&mut local, &mut stream).await?;
     Ok(())
+}
+
+fn gateway_tls(ctx: &Ctx) -> Result<Option<Arc<rustls::ClientConfig>>> {
+    match &ctx.mysql_ca {
+        Some(ca) => {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read the gateway CA {}", ca.display()))?;
+            Ok(Some(strata_gateway::tls::client_config_from_ca(&pem)?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The shell used when no mariadb/mysql client is installed: statements end with `;`, results print
+/// as tables; `exit` or end of input leaves.
+async fn builtin_shell(ctx: &Ctx, m: &Minted, prompt: &str) -> Result<()> {
+    use std::io::IsTerminal;
+    use tokio::io::AsyncBufReadExt;
+    let profile = caps::DEPRECATE_EOF
+        | caps::MULTI_RESULTS
+        | caps::MULTI_STATEMENTS
+        | caps::TRANSACTIONS
+        | caps::LONG_FLAG;
+    let (mut io, mut buf) = match login_upstream(m, gateway_tls(ctx)?, profile, 45).await {
+        Ok(x) => x,
+        Err(LoginError::Refused(e)) => bail!("the gateway refused the login: {}", e.message),
+        Err(LoginError::Other(e)) => return Err(e),
+    };
+    let interactive = std::io::stdin().is_terminal();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut statement = String::new();
+    loop {
+        if interactive {
+            print!(
+                "{}",
+                if statement.is_empty() {
+                    prompt
+                } else {
+                    "    -> "
+                }
+            );
+            std::io::Write::flush(&mut std::io::stdout())?;
+        }
+        let Some(line) = lines.next_line().await? else {
+            break;
+        };
+        let t = line.trim();
+        if statement.is_empty()
+            && (t.eq_ignore_ascii_case("exit") || t.eq_ignore_ascii_case("quit"))
+        {
+            break;
+        }
+        statement.push_str(&line);
+        statement.push('\n');
+        if !t.ends_with(';') {
+            continue;
+        }
+        let sql = std::mem::take(&mut statement);
+        let mut p = vec![caps::command::QUERY];
+        p.extend_from_slice(sql.trim().trim_end_matches(';').as_bytes());
+        let mut seq = 0;
+        write_packet(&mut io, &mut seq, &p).await?;
+        print_results(&mut io, &mut buf).await?;
+    }
+    Ok(())
+}
+
+/// Reads one text-protocol response (all its result sets) and prints it.
+async fn print_results(io: &mut Box<dyn Io>, buf: &mut BytesMut) -> Result<()> {
+    use strata_wire::Reader;
+    loop {
+        let f = read_frame(io, buf).await?;
+        let p = f.payload();
+        let more = match p.first() {
+            Some(0x00) => {
+                let ok = OkPacket::parse(p, caps::DEPRECATE_EOF)?;
+                println!("Query OK, {} rows affected", ok.affected_rows);
+                ok.status & caps::status::MORE_RESULTS_EXISTS != 0
+            }
+            Some(0xFF) => {
+                let e = ErrPacket::parse(p)?;
+                println!("ERROR {} ({}): {}", e.code, e.sqlstate(), e.message);
+                false
+            }
+            _ => {
+                let n = Reader::new(p).lenenc_int()?;
+                let mut names = Vec::new();
+                for _ in 0..n {
+                    let c = read_frame(io, buf).await?;
+                    let mut r = Reader::new(c.payload());
+                    for _ in 0..4 {
+                        r.lenenc_bytes()?;
+                    }
+                    names.push(String::from_utf8_lossy(r.lenenc_bytes()?).into_owned());
+                }
+                let mut table = comfy_table::Table::new();
+                table.load_style(comfy_table::presets::ASCII_FULL_CONDENSED);
+                table.set_header(names);
+                let mut rows = 0;
+                let status = loop {
+                    let r = read_frame(io, buf).await?;
+                    let rp = r.payload();
+                    if rp.first() == Some(&0xFE) && rp.len() < 0xFF_FFFF {
+                        break OkPacket::parse(rp, caps::DEPRECATE_EOF)
+                            .map(|o| o.status)
+                            .unwrap_or(0);
+                    }
+                    if rp.first() == Some(&0xFF) {
+                        let e = ErrPacket::parse(rp)?;
+                        println!("ERROR {} ({}): {}", e.code, e.sqlstate(), e.message);
+                        break 0;
+                    }
+                    let mut rr = Reader::new(rp);
+                    let mut cells = Vec::new();
+                    for _ in 0..n {
+                        cells.push(match rr.lenenc()? {
+                            None => "NULL".to_string(),
+                            Some(len) => {
+                                String::from_utf8_lossy(rr.bytes(len as usize)?).into_owned()
+                            }
+                        });
+                    }
+                    table.add_row(cells);
+                    rows += 1;
+                };
+                println!(
+                    "{table}\n{rows} row{} in set",
+                    if rows == 1 { "" } else { "s" }
+                );
+                status & caps::status::MORE_RESULTS_EXISTS != 0
+            }
+        };
+        if !more {
+            return Ok(());
+        }
+    }
 }

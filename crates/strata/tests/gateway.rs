@@ -771,3 +771,64 @@ fn sysbench_runs_clean_through_the_gateway_over_tls() {
         .unwrap_or(0);
     assert!(n > 100, "{text}");
 }
+
+#[test]
+fn plaintext_is_refused_when_tls_is_required() {
+    // Off loopback TLS is always required; --require-tls-on-loopback applies the same rule here.
+    let (_root, s) = setup(&["--require-tls-on-loopback"]);
+    let (user, pw, _) = password(&s, "shop", "main", "reader");
+    let o = s.gateway_sql(&user, &pw, &["--skip-ssl", "shop"], "SELECT 1");
+    assert!(
+        err(&o).contains("server does not allow insecure connections, client must use SSL/TLS"),
+        "{}",
+        err(&o)
+    );
+    let ca = s.ca().display().to_string();
+    let o = s.gateway_sql(
+        &user,
+        &pw,
+        &[
+            "--ssl",
+            &format!("--ssl-ca={ca}"),
+            "--ssl-verify-server-cert",
+            "shop",
+        ],
+        "SELECT 1",
+    );
+    assert_eq!(out(&o), "1", "{}", err(&o));
+}
+
+#[test]
+fn the_built_in_shell_serves_when_no_client_is_installed() {
+    let (_root, s) = setup(&[]);
+    let empty = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["shell", "shop", "main"])
+        .env("STRATA_CONFIG", s.root.join("config.toml"))
+        .env("PATH", empty.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(5));\nINSERT INTO t VALUES (1, 'a'), (2, NULL);\nSELECT v, id * 21 AS x\n  FROM t ORDER BY id;\nSELECT * FROM nope;\nexit\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    assert!(text.contains("Query OK, 2 rows affected"), "{text}");
+    assert!(
+        text.contains("| a    | 21 |") && text.contains("| NULL | 42 |"),
+        "{text}"
+    );
+    assert!(text.contains("2 rows in set"), "{text}");
+    assert!(text.contains("ERROR 1146 (42S02)"), "{text}");
+    assert!(s
+        .json(&["password", "list", "shop"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
