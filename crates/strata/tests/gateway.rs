@@ -61,6 +61,23 @@ fn logins_tls_roles_and_routing() {
         assert!(o.status.success(), "{auth}: {}", err(&o));
         assert_eq!(out(&o), "a");
     }
+    // mysql_async over TLS, verifying the gateway with the CA.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let tls = mysql_async::SslOpts::default()
+            .with_root_certs(vec![std::path::PathBuf::from(ca).into()]);
+        let o: mysql_async::Opts = mysql_async::OptsBuilder::from_opts(opts(&s, &admin, &admin_pw))
+            .ssl_opts(tls)
+            .into();
+        let mut c = mysql_async::Conn::new(o).await.unwrap();
+        let v: Option<String> = c
+            .query_first("SELECT v FROM t ORDER BY id LIMIT 1")
+            .await
+            .unwrap();
+        assert_eq!(v.as_deref(), Some("a"));
+        c.disconnect().await.unwrap();
+    });
+    drop(rt);
     // The empty database name and the database's name are both accepted; others are not.
     assert!(s
         .gateway_sql(&admin, &admin_pw, &[], "SELECT COUNT(*) FROM shop.t")
