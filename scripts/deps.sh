@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Strata needs from Debian's packages, if missing: the MariaDB server and client.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 need=()
 if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] && [ ! -x /usr/sbin/mysqld ] && [ -z "${STRATA_MYSQLD:-}" ]; then
@@ -9,13 +10,7 @@ fi
 command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 command -v mariadb-install-db >/dev/null 2>&1 || [ -x /usr/sbin/mysqld ] || need+=(mariadb-server)
 
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  echo "Installing from Debian's packages: ${need[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_install "${need[@]}"
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo was not found: install a stable Rust toolchain (rustup) and run this again." >&2

@@ -2,6 +2,7 @@
 # Installs the real clients the tests drive, at pinned versions: PyMySQL and mysqlclient (PyPI),
 # mysql2 (npm), sysbench and what building mysqlclient needs (Debian).
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 need=()
@@ -10,13 +11,7 @@ for pkg in libmariadb-dev pkg-config gcc sysbench; do
 done
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  echo "Installing from Debian's packages: ${need[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_install "${need[@]}"
 
 python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt 2>&1 | grep -v "Running pip as the 'root' user" || true
 if [ ! -f tests/clients/node_modules/mysql2/package.json ] || ! grep -q '"version": "3.24.6"' tests/clients/node_modules/mysql2/package.json; then

@@ -1,6 +1,19 @@
 //! Shared pieces of the load generators.
 
 use std::net::{IpAddr, SocketAddr};
+
+/// Where the load goes: the gateway and a password for the benchmark database.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    #[arg(long)]
+    pub gateway: SocketAddr,
+    #[arg(long)]
+    pub user: String,
+    #[arg(long)]
+    pub password: String,
+    #[arg(long, default_value = "bench")]
+    pub database: String,
+}
 use strata_gateway::backend::{Backend, BackendError};
 
 /// Logs in to the gateway from `source` (a loopback address, so many connections can share a port).

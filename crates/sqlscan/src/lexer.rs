@@ -77,42 +77,16 @@ fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>) {
                 push(TokenKind::Directive, body_start + 3, end, out);
             }
             i = (end + 2).min(n);
-        } else if c == b'\'' || c == b'"' {
+        } else if c == b'\'' || c == b'"' || c == b'`' {
+            // Strings allow backslash escapes; identifiers do not; both double their quote.
             let start = i;
-            i += 1;
-            while i < n {
-                if b[i] == b'\\' {
-                    i += 2;
-                } else if b[i] == c {
-                    if b.get(i + 1) == Some(&c) {
-                        i += 2;
-                    } else {
-                        i += 1;
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            i = i.min(n);
-            push(TokenKind::String, start, i, out);
-        } else if c == b'`' {
-            let start = i;
-            i += 1;
-            while i < n {
-                if b[i] == b'`' {
-                    if b.get(i + 1) == Some(&b'`') {
-                        i += 2;
-                    } else {
-                        i += 1;
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            i = i.min(n);
-            push(TokenKind::QuotedIdent, start, i, out);
+            i = end_of_quoted(b, i, c, c != b'`');
+            let kind = if c == b'`' {
+                TokenKind::QuotedIdent
+            } else {
+                TokenKind::String
+            };
+            push(kind, start, i, out);
         } else if c == b'@' {
             let start = i;
             i += 1;
@@ -171,6 +145,25 @@ fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>) {
             }
         }
     }
+}
+
+/// The index just past a quoted token starting at `start` (or the end of input if unterminated).
+fn end_of_quoted(b: &[u8], start: usize, quote: u8, backslash_escapes: bool) -> usize {
+    let mut i = start + 1;
+    while i < b.len() {
+        if backslash_escapes && b[i] == b'\\' {
+            i += 2;
+        } else if b[i] == quote {
+            if b.get(i + 1) == Some(&quote) {
+                i += 2;
+            } else {
+                return i + 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    b.len()
 }
 
 fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {

@@ -3,21 +3,15 @@
 
 use anyhow::Result;
 use clap::Parser;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    gateway: SocketAddr,
-    #[arg(long)]
-    user: String,
-    #[arg(long)]
-    password: String,
-    #[arg(long, default_value = "bench")]
-    database: String,
+    #[command(flatten)]
+    target: strata_bench::Target,
     /// New connections per second.
     #[arg(long, default_value_t = 5000)]
     rate: u64,
@@ -42,10 +36,10 @@ async fn main() -> Result<()> {
         tick.tick().await;
         let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % a.sources as u64) as u8));
         let (gw, user, pw, db) = (
-            a.gateway,
-            a.user.clone(),
-            a.password.clone(),
-            a.database.clone(),
+            a.target.gateway,
+            a.target.user.clone(),
+            a.target.password.clone(),
+            a.target.database.clone(),
         );
         let (ok, clean_err, broken) = (ok.clone(), clean_err.clone(), broken.clone());
         tasks.spawn(async move {

@@ -3,19 +3,13 @@
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    gateway: SocketAddr,
-    #[arg(long)]
-    user: String,
-    #[arg(long)]
-    password: String,
-    #[arg(long, default_value = "bench")]
-    database: String,
+    #[command(flatten)]
+    target: strata_bench::Target,
     /// Connections to open.
     #[arg(long, default_value_t = 20_000)]
     connections: usize,
@@ -49,10 +43,10 @@ async fn main() -> Result<()> {
                 1 + ((i + k) % a.sources as usize) as u8,
             ));
             let (gw, user, pw, db) = (
-                a.gateway,
-                a.user.clone(),
-                a.password.clone(),
-                a.database.clone(),
+                a.target.gateway,
+                a.target.user.clone(),
+                a.target.password.clone(),
+                a.target.database.clone(),
             );
             set.spawn(async move {
                 tokio::time::timeout(

@@ -3,21 +3,14 @@
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    gateway: SocketAddr,
-    #[arg(long)]
-    user: String,
-    #[arg(long)]
-    password: String,
-    #[arg(long, default_value = "bench")]
-    database: String,
+    #[command(flatten)]
+    target: strata_bench::Target,
     #[arg(long, default_value_t = 64)]
     clients: usize,
     #[arg(long, default_value_t = 10)]
@@ -35,10 +28,10 @@ async fn main() -> Result<()> {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..a.clients {
         let (gw, user, pw, db, q) = (
-            a.gateway,
-            a.user.clone(),
-            a.password.clone(),
-            a.database.clone(),
+            a.target.gateway,
+            a.target.user.clone(),
+            a.target.password.clone(),
+            a.target.database.clone(),
             a.query.clone(),
         );
         let (done, failed) = (done.clone(), failed.clone());
