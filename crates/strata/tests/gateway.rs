@@ -849,3 +849,38 @@ fn the_built_in_shell_serves_when_no_client_is_installed() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn unknown_and_unsupported_commands_get_mysql_errors() {
+    use strata_gateway::backend::Backend;
+    let (_root, s) = setup(&[]);
+    let (user, pw, _) = password(&s, "shop", "main", "admin");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], s.mysql_port));
+        let mut c = Backend::connect(
+            addr,
+            &user,
+            &pw,
+            "shop",
+            strata_gateway::backend::CLIENT_PROFILE,
+            45,
+        )
+        .await
+        .unwrap();
+        for (command, code) in [
+            (vec![0x42u8], 1047u16),
+            (vec![0x11, b'x', 0], 1047),
+            (vec![0x17, 9, 9, 9, 9, 0, 1, 0, 0, 0], 1243),
+            (vec![], 1047),
+        ] {
+            c.send_command(&command).await.unwrap();
+            let f = c.next_frame().await.unwrap();
+            let e = strata_wire::packets::ErrPacket::parse(f.payload()).unwrap();
+            assert_eq!(e.code, code, "{command:?}: {}", e.message);
+        }
+        // The session is still usable.
+        let t = c.query("SELECT 1").await.unwrap();
+        assert_eq!(t.rows, 1);
+    });
+}
