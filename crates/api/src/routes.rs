@@ -625,3 +625,44 @@ pub async fn renew_password(
     let (p, b) = st.platform.renew_password(&c, &org, &db, &branch, &id)?;
     Ok(Json(views::password(&edge(&st, &org, &db), &p, &b, None)))
 }
+
+/// One object of a branch schema, as PlanetScale's get_branch_schema returns it.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SchemaEntry {
+    pub name: String,
+    /// The CREATE statement.
+    pub raw: String,
+    /// The same, HTML-escaped in a `<pre>` block.
+    pub html: String,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SchemaList {
+    pub data: Vec<SchemaEntry>,
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/schema", tag = "branches",
+    responses((status = 200, body = SchemaList), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn get_branch_schema(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+) -> ApiResult<Json<SchemaList>> {
+    let objects = st.platform.branch_schema(&c, &org, &db, &branch).await?;
+    let data = objects
+        .into_iter()
+        .map(|o| SchemaEntry {
+            html: format!("<pre>{}</pre>", html_escape(&o.create)),
+            name: o.name,
+            raw: o.create,
+        })
+        .collect();
+    Ok(Json(SchemaList { data }))
+}

@@ -655,6 +655,30 @@ impl Platform {
         Ok(b)
     }
 
+    /// The branch's schema now, as its instance prints it (tables, views, sequences; name order).
+    pub async fn branch_schema(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        name: &str,
+    ) -> Result<Vec<SchemaObject>> {
+        let database = self.database(caller, org, db)?;
+        let b = self
+            .catalog
+            .branch(&database.id, name)
+            .map_err(|_| not_found("Branch", name))?;
+        let inst = self
+            .instance(&b.id)
+            .ok_or_else(|| ControlError::Unprocessable(format!("Branch '{name}' is not ready")))?;
+        let mut conn = inst.connect().await.map_err(|e| {
+            ControlError::Unprocessable(format!("Branch '{name}' is not serving right now: {e}"))
+        })?;
+        let objects = admin::read_schema(&mut conn, &database.name).await?;
+        let _ = conn.disconnect().await;
+        Ok(objects)
+    }
+
     /// The branch's schema as recorded when it was made (its base for three-way deploys).
     pub fn base_schema(branch: &Branch) -> Vec<SchemaObject> {
         branch

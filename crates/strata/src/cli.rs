@@ -261,6 +261,8 @@ pub enum BranchCmd {
         #[arg(long)]
         delete_descendants: bool,
     },
+    /// Show a branch's schema: the CREATE statement of every table and view.
+    Schema { database: String, branch: String },
     /// Promote a branch to production.
     Promote { database: String, branch: String },
     /// Demote a production branch to development.
@@ -331,6 +333,29 @@ pub async fn run_branch(ctx: &Ctx, cmd: BranchCmd) -> Result<()> {
                 println!("Branch '{branch}' was deleted from database '{database}'.");
             } else {
                 println!("{}", json!({"deleted": branch}));
+            }
+        }
+        BranchCmd::Schema { database, branch } => {
+            let v = ctx
+                .client
+                .get(&format!("{}/schema", path(&database, &branch)))
+                .await?;
+            let items = v
+                .get("data")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            match ctx.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&Value::Array(items))?),
+                Format::Csv => ctx.show_list(&[("NAME", "/name"), ("RAW", "/raw")], &items),
+                Format::Human => {
+                    for o in &items {
+                        println!(
+                            "{};\n",
+                            o.get("raw").and_then(Value::as_str).unwrap_or_default()
+                        );
+                    }
+                }
             }
         }
         BranchCmd::Promote { database, branch } => {

@@ -90,6 +90,35 @@ fn databases_branches_and_passwords() {
     assert!(!s
         .sql_ok(&main_id, "strata_admin", "SHOW CREATE TABLE users")
         .contains("`name`"));
+    // The branch schema, through the CLI and the API (PlanetScale's {data: [{name, raw, html}]}).
+    let schema = s.json(&["branch", "schema", "shop", "dev"]);
+    let names: Vec<&str> = schema
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["big_order_ids", "big_orders", "orders", "users"]);
+    assert!(schema[3]["raw"]
+        .as_str()
+        .unwrap()
+        .starts_with("CREATE TABLE `users`"));
+    assert!(schema[3]["raw"]
+        .as_str()
+        .unwrap()
+        .contains("`name` varchar(100)"));
+    let human = s.ok(&["branch", "schema", "shop", "main"]);
+    assert!(
+        human.contains("CREATE TABLE `orders`") && human.contains("CONSTRAINT `fk_user`"),
+        "{human}"
+    );
+    let (st, v) = s.api(
+        "GET",
+        &s.org_path("databases/shop/branches/main/schema"),
+        None,
+    );
+    assert_eq!(st, 200);
+    assert!(v["data"][0]["html"].as_str().unwrap().starts_with("<pre>"));
     // A branch of a branch, by --from.
     let feat = s.json(&[
         "branch", "create", "shop", "feat", "--from", "dev", "--wait",
