@@ -666,3 +666,29 @@ pub async fn get_branch_schema(
         .collect();
     Ok(Json(SchemaList { data }))
 }
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/diff", tag = "branches",
+    responses((status = 200, body = SchemaList), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn get_branch_diff(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+) -> ApiResult<Json<SchemaList>> {
+    let changes = st.platform.branch_diff(&c, &org, &db, &branch).await?;
+    let mut data: Vec<SchemaEntry> = Vec::new();
+    for ch in changes {
+        match data.iter_mut().find(|e| e.name == ch.object) {
+            Some(e) => e.raw.push_str(&format!(";\n{}", ch.statement)),
+            None => data.push(SchemaEntry {
+                name: ch.object,
+                raw: ch.statement,
+                html: String::new(),
+            }),
+        }
+    }
+    for e in &mut data {
+        e.raw.push(';');
+        e.html = format!("<pre>{}</pre>", html_escape(&e.raw));
+    }
+    Ok(Json(SchemaList { data }))
+}

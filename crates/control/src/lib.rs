@@ -679,6 +679,26 @@ impl Platform {
         Ok(objects)
     }
 
+    /// What the branch changed against its parent: per table or view, the statements that take the
+    /// parent's schema to the branch's.
+    pub async fn branch_diff(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        name: &str,
+    ) -> Result<Vec<strata_schema::Change>> {
+        let branch = self.branch(caller, org, db, name)?;
+        let parent = branch.parent_branch.clone().ok_or_else(|| {
+            ControlError::Unprocessable(format!(
+                "Branch '{name}' has no parent branch to compare with"
+            ))
+        })?;
+        let to = model(self.branch_schema(caller, org, db, name).await?)?;
+        let from = model(self.branch_schema(caller, org, db, &parent).await?)?;
+        strata_schema::changes(&from, &to).map_err(|e| ControlError::Unprocessable(e.to_string()))
+    }
+
     /// The branch's schema as recorded when it was made (its base for three-way deploys).
     pub fn base_schema(branch: &Branch) -> Vec<SchemaObject> {
         branch
@@ -836,6 +856,23 @@ impl Platform {
     pub(crate) fn catalog(&self) -> &dyn Catalog {
         self.catalog.as_ref()
     }
+}
+
+/// The schema engine's model of objects read from an instance.
+fn model(objects: Vec<SchemaObject>) -> Result<strata_schema::Schema> {
+    let items: Vec<(&str, &str, &str)> = objects
+        .iter()
+        .map(|o| {
+            let kind = match o.kind {
+                admin::ObjectKind::View => "view",
+                admin::ObjectKind::Table => "table",
+                admin::ObjectKind::Sequence => "sequence",
+            };
+            (kind, o.name.as_str(), o.create.as_str())
+        })
+        .collect();
+    strata_schema::Schema::from_statements(items)
+        .map_err(|e| ControlError::Unprocessable(e.to_string()))
 }
 
 /// Settings a database update may change.

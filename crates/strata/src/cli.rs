@@ -263,6 +263,8 @@ pub enum BranchCmd {
     },
     /// Show a branch's schema: the CREATE statement of every table and view.
     Schema { database: String, branch: String },
+    /// Show what a branch changed against its parent, per table and view.
+    Diff { database: String, branch: String },
     /// Promote a branch to production.
     Promote { database: String, branch: String },
     /// Demote a production branch to development.
@@ -352,6 +354,33 @@ pub async fn run_branch(ctx: &Ctx, cmd: BranchCmd) -> Result<()> {
                     for o in &items {
                         println!(
                             "{};\n",
+                            o.get("raw").and_then(Value::as_str).unwrap_or_default()
+                        );
+                    }
+                }
+            }
+        }
+        BranchCmd::Diff { database, branch } => {
+            let v = ctx
+                .client
+                .get(&format!("{}/diff", path(&database, &branch)))
+                .await?;
+            let items = v
+                .get("data")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            match ctx.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&Value::Array(items))?),
+                Format::Csv => ctx.show_list(&[("NAME", "/name"), ("RAW", "/raw")], &items),
+                Format::Human if items.is_empty() => {
+                    println!("No changes against the parent branch.")
+                }
+                Format::Human => {
+                    for o in &items {
+                        let name = o.get("name").and_then(Value::as_str).unwrap_or_default();
+                        println!(
+                            "-- `{name}`\n{}\n",
                             o.get("raw").and_then(Value::as_str).unwrap_or_default()
                         );
                     }

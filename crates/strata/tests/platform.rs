@@ -90,6 +90,17 @@ fn databases_branches_and_passwords() {
     assert!(!s
         .sql_ok(&main_id, "strata_admin", "SHOW CREATE TABLE users")
         .contains("`name`"));
+    // The branch diff: per object, the DDL from the parent's schema to the branch's.
+    let d = s.json(&["branch", "diff", "shop", "dev"]);
+    assert_eq!(d.as_array().unwrap().len(), 1, "{d}");
+    assert_eq!(d[0]["name"], "users");
+    assert_eq!(
+        d[0]["raw"],
+        "ALTER TABLE `users` ADD COLUMN `name` varchar(100) DEFAULT NULL AFTER `email`;"
+    );
+    assert!(s
+        .fails(&["branch", "diff", "shop", "main"])
+        .contains("no parent branch"));
     // The branch schema, through the CLI and the API (PlanetScale's {data: [{name, raw, html}]}).
     let schema = s.json(&["branch", "schema", "shop", "dev"]);
     let names: Vec<&str> = schema
