@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod connect;
 mod output;
+mod schema_cmd;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -127,9 +128,19 @@ enum Command {
         #[arg(long, default_value = "admin")]
         role: String,
     },
+    /// Schema as code, offline.
+    #[command(subcommand)]
+    Schema(SchemaCmd),
     /// Create, list and delete service tokens.
     #[command(subcommand, name = "service-token")]
     ServiceToken(cli::ServiceTokenCmd),
+}
+
+#[derive(Subcommand)]
+enum SchemaCmd {
+    /// Print the statements that take the schema in FROM (a file of CREATE TABLE / CREATE VIEW
+    /// statements) to the schema in TO; nothing when they are the same. Uses a scratch instance.
+    Diff { from: PathBuf, to: PathBuf },
 }
 
 fn main() -> std::process::ExitCode {
@@ -190,6 +201,9 @@ fn main() -> std::process::ExitCode {
             })
             .await;
         }
+        if let Command::Schema(SchemaCmd::Diff { from, to }) = &cli.command {
+            return schema_cmd::diff(from, to).await;
+        }
         let ctx = cli::Ctx::new(
             cli.api_url,
             cli.service_token_id,
@@ -198,7 +212,7 @@ fn main() -> std::process::ExitCode {
             cli.format,
         )?;
         match cli.command {
-            Command::Up { .. } => Ok(()),
+            Command::Up { .. } | Command::Schema(_) => Ok(()),
             Command::Database(c) => cli::run_database(&ctx, c).await,
             Command::Branch(c) => cli::run_branch(&ctx, c).await,
             Command::Password(c) => cli::run_password(&ctx, c).await,
