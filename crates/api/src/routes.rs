@@ -692,3 +692,21 @@ pub async fn get_branch_diff(
     }
     Ok(Json(SchemaList { data }))
 }
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/schema/lint", tag = "branches",
+    responses((status = 200, body = Page<views::LintView>), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn lint_branch_schema(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<views::LintView>>> {
+    let (page, per) = q.parse()?;
+    let findings = st.platform.branch_lint(&c, &org, &db, &branch).await?;
+    let list = findings.into_iter().map(|f| views::lint(&db, f)).collect();
+    let url = list_url(
+        &st,
+        &format!("organizations/{org}/databases/{db}/branches/{branch}/schema/lint"),
+    );
+    Ok(Json(views::page(list, page, per, &url)))
+}

@@ -418,6 +418,57 @@ pub fn password(edge: &Edge, p: &Password, b: &Branch, plaintext: Option<String>
     }
 }
 
+/// One lint finding, with every field PlanetScale's SchemaLintError carries (null where it does not
+/// apply) and Strata's `severity`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LintView {
+    pub lint_error: &'static str,
+    /// `error` blocks a deploy request; `warning` does not.
+    pub severity: &'static str,
+    pub subject_type: &'static str,
+    pub keyspace_name: String,
+    pub table_name: String,
+    pub error_description: String,
+    pub docs_url: String,
+    pub column_name: Option<String>,
+    pub foreign_key_column_names: Vec<String>,
+    pub auto_increment_column_names: Vec<String>,
+    pub charset_name: Option<String>,
+    pub engine_name: Option<String>,
+    pub vindex_name: Option<String>,
+    pub json_path: Option<String>,
+    pub check_constraint_name: Option<String>,
+    pub enum_value: Option<String>,
+    pub partitioning_type: Option<String>,
+    pub partition_name: Option<String>,
+}
+
+pub fn lint(database: &str, f: strata_schema::lint::Finding) -> LintView {
+    LintView {
+        lint_error: f.code,
+        severity: match f.severity {
+            strata_schema::lint::Severity::Error => "error",
+            strata_schema::lint::Severity::Warning => "warning",
+        },
+        subject_type: "table",
+        keyspace_name: database.to_string(),
+        table_name: f.table,
+        error_description: f.description,
+        docs_url: String::new(),
+        column_name: f.column,
+        foreign_key_column_names: f.foreign_key_columns,
+        auto_increment_column_names: Vec::new(),
+        charset_name: f.charset,
+        engine_name: f.engine,
+        vindex_name: None,
+        json_path: None,
+        check_constraint_name: None,
+        enum_value: None,
+        partitioning_type: None,
+        partition_name: None,
+    }
+}
+
 /// PlanetScale's page envelope.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {

@@ -699,6 +699,80 @@ impl Platform {
         strata_schema::changes(&from, &to).map_err(|e| ControlError::Unprocessable(e.to_string()))
     }
 
+    /// Deployability findings for a branch: its schema (charsets, engines, keys, foreign keys against
+    /// the database's setting), what it changes against its parent, and objects deploys cannot carry
+    /// (triggers, stored routines, events).
+    pub async fn branch_lint(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        name: &str,
+    ) -> Result<Vec<strata_schema::lint::Finding>> {
+        use strata_engine::mysql_async::prelude::Queryable;
+        use strata_schema::lint::{Finding, Severity};
+        let database = self.database(caller, org, db)?;
+        let branch = self
+            .catalog
+            .branch(&database.id, name)
+            .map_err(|_| not_found("Branch", name))?;
+        let schema = model(self.branch_schema(caller, org, db, name).await?)?;
+        let mut out = strata_schema::lint::lint(&schema, database.allow_foreign_key_constraints);
+        if let Some(parent) = &branch.parent_branch {
+            let from = model(self.branch_schema(caller, org, db, parent).await?)?;
+            let changes = strata_schema::changes(&from, &schema)
+                .map_err(|e| ControlError::Unprocessable(e.to_string()))?;
+            out.extend(strata_schema::lint::lint_changes(&changes));
+        }
+        if let Some(inst) = self.instance(&branch.id) {
+            let mut conn = inst.connect().await?;
+            let q = |what: &str, table: &str, schema_col: &str| {
+                format!("SELECT {what}, {table} FROM information_schema.{schema_col}")
+            };
+            let checks = [
+                (
+                    "UNSUPPORTED_TRIGGER",
+                    "trigger",
+                    q(
+                        "TRIGGER_NAME",
+                        "EVENT_OBJECT_TABLE",
+                        "TRIGGERS WHERE TRIGGER_SCHEMA = ?",
+                    ),
+                ),
+                (
+                    "UNSUPPORTED_ROUTINE",
+                    "stored routine",
+                    q("ROUTINE_NAME", "''", "ROUTINES WHERE ROUTINE_SCHEMA = ?"),
+                ),
+                (
+                    "UNSUPPORTED_EVENT",
+                    "event",
+                    q("EVENT_NAME", "''", "EVENTS WHERE EVENT_SCHEMA = ?"),
+                ),
+            ];
+            for (code, kind, sql) in checks {
+                let rows: Vec<(String, String)> = conn
+                    .exec(sql, (database.name.clone(),))
+                    .await
+                    .map_err(strata_engine::EngineError::from)?;
+                for (object, table) in rows {
+                    out.push(Finding {
+                        code,
+                        severity: Severity::Error,
+                        table,
+                        column: None,
+                        charset: None,
+                        engine: None,
+                        foreign_key_columns: Vec::new(),
+                        description: format!("The {kind} `{object}` cannot be deployed: triggers, stored routines and events are not supported"),
+                    });
+                }
+            }
+            let _ = conn.disconnect().await;
+        }
+        Ok(out)
+    }
+
     /// The branch's schema as recorded when it was made (its base for three-way deploys).
     pub fn base_schema(branch: &Branch) -> Vec<SchemaObject> {
         branch

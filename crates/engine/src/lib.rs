@@ -15,6 +15,7 @@ pub mod template;
 
 pub use admin::SchemaObject;
 pub use flavour::{Flavour, ServerBinaries};
+pub use mysql_async;
 pub use supervisor::{Instance, InstanceState, InstanceStatus};
 
 use std::path::PathBuf;

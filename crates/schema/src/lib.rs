@@ -8,6 +8,7 @@
 //! kept with FIRST/AFTER), CREATE OR REPLACE VIEW, DROP VIEW, DROP TABLE.
 
 mod diff;
+pub mod lint;
 mod model;
 
 pub use diff::{changes, diff, same, Change};

@@ -265,6 +265,8 @@ pub enum BranchCmd {
     Schema { database: String, branch: String },
     /// Show what a branch changed against its parent, per table and view.
     Diff { database: String, branch: String },
+    /// Check a branch's schema and changes for what would stop or endanger a deploy.
+    Lint { database: String, branch: String },
     /// Promote a branch to production.
     Promote { database: String, branch: String },
     /// Demote a production branch to development.
@@ -385,6 +387,24 @@ pub async fn run_branch(ctx: &Ctx, cmd: BranchCmd) -> Result<()> {
                         );
                     }
                 }
+            }
+        }
+        BranchCmd::Lint { database, branch } => {
+            let items = ctx
+                .client
+                .list(&format!("{}/schema/lint", path(&database, &branch)))
+                .await?;
+            if ctx.format == Format::Human && items.is_empty() {
+                println!("No lint findings.");
+            } else {
+                let cols: &[Column] = &[
+                    ("SEVERITY", "/severity"),
+                    ("ERROR", "/lint_error"),
+                    ("TABLE", "/table_name"),
+                    ("COLUMN", "/column_name"),
+                    ("DESCRIPTION", "/error_description"),
+                ];
+                ctx.show_list(cols, &items);
             }
         }
         BranchCmd::Promote { database, branch } => {

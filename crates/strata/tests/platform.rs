@@ -101,6 +101,40 @@ fn databases_branches_and_passwords() {
     assert!(s
         .fails(&["branch", "diff", "shop", "main"])
         .contains("no parent branch"));
+    // Lint: foreign keys while the database has them off, a trigger, a table without a primary key.
+    // (triggers need SUPER with binary logging on, so the control plane's user makes this one)
+    s.sql_ok(&dev_id, "strata_root", "CREATE TABLE nokey (v INT); CREATE TRIGGER trg BEFORE INSERT ON users FOR EACH ROW SET NEW.email = LOWER(NEW.email)");
+    let lint = s.json(&["branch", "lint", "shop", "dev"]);
+    let codes: Vec<(String, String)> = lint
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["lint_error"].as_str().unwrap().to_string(),
+                f["table_name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("FOREIGN_KEYS_DISABLED", "orders"),
+        ("NO_PRIMARY_KEY", "nokey"),
+        ("UNSUPPORTED_TRIGGER", "users"),
+    ] {
+        assert!(
+            codes.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} in {codes:?}"
+        );
+    }
+    let fk = lint
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["lint_error"] == "FOREIGN_KEYS_DISABLED")
+        .unwrap();
+    assert_eq!(fk["foreign_key_column_names"], json!(["user_id"]));
+    assert_eq!(fk["severity"], "error");
+    s.sql_ok(&dev_id, "strata_root", "DROP TABLE nokey; DROP TRIGGER trg");
     // The branch schema, through the CLI and the API (PlanetScale's {data: [{name, raw, html}]}).
     let schema = s.json(&["branch", "schema", "shop", "dev"]);
     let names: Vec<&str> = schema

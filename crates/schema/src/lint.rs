@@ -1,0 +1,259 @@
+//! Deployability checks, as PlanetScale's lint reports them: each finding names its table (and
+//! column, charset, …), says whether it blocks a deploy, and why.
+
+use crate::diff::Change;
+use crate::model::{ident, Schema};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Blocks a deploy request.
+    Error,
+    /// Shown, does not block.
+    Warning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Code of the finding, e.g. `UNSUPPORTED_CHARSET`.
+    pub code: &'static str,
+    pub severity: Severity,
+    pub table: String,
+    pub column: Option<String>,
+    pub charset: Option<String>,
+    pub engine: Option<String>,
+    pub foreign_key_columns: Vec<String>,
+    pub description: String,
+}
+
+impl Finding {
+    fn new(code: &'static str, severity: Severity, table: &str, description: String) -> Finding {
+        Finding {
+            code,
+            severity,
+            table: table.to_string(),
+            column: None,
+            charset: None,
+            engine: None,
+            foreign_key_columns: Vec::new(),
+            description,
+        }
+    }
+}
+
+/// Charsets a deploy can carry (PlanetScale's list).
+pub const CHARSETS: &[&str] = &["utf8", "utf8mb4", "utf8mb3", "latin1", "ascii"];
+
+fn charset_of(definition: &str) -> Option<&str> {
+    let rest = definition.split("CHARACTER SET ").nth(1)?;
+    rest.split_whitespace().next()
+}
+
+fn option<'a>(options: &'a str, key: &str) -> Option<&'a str> {
+    let i = options.find(&format!("{key}="))?;
+    options[i + key.len() + 1..].split_whitespace().next()
+}
+
+fn base_charset(cs: &str) -> &str {
+    cs.trim_matches('\'')
+}
+
+/// Checks a schema. `foreign_keys_allowed` is the database's setting.
+pub fn lint(schema: &Schema, foreign_keys_allowed: bool) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for t in schema.tables.values() {
+        if let Some(engine) = option(&t.options, "ENGINE") {
+            if !engine.eq_ignore_ascii_case("InnoDB") {
+                let mut f = Finding::new(
+                    "UNSUPPORTED_ENGINE",
+                    Severity::Error,
+                    &t.name,
+                    format!(
+                        "Table `{}` uses the {engine} engine; only InnoDB tables can be deployed",
+                        t.name
+                    ),
+                );
+                f.engine = Some(engine.to_string());
+                out.push(f);
+            }
+        }
+        if let Some(cs) = option(&t.options, "DEFAULT CHARSET").map(base_charset) {
+            if !CHARSETS.contains(&cs) {
+                let mut f = Finding::new(
+                    "UNSUPPORTED_CHARSET",
+                    Severity::Error,
+                    &t.name,
+                    format!(
+                        "Table `{}` uses the unsupported charset {cs}; use one of {}",
+                        t.name,
+                        CHARSETS.join(", ")
+                    ),
+                );
+                f.charset = Some(cs.to_string());
+                out.push(f);
+            }
+        }
+        for c in &t.columns {
+            if let Some(cs) = charset_of(&c.definition) {
+                if !CHARSETS.contains(&cs) {
+                    let mut f = Finding::new(
+                        "UNSUPPORTED_CHARSET",
+                        Severity::Error,
+                        &t.name,
+                        format!(
+                            "Column `{}`.`{}` uses the unsupported charset {cs}; use one of {}",
+                            t.name,
+                            c.name,
+                            CHARSETS.join(", ")
+                        ),
+                    );
+                    f.column = Some(c.name.clone());
+                    f.charset = Some(cs.to_string());
+                    out.push(f);
+                }
+            }
+        }
+        if !t.indexes.iter().any(|i| i.name == "PRIMARY") {
+            out.push(Finding::new(
+                "NO_PRIMARY_KEY",
+                Severity::Warning,
+                &t.name,
+                format!("Table `{}` has no primary key: online schema changes need one to copy rows in order", t.name),
+            ));
+        }
+        if !foreign_keys_allowed {
+            for fk in &t.foreign_keys {
+                let cols = fk
+                    .definition
+                    .split("FOREIGN KEY (")
+                    .nth(1)
+                    .and_then(|r| r.split(')').next())
+                    .map(|l| {
+                        l.split(',')
+                            .filter_map(|c| ident(c.trim()).map(|(n, _)| n))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut f = Finding::new(
+                    "FOREIGN_KEYS_DISABLED",
+                    Severity::Error,
+                    &t.name,
+                    format!("Table `{}` has the foreign key `{}`, but foreign key constraints are not enabled for this database", t.name, fk.name),
+                );
+                f.foreign_key_columns = cols;
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+/// Findings about a set of changes: destructive ones, and drops paired with adds that look like a
+/// rename (deploys copy by name, so a rename would lose the column's data).
+pub fn lint_changes(changes: &[Change]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for c in changes {
+        let s = &c.statement;
+        if s.starts_with("DROP TABLE ") {
+            out.push(Finding::new(
+                "DESTRUCTIVE_CHANGE",
+                Severity::Warning,
+                &c.object,
+                format!("Table `{}` is dropped, with all its data", c.object),
+            ));
+        }
+        if s.starts_with("ALTER TABLE ") {
+            let drops: Vec<String> = s
+                .match_indices("DROP COLUMN ")
+                .filter_map(|(i, _)| ident(&s[i + 12..]).map(|(n, _)| n))
+                .collect();
+            let adds: Vec<String> = s
+                .match_indices("ADD COLUMN ")
+                .filter_map(|(i, _)| ident(&s[i + 11..]).map(|(n, _)| n))
+                .collect();
+            for d in &drops {
+                let mut f = Finding::new(
+                    "DESTRUCTIVE_CHANGE",
+                    Severity::Warning,
+                    &c.object,
+                    format!("Column `{}`.`{d}` is dropped, with its data", c.object),
+                );
+                f.column = Some(d.clone());
+                out.push(f);
+            }
+            if !drops.is_empty() && !adds.is_empty() {
+                let mut f = Finding::new(
+                    "POSSIBLE_RENAME",
+                    Severity::Warning,
+                    &c.object,
+                    format!(
+                        "Table `{}` drops {} and adds {}: if this is a rename, the data is not carried over; add the new column, copy, then drop the old one in a later deploy",
+                        c.object,
+                        drops.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", "),
+                        adds.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+                f.column = drops.first().cloned();
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::changes;
+    use crate::model::parse_table;
+
+    fn schema(tables: &[&str]) -> Schema {
+        let mut s = Schema::default();
+        for t in tables {
+            let t = parse_table(t).unwrap();
+            s.tables.insert(t.name.clone(), t);
+        }
+        s
+    }
+
+    #[test]
+    fn findings() {
+        let s = schema(&[
+            "CREATE TABLE `a` (\n  `id` int(11) NOT NULL,\n  `n` varchar(5) CHARACTER SET utf16 COLLATE utf16_general_ci DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+            "CREATE TABLE `b` (\n  `x` int(11) DEFAULT NULL\n) ENGINE=MyISAM DEFAULT CHARSET=cp1251",
+            "CREATE TABLE `c` (\n  `id` int(11) NOT NULL,\n  `a` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `f` (`a`),\n  CONSTRAINT `f` FOREIGN KEY (`a`) REFERENCES `a` (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=latin1",
+        ]);
+        let f = lint(&s, false);
+        let codes: Vec<(&str, &str)> = f.iter().map(|f| (f.code, f.table.as_str())).collect();
+        assert_eq!(
+            codes,
+            [
+                ("UNSUPPORTED_CHARSET", "a"),
+                ("UNSUPPORTED_ENGINE", "b"),
+                ("UNSUPPORTED_CHARSET", "b"),
+                ("NO_PRIMARY_KEY", "b"),
+                ("FOREIGN_KEYS_DISABLED", "c")
+            ]
+        );
+        assert_eq!(f[0].column.as_deref(), Some("n"));
+        assert_eq!(f[4].foreign_key_columns, ["a"]);
+        assert!(lint(&s, true)
+            .iter()
+            .all(|f| f.code != "FOREIGN_KEYS_DISABLED"));
+    }
+
+    #[test]
+    fn destructive_changes_and_renames() {
+        let a = schema(&["CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `old` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB", "CREATE TABLE `gone` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB"]);
+        let b = schema(&["CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `new` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB"]);
+        let f = lint_changes(&changes(&a, &b).unwrap());
+        let codes: Vec<&str> = f.iter().map(|f| f.code).collect();
+        assert_eq!(
+            codes,
+            [
+                "DESTRUCTIVE_CHANGE",
+                "POSSIBLE_RENAME",
+                "DESTRUCTIVE_CHANGE"
+            ]
+        );
+    }
+}
