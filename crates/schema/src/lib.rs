@@ -9,6 +9,7 @@
 
 mod diff;
 pub mod lint;
+pub mod merge;
 mod model;
 
 pub use diff::{changes, diff, same, Change};

@@ -1,0 +1,197 @@
+//! The three-way check of a deploy request: the branch's changes since its base, applied to the
+//! current target schema. It conflicts when the target changed the same objects since the base
+//! (differently), and is invalid when the result breaks a reference (a foreign key to a table or
+//! column the target no longer has).
+
+use crate::model::{ident, Schema, Table};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merge {
+    /// The target schema with the branch's changes applied.
+    pub result: Schema,
+    /// Objects changed on both sides since the base, differently.
+    pub conflicts: Vec<String>,
+    /// References the result breaks.
+    pub invalid: Vec<String>,
+}
+
+fn table_key(t: &Table) -> (Vec<crate::model::Column>, Vec<String>, String) {
+    let mut ix: Vec<String> = t
+        .indexes
+        .iter()
+        .chain(&t.foreign_keys)
+        .chain(&t.checks)
+        .map(|i| i.definition.clone())
+        .collect();
+    ix.sort_unstable();
+    (t.columns.clone(), ix, t.options.clone())
+}
+
+fn same_table(a: Option<&Table>, b: Option<&Table>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => table_key(a) == table_key(b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// Applies `ours` (changed from `base`) to `target`.
+pub fn three_way(base: &Schema, ours: &Schema, target: &Schema, into: &str) -> Merge {
+    let mut result = target.clone();
+    let mut conflicts = Vec::new();
+    let names: std::collections::BTreeSet<&String> =
+        base.tables.keys().chain(ours.tables.keys()).collect();
+    for n in names {
+        let (b, o, t) = (base.tables.get(n), ours.tables.get(n), target.tables.get(n));
+        if same_table(b, o) {
+            continue; // not changed on the branch
+        }
+        if !same_table(b, t) && !same_table(o, t) {
+            conflicts.push(format!("table `{n}` was changed on this branch and, differently, on `{into}` since the branch was made"));
+            continue;
+        }
+        match o {
+            Some(o) => {
+                result.tables.insert(n.clone(), o.clone());
+            }
+            None => {
+                result.tables.remove(n);
+            }
+        }
+    }
+    let views: std::collections::BTreeSet<&String> =
+        base.views.keys().chain(ours.views.keys()).collect();
+    for n in views {
+        let (b, o, t) = (base.views.get(n), ours.views.get(n), target.views.get(n));
+        if b == o {
+            continue;
+        }
+        if b != t && o != t {
+            conflicts.push(format!("view `{n}` was changed on this branch and, differently, on `{into}` since the branch was made"));
+            continue;
+        }
+        match o {
+            Some(o) => {
+                result.views.insert(n.clone(), o.clone());
+            }
+            None => {
+                result.views.remove(n);
+            }
+        }
+    }
+    let invalid = broken_references(&result);
+    Merge {
+        result,
+        conflicts,
+        invalid,
+    }
+}
+
+/// Foreign keys of `schema` pointing at tables or columns it does not have.
+pub fn broken_references(schema: &Schema) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in schema.tables.values() {
+        for fk in &t.foreign_keys {
+            let Some(rest) = fk.definition.split(" REFERENCES ").nth(1) else {
+                continue;
+            };
+            let Some((target, after)) = ident(rest) else {
+                continue;
+            };
+            let cols: Vec<String> = after
+                .trim_start()
+                .strip_prefix('(')
+                .and_then(|r| r.split(')').next())
+                .map(|l| {
+                    l.split(',')
+                        .filter_map(|c| ident(c.trim()).map(|(n, _)| n))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match schema.tables.get(&target) {
+                None => out.push(format!(
+                    "foreign key `{}` on `{}` references table `{target}`, which would not exist",
+                    fk.name, t.name
+                )),
+                Some(tt) => {
+                    for c in cols {
+                        if !tt.columns.iter().any(|x| x.name == c) {
+                            out.push(format!("foreign key `{}` on `{}` references `{target}`.`{c}`, which would not exist", fk.name, t.name));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_table;
+
+    fn schema(tables: &[&str]) -> Schema {
+        let mut s = Schema::default();
+        for t in tables {
+            let t = parse_table(t).unwrap();
+            s.tables.insert(t.name.clone(), t);
+        }
+        s
+    }
+    const USERS: &str = "CREATE TABLE `users` (\n  `id` int(11) NOT NULL,\n  `email` varchar(50) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
+    const USERS_WIDE: &str = "CREATE TABLE `users` (\n  `id` int(11) NOT NULL,\n  `email` varchar(200) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
+    const USERS_NAME: &str = "CREATE TABLE `users` (\n  `id` int(11) NOT NULL,\n  `email` varchar(50) DEFAULT NULL,\n  `name` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
+    const POSTS: &str = "CREATE TABLE `posts` (\n  `id` int(11) NOT NULL,\n  `u` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `fk` (`u`),\n  CONSTRAINT `fk` FOREIGN KEY (`u`) REFERENCES `users` (`id`)\n) ENGINE=InnoDB";
+    const TAGS: &str =
+        "CREATE TABLE `tags` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
+
+    #[test]
+    fn independent_changes_merge() {
+        let m = three_way(
+            &schema(&[USERS]),
+            &schema(&[USERS_WIDE]),
+            &schema(&[USERS, TAGS]),
+            "main",
+        );
+        assert!(m.conflicts.is_empty() && m.invalid.is_empty());
+        assert_eq!(m.result, schema(&[USERS_WIDE, TAGS]));
+    }
+
+    #[test]
+    fn same_change_on_both_sides_is_no_conflict() {
+        let m = three_way(
+            &schema(&[USERS]),
+            &schema(&[USERS_WIDE]),
+            &schema(&[USERS_WIDE]),
+            "main",
+        );
+        assert!(m.conflicts.is_empty());
+    }
+
+    #[test]
+    fn different_changes_to_one_table_conflict() {
+        let m = three_way(
+            &schema(&[USERS]),
+            &schema(&[USERS_WIDE]),
+            &schema(&[USERS_NAME]),
+            "main",
+        );
+        assert_eq!(m.conflicts.len(), 1);
+        assert!(m.conflicts[0].contains("`users`"));
+    }
+
+    #[test]
+    fn a_reference_to_a_dropped_table_is_invalid() {
+        // The branch adds posts → users; meanwhile main dropped users.
+        let m = three_way(
+            &schema(&[USERS]),
+            &schema(&[USERS, POSTS]),
+            &schema(&[]),
+            "main",
+        );
+        assert!(m.conflicts.is_empty());
+        assert_eq!(m.invalid.len(), 1, "{:?}", m.invalid);
+        assert!(m.invalid[0].contains("`users`"));
+    }
+}
