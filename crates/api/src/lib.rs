@@ -37,6 +37,8 @@ pub struct AppState {
         routes::list_databases, routes::create_database, routes::get_database, routes::update_database, routes::delete_database,
         routes::list_branches, routes::create_branch, routes::get_branch, routes::delete_branch,
         routes::promote_branch, routes::demote_branch, routes::get_branch_schema, routes::get_branch_diff, routes::lint_branch_schema,
+        routes::list_deploy_requests, routes::create_deploy_request, routes::get_deploy_request, routes::close_deploy_request,
+        routes::get_deploy_request_diff, routes::list_reviews, routes::review_deploy_request,
         routes::enable_safe_migrations, routes::update_safe_migrations, routes::disable_safe_migrations,
         routes::list_database_passwords, routes::list_passwords, routes::create_password, routes::get_password,
         routes::update_password, routes::delete_password, routes::renew_password,
@@ -167,6 +169,22 @@ pub fn router(state: AppState) -> Router {
                 .delete(delete_database),
         )
         .route(&format!("{db}/passwords"), get(list_database_passwords))
+        .route(
+            &format!("{db}/deploy-requests"),
+            get(list_deploy_requests).post(create_deploy_request),
+        )
+        .route(
+            &format!("{db}/deploy-requests/{{number}}"),
+            get(get_deploy_request).patch(close_deploy_request),
+        )
+        .route(
+            &format!("{db}/deploy-requests/{{number}}/diff"),
+            get(get_deploy_request_diff),
+        )
+        .route(
+            &format!("{db}/deploy-requests/{{number}}/reviews"),
+            get(list_reviews).post(review_deploy_request),
+        )
         .route(
             &format!("{db}/branches"),
             get(list_branches).post(create_branch),

@@ -710,3 +710,193 @@ pub async fn lint_branch_schema(
     );
     Ok(Json(views::page(list, page, per, &url)))
 }
+
+// ------------------------------------------------------------------ deploy requests
+
+type OrgDbNumber = Path<(String, String, i64)>;
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateDeployRequest {
+    pub branch: Option<String>,
+    /// Defaults to the branch's parent, else the database's default branch.
+    pub into_branch: Option<String>,
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct UpdateDeployRequest {
+    /// Only `closed`.
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateReview {
+    /// `approve` or `comment`.
+    pub state: Option<String>,
+    pub body: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests", tag = "deploy requests",
+    responses((status = 200, body = Page<views::DeployRequestView>)))]
+pub async fn list_deploy_requests(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db)): OrgDb,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<views::DeployRequestView>>> {
+    let (page, per) = q.parse()?;
+    let list = st
+        .platform
+        .deploy_requests(&c, &org, &db)
+        .await?
+        .iter()
+        .map(|s| views::deploy_request(&st.api_url, &org, &db, s))
+        .collect();
+    Ok(Json(views::page(
+        list,
+        page,
+        per,
+        &list_url(
+            &st,
+            &format!("organizations/{org}/databases/{db}/deploy-requests"),
+        ),
+    )))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests", tag = "deploy requests",
+    request_body = CreateDeployRequest,
+    responses((status = 201, body = views::DeployRequestView), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn create_deploy_request(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db)): OrgDb,
+    Body(b): Body<CreateDeployRequest>,
+) -> ApiResult<(StatusCode, Json<views::DeployRequestView>)> {
+    let branch = b
+        .branch
+        .filter(|x| !x.is_empty())
+        .ok_or_else(|| ApiError::invalid("branch is required"))?;
+    let s = st
+        .platform
+        .create_deploy_request(
+            &c,
+            &org,
+            &db,
+            &branch,
+            b.into_branch.filter(|x| !x.is_empty()),
+            b.notes,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(views::deploy_request(&st.api_url, &org, &db, &s)),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}", tag = "deploy requests",
+    responses((status = 200, body = views::DeployRequestView), (status = 404, body = ApiError)))]
+pub async fn get_deploy_request(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+) -> ApiResult<Json<views::DeployRequestView>> {
+    let s = st.platform.deploy_request(&c, &org, &db, number).await?;
+    Ok(Json(views::deploy_request(&st.api_url, &org, &db, &s)))
+}
+
+#[utoipa::path(patch, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}", tag = "deploy requests",
+    request_body = UpdateDeployRequest, responses((status = 200, body = views::DeployRequestView), (status = 404, body = ApiError)))]
+pub async fn close_deploy_request(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+    Body(b): Body<UpdateDeployRequest>,
+) -> ApiResult<Json<views::DeployRequestView>> {
+    match b.state.as_deref() {
+        Some("closed") => {}
+        other => {
+            return Err(ApiError::invalid(format!(
+                "state must be \"closed\" (got {other:?})"
+            )))
+        }
+    }
+    let s = st
+        .platform
+        .close_deploy_request(&c, &org, &db, number)
+        .await?;
+    Ok(Json(views::deploy_request(&st.api_url, &org, &db, &s)))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/diff", tag = "deploy requests",
+    responses((status = 200, body = SchemaList), (status = 404, body = ApiError)))]
+pub async fn get_deploy_request_diff(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+) -> ApiResult<Json<SchemaList>> {
+    let s = st.platform.deploy_request(&c, &org, &db, number).await?;
+    Ok(Json(schema_list(s.changes)))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/reviews", tag = "deploy requests",
+    responses((status = 200, body = Page<views::ReviewView>)))]
+pub async fn list_reviews(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<views::ReviewView>>> {
+    let (page, per) = q.parse()?;
+    let list = st
+        .platform
+        .deploy_request_reviews(&c, &org, &db, number)?
+        .iter()
+        .map(views::review)
+        .collect();
+    Ok(Json(views::page(
+        list,
+        page,
+        per,
+        &list_url(
+            &st,
+            &format!("organizations/{org}/databases/{db}/deploy-requests/{number}/reviews"),
+        ),
+    )))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/reviews", tag = "deploy requests",
+    request_body = CreateReview, responses((status = 201, body = views::ReviewView), (status = 422, body = ApiError)))]
+pub async fn review_deploy_request(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+    Body(b): Body<CreateReview>,
+) -> ApiResult<(StatusCode, Json<views::ReviewView>)> {
+    let state = b
+        .state
+        .ok_or_else(|| ApiError::invalid("state (approve or comment) is required"))?;
+    let r = st
+        .platform
+        .review_deploy_request(&c, &org, &db, number, &state, b.body)?;
+    Ok((StatusCode::CREATED, Json(views::review(&r))))
+}
+
+/// Changes grouped per object, as PlanetScale's diff endpoints answer.
+fn schema_list(changes: Vec<strata_schema::Change>) -> SchemaList {
+    let mut data: Vec<SchemaEntry> = Vec::new();
+    for ch in changes {
+        match data.iter_mut().find(|e| e.name == ch.object) {
+            Some(e) => e.raw.push_str(&format!(";\n{}", ch.statement)),
+            None => data.push(SchemaEntry {
+                name: ch.object,
+                raw: ch.statement,
+                html: String::new(),
+            }),
+        }
+    }
+    for e in &mut data {
+        e.raw.push(';');
+        e.html = format!("<pre>{}</pre>", html_escape(&e.raw));
+    }
+    SchemaList { data }
+}

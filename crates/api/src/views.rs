@@ -469,6 +469,102 @@ pub fn lint(database: &str, f: strata_schema::lint::Finding) -> LintView {
     }
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeployRequestView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind_type: &'static str,
+    pub number: i64,
+    pub actor: Actor,
+    pub closed_by: Option<Actor>,
+    pub branch: String,
+    pub branch_deleted: bool,
+    pub into_branch: String,
+    pub into_branch_sharded: bool,
+    pub into_branch_shard_count: u32,
+    pub approved: bool,
+    /// `open` or `closed`.
+    pub state: String,
+    /// `ready` (deployable), `no_changes`, or `error` (see `problems`).
+    pub deployment_state: &'static str,
+    pub deployable: bool,
+    /// What blocks the deploy: conflicts with the target's changes since the branch was made,
+    /// broken references, lint errors.
+    pub problems: Vec<String>,
+    /// Worth a look, not blocking: destructive changes, likely renames.
+    pub warnings: Vec<String>,
+    pub num_comments: usize,
+    pub html_url: String,
+    pub notes: String,
+    pub html_body: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub closed_at: Option<String>,
+    pub deployed_at: Option<String>,
+}
+
+pub fn deploy_request(
+    api_url: &str,
+    org: &str,
+    db: &str,
+    s: &strata_control::DeployRequestStatus,
+) -> DeployRequestView {
+    let r = &s.request;
+    DeployRequestView {
+        id: r.id.clone(),
+        kind_type: "DeployRequest",
+        number: r.number,
+        actor: token_actor(&r.actor),
+        closed_by: r.closed_by.as_deref().map(token_actor),
+        branch: r.branch.clone(),
+        branch_deleted: s.branch_deleted,
+        into_branch: r.into_branch.clone(),
+        into_branch_sharded: false,
+        into_branch_shard_count: 1,
+        approved: s.approved,
+        state: r.state.clone(),
+        deployment_state: s.deployment_state,
+        deployable: s.deployable,
+        problems: s.problems.clone(),
+        warnings: s.warnings.clone(),
+        num_comments: s.num_comments,
+        html_url: format!("{api_url}/{org}/{db}/deploy-requests/{}", r.number),
+        notes: r.notes.clone(),
+        html_body: String::new(),
+        created_at: ts(r.created_at),
+        updated_at: ts(r.updated_at),
+        closed_at: ts_opt(r.closed_at),
+        deployed_at: None,
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReviewView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind_type: &'static str,
+    /// `approved` or `commented`.
+    pub state: String,
+    pub body: String,
+    pub html_body: String,
+    pub actor: Actor,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub fn review(r: &strata_catalog::Review) -> ReviewView {
+    ReviewView {
+        id: r.id.clone(),
+        kind_type: "DeployRequestReview",
+        state: r.state.clone(),
+        body: r.body.clone(),
+        html_body: String::new(),
+        actor: token_actor(&r.actor),
+        created_at: ts(r.created_at),
+        updated_at: ts(r.created_at),
+    }
+}
+
 /// PlanetScale's page envelope.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {

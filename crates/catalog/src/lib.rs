@@ -71,4 +71,13 @@ pub trait Catalog: Send + Sync {
     fn passwords_of_database(&self, database_id: &str) -> Result<Vec<Password>>;
     fn update_password(&self, password: &Password) -> Result<()>;
     fn delete_password(&self, id: &str) -> Result<()>;
+
+    // Deploy requests: numbered per database, in order.
+    /// Inserts with the next number of the database; returns the request as stored.
+    fn create_deploy_request(&self, request: &DeployRequest) -> Result<DeployRequest>;
+    fn deploy_request(&self, database_id: &str, number: i64) -> Result<DeployRequest>;
+    fn deploy_requests(&self, database_id: &str) -> Result<Vec<DeployRequest>>;
+    fn update_deploy_request(&self, request: &DeployRequest) -> Result<()>;
+    fn add_review(&self, review: &Review) -> Result<()>;
+    fn reviews(&self, deploy_request_id: &str) -> Result<Vec<Review>>;
 }

@@ -69,6 +69,32 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX passwords_branch ON passwords(branch_id);
     "#,
+    // 2: deploy requests and their reviews.
+    r#"
+    CREATE TABLE deploy_requests (
+        id TEXT PRIMARY KEY,
+        database_id TEXT NOT NULL REFERENCES databases(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        branch TEXT NOT NULL,
+        into_branch TEXT NOT NULL,
+        state TEXT NOT NULL,
+        notes TEXT NOT NULL DEFAULT '',
+        actor TEXT NOT NULL,
+        closed_by TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        closed_at INTEGER,
+        UNIQUE (database_id, number)
+    );
+    CREATE TABLE deploy_request_reviews (
+        id TEXT PRIMARY KEY,
+        deploy_request_id TEXT NOT NULL REFERENCES deploy_requests(id) ON DELETE CASCADE,
+        state TEXT NOT NULL,
+        body TEXT NOT NULL DEFAULT '',
+        actor TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -102,3 +102,34 @@ pub struct Password {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
 }
+
+/// A proposal to deploy a branch's schema changes into another branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployRequest {
+    pub id: String,
+    pub database_id: String,
+    /// Per-database sequence number, as the API addresses it.
+    pub number: i64,
+    pub branch: String,
+    pub into_branch: String,
+    /// `open` or `closed`.
+    pub state: String,
+    pub notes: String,
+    /// Who opened it (a service token id).
+    pub actor: String,
+    pub closed_by: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub closed_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Review {
+    pub id: String,
+    pub deploy_request_id: String,
+    /// `approved` or `commented`.
+    pub state: String,
+    pub body: String,
+    pub actor: String,
+    pub created_at: i64,
+}

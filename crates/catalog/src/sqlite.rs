@@ -214,7 +214,111 @@ fn insert_branch(conn: &Connection, b: &Branch) -> Result<()> {
     Ok(())
 }
 
+fn deploy_request_row(r: &Row) -> rusqlite::Result<DeployRequest> {
+    Ok(DeployRequest {
+        id: r.get(0)?,
+        database_id: r.get(1)?,
+        number: r.get(2)?,
+        branch: r.get(3)?,
+        into_branch: r.get(4)?,
+        state: r.get(5)?,
+        notes: r.get(6)?,
+        actor: r.get(7)?,
+        closed_by: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+        closed_at: r.get(11)?,
+    })
+}
+const DR_COLS: &str =
+    "id, database_id, number, branch, into_branch, state, notes, actor, closed_by, created_at, updated_at, closed_at";
+
+fn review_row(r: &Row) -> rusqlite::Result<Review> {
+    Ok(Review {
+        id: r.get(0)?,
+        deploy_request_id: r.get(1)?,
+        state: r.get(2)?,
+        body: r.get(3)?,
+        actor: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
 impl Catalog for SqliteCatalog {
+    fn create_deploy_request(&self, d: &DeployRequest) -> Result<DeployRequest> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let next: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM deploy_requests WHERE database_id = ?1",
+            [&d.database_id],
+            |r| r.get(0),
+        )?;
+        let mut stored = d.clone();
+        stored.number = next;
+        tx.execute(
+            &format!("INSERT INTO deploy_requests ({DR_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"),
+            params![
+                stored.id,
+                stored.database_id,
+                stored.number,
+                stored.branch,
+                stored.into_branch,
+                stored.state,
+                stored.notes,
+                stored.actor,
+                stored.closed_by,
+                stored.created_at,
+                stored.updated_at,
+                stored.closed_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    fn deploy_request(&self, database_id: &str, number: i64) -> Result<DeployRequest> {
+        self.one(
+            "Deploy request",
+            &format!("SELECT {DR_COLS} FROM deploy_requests WHERE database_id=?1 AND number=?2"),
+            params![database_id, number],
+            deploy_request_row,
+        )
+    }
+
+    fn deploy_requests(&self, database_id: &str) -> Result<Vec<DeployRequest>> {
+        self.all(
+            &format!(
+                "SELECT {DR_COLS} FROM deploy_requests WHERE database_id=?1 ORDER BY number DESC"
+            ),
+            [database_id],
+            deploy_request_row,
+        )
+    }
+
+    fn update_deploy_request(&self, d: &DeployRequest) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE deploy_requests SET state=?2, notes=?3, closed_by=?4, updated_at=?5, closed_at=?6 WHERE id=?1",
+            params![d.id, d.state, d.notes, d.closed_by, d.updated_at, d.closed_at],
+        )?;
+        changed(n, "Deploy request")
+    }
+
+    fn add_review(&self, r: &Review) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO deploy_request_reviews (id, deploy_request_id, state, body, actor, created_at) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![r.id, r.deploy_request_id, r.state, r.body, r.actor, r.created_at],
+        )?;
+        Ok(())
+    }
+
+    fn reviews(&self, deploy_request_id: &str) -> Result<Vec<Review>> {
+        self.all(
+            "SELECT id, deploy_request_id, state, body, actor, created_at FROM deploy_request_reviews WHERE deploy_request_id=?1 ORDER BY created_at, id",
+            [deploy_request_id],
+            review_row,
+        )
+    }
+
     fn create_organization(&self, o: &Organization) -> Result<()> {
         self.conn()
             .execute(
@@ -652,6 +756,55 @@ mod tests {
         let c = SqliteCatalog::open(&path).unwrap();
         assert_eq!(c.organization("acme").unwrap(), org());
         assert_eq!(c.databases("org1").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn deploy_requests_are_numbered_per_database() {
+        let c = SqliteCatalog::in_memory().unwrap();
+        c.create_organization(&org()).unwrap();
+        c.create_database(&db("shop"), &branch("shop", "main"))
+            .unwrap();
+        c.create_database(&db("blog"), &branch("blog", "main"))
+            .unwrap();
+        let dr = |id: &str, db: &str| DeployRequest {
+            id: id.into(),
+            database_id: format!("db-{db}"),
+            number: 0,
+            branch: "dev".into(),
+            into_branch: "main".into(),
+            state: "open".into(),
+            notes: String::new(),
+            actor: "tok".into(),
+            closed_by: None,
+            created_at: 1,
+            updated_at: 1,
+            closed_at: None,
+        };
+        assert_eq!(c.create_deploy_request(&dr("a", "shop")).unwrap().number, 1);
+        assert_eq!(c.create_deploy_request(&dr("b", "shop")).unwrap().number, 2);
+        assert_eq!(c.create_deploy_request(&dr("c", "blog")).unwrap().number, 1);
+        let mut d = c.deploy_request("db-shop", 2).unwrap();
+        d.state = "closed".into();
+        c.update_deploy_request(&d).unwrap();
+        assert_eq!(c.deploy_request("db-shop", 2).unwrap().state, "closed");
+        c.add_review(&Review {
+            id: "r".into(),
+            deploy_request_id: "a".into(),
+            state: "approved".into(),
+            body: String::new(),
+            actor: "t".into(),
+            created_at: 2,
+        })
+        .unwrap();
+        assert_eq!(c.reviews("a").unwrap().len(), 1);
+        assert_eq!(
+            c.deploy_requests("db-shop")
+                .unwrap()
+                .iter()
+                .map(|d| d.number)
+                .collect::<Vec<_>>(),
+            [2, 1]
+        );
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //! - deleting removes the catalog rows first and the instances after; directories left by a crash in
 //!   between are removed on the next start.
 
+mod deploy_requests;
 mod error;
 mod passwords;
 
+pub use deploy_requests::DeployRequestStatus;
 pub use error::{ControlError, Result};
 pub use passwords::{
     expired as password_expired, Login, NewPassword, PasswordRequest, PasswordUpdate,

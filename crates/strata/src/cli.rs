@@ -693,3 +693,177 @@ mod tests {
         }
     }
 }
+
+// ------------------------------------------------------------------ deploy requests
+
+#[derive(Subcommand)]
+pub enum DeployRequestCmd {
+    /// Open a deploy request for a branch's schema changes.
+    Create {
+        database: String,
+        branch: String,
+        /// Target branch (default: the branch's parent).
+        #[arg(long)]
+        into: Option<String>,
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// List the deploy requests of a database.
+    #[command(alias = "ls")]
+    List { database: String },
+    /// Show a deploy request: its state, whether it is deployable and why not.
+    Show { database: String, number: i64 },
+    /// Show the statements a deploy request would run on its target.
+    Diff { database: String, number: i64 },
+    /// Approve or comment on a deploy request.
+    Review {
+        database: String,
+        number: i64,
+        #[arg(long, conflicts_with = "comment")]
+        approve: bool,
+        /// A comment (with --approve: the approval's note).
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Close a deploy request without deploying it.
+    Close { database: String, number: i64 },
+}
+
+const DEPLOY_REQUEST: &[Column] = &[
+    ("NUMBER", "/number"),
+    ("BRANCH", "/branch"),
+    ("INTO BRANCH", "/into_branch"),
+    ("APPROVED", "/approved"),
+    ("STATE", "/state"),
+    ("DEPLOYMENT STATE", "/deployment_state"),
+    ("DEPLOYABLE", "/deployable"),
+    ("CREATED AT", "/created_at"),
+    ("CLOSED AT", "/closed_at"),
+];
+
+fn print_problems(ctx: &Ctx, v: &Value) {
+    if ctx.format != Format::Human {
+        return;
+    }
+    for (title, key) in [("Not deployable:", "problems"), ("Warnings:", "warnings")] {
+        let list = v
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if !list.is_empty() {
+            println!("{title}");
+            for p in list {
+                println!("  - {}", p.as_str().unwrap_or_default());
+            }
+        }
+    }
+}
+
+pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> {
+    let base = |db: &str| ctx.org_path(&format!("databases/{db}/deploy-requests"));
+    match cmd {
+        DeployRequestCmd::Create {
+            database,
+            branch,
+            into,
+            notes,
+        } => {
+            let mut body = json!({ "branch": branch });
+            if let Some(i) = into {
+                body["into_branch"] = json!(i);
+            }
+            if let Some(n) = notes {
+                body["notes"] = json!(n);
+            }
+            let v = ctx
+                .client
+                .send(Method::POST, &base(&database), body)
+                .await?;
+            ctx.say(&format!(
+                "Deploy request #{} was opened for branch '{branch}'.",
+                v["number"]
+            ));
+            ctx.show(DEPLOY_REQUEST, &v);
+            print_problems(ctx, &v);
+        }
+        DeployRequestCmd::List { database } => {
+            let items = ctx.client.list(&base(&database)).await?;
+            ctx.show_list(DEPLOY_REQUEST, &items);
+        }
+        DeployRequestCmd::Show { database, number } => {
+            let v = ctx
+                .client
+                .get(&format!("{}/{number}", base(&database)))
+                .await?;
+            ctx.show(DEPLOY_REQUEST, &v);
+            print_problems(ctx, &v);
+        }
+        DeployRequestCmd::Diff { database, number } => {
+            let v = ctx
+                .client
+                .get(&format!("{}/{number}/diff", base(&database)))
+                .await?;
+            let items = v
+                .get("data")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            match ctx.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&Value::Array(items))?),
+                Format::Csv => ctx.show_list(&[("NAME", "/name"), ("RAW", "/raw")], &items),
+                Format::Human if items.is_empty() => println!("No changes."),
+                Format::Human => {
+                    for o in &items {
+                        let name = o.get("name").and_then(Value::as_str).unwrap_or_default();
+                        println!(
+                            "-- `{name}`\n{}\n",
+                            o.get("raw").and_then(Value::as_str).unwrap_or_default()
+                        );
+                    }
+                }
+            }
+        }
+        DeployRequestCmd::Review {
+            database,
+            number,
+            approve,
+            comment,
+        } => {
+            if !approve && comment.is_none() {
+                bail!("say what the review is: --approve, or --comment \"…\"");
+            }
+            let body =
+                json!({ "state": if approve { "approve" } else { "comment" }, "body": comment });
+            let v = ctx
+                .client
+                .send(
+                    Method::POST,
+                    &format!("{}/{number}/reviews", base(&database)),
+                    body,
+                )
+                .await?;
+            if ctx.format == Format::Human {
+                println!(
+                    "Deploy request #{number} was {}.",
+                    if approve { "approved" } else { "commented on" }
+                );
+            } else {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+        }
+        DeployRequestCmd::Close { database, number } => {
+            let v = ctx
+                .client
+                .send(
+                    Method::PATCH,
+                    &format!("{}/{number}", base(&database)),
+                    json!({"state": "closed"}),
+                )
+                .await?;
+            ctx.say(&format!("Deploy request #{number} was closed."));
+            ctx.show(DEPLOY_REQUEST, &v);
+        }
+    }
+    Ok(())
+}

@@ -106,6 +106,9 @@ enum Command {
     /// List and show organizations.
     #[command(subcommand)]
     Org(cli::OrgCmd),
+    /// Open, list, show, review and close deploy requests.
+    #[command(subcommand, name = "deploy-request", alias = "dr")]
+    DeployRequest(cli::DeployRequestCmd),
     /// Open an interactive SQL shell on a branch (the installed mariadb/mysql client, through the gateway).
     Shell {
         database: String,
@@ -218,6 +221,7 @@ fn main() -> std::process::ExitCode {
             Command::Password(c) => cli::run_password(&ctx, c).await,
             Command::Org(c) => cli::run_org(&ctx, c).await,
             Command::ServiceToken(c) => cli::run_service_token(&ctx, c).await,
+            Command::DeployRequest(c) => cli::run_deploy_request(&ctx, c).await,
             Command::Shell {
                 database,
                 branch,

@@ -1,0 +1,304 @@
+//! Deploy requests: a branch's schema changes proposed for a branch with safe migrations, checked
+//! three-way against the target's current schema, reviewed, closed. (Deploying them is the deploy
+//! queue's job.)
+
+use crate::error::not_found;
+use crate::{model, Caller, ControlError, Platform, Result};
+use strata_catalog::{Branch, Database, DeployRequest, Review};
+use strata_model::{ids, timefmt::now_millis};
+use strata_schema::lint::{lint, lint_changes, Severity};
+use strata_schema::merge::three_way;
+use strata_schema::Change;
+
+/// A deploy request with what is known about it now.
+pub struct DeployRequestStatus {
+    pub request: DeployRequest,
+    pub approved: bool,
+    pub num_comments: usize,
+    /// True when it has changes and nothing blocks them.
+    pub deployable: bool,
+    /// `ready`, `no_changes` or `error` (see `problems`).
+    pub deployment_state: &'static str,
+    /// What blocks the deploy: conflicts, broken references, lint errors.
+    pub problems: Vec<String>,
+    /// What is worth a look but does not block (destructive changes, likely renames, …).
+    pub warnings: Vec<String>,
+    /// The statements that would take the target to the result.
+    pub changes: Vec<Change>,
+    pub branch_deleted: bool,
+}
+
+impl Platform {
+    fn request_parts(&self, caller: &Caller, org: &str, db: &str) -> Result<Database> {
+        self.database(caller, org, db)
+    }
+
+    /// Opens a deploy request from `branch` into `into` (default: the branch's parent, else the
+    /// database's default branch).
+    pub async fn create_deploy_request(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        branch: &str,
+        into: Option<String>,
+        notes: Option<String>,
+    ) -> Result<DeployRequestStatus> {
+        let database = self.request_parts(caller, org, db)?;
+        let b = self
+            .catalog()
+            .branch(&database.id, branch)
+            .map_err(|_| not_found("Branch", branch))?;
+        let into = into
+            .or_else(|| b.parent_branch.clone())
+            .unwrap_or_else(|| database.default_branch.clone());
+        if into == b.name {
+            return Err(ControlError::Unprocessable(format!(
+                "Branch '{branch}' cannot be deployed into itself"
+            )));
+        }
+        let target = self
+            .catalog()
+            .branch(&database.id, &into)
+            .map_err(|_| not_found("Branch", &into))?;
+        if !target.safe_migrations {
+            return Err(ControlError::Unprocessable(format!(
+                "Branch '{into}' does not have safe migrations enabled: deploy requests go into branches with safe migrations"
+            )));
+        }
+        if let Some(open) = self
+            .catalog()
+            .deploy_requests(&database.id)?
+            .into_iter()
+            .find(|d| d.branch == b.name && d.state == "open")
+        {
+            return Err(ControlError::Conflict(format!(
+                "Branch '{branch}' already has an open deploy request (#{})",
+                open.number
+            )));
+        }
+        let now = now_millis();
+        let request = self.catalog().create_deploy_request(&DeployRequest {
+            id: ids::public_id(),
+            database_id: database.id.clone(),
+            number: 0,
+            branch: b.name.clone(),
+            into_branch: target.name.clone(),
+            state: "open".into(),
+            notes: notes.unwrap_or_default(),
+            actor: caller.token_id.clone(),
+            closed_by: None,
+            created_at: now,
+            updated_at: now,
+            closed_at: None,
+        })?;
+        self.status_of(caller, org, &database, request).await
+    }
+
+    pub async fn deploy_requests(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+    ) -> Result<Vec<DeployRequestStatus>> {
+        let database = self.request_parts(caller, org, db)?;
+        let mut out = Vec::new();
+        for r in self.catalog().deploy_requests(&database.id)? {
+            out.push(self.status_of(caller, org, &database, r).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn deploy_request(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+    ) -> Result<DeployRequestStatus> {
+        let database = self.request_parts(caller, org, db)?;
+        let r = self
+            .catalog()
+            .deploy_request(&database.id, number)
+            .map_err(|_| ControlError::NotFound(format!("Deploy request #{number} not found")))?;
+        self.status_of(caller, org, &database, r).await
+    }
+
+    pub async fn close_deploy_request(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+    ) -> Result<DeployRequestStatus> {
+        let database = self.request_parts(caller, org, db)?;
+        let mut r = self
+            .catalog()
+            .deploy_request(&database.id, number)
+            .map_err(|_| ControlError::NotFound(format!("Deploy request #{number} not found")))?;
+        if r.state != "closed" {
+            let now = now_millis();
+            r.state = "closed".into();
+            r.closed_at = Some(now);
+            r.closed_by = Some(caller.token_id.clone());
+            r.updated_at = now;
+            self.catalog().update_deploy_request(&r)?;
+        }
+        self.status_of(caller, org, &database, r).await
+    }
+
+    /// Approves or comments on a deploy request. Nobody approves their own request while the
+    /// organization has other admins who could.
+    pub fn review_deploy_request(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+        state: &str,
+        body: Option<String>,
+    ) -> Result<Review> {
+        let database = self.request_parts(caller, org, db)?;
+        let r = self
+            .catalog()
+            .deploy_request(&database.id, number)
+            .map_err(|_| ControlError::NotFound(format!("Deploy request #{number} not found")))?;
+        let state = match state {
+            "approve" | "approved" => "approved",
+            "comment" | "commented" => "commented",
+            other => {
+                return Err(ControlError::Invalid(format!(
+                    "invalid review state '{other}': use approve or comment"
+                )))
+            }
+        };
+        if r.state == "closed" {
+            return Err(ControlError::Unprocessable(format!(
+                "Deploy request #{number} is closed"
+            )));
+        }
+        if state == "approved" && r.actor == caller.token_id {
+            let admins = self
+                .catalog()
+                .service_tokens(&caller.organization_id)?
+                .len();
+            if admins > 1 {
+                return Err(ControlError::Unprocessable(
+                    "You cannot approve your own deploy request: another administrator must review it".into(),
+                ));
+            }
+        }
+        if state == "commented" && body.as_deref().is_none_or(|b| b.trim().is_empty()) {
+            return Err(ControlError::Invalid("a comment needs a body".into()));
+        }
+        let review = Review {
+            id: ids::public_id(),
+            deploy_request_id: r.id,
+            state: state.into(),
+            body: body.unwrap_or_default(),
+            actor: caller.token_id.clone(),
+            created_at: now_millis(),
+        };
+        self.catalog().add_review(&review)?;
+        Ok(review)
+    }
+
+    pub fn deploy_request_reviews(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+    ) -> Result<Vec<Review>> {
+        let database = self.request_parts(caller, org, db)?;
+        let r = self
+            .catalog()
+            .deploy_request(&database.id, number)
+            .map_err(|_| ControlError::NotFound(format!("Deploy request #{number} not found")))?;
+        Ok(self.catalog().reviews(&r.id)?)
+    }
+
+    /// The three-way check, lint and review state of a request, now.
+    async fn status_of(
+        &self,
+        caller: &Caller,
+        org: &str,
+        database: &Database,
+        request: DeployRequest,
+    ) -> Result<DeployRequestStatus> {
+        let reviews = self.catalog().reviews(&request.id)?;
+        let approved = reviews.iter().any(|r| r.state == "approved");
+        let num_comments = reviews.iter().filter(|r| r.state == "commented").count();
+        let mut status = DeployRequestStatus {
+            approved,
+            num_comments,
+            deployable: false,
+            deployment_state: "error",
+            problems: Vec::new(),
+            warnings: Vec::new(),
+            changes: Vec::new(),
+            branch_deleted: false,
+            request,
+        };
+        let branch: Option<Branch> = self
+            .catalog()
+            .branch(&database.id, &status.request.branch)
+            .ok();
+        let Some(branch) = branch else {
+            status.branch_deleted = true;
+            status
+                .problems
+                .push(format!("Branch '{}' was deleted", status.request.branch));
+            return Ok(status);
+        };
+        if self
+            .catalog()
+            .branch(&database.id, &status.request.into_branch)
+            .is_err()
+        {
+            status.problems.push(format!(
+                "Branch '{}' was deleted",
+                status.request.into_branch
+            ));
+            return Ok(status);
+        }
+        let base = model(Platform::base_schema(&branch))?;
+        let ours = model(
+            self.branch_schema(caller, org, &database.name, &branch.name)
+                .await?,
+        )?;
+        let target = model(
+            self.branch_schema(caller, org, &database.name, &status.request.into_branch)
+                .await?,
+        )?;
+        let merge = three_way(&base, &ours, &target, &status.request.into_branch);
+        status.problems.extend(merge.conflicts.iter().cloned());
+        status.problems.extend(merge.invalid.iter().cloned());
+        let changes = strata_schema::changes(&target, &merge.result)
+            .map_err(|e| ControlError::Unprocessable(e.to_string()))?;
+        let touched: std::collections::BTreeSet<&str> =
+            changes.iter().map(|c| c.object.as_str()).collect();
+        for f in lint(&merge.result, database.allow_foreign_key_constraints) {
+            if !touched.contains(f.table.as_str()) {
+                continue;
+            }
+            match f.severity {
+                Severity::Error => status.problems.push(f.description),
+                Severity::Warning => status.warnings.push(f.description),
+            }
+        }
+        status
+            .warnings
+            .extend(lint_changes(&changes).into_iter().map(|f| f.description));
+        status.deployment_state = if !status.problems.is_empty() {
+            "error"
+        } else if changes.is_empty() {
+            "no_changes"
+        } else {
+            "ready"
+        };
+        status.deployable = status.deployment_state == "ready";
+        status.changes = changes;
+        Ok(status)
+    }
+}

@@ -1,0 +1,180 @@
+//! Deploy requests end to end: create, the three-way check, diff, reviews, close, and bad input.
+
+mod common;
+
+use common::Strata;
+use serde_json::Value;
+
+#[test]
+fn deploy_requests_check_three_ways_and_take_reviews() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    s.json(&["database", "create", "shop", "--wait"]);
+    let main_id = s.wait_branch("shop", "main")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "CREATE TABLE users (id INT PRIMARY KEY, email VARCHAR(100) NOT NULL)",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let dev_id = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(&dev_id, "strata_admin", "ALTER TABLE users ADD COLUMN name VARCHAR(50); CREATE TABLE tags (id INT PRIMARY KEY, label VARCHAR(20))");
+
+    // Bad requests.
+    assert!(s
+        .fails(&["deploy-request", "create", "shop", "main"])
+        .contains("into itself"));
+    assert!(s
+        .fails(&["deploy-request", "create", "shop", "nope"])
+        .contains("Branch 'nope' not found"));
+    s.json(&["branch", "create", "shop", "other", "--wait"]);
+    assert!(s
+        .fails(&["deploy-request", "create", "shop", "other", "--into", "dev"])
+        .contains("safe migrations"));
+
+    // A deployable request, its diff.
+    let dr = s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev",
+        "--notes",
+        "add names and tags",
+    ]);
+    assert_eq!(dr["number"], 1);
+    assert_eq!(dr["into_branch"], "main");
+    assert_eq!(dr["state"], "open");
+    assert_eq!(dr["deployment_state"], "ready", "{dr}");
+    assert_eq!(dr["deployable"], true);
+    assert_eq!(dr["approved"], false);
+    let diff = s.json(&["deploy-request", "diff", "shop", "1"]);
+    let names: Vec<&str> = diff
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["tags", "users"]);
+    assert_eq!(
+        diff[1]["raw"],
+        "ALTER TABLE `users` ADD COLUMN `name` varchar(50) DEFAULT NULL AFTER `email`;"
+    );
+    assert!(s
+        .fails(&["deploy-request", "create", "shop", "dev"])
+        .contains("already has an open deploy request (#1)"));
+    assert_eq!(
+        s.json(&["deploy-request", "list", "shop"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The target changes the same table differently meanwhile: a conflict, named.
+    s.json(&["branch", "safe-migrations", "disable", "shop", "main"]);
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "ALTER TABLE users ADD COLUMN nickname VARCHAR(20)",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let shown = s.json(&["deploy-request", "show", "shop", "1"]);
+    assert_eq!(shown["deployable"], false, "{shown}");
+    assert_eq!(shown["deployment_state"], "error");
+    let problems: Vec<&str> = shown["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        problems.iter().any(|p| p.contains("`users`")
+            && p.contains("changed on this branch and, differently, on `main`")),
+        "{problems:?}"
+    );
+
+    // Reviews: approving your own request is refused once another admin exists.
+    assert!(s
+        .fails(&["deploy-request", "review", "shop", "1"])
+        .contains("--approve"));
+    let other = s.json(&["service-token", "create", "--name", "reviewer"]);
+    let (oid, otok) = (
+        other["id"].as_str().unwrap().to_string(),
+        other["token"].as_str().unwrap().to_string(),
+    );
+    assert!(s
+        .fails(&["deploy-request", "review", "shop", "1", "--approve"])
+        .contains("cannot approve your own"));
+    let out = s.cli(&[
+        "deploy-request",
+        "review",
+        "shop",
+        "1",
+        "--approve",
+        "--service-token-id",
+        &oid,
+        "--service-token",
+        &otok,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.ok(&[
+        "deploy-request",
+        "review",
+        "shop",
+        "1",
+        "--comment",
+        "looks good",
+    ]);
+    let shown = s.json(&["deploy-request", "show", "shop", "1"]);
+    assert_eq!(shown["approved"], true);
+    assert_eq!(shown["num_comments"], 1);
+    let (st, reviews) = s.api(
+        "GET",
+        &s.org_path("databases/shop/deploy-requests/1/reviews"),
+        None,
+    );
+    assert_eq!(st, 200);
+    assert_eq!(reviews["data"].as_array().unwrap().len(), 2);
+
+    // Close; closed requests take no reviews; unknown numbers are not found.
+    let closed = s.json(&["deploy-request", "close", "shop", "1"]);
+    assert_eq!(closed["state"], "closed");
+    assert!(closed["closed_at"].is_string());
+    assert!(s
+        .fails(&["deploy-request", "review", "shop", "1", "--comment", "late"])
+        .contains("closed"));
+    assert!(s
+        .fails(&["deploy-request", "show", "shop", "9"])
+        .contains("#9 not found"));
+    let (st, v) = s.api(
+        "GET",
+        &s.org_path("databases/shop/deploy-requests/abc"),
+        None,
+    );
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["code"], "bad_request");
+    let (st, v) = s.api(
+        "PATCH",
+        &s.org_path("databases/shop/deploy-requests/1"),
+        Some(serde_json::json!({"state": "open"})),
+    );
+    assert_eq!(
+        (st, v["code"].clone()),
+        (422, Value::from("invalid_params"))
+    );
+    // A new request for the same branch can be opened now.
+    assert_eq!(
+        s.json(&["deploy-request", "create", "shop", "dev"])["number"],
+        2
+    );
+}
