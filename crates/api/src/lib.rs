@@ -36,7 +36,7 @@ pub struct AppState {
         routes::list_service_tokens, routes::create_service_token, routes::get_service_token, routes::delete_service_token,
         routes::list_databases, routes::create_database, routes::get_database, routes::update_database, routes::delete_database,
         routes::list_branches, routes::create_branch, routes::get_branch, routes::delete_branch,
-        routes::promote_branch, routes::demote_branch, routes::get_branch_schema, routes::get_branch_diff, routes::lint_branch_schema,
+        routes::promote_branch, routes::demote_branch, routes::get_branch_schema, routes::get_branch_diff, routes::rebase_branch, routes::lint_branch_schema,
         routes::list_deploy_requests, routes::create_deploy_request, routes::get_deploy_request, routes::close_deploy_request,
         routes::get_deploy_request_diff, routes::list_reviews, routes::review_deploy_request,
         routes::enable_safe_migrations, routes::update_safe_migrations, routes::disable_safe_migrations,
@@ -192,6 +192,7 @@ pub fn router(state: AppState) -> Router {
         .route(br, get(get_branch).delete(delete_branch))
         .route(&format!("{br}/schema"), get(get_branch_schema))
         .route(&format!("{br}/diff"), get(get_branch_diff))
+        .route(&format!("{br}/rebase"), post(rebase_branch))
         .route(&format!("{br}/schema/lint"), get(lint_branch_schema))
         .route(&format!("{br}/promote"), post(promote_branch))
         .route(&format!("{br}/demote"), post(demote_branch))

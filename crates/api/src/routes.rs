@@ -900,3 +900,18 @@ fn schema_list(changes: Vec<strata_schema::Change>) -> SchemaList {
     }
     SchemaList { data }
 }
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/rebase", tag = "branches",
+    responses((status = 200, body = views::BranchView), (status = 422, body = ApiError)))]
+pub async fn rebase_branch(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+) -> ApiResult<Json<views::BranchView>> {
+    let b = st.platform.rebase_branch(&c, &org, &db, &branch).await?;
+    Ok(Json(views::branch(
+        &edge(&st, &org, &db),
+        &b,
+        st.platform.instance_status(&b.id),
+    )))
+}

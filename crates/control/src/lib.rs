@@ -775,6 +775,75 @@ impl Platform {
         Ok(out)
     }
 
+    /// Brings a branch up to date with its parent: the parent's changes since the branch's base are
+    /// applied to the branch (keeping the branch's own changes), and the parent's current schema
+    /// becomes the new base. Refused, with the reasons, when the two sides conflict.
+    pub async fn rebase_branch(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        name: &str,
+    ) -> Result<Branch> {
+        let database = self.database(caller, org, db)?;
+        let mut branch = self
+            .catalog
+            .branch(&database.id, name)
+            .map_err(|_| not_found("Branch", name))?;
+        let parent = branch.parent_branch.clone().ok_or_else(|| {
+            ControlError::Unprocessable(format!(
+                "Branch '{name}' has no parent branch to rebase onto"
+            ))
+        })?;
+        let base = model(Platform::base_schema(&branch))?;
+        let ours = model(self.branch_schema(caller, org, db, name).await?)?;
+        let parent_objects = self.branch_schema(caller, org, db, &parent).await?;
+        let target = model(parent_objects.clone())?;
+        let merge = strata_schema::merge::three_way(&base, &ours, &target, &parent);
+        let mut problems = merge.conflicts.clone();
+        problems.extend(merge.invalid.iter().cloned());
+        if !problems.is_empty() {
+            return Err(ControlError::Unprocessable(format!(
+                "Branch '{name}' cannot be rebased onto '{parent}': {}",
+                problems.join("; ")
+            )));
+        }
+        let statements = strata_schema::diff(&ours, &merge.result)
+            .map_err(|e| ControlError::Unprocessable(e.to_string()))?;
+        if !statements.is_empty() {
+            use strata_engine::mysql_async::prelude::Queryable;
+            let inst = self.instance(&branch.id).ok_or_else(|| {
+                ControlError::Unprocessable(format!("Branch '{name}' is not ready"))
+            })?;
+            let mut conn = inst.connect().await?;
+            conn.query_drop(format!(
+                "USE {}",
+                strata_model::role::quote_ident(&database.name)
+            ))
+            .await
+            .map_err(strata_engine::EngineError::from)?;
+            conn.query_drop("SET SESSION foreign_key_checks = 0")
+                .await
+                .map_err(strata_engine::EngineError::from)?;
+            for s in &statements {
+                conn.query_drop(s).await.map_err(|e| {
+                    ControlError::Unprocessable(format!(
+                        "Branch '{name}' could not take the change `{s}`: {e}"
+                    ))
+                })?;
+            }
+            let _ = conn.disconnect().await;
+        }
+        branch.base_schema = Some(
+            serde_json::to_string(&parent_objects)
+                .map_err(|e| ControlError::Internal(e.to_string()))?,
+        );
+        branch.updated_at = now_millis();
+        branch.schema_last_updated_at = Some(branch.updated_at);
+        self.catalog.update_branch(&branch)?;
+        Ok(branch)
+    }
+
     /// The branch's schema as recorded when it was made (its base for three-way deploys).
     pub fn base_schema(branch: &Branch) -> Vec<SchemaObject> {
         branch

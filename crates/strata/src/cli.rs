@@ -267,6 +267,8 @@ pub enum BranchCmd {
     Diff { database: String, branch: String },
     /// Check a branch's schema and changes for what would stop or endanger a deploy.
     Lint { database: String, branch: String },
+    /// Take the parent's schema changes made since this branch was created (when nothing conflicts).
+    Rebase { database: String, branch: String },
     /// Promote a branch to production.
     Promote { database: String, branch: String },
     /// Demote a production branch to development.
@@ -388,6 +390,16 @@ pub async fn run_branch(ctx: &Ctx, cmd: BranchCmd) -> Result<()> {
                     }
                 }
             }
+        }
+        BranchCmd::Rebase { database, branch } => {
+            let v = ctx
+                .client
+                .post(&format!("{}/rebase", path(&database, &branch)))
+                .await?;
+            ctx.say(&format!(
+                "Branch '{branch}' now has its parent's latest schema changes."
+            ));
+            ctx.show(output::BRANCH, &v);
         }
         BranchCmd::Lint { database, branch } => {
             let items = ctx

@@ -172,9 +172,52 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
         (st, v["code"].clone()),
         (422, Value::from("invalid_params"))
     );
+    // Rebase: a branch takes its parent's later changes when nothing conflicts …
+    let r1 = s.json(&["branch", "create", "shop", "r1", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(&r1, "strata_admin", "CREATE TABLE r1t (id INT PRIMARY KEY)");
+    s.json(&["branch", "safe-migrations", "disable", "shop", "main"]);
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "CREATE TABLE audit (id INT PRIMARY KEY)",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let before = s.json(&["branch", "diff", "shop", "r1"]);
+    assert!(
+        before
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["raw"] == "DROP TABLE `audit`;"),
+        "{before}"
+    );
+    s.json(&["branch", "rebase", "shop", "r1"]);
+    assert!(s
+        .sql_ok(&r1, "strata_admin", "SHOW TABLES")
+        .contains("audit"));
+    let after = s.json(&["branch", "diff", "shop", "r1"]);
+    let names: Vec<&str> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["r1t"], "{after}");
+    let dr = s.json(&["deploy-request", "create", "shop", "r1"]);
+    assert_eq!(dr["deployable"], true, "{dr}");
+    // … and is refused, with the reason, when they do.
+    let err = s.fails(&["branch", "rebase", "shop", "dev"]);
+    assert!(
+        err.contains("cannot be rebased") && err.contains("`users`"),
+        "{err}"
+    );
+
     // A new request for the same branch can be opened now.
     assert_eq!(
         s.json(&["deploy-request", "create", "shop", "dev"])["number"],
-        2
+        3
     );
 }
