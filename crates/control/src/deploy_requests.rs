@@ -33,6 +33,22 @@ impl Platform {
         self.database(caller, org, db)
     }
 
+    /// The database and the numbered request in it.
+    fn numbered(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+    ) -> Result<(Database, DeployRequest)> {
+        let database = self.database(caller, org, db)?;
+        let r = self
+            .catalog()
+            .deploy_request(&database.id, number)
+            .map_err(|_| ControlError::NotFound(format!("Deploy request #{number} not found")))?;
+        Ok((database, r))
+    }
+
     /// Opens a deploy request from `branch` into `into` (default: the branch's parent, else the
     /// database's default branch).
     pub async fn create_deploy_request(
@@ -116,11 +132,7 @@ impl Platform {
         db: &str,
         number: i64,
     ) -> Result<DeployRequestStatus> {
-        let database = self.request_parts(caller, org, db)?;
-        let r = self
-            .catalog()
-            .deploy_request(&database.id, number)
-            .map_err(|_| ControlError::NotFound(format!("Deploy request #{number} not found")))?;
+        let (database, r) = self.numbered(caller, org, db, number)?;
         self.status_of(caller, org, &database, r).await
     }
 
@@ -131,11 +143,7 @@ impl Platform {
         db: &str,
         number: i64,
     ) -> Result<DeployRequestStatus> {
-        let database = self.request_parts(caller, org, db)?;
-        let mut r = self
-            .catalog()
-            .deploy_request(&database.id, number)
-            .map_err(|_| ControlError::NotFound(format!("Deploy request #{number} not found")))?;
+        let (database, mut r) = self.numbered(caller, org, db, number)?;
         if r.state != "closed" {
             let now = now_millis();
             r.state = "closed".into();
@@ -158,11 +166,7 @@ impl Platform {
         state: &str,
         body: Option<String>,
     ) -> Result<Review> {
-        let database = self.request_parts(caller, org, db)?;
-        let r = self
-            .catalog()
-            .deploy_request(&database.id, number)
-            .map_err(|_| ControlError::NotFound(format!("Deploy request #{number} not found")))?;
+        let (_, r) = self.numbered(caller, org, db, number)?;
         let state = match state {
             "approve" | "approved" => "approved",
             "comment" | "commented" => "commented",
@@ -210,11 +214,7 @@ impl Platform {
         db: &str,
         number: i64,
     ) -> Result<Vec<Review>> {
-        let database = self.request_parts(caller, org, db)?;
-        let r = self
-            .catalog()
-            .deploy_request(&database.id, number)
-            .map_err(|_| ControlError::NotFound(format!("Deploy request #{number} not found")))?;
+        let (_, r) = self.numbered(caller, org, db, number)?;
         Ok(self.catalog().reviews(&r.id)?)
     }
 

@@ -3,7 +3,7 @@
 //! (differently), and is invalid when the result breaks a reference (a foreign key to a table or
 //! column the target no longer has).
 
-use crate::model::{ident, Schema, Table};
+use crate::model::{Schema, Table};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Merge {
@@ -92,29 +92,17 @@ pub fn broken_references(schema: &Schema) -> Vec<String> {
     let mut out = Vec::new();
     for t in schema.tables.values() {
         for fk in &t.foreign_keys {
-            let Some(rest) = fk.definition.split(" REFERENCES ").nth(1) else {
+            let Some(parts) = fk.foreign_key() else {
                 continue;
             };
-            let Some((target, after)) = ident(rest) else {
-                continue;
-            };
-            let cols: Vec<String> = after
-                .trim_start()
-                .strip_prefix('(')
-                .and_then(|r| r.split(')').next())
-                .map(|l| {
-                    l.split(',')
-                        .filter_map(|c| ident(c.trim()).map(|(n, _)| n))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let target = parts.table;
             match schema.tables.get(&target) {
                 None => out.push(format!(
                     "foreign key `{}` on `{}` references table `{target}`, which would not exist",
                     fk.name, t.name
                 )),
                 Some(tt) => {
-                    for c in cols {
+                    for c in parts.referenced {
                         if !tt.columns.iter().any(|x| x.name == c) {
                             out.push(format!("foreign key `{}` on `{}` references `{target}`.`{c}`, which would not exist", fk.name, t.name));
                         }

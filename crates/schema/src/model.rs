@@ -27,6 +27,43 @@ pub struct Index {
     pub definition: String,
 }
 
+/// The parts of a foreign key's definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKeyParts {
+    pub columns: Vec<String>,
+    pub table: String,
+    pub referenced: Vec<String>,
+}
+
+fn ident_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter_map(|c| ident(c.trim()).map(|(n, _)| n))
+        .collect()
+}
+
+impl Index {
+    /// `FOREIGN KEY (cols) REFERENCES table (cols)`, taken apart (foreign keys only).
+    pub fn foreign_key(&self) -> Option<ForeignKeyParts> {
+        if self.kind != IndexKind::ForeignKey {
+            return None;
+        }
+        let columns = ident_list(
+            self.definition
+                .split("FOREIGN KEY (")
+                .nth(1)?
+                .split(')')
+                .next()?,
+        );
+        let (table, after) = ident(self.definition.split(" REFERENCES ").nth(1)?)?;
+        let referenced = ident_list(after.trim_start().strip_prefix('(')?.split(')').next()?);
+        Some(ForeignKeyParts {
+            columns,
+            table,
+            referenced,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexKind {
     Primary,
