@@ -290,6 +290,21 @@ impl Platform {
         status
             .warnings
             .extend(lint_changes(&changes).into_iter().map(|f| f.description));
+        // Tables changed in place are copied online: old and new rows must be matched by a key.
+        for (name, new) in &merge.result.tables {
+            if let Some(old) = target.tables.get(name) {
+                if touched.contains(name.as_str()) {
+                    if let Some(f) = strata_schema::lint::shared_unique_key(old, new) {
+                        status.problems.push(f.description);
+                    }
+                }
+            }
+        }
+        if database.require_approval_for_deploy && !status.approved {
+            status
+                .warnings
+                .push("This database requires an approving review before a deploy".into());
+        }
         status.deployment_state = if !status.problems.is_empty() {
             "error"
         } else if changes.is_empty() {

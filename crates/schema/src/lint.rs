@@ -147,6 +147,66 @@ pub fn lint(schema: &Schema, foreign_keys_allowed: bool) -> Vec<Finding> {
     out
 }
 
+fn key_columns(definition: &str) -> Vec<String> {
+    let Some(open) = definition.find('(') else {
+        return Vec::new();
+    };
+    let Some(close) = definition.rfind(')') else {
+        return Vec::new();
+    };
+    let inner = &definition[open + 1..close];
+    inner
+        .split(',')
+        .filter_map(|c| ident(c.trim()).map(|(n, _)| n))
+        .collect()
+}
+
+/// Keys that identify a row: the primary key, and unique keys over NOT NULL columns only.
+fn row_identifying_keys(t: &crate::model::Table) -> Vec<Vec<String>> {
+    t.indexes
+        .iter()
+        .filter(|i| i.name == "PRIMARY" || i.definition.starts_with("UNIQUE KEY "))
+        .map(|i| key_columns(&i.definition))
+        .filter(|cols| {
+            !cols.is_empty()
+                && cols.iter().all(|c| {
+                    t.columns.iter().any(|x| {
+                        &x.name == c
+                            && (x.definition.contains("NOT NULL")
+                                || t.indexes.iter().any(|i| {
+                                    i.name == "PRIMARY" && key_columns(&i.definition).contains(c)
+                                }))
+                    })
+                })
+        })
+        .collect()
+}
+
+/// An online change copies rows from the old table to the new one and needs to match them: both
+/// must have a non-null unique key whose columns exist on both sides (PlanetScale's
+/// onlineddl-change-unique-keys rule).
+pub fn shared_unique_key(old: &crate::model::Table, new: &crate::model::Table) -> Option<Finding> {
+    let has = |t: &crate::model::Table, name: &str| t.columns.iter().any(|c| c.name == name);
+    let old_ok = row_identifying_keys(old)
+        .iter()
+        .any(|k| k.iter().all(|c| has(new, c)));
+    let new_ok = row_identifying_keys(new)
+        .iter()
+        .any(|k| k.iter().all(|c| has(old, c)));
+    if old_ok && new_ok {
+        return None;
+    }
+    Some(Finding::new(
+        "NO_SHARED_UNIQUE_KEY",
+        Severity::Error,
+        &new.name,
+        format!(
+            "Table `{}` has no shared columns covered by non-null unique keys between both branches: the old and the new table each need a primary or non-null unique key whose columns exist in both",
+            new.name
+        ),
+    ))
+}
+
 /// Findings about a set of changes: destructive ones, and drops paired with adds that look like a
 /// rename (deploys copy by name, so a rename would lose the column's data).
 pub fn lint_changes(changes: &[Change]) -> Vec<Finding> {
@@ -239,6 +299,49 @@ mod tests {
         assert!(lint(&s, true)
             .iter()
             .all(|f| f.code != "FOREIGN_KEYS_DISABLED"));
+    }
+
+    #[test]
+    fn unique_keys_shared_between_old_and_new() {
+        let users = |cols: &str, keys: &str| {
+            parse_table(&format!(
+                "CREATE TABLE `users` (\n{cols},\n{keys}\n) ENGINE=InnoDB"
+            ))
+            .unwrap()
+        };
+        let cols = "  `id` int(11) NOT NULL,\n  `other_info` int(11) NOT NULL,\n  `username` varchar(128) NOT NULL,\n  `email` varchar(128) NOT NULL";
+        let base = users(cols, "  PRIMARY KEY (`id`)");
+        // The page's allowed changes.
+        for keys in [
+            "  PRIMARY KEY (`id`,`other_info`)",
+            "  PRIMARY KEY (`email`)",
+            "  PRIMARY KEY (`username`,`other_info`)",
+            "  PRIMARY KEY (`email`),\n  UNIQUE KEY `u` (`username`)",
+        ] {
+            assert_eq!(shared_unique_key(&base, &users(cols, keys)), None, "{keys}");
+        }
+        // Disallowed: the new key's column does not exist in the old table.
+        let wider = "  `id` int(11) NOT NULL,\n  `uuid` char(36) NOT NULL,\n  `other_info` int(11) NOT NULL,\n  `username` varchar(128) NOT NULL,\n  `email` varchar(128) NOT NULL";
+        let f = shared_unique_key(
+            &base,
+            &parse_table(&format!(
+                "CREATE TABLE `users` (\n{},\n  PRIMARY KEY (`uuid`)\n) ENGINE=InnoDB",
+                wider.replace("  `id` int(11) NOT NULL,\n", "")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(f
+            .description
+            .contains("no shared columns covered by non-null unique keys"));
+        // Disallowed: no non-null unique key on the new side.
+        let nullable = "  `id` int(11) DEFAULT NULL,\n  `email` varchar(128) DEFAULT NULL";
+        let old = parse_table("CREATE TABLE `users` (\n  `id` int(11) NOT NULL,\n  `email` varchar(128) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB").unwrap();
+        let new = parse_table(&format!(
+            "CREATE TABLE `users` (\n{nullable},\n  UNIQUE KEY `e` (`email`)\n) ENGINE=InnoDB"
+        ))
+        .unwrap();
+        assert!(shared_unique_key(&old, &new).is_some());
     }
 
     #[test]

@@ -215,9 +215,29 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
         "{err}"
     );
 
+    // Moving a primary key to a column the old table lacks cannot be copied online.
+    let pk = s.json(&["branch", "create", "shop", "pk", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &pk,
+        "strata_admin",
+        "ALTER TABLE audit ADD COLUMN uid INT NOT NULL, DROP PRIMARY KEY, ADD PRIMARY KEY (uid)",
+    );
+    let dr = s.json(&["deploy-request", "create", "shop", "pk"]);
+    assert_eq!(dr["deployable"], false, "{dr}");
+    assert!(
+        dr["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("no shared columns covered by non-null unique keys"),
+        "{dr}"
+    );
+
     // A new request for the same branch can be opened now.
     assert_eq!(
         s.json(&["deploy-request", "create", "shop", "dev"])["number"],
-        3
+        4
     );
 }
