@@ -1007,14 +1007,7 @@ impl Platform {
 fn model(objects: Vec<SchemaObject>) -> Result<strata_schema::Schema> {
     let items: Vec<(&str, &str, &str)> = objects
         .iter()
-        .map(|o| {
-            let kind = match o.kind {
-                admin::ObjectKind::View => "view",
-                admin::ObjectKind::Table => "table",
-                admin::ObjectKind::Sequence => "sequence",
-            };
-            (kind, o.name.as_str(), o.create.as_str())
-        })
+        .map(|o| (o.kind.as_str(), o.name.as_str(), o.create.as_str()))
         .collect();
     strata_schema::Schema::from_statements(items)
         .map_err(|e| ControlError::Unprocessable(e.to_string()))

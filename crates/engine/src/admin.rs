@@ -13,6 +13,16 @@ pub enum ObjectKind {
     Sequence,
 }
 
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Table => "table",
+            ObjectKind::View => "view",
+            ObjectKind::Sequence => "sequence",
+        }
+    }
+}
+
 /// One table, view or sequence, with the server's own canonical CREATE statement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaObject {

@@ -373,37 +373,18 @@ fn statements(from: &Schema, to: &Schema) -> Result<Vec<String>, SchemaError> {
 /// Two schemas are the same when their tables have the same columns in the same order and the same
 /// keys, constraints and options (key order aside), and their views the same definitions.
 pub fn same(a: &Schema, b: &Schema) -> bool {
-    let key = |t: &Table| {
-        let mut ix: Vec<&str> = t
-            .indexes
-            .iter()
-            .chain(&t.foreign_keys)
-            .chain(&t.checks)
-            .map(|i| i.definition.as_str())
-            .collect();
-        ix.sort_unstable();
-        (t.columns.clone(), ix.join("\n"), t.options.clone())
-    };
     a.tables.len() == b.tables.len()
         && a.tables
             .iter()
-            .all(|(n, t)| b.tables.get(n).is_some_and(|u| key(t) == key(u)))
+            .all(|(n, t)| b.tables.get(n).is_some_and(|u| t.equivalent(u)))
         && a.views == b.views
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::parse_table;
 
-    fn schema(tables: &[&str]) -> Schema {
-        let mut s = Schema::default();
-        for t in tables {
-            let t = parse_table(t).unwrap();
-            s.tables.insert(t.name.clone(), t);
-        }
-        s
-    }
+    use crate::model::schema_of as schema;
 
     const A: &str = "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `a` varchar(10) DEFAULT NULL,\n  `b` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `ia` (`a`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci";
 

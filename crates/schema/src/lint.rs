@@ -266,14 +266,7 @@ mod tests {
     use crate::diff::changes;
     use crate::model::parse_table;
 
-    fn schema(tables: &[&str]) -> Schema {
-        let mut s = Schema::default();
-        for t in tables {
-            let t = parse_table(t).unwrap();
-            s.tables.insert(t.name.clone(), t);
-        }
-        s
-    }
+    use crate::model::schema_of as schema;
 
     #[test]
     fn findings() {

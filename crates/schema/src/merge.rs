@@ -15,21 +15,9 @@ pub struct Merge {
     pub invalid: Vec<String>,
 }
 
-fn table_key(t: &Table) -> (Vec<crate::model::Column>, Vec<String>, String) {
-    let mut ix: Vec<String> = t
-        .indexes
-        .iter()
-        .chain(&t.foreign_keys)
-        .chain(&t.checks)
-        .map(|i| i.definition.clone())
-        .collect();
-    ix.sort_unstable();
-    (t.columns.clone(), ix, t.options.clone())
-}
-
 fn same_table(a: Option<&Table>, b: Option<&Table>) -> bool {
     match (a, b) {
-        (Some(a), Some(b)) => table_key(a) == table_key(b),
+        (Some(a), Some(b)) => a.equivalent(b),
         (None, None) => true,
         _ => false,
     }
@@ -117,16 +105,8 @@ pub fn broken_references(schema: &Schema) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::parse_table;
 
-    fn schema(tables: &[&str]) -> Schema {
-        let mut s = Schema::default();
-        for t in tables {
-            let t = parse_table(t).unwrap();
-            s.tables.insert(t.name.clone(), t);
-        }
-        s
-    }
+    use crate::model::schema_of as schema;
     const USERS: &str = "CREATE TABLE `users` (\n  `id` int(11) NOT NULL,\n  `email` varchar(50) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
     const USERS_WIDE: &str = "CREATE TABLE `users` (\n  `id` int(11) NOT NULL,\n  `email` varchar(200) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
     const USERS_NAME: &str = "CREATE TABLE `users` (\n  `id` int(11) NOT NULL,\n  `email` varchar(50) DEFAULT NULL,\n  `name` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";

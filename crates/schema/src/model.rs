@@ -84,6 +84,36 @@ pub struct Table {
     pub options: String,
 }
 
+impl Table {
+    /// Same columns in the same order, same keys, constraints and options (key order aside: the
+    /// server may print keys in another order than they were written).
+    pub fn equivalent(&self, other: &Table) -> bool {
+        fn keys(t: &Table) -> Vec<&str> {
+            let mut ix: Vec<&str> = t
+                .indexes
+                .iter()
+                .chain(&t.foreign_keys)
+                .chain(&t.checks)
+                .map(|i| i.definition.as_str())
+                .collect();
+            ix.sort_unstable();
+            ix
+        }
+        self.columns == other.columns && self.options == other.options && keys(self) == keys(other)
+    }
+}
+
+/// A schema of the given `SHOW CREATE TABLE` texts (for tests).
+#[cfg(test)]
+pub(crate) fn schema_of(tables: &[&str]) -> Schema {
+    let mut s = Schema::default();
+    for t in tables {
+        let t = parse_table(t).unwrap();
+        s.tables.insert(t.name.clone(), t);
+    }
+    s
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct View {
     pub name: String,

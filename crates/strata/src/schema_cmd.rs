@@ -60,14 +60,7 @@ async fn load(
     let objects = admin::read_schema(conn, db).await?;
     let items: Vec<(&str, &str, &str)> = objects
         .iter()
-        .map(|o| {
-            let kind = match o.kind {
-                admin::ObjectKind::View => "view",
-                admin::ObjectKind::Table => "table",
-                admin::ObjectKind::Sequence => "sequence",
-            };
-            (kind, o.name.as_str(), o.create.as_str())
-        })
+        .map(|o| (o.kind.as_str(), o.name.as_str(), o.create.as_str()))
         .collect();
     let mut schema = strata_schema::Schema::from_statements(items)
         .with_context(|| format!("{}", file.display()))?;
