@@ -434,16 +434,29 @@ impl Platform {
         Ok(self.catalog.branches(&db.id)?)
     }
 
+    /// A database and one of its branches, or not found.
+    fn database_and_branch(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        name: &str,
+    ) -> Result<(Database, Branch)> {
+        let database = self.database(caller, org, db)?;
+        let branch = self
+            .catalog
+            .branch(&database.id, name)
+            .map_err(|_| not_found("Branch", name))?;
+        Ok((database, branch))
+    }
+
     /// Branches of a database the caller already holds.
     pub fn branches_of(&self, db: &Database) -> Result<Vec<Branch>> {
         Ok(self.catalog.branches(&db.id)?)
     }
 
     pub fn branch(&self, caller: &Caller, org: &str, db: &str, name: &str) -> Result<Branch> {
-        let db = self.database(caller, org, db)?;
-        self.catalog
-            .branch(&db.id, name)
-            .map_err(|_| not_found("Branch", name))
+        Ok(self.database_and_branch(caller, org, db, name)?.1)
     }
 
     /// The live state of a branch's instance, if it has one.
@@ -600,11 +613,7 @@ impl Platform {
         db: &str,
         name: &str,
     ) -> Result<Branch> {
-        let database = self.database(caller, org, db)?;
-        let mut b = self
-            .catalog
-            .branch(&database.id, name)
-            .map_err(|_| not_found("Branch", name))?;
+        let (database, mut b) = self.database_and_branch(caller, org, db, name)?;
         if b.production {
             let others = self
                 .catalog
@@ -665,11 +674,7 @@ impl Platform {
         db: &str,
         name: &str,
     ) -> Result<Vec<SchemaObject>> {
-        let database = self.database(caller, org, db)?;
-        let b = self
-            .catalog
-            .branch(&database.id, name)
-            .map_err(|_| not_found("Branch", name))?;
+        let (database, b) = self.database_and_branch(caller, org, db, name)?;
         let inst = self
             .instance(&b.id)
             .ok_or_else(|| ControlError::Unprocessable(format!("Branch '{name}' is not ready")))?;
@@ -713,11 +718,7 @@ impl Platform {
     ) -> Result<Vec<strata_schema::lint::Finding>> {
         use strata_engine::mysql_async::prelude::Queryable;
         use strata_schema::lint::{Finding, Severity};
-        let database = self.database(caller, org, db)?;
-        let branch = self
-            .catalog
-            .branch(&database.id, name)
-            .map_err(|_| not_found("Branch", name))?;
+        let (database, branch) = self.database_and_branch(caller, org, db, name)?;
         let schema = model(self.branch_schema(caller, org, db, name).await?)?;
         let mut out = strata_schema::lint::lint(&schema, database.allow_foreign_key_constraints);
         if let Some(parent) = &branch.parent_branch {
@@ -785,11 +786,7 @@ impl Platform {
         db: &str,
         name: &str,
     ) -> Result<Branch> {
-        let database = self.database(caller, org, db)?;
-        let mut branch = self
-            .catalog
-            .branch(&database.id, name)
-            .map_err(|_| not_found("Branch", name))?;
+        let (database, mut branch) = self.database_and_branch(caller, org, db, name)?;
         let parent = branch.parent_branch.clone().ok_or_else(|| {
             ControlError::Unprocessable(format!(
                 "Branch '{name}' has no parent branch to rebase onto"

@@ -74,6 +74,46 @@ impl Ctx {
         println!("{}", output::render(self.format, columns, items, true));
     }
 
+    /// Reports a deletion: a sentence for people, `{"deleted": name}` for JSON and CSV.
+    fn deleted(&self, what: &str, name: &str) {
+        if self.format == Format::Human {
+            println!("{what} '{name}' was deleted.");
+        } else {
+            println!("{}", json!({ "deleted": name }));
+        }
+    }
+
+    /// Prints PlanetScale's `{data: [{name, raw}]}` schema listings: statements for people,
+    /// the entries for JSON and CSV.
+    fn show_statements(&self, v: &Value, empty: &str, headed: bool) -> Result<()> {
+        let items = v
+            .get("data")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        match self.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&Value::Array(items))?),
+            Format::Csv => self.show_list(&[("NAME", "/name"), ("RAW", "/raw")], &items),
+            Format::Human if items.is_empty() => {
+                if !empty.is_empty() {
+                    println!("{empty}");
+                }
+            }
+            Format::Human => {
+                for o in &items {
+                    let raw = o.get("raw").and_then(Value::as_str).unwrap_or_default();
+                    if headed {
+                        let name = o.get("name").and_then(Value::as_str).unwrap_or_default();
+                        println!("-- `{name}`\n{raw}\n");
+                    } else {
+                        println!("{raw};\n");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn say(&self, text: &str) {
         if self.format == Format::Human {
             println!("{text}");
@@ -210,11 +250,7 @@ pub async fn run_database(ctx: &Ctx, cmd: DatabaseCmd) -> Result<()> {
             ctx.client
                 .delete(&ctx.org_path(&format!("databases/{database}")))
                 .await?;
-            if ctx.format == Format::Human {
-                println!("Database '{database}' was deleted.");
-            } else {
-                println!("{}", json!({"deleted": database}));
-            }
+            ctx.deleted("Database", &database);
         }
     }
     Ok(())
@@ -335,61 +371,21 @@ pub async fn run_branch(ctx: &Ctx, cmd: BranchCmd) -> Result<()> {
                 p.push_str("?delete_descendants=true");
             }
             ctx.client.delete(&p).await?;
-            if ctx.format == Format::Human {
-                println!("Branch '{branch}' was deleted from database '{database}'.");
-            } else {
-                println!("{}", json!({"deleted": branch}));
-            }
+            ctx.deleted("Branch", &branch);
         }
         BranchCmd::Schema { database, branch } => {
             let v = ctx
                 .client
                 .get(&format!("{}/schema", path(&database, &branch)))
                 .await?;
-            let items = v
-                .get("data")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            match ctx.format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&Value::Array(items))?),
-                Format::Csv => ctx.show_list(&[("NAME", "/name"), ("RAW", "/raw")], &items),
-                Format::Human => {
-                    for o in &items {
-                        println!(
-                            "{};\n",
-                            o.get("raw").and_then(Value::as_str).unwrap_or_default()
-                        );
-                    }
-                }
-            }
+            ctx.show_statements(&v, "", false)?;
         }
         BranchCmd::Diff { database, branch } => {
             let v = ctx
                 .client
                 .get(&format!("{}/diff", path(&database, &branch)))
                 .await?;
-            let items = v
-                .get("data")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            match ctx.format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&Value::Array(items))?),
-                Format::Csv => ctx.show_list(&[("NAME", "/name"), ("RAW", "/raw")], &items),
-                Format::Human if items.is_empty() => {
-                    println!("No changes against the parent branch.")
-                }
-                Format::Human => {
-                    for o in &items {
-                        let name = o.get("name").and_then(Value::as_str).unwrap_or_default();
-                        println!(
-                            "-- `{name}`\n{}\n",
-                            o.get("raw").and_then(Value::as_str).unwrap_or_default()
-                        );
-                    }
-                }
-            }
+            ctx.show_statements(&v, "No changes against the parent branch.", true)?;
         }
         BranchCmd::Rebase { database, branch } => {
             let v = ctx
@@ -584,11 +580,7 @@ pub async fn run_password(ctx: &Ctx, cmd: PasswordCmd) -> Result<()> {
             ctx.client
                 .delete(&format!("{}/{id}", base(&database, &branch)))
                 .await?;
-            if ctx.format == Format::Human {
-                println!("Password '{id}' was deleted.");
-            } else {
-                println!("{}", json!({"deleted": id}));
-            }
+            ctx.deleted("Password", &id);
         }
         PasswordCmd::Renew {
             database,
@@ -674,11 +666,7 @@ pub async fn run_service_token(ctx: &Ctx, cmd: ServiceTokenCmd) -> Result<()> {
             ctx.client
                 .delete(&ctx.org_path(&format!("service-tokens/{id}")))
                 .await?;
-            if ctx.format == Format::Human {
-                println!("Service token '{id}' was deleted.");
-            } else {
-                println!("{}", json!({"deleted": id}));
-            }
+            ctx.deleted("Service token", &id);
         }
     }
     Ok(())
@@ -816,25 +804,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
                 .client
                 .get(&format!("{}/{number}/diff", base(&database)))
                 .await?;
-            let items = v
-                .get("data")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            match ctx.format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&Value::Array(items))?),
-                Format::Csv => ctx.show_list(&[("NAME", "/name"), ("RAW", "/raw")], &items),
-                Format::Human if items.is_empty() => println!("No changes."),
-                Format::Human => {
-                    for o in &items {
-                        let name = o.get("name").and_then(Value::as_str).unwrap_or_default();
-                        println!(
-                            "-- `{name}`\n{}\n",
-                            o.get("raw").and_then(Value::as_str).unwrap_or_default()
-                        );
-                    }
-                }
-            }
+            ctx.show_statements(&v, "No changes.", true)?;
         }
         DeployRequestCmd::Review {
             database,
