@@ -54,6 +54,13 @@ fn references(t: &Table) -> BTreeSet<String> {
         .collect()
 }
 
+/// The CREATE TABLE statement of `t` under another name (an online deploy's shadow table).
+pub fn create_table_named(t: &Table, name: &str, with_foreign_keys: bool) -> String {
+    let mut renamed = t.clone();
+    renamed.name = name.to_string();
+    create_table(&renamed, with_foreign_keys)
+}
+
 fn create_table(t: &Table, with_foreign_keys: bool) -> String {
     let mut lines: Vec<String> = t
         .columns

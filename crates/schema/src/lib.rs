@@ -12,5 +12,5 @@ pub mod lint;
 pub mod merge;
 mod model;
 
-pub use diff::{changes, diff, same, Change};
+pub use diff::{changes, create_table_named, diff, same, Change};
 pub use model::{parse_table, Column, Index, Schema, SchemaError, Table, View};

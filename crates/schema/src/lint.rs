@@ -147,7 +147,8 @@ pub fn lint(schema: &Schema, foreign_keys_allowed: bool) -> Vec<Finding> {
     out
 }
 
-fn key_columns(definition: &str) -> Vec<String> {
+/// The column names of a key's definition line.
+pub fn key_columns(definition: &str) -> Vec<String> {
     let Some(open) = definition.find('(') else {
         return Vec::new();
     };
@@ -162,7 +163,7 @@ fn key_columns(definition: &str) -> Vec<String> {
 }
 
 /// Keys that identify a row: the primary key, and unique keys over NOT NULL columns only.
-fn row_identifying_keys(t: &crate::model::Table) -> Vec<Vec<String>> {
+pub fn row_identifying_keys(t: &crate::model::Table) -> Vec<Vec<String>> {
     t.indexes
         .iter()
         .filter(|i| i.name == "PRIMARY" || i.definition.starts_with("UNIQUE KEY "))

@@ -1,0 +1,369 @@
+//! What a deployment does, decided before it touches anything: one step per changed table or view,
+//! with the names of every artifact it will create. Pure: the plan is computed from the target's
+//! schema and the schema it should have, stored in the catalog, and replayed after a restart.
+
+use serde::{Deserialize, Serialize};
+use strata_schema::lint::{key_columns, row_identifying_keys};
+use strata_schema::{create_table_named, Change, Schema, Table};
+
+/// Every artifact (shadow tables, placeholders, tables set aside, triggers) starts with this.
+pub const ARTIFACT_PREFIX: &str = "_strata_";
+
+/// True for names of tables and triggers a deployment made (hidden from branch schemas).
+pub fn is_artifact(name: &str) -> bool {
+    name.starts_with(ARTIFACT_PREFIX)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Eight hex digits naming this deployment's artifacts: `_strata_<tag>_…`.
+    pub tag: String,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Step {
+    /// A new table, created under `staged` and renamed into place at cut-over.
+    CreateTable {
+        table: String,
+        staged: String,
+        create: String,
+    },
+    /// A changed table, copied online into a shadow table.
+    AlterTable(Box<OnlineAlter>),
+    /// A changed table in a foreign-key relationship: renaming it would drag the references along, so
+    /// it is altered in place with the engine's online DDL. Not revertable.
+    DirectAlter {
+        table: String,
+        statements: Vec<String>,
+        /// The table as it must end up (to tell, after a restart, whether it already did).
+        create: String,
+    },
+    /// A dropped table, renamed aside at cut-over and dropped when the revert window closes.
+    DropTable { table: String, aside: String },
+    /// A view dropped (before the tables swap) or created or replaced (after it). `old` is the
+    /// definition to restore on revert, `None` for a new view.
+    View {
+        name: String,
+        statement: String,
+        old: Option<String>,
+    },
+}
+
+/// An ALTER done online. Before cut-over: `table` (old schema) has forward triggers into `shadow`
+/// (new schema); `shadow` has reverse triggers into `old`, which is a BLACKHOLE placeholder. One
+/// atomic RENAME then moves the placeholder aside, `table` to `old`, `shadow` to `table` and a second
+/// placeholder to `shadow`: the triggers travel with their tables, so from that instant the reverse
+/// triggers keep the old table in step with every write, ready for a revert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineAlter {
+    pub table: String,
+    /// The ALTER the diff gives (shown; used as is by instant deploys).
+    pub statement: String,
+    pub shadow: String,
+    pub old: String,
+    pub stub: String,
+    pub aside: String,
+    /// Where the new-schema table goes when the deployment is reverted.
+    pub reverted: String,
+    pub shadow_create: String,
+    pub old_columns: Vec<String>,
+    pub new_columns: Vec<String>,
+    /// Columns present on both sides: copied, and mirrored both ways.
+    pub shared: Vec<String>,
+    /// Shared columns with the same definition on both sides: compared value by value.
+    pub compared: Vec<String>,
+    /// The key rows are matched and chunked by (non-null, unique, on both sides).
+    pub key: Vec<String>,
+    /// The old table's index over `key` (`PRIMARY` or a unique key's name).
+    pub key_index: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("table `{0}` has no primary key or non-null unique key shared by its old and new schema, so its rows cannot be copied online")]
+    NoSharedKey(String),
+    #[error("table `{0}` is changed but missing from the target or the result schema")]
+    Missing(String),
+}
+
+impl Plan {
+    /// True when every step can be undone by a revert.
+    pub fn revertable(&self) -> bool {
+        !self
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::DirectAlter { .. }))
+    }
+
+    pub fn online_alters(&self) -> impl Iterator<Item = &OnlineAlter> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::AlterTable(a) => Some(a.as_ref()),
+            _ => None,
+        })
+    }
+
+    /// The poison table: reverse triggers record there why a write could not be mirrored into the
+    /// old table, which makes a revert lose data and so refused.
+    pub fn revert_blocked_table(&self) -> String {
+        format!("{ARTIFACT_PREFIX}{}_revert_blocked", self.tag)
+    }
+
+    /// `LIKE` pattern of this deployment's artifacts (tables and triggers).
+    pub fn artifact_like(&self) -> String {
+        format!("\\_strata\\_{}\\_%", self.tag)
+    }
+}
+
+/// A table or trigger name for this deployment: prefix, tag, step, kind and as much of the table's
+/// name as fits in MariaDB's 64-character limit.
+fn artifact(tag: &str, step: usize, kind: &str, table: &str) -> String {
+    let head = format!("{ARTIFACT_PREFIX}{tag}_{step}_{kind}_");
+    let room = 64usize.saturating_sub(head.len());
+    let mut tail = String::new();
+    for ch in table.chars() {
+        if tail.len() + ch.len_utf8() > room {
+            break;
+        }
+        tail.push(ch);
+    }
+    format!("{head}{tail}")
+}
+
+/// Trigger names of an online alter: forward (`f`) on the old table, reverse (`r`) on the shadow.
+pub fn trigger_name(tag: &str, step: usize, direction: char, event: &str) -> String {
+    format!("{ARTIFACT_PREFIX}{tag}_{step}_{direction}{event}")
+}
+
+fn column_names(t: &Table) -> Vec<String> {
+    t.columns.iter().map(|c| c.name.clone()).collect()
+}
+
+fn references(schema: &Schema, table: &str) -> bool {
+    schema.tables.values().any(|t| {
+        t.foreign_keys.iter().any(|fk| {
+            fk.foreign_key()
+                .is_some_and(|p| p.table == table && t.name != table)
+        })
+    })
+}
+
+/// The key to match rows by: the old table's primary key, else a non-null unique key, whose columns
+/// the new table has and which is unique there too (or the new table has such a key of its own).
+fn shared_key(old: &Table, new: &Table) -> Option<(Vec<String>, String)> {
+    let has = |t: &Table, c: &String| t.columns.iter().any(|x| &x.name == c);
+    let new_ok = row_identifying_keys(new)
+        .iter()
+        .any(|k| k.iter().all(|c| has(old, c)));
+    if !new_ok {
+        return None;
+    }
+    let keys = row_identifying_keys(old);
+    let key = keys.into_iter().find(|k| k.iter().all(|c| has(new, c)))?;
+    let index = old
+        .indexes
+        .iter()
+        .find(|i| {
+            (i.name == "PRIMARY" || i.definition.starts_with("UNIQUE KEY "))
+                && key_columns(&i.definition) == key
+        })?
+        .name
+        .clone();
+    Some((key, index))
+}
+
+/// The plan taking `target` to `result`; `changes` is the diff between them, in its order.
+pub fn plan(
+    tag: &str,
+    target: &Schema,
+    result: &Schema,
+    changes: &[Change],
+) -> Result<Plan, PlanError> {
+    let mut steps = Vec::new();
+    let mut seen_tables = std::collections::BTreeSet::new();
+    for change in changes {
+        let name = &change.object;
+        let is_view = target.views.contains_key(name) || result.views.contains_key(name);
+        if is_view {
+            steps.push(Step::View {
+                name: name.clone(),
+                statement: change.statement.clone(),
+                old: target.views.get(name).map(|v| v.create.clone()),
+            });
+            continue;
+        }
+        if !seen_tables.insert(name.clone()) {
+            // A later statement on a table already planned (foreign keys come last in a diff).
+            if let Some(Step::DirectAlter { statements, .. }) = steps.iter_mut().find(
+                |s| matches!(s, Step::DirectAlter { table, .. } | Step::CreateTable { table, .. } if table == name),
+            ) {
+                statements.push(change.statement.clone());
+            }
+            continue;
+        }
+        let i = steps.len();
+        match (target.tables.get(name), result.tables.get(name)) {
+            (None, Some(new)) => {
+                let staged = artifact(tag, i, "new", name);
+                steps.push(Step::CreateTable {
+                    table: name.clone(),
+                    create: create_table_named(new, &staged, true),
+                    staged,
+                });
+            }
+            (Some(_), None) => steps.push(Step::DropTable {
+                table: name.clone(),
+                aside: artifact(tag, i, "drop", name),
+            }),
+            (Some(old), Some(new)) => {
+                let related = !old.foreign_keys.is_empty()
+                    || !new.foreign_keys.is_empty()
+                    || references(target, name)
+                    || references(result, name);
+                if related {
+                    steps.push(Step::DirectAlter {
+                        table: name.clone(),
+                        statements: vec![change.statement.clone()],
+                        create: create_table_named(new, name, true),
+                    });
+                    continue;
+                }
+                let (key, key_index) =
+                    shared_key(old, new).ok_or_else(|| PlanError::NoSharedKey(name.clone()))?;
+                let old_columns = column_names(old);
+                let new_columns = column_names(new);
+                let shared: Vec<String> = old_columns
+                    .iter()
+                    .filter(|c| new_columns.contains(c))
+                    .cloned()
+                    .collect();
+                let compared = shared
+                    .iter()
+                    .filter(|c| {
+                        let def = |t: &Table| {
+                            t.columns
+                                .iter()
+                                .find(|x| &x.name == *c)
+                                .map(|x| x.definition.clone())
+                        };
+                        def(old) == def(new)
+                    })
+                    .cloned()
+                    .collect();
+                let shadow = artifact(tag, i, "new", name);
+                steps.push(Step::AlterTable(Box::new(OnlineAlter {
+                    table: name.clone(),
+                    statement: change.statement.clone(),
+                    shadow_create: create_table_named(new, &shadow, false),
+                    shadow,
+                    old: artifact(tag, i, "old", name),
+                    stub: artifact(tag, i, "stub", name),
+                    aside: artifact(tag, i, "hold", name),
+                    reverted: artifact(tag, i, "rev", name),
+                    old_columns,
+                    new_columns,
+                    shared,
+                    compared,
+                    key,
+                    key_index,
+                })));
+            }
+            (None, None) => return Err(PlanError::Missing(name.clone())),
+        }
+    }
+    Ok(Plan {
+        tag: tag.to_string(),
+        steps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_schema::{changes, parse_table};
+
+    fn schema(tables: &[&str]) -> Schema {
+        let mut s = Schema::default();
+        for t in tables {
+            let t = parse_table(t).unwrap();
+            s.tables.insert(t.name.clone(), t);
+        }
+        s
+    }
+
+    const USERS: &str = "CREATE TABLE `users` (\n  `id` int(11) NOT NULL,\n  `name` varchar(10) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+    const USERS2: &str = "CREATE TABLE `users` (\n  `id` int(11) NOT NULL,\n  `name` varchar(50) NOT NULL,\n  `email` varchar(100) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `e` (`email`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+    const POSTS: &str = "CREATE TABLE `posts` (\n  `id` bigint(20) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
+    #[test]
+    fn one_step_per_table_with_artifact_names() {
+        let a = schema(&[USERS, POSTS]);
+        let b = schema(&[USERS2, "CREATE TABLE `tags` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"]);
+        let c = changes(&a, &b).unwrap();
+        let p = plan("0a1b2c3d", &a, &b, &c).unwrap();
+        assert!(p.revertable());
+        let kinds: Vec<&str> = p
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::CreateTable { .. } => "create",
+                Step::AlterTable(_) => "alter",
+                Step::DropTable { .. } => "drop",
+                Step::DirectAlter { .. } => "direct",
+                Step::View { .. } => "view",
+            })
+            .collect();
+        let mut sorted = kinds.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["alter", "create", "drop"]);
+        let alter = p.online_alters().next().unwrap();
+        assert_eq!(alter.key, ["id"]);
+        assert_eq!(alter.key_index, "PRIMARY");
+        assert_eq!(alter.shared, ["id", "name"]);
+        assert_eq!(alter.compared, ["id"]);
+        assert!(alter.shadow.starts_with("_strata_0a1b2c3d_"));
+        assert!(alter.shadow_create.contains(&format!("`{}`", alter.shadow)));
+        assert!(is_artifact(&alter.old) && is_artifact(&alter.stub));
+        // Every name distinct.
+        let names = [
+            &alter.shadow,
+            &alter.old,
+            &alter.stub,
+            &alter.aside,
+            &alter.reverted,
+        ];
+        let set: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(set.len(), names.len());
+    }
+
+    #[test]
+    fn artifact_names_fit_the_identifier_limit() {
+        let long = "x".repeat(64);
+        let n = artifact("deadbeef", 12, "stub", &long);
+        assert!(n.len() <= 64, "{n}");
+        let multibyte = "é".repeat(40);
+        let n = artifact("deadbeef", 3, "new", &multibyte);
+        assert!(n.len() <= 64 && n.is_char_boundary(n.len()));
+    }
+
+    #[test]
+    fn foreign_key_tables_are_altered_in_place() {
+        let parent = "CREATE TABLE `p` (\n  `id` int(11) NOT NULL,\n  `x` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+        let parent2 = "CREATE TABLE `p` (\n  `id` int(11) NOT NULL,\n  `x` bigint(20) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+        let child = "CREATE TABLE `c` (\n  `id` int(11) NOT NULL,\n  `p` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `fk` (`p`),\n  CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `p` (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+        let a = schema(&[parent, child]);
+        let b = schema(&[parent2, child]);
+        let p = plan("00000001", &a, &b, &changes(&a, &b).unwrap()).unwrap();
+        assert!(matches!(&p.steps[0], Step::DirectAlter { table, .. } if table == "p"));
+        assert!(!p.revertable());
+    }
+
+    #[test]
+    fn no_shared_key_is_an_error() {
+        let a = schema(&["CREATE TABLE `t` (\n  `a` int(11) NOT NULL,\n  `b` int(11) NOT NULL,\n  PRIMARY KEY (`a`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"]);
+        let b = schema(&["CREATE TABLE `t` (\n  `b` int(11) NOT NULL,\n  PRIMARY KEY (`b`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"]);
+        let e = plan("00000002", &a, &b, &changes(&a, &b).unwrap()).unwrap_err();
+        assert_eq!(e, PlanError::NoSharedKey("t".into()));
+    }
+}

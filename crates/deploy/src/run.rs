@@ -1,0 +1,450 @@
+//! Carrying a plan out against the target branch's instance. Each function is one phase and is safe
+//! to run again after a crash: what the server already holds decides what is left to do.
+
+use crate::plan::{OnlineAlter, Plan, Step};
+use crate::sql;
+use crate::DeployError;
+use std::time::{Duration, Instant};
+use strata_engine::mysql_async::prelude::Queryable;
+use strata_engine::mysql_async::{Conn, Row, Value};
+use strata_model::role::{quote_ident as q, sql_string};
+
+type Result<T> = std::result::Result<T, DeployError>;
+
+/// Loads the BLACKHOLE engine (placeholders) when the server does not have it yet.
+pub async fn ensure_blackhole(conn: &mut Conn) -> Result<()> {
+    let have: Option<String> = conn
+        .query_first("SELECT SUPPORT FROM information_schema.ENGINES WHERE ENGINE = 'BLACKHOLE'")
+        .await?;
+    if !matches!(have.as_deref(), Some("YES" | "DEFAULT")) {
+        conn.query_drop("INSTALL SONAME 'ha_blackhole'").await?;
+    }
+    Ok(())
+}
+
+/// Runs a DDL statement that needs an exclusive metadata lock, giving up after `timeout` so the
+/// writers queued behind it are never stalled longer; retried up to `attempts` times.
+pub async fn ddl_with_timeout(
+    conn: &mut Conn,
+    statement: &str,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
+    let mut last = None;
+    for attempt in 0..attempts.max(1) {
+        let started = Instant::now();
+        let r = conn
+            .query_drop(format!(
+                "SET STATEMENT max_statement_time={:.3} FOR {statement}",
+                timeout.as_secs_f64()
+            ))
+            .await;
+        match r {
+            Ok(()) => return Ok(started.elapsed()),
+            Err(e) if lock_timeout(&e) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(DeployError::LockTimeout {
+        statement: statement.chars().take(120).collect(),
+        detail: last.map(|e| e.to_string()).unwrap_or_default(),
+    })
+}
+
+fn lock_timeout(e: &strata_engine::mysql_async::Error) -> bool {
+    matches!(e, strata_engine::mysql_async::Error::Server(s) if s.code == 1969 || s.code == 1205)
+}
+
+/// Drops every trigger, then every table, this deployment made (triggers first: a trigger whose
+/// target is gone would fail the application's writes).
+pub async fn cleanup(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+    let triggers: Vec<String> = conn
+        .exec(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND TRIGGER_NAME LIKE ?",
+            (schema, plan.artifact_like()),
+        )
+        .await?;
+    for t in triggers {
+        ddl_with_timeout(
+            conn,
+            &format!("DROP TRIGGER IF EXISTS {}", q(&t)),
+            Duration::from_millis(500),
+            20,
+        )
+        .await?;
+    }
+    let tables: Vec<String> = conn
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE ?",
+            (schema, plan.artifact_like()),
+        )
+        .await?;
+    for t in tables {
+        conn.query_drop(format!("DROP TABLE IF EXISTS {}", q(&t)))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Creates the shadow tables, placeholders and triggers, and stages new tables. Starts from a clean
+/// slate, so a preparation cut short is simply redone.
+pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+    cleanup(conn, schema, plan).await?;
+    if plan.online_alters().next().is_some() {
+        ensure_blackhole(conn).await?;
+    }
+    conn.query_drop("SET SESSION foreign_key_checks = 0")
+        .await?;
+    conn.query_drop(sql::revert_blocked_table(plan)).await?;
+    for (i, step) in plan.steps.iter().enumerate() {
+        match step {
+            Step::CreateTable { create, .. } => conn.query_drop(create).await?,
+            Step::AlterTable(a) => {
+                conn.query_drop(&a.shadow_create).await?;
+                conn.query_drop(sql::placeholder(&a.old, &a.old_columns))
+                    .await?;
+                conn.query_drop(sql::placeholder(&a.stub, &a.new_columns))
+                    .await?;
+                conn.query_drop(
+                    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+                )
+                .await?;
+                for t in sql::reverse_triggers(plan, i, a) {
+                    conn.query_drop(t).await?;
+                }
+                conn.query_drop("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
+                    .await?;
+                for t in sql::forward_triggers(&plan.tag, i, a) {
+                    ddl_with_timeout(conn, &t, Duration::from_millis(500), 20).await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    conn.query_drop("SET SESSION sql_mode = DEFAULT").await?;
+    Ok(())
+}
+
+/// The server's estimate of a table's rows (exact enough for progress).
+pub async fn estimated_rows(conn: &mut Conn, schema: &str, table: &str) -> Result<u64> {
+    let n: Option<Option<u64>> = conn
+        .exec_first(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (schema, table),
+        )
+        .await?;
+    Ok(n.flatten().unwrap_or(0))
+}
+
+fn literals(row: Row) -> Vec<String> {
+    row.unwrap()
+        .into_iter()
+        .map(|v: Value| v.as_sql(false))
+        .collect()
+}
+
+/// One chunk copied.
+pub struct Chunk {
+    /// The key the next chunk starts after (`None`: the table is done).
+    pub until: Option<Vec<String>>,
+    pub rows: u64,
+}
+
+/// Copies up to `size` rows after `after` into the shadow. A copy warning other than a duplicate
+/// of the matching key (a row the triggers already wrote) means the new schema cannot hold the
+/// data as it is: the deploy fails with the server's words.
+pub async fn copy_chunk(
+    conn: &mut Conn,
+    a: &OnlineAlter,
+    after: Option<&[String]>,
+    size: u64,
+) -> Result<Chunk> {
+    let end: Option<Row> = conn.query_first(sql::chunk_end(a, after, size)).await?;
+    let until = end.map(literals);
+    conn.query_drop(sql::copy_chunk(a, after, until.as_deref()))
+        .await?;
+    let rows = conn.affected_rows();
+    if conn.get_warnings() > 0 {
+        let warnings: Vec<(String, u32, String)> = conn.query("SHOW WARNINGS").await?;
+        let key = format!("for key '{}'", a.key_index);
+        if let Some((_, code, message)) = warnings
+            .into_iter()
+            .find(|(_, code, m)| !(*code == 1062 && m.contains(&key)))
+        {
+            return Err(DeployError::CopyRejected {
+                table: a.table.clone(),
+                message: format!("{message} (error {code})"),
+            });
+        }
+    }
+    Ok(Chunk { until, rows })
+}
+
+/// Checks, in one consistent snapshot, that the shadow holds exactly the old table's rows.
+pub async fn verify(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await?;
+    let [missing, extra] = sql::differences(a);
+    let missing: Option<u64> = conn.query_first(missing).await?;
+    let extra: Option<u64> = conn.query_first(extra).await?;
+    conn.query_drop("COMMIT").await?;
+    let (missing, extra) = (missing.unwrap_or(0), extra.unwrap_or(0));
+    if missing > 0 || extra > 0 {
+        return Err(DeployError::Mismatch {
+            table: a.table.clone(),
+            missing,
+            extra,
+        });
+    }
+    Ok(())
+}
+
+/// Where a deployment's tables are now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The application still uses the old tables.
+    Before,
+    /// The new tables are in place; the old ones are kept in step.
+    Swapped,
+    /// The revert swapped the old tables back.
+    Reverted,
+}
+
+async fn exists(conn: &mut Conn, schema: &str, table: &str) -> Result<Option<String>> {
+    let engine: Option<Option<String>> = conn
+        .exec_first(
+            "SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (schema, table),
+        )
+        .await?;
+    Ok(engine.map(|e| e.unwrap_or_default()))
+}
+
+/// Reads the placement from the server: the RENAMEs are atomic, so one table tells.
+pub async fn placement(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<Placement> {
+    for s in &plan.steps {
+        match s {
+            Step::AlterTable(a) => {
+                if exists(conn, schema, &a.reverted).await?.is_some() {
+                    return Ok(Placement::Reverted);
+                }
+                return Ok(match exists(conn, schema, &a.old).await?.as_deref() {
+                    Some(e) if !e.eq_ignore_ascii_case("BLACKHOLE") => Placement::Swapped,
+                    _ => Placement::Before,
+                });
+            }
+            Step::CreateTable { staged, table, .. } => {
+                if exists(conn, schema, staged).await?.is_some() {
+                    return Ok(Placement::Before);
+                }
+                return Ok(if exists(conn, schema, table).await?.is_some() {
+                    Placement::Swapped
+                } else {
+                    Placement::Reverted
+                });
+            }
+            Step::DropTable { table, aside } => {
+                if exists(conn, schema, aside).await?.is_some() {
+                    return Ok(Placement::Swapped);
+                }
+                return Ok(if exists(conn, schema, table).await?.is_some() {
+                    Placement::Before
+                } else {
+                    Placement::Reverted
+                });
+            }
+            Step::DirectAlter { .. } | Step::View { .. } => {}
+        }
+    }
+    Ok(Placement::Before)
+}
+
+/// Applies the in-place alters not yet applied (a restart may find some done already).
+async fn direct_alters(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+    for s in &plan.steps {
+        if let Step::DirectAlter {
+            table,
+            statements,
+            create,
+        } = s
+        {
+            let now: Option<(String, String)> = conn
+                .query_first(format!("SHOW CREATE TABLE {}.{}", q(schema), q(table)))
+                .await?;
+            let done = match (now, strata_schema::parse_table(create)) {
+                (Some((_, current)), Ok(want)) => strata_schema::parse_table(
+                    &strata_engine::admin::strip_auto_increment(&current),
+                )
+                .is_ok_and(|t| t.equivalent(&want)),
+                _ => false,
+            };
+            if !done {
+                for st in statements {
+                    conn.query_drop(st).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cut-over: in-place alters and dropped views first, then one atomic RENAME swapping every
+/// table (writers wait at most `timeout` per attempt), then new and changed views. Returns how long
+/// the RENAME held writers.
+pub async fn cut_over(
+    conn: &mut Conn,
+    schema: &str,
+    plan: &Plan,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
+    conn.query_drop("SET SESSION foreign_key_checks = 0")
+        .await?;
+    let mut stall = Duration::ZERO;
+    if placement(conn, schema, plan).await? == Placement::Before {
+        direct_alters(conn, schema, plan).await?;
+        for s in &plan.steps {
+            if let Step::View { statement, .. } = s {
+                if statement.starts_with("DROP VIEW ") {
+                    conn.query_drop(sql::drop_view_if_exists(statement)).await?;
+                }
+            }
+        }
+        if let Some(rename) = sql::cutover_rename(plan) {
+            stall = ddl_with_timeout(conn, &rename, timeout, attempts).await?;
+        }
+    }
+    for s in &plan.steps {
+        if let Step::View { statement, .. } = s {
+            if !statement.starts_with("DROP VIEW ") {
+                conn.query_drop(sql::create_or_replace(statement)).await?;
+            }
+        }
+    }
+    Ok(stall)
+}
+
+/// Why a revert would lose data, per table (empty: it would not).
+pub async fn revert_blockers(conn: &mut Conn, plan: &Plan) -> Result<Vec<(String, String)>> {
+    let rows: Vec<(String, String)> = conn
+        .query(format!(
+            "SELECT `table_name`, `reason` FROM {} ORDER BY `table_name`",
+            q(&plan.revert_blocked_table())
+        ))
+        .await?;
+    Ok(rows)
+}
+
+/// The revert: one atomic RENAME puts the old tables back (they hold every write made since the
+/// cut-over), then the views are restored and the forward triggers, now pointless, dropped.
+pub async fn revert(
+    conn: &mut Conn,
+    schema: &str,
+    plan: &Plan,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
+    let mut stall = Duration::ZERO;
+    if placement(conn, schema, plan).await? == Placement::Swapped {
+        if let Some(rename) = sql::revert_rename(plan) {
+            stall = ddl_with_timeout(conn, &rename, timeout, attempts).await?;
+        }
+    }
+    for s in plan.steps.iter().rev() {
+        if let Step::View { name, old, .. } = s {
+            match old {
+                Some(create) => conn.query_drop(sql::create_or_replace(create)).await?,
+                None => {
+                    conn.query_drop(format!("DROP VIEW IF EXISTS {}", q(name)))
+                        .await?
+                }
+            }
+        }
+    }
+    Ok(stall)
+}
+
+/// Instant deploy: every ALTER is first tried with `ALGORITHM=INSTANT` on an empty copy of its
+/// table; only when all qualify is anything changed. Returns the reason when one does not.
+pub async fn instant_eligible(conn: &mut Conn, plan: &Plan) -> Result<Option<String>> {
+    for (i, s) in plan.steps.iter().enumerate() {
+        match s {
+            Step::AlterTable(a) => {
+                let probe = format!("{}{}_{i}_probe", crate::plan::ARTIFACT_PREFIX, plan.tag);
+                conn.query_drop(format!("DROP TABLE IF EXISTS {}", q(&probe)))
+                    .await?;
+                conn.query_drop(format!("CREATE TABLE {} LIKE {}", q(&probe), q(&a.table)))
+                    .await?;
+                let r = conn.query_drop(sql::instant_alter(a, Some(&probe))).await;
+                conn.query_drop(format!("DROP TABLE IF EXISTS {}", q(&probe)))
+                    .await?;
+                if let Err(e) = r {
+                    return Ok(Some(format!(
+                        "the change to table `{}` cannot be made instantly: {e}",
+                        a.table
+                    )));
+                }
+            }
+            Step::DirectAlter { table, .. } => {
+                return Ok(Some(format!(
+                    "table `{table}` has foreign keys; its change cannot be made instantly"
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// Applies an instant deploy (after [`instant_eligible`]): creates, instant alters, drops, views.
+pub async fn instant(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+    conn.query_drop("SET SESSION foreign_key_checks = 0")
+        .await?;
+    for s in &plan.steps {
+        match s {
+            Step::CreateTable {
+                table,
+                staged,
+                create,
+            } => {
+                if exists(conn, schema, table).await?.is_none() {
+                    conn.query_drop(create.replacen(&q(staged), &q(table), 1))
+                        .await?;
+                }
+            }
+            Step::AlterTable(a) => {
+                conn.query_drop(sql::instant_alter(a, None)).await?;
+            }
+            Step::DropTable { table, .. } => {
+                conn.query_drop(format!("DROP TABLE IF EXISTS {}", q(table)))
+                    .await?
+            }
+            Step::View { statement, .. } => {
+                let st = if statement.starts_with("DROP VIEW ") {
+                    sql::drop_view_if_exists(statement)
+                } else {
+                    sql::create_or_replace(statement)
+                };
+                conn.query_drop(st).await?;
+            }
+            Step::DirectAlter { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// Threads running on the instance now (the throttler's load signal).
+pub async fn threads_running(conn: &mut Conn) -> Result<u64> {
+    let row: Option<(String, String)> = conn
+        .query_first("SHOW GLOBAL STATUS LIKE 'Threads_running'")
+        .await?;
+    Ok(row.and_then(|(_, v)| v.parse().ok()).unwrap_or(0))
+}
+
+/// Escapes a table name for a quoted literal (used in messages and information_schema lookups).
+pub fn literal(s: &str) -> String {
+    format!("'{}'", sql_string(s))
+}

@@ -1,0 +1,371 @@
+//! The statements of an online deploy, as text (pure, so every one of them is testable without a
+//! server).
+
+use crate::plan::{trigger_name, OnlineAlter, Plan, Step};
+use strata_model::role::{quote_ident as q, sql_string};
+
+fn list(cols: &[String]) -> String {
+    cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ")
+}
+
+fn prefixed(prefix: &str, cols: &[String]) -> String {
+    cols.iter()
+        .map(|c| format!("{prefix}.{}", q(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `k1 = OLD.k1 AND k2 = OLD.k2` (keys are NOT NULL, so `=` is exact).
+fn key_match(key: &[String], row: &str) -> String {
+    key.iter()
+        .map(|c| format!("{} = {row}.{}", q(c), q(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// A BLACKHOLE table with the given column names, each LONGBLOB NULL so any value fits: it stands in
+/// for a name a trigger writes to, so triggers can exist before their real target does.
+pub fn placeholder(name: &str, cols: &[String]) -> String {
+    let defs = cols
+        .iter()
+        .map(|c| format!("{} LONGBLOB NULL", q(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("CREATE TABLE {} ({defs}) ENGINE=BLACKHOLE", q(name))
+}
+
+pub fn revert_blocked_table(plan: &Plan) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (`table_name` VARCHAR(64) NOT NULL PRIMARY KEY, `reason` TEXT NOT NULL) ENGINE=InnoDB",
+        q(&plan.revert_blocked_table())
+    )
+}
+
+/// Forward triggers (on the old table, into the shadow). Created with an empty sql_mode: a value the
+/// new schema cannot hold must never fail the application's write; the verification catches it.
+pub fn forward_triggers(tag: &str, step: usize, a: &OnlineAlter) -> Vec<String> {
+    let t = q(&a.table);
+    let s = q(&a.shadow);
+    let cols = list(&a.shared);
+    let new_vals = prefixed("NEW", &a.shared);
+    let key_changed = a
+        .key
+        .iter()
+        .map(|c| format!("NOT (OLD.{} <=> NEW.{})", q(c), q(c)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    vec![
+        format!(
+            "CREATE TRIGGER {} AFTER INSERT ON {t} FOR EACH ROW REPLACE INTO {s} ({cols}) VALUES ({new_vals})",
+            q(&trigger_name(tag, step, 'f', "i"))
+        ),
+        format!(
+            "CREATE TRIGGER {} AFTER UPDATE ON {t} FOR EACH ROW BEGIN IF {key_changed} THEN DELETE FROM {s} WHERE {}; END IF; REPLACE INTO {s} ({cols}) VALUES ({new_vals}); END",
+            q(&trigger_name(tag, step, 'f', "u")),
+            key_match(&a.key, "OLD")
+        ),
+        format!(
+            "CREATE TRIGGER {} AFTER DELETE ON {t} FOR EACH ROW DELETE FROM {s} WHERE {}",
+            q(&trigger_name(tag, step, 'f', "d")),
+            key_match(&a.key, "OLD")
+        ),
+    ]
+}
+
+/// Reverse triggers (on the shadow, into `old`). Created in strict mode: a write the old schema
+/// cannot hold is not applied there; the handler records why in the revert-blocked table instead of
+/// failing the application's write, and a revert is then refused with that reason.
+pub fn reverse_triggers(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String> {
+    let s = q(&a.shadow);
+    let o = q(&a.old);
+    let cols = list(&a.shared);
+    let new_vals = prefixed("NEW", &a.shared);
+    let handler = format!(
+        "DECLARE why TEXT DEFAULT ''; DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN GET DIAGNOSTICS CONDITION 1 why = MESSAGE_TEXT; INSERT IGNORE INTO {} (`table_name`, `reason`) VALUES ('{}', why); END;",
+        q(&plan.revert_blocked_table()),
+        sql_string(&a.table)
+    );
+    let sets = a
+        .shared
+        .iter()
+        .map(|c| format!("{} = NEW.{}", q(c), q(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        format!(
+            "CREATE TRIGGER {} AFTER INSERT ON {s} FOR EACH ROW BEGIN {handler} INSERT INTO {o} ({cols}) VALUES ({new_vals}); END",
+            q(&trigger_name(&plan.tag, step, 'r', "i"))
+        ),
+        format!(
+            "CREATE TRIGGER {} AFTER UPDATE ON {s} FOR EACH ROW BEGIN {handler} UPDATE {o} SET {sets} WHERE {}; END",
+            q(&trigger_name(&plan.tag, step, 'r', "u")),
+            key_match(&a.key, "OLD")
+        ),
+        format!(
+            "CREATE TRIGGER {} AFTER DELETE ON {s} FOR EACH ROW BEGIN {handler} DELETE FROM {o} WHERE {}; END",
+            q(&trigger_name(&plan.tag, step, 'r', "d")),
+            key_match(&a.key, "OLD")
+        ),
+    ]
+}
+
+/// `key > (literals)` in expanded form (`a > x OR (a = x AND b > y)`), which the optimizer turns
+/// into a range on the key's index.
+pub fn key_after(key: &[String], literals: &[String], inclusive: bool) -> String {
+    let mut ors = Vec::new();
+    for i in 0..key.len() {
+        let mut ands: Vec<String> = (0..i)
+            .map(|j| format!("{} = {}", q(&key[j]), literals[j]))
+            .collect();
+        let op = if i + 1 == key.len() && inclusive {
+            ">="
+        } else {
+            ">"
+        };
+        ands.push(format!("{} {op} {}", q(&key[i]), literals[i]));
+        ors.push(format!("({})", ands.join(" AND ")));
+    }
+    ors.join(" OR ")
+}
+
+/// `NOT (key > literals)`, i.e. `key <= literals`.
+pub fn key_at_most(key: &[String], literals: &[String]) -> String {
+    format!("NOT ({})", key_after(key, literals, false))
+}
+
+fn force(a: &OnlineAlter) -> String {
+    format!("FORCE INDEX ({})", q(&a.key_index))
+}
+
+/// The key of the row `n` rows after `after` (the end of the next chunk), if there is one.
+pub fn chunk_end(a: &OnlineAlter, after: Option<&[String]>, n: u64) -> String {
+    let filter = after
+        .map(|l| format!("WHERE {}", key_after(&a.key, l, false)))
+        .unwrap_or_default();
+    format!(
+        "SELECT {} FROM {} {} {filter} ORDER BY {} LIMIT 1 OFFSET {}",
+        list(&a.key),
+        q(&a.table),
+        force(a),
+        list(&a.key),
+        n.saturating_sub(1)
+    )
+}
+
+/// Copies the rows with key in (after, until] (open ends when `None`). `LOCK IN SHARE MODE` holds the
+/// source rows until the chunk commits, so a concurrent write either lands before the copy (and is
+/// copied) or after it (and its trigger overwrites the copy).
+pub fn copy_chunk(a: &OnlineAlter, after: Option<&[String]>, until: Option<&[String]>) -> String {
+    let mut conds = Vec::new();
+    if let Some(l) = after {
+        conds.push(format!("({})", key_after(&a.key, l, false)));
+    }
+    if let Some(l) = until {
+        conds.push(key_at_most(&a.key, l));
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    format!(
+        "INSERT IGNORE INTO {} ({cols}) SELECT {cols} FROM {} {} {filter} LOCK IN SHARE MODE",
+        q(&a.shadow),
+        q(&a.table),
+        force(a),
+        cols = list(&a.shared),
+    )
+}
+
+/// Rows of the old table missing from the shadow or differing in a compared column, and rows of the
+/// shadow missing from the old table. Run in one consistent snapshot.
+pub fn differences(a: &OnlineAlter) -> [String; 2] {
+    let on = a
+        .key
+        .iter()
+        .map(|c| format!("o.{c} = s.{c}", c = q(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let mut differs = vec![format!("s.{} IS NULL", q(&a.key[0]))];
+    differs.extend(
+        a.compared
+            .iter()
+            .map(|c| format!("NOT (o.{c} <=> s.{c})", c = q(c))),
+    );
+    [
+        format!(
+            "SELECT COUNT(*) FROM {} o LEFT JOIN {} s ON {on} WHERE {}",
+            q(&a.table),
+            q(&a.shadow),
+            differs.join(" OR ")
+        ),
+        format!(
+            "SELECT COUNT(*) FROM {} s LEFT JOIN {} o ON {on} WHERE o.{} IS NULL",
+            q(&a.shadow),
+            q(&a.table),
+            q(&a.key[0])
+        ),
+    ]
+}
+
+/// The cut-over: one atomic RENAME for every table of the deployment.
+pub fn cutover_rename(plan: &Plan) -> Option<String> {
+    let mut pairs = Vec::new();
+    for s in &plan.steps {
+        match s {
+            Step::AlterTable(a) => {
+                pairs.push((a.old.clone(), a.aside.clone()));
+                pairs.push((a.table.clone(), a.old.clone()));
+                pairs.push((a.shadow.clone(), a.table.clone()));
+                pairs.push((a.stub.clone(), a.shadow.clone()));
+            }
+            Step::CreateTable { table, staged, .. } => pairs.push((staged.clone(), table.clone())),
+            Step::DropTable { table, aside } => pairs.push((table.clone(), aside.clone())),
+            Step::DirectAlter { .. } | Step::View { .. } => {}
+        }
+    }
+    rename(&pairs)
+}
+
+/// The revert: the old tables back under their names, the new ones aside, again in one RENAME.
+pub fn revert_rename(plan: &Plan) -> Option<String> {
+    let mut pairs = Vec::new();
+    for s in &plan.steps {
+        match s {
+            Step::AlterTable(a) => {
+                pairs.push((a.table.clone(), a.reverted.clone()));
+                pairs.push((a.old.clone(), a.table.clone()));
+            }
+            Step::CreateTable { table, staged, .. } => pairs.push((table.clone(), staged.clone())),
+            Step::DropTable { table, aside } => pairs.push((aside.clone(), table.clone())),
+            Step::DirectAlter { .. } | Step::View { .. } => {}
+        }
+    }
+    rename(&pairs)
+}
+
+fn rename(pairs: &[(String, String)]) -> Option<String> {
+    if pairs.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "RENAME TABLE {}",
+        pairs
+            .iter()
+            .map(|(a, b)| format!("{} TO {}", q(a), q(b)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// `CREATE VIEW …` as the server printed it, made idempotent.
+pub fn create_or_replace(view_create: &str) -> String {
+    match view_create.strip_prefix("CREATE ") {
+        Some(rest) if !rest.starts_with("OR REPLACE ") => format!("CREATE OR REPLACE {rest}"),
+        _ => view_create.to_string(),
+    }
+}
+
+/// `DROP VIEW x` made idempotent.
+pub fn drop_view_if_exists(statement: &str) -> String {
+    match statement.strip_prefix("DROP VIEW ") {
+        Some(rest) if !rest.starts_with("IF EXISTS ") => format!("DROP VIEW IF EXISTS {rest}"),
+        _ => statement.to_string(),
+    }
+}
+
+/// The ALTER of an instant deploy: the diff's statement with `ALGORITHM=INSTANT`, optionally on
+/// another table (a probe).
+pub fn instant_alter(a: &OnlineAlter, on: Option<&str>) -> String {
+    let head = format!("ALTER TABLE {} ", q(&a.table));
+    let body = a.statement.strip_prefix(&head).unwrap_or(&a.statement);
+    format!(
+        "ALTER TABLE {} {body}, ALGORITHM=INSTANT",
+        q(on.unwrap_or(&a.table))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::plan;
+    use strata_schema::{changes, parse_table, Schema};
+
+    fn schema(tables: &[&str]) -> Schema {
+        let mut s = Schema::default();
+        for t in tables {
+            let t = parse_table(t).unwrap();
+            s.tables.insert(t.name.clone(), t);
+        }
+        s
+    }
+
+    fn alter() -> (Plan, OnlineAlter) {
+        let a = schema(&["CREATE TABLE `t` (\n  `a` int(11) NOT NULL,\n  `b` int(11) NOT NULL,\n  `v` varchar(10) DEFAULT NULL,\n  PRIMARY KEY (`a`,`b`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"]);
+        let b = schema(&["CREATE TABLE `t` (\n  `a` int(11) NOT NULL,\n  `b` int(11) NOT NULL,\n  `v` varchar(20) DEFAULT NULL,\n  `w` int(11) DEFAULT NULL,\n  PRIMARY KEY (`a`,`b`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"]);
+        let p = plan("abcdef01", &a, &b, &changes(&a, &b).unwrap()).unwrap();
+        let alter = p.online_alters().next().unwrap().clone();
+        (p, alter)
+    }
+
+    #[test]
+    fn composite_key_ranges() {
+        let k = vec!["a".to_string(), "b".to_string()];
+        let l = vec!["1".to_string(), "'x'".to_string()];
+        assert_eq!(
+            key_after(&k, &l, false),
+            "(`a` > 1) OR (`a` = 1 AND `b` > 'x')"
+        );
+        assert_eq!(
+            key_at_most(&k, &l),
+            "NOT ((`a` > 1) OR (`a` = 1 AND `b` > 'x'))"
+        );
+    }
+
+    #[test]
+    fn statements() {
+        let (p, a) = alter();
+        assert_eq!(a.shared, ["a", "b", "v"]);
+        let copy = copy_chunk(&a, Some(&["1".into(), "2".into()]), None);
+        assert!(copy.starts_with(&format!("INSERT IGNORE INTO `{}` (`a`, `b`, `v`) SELECT `a`, `b`, `v` FROM `t` FORCE INDEX (`PRIMARY`) WHERE ((`a` > 1) OR (`a` = 1 AND `b` > 2))", a.shadow)), "{copy}");
+        let f = forward_triggers(&p.tag, 0, &a);
+        assert!(
+            f[1].contains("IF NOT (OLD.`a` <=> NEW.`a`) OR NOT (OLD.`b` <=> NEW.`b`) THEN DELETE")
+        );
+        let r = reverse_triggers(&p, 0, &a);
+        assert!(r[1].contains(&format!("UPDATE `{}` SET `a` = NEW.`a`, `b` = NEW.`b`, `v` = NEW.`v` WHERE `a` = OLD.`a` AND `b` = OLD.`b`", a.old)));
+        assert!(r[0].contains("DECLARE EXIT HANDLER FOR SQLEXCEPTION"));
+        let c = cutover_rename(&p).unwrap();
+        assert_eq!(
+            c,
+            format!(
+                "RENAME TABLE `{}` TO `{}`, `t` TO `{}`, `{}` TO `t`, `{}` TO `{}`",
+                a.old, a.aside, a.old, a.shadow, a.stub, a.shadow
+            )
+        );
+        assert_eq!(
+            revert_rename(&p).unwrap(),
+            format!("RENAME TABLE `t` TO `{}`, `{}` TO `t`", a.reverted, a.old)
+        );
+        assert_eq!(
+            instant_alter(&a, Some("probe")),
+            "ALTER TABLE `probe` MODIFY COLUMN `v` varchar(20) DEFAULT NULL AFTER `b`, ADD COLUMN `w` int(11) DEFAULT NULL AFTER `v`, ALGORITHM=INSTANT"
+        );
+        assert_eq!(
+            placeholder("x", &["a".into()]),
+            "CREATE TABLE `x` (`a` LONGBLOB NULL) ENGINE=BLACKHOLE"
+        );
+    }
+
+    #[test]
+    fn views_made_idempotent() {
+        assert_eq!(
+            create_or_replace("CREATE ALGORITHM=UNDEFINED DEFINER=`root`@`localhost` SQL SECURITY DEFINER VIEW `v` AS select 1"),
+            "CREATE OR REPLACE ALGORITHM=UNDEFINED DEFINER=`root`@`localhost` SQL SECURITY DEFINER VIEW `v` AS select 1"
+        );
+        assert_eq!(
+            drop_view_if_exists("DROP VIEW `v`"),
+            "DROP VIEW IF EXISTS `v`"
+        );
+    }
+}
