@@ -15,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use std::sync::Arc;
 use strata_control::Platform;
@@ -39,6 +39,10 @@ pub struct AppState {
         routes::promote_branch, routes::demote_branch, routes::get_branch_schema, routes::get_branch_diff, routes::rebase_branch, routes::lint_branch_schema,
         routes::list_deploy_requests, routes::create_deploy_request, routes::get_deploy_request, routes::close_deploy_request,
         routes::get_deploy_request_diff, routes::list_reviews, routes::review_deploy_request,
+        routes::queue_deploy_request, routes::apply_deploy_request, routes::cancel_deploy_request,
+        routes::revert_deploy_request, routes::skip_revert_period, routes::update_auto_apply,
+        routes::get_deployment, routes::get_deploy_queue, routes::get_deploy_request_throttler,
+        routes::update_deploy_request_throttler,
         routes::enable_safe_migrations, routes::update_safe_migrations, routes::disable_safe_migrations,
         routes::list_database_passwords, routes::list_passwords, routes::create_password, routes::get_password,
         routes::update_password, routes::delete_password, routes::renew_password,
@@ -185,6 +189,39 @@ pub fn router(state: AppState) -> Router {
             &format!("{db}/deploy-requests/{{number}}/reviews"),
             get(list_reviews).post(review_deploy_request),
         )
+        .route(
+            &format!("{db}/deploy-requests/{{number}}/deploy"),
+            post(queue_deploy_request),
+        )
+        .route(
+            &format!("{db}/deploy-requests/{{number}}/apply-deploy"),
+            post(apply_deploy_request),
+        )
+        .route(
+            &format!("{db}/deploy-requests/{{number}}/cancel"),
+            post(cancel_deploy_request),
+        )
+        .route(
+            &format!("{db}/deploy-requests/{{number}}/revert"),
+            post(revert_deploy_request),
+        )
+        .route(
+            &format!("{db}/deploy-requests/{{number}}/skip-revert"),
+            post(skip_revert_period),
+        )
+        .route(
+            &format!("{db}/deploy-requests/{{number}}/auto-apply"),
+            put(update_auto_apply),
+        )
+        .route(
+            &format!("{db}/deploy-requests/{{number}}/deployment"),
+            get(get_deployment),
+        )
+        .route(
+            &format!("{db}/deploy-requests/{{number}}/throttler"),
+            get(get_deploy_request_throttler).patch(update_deploy_request_throttler),
+        )
+        .route(&format!("{db}/deploy-queue"), get(get_deploy_queue))
         .route(
             &format!("{db}/branches"),
             get(list_branches).post(create_branch),

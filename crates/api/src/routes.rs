@@ -7,7 +7,7 @@ use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use strata_catalog::Database;
 use strata_control::{BranchRequest, Caller, DatabaseUpdate, PasswordRequest, PasswordUpdate};
 use utoipa::ToSchema;
@@ -721,6 +721,42 @@ pub struct CreateDeployRequest {
     /// Defaults to the branch's parent, else the database's default branch.
     pub into_branch: Option<String>,
     pub notes: Option<String>,
+    /// Cut over as soon as in sync; false makes a gated deploy. Defaults to the previous request's.
+    pub auto_cutover: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct QueueDeployRequest {
+    /// Apply every change with ALGORITHM=INSTANT (not revertable).
+    pub instant_ddl: Option<bool>,
+    /// `serial` (the only strategy: tables are copied one after another).
+    pub strategy: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct UpdateAutoApply {
+    pub enable: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct UpdateThrottler {
+    /// 0 (no throttling) to 95.
+    pub ratio: Option<i64>,
+    /// PlanetScale's per-keyspace form: the first entry's ratio is used.
+    pub configurations: Option<Vec<ThrottlerConfiguration>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+pub struct ThrottlerConfiguration {
+    pub keyspace_name: Option<String>,
+    pub ratio: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThrottlerConfigurations {
+    pub keyspaces: Vec<String>,
+    pub configurable: bool,
+    pub configurations: Vec<ThrottlerConfiguration>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -782,9 +818,12 @@ pub async fn create_deploy_request(
             &c,
             &org,
             &db,
-            &branch,
-            b.into_branch.filter(|x| !x.is_empty()),
-            b.notes,
+            strata_control::NewDeployRequest {
+                branch,
+                into: b.into_branch.filter(|x| !x.is_empty()),
+                notes: b.notes,
+                auto_cutover: b.auto_cutover,
+            },
         )
         .await?;
     Ok((
@@ -914,4 +953,180 @@ pub async fn rebase_branch(
         &b,
         st.platform.instance_status(&b.id),
     )))
+}
+
+type DrResult = ApiResult<Json<views::DeployRequestView>>;
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/deploy", tag = "deploy requests",
+    request_body = QueueDeployRequest,
+    responses((status = 200, body = views::DeployRequestView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn queue_deploy_request(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+    Body(b): Body<QueueDeployRequest>,
+) -> DrResult {
+    match b.strategy.as_deref() {
+        None | Some("") | Some("serial") => {}
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "strategy must be \"serial\" (got \"{other}\")"
+            )))
+        }
+    }
+    let s = st
+        .platform
+        .deploy_deploy_request(&c, &org, &db, number, b.instant_ddl.unwrap_or(false))
+        .await?;
+    Ok(Json(views::deploy_request(&st.api_url, &org, &db, &s)))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/apply-deploy", tag = "deploy requests",
+    responses((status = 200, body = views::DeployRequestView), (status = 422, body = ApiError)))]
+pub async fn apply_deploy_request(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+) -> DrResult {
+    let s = st
+        .platform
+        .apply_deploy_request(&c, &org, &db, number)
+        .await?;
+    Ok(Json(views::deploy_request(&st.api_url, &org, &db, &s)))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/cancel", tag = "deploy requests",
+    responses((status = 200, body = views::DeployRequestView), (status = 422, body = ApiError)))]
+pub async fn cancel_deploy_request(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+) -> DrResult {
+    let s = st
+        .platform
+        .cancel_deploy_request(&c, &org, &db, number)
+        .await?;
+    Ok(Json(views::deploy_request(&st.api_url, &org, &db, &s)))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/revert", tag = "deploy requests",
+    responses((status = 200, body = views::DeployRequestView), (status = 422, body = ApiError)))]
+pub async fn revert_deploy_request(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+) -> DrResult {
+    let s = st
+        .platform
+        .revert_deploy_request(&c, &org, &db, number)
+        .await?;
+    Ok(Json(views::deploy_request(&st.api_url, &org, &db, &s)))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/skip-revert", tag = "deploy requests",
+    responses((status = 200, body = views::DeployRequestView), (status = 422, body = ApiError)))]
+pub async fn skip_revert_period(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+) -> DrResult {
+    let s = st.platform.skip_revert(&c, &org, &db, number).await?;
+    Ok(Json(views::deploy_request(&st.api_url, &org, &db, &s)))
+}
+
+#[utoipa::path(put, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/auto-apply", tag = "deploy requests",
+    request_body = UpdateAutoApply,
+    responses((status = 200, body = views::DeployRequestView), (status = 400, body = ApiError)))]
+pub async fn update_auto_apply(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+    Body(b): Body<UpdateAutoApply>,
+) -> DrResult {
+    let on = b
+        .enable
+        .ok_or_else(|| ApiError::invalid("enable (true or false) is required"))?;
+    let s = st
+        .platform
+        .set_auto_apply(&c, &org, &db, number, on)
+        .await?;
+    Ok(Json(views::deploy_request(&st.api_url, &org, &db, &s)))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/deployment", tag = "deploy requests",
+    responses((status = 200, body = views::DeploymentView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn get_deployment(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+) -> ApiResult<Json<views::DeploymentView>> {
+    let d = st.platform.deployment(&c, &org, &db, number)?;
+    Ok(Json(views::deployment(&d)))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/deploy-queue", tag = "deploy requests",
+    responses((status = 200, body = Page<views::DeploymentView>)))]
+pub async fn get_deploy_queue(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db)): OrgDb,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<views::DeploymentView>>> {
+    let (page, per) = q.parse()?;
+    let list = st
+        .platform
+        .deploy_queue(&c, &org, &db)?
+        .iter()
+        .map(views::deployment)
+        .collect();
+    Ok(Json(views::page(
+        list,
+        page,
+        per,
+        &list_url(
+            &st,
+            &format!("organizations/{org}/databases/{db}/deploy-queue"),
+        ),
+    )))
+}
+
+fn throttler(ratio: i64) -> ThrottlerConfigurations {
+    ThrottlerConfigurations {
+        keyspaces: Vec::new(),
+        configurable: true,
+        configurations: vec![ThrottlerConfiguration {
+            keyspace_name: None,
+            ratio,
+        }],
+    }
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/throttler", tag = "deploy requests",
+    responses((status = 200, body = ThrottlerConfigurations), (status = 422, body = ApiError)))]
+pub async fn get_deploy_request_throttler(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+) -> ApiResult<Json<ThrottlerConfigurations>> {
+    let d = st.platform.deployment(&c, &org, &db, number)?;
+    Ok(Json(throttler(d.throttle_ratio)))
+}
+
+#[utoipa::path(patch, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/throttler", tag = "deploy requests",
+    request_body = UpdateThrottler,
+    responses((status = 200, body = ThrottlerConfigurations), (status = 400, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn update_deploy_request_throttler(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+    Body(b): Body<UpdateThrottler>,
+) -> ApiResult<Json<ThrottlerConfigurations>> {
+    let ratio = b
+        .ratio
+        .or_else(|| b.configurations.and_then(|c| c.first().map(|c| c.ratio)))
+        .ok_or_else(|| ApiError::invalid("ratio (0 to 95) is required"))?;
+    let d = st
+        .platform
+        .set_deploy_throttle(&c, &org, &db, number, ratio)?;
+    Ok(Json(throttler(d.throttle_ratio)))
 }

@@ -501,6 +501,105 @@ pub struct DeployRequestView {
     pub updated_at: String,
     pub closed_at: Option<String>,
     pub deployed_at: Option<String>,
+    /// Cut over as soon as in sync (false: gated, waits for `apply-deploy`).
+    pub auto_cutover: bool,
+    /// The deployment, once the request is in the deploy queue.
+    pub deployment: Option<DeploymentView>,
+}
+
+/// Copy progress of one table.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TableProgressView {
+    pub name: String,
+    pub rows_copied: u64,
+    pub rows_total: u64,
+    pub copied: bool,
+    pub verified: bool,
+}
+
+/// A deployment: its place in the deploy queue and its progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeploymentView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind_type: &'static str,
+    /// PlanetScale's deployment states (`queued`, `in_progress`, `pending_cutover`,
+    /// `in_progress_cutover`, `complete_pending_revert`, `complete`, `complete_revert`, …).
+    pub state: &'static str,
+    pub deploy_request_number: i64,
+    pub into_branch: String,
+    pub instant_ddl: bool,
+    pub auto_cutover: bool,
+    /// 0 (no throttling) to 95.
+    pub throttle_ratio: i64,
+    /// `preparing`, `copying`, `verifying`, `in_sync`, `cutting_over`, `cut_over`, `reverted`.
+    pub phase: String,
+    pub tables: Vec<TableProgressView>,
+    pub rows_copied: u64,
+    pub rows_total: u64,
+    pub progress_percentage: f64,
+    pub eta_seconds: Option<u64>,
+    /// How long the cut-over held the application's writers, in milliseconds.
+    pub cutover_stall_ms: Option<u64>,
+    pub revert_stall_ms: Option<u64>,
+    pub revertable: bool,
+    pub revert_expires_at: Option<String>,
+    pub error: Option<String>,
+    pub actor: Actor,
+    pub cutover_actor: Option<Actor>,
+    pub cancelled_actor: Option<Actor>,
+    pub queued_at: String,
+    pub started_at: Option<String>,
+    pub cutover_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
+    let p: strata_deploy::Progress = serde_json::from_str(&d.progress).unwrap_or_default();
+    let plan: Option<strata_deploy::Plan> = serde_json::from_str(&d.plan).ok();
+    let (rows_copied, rows_total) = p.rows();
+    DeploymentView {
+        id: d.id.clone(),
+        kind_type: "Deployment",
+        state: strata_control::deployment_state_name(&d.state),
+        deploy_request_number: d.deploy_request_number,
+        into_branch: d.into_branch.clone(),
+        instant_ddl: d.instant,
+        auto_cutover: d.auto_cutover,
+        throttle_ratio: d.throttle_ratio,
+        phase: p.phase.clone(),
+        tables: p
+            .tables
+            .iter()
+            .map(|t| TableProgressView {
+                name: t.table.clone(),
+                rows_copied: t.rows_copied,
+                rows_total: t.rows_total.max(t.rows_copied),
+                copied: t.copied,
+                verified: t.verified,
+            })
+            .collect(),
+        rows_copied,
+        rows_total,
+        progress_percentage: (p.percent() * 10.0).round() / 10.0,
+        eta_seconds: p.eta_seconds,
+        cutover_stall_ms: p.cutover_stall_ms,
+        revert_stall_ms: p.revert_stall_ms,
+        revertable: !d.instant && plan.is_some_and(|p| p.revertable()),
+        revert_expires_at: ts_opt(d.revert_expires_at),
+        error: d.error.clone(),
+        actor: token_actor(&d.actor),
+        cutover_actor: d.cutover_actor.as_deref().map(token_actor),
+        cancelled_actor: d.cancelled_actor.as_deref().map(token_actor),
+        queued_at: ts(d.queued_at),
+        started_at: ts_opt(d.started_at),
+        cutover_at: ts_opt(d.cutover_at),
+        finished_at: ts_opt(d.finished_at),
+        created_at: ts(d.queued_at),
+        updated_at: ts(d.updated_at),
+    }
 }
 
 pub fn deploy_request(
@@ -534,7 +633,9 @@ pub fn deploy_request(
         created_at: ts(r.created_at),
         updated_at: ts(r.updated_at),
         closed_at: ts_opt(r.closed_at),
-        deployed_at: None,
+        deployed_at: ts_opt(s.deployment.as_ref().and_then(|d| d.cutover_at)),
+        auto_cutover: r.auto_cutover,
+        deployment: s.deployment.as_ref().map(deployment),
     }
 }
 

@@ -80,4 +80,12 @@ pub trait Catalog: Send + Sync {
     fn update_deploy_request(&self, request: &DeployRequest) -> Result<()>;
     fn add_review(&self, review: &Review) -> Result<()>;
     fn reviews(&self, deploy_request_id: &str) -> Result<Vec<Review>>;
+
+    // Deployments: at most one per deploy request (a new attempt replaces a finished one).
+    fn save_deployment(&self, deployment: &Deployment) -> Result<()>;
+    fn deployment(&self, deploy_request_id: &str) -> Result<Deployment>;
+    /// A database's deployments, oldest queued first.
+    fn deployments(&self, database_id: &str) -> Result<Vec<Deployment>>;
+    /// Every deployment not yet finished, oldest queued first: the deploy queues' work.
+    fn active_deployments(&self) -> Result<Vec<Deployment>>;
 }

@@ -95,6 +95,34 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 3: deployments (the deploy queue) and gated deploys.
+    r#"
+    ALTER TABLE deploy_requests ADD COLUMN auto_cutover INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE deployments (
+        id TEXT PRIMARY KEY,
+        database_id TEXT NOT NULL REFERENCES databases(id) ON DELETE CASCADE,
+        deploy_request_id TEXT NOT NULL UNIQUE REFERENCES deploy_requests(id) ON DELETE CASCADE,
+        deploy_request_number INTEGER NOT NULL,
+        into_branch TEXT NOT NULL,
+        state TEXT NOT NULL,
+        instant INTEGER NOT NULL,
+        auto_cutover INTEGER NOT NULL,
+        throttle_ratio INTEGER NOT NULL DEFAULT 0,
+        plan TEXT NOT NULL DEFAULT '',
+        progress TEXT NOT NULL DEFAULT '',
+        error TEXT,
+        actor TEXT NOT NULL,
+        cutover_actor TEXT,
+        cancelled_actor TEXT,
+        queued_at INTEGER NOT NULL,
+        started_at INTEGER,
+        cutover_at INTEGER,
+        finished_at INTEGER,
+        revert_expires_at INTEGER,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX deployments_by_state ON deployments(state, queued_at);
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

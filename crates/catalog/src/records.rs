@@ -121,6 +121,49 @@ pub struct DeployRequest {
     pub created_at: i64,
     pub updated_at: i64,
     pub closed_at: Option<i64>,
+    /// Cut over as soon as the copy is in sync (false: a gated deploy waits for `apply`).
+    pub auto_cutover: bool,
+}
+
+/// A deploy request's deployment: its place in the deploy queue and how far it got. `plan` and
+/// `progress` are JSON documents of the deploy crate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub id: String,
+    pub database_id: String,
+    pub deploy_request_id: String,
+    pub deploy_request_number: i64,
+    pub into_branch: String,
+    /// PlanetScale's deployment states: `queued`, `in_progress`, `pending_cutover`,
+    /// `in_progress_cutover`, `complete_pending_revert`, `in_progress_revert`, `complete_revert`,
+    /// `in_progress_cancel`, `complete_cancel`, `cancelled`, `complete`, `complete_error`.
+    pub state: String,
+    pub instant: bool,
+    pub auto_cutover: bool,
+    /// 0..=95: how much the copy yields (PlanetScale's throttler scale).
+    pub throttle_ratio: i64,
+    pub plan: String,
+    pub progress: String,
+    pub error: Option<String>,
+    pub actor: String,
+    pub cutover_actor: Option<String>,
+    pub cancelled_actor: Option<String>,
+    pub queued_at: i64,
+    pub started_at: Option<i64>,
+    pub cutover_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub revert_expires_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+impl Deployment {
+    /// States a deployment leaves only by itself finishing, being cancelled or reverted.
+    pub fn is_active(&self) -> bool {
+        !matches!(
+            self.state.as_str(),
+            "complete" | "complete_error" | "complete_cancel" | "complete_revert" | "cancelled"
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -228,10 +228,38 @@ fn deploy_request_row(r: &Row) -> rusqlite::Result<DeployRequest> {
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
         closed_at: r.get(11)?,
+        auto_cutover: r.get(12)?,
     })
 }
 const DR_COLS: &str =
-    "id, database_id, number, branch, into_branch, state, notes, actor, closed_by, created_at, updated_at, closed_at";
+    "id, database_id, number, branch, into_branch, state, notes, actor, closed_by, created_at, updated_at, closed_at, auto_cutover";
+
+fn deployment_row(r: &Row) -> rusqlite::Result<Deployment> {
+    Ok(Deployment {
+        id: r.get(0)?,
+        database_id: r.get(1)?,
+        deploy_request_id: r.get(2)?,
+        deploy_request_number: r.get(3)?,
+        into_branch: r.get(4)?,
+        state: r.get(5)?,
+        instant: r.get(6)?,
+        auto_cutover: r.get(7)?,
+        throttle_ratio: r.get(8)?,
+        plan: r.get(9)?,
+        progress: r.get(10)?,
+        error: r.get(11)?,
+        actor: r.get(12)?,
+        cutover_actor: r.get(13)?,
+        cancelled_actor: r.get(14)?,
+        queued_at: r.get(15)?,
+        started_at: r.get(16)?,
+        cutover_at: r.get(17)?,
+        finished_at: r.get(18)?,
+        revert_expires_at: r.get(19)?,
+        updated_at: r.get(20)?,
+    })
+}
+const DEPLOYMENT_COLS: &str = "id, database_id, deploy_request_id, deploy_request_number, into_branch, state, instant, auto_cutover, throttle_ratio, plan, progress, error, actor, cutover_actor, cancelled_actor, queued_at, started_at, cutover_at, finished_at, revert_expires_at, updated_at";
 
 fn review_row(r: &Row) -> rusqlite::Result<Review> {
     Ok(Review {
@@ -256,7 +284,7 @@ impl Catalog for SqliteCatalog {
         let mut stored = d.clone();
         stored.number = next;
         tx.execute(
-            &format!("INSERT INTO deploy_requests ({DR_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"),
+            &format!("INSERT INTO deploy_requests ({DR_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"),
             params![
                 stored.id,
                 stored.database_id,
@@ -269,7 +297,8 @@ impl Catalog for SqliteCatalog {
                 stored.closed_by,
                 stored.created_at,
                 stored.updated_at,
-                stored.closed_at
+                stored.closed_at,
+                stored.auto_cutover
             ],
         )?;
         tx.commit()?;
@@ -297,8 +326,8 @@ impl Catalog for SqliteCatalog {
 
     fn update_deploy_request(&self, d: &DeployRequest) -> Result<()> {
         let n = self.conn().execute(
-            "UPDATE deploy_requests SET state=?2, notes=?3, closed_by=?4, updated_at=?5, closed_at=?6 WHERE id=?1",
-            params![d.id, d.state, d.notes, d.closed_by, d.updated_at, d.closed_at],
+            "UPDATE deploy_requests SET state=?2, notes=?3, closed_by=?4, updated_at=?5, closed_at=?6, auto_cutover=?7 WHERE id=?1",
+            params![d.id, d.state, d.notes, d.closed_by, d.updated_at, d.closed_at, d.auto_cutover],
         )?;
         changed(n, "Deploy request")
     }
@@ -309,6 +338,71 @@ impl Catalog for SqliteCatalog {
             params![r.id, r.deploy_request_id, r.state, r.body, r.actor, r.created_at],
         )?;
         Ok(())
+    }
+
+    fn save_deployment(&self, d: &Deployment) -> Result<()> {
+        self.conn().execute(
+            &format!(
+                "INSERT INTO deployments ({DEPLOYMENT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)
+                 ON CONFLICT(deploy_request_id) DO UPDATE SET id=excluded.id, state=excluded.state, instant=excluded.instant,
+                 auto_cutover=excluded.auto_cutover, throttle_ratio=excluded.throttle_ratio, plan=excluded.plan,
+                 progress=excluded.progress, error=excluded.error, actor=excluded.actor, cutover_actor=excluded.cutover_actor,
+                 cancelled_actor=excluded.cancelled_actor, queued_at=excluded.queued_at, started_at=excluded.started_at,
+                 cutover_at=excluded.cutover_at, finished_at=excluded.finished_at, revert_expires_at=excluded.revert_expires_at,
+                 updated_at=excluded.updated_at"
+            ),
+            params![
+                d.id,
+                d.database_id,
+                d.deploy_request_id,
+                d.deploy_request_number,
+                d.into_branch,
+                d.state,
+                d.instant,
+                d.auto_cutover,
+                d.throttle_ratio,
+                d.plan,
+                d.progress,
+                d.error,
+                d.actor,
+                d.cutover_actor,
+                d.cancelled_actor,
+                d.queued_at,
+                d.started_at,
+                d.cutover_at,
+                d.finished_at,
+                d.revert_expires_at,
+                d.updated_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn deployment(&self, deploy_request_id: &str) -> Result<Deployment> {
+        self.one(
+            "Deployment",
+            &format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE deploy_request_id=?1"),
+            [deploy_request_id],
+            deployment_row,
+        )
+    }
+
+    fn deployments(&self, database_id: &str) -> Result<Vec<Deployment>> {
+        self.all(
+            &format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE database_id=?1 ORDER BY queued_at, id"),
+            [database_id],
+            deployment_row,
+        )
+    }
+
+    fn active_deployments(&self) -> Result<Vec<Deployment>> {
+        self.all(
+            &format!(
+                "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE state NOT IN ('complete', 'complete_error', 'complete_cancel', 'complete_revert', 'cancelled') ORDER BY queued_at, id"
+            ),
+            [],
+            deployment_row,
+        )
     }
 
     fn reviews(&self, deploy_request_id: &str) -> Result<Vec<Review>> {
@@ -779,6 +873,7 @@ mod tests {
             created_at: 1,
             updated_at: 1,
             closed_at: None,
+            auto_cutover: true,
         };
         assert_eq!(c.create_deploy_request(&dr("a", "shop")).unwrap().number, 1);
         assert_eq!(c.create_deploy_request(&dr("b", "shop")).unwrap().number, 2);
@@ -797,6 +892,42 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.reviews("a").unwrap().len(), 1);
+        let mut dep = Deployment {
+            id: "dep1".into(),
+            database_id: "db-shop".into(),
+            deploy_request_id: "a".into(),
+            deploy_request_number: 1,
+            into_branch: "main".into(),
+            state: "queued".into(),
+            instant: false,
+            auto_cutover: true,
+            throttle_ratio: 0,
+            plan: String::new(),
+            progress: String::new(),
+            error: None,
+            actor: "tok".into(),
+            cutover_actor: None,
+            cancelled_actor: None,
+            queued_at: 5,
+            started_at: None,
+            cutover_at: None,
+            finished_at: None,
+            revert_expires_at: None,
+            updated_at: 5,
+        };
+        c.save_deployment(&dep).unwrap();
+        assert_eq!(c.active_deployments().unwrap().len(), 1);
+        dep.state = "complete_error".into();
+        dep.error = Some("conflict".into());
+        c.save_deployment(&dep).unwrap();
+        assert!(c.active_deployments().unwrap().is_empty());
+        // A new attempt replaces the finished one.
+        dep.id = "dep2".into();
+        dep.state = "queued".into();
+        c.save_deployment(&dep).unwrap();
+        assert_eq!(c.deployment("a").unwrap().id, "dep2");
+        assert_eq!(c.deployments("db-shop").unwrap().len(), 1);
+        assert!(c.deployment("zz").is_err());
         assert_eq!(
             c.deploy_requests("db-shop")
                 .unwrap()

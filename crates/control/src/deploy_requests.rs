@@ -4,11 +4,22 @@
 
 use crate::error::not_found;
 use crate::{model, Caller, ControlError, Platform, Result};
-use strata_catalog::{Branch, Database, DeployRequest, Review};
+use strata_catalog::{Branch, Database, DeployRequest, Deployment, Review};
 use strata_model::{ids, timefmt::now_millis};
 use strata_schema::lint::{lint, lint_changes, Severity};
 use strata_schema::merge::three_way;
 use strata_schema::Change;
+use strata_schema::Schema;
+
+/// What opening a deploy request takes.
+pub struct NewDeployRequest {
+    pub branch: String,
+    /// Default: the branch's parent, else the database's default branch.
+    pub into: Option<String>,
+    pub notes: Option<String>,
+    /// Default: as the database's previous request.
+    pub auto_cutover: Option<bool>,
+}
 
 /// A deploy request with what is known about it now.
 pub struct DeployRequestStatus {
@@ -26,6 +37,29 @@ pub struct DeployRequestStatus {
     /// The statements that would take the target to the result.
     pub changes: Vec<Change>,
     pub branch_deleted: bool,
+    /// Its deployment, once queued.
+    pub deployment: Option<Deployment>,
+    /// The target's schema now and the schema the deploy gives it.
+    pub(crate) schemas: Option<(Schema, Schema)>,
+}
+
+/// The static name of a stored deployment state.
+pub fn deployment_state_name(state: &str) -> &'static str {
+    const STATES: [&str; 12] = [
+        "queued",
+        "in_progress",
+        "pending_cutover",
+        "in_progress_cutover",
+        "complete_pending_revert",
+        "in_progress_revert",
+        "complete_revert",
+        "in_progress_cancel",
+        "complete_cancel",
+        "cancelled",
+        "complete",
+        "complete_error",
+    ];
+    STATES.into_iter().find(|s| *s == state).unwrap_or("error")
 }
 
 impl Platform {
@@ -34,7 +68,7 @@ impl Platform {
     }
 
     /// The database and the numbered request in it.
-    fn numbered(
+    pub(crate) fn numbered(
         &self,
         caller: &Caller,
         org: &str,
@@ -56,10 +90,15 @@ impl Platform {
         caller: &Caller,
         org: &str,
         db: &str,
-        branch: &str,
-        into: Option<String>,
-        notes: Option<String>,
+        new: NewDeployRequest,
     ) -> Result<DeployRequestStatus> {
+        let NewDeployRequest {
+            branch,
+            into,
+            notes,
+            auto_cutover,
+        } = new;
+        let branch = branch.as_str();
         let database = self.request_parts(caller, org, db)?;
         let b = self
             .catalog()
@@ -93,6 +132,15 @@ impl Platform {
                 open.number
             )));
         }
+        // Neither flag given: as the database's previous request (PlanetScale's rule).
+        let auto_cutover = match auto_cutover {
+            Some(v) => v,
+            None => self
+                .catalog()
+                .deploy_requests(&database.id)?
+                .first()
+                .is_none_or(|d| d.auto_cutover),
+        };
         let now = now_millis();
         let request = self.catalog().create_deploy_request(&DeployRequest {
             id: ids::public_id(),
@@ -107,8 +155,9 @@ impl Platform {
             created_at: now,
             updated_at: now,
             closed_at: None,
+            auto_cutover,
         })?;
-        self.status_of(caller, org, &database, request).await
+        self.status_of(&database, request).await
     }
 
     pub async fn deploy_requests(
@@ -120,7 +169,7 @@ impl Platform {
         let database = self.request_parts(caller, org, db)?;
         let mut out = Vec::new();
         for r in self.catalog().deploy_requests(&database.id)? {
-            out.push(self.status_of(caller, org, &database, r).await?);
+            out.push(self.status_of(&database, r).await?);
         }
         Ok(out)
     }
@@ -133,7 +182,7 @@ impl Platform {
         number: i64,
     ) -> Result<DeployRequestStatus> {
         let (database, r) = self.numbered(caller, org, db, number)?;
-        self.status_of(caller, org, &database, r).await
+        self.status_of(&database, r).await
     }
 
     pub async fn close_deploy_request(
@@ -152,7 +201,7 @@ impl Platform {
             r.updated_at = now;
             self.catalog().update_deploy_request(&r)?;
         }
-        self.status_of(caller, org, &database, r).await
+        self.status_of(&database, r).await
     }
 
     /// Approves or comments on a deploy request. Nobody approves their own request while the
@@ -219,10 +268,8 @@ impl Platform {
     }
 
     /// The three-way check, lint and review state of a request, now.
-    async fn status_of(
+    pub(crate) async fn status_of(
         &self,
-        caller: &Caller,
-        org: &str,
         database: &Database,
         request: DeployRequest,
     ) -> Result<DeployRequestStatus> {
@@ -238,6 +285,8 @@ impl Platform {
             warnings: Vec::new(),
             changes: Vec::new(),
             branch_deleted: false,
+            deployment: self.catalog().deployment(&request.id).ok(),
+            schemas: None,
             request,
         };
         let branch: Option<Branch> = self
@@ -251,26 +300,19 @@ impl Platform {
                 .push(format!("Branch '{}' was deleted", status.request.branch));
             return Ok(status);
         };
-        if self
+        let Ok(into) = self
             .catalog()
             .branch(&database.id, &status.request.into_branch)
-            .is_err()
-        {
+        else {
             status.problems.push(format!(
                 "Branch '{}' was deleted",
                 status.request.into_branch
             ));
             return Ok(status);
-        }
+        };
         let base = model(Platform::base_schema(&branch))?;
-        let ours = model(
-            self.branch_schema(caller, org, &database.name, &branch.name)
-                .await?,
-        )?;
-        let target = model(
-            self.branch_schema(caller, org, &database.name, &status.request.into_branch)
-                .await?,
-        )?;
+        let ours = model(self.schema_in(database, &branch).await?)?;
+        let target = model(self.schema_in(database, &into).await?)?;
         let merge = three_way(&base, &ours, &target, &status.request.into_branch);
         status.problems.extend(merge.conflicts.iter().cloned());
         status.problems.extend(merge.invalid.iter().cloned());
@@ -314,6 +356,10 @@ impl Platform {
         };
         status.deployable = status.deployment_state == "ready";
         status.changes = changes;
+        status.schemas = Some((target, merge.result));
+        if let Some(d) = &status.deployment {
+            status.deployment_state = deployment_state_name(&d.state);
+        }
         Ok(status)
     }
 }

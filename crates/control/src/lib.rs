@@ -10,10 +10,11 @@
 //!   between are removed on the next start.
 
 mod deploy_requests;
+mod deployments;
 mod error;
 mod passwords;
 
-pub use deploy_requests::DeployRequestStatus;
+pub use deploy_requests::{deployment_state_name, DeployRequestStatus, NewDeployRequest};
 pub use error::{ControlError, Result};
 pub use passwords::{
     expired as password_expired, Login, NewPassword, PasswordRequest, PasswordUpdate,
@@ -39,6 +40,8 @@ pub struct Settings {
     /// Host and port of the MySQL gateway, as clients should dial it.
     pub mysql_host: String,
     pub mysql_port: u16,
+    /// How long after a cut-over a deploy can be reverted.
+    pub revert_window: std::time::Duration,
 }
 
 /// The organization a request acts in, established from its service token.
@@ -75,6 +78,11 @@ pub struct Platform {
     settings: Settings,
     instances: Mutex<HashMap<String, Arc<Instance>>>,
     jobs: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Held by deploy steps that change tables (cut-over, revert, cleanup): one at a time.
+    deploy_lock: tokio::sync::Mutex<()>,
+    /// Deployments with a driver task running.
+    deploy_running: Mutex<std::collections::HashSet<String>>,
+    deploy_wake: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -108,6 +116,9 @@ impl Platform {
             settings,
             instances: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
+            deploy_lock: tokio::sync::Mutex::new(()),
+            deploy_running: Mutex::new(std::collections::HashSet::new()),
+            deploy_wake: tokio::sync::Notify::new(),
         }))
     }
 
@@ -189,6 +200,7 @@ impl Platform {
                 BranchState::Failed => {}
             }
         }
+        self.start_deploy_worker();
         Ok(())
     }
 
@@ -675,12 +687,41 @@ impl Platform {
         name: &str,
     ) -> Result<Vec<SchemaObject>> {
         let (database, b) = self.database_and_branch(caller, org, db, name)?;
-        let inst = self
-            .instance(&b.id)
-            .ok_or_else(|| ControlError::Unprocessable(format!("Branch '{name}' is not ready")))?;
-        let mut conn = inst.connect().await.map_err(|e| {
-            ControlError::Unprocessable(format!("Branch '{name}' is not serving right now: {e}"))
+        self.schema_in(&database, &b).await
+    }
+
+    /// An admin connection to the branch's instance, in the database's schema.
+    pub(crate) async fn connect_branch(
+        &self,
+        database: &Database,
+        b: &Branch,
+    ) -> Result<strata_engine::mysql_async::Conn> {
+        use strata_engine::mysql_async::prelude::Queryable;
+        let inst = self.instance(&b.id).ok_or_else(|| {
+            ControlError::Unprocessable(format!("Branch '{}' is not ready", b.name))
         })?;
+        let mut conn = inst.connect().await.map_err(|e| {
+            ControlError::Unprocessable(format!(
+                "Branch '{}' is not serving right now: {e}",
+                b.name
+            ))
+        })?;
+        conn.query_drop(format!(
+            "USE {}",
+            strata_model::role::quote_ident(&database.name)
+        ))
+        .await
+        .map_err(|e| ControlError::Internal(e.to_string()))?;
+        Ok(conn)
+    }
+
+    /// The schema of a branch the caller already holds.
+    pub(crate) async fn schema_in(
+        &self,
+        database: &Database,
+        b: &Branch,
+    ) -> Result<Vec<SchemaObject>> {
+        let mut conn = self.connect_branch(database, b).await?;
         let objects = admin::read_schema(&mut conn, &database.name).await?;
         let _ = conn.disconnect().await;
         Ok(objects)

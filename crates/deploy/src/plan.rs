@@ -7,7 +7,7 @@ use strata_schema::lint::{key_columns, row_identifying_keys};
 use strata_schema::{create_table_named, Change, Schema, Table};
 
 /// Every artifact (shadow tables, placeholders, tables set aside, triggers) starts with this.
-pub const ARTIFACT_PREFIX: &str = "_strata_";
+pub use strata_engine::admin::ARTIFACT_PREFIX;
 
 /// True for names of tables and triggers a deployment made (hidden from branch schemas).
 pub fn is_artifact(name: &str) -> bool {

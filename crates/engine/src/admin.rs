@@ -51,13 +51,20 @@ pub fn strip_auto_increment(create: &str) -> String {
     format!("{head}{out_tail}")
 }
 
-/// Reads every table, view and sequence of `schema`, in name order.
+/// Tables and triggers named so belong to a deployment in progress (shadow copies, tables kept for a
+/// revert), not to the branch's schema.
+pub const ARTIFACT_PREFIX: &str = "_strata_";
+
+/// Reads every table, view and sequence of `schema`, in name order (deployment artifacts left out).
 pub async fn read_schema(conn: &mut mysql_async::Conn, schema: &str) -> Result<Vec<SchemaObject>> {
     let rows: Vec<(String, String)> = conn
         .query(format!("SHOW FULL TABLES FROM {}", quote_ident(schema)))
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for (name, kind) in rows {
+        if name.starts_with(ARTIFACT_PREFIX) {
+            continue;
+        }
         let q = format!("{}.{}", quote_ident(schema), quote_ident(&name));
         let (kind, create) = match kind.as_str() {
             "VIEW" => {

@@ -707,6 +707,57 @@ pub enum DeployRequestCmd {
         into: Option<String>,
         #[arg(long)]
         notes: Option<String>,
+        /// Cut over as soon as the copy is in sync (default: as the previous request).
+        #[arg(long, conflicts_with = "disable_auto_apply")]
+        enable_auto_apply: bool,
+        /// Gated deploy: stay in sync after the copy until `deploy-request apply`.
+        #[arg(long)]
+        disable_auto_apply: bool,
+    },
+    /// Put a deploy request in the deploy queue.
+    Deploy {
+        database: String,
+        number: i64,
+        /// Apply every change with ALGORITHM=INSTANT (only when all qualify; not revertable).
+        #[arg(long)]
+        instant: bool,
+        /// Follow the deployment with a progress bar until it is cut over (or waits to be applied).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cut a gated deployment over.
+    Apply { database: String, number: i64 },
+    /// Cancel a deployment that has not cut over.
+    Cancel { database: String, number: i64 },
+    /// Undo a deployment within its revert window, keeping the writes made since.
+    Revert { database: String, number: i64 },
+    /// Close the revert window now: the deployment becomes permanent.
+    SkipRevert { database: String, number: i64 },
+    /// Change a deploy request's auto-apply setting.
+    Edit {
+        database: String,
+        number: i64,
+        #[arg(
+            long,
+            conflicts_with = "disable_auto_apply",
+            required_unless_present = "disable_auto_apply"
+        )]
+        enable_auto_apply: bool,
+        #[arg(long)]
+        disable_auto_apply: bool,
+    },
+    /// Show a deployment's progress (add --wait to follow it with a progress bar).
+    Progress {
+        database: String,
+        number: i64,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Set how much a deployment's copy yields: 0 (no throttling) to 95.
+    Throttle {
+        database: String,
+        number: i64,
+        ratio: i64,
     },
     /// List the deploy requests of a database.
     #[command(alias = "ls")]
@@ -768,8 +819,13 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             branch,
             into,
             notes,
+            enable_auto_apply,
+            disable_auto_apply,
         } => {
             let mut body = json!({ "branch": branch });
+            if enable_auto_apply || disable_auto_apply {
+                body["auto_cutover"] = json!(enable_auto_apply);
+            }
             if let Some(i) = into {
                 body["into_branch"] = json!(i);
             }
@@ -846,6 +902,190 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             ctx.say(&format!("Deploy request #{number} was closed."));
             ctx.show(DEPLOY_REQUEST, &v);
         }
+        DeployRequestCmd::Deploy {
+            database,
+            number,
+            instant,
+            wait,
+        } => {
+            let v = ctx
+                .client
+                .send(
+                    Method::POST,
+                    &format!("{}/{number}/deploy", base(&database)),
+                    json!({ "instant_ddl": instant }),
+                )
+                .await?;
+            ctx.say(&format!(
+                "Deploy request #{number} was added to the deploy queue{}.",
+                if instant { " (instant)" } else { "" }
+            ));
+            if wait {
+                follow(ctx, &base(&database), number).await?;
+            } else {
+                ctx.show(DEPLOY_REQUEST, &v);
+            }
+        }
+        DeployRequestCmd::Apply { database, number } => {
+            action(
+                ctx,
+                &base(&database),
+                number,
+                "apply-deploy",
+                "will cut over now",
+            )
+            .await?;
+        }
+        DeployRequestCmd::Cancel { database, number } => {
+            action(ctx, &base(&database), number, "cancel", "was cancelled").await?;
+        }
+        DeployRequestCmd::Revert { database, number } => {
+            action(ctx, &base(&database), number, "revert", "was reverted").await?;
+        }
+        DeployRequestCmd::SkipRevert { database, number } => {
+            action(
+                ctx,
+                &base(&database),
+                number,
+                "skip-revert",
+                "is permanent: its revert window is closed",
+            )
+            .await?;
+        }
+        DeployRequestCmd::Edit {
+            database,
+            number,
+            enable_auto_apply,
+            disable_auto_apply: _,
+        } => {
+            let v = ctx
+                .client
+                .send(
+                    Method::PUT,
+                    &format!("{}/{number}/auto-apply", base(&database)),
+                    json!({ "enable": enable_auto_apply }),
+                )
+                .await?;
+            ctx.say(&format!(
+                "Auto-apply is {} for deploy request #{number}.",
+                if enable_auto_apply { "on" } else { "off" }
+            ));
+            ctx.show(DEPLOY_REQUEST, &v);
+        }
+        DeployRequestCmd::Progress {
+            database,
+            number,
+            wait,
+        } => {
+            if wait {
+                follow(ctx, &base(&database), number).await?;
+            } else {
+                let v = ctx
+                    .client
+                    .get(&format!("{}/{number}/deployment", base(&database)))
+                    .await?;
+                ctx.show(DEPLOYMENT, &v);
+            }
+        }
+        DeployRequestCmd::Throttle {
+            database,
+            number,
+            ratio,
+        } => {
+            let v = ctx
+                .client
+                .send(
+                    Method::PATCH,
+                    &format!("{}/{number}/throttler", base(&database)),
+                    json!({ "ratio": ratio }),
+                )
+                .await?;
+            if ctx.format == Format::Human {
+                println!("Deploy request #{number} is throttled at {ratio}.");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+        }
     }
     Ok(())
+}
+
+const DEPLOYMENT: &[Column] = &[
+    ("STATE", "/state"),
+    ("PHASE", "/phase"),
+    ("ROWS COPIED", "/rows_copied"),
+    ("ROWS TOTAL", "/rows_total"),
+    ("PROGRESS %", "/progress_percentage"),
+    ("ETA SECONDS", "/eta_seconds"),
+    ("CUTOVER STALL MS", "/cutover_stall_ms"),
+    ("REVERTABLE", "/revertable"),
+    ("REVERT EXPIRES AT", "/revert_expires_at"),
+    ("ERROR", "/error"),
+];
+
+/// A bodyless action on a deploy request.
+async fn action(ctx: &Ctx, base: &str, number: i64, verb: &str, done: &str) -> Result<()> {
+    let v = ctx
+        .client
+        .send(Method::POST, &format!("{base}/{number}/{verb}"), json!({}))
+        .await?;
+    ctx.say(&format!("Deploy request #{number} {done}."));
+    ctx.show(DEPLOY_REQUEST, &v);
+    Ok(())
+}
+
+/// Follows a deployment with a progress bar until it stops moving on its own: cut over, waiting to
+/// be applied, or ended.
+async fn follow(ctx: &Ctx, base: &str, number: i64) -> Result<()> {
+    let human = ctx.format == Format::Human && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let bar = indicatif::ProgressBar::new(1000);
+    if human {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg:30} [{bar:40}] {percent:>3}% {prefix}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let url = format!("{base}/{number}/deployment");
+    loop {
+        let d = ctx.client.get(&url).await?;
+        let state = d["state"].as_str().unwrap_or_default().to_string();
+        let pct = d["progress_percentage"].as_f64().unwrap_or(0.0);
+        bar.set_position((pct * 10.0) as u64);
+        bar.set_message(format!("{state} ({})", d["phase"].as_str().unwrap_or("")));
+        bar.set_prefix(match d["eta_seconds"].as_u64() {
+            Some(s) if state == "in_progress" => {
+                format!("{}/{} rows, ETA {s}s", d["rows_copied"], d["rows_total"])
+            }
+            _ => format!("{}/{} rows", d["rows_copied"], d["rows_total"]),
+        });
+        bar.tick();
+        if !matches!(
+            state.as_str(),
+            "queued"
+                | "in_progress"
+                | "in_progress_cutover"
+                | "in_progress_cancel"
+                | "in_progress_revert"
+        ) {
+            bar.finish_and_clear();
+            match state.as_str() {
+                "complete_error" => bail!(
+                    "deploy request #{number} failed: {}",
+                    d["error"].as_str().unwrap_or("unknown error")
+                ),
+                "pending_cutover" => ctx.say(&format!(
+                    "Deploy request #{number} is in sync and waits to be applied: strata deploy-request apply <database> {number}"
+                )),
+                _ => ctx.say(&format!("Deploy request #{number}: {state}.")),
+            }
+            ctx.show(DEPLOYMENT, &d);
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }

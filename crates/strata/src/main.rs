@@ -90,6 +90,9 @@ enum Command {
         /// Seconds an autocommit query may run.
         #[arg(long, default_value_t = 900)]
         query_timeout: u64,
+        /// Seconds after a deploy's cut-over during which it can be reverted.
+        #[arg(long, env = "STRATA_REVERT_WINDOW", default_value_t = 1800)]
+        revert_window: u64,
         /// Name of the organization created on first start.
         #[arg(long = "initial-org", default_value = "default")]
         initial_org: String,
@@ -172,6 +175,7 @@ fn main() -> std::process::ExitCode {
             transaction_timeout,
             query_timeout,
             no_consolidation,
+            revert_window,
             initial_org,
         } = cli.command
         {
@@ -201,6 +205,7 @@ fn main() -> std::process::ExitCode {
                     ..Default::default()
                 },
                 org: initial_org,
+                revert_window: std::time::Duration::from_secs(revert_window),
             })
             .await;
         }

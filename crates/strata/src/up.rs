@@ -18,6 +18,7 @@ pub struct UpArgs {
     pub mysql_host: Option<String>,
     pub gateway: strata_gateway::GatewayConfig,
     pub org: String,
+    pub revert_window: std::time::Duration,
 }
 
 /// Holds an exclusive lock on the data directory for as long as it lives.
@@ -87,6 +88,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         data_dir: data_dir.clone(),
         mysql_host: mysql_host.clone(),
         mysql_port: mysql_addr.port(),
+        revert_window: args.revert_window,
     };
     let platform = Platform::open(catalog, binaries, settings)
         .await

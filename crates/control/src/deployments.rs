@@ -1,0 +1,825 @@
+//! The deploy queue and each deployment's life, as a state machine kept in the catalog.
+//!
+//! One worker loop looks at every unfinished deployment and moves it on: `queued` (waits for the
+//! ones ahead on the same branch, then is checked again and planned) → `in_progress` (shadow tables,
+//! copy, verification) → `pending_cutover` (gated: in sync until applied) → `in_progress_cutover` →
+//! `complete_pending_revert` (revert window) → `complete`; or `in_progress_revert` →
+//! `complete_revert`, `in_progress_cancel` → `complete_cancel`, and `complete_error`. Every step
+//! reads where the tables are from the instance itself, so a restart at any point resumes or
+//! cleanly cancels.
+
+use crate::deploy_requests::DeployRequestStatus;
+use crate::error::not_found;
+use crate::{lock, Caller, ControlError, Platform, Result};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strata_catalog::{Database, DeployRequest, Deployment};
+use strata_deploy::run::{self, Placement};
+use strata_deploy::{DeployError, Plan, Progress, TableProgress};
+use strata_engine::mysql_async::Conn;
+use strata_model::{ids, timefmt::now_millis};
+
+/// A cut-over or revert waits at most this long for the table locks per attempt, so writers are
+/// never held longer; it retries when long transactions are in the way.
+const SWAP_LOCK_WAIT: Duration = Duration::from_millis(400);
+const SWAP_ATTEMPTS: u32 = 25;
+/// Copy chunks aim at this duration: short enough that the shared locks on the copied rows do not
+/// stall writers noticeably.
+const CHUNK_TARGET: Duration = Duration::from_millis(250);
+/// The copy pauses while the instance runs more threads than this (the throttler's load signal).
+const BUSY_THREADS: u64 = 32;
+
+fn plan_of(d: &Deployment) -> Result<Plan> {
+    serde_json::from_str(&d.plan)
+        .map_err(|e| ControlError::Internal(format!("deployment plan unreadable: {e}")))
+}
+
+fn progress_of(d: &Deployment) -> Progress {
+    serde_json::from_str(&d.progress).unwrap_or_default()
+}
+
+fn set_progress(d: &mut Deployment, p: &Progress) {
+    d.progress = serde_json::to_string(p).unwrap_or_default();
+}
+
+fn deploy_err(e: DeployError) -> ControlError {
+    match e {
+        DeployError::Query(q) => ControlError::Internal(q.to_string()),
+        other => ControlError::Unprocessable(other.to_string()),
+    }
+}
+
+/// True for errors that end a deployment (the data or schema forbid it), false for passing ones
+/// (an instance restarting, locks held by long transactions).
+fn is_final(e: &ControlError) -> bool {
+    matches!(e, ControlError::Unprocessable(_))
+}
+
+impl Platform {
+    fn save(&self, d: &mut Deployment) -> Result<()> {
+        d.updated_at = now_millis();
+        Ok(self.catalog().save_deployment(d)?)
+    }
+
+    fn deployment_for(&self, request: &DeployRequest) -> Result<Deployment> {
+        self.catalog().deployment(&request.id).map_err(|_| {
+            ControlError::Unprocessable(format!(
+                "Deploy request #{} has not been deployed",
+                request.number
+            ))
+        })
+    }
+
+    /// Puts an open, deployable (and, where required, approved) request in its branch's deploy queue.
+    pub async fn deploy_deploy_request(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+        instant: bool,
+    ) -> Result<DeployRequestStatus> {
+        let (database, request) = self.numbered(caller, org, db, number)?;
+        if request.state != "open" {
+            return Err(ControlError::Unprocessable(format!(
+                "Deploy request #{number} is closed"
+            )));
+        }
+        if let Ok(d) = self.catalog().deployment(&request.id) {
+            if d.is_active() {
+                return Err(ControlError::Unprocessable(format!(
+                    "Deploy request #{number} is already deployed or in the deploy queue ({})",
+                    d.state
+                )));
+            }
+        }
+        let status = self.status_of(&database, request.clone()).await?;
+        if !status.deployable {
+            let why = if status.problems.is_empty() {
+                "there are no schema changes to deploy".to_string()
+            } else {
+                status.problems.join("; ")
+            };
+            return Err(ControlError::Unprocessable(format!(
+                "Deploy request #{number} is not deployable: {why}"
+            )));
+        }
+        if database.require_approval_for_deploy && !status.approved {
+            return Err(ControlError::Unprocessable(format!(
+                "Deploy request #{number} must be approved by an administrator before it is deployed"
+            )));
+        }
+        if instant {
+            let (target, result) = status.schemas.clone().unwrap_or_default();
+            let plan = strata_deploy::plan("00000000", &target, &result, &status.changes)
+                .map_err(|e| ControlError::Unprocessable(e.to_string()))?;
+            let into = self
+                .catalog()
+                .branch(&database.id, &request.into_branch)
+                .map_err(|_| not_found("Branch", &request.into_branch))?;
+            let mut conn = self.connect_branch(&database, &into).await?;
+            if let Some(why) = run::instant_eligible(&mut conn, &plan)
+                .await
+                .map_err(deploy_err)?
+            {
+                return Err(ControlError::Unprocessable(format!(
+                    "Deploy request #{number} cannot be deployed instantly: {why}"
+                )));
+            }
+        }
+        let now = now_millis();
+        let mut d = Deployment {
+            id: ids::public_id(),
+            database_id: database.id.clone(),
+            deploy_request_id: request.id.clone(),
+            deploy_request_number: request.number,
+            into_branch: request.into_branch.clone(),
+            state: "queued".into(),
+            instant,
+            auto_cutover: request.auto_cutover || instant,
+            throttle_ratio: 0,
+            plan: String::new(),
+            progress: String::new(),
+            error: None,
+            actor: caller.token_id.clone(),
+            cutover_actor: None,
+            cancelled_actor: None,
+            queued_at: now,
+            started_at: None,
+            cutover_at: None,
+            finished_at: None,
+            revert_expires_at: None,
+            updated_at: now,
+        };
+        self.save(&mut d)?;
+        self.wake_deploys();
+        self.status_of(&database, request).await
+    }
+
+    /// Cuts a gated deployment over (now if it is in sync, else as soon as it is).
+    pub async fn apply_deploy_request(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+    ) -> Result<DeployRequestStatus> {
+        let (database, request) = self.numbered(caller, org, db, number)?;
+        let mut d = self.deployment_for(&request)?;
+        if !matches!(
+            d.state.as_str(),
+            "queued" | "in_progress" | "pending_cutover"
+        ) {
+            return Err(ControlError::Unprocessable(format!(
+                "Deploy request #{number} has no deployment waiting to be applied ({})",
+                d.state
+            )));
+        }
+        d.auto_cutover = true;
+        d.cutover_actor = Some(caller.token_id.clone());
+        self.save(&mut d)?;
+        self.wake_deploys();
+        self.status_of(&database, request).await
+    }
+
+    /// Turns auto-apply on or off for a request (and its deployment, if not cut over yet).
+    pub async fn set_auto_apply(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+        on: bool,
+    ) -> Result<DeployRequestStatus> {
+        let (database, mut request) = self.numbered(caller, org, db, number)?;
+        request.auto_cutover = on;
+        request.updated_at = now_millis();
+        self.catalog().update_deploy_request(&request)?;
+        if let Ok(mut d) = self.catalog().deployment(&request.id) {
+            if matches!(
+                d.state.as_str(),
+                "queued" | "in_progress" | "pending_cutover"
+            ) && !d.instant
+            {
+                d.auto_cutover = on;
+                self.save(&mut d)?;
+                self.wake_deploys();
+            }
+        }
+        self.status_of(&database, request).await
+    }
+
+    /// Cancels a deployment that has not cut over: a queued one leaves the queue, a running one
+    /// drops its shadow tables; production keeps its schema.
+    pub async fn cancel_deploy_request(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+    ) -> Result<DeployRequestStatus> {
+        let (database, request) = self.numbered(caller, org, db, number)?;
+        let _guard = self.deploy_lock.lock().await;
+        let mut d = self.deployment_for(&request)?;
+        match d.state.as_str() {
+            "queued" => d.state = "cancelled".into(),
+            "in_progress" | "pending_cutover" => d.state = "in_progress_cancel".into(),
+            other => {
+                return Err(ControlError::Unprocessable(format!(
+                    "Deploy request #{number} cannot be cancelled now ({other})"
+                )))
+            }
+        }
+        d.cancelled_actor = Some(caller.token_id.clone());
+        if d.state == "cancelled" {
+            d.finished_at = Some(now_millis());
+        }
+        self.save(&mut d)?;
+        self.wake_deploys();
+        self.status_of(&database, request).await
+    }
+
+    /// Swaps the old tables back, with every write made since the cut-over; refused, with the reason,
+    /// when a write since could not be kept in the old schema.
+    pub async fn revert_deploy_request(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+    ) -> Result<DeployRequestStatus> {
+        let (database, request) = self.numbered(caller, org, db, number)?;
+        {
+            let _guard = self.deploy_lock.lock().await;
+            let mut d = self.deployment_for(&request)?;
+            if d.state != "complete_pending_revert" {
+                let why = if d.instant {
+                    "instant deployments cannot be reverted".to_string()
+                } else {
+                    format!("its deployment is {}", d.state)
+                };
+                return Err(ControlError::Unprocessable(format!(
+                    "Deploy request #{number} cannot be reverted: {why}"
+                )));
+            }
+            let plan = plan_of(&d)?;
+            let mut conn = self.deploy_conn(&database, &d).await?;
+            let blockers = run::revert_blockers(&mut conn, &plan)
+                .await
+                .map_err(deploy_err)?;
+            if !blockers.is_empty() {
+                let why: Vec<String> = blockers
+                    .iter()
+                    .map(|(t, r)| format!("table `{t}`: a write since the deploy does not fit the old schema ({r})"))
+                    .collect();
+                return Err(ControlError::Unprocessable(format!(
+                    "Deploy request #{number} cannot be reverted without losing data: {}",
+                    why.join("; ")
+                )));
+            }
+            d.state = "in_progress_revert".into();
+            self.save(&mut d)?;
+            let stall = run::revert(
+                &mut conn,
+                &database.name,
+                &plan,
+                SWAP_LOCK_WAIT,
+                SWAP_ATTEMPTS,
+            )
+            .await
+            .map_err(deploy_err)?;
+            let mut p = progress_of(&d);
+            p.phase = "reverted".into();
+            p.revert_stall_ms = Some(stall.as_millis() as u64);
+            set_progress(&mut d, &p);
+            self.save(&mut d)?;
+            let _ = conn.disconnect().await;
+            self.refresh_base(&database, &request).await?;
+        }
+        self.wake_deploys();
+        self.status_of(&database, request).await
+    }
+
+    /// Closes the revert window now: the deploy becomes permanent and its artifacts are dropped.
+    pub async fn skip_revert(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+    ) -> Result<DeployRequestStatus> {
+        let (database, request) = self.numbered(caller, org, db, number)?;
+        {
+            let _guard = self.deploy_lock.lock().await;
+            let mut d = self.deployment_for(&request)?;
+            if d.state != "complete_pending_revert" {
+                return Err(ControlError::Unprocessable(format!(
+                    "Deploy request #{number} has no open revert window ({})",
+                    d.state
+                )));
+            }
+            d.revert_expires_at = Some(now_millis());
+            self.save(&mut d)?;
+        }
+        self.wake_deploys();
+        self.status_of(&database, request).await
+    }
+
+    /// A request's deployment.
+    pub fn deployment(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+    ) -> Result<Deployment> {
+        let (_, request) = self.numbered(caller, org, db, number)?;
+        self.deployment_for(&request)
+    }
+
+    /// The database's deploy queue: deployments not finished, in order.
+    pub fn deploy_queue(&self, caller: &Caller, org: &str, db: &str) -> Result<Vec<Deployment>> {
+        let database = self.database(caller, org, db)?;
+        Ok(self
+            .catalog()
+            .deployments(&database.id)?
+            .into_iter()
+            .filter(Deployment::is_active)
+            .collect())
+    }
+
+    /// Sets a deployment's throttle ratio (0..=95).
+    pub fn set_deploy_throttle(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+        ratio: i64,
+    ) -> Result<Deployment> {
+        if !(0..=95).contains(&ratio) {
+            return Err(ControlError::Invalid(format!(
+                "throttle ratio {ratio} is out of range: use 0 (no throttling) to 95"
+            )));
+        }
+        let (_, request) = self.numbered(caller, org, db, number)?;
+        let mut d = self.deployment_for(&request)?;
+        d.throttle_ratio = ratio;
+        self.save(&mut d)?;
+        Ok(d)
+    }
+
+    pub(crate) fn wake_deploys(&self) {
+        self.deploy_wake.notify_one();
+    }
+
+    /// Starts the deploy queue's worker (once, from `resume`).
+    pub(crate) fn start_deploy_worker(&self) {
+        let me = self.arc();
+        let job = tokio::spawn(async move {
+            loop {
+                me.deploy_tick();
+                tokio::select! {
+                    _ = me.deploy_wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        });
+        lock(&self.jobs).insert("deploy-worker".into(), job);
+    }
+
+    /// Spawns a driver for each deployment that has work to do and none running.
+    fn deploy_tick(&self) {
+        let Ok(active) = self.catalog().active_deployments() else {
+            return;
+        };
+        let now = now_millis();
+        for d in &active {
+            let ready = match d.state.as_str() {
+                "queued" => !active.iter().any(|o| {
+                    o.database_id == d.database_id
+                        && o.into_branch == d.into_branch
+                        && o.queued_at <= d.queued_at
+                        && o.id != d.id
+                        && o.state != "complete_pending_revert"
+                        && (o.state != "queued" || (o.queued_at, &o.id) < (d.queued_at, &d.id))
+                }),
+                "pending_cutover" => d.auto_cutover,
+                "complete_pending_revert" => d.revert_expires_at.is_none_or(|t| now >= t),
+                _ => true,
+            };
+            if !ready || !lock(&self.deploy_running).insert(d.id.clone()) {
+                continue;
+            }
+            let me = self.arc();
+            let d = d.clone();
+            tokio::spawn(async move {
+                let id = d.id.clone();
+                me.clone().drive(d).await;
+                lock(&me.deploy_running).remove(&id);
+                me.wake_deploys();
+            });
+        }
+    }
+
+    /// Moves one deployment on until it must wait; passing failures are retried by a later tick.
+    async fn drive(self: Arc<Self>, d: Deployment) {
+        let mut d = d;
+        loop {
+            let before = d.state.clone();
+            match self.advance(d.clone()).await {
+                Ok(next) if next.is_active() && next.state != before => d = next,
+                Ok(_) => return,
+                Err(e) if is_final(&e) => {
+                    tracing::warn!(deployment = %d.id, error = %e, "deployment failed");
+                    let _ = self.fail(d, &e.to_string()).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(deployment = %d.id, error = %e, "deployment step will be retried");
+                    if let Ok(mut latest) = self.catalog().deployment(&d.deploy_request_id) {
+                        latest.error = Some(e.to_string());
+                        let _ = self.save(&mut latest);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn deploy_conn(&self, database: &Database, d: &Deployment) -> Result<Conn> {
+        let into = self
+            .catalog()
+            .branch(&database.id, &d.into_branch)
+            .map_err(|_| {
+                ControlError::Unprocessable(format!("Branch '{}' was deleted", d.into_branch))
+            })?;
+        let conn = self.connect_branch(database, &into).await;
+        conn.map_err(|e| ControlError::Internal(e.to_string()))
+    }
+
+    /// Ends a deployment that cannot go on: production keeps (or gets back) its old schema.
+    async fn fail(&self, mut d: Deployment, why: &str) -> Result<()> {
+        let _guard = self.deploy_lock.lock().await;
+        if let (Ok(database), Ok(plan)) =
+            (self.catalog().database_by_id(&d.database_id), plan_of(&d))
+        {
+            if let Ok(mut conn) = self.deploy_conn(&database, &d).await {
+                if run::placement(&mut conn, &database.name, &plan).await.ok()
+                    == Some(Placement::Before)
+                {
+                    let _ = run::cleanup(&mut conn, &database.name, &plan).await;
+                }
+            }
+        }
+        d.state = "complete_error".into();
+        d.error = Some(why.to_string());
+        d.finished_at = Some(now_millis());
+        self.save(&mut d)
+    }
+
+    /// One step of the state machine; returns the deployment as saved.
+    async fn advance(&self, d: Deployment) -> Result<Deployment> {
+        let database = self.catalog().database_by_id(&d.database_id)?;
+        match d.state.as_str() {
+            "queued" => self.start(database, d).await,
+            "in_progress" => self.copy(database, d).await,
+            "pending_cutover" => {
+                let mut d = d;
+                if d.auto_cutover {
+                    d.state = "in_progress_cutover".into();
+                    self.save(&mut d)?;
+                }
+                Ok(d)
+            }
+            "in_progress_cutover" => self.cut_over(database, d).await,
+            "complete_pending_revert" => {
+                if d.revert_expires_at.is_some_and(|t| now_millis() < t) {
+                    return Ok(d);
+                }
+                self.close_window(database, d, "complete").await
+            }
+            "in_progress_revert" => self.close_window(database, d, "complete_revert").await,
+            "in_progress_cancel" => self.close_window(database, d, "complete_cancel").await,
+            _ => Ok(d),
+        }
+    }
+
+    /// Front of the queue: checked again against the target as it is now, then planned.
+    async fn start(&self, database: Database, mut d: Deployment) -> Result<Deployment> {
+        // An earlier deploy's revert window on this branch closes when the next deploy starts: a
+        // revert must never undo a schema a later deploy built on.
+        for earlier in self.catalog().active_deployments()? {
+            if earlier.database_id == d.database_id
+                && earlier.into_branch == d.into_branch
+                && earlier.state == "complete_pending_revert"
+            {
+                self.close_window(database.clone(), earlier, "complete")
+                    .await?;
+            }
+        }
+        let request = self
+            .catalog()
+            .deploy_requests(&database.id)?
+            .into_iter()
+            .find(|r| r.id == d.deploy_request_id)
+            .ok_or_else(|| ControlError::NotFound("Deploy request not found".into()))?;
+        // Reading the schemas fails while an instance restarts: a passing error, tried again.
+        let status = self
+            .status_of(&database, request.clone())
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        if !status.problems.is_empty() || status.changes.is_empty() {
+            let why = if status.problems.is_empty() {
+                "the target already has these changes".to_string()
+            } else {
+                status.problems.join("; ")
+            };
+            return Err(ControlError::Unprocessable(format!(
+                "Deploy request #{} is no longer deployable: {why}",
+                request.number
+            )));
+        }
+        let (target, result) = status.schemas.unwrap_or_default();
+        let tag = format!("{:08x}", crc32fast::hash(d.id.as_bytes()));
+        let plan = strata_deploy::plan(&tag, &target, &result, &status.changes)
+            .map_err(|e| ControlError::Unprocessable(e.to_string()))?;
+        d.plan = serde_json::to_string(&plan).map_err(|e| ControlError::Internal(e.to_string()))?;
+        d.started_at = Some(now_millis());
+        d.error = None;
+        if d.instant {
+            let mut conn = self.deploy_conn(&database, &d).await?;
+            run::instant(&mut conn, &database.name, &plan)
+                .await
+                .map_err(deploy_err)?;
+            d.state = "complete".into();
+            d.cutover_at = Some(now_millis());
+            d.finished_at = d.cutover_at;
+            self.deployed(&database, &request).await?;
+        } else {
+            let mut conn = self.deploy_conn(&database, &d).await?;
+            let mut p = Progress {
+                phase: "preparing".into(),
+                ..Default::default()
+            };
+            for a in plan.online_alters() {
+                p.tables.push(TableProgress {
+                    table: a.table.clone(),
+                    rows_total: run::estimated_rows(&mut conn, &database.name, &a.table)
+                        .await
+                        .map_err(deploy_err)?,
+                    ..Default::default()
+                });
+            }
+            set_progress(&mut d, &p);
+            d.state = "in_progress".into();
+        }
+        self.save(&mut d)?;
+        Ok(d)
+    }
+
+    /// The deploy request is done: closed, as PlanetScale closes a deployed request.
+    async fn deployed(&self, database: &Database, request: &DeployRequest) -> Result<()> {
+        let mut r = request.clone();
+        let now = now_millis();
+        r.state = "closed".into();
+        r.closed_at = Some(now);
+        r.updated_at = now;
+        self.catalog().update_deploy_request(&r)?;
+        self.refresh_base(database, request).await
+    }
+
+    /// The source branch's base becomes the target's schema as it is now (after a deploy or a
+    /// revert), so its next request holds only what changed since.
+    async fn refresh_base(&self, database: &Database, request: &DeployRequest) -> Result<()> {
+        let (Ok(mut branch), Ok(into)) = (
+            self.catalog().branch(&database.id, &request.branch),
+            self.catalog().branch(&database.id, &request.into_branch),
+        ) else {
+            return Ok(());
+        };
+        let objects = self.schema_in(database, &into).await?;
+        branch.base_schema = Some(
+            serde_json::to_string(&objects).map_err(|e| ControlError::Internal(e.to_string()))?,
+        );
+        branch.updated_at = now_millis();
+        self.catalog().update_branch(&branch)?;
+        Ok(())
+    }
+
+    /// Preparation, copy and verification; ends in sync, waiting for (or going to) the cut-over.
+    async fn copy(&self, database: Database, mut d: Deployment) -> Result<Deployment> {
+        let plan = plan_of(&d)?;
+        let mut p = progress_of(&d);
+        let mut conn = self.deploy_conn(&database, &d).await?;
+        if run::placement(&mut conn, &database.name, &plan)
+            .await
+            .map_err(deploy_err)?
+            != Placement::Before
+        {
+            // Cut over already (a restart after the RENAME, before the catalog heard of it).
+            d.state = "in_progress_cutover".into();
+            self.save(&mut d)?;
+            return Ok(d);
+        }
+        if p.phase == "preparing" || p.phase.is_empty() {
+            run::prepare(&mut conn, &database.name, &plan)
+                .await
+                .map_err(deploy_err)?;
+            for t in &mut p.tables {
+                t.rows_copied = 0;
+                t.checkpoint = None;
+                t.copied = false;
+                t.verified = false;
+            }
+            p.phase = "copying".into();
+            set_progress(&mut d, &p);
+            self.save(&mut d)?;
+        }
+        conn.query_drop_plain("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
+            .await?;
+        let started = Instant::now();
+        let mut copied_now = 0u64;
+        for (i, a) in plan.online_alters().enumerate() {
+            let mut size = 2_000u64;
+            while !p.tables[i].copied {
+                // Cancelled, or the platform is going away?
+                let latest = self.catalog().deployment(&d.deploy_request_id)?;
+                if latest.state != "in_progress" {
+                    return Ok(latest);
+                }
+                d.auto_cutover = latest.auto_cutover;
+                d.throttle_ratio = latest.throttle_ratio;
+                while run::threads_running(&mut conn).await.map_err(deploy_err)? > BUSY_THREADS {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let t0 = Instant::now();
+                let chunk = run::copy_chunk(&mut conn, a, p.tables[i].checkpoint.as_deref(), size)
+                    .await
+                    .map_err(deploy_err)?;
+                let took = t0.elapsed();
+                copied_now += chunk.rows;
+                let t = &mut p.tables[i];
+                t.rows_copied += chunk.rows;
+                match chunk.until {
+                    Some(k) => t.checkpoint = Some(k),
+                    None => t.copied = true,
+                }
+                size = strata_deploy::next_chunk_size(size, took, CHUNK_TARGET);
+                let (c, total) = p.rows();
+                let rate = copied_now as f64 / started.elapsed().as_secs_f64().max(0.001);
+                p.eta_seconds =
+                    (rate > 0.0).then(|| (total.saturating_sub(c) as f64 / rate) as u64);
+                set_progress(&mut d, &p);
+                self.save(&mut d)?;
+                let pause =
+                    strata_deploy::throttle_pause(d.throttle_ratio.clamp(0, 95) as u8, took);
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+        p.phase = "verifying".into();
+        p.eta_seconds = Some(0);
+        set_progress(&mut d, &p);
+        self.save(&mut d)?;
+        for (i, a) in plan.online_alters().enumerate() {
+            if !p.tables[i].verified {
+                run::verify(&mut conn, a).await.map_err(deploy_err)?;
+                p.tables[i].verified = true;
+                set_progress(&mut d, &p);
+                self.save(&mut d)?;
+            }
+        }
+        let _ = conn.disconnect().await;
+        let latest = self.catalog().deployment(&d.deploy_request_id)?;
+        if latest.state != "in_progress" {
+            return Ok(latest);
+        }
+        p.phase = "in_sync".into();
+        set_progress(&mut d, &p);
+        d.auto_cutover = latest.auto_cutover;
+        d.state = if d.auto_cutover {
+            "in_progress_cutover"
+        } else {
+            "pending_cutover"
+        }
+        .into();
+        self.save(&mut d)?;
+        Ok(d)
+    }
+
+    /// Every table swapped in one RENAME; the revert window opens (or, for changes that cannot be
+    /// reverted, the artifacts go at once).
+    async fn cut_over(&self, database: Database, mut d: Deployment) -> Result<Deployment> {
+        let _guard = self.deploy_lock.lock().await;
+        let plan = plan_of(&d)?;
+        let mut p = progress_of(&d);
+        let mut conn = self.deploy_conn(&database, &d).await?;
+        p.phase = "cutting_over".into();
+        set_progress(&mut d, &p);
+        self.save(&mut d)?;
+        let stall = run::cut_over(
+            &mut conn,
+            &database.name,
+            &plan,
+            SWAP_LOCK_WAIT,
+            SWAP_ATTEMPTS,
+        )
+        .await
+        .map_err(|e| match e {
+            // Long transactions in the way: stay in sync and try again later.
+            DeployError::LockTimeout { .. } => ControlError::Internal(e.to_string()),
+            other => deploy_err(other),
+        })?;
+        let now = now_millis();
+        p.phase = "cut_over".into();
+        p.cutover_stall_ms = Some(stall.as_millis() as u64);
+        set_progress(&mut d, &p);
+        d.cutover_at = Some(now);
+        d.finished_at = Some(now);
+        d.error = None;
+        if plan.revertable() {
+            d.state = "complete_pending_revert".into();
+            d.revert_expires_at = Some(now + self.settings().revert_window.as_millis() as i64);
+        } else {
+            run::cleanup(&mut conn, &database.name, &plan)
+                .await
+                .map_err(deploy_err)?;
+            d.state = "complete".into();
+        }
+        self.save(&mut d)?;
+        if let Some(r) = self
+            .catalog()
+            .deploy_requests(&database.id)?
+            .into_iter()
+            .find(|r| r.id == d.deploy_request_id)
+        {
+            self.deployed(&database, &r).await?;
+        }
+        let _ = conn.disconnect().await;
+        Ok(d)
+    }
+
+    /// Drops the deployment's artifacts and records how it ended. For a revert cut short before its
+    /// RENAME, the revert is finished first.
+    async fn close_window(
+        &self,
+        database: Database,
+        mut d: Deployment,
+        end: &str,
+    ) -> Result<Deployment> {
+        let _guard = self.deploy_lock.lock().await;
+        let latest = self.catalog().deployment(&d.deploy_request_id)?;
+        if latest.state != d.state {
+            return Ok(latest);
+        }
+        let plan = plan_of(&d)?;
+        let mut conn = self.deploy_conn(&database, &d).await?;
+        let placement = run::placement(&mut conn, &database.name, &plan)
+            .await
+            .map_err(deploy_err)?;
+        if end == "complete_revert" && placement == Placement::Swapped {
+            run::revert(
+                &mut conn,
+                &database.name,
+                &plan,
+                SWAP_LOCK_WAIT,
+                SWAP_ATTEMPTS,
+            )
+            .await
+            .map_err(deploy_err)?;
+        }
+        if end == "complete_cancel" && placement == Placement::Swapped {
+            // The cut-over won the race with the cancel: the deploy stands, with its window.
+            d.state = "complete_pending_revert".into();
+            self.save(&mut d)?;
+            return Ok(d);
+        }
+        run::cleanup(&mut conn, &database.name, &plan)
+            .await
+            .map_err(deploy_err)?;
+        let _ = conn.disconnect().await;
+        d.state = end.into();
+        if end != "complete" {
+            d.finished_at = Some(now_millis());
+        }
+        self.save(&mut d)?;
+        Ok(d)
+    }
+}
+
+/// A plain query on a connection, for statements with no result.
+trait QueryDropPlain {
+    async fn query_drop_plain(&mut self, q: &str) -> Result<()>;
+}
+
+impl QueryDropPlain for Conn {
+    async fn query_drop_plain(&mut self, q: &str) -> Result<()> {
+        use strata_engine::mysql_async::prelude::Queryable;
+        self.query_drop(q)
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))
+    }
+}

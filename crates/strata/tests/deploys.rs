@@ -1,0 +1,453 @@
+//! Online deploys end to end, under concurrent writes through the gateway: the copy, the cut-over,
+//! the revert with every acknowledged write present (checked row by row), gated and instant deploys,
+//! refused reverts, and kill -9 of `strata up` in the middle of a deployment.
+
+mod common;
+
+use common::{password, Strata};
+use mysql_async::prelude::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ROWS: i64 = 200_000;
+
+/// What the table must hold: id → (v, n). Rows not in `changed` still hold their initial values.
+#[derive(Default)]
+struct Model {
+    changed: BTreeMap<i64, Option<(String, i64)>>,
+}
+
+impl Model {
+    fn expected(&self, rows: i64) -> BTreeMap<i64, (String, i64)> {
+        let mut m: BTreeMap<i64, (String, i64)> =
+            (1..=rows).map(|i| (i, ("init".to_string(), i))).collect();
+        for (id, v) in &self.changed {
+            match v {
+                Some(v) => {
+                    m.insert(*id, v.clone());
+                }
+                None => {
+                    m.remove(id);
+                }
+            }
+        }
+        m
+    }
+}
+
+/// An acknowledged write: affected rows, the row's new (v, n) (n `None`: incremented; the whole
+/// `None`: deleted), and the row's id.
+type Ack = (u64, Option<(String, Option<i64>)>, i64);
+
+struct Writers {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(u64, u64, Duration)>>,
+    model: Arc<Mutex<Model>>,
+}
+
+/// Two writers through the gateway, each on its own rows (even / odd ids, and its own id range for
+/// inserts), recording every acknowledged write in the model.
+fn start_writers(rt: &tokio::runtime::Runtime, s: &Strata, user: &str, pw: &str) -> Writers {
+    let stop = Arc::new(AtomicBool::new(false));
+    let model = Arc::new(Mutex::new(Model::default()));
+    let mut tasks = Vec::new();
+    for w in 0..2i64 {
+        let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(s.mysql_port)
+            .user(Some(user))
+            .pass(Some(pw))
+            .db_name(Some("shop"))
+            .prefer_socket(false)
+            .into();
+        let stop = stop.clone();
+        let model = model.clone();
+        tasks.push(rt.spawn(async move {
+            let mut conn = mysql_async::Conn::new(opts).await.expect("writer connects");
+            let (mut ok, mut errors, mut worst) = (0u64, 0u64, Duration::ZERO);
+            let mut next_insert = 1_000_000 * (w + 1);
+            let mut k: i64 = w + 1;
+            while !stop.load(Ordering::Relaxed) {
+                k = (k * 7919 + 13) % ROWS + 1;
+                let id = if k % 2 == w { k } else { k % ROWS + 1 };
+                let t0 = Instant::now();
+                let op = k % 10;
+                let r: Result<Ack, mysql_async::Error> = async {
+                    if op < 5 {
+                        let v = format!("w{w}-{ok}");
+                        conn.exec_drop("UPDATE t SET v = ?, n = n + 1 WHERE id = ?", (&v, id))
+                            .await?;
+                        Ok((conn.affected_rows(), Some((v, None)), id))
+                    } else if op < 8 {
+                        next_insert += 1;
+                        let v = format!("i{w}-{ok}");
+                        conn.exec_drop(
+                            "INSERT INTO t (id, v, n) VALUES (?, ?, 0)",
+                            (next_insert, &v),
+                        )
+                        .await?;
+                        Ok((conn.affected_rows(), Some((v, Some(0))), next_insert))
+                    } else {
+                        conn.exec_drop("DELETE FROM t WHERE id = ?", (id,)).await?;
+                        Ok((conn.affected_rows(), None, id))
+                    }
+                }
+                .await;
+                worst = worst.max(t0.elapsed());
+                match r {
+                    Ok((affected, change, id)) => {
+                        ok += 1;
+                        if affected == 1 {
+                            let mut m = model.lock().unwrap();
+                            let before = m
+                                .changed
+                                .get(&id)
+                                .cloned()
+                                .unwrap_or(Some(("init".into(), id)));
+                            let after = match change {
+                                None => None,
+                                Some((v, Some(n))) => Some((v, n)),
+                                Some((v, None)) => Some((v, before.map(|b| b.1).unwrap_or(0) + 1)),
+                            };
+                            m.changed.insert(id, after);
+                        }
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        eprintln!("writer {w}: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        if let Ok(c) = mysql_async::Conn::new(conn.opts().clone()).await {
+                            conn = c;
+                        }
+                    }
+                }
+            }
+            let _ = conn.disconnect().await;
+            (ok, errors, worst)
+        }));
+    }
+    Writers { stop, tasks, model }
+}
+
+impl Writers {
+    /// Stops the writers; returns (acknowledged writes, errors, worst latency).
+    fn stop(self, rt: &tokio::runtime::Runtime) -> (u64, u64, Duration, Arc<Mutex<Model>>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = (0, 0, Duration::ZERO);
+        for t in self.tasks {
+            let (ok, err, worst) = rt.block_on(t).unwrap();
+            total.0 += ok;
+            total.1 += err;
+            total.2 = total.2.max(worst);
+        }
+        (total.0, total.1, total.2, self.model)
+    }
+}
+
+/// Compares the table, row by row, with the model.
+fn check_rows(s: &Strata, branch_id: &str, model: &Model) {
+    let out = s.sql_ok(
+        branch_id,
+        "strata_admin",
+        "SELECT id, v, n FROM shop.t ORDER BY id",
+    );
+    let actual: BTreeMap<i64, (String, i64)> = out
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let id = f.next()?.parse().ok()?;
+            let v = f.next()?.to_string();
+            let n = f.next()?.parse().ok()?;
+            Some((id, (v, n)))
+        })
+        .collect();
+    let expected = model.expected(ROWS);
+    if actual != expected {
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| actual.get(k) != Some(v))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = actual
+            .iter()
+            .filter(|(k, _)| !expected.contains_key(k))
+            .take(5)
+            .collect();
+        panic!(
+            "table differs from the acknowledged writes: {} rows vs {} expected; first differing expected rows {missing:?}; first extra rows {extra:?}",
+            actual.len(),
+            expected.len()
+        );
+    }
+}
+
+fn wait_state(s: &Strata, number: &str, states: &[&str], secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let d = s.json(&["deploy-request", "progress", "shop", number]);
+        let state = d["state"].as_str().unwrap_or_default().to_string();
+        if states.contains(&state.as_str()) {
+            return d;
+        }
+        assert!(
+            state != "complete_error" || states.contains(&"complete_error"),
+            "deployment failed: {d}"
+        );
+        assert!(Instant::now() < deadline, "deployment stuck: {d}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn setup(s: &Strata) -> (String, String) {
+    s.json(&["database", "create", "shop", "--wait"]);
+    let main_id = s.wait_branch("shop", "main")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        &format!(
+            "CREATE TABLE shop.t (id INT NOT NULL PRIMARY KEY, v VARCHAR(32) NOT NULL, n INT NOT NULL) ENGINE=InnoDB;
+             INSERT INTO shop.t (id, v, n) SELECT seq, 'init', seq FROM seq_1_to_{ROWS};"
+        ),
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let dev_id = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (main_id, dev_id)
+}
+
+fn columns(s: &Strata, branch_id: &str) -> String {
+    s.sql_ok(
+        branch_id,
+        "strata_admin",
+        "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA='shop' AND TABLE_NAME='t'",
+    )
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn online_deploy_and_revert_keep_every_acknowledged_write() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let (main_id, dev_id) = setup(&s);
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD COLUMN extra INT NULL, ADD INDEX iv (v), MODIFY v VARCHAR(64) NOT NULL",
+    );
+    s.json(&["deploy-request", "create", "shop", "dev"]);
+    let (user, pw, _) = password(&s, "shop", "main", "readwriter");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let writers = start_writers(&rt, &s, &user, &pw);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let started = Instant::now();
+    let dr = s.json(&["deploy-request", "deploy", "shop", "1"]);
+    assert_eq!(dr["deployment"]["state"], "queued", "{dr}");
+    let d = wait_state(&s, "1", &["complete_pending_revert"], 300);
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, errors, worst, model) = writers.stop(&rt);
+    eprintln!(
+        "deploy of {ROWS} rows under writes: {took:?}; writes {ok}, errors {errors}, worst write latency {worst:?}, cut-over stall {} ms",
+        d["cutover_stall_ms"]
+    );
+    assert_eq!(errors, 0, "writers saw errors");
+    assert!(ok > 100, "the writers wrote ({ok})");
+    assert_eq!(d["revertable"], true);
+    assert!(d["cutover_stall_ms"].as_u64().unwrap() <= 500, "{d}");
+    assert_eq!(columns(&s, &main_id), "id,v,n,extra");
+    check_rows(&s, &main_id, &model.lock().unwrap());
+    let dr = s.json(&["deploy-request", "show", "shop", "1"]);
+    assert_eq!(dr["state"], "closed");
+    assert_eq!(dr["deployment_state"], "complete_pending_revert");
+    // Artifacts are not part of the branch's schema.
+    let schema = s.json(&["branch", "schema", "shop", "main"]);
+    assert!(!schema.to_string().contains("_strata_"), "{schema}");
+
+    // Writes after the cut-over, then a revert: the old schema with those writes.
+    let writers = start_writers(&rt, &s, &user, &pw);
+    // Continue the model from where it is.
+    {
+        let prior = std::mem::take(&mut *model.lock().unwrap());
+        *writers.model.lock().unwrap() = prior;
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let reverted = s.json(&["deploy-request", "revert", "shop", "1"]);
+    assert!(
+        matches!(
+            reverted["deployment"]["state"].as_str(),
+            Some("in_progress_revert" | "complete_revert")
+        ),
+        "{reverted}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, errors, worst, model) = writers.stop(&rt);
+    eprintln!("writes across the revert: {ok}, errors {errors}, worst latency {worst:?}, revert stall {} ms", reverted["deployment"]["revert_stall_ms"]);
+    assert_eq!(errors, 0);
+    assert!(reverted["deployment"]["revert_stall_ms"].as_u64().unwrap() <= 1000);
+    wait_state(&s, "1", &["complete_revert"], 60);
+    assert_eq!(columns(&s, &main_id), "id,v,n");
+    check_rows(&s, &main_id, &model.lock().unwrap());
+    // Artifacts are gone.
+    let left = s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND TABLE_NAME LIKE '\\_strata\\_%'",
+    );
+    assert_eq!(left.trim(), "0");
+}
+
+#[test]
+fn gated_instant_refused_reverts_and_bad_input() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let (main_id, dev_id) = setup(&s);
+
+    // Bad input.
+    assert!(s
+        .fails(&["deploy-request", "deploy", "shop", "9"])
+        .contains("#9 not found"));
+
+    // A gated deploy widening a column: copies, waits in sync, applies on demand.
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t MODIFY v VARCHAR(64) NOT NULL",
+    );
+    let dr = s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev",
+        "--disable-auto-apply",
+    ]);
+    assert_eq!(dr["auto_cutover"], false);
+    assert!(s
+        .fails(&["deploy-request", "revert", "shop", "1"])
+        .contains("has not been deployed"));
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    assert!(s
+        .fails(&["deploy-request", "deploy", "shop", "1"])
+        .contains("already deployed or in the deploy queue"));
+    let d = wait_state(&s, "1", &["pending_cutover"], 300);
+    assert_eq!(d["phase"], "in_sync");
+    assert_eq!(d["rows_copied"], ROWS);
+    // In sync: a write now is in the shadow table too, and the old schema is still live.
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "INSERT INTO shop.t VALUES (900001, 'while gated', 1)",
+    );
+    assert!(columns(&s, &main_id).contains("v"));
+    let long_before = s.sql_err(
+        &main_id,
+        "strata_admin",
+        "INSERT INTO shop.t VALUES (900002, 'this value is longer than thirty-two characters', 1)",
+    );
+    assert!(long_before.contains("Data too long"), "{long_before}");
+    s.json(&["deploy-request", "apply", "shop", "1"]);
+    wait_state(&s, "1", &["complete_pending_revert"], 60);
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT v FROM shop.t WHERE id = 900001"
+        )
+        .trim(),
+        "while gated"
+    );
+    // A value only the new schema holds makes the revert lossy: refused, with the reason.
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "INSERT INTO shop.t VALUES (900003, 'this value is longer than thirty-two characters', 1)",
+    );
+    let refused = s.fails(&["deploy-request", "revert", "shop", "1"]);
+    assert!(
+        refused.contains("cannot be reverted without losing data")
+            && refused.contains("Data too long"),
+        "{refused}"
+    );
+    s.json(&["deploy-request", "skip-revert", "shop", "1"]);
+    wait_state(&s, "1", &["complete"], 60);
+    assert!(s
+        .fails(&["deploy-request", "revert", "shop", "1"])
+        .contains("cannot be reverted"));
+
+    // An instant deploy: adding a column qualifies; adding an index does not.
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD INDEX iv (v)",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev",
+        "--enable-auto-apply",
+    ]);
+    let refused = s.fails(&["deploy-request", "deploy", "shop", "2", "--instant"]);
+    assert!(
+        refused.contains("cannot be deployed instantly"),
+        "{refused}"
+    );
+    s.json(&["deploy-request", "close", "shop", "2"]);
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t DROP INDEX iv, ADD COLUMN note VARCHAR(10) NULL",
+    );
+    s.json(&["deploy-request", "create", "shop", "dev"]);
+    s.json(&["deploy-request", "deploy", "shop", "3", "--instant"]);
+    let d = wait_state(&s, "3", &["complete"], 60);
+    assert_eq!(d["instant_ddl"], true);
+    assert_eq!(d["revertable"], false);
+    assert!(columns(&s, &main_id).ends_with("note"));
+    assert!(s
+        .fails(&["deploy-request", "revert", "shop", "3"])
+        .contains("instant deployments cannot be reverted"));
+}
+
+#[test]
+fn kill_9_of_strata_up_during_a_deploy_resumes_it() {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = Strata::start(root.path());
+    let (main_id, dev_id) = setup(&s);
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD COLUMN extra INT NULL",
+    );
+    s.json(&["deploy-request", "create", "shop", "dev"]);
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    // Slow the copy down so the kill lands in the middle of it.
+    wait_state(&s, "1", &["in_progress"], 60);
+    s.json(&["deploy-request", "throttle", "shop", "1", "90"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = s.json(&["deploy-request", "progress", "shop", "1"]);
+        if d["rows_copied"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{d}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.crash();
+    common::wait_no_servers(&common::data_dir(root.path()), 30);
+    let s = Strata::restart_like(root.path(), &s);
+    s.json(&["deploy-request", "throttle", "shop", "1", "0"]);
+    let d = wait_state(&s, "1", &["complete_pending_revert"], 300);
+    assert!(d["rows_copied"].as_u64().unwrap() >= ROWS as u64, "{d}");
+    assert_eq!(columns(&s, &main_id), "id,v,n,extra");
+    check_rows(&s, &main_id, &Model::default());
+}
