@@ -447,7 +447,9 @@ fn kill_9_of_strata_up_during_a_deploy_resumes_it() {
     let s = Strata::restart_like(root.path(), &s);
     s.json(&["deploy-request", "throttle", "shop", "1", "0"]);
     let d = wait_state(&s, "1", &["complete_pending_revert"], 300);
-    assert!(d["rows_copied"].as_u64().unwrap() >= ROWS as u64, "{d}");
+    // Chunks copied before the kill and not yet checkpointed are copied again (INSERT IGNORE keeps
+    // the first copy), so the count may run short; the rows themselves are checked below.
+    assert_eq!(d["tables"][0]["verified"], true, "{d}");
     assert_eq!(columns(&s, &main_id), "id,v,n,extra");
     check_rows(&s, &main_id, &Model::default());
 }
