@@ -39,7 +39,8 @@ start_writer() { # table
   writer=$!
   sleep 2
 }
-stop_writer() { touch "$stop_file"; wait "$writer" || true; tail -1 "$work/writer.out"; }
+# Not in a $(…) subshell: `wait` works only on the shell's own children.
+stop_writer() { touch "$stop_file"; wait "$writer" || true; writer_result=$(tail -1 "$work/writer.out"); }
 
 start_strata
 trap stop_strata EXIT
@@ -62,7 +63,9 @@ load t
 mariadb --defaults-file="$dev_cnf" bench -e "ALTER TABLE t $alter"
 $S deploy-request create bench dev >/dev/null
 start_writer t
-echo "strata, under writes:  $(deploy 3) s; writer: $(stop_writer)"
+took=$(deploy 3)
+stop_writer
+echo "strata, under writes:  $took s; writer: $writer_result"
 
 load t2
 root_cnf=$work/data/instances/$branch/client-strata_root.cnf
@@ -74,4 +77,5 @@ pt-online-schema-change --alter "$alter" "h=127.0.0.1,P=$direct_port,u=$root_use
   --execute --recursion-method=none --no-check-replication-filters --no-drop-old-table >"$work/ptosc.out" 2>&1 \
   || { cat "$work/ptosc.out"; exit 1; }
 t1=$(date +%s.%N)
-echo "pt-osc, under writes:  $(python3 -c "print(f'{$t1 - $t0:.2f}')") s; writer: $(stop_writer)"
+stop_writer
+echo "pt-osc, under writes:  $(python3 -c "print(f'{$t1 - $t0:.2f}')") s; writer: $writer_result"
