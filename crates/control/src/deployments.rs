@@ -641,6 +641,8 @@ impl Platform {
             .await?;
         let started = Instant::now();
         let mut copied_now = 0u64;
+        let mut chunks = 0u64;
+        let mut last_save = Instant::now();
         for (i, a) in plan.online_alters().enumerate() {
             let mut size = 2_000u64;
             while !p.tables[i].copied {
@@ -651,7 +653,10 @@ impl Platform {
                 }
                 d.auto_cutover = latest.auto_cutover;
                 d.throttle_ratio = latest.throttle_ratio;
-                while run::threads_running(&mut conn).await.map_err(deploy_err)? > BUSY_THREADS {
+                chunks += 1;
+                while chunks % 8 == 0
+                    && run::threads_running(&mut conn).await.map_err(deploy_err)? > BUSY_THREADS
+                {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 let t0 = Instant::now();
@@ -671,8 +676,12 @@ impl Platform {
                 let rate = copied_now as f64 / started.elapsed().as_secs_f64().max(0.001);
                 p.eta_seconds =
                     (rate > 0.0).then(|| (total.saturating_sub(c) as f64 / rate) as u64);
-                set_progress(&mut d, &p);
-                self.save(&mut d)?;
+                // The checkpoint may lag the copy: chunks copied again are skipped by INSERT IGNORE.
+                if last_save.elapsed() >= Duration::from_millis(500) || p.tables[i].copied {
+                    set_progress(&mut d, &p);
+                    self.save(&mut d)?;
+                    last_save = Instant::now();
+                }
                 let pause =
                     strata_deploy::throttle_pause(d.throttle_ratio.clamp(0, 95) as u8, took);
                 if !pause.is_zero() {
@@ -684,6 +693,9 @@ impl Platform {
         p.eta_seconds = Some(0);
         set_progress(&mut d, &p);
         self.save(&mut d)?;
+        run::finish_shadows(&mut conn, &database.name, &plan)
+            .await
+            .map_err(deploy_err)?;
         for (i, a) in plan.online_alters().enumerate() {
             if !p.tables[i].verified {
                 run::verify(&mut conn, a).await.map_err(deploy_err)?;

@@ -78,6 +78,10 @@ pub struct OnlineAlter {
     pub key: Vec<String>,
     /// The old table's index over `key` (`PRIMARY` or a unique key's name).
     pub key_index: String,
+    /// Non-unique keys of the new schema, left out of the shadow during the copy and built after it
+    /// (a sorted build is much faster than row-by-row maintenance): `(name, definition)`.
+    #[serde(default)]
+    pub deferred_keys: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -252,10 +256,20 @@ pub fn plan(
                     .cloned()
                     .collect();
                 let shadow = artifact(tag, i, "new", name);
+                let deferred = |d: &str| d.starts_with("KEY ");
+                let deferred_keys: Vec<(String, String)> = new
+                    .indexes
+                    .iter()
+                    .filter(|ix| deferred(&ix.definition))
+                    .map(|ix| (ix.name.clone(), ix.definition.clone()))
+                    .collect();
+                let mut lean = new.clone();
+                lean.indexes.retain(|ix| !deferred(&ix.definition));
                 steps.push(Step::AlterTable(Box::new(OnlineAlter {
                     table: name.clone(),
                     statement: change.statement.clone(),
-                    shadow_create: create_table_named(new, &shadow, false),
+                    shadow_create: create_table_named(&lean, &shadow, false),
+                    deferred_keys,
                     shadow,
                     old: artifact(tag, i, "old", name),
                     stub: artifact(tag, i, "stub", name),
@@ -324,6 +338,11 @@ mod tests {
         assert_eq!(alter.compared, ["id"]);
         assert!(alter.shadow.starts_with("_strata_0a1b2c3d_"));
         assert!(alter.shadow_create.contains(&format!("`{}`", alter.shadow)));
+        assert!(!alter.shadow_create.contains("KEY `e`"));
+        assert_eq!(
+            alter.deferred_keys,
+            [("e".to_string(), "KEY `e` (`email`)".to_string())]
+        );
         assert!(is_artifact(&alter.old) && is_artifact(&alter.stub));
         // Every name distinct.
         let names = [

@@ -108,13 +108,6 @@ pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
                     .await?;
                 conn.query_drop(sql::placeholder(&a.stub, &a.new_columns))
                     .await?;
-                conn.query_drop(
-                    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
-                )
-                .await?;
-                for t in sql::reverse_triggers(plan, i, a) {
-                    conn.query_drop(t).await?;
-                }
                 conn.query_drop("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
                     .await?;
                 for t in sql::forward_triggers(&plan.tag, i, a) {
@@ -125,6 +118,31 @@ pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
         }
     }
     conn.query_drop("SET SESSION sql_mode = DEFAULT").await?;
+    Ok(())
+}
+
+/// After the copy: builds the deferred keys, then creates the reverse triggers (armed only now so
+/// the copy does not fire them row by row). Both are idempotent, so a restart simply repeats this.
+pub async fn finish_shadows(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+    for (i, step) in plan.steps.iter().enumerate() {
+        let Step::AlterTable(a) = step else { continue };
+        let present: Vec<String> = conn
+            .exec(
+                "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (schema, &a.shadow),
+            )
+            .await?;
+        if let Some(alter) = sql::add_deferred_keys(a, &present) {
+            conn.query_drop(alter).await?;
+        }
+        conn.query_drop("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
+            .await?;
+        for t in sql::reverse_triggers(plan, i, a) {
+            ddl_with_timeout(conn, &t, Duration::from_millis(500), 20).await?;
+        }
+        conn.query_drop("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
+            .await?;
+    }
     Ok(())
 }
 
@@ -305,6 +323,7 @@ pub async fn cut_over(
         .await?;
     let mut stall = Duration::ZERO;
     if placement(conn, schema, plan).await? == Placement::Before {
+        finish_shadows(conn, schema, plan).await?;
         direct_alters(conn, schema, plan).await?;
         for s in &plan.steps {
             if let Step::View { statement, .. } = s {

@@ -93,20 +93,38 @@ pub fn reverse_triggers(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String
         .join(", ");
     vec![
         format!(
-            "CREATE TRIGGER {} AFTER INSERT ON {s} FOR EACH ROW BEGIN {handler} INSERT INTO {o} ({cols}) VALUES ({new_vals}); END",
+            "CREATE TRIGGER IF NOT EXISTS {} AFTER INSERT ON {s} FOR EACH ROW BEGIN {handler} INSERT INTO {o} ({cols}) VALUES ({new_vals}); END",
             q(&trigger_name(&plan.tag, step, 'r', "i"))
         ),
         format!(
-            "CREATE TRIGGER {} AFTER UPDATE ON {s} FOR EACH ROW BEGIN {handler} UPDATE {o} SET {sets} WHERE {}; END",
+            "CREATE TRIGGER IF NOT EXISTS {} AFTER UPDATE ON {s} FOR EACH ROW BEGIN {handler} UPDATE {o} SET {sets} WHERE {}; END",
             q(&trigger_name(&plan.tag, step, 'r', "u")),
             key_match(&a.key, "OLD")
         ),
         format!(
-            "CREATE TRIGGER {} AFTER DELETE ON {s} FOR EACH ROW BEGIN {handler} DELETE FROM {o} WHERE {}; END",
+            "CREATE TRIGGER IF NOT EXISTS {} AFTER DELETE ON {s} FOR EACH ROW BEGIN {handler} DELETE FROM {o} WHERE {}; END",
             q(&trigger_name(&plan.tag, step, 'r', "d")),
             key_match(&a.key, "OLD")
         ),
     ]
+}
+
+/// Builds the keys left out of the shadow during the copy (those not there yet).
+pub fn add_deferred_keys(a: &OnlineAlter, present: &[String]) -> Option<String> {
+    let adds: Vec<String> = a
+        .deferred_keys
+        .iter()
+        .filter(|(name, _)| !present.contains(name))
+        .map(|(_, def)| format!("ADD {def}"))
+        .collect();
+    if adds.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "ALTER TABLE {} {}, ALGORITHM=INPLACE, LOCK=NONE",
+        q(&a.shadow),
+        adds.join(", ")
+    ))
 }
 
 /// `key > (literals)` in expanded form (`a > x OR (a = x AND b > y)`), which the optimizer turns

@@ -272,6 +272,8 @@ fn online_deploy_and_revert_keep_every_acknowledged_write() {
     // Artifacts are not part of the branch's schema.
     let schema = s.json(&["branch", "schema", "shop", "main"]);
     assert!(!schema.to_string().contains("_strata_"), "{schema}");
+    // Production now has exactly the branch's schema (keys built after the copy included).
+    assert_eq!(schema, s.json(&["branch", "schema", "shop", "dev"]));
 
     // Writes after the cut-over, then a revert: the old schema with those writes.
     let writers = start_writers(&rt, &s, &user, &pw);
