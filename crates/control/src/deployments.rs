@@ -654,7 +654,7 @@ impl Platform {
                 d.auto_cutover = latest.auto_cutover;
                 d.throttle_ratio = latest.throttle_ratio;
                 chunks += 1;
-                while chunks % 8 == 0
+                while chunks & 7 == 0
                     && run::threads_running(&mut conn).await.map_err(deploy_err)? > BUSY_THREADS
                 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
