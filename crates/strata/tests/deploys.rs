@@ -455,3 +455,80 @@ fn kill_9_of_strata_up_during_a_deploy_resumes_it() {
     assert_eq!(columns(&s, &main_id), "id,v,n,extra");
     check_rows(&s, &main_id, &Model::default());
 }
+
+/// Runs SQL until it succeeds (the instance may be restarting).
+fn sql_retry(s: &Strata, branch_id: &str, sql: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = s.mariadb(branch_id, "strata_admin", sql);
+        if o.status.success() {
+            return String::from_utf8_lossy(&o.stdout).to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn kill_9_of_the_instance_in_sync_and_of_strata_up_in_the_revert_window() {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = Strata::start(root.path());
+    let (main_id, dev_id) = setup(&s);
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD COLUMN extra INT NULL",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev",
+        "--disable-auto-apply",
+    ]);
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    wait_state(&s, "1", &["pending_cutover"], 300);
+
+    // kill -9 of production's server while the copy is held in sync: the supervisor restarts it,
+    // the triggers are still there, writes made after the restart reach the new table.
+    let pid = std::fs::read_to_string(s.instance_dir(&main_id).join("mysqld.pid")).unwrap();
+    common::unsafe_kill(pid.trim().parse().unwrap(), "KILL");
+    std::thread::sleep(Duration::from_millis(500));
+    sql_retry(
+        &s,
+        &main_id,
+        "UPDATE shop.t SET v = 'after crash', n = -1 WHERE id = 7",
+    );
+    sql_retry(
+        &s,
+        &main_id,
+        "INSERT INTO shop.t VALUES (900001, 'inserted', 1)",
+    );
+    s.json(&["deploy-request", "apply", "shop", "1"]);
+    wait_state(&s, "1", &["complete_pending_revert"], 120);
+    assert_eq!(columns(&s, &main_id), "id,v,n,extra");
+    let mut model = Model::default();
+    model.changed.insert(7, Some(("after crash".into(), -1)));
+    model.changed.insert(900001, Some(("inserted".into(), 1)));
+    check_rows(&s, &main_id, &model);
+
+    // Writes in the revert window, kill -9 of `strata up`, restart: the revert keeps them.
+    s.sql_ok(&main_id, "strata_admin", "DELETE FROM shop.t WHERE id = 8; UPDATE shop.t SET extra = 5, v = 'in window' WHERE id = 9");
+    s.crash();
+    common::wait_no_servers(&common::data_dir(root.path()), 30);
+    let s = Strata::restart_like(root.path(), &s);
+    s.wait_branch("shop", "main");
+    let d = wait_state(&s, "1", &["complete_pending_revert"], 60);
+    assert_eq!(d["revertable"], true);
+    sql_retry(&s, &main_id, "SELECT 1");
+    s.json(&["deploy-request", "revert", "shop", "1"]);
+    wait_state(&s, "1", &["complete_revert"], 60);
+    assert_eq!(columns(&s, &main_id), "id,v,n");
+    model.changed.insert(8, None);
+    model.changed.insert(9, Some(("in window".into(), 9)));
+    check_rows(&s, &main_id, &model);
+}
