@@ -78,7 +78,8 @@ impl OptionFile<'_> {
                  innodb_log_file_size=16M\n\
                  binlog_row_metadata=FULL\n\
                  log_bin_compress=OFF\n\
-                 expire_logs_days=2\n",
+                 expire_logs_days=2\n\
+                 plugin-load-add=ha_blackhole.so\n",
             ),
             Flavour::MySql => s.push_str(
                 "collation-server=utf8mb4_0900_ai_ci\n\
