@@ -637,8 +637,12 @@ impl Platform {
             set_progress(&mut d, &p);
             self.save(&mut d)?;
         }
-        conn.query_drop_plain("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
-            .await?;
+        strata_engine::mysql_async::prelude::Queryable::query_drop(
+            &mut conn,
+            "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'",
+        )
+        .await
+        .map_err(|e| ControlError::Internal(e.to_string()))?;
         let started = Instant::now();
         let mut copied_now = 0u64;
         let mut chunks = 0u64;
@@ -819,19 +823,5 @@ impl Platform {
         }
         self.save(&mut d)?;
         Ok(d)
-    }
-}
-
-/// A plain query on a connection, for statements with no result.
-trait QueryDropPlain {
-    async fn query_drop_plain(&mut self, q: &str) -> Result<()>;
-}
-
-impl QueryDropPlain for Conn {
-    async fn query_drop_plain(&mut self, q: &str) -> Result<()> {
-        use strata_engine::mysql_async::prelude::Queryable;
-        self.query_drop(q)
-            .await
-            .map_err(|e| ControlError::Internal(e.to_string()))
     }
 }

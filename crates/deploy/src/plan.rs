@@ -293,11 +293,12 @@ pub fn plan(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use strata_schema::{changes, parse_table};
 
-    fn schema(tables: &[&str]) -> Schema {
+    /// A schema of the given `SHOW CREATE TABLE` texts (shared by this crate's tests).
+    pub(crate) fn schema(tables: &[&str]) -> Schema {
         let mut s = Schema::default();
         for t in tables {
             let t = parse_table(t).unwrap();

@@ -307,16 +307,8 @@ pub fn instant_alter(a: &OnlineAlter, on: Option<&str>) -> String {
 mod tests {
     use super::*;
     use crate::plan::plan;
-    use strata_schema::{changes, parse_table, Schema};
-
-    fn schema(tables: &[&str]) -> Schema {
-        let mut s = Schema::default();
-        for t in tables {
-            let t = parse_table(t).unwrap();
-            s.tables.insert(t.name.clone(), t);
-        }
-        s
-    }
+    use crate::plan::tests::schema;
+    use strata_schema::changes;
 
     fn alter() -> (Plan, OnlineAlter) {
         let a = schema(&["CREATE TABLE `t` (\n  `a` int(11) NOT NULL,\n  `b` int(11) NOT NULL,\n  `v` varchar(10) DEFAULT NULL,\n  PRIMARY KEY (`a`,`b`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"]);
