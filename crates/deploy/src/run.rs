@@ -54,6 +54,45 @@ pub async fn ddl_with_timeout(
     })
 }
 
+/// Creates or drops triggers while holding `LOCK TABLES … WRITE` on the table they are on and the
+/// tables they write to. Without it MariaDB can fail a concurrent prepared statement on that table
+/// once with "Table … doesn't exist" for a trigger's target (MDEV-26048: the statement is re-prepared
+/// with a stale prelocking list); holding the lock keeps every write out until the triggers are
+/// whole. The wait for the lock is bounded like any other DDL here, and the lock is always released.
+pub async fn triggers_under_lock(
+    conn: &mut Conn,
+    tables: &[&str],
+    statements: &[String],
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
+    if statements.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    let locks = tables
+        .iter()
+        .map(|t| format!("{} WRITE", q(t)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let stall = ddl_with_timeout(conn, &format!("LOCK TABLES {locks}"), timeout, attempts).await?;
+    let started = Instant::now();
+    let mut result = Ok(());
+    for s in statements {
+        if let Err(e) = conn.query_drop(s).await {
+            result = Err(e);
+            break;
+        }
+    }
+    let unlocked = conn.query_drop("UNLOCK TABLES").await;
+    result?;
+    unlocked?;
+    Ok(stall + started.elapsed())
+}
+
+fn missing_table(e: &strata_engine::mysql_async::Error) -> bool {
+    matches!(e, strata_engine::mysql_async::Error::Server(s) if s.code == 1146)
+}
+
 fn lock_timeout(e: &strata_engine::mysql_async::Error) -> bool {
     matches!(e, strata_engine::mysql_async::Error::Server(s) if s.code == 1969 || s.code == 1205)
 }
@@ -61,20 +100,30 @@ fn lock_timeout(e: &strata_engine::mysql_async::Error) -> bool {
 /// Drops every trigger, then every table, this deployment made (triggers first: a trigger whose
 /// target is gone would fail the application's writes).
 pub async fn cleanup(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
-    let triggers: Vec<String> = conn
+    let triggers: Vec<(String, String)> = conn
         .exec(
-            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND TRIGGER_NAME LIKE ?",
+            "SELECT EVENT_OBJECT_TABLE, TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND TRIGGER_NAME LIKE ? ORDER BY 1, 2",
             (schema, plan.artifact_like()),
         )
         .await?;
-    for t in triggers {
-        ddl_with_timeout(
-            conn,
-            &format!("DROP TRIGGER IF EXISTS {}", q(&t)),
-            Duration::from_millis(500),
-            20,
-        )
-        .await?;
+    let mut on: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (table, trigger) in triggers {
+        on.entry(table)
+            .or_default()
+            .push(format!("DROP TRIGGER IF EXISTS {}", q(&trigger)));
+    }
+    for (table, drops) in on {
+        // LOCK TABLES also locks what the table's triggers write to; when one of those is missing
+        // (a crash between steps) the lock cannot be taken, and the triggers are dropped without it.
+        match triggers_under_lock(conn, &[&table], &drops, Duration::from_millis(500), 20).await {
+            Ok(_) => {}
+            Err(DeployError::Query(e)) if missing_table(&e) => {
+                for d in &drops {
+                    ddl_with_timeout(conn, d, Duration::from_millis(500), 20).await?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
     let tables: Vec<String> = conn
         .exec(
@@ -110,9 +159,14 @@ pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
                     .await?;
                 conn.query_drop("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
                     .await?;
-                for t in sql::forward_triggers(&plan.tag, i, a) {
-                    ddl_with_timeout(conn, &t, Duration::from_millis(500), 20).await?;
-                }
+                triggers_under_lock(
+                    conn,
+                    &[&a.table, &a.shadow],
+                    &sql::forward_triggers(&plan.tag, i, a),
+                    Duration::from_millis(500),
+                    20,
+                )
+                .await?;
             }
             _ => {}
         }
@@ -137,9 +191,15 @@ pub async fn finish_shadows(conn: &mut Conn, schema: &str, plan: &Plan) -> Resul
         }
         conn.query_drop("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
             .await?;
-        for t in sql::reverse_triggers(plan, i, a) {
-            ddl_with_timeout(conn, &t, Duration::from_millis(500), 20).await?;
-        }
+        let blocked = plan.revert_blocked_table();
+        triggers_under_lock(
+            conn,
+            &[&a.shadow, &a.old, &blocked],
+            &sql::reverse_triggers(plan, i, a),
+            Duration::from_millis(500),
+            20,
+        )
+        .await?;
         conn.query_drop("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
             .await?;
     }
