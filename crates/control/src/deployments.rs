@@ -624,9 +624,11 @@ impl Platform {
             return Ok(d);
         }
         if p.phase == "preparing" || p.phase.is_empty() {
+            let started = Instant::now();
             run::prepare(&mut conn, &database.name, &plan)
                 .await
                 .map_err(deploy_err)?;
+            tracing::info!(deployment = %d.id, seconds = started.elapsed().as_secs_f64(), "deployment prepared");
             for t in &mut p.tables {
                 t.rows_copied = 0;
                 t.checkpoint = None;
@@ -693,21 +695,45 @@ impl Platform {
                 }
             }
         }
+        tracing::info!(deployment = %d.id, rows = copied_now, seconds = started.elapsed().as_secs_f64(), "deployment copied");
         p.phase = "verifying".into();
         p.eta_seconds = Some(0);
         set_progress(&mut d, &p);
         self.save(&mut d)?;
-        run::finish_shadows(&mut conn, &database.name, &plan)
+        // The old tables are checksummed (in a snapshot, on a second connection) while the
+        // shadows' keys are built; the shadows are checksummed in the same snapshot once the keys
+        // are there.
+        let started = Instant::now();
+        let mut verifier = self.deploy_conn(&database, &d).await?;
+        let to_verify: Vec<&strata_deploy::OnlineAlter> = plan
+            .online_alters()
+            .enumerate()
+            .filter(|(i, _)| !p.tables[*i].verified)
+            .map(|(_, a)| a)
+            .collect();
+        let (keys, old_sums) = tokio::join!(
+            async {
+                let r = run::build_keys(&mut conn, &database.name, &plan).await;
+                (r, started.elapsed())
+            },
+            run::verify_start(&mut verifier, &to_verify)
+        );
+        let (keys, keys_took) = keys;
+        let verified = match (keys, old_sums) {
+            (Ok(()), Ok(sums)) => run::verify_end(&mut verifier, &to_verify, &sums).await,
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let _ = verifier.disconnect().await;
+        verified.map_err(deploy_err)?;
+        for t in &mut p.tables {
+            t.verified = true;
+        }
+        set_progress(&mut d, &p);
+        self.save(&mut d)?;
+        run::arm_reverse_capture(&mut conn, &plan)
             .await
             .map_err(deploy_err)?;
-        for (i, a) in plan.online_alters().enumerate() {
-            if !p.tables[i].verified {
-                run::verify(&mut conn, a).await.map_err(deploy_err)?;
-                p.tables[i].verified = true;
-                set_progress(&mut d, &p);
-                self.save(&mut d)?;
-            }
-        }
+        tracing::info!(deployment = %d.id, keys_seconds = keys_took.as_secs_f64(), seconds = started.elapsed().as_secs_f64(), "deployment keys built and verified, reverse capture armed");
         let _ = conn.disconnect().await;
         let latest = self.catalog().deployment(&d.deploy_request_id)?;
         if latest.state != "in_progress" {

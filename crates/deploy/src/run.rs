@@ -175,11 +175,10 @@ pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-/// After the copy: builds the deferred keys, then creates the reverse triggers (armed only now so
-/// the copy does not fire them row by row). Both are idempotent, so a restart simply repeats this.
-pub async fn finish_shadows(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
-    for (i, step) in plan.steps.iter().enumerate() {
-        let Step::AlterTable(a) = step else { continue };
+/// After the copy: builds the keys left out of the shadows (one sorted build each, online).
+/// Idempotent, so a restart simply repeats it.
+pub async fn build_keys(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+    for a in plan.online_alters() {
         let present: Vec<String> = conn
             .exec(
                 "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
@@ -189,9 +188,18 @@ pub async fn finish_shadows(conn: &mut Conn, schema: &str, plan: &Plan) -> Resul
         if let Some(alter) = sql::add_deferred_keys(a, &present) {
             conn.query_drop(alter).await?;
         }
-        conn.query_drop("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
-            .await?;
-        let blocked = plan.revert_blocked_table();
+    }
+    Ok(())
+}
+
+/// After the copy: creates the reverse triggers (armed only now so the copy does not fire them row
+/// by row). Idempotent.
+pub async fn arm_reverse_capture(conn: &mut Conn, plan: &Plan) -> Result<()> {
+    conn.query_drop("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
+        .await?;
+    let blocked = plan.revert_blocked_table();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let Step::AlterTable(a) = step else { continue };
         triggers_under_lock(
             conn,
             &[&a.shadow, &a.old, &blocked],
@@ -200,10 +208,16 @@ pub async fn finish_shadows(conn: &mut Conn, schema: &str, plan: &Plan) -> Resul
             20,
         )
         .await?;
-        conn.query_drop("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
-            .await?;
     }
+    conn.query_drop("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
+        .await?;
     Ok(())
+}
+
+/// Both steps after the copy, in order.
+pub async fn finish_shadows(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+    build_keys(conn, schema, plan).await?;
+    arm_reverse_capture(conn, plan).await
 }
 
 /// The server's estimate of a table's rows (exact enough for progress).
@@ -261,23 +275,67 @@ pub async fn copy_chunk(
     Ok(Chunk { until, rows })
 }
 
-/// Checks, in one consistent snapshot, that the shadow holds exactly the old table's rows.
-pub async fn verify(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
+/// Checksums of the old tables, taken in a consistent snapshot that stays open on `conn` for
+/// [`verify_end`]. The old tables are not altered, so this can run while the shadows' keys are built.
+pub async fn verify_start(conn: &mut Conn, alters: &[&OnlineAlter]) -> Result<Vec<Checksum>> {
     conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         .await?;
-    let [missing, extra] = sql::differences(a);
-    let missing: Option<u64> = conn.query_first(missing).await?;
-    let extra: Option<u64> = conn.query_first(extra).await?;
-    conn.query_drop("COMMIT").await?;
-    let (missing, extra) = (missing.unwrap_or(0), extra.unwrap_or(0));
-    if missing > 0 || extra > 0 {
-        return Err(DeployError::Mismatch {
-            table: a.table.clone(),
-            missing,
-            extra,
-        });
+    let mut sums = Vec::with_capacity(alters.len());
+    for a in alters {
+        match checksum(conn, &sql::checksum(a, &a.table)).await {
+            Ok(sum) => sums.push(sum),
+            Err(e) => {
+                let _ = conn.query_drop("ROLLBACK").await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(sums)
+}
+
+/// Row count and two checksums of a table (see [`sql::checksum`]).
+pub type Checksum = (u64, u64, u64);
+
+async fn checksum(conn: &mut Conn, statement: &str) -> Result<Checksum> {
+    let sum: Option<Checksum> = conn.query_first(statement).await?;
+    Ok(sum.unwrap_or_default())
+}
+
+/// Checks, in the snapshot [`verify_start`] opened, that each shadow holds exactly its old table's
+/// rows; ends the snapshot. Run after [`build_keys`]: reading a shadow while its keys are being
+/// built would hold up the build's final step, and the application's writes behind it.
+pub async fn verify_end(conn: &mut Conn, alters: &[&OnlineAlter], old: &[Checksum]) -> Result<()> {
+    let result = compare(conn, alters, old).await;
+    let _ = conn.query_drop("COMMIT").await;
+    result
+}
+
+async fn compare(conn: &mut Conn, alters: &[&OnlineAlter], old: &[Checksum]) -> Result<()> {
+    for (a, old) in alters.iter().zip(old) {
+        // Equal checksums mean equal rows; different ones may still be equal values written
+        // differently (a key whose type changed), so the exact join decides.
+        if checksum(conn, &sql::checksum(a, &a.shadow)).await? == *old {
+            continue;
+        }
+        let [missing, extra] = sql::differences(a);
+        let missing: Option<u64> = conn.query_first(missing).await?;
+        let extra: Option<u64> = conn.query_first(extra).await?;
+        let (missing, extra) = (missing.unwrap_or(0), extra.unwrap_or(0));
+        if missing > 0 || extra > 0 {
+            return Err(DeployError::Mismatch {
+                table: a.table.clone(),
+                missing,
+                extra,
+            });
+        }
     }
     Ok(())
+}
+
+/// Checks, in one consistent snapshot, that the shadow holds exactly the old table's rows.
+pub async fn verify(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
+    let sums = verify_start(conn, &[a]).await?;
+    verify_end(conn, &[a], &sums).await
 }
 
 /// Where a deployment's tables are now.

@@ -195,6 +195,24 @@ pub fn copy_chunk(a: &OnlineAlter, after: Option<&[String]>, until: Option<&[Str
     )
 }
 
+/// One pass over `table`: its row count and two independent 32-bit checksums (CRC32, CRC32C) of
+/// every row's key and compared columns, XORed over the rows (order-free). Each column is written as
+/// `length:value` or `N` for NULL, so no two different rows give the same text. `USE INDEX ()`: a
+/// scan of the clustered index, never of a key built after the reading snapshot began.
+pub fn checksum(a: &OnlineAlter, table: &str) -> String {
+    let mut cols: Vec<&String> = a.key.iter().collect();
+    cols.extend(a.compared.iter().filter(|c| !a.key.contains(c)));
+    let row = cols
+        .iter()
+        .map(|c| format!("IFNULL(CONCAT(LENGTH({c}), ':', {c}), 'N')", c = q(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT({row}))), 0), COALESCE(BIT_XOR(CRC32C(CONCAT({row}))), 0) FROM {} USE INDEX ()",
+        q(table)
+    )
+}
+
 /// Rows of the old table missing from the shadow or differing in a compared column, and rows of the
 /// shadow missing from the old table. Run in one consistent snapshot.
 pub fn differences(a: &OnlineAlter) -> [String; 2] {
@@ -361,6 +379,9 @@ mod tests {
             instant_alter(&a, Some("probe")),
             "ALTER TABLE `probe` MODIFY COLUMN `v` varchar(20) DEFAULT NULL AFTER `b`, ADD COLUMN `w` int(11) DEFAULT NULL AFTER `v`, ALGORITHM=INSTANT"
         );
+        let sum = checksum(&a, "t");
+        assert!(sum.starts_with("SELECT COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT(IFNULL(CONCAT(LENGTH(`a`), ':', `a`), 'N'), IFNULL(CONCAT(LENGTH(`b`), ':', `b`), 'N')"), "{sum}");
+        assert!(sum.ends_with(" FROM `t` USE INDEX ()"), "{sum}");
         assert_eq!(
             placeholder("x", &["a".into()]),
             "CREATE TABLE `x` (`a` LONGBLOB NULL) ENGINE=BLACKHOLE"

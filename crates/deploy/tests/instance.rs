@@ -1,0 +1,248 @@
+//! Deployment phases against a real `mariadbd`: trigger DDL under prepared-statement writers (not
+//! one write may fail; without the table lock MariaDB fails some with "Table '…' doesn't exist",
+//! MDEV-26048), and the verification catching a shadow that differs from its table.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use strata_deploy::{DeployError, OnlineAlter, Plan};
+use strata_engine::mysql_async::prelude::Queryable;
+use strata_engine::mysql_async::{self, Conn};
+use strata_engine::supervisor::{provision, InstanceSpec};
+use strata_engine::{template, Instance, ServerBinaries};
+use strata_model::Role;
+use strata_schema::{changes, parse_table, Schema};
+
+const ROWS: i64 = 20_000;
+
+fn schema(create: &str) -> Schema {
+    let mut s = Schema::default();
+    let t = parse_table(create).unwrap();
+    s.tables.insert(t.name.clone(), t);
+    s
+}
+
+struct Server {
+    inst: Arc<Instance>,
+    _root: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(id: &str, server_id: u32) -> Server {
+        let bins = Arc::new(ServerBinaries::detect().expect("mariadbd installed"));
+        let root = tempfile::tempdir().unwrap();
+        let tpl = template::ensure_template(&bins, root.path()).unwrap();
+        let spec = InstanceSpec {
+            id: id.into(),
+            dir: root.path().join("instances").join(id),
+            schema: "shop".into(),
+            production: true,
+            port: strata_engine::supervisor::pick_port().unwrap(),
+            server_id,
+        };
+        provision(&spec, &tpl).unwrap();
+        let inst = Instance::start(bins.clone(), spec.clone()).unwrap();
+        inst.wait_ready(Duration::from_secs(60)).await.unwrap();
+        Server { inst, _root: root }
+    }
+
+    /// The application's connection options (admin role).
+    fn app(&self) -> mysql_async::Opts {
+        self.inst.opts(
+            &Role::Admin.internal_user(),
+            self.inst.credentials().password(Role::Admin),
+        )
+    }
+
+    /// A deploy plan adding `extra` after column `n` of `table`.
+    async fn plan_adding_column(&self, c: &mut Conn, table: &str, tag: &str) -> Plan {
+        let (_, before): (String, String) = c
+            .query_first(format!("SHOW CREATE TABLE shop.{table}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let after = before.replace(
+            "`n` int(11) DEFAULT NULL,",
+            "`n` int(11) DEFAULT NULL,\n  `extra` int(11) DEFAULT NULL,",
+        );
+        assert_ne!(before, after);
+        let (a, b) = (schema(&before), schema(&after));
+        strata_deploy::plan(tag, &a, &b, &changes(&a, &b).unwrap()).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_come_and_go_without_failing_a_prepared_write() {
+    let server = Server::start("p1", 12).await;
+    let opts = server.app();
+    let mut admin = Conn::new(opts.clone()).await.unwrap();
+    admin
+        .query_drop("CREATE TABLE t (id BIGINT NOT NULL, v VARCHAR(50) NOT NULL, n INT NULL, PRIMARY KEY (id))")
+        .await
+        .unwrap();
+    admin
+        .query_drop(format!(
+            "INSERT INTO t SELECT seq, 'init', seq FROM seq_1_to_{ROWS}"
+        ))
+        .await
+        .unwrap();
+    let plan = server.plan_adding_column(&mut admin, "t", "0000c0de").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4i64 {
+        let (opts, stop) = (opts.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut c = Conn::new(opts).await.unwrap();
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            let mut k = w;
+            while !stop.load(Ordering::Relaxed) {
+                k = (k * 7919 + 13) % ROWS + 1;
+                let r = match k % 3 {
+                    0 => c.exec_drop("UPDATE t SET n = n + 1 WHERE id = ?", (k,)).await,
+                    1 => {
+                        c.exec_drop(
+                            "INSERT INTO t (id, v, n) VALUES (?, 'w', 0) ON DUPLICATE KEY UPDATE n = 0",
+                            (ROWS + 1 + (ok as i64) * 4 + w,),
+                        )
+                        .await
+                    }
+                    _ => c.exec_drop("DELETE FROM t WHERE id = ?", (k,)).await,
+                };
+                match r {
+                    Ok(()) => ok += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let mut deploy = Conn::new(server.inst.admin_opts()).await.unwrap();
+    for _ in 0..12 {
+        strata_deploy::run::prepare(&mut deploy, "shop", &plan)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        strata_deploy::run::finish_shadows(&mut deploy, "shop", &plan)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        strata_deploy::run::cleanup(&mut deploy, "shop", &plan)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for w in writers {
+        let (o, f) = w.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    eprintln!(
+        "prepared writes: {ok} acknowledged, {} failed",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "writes failed: {:?}",
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 500, "the writers wrote ({ok})");
+    let left: Vec<String> = admin
+        .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME LIKE '\\_strata\\_%' UNION ALL SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'")
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "artifacts left: {left:?}");
+    drop(admin);
+    drop(deploy);
+    server.inst.stop().await;
+}
+
+async fn copy_all(c: &mut Conn, a: &OnlineAlter) {
+    let mut after: Option<Vec<String>> = None;
+    loop {
+        let chunk = strata_deploy::run::copy_chunk(c, a, after.as_deref(), 700)
+            .await
+            .unwrap();
+        match chunk.until {
+            Some(k) => after = Some(k),
+            None => break,
+        }
+    }
+}
+
+async fn mismatch(c: &mut Conn, a: &OnlineAlter) -> Option<(u64, u64)> {
+    match strata_deploy::run::verify(c, a).await {
+        Ok(()) => None,
+        Err(DeployError::Mismatch { missing, extra, .. }) => Some((missing, extra)),
+        Err(e) => panic!("verify: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_catches_every_kind_of_difference() {
+    let server = Server::start("p2", 13).await;
+    let mut c = Conn::new(server.inst.admin_opts()).await.unwrap();
+    c.query_drop("USE shop").await.unwrap();
+    c.query_drop("CREATE TABLE u (id INT NOT NULL, v VARCHAR(20) DEFAULT NULL, n INT DEFAULT NULL, PRIMARY KEY (id))")
+        .await
+        .unwrap();
+    // NULLs, empty strings and separators that a naive concatenation would confuse.
+    c.query_drop("INSERT INTO u SELECT seq, CASE seq % 4 WHEN 0 THEN NULL WHEN 1 THEN '' WHEN 2 THEN CONCAT(seq, ':1') ELSE 'N' END, IF(seq % 3 = 0, NULL, seq) FROM seq_1_to_5000")
+        .await
+        .unwrap();
+    let plan = server.plan_adding_column(&mut c, "u", "0000beef").await;
+    let a = plan.online_alters().next().unwrap().clone();
+    strata_deploy::run::prepare(&mut c, "shop", &plan)
+        .await
+        .unwrap();
+    copy_all(&mut c, &a).await;
+    strata_deploy::run::finish_shadows(&mut c, "shop", &plan)
+        .await
+        .unwrap();
+    assert_eq!(mismatch(&mut c, &a).await, None, "a faithful copy verifies");
+    let shadow = format!("`{}`", a.shadow);
+    let cases = [
+        // A value changed, a NULL made empty, a value made NULL, a NULL filled in.
+        (
+            format!("UPDATE {shadow} SET n = n + 1 WHERE id = 7"),
+            Some((1, 0)),
+        ),
+        (
+            format!("UPDATE {shadow} SET v = '' WHERE id = 8"),
+            Some((1, 0)),
+        ),
+        (
+            format!("UPDATE {shadow} SET v = NULL WHERE id = 13"),
+            Some((1, 0)),
+        ),
+        (
+            format!("UPDATE {shadow} SET n = 0 WHERE id = 9"),
+            Some((1, 0)),
+        ),
+        // A row missing, a row too many.
+        (
+            format!("DELETE FROM {shadow} WHERE id = 4000"),
+            Some((1, 0)),
+        ),
+        (
+            format!("INSERT INTO {shadow} (id, v, n) VALUES (9999, 'x', 1)"),
+            Some((0, 1)),
+        ),
+        // A column the new schema adds is not compared.
+        (format!("UPDATE {shadow} SET extra = 5 WHERE id = 10"), None),
+    ];
+    for (change, expected) in cases {
+        // Each case starts from a faithful copy.
+        c.query_drop(format!("DELETE FROM {shadow}")).await.unwrap();
+        copy_all(&mut c, &a).await;
+        c.query_drop(&change).await.unwrap();
+        assert_eq!(mismatch(&mut c, &a).await, expected, "{change}");
+    }
+    strata_deploy::run::cleanup(&mut c, "shop", &plan)
+        .await
+        .unwrap();
+    drop(c);
+    server.inst.stop().await;
+}
