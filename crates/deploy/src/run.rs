@@ -294,7 +294,7 @@ pub async fn verify_start(conn: &mut Conn, alters: &[&OnlineAlter]) -> Result<Ve
 }
 
 /// Row count and two checksums of a table (see [`sql::checksum`]).
-pub type Checksum = (u64, u64, u64);
+pub type Checksum = (u64, u64, String);
 
 async fn checksum(conn: &mut Conn, statement: &str) -> Result<Checksum> {
     let sum: Option<Checksum> = conn.query_first(statement).await?;

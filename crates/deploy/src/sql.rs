@@ -195,20 +195,28 @@ pub fn copy_chunk(a: &OnlineAlter, after: Option<&[String]>, until: Option<&[Str
     )
 }
 
-/// One pass over `table`: its row count and two independent 32-bit checksums (CRC32, CRC32C) of
-/// every row's key and compared columns, XORed over the rows (order-free). Each column is written as
-/// `length:value` or `N` for NULL, so no two different rows give the same text. `USE INDEX ()`: a
-/// scan of the clustered index, never of a key built after the reading snapshot began.
+/// One pass over `table`: its row count and two aggregates (XOR and sum) of each row's CRC32 over
+/// its key and compared columns, so neither row order nor a pair of equal changes (CRC32 is linear
+/// under XOR) hides a difference. A row is written as `len#value#…#nulls` (`NULL`s are skipped by
+/// `CONCAT_WS`, the trailing `ISNULL` flags say which), so no two different rows give the same
+/// text. `USE INDEX ()`: a scan of the clustered index, never of a key built after the reading
+/// snapshot began.
 pub fn checksum(a: &OnlineAlter, table: &str) -> String {
     let mut cols: Vec<&String> = a.key.iter().collect();
     cols.extend(a.compared.iter().filter(|c| !a.key.contains(c)));
-    let row = cols
+    let values = cols
         .iter()
-        .map(|c| format!("IFNULL(CONCAT(LENGTH({c}), ':', {c}), 'N')", c = q(c)))
+        .map(|c| format!("LENGTH({c}), {c}", c = q(c)))
         .collect::<Vec<_>>()
         .join(", ");
+    let nulls = cols
+        .iter()
+        .map(|c| format!("ISNULL({})", q(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let crc = format!("CRC32(CONCAT_WS('#', {values}, CONCAT({nulls})))");
     format!(
-        "SELECT COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT({row}))), 0), COALESCE(BIT_XOR(CRC32C(CONCAT({row}))), 0) FROM {} USE INDEX ()",
+        "SELECT COUNT(*), COALESCE(BIT_XOR({crc}), 0), COALESCE(SUM({crc}), 0) FROM {} USE INDEX ()",
         q(table)
     )
 }
@@ -380,7 +388,7 @@ mod tests {
             "ALTER TABLE `probe` MODIFY COLUMN `v` varchar(20) DEFAULT NULL AFTER `b`, ADD COLUMN `w` int(11) DEFAULT NULL AFTER `v`, ALGORITHM=INSTANT"
         );
         let sum = checksum(&a, "t");
-        assert!(sum.starts_with("SELECT COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT(IFNULL(CONCAT(LENGTH(`a`), ':', `a`), 'N'), IFNULL(CONCAT(LENGTH(`b`), ':', `b`), 'N')"), "{sum}");
+        assert!(sum.starts_with("SELECT COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', LENGTH(`a`), `a`, LENGTH(`b`), `b`"), "{sum}");
         assert!(sum.ends_with(" FROM `t` USE INDEX ()"), "{sum}");
         assert_eq!(
             placeholder("x", &["a".into()]),

@@ -29,10 +29,12 @@ impl OptionFile<'_> {
     /// Production branches get more memory and full durability; development branches are small and
     /// relax flushing (they hold no production data), which keeps hundreds of them cheap on one host.
     pub fn render(&self) -> String {
-        let (buffer_pool, max_connections, flush, sync_binlog) = if self.production {
-            ("128M", 1000, 1, 1)
+        // A production redo log large enough that a deploy's bulk copy or a data load does not
+        // force a checkpoint every few megabytes (MariaDB resizes it at start when this changes).
+        let (buffer_pool, max_connections, flush, sync_binlog, redo) = if self.production {
+            ("128M", 1000, 1, 1, "256M")
         } else {
-            ("32M", 300, 2, 0)
+            ("32M", 300, 2, 0, "16M")
         };
         let section = match self.flavour {
             Flavour::MariaDb => "mariadbd",
@@ -73,14 +75,14 @@ impl OptionFile<'_> {
             server_id = self.server_id,
         );
         match self.flavour {
-            Flavour::MariaDb => s.push_str(
+            Flavour::MariaDb => s.push_str(&format!(
                 "collation-server=utf8mb4_general_ci\n\
-                 innodb_log_file_size=16M\n\
+                 innodb_log_file_size={redo}\n\
                  binlog_row_metadata=FULL\n\
                  log_bin_compress=OFF\n\
                  expire_logs_days=2\n\
-                 plugin-load-add=ha_blackhole.so\n",
-            ),
+                 plugin-load-add=ha_blackhole.so\n"
+            )),
             Flavour::MySql => s.push_str(
                 "collation-server=utf8mb4_0900_ai_ci\n\
                  binlog_row_metadata=FULL\n\
@@ -220,12 +222,14 @@ mod tests {
         assert!(dev.contains("[mariadbd]\n"));
         assert!(dev.contains("innodb_buffer_pool_size=32M\n"));
         assert!(dev.contains("innodb_flush_log_at_trx_commit=2\n"));
+        assert!(dev.contains("innodb_log_file_size=16M\n"));
         assert!(dev.contains("binlog_row_metadata=FULL\n"));
         assert!(dev.contains("user=root\n"));
         f.production = true;
         let prod = f.render();
         assert!(prod.contains("innodb_buffer_pool_size=128M\n"));
         assert!(prod.contains("sync_binlog=1\n"));
+        assert!(prod.contains("innodb_log_file_size=256M\n"));
         f.flavour = &Flavour::MySql;
         let my = f.render();
         assert!(my.contains("[mysqld]\n") && !my.contains("log_bin_compress"));
