@@ -28,10 +28,32 @@ const SWAP_ATTEMPTS: u32 = 25;
 const CHUNK_TARGET: Duration = Duration::from_millis(250);
 /// The copy pauses while the instance runs more threads than this (the throttler's load signal).
 const BUSY_THREADS: u64 = 32;
+/// Tables with at least this many rows are copied by `COPY_WORKERS` connections at once, each over
+/// its own range of keys (two keep both cores of a small machine busy without starving the
+/// application).
+const PARALLEL_COPY_ROWS: u64 = 50_000;
+const COPY_WORKERS: u64 = 2;
 
 fn plan_of(d: &Deployment) -> Result<Plan> {
     serde_json::from_str(&d.plan)
         .map_err(|e| ControlError::Internal(format!("deployment plan unreadable: {e}")))
+}
+
+/// The copy's shared state: its workers each take the lock only between chunks.
+struct CopyState {
+    inner: std::sync::Mutex<CopyInner>,
+    started: Instant,
+}
+
+struct CopyInner {
+    d: Deployment,
+    p: Progress,
+    copied_now: u64,
+    last_save: Instant,
+}
+
+fn lock_state(state: &CopyState) -> std::sync::MutexGuard<'_, CopyInner> {
+    state.inner.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn progress_of(d: &Deployment) -> Progress {
@@ -632,6 +654,7 @@ impl Platform {
             for t in &mut p.tables {
                 t.rows_copied = 0;
                 t.checkpoint = None;
+                t.ranges.clear();
                 t.copied = false;
                 t.verified = false;
             }
@@ -646,55 +669,83 @@ impl Platform {
         .await
         .map_err(|e| ControlError::Internal(e.to_string()))?;
         let started = Instant::now();
-        let mut copied_now = 0u64;
-        let mut chunks = 0u64;
-        let mut last_save = Instant::now();
+        let state = CopyState {
+            inner: std::sync::Mutex::new(CopyInner {
+                d,
+                p,
+                copied_now: 0,
+                last_save: Instant::now(),
+            }),
+            started,
+        };
         for (i, a) in plan.online_alters().enumerate() {
-            let mut size = 2_000u64;
-            while !p.tables[i].copied {
-                // Cancelled, or the platform is going away?
-                let latest = self.catalog().deployment(&d.deploy_request_id)?;
-                if latest.state != "in_progress" {
-                    return Ok(latest);
-                }
-                d.auto_cutover = latest.auto_cutover;
-                d.throttle_ratio = latest.throttle_ratio;
-                chunks += 1;
-                while chunks & 7 == 0
-                    && run::threads_running(&mut conn).await.map_err(deploy_err)? > BUSY_THREADS
-                {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                let t0 = Instant::now();
-                let chunk = run::copy_chunk(&mut conn, a, p.tables[i].checkpoint.as_deref(), size)
+            let (copied, ranges, rows) = {
+                let s = lock_state(&state);
+                let t = &s.p.tables[i];
+                (t.copied, t.ranges.len(), t.rows_total)
+            };
+            if copied {
+                continue;
+            }
+            if ranges == 0 {
+                // Big tables are copied by several workers, each over its own range of keys.
+                let parts = if rows >= PARALLEL_COPY_ROWS {
+                    COPY_WORKERS
+                } else {
+                    1
+                };
+                let bounds = run::split(&mut conn, a, rows, parts)
                     .await
                     .map_err(deploy_err)?;
-                let took = t0.elapsed();
-                copied_now += chunk.rows;
-                let t = &mut p.tables[i];
-                t.rows_copied += chunk.rows;
-                match chunk.until {
-                    Some(k) => t.checkpoint = Some(k),
-                    None => t.copied = true,
-                }
-                size = strata_deploy::next_chunk_size(size, took, CHUNK_TARGET);
-                let (c, total) = p.rows();
-                let rate = copied_now as f64 / started.elapsed().as_secs_f64().max(0.001);
-                p.eta_seconds =
-                    (rate > 0.0).then(|| (total.saturating_sub(c) as f64 / rate) as u64);
-                // The checkpoint may lag the copy: chunks copied again are skipped by INSERT IGNORE.
-                if last_save.elapsed() >= Duration::from_millis(500) || p.tables[i].copied {
-                    set_progress(&mut d, &p);
-                    self.save(&mut d)?;
-                    last_save = Instant::now();
-                }
-                let pause =
-                    strata_deploy::throttle_pause(d.throttle_ratio.clamp(0, 95) as u8, took);
-                if !pause.is_zero() {
-                    tokio::time::sleep(pause).await;
-                }
+                let mut s = lock_state(&state);
+                let CopyInner { d, p, .. } = &mut *s;
+                let legacy = p.tables[i].checkpoint.take();
+                p.tables[i].ranges = strata_deploy::RangeProgress::between(
+                    if legacy.is_some() { Vec::new() } else { bounds },
+                    legacy,
+                );
+                set_progress(d, p);
+                self.save(d)?;
             }
+            let ranges = lock_state(&state).p.tables[i].ranges.len();
+            let mut conns = Vec::with_capacity(ranges);
+            let d_now = lock_state(&state).d.clone();
+            for _ in 0..ranges {
+                let mut c = self.deploy_conn(&database, &d_now).await?;
+                strata_engine::mysql_async::prelude::Queryable::query_drop(
+                    &mut c,
+                    "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'",
+                )
+                .await
+                .map_err(|e| ControlError::Internal(e.to_string()))?;
+                conns.push(c);
+            }
+            let ended = futures_util::future::try_join_all(
+                conns
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(r, c)| self.copy_range(c, a, i, r, &state)),
+            )
+            .await;
+            for c in conns {
+                let _ = c.disconnect().await;
+            }
+            if let Some(latest) = ended?.into_iter().flatten().next() {
+                // Cancelled, or the platform is going away.
+                return Ok(latest);
+            }
+            let mut s = lock_state(&state);
+            let CopyInner { d, p, .. } = &mut *s;
+            p.tables[i].copied = true;
+            set_progress(d, p);
+            self.save(d)?;
         }
+        let CopyInner {
+            mut d,
+            mut p,
+            copied_now,
+            ..
+        } = state.inner.into_inner().unwrap_or_else(|e| e.into_inner());
         tracing::info!(deployment = %d.id, rows = copied_now, seconds = started.elapsed().as_secs_f64(), "deployment copied");
         p.phase = "verifying".into();
         p.eta_seconds = Some(0);
@@ -750,6 +801,88 @@ impl Platform {
         .into();
         self.save(&mut d)?;
         Ok(d)
+    }
+
+    /// Copies one range of a table's keys, chunk by chunk, until it is done; `Some` when the
+    /// deployment stopped being in progress (cancelled, or the platform going away).
+    async fn copy_range(
+        &self,
+        conn: &mut Conn,
+        a: &strata_deploy::OnlineAlter,
+        table: usize,
+        range: usize,
+        state: &CopyState,
+    ) -> Result<Option<Deployment>> {
+        let mut size = 2_000u64;
+        let mut chunks = 0u64;
+        loop {
+            let (request, after, to) = {
+                let s = lock_state(state);
+                let r = &s.p.tables[table].ranges[range];
+                if r.done {
+                    return Ok(None);
+                }
+                (
+                    s.d.deploy_request_id.clone(),
+                    r.resume_after().map(<[String]>::to_vec),
+                    r.to.clone(),
+                )
+            };
+            let latest = self.catalog().deployment(&request)?;
+            if latest.state != "in_progress" {
+                return Ok(Some(latest));
+            }
+            let ratio = latest.throttle_ratio.clamp(0, 95) as u8;
+            {
+                let mut s = lock_state(state);
+                s.d.auto_cutover = latest.auto_cutover;
+                s.d.throttle_ratio = latest.throttle_ratio;
+            }
+            chunks += 1;
+            while chunks & 7 == 0
+                && run::threads_running(conn).await.map_err(deploy_err)? > BUSY_THREADS
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let t0 = Instant::now();
+            let chunk = run::copy_chunk(conn, a, after.as_deref(), to.as_deref(), size)
+                .await
+                .map_err(deploy_err)?;
+            let took = t0.elapsed();
+            {
+                let mut s = lock_state(state);
+                let CopyInner {
+                    d,
+                    p,
+                    copied_now,
+                    last_save,
+                } = &mut *s;
+                *copied_now += chunk.rows;
+                let t = &mut p.tables[table];
+                t.rows_copied += chunk.rows;
+                let r = &mut t.ranges[range];
+                let done = chunk.until.is_none();
+                match chunk.until {
+                    Some(k) => r.checkpoint = Some(k),
+                    None => r.done = true,
+                }
+                let (c, total) = p.rows();
+                let rate = *copied_now as f64 / state.started.elapsed().as_secs_f64().max(0.001);
+                p.eta_seconds =
+                    (rate > 0.0).then(|| (total.saturating_sub(c) as f64 / rate) as u64);
+                // The checkpoint may lag the copy: chunks copied again are skipped by INSERT IGNORE.
+                if last_save.elapsed() >= Duration::from_millis(500) || done {
+                    set_progress(d, p);
+                    self.save(d)?;
+                    *last_save = Instant::now();
+                }
+            }
+            size = strata_deploy::next_chunk_size(size, took, CHUNK_TARGET);
+            let pause = strata_deploy::throttle_pause(ratio, took);
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        }
     }
 
     /// Every table swapped in one RENAME; the revert window opens (or, for changes that cannot be

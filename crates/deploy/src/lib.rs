@@ -52,10 +52,55 @@ pub struct TableProgress {
     pub table: String,
     pub rows_copied: u64,
     pub rows_total: u64,
-    /// The key the copy resumes after (SQL literals), `None` before the first chunk.
+    /// The key the copy resumes after (SQL literals), `None` before the first chunk; from
+    /// deployments made before the copy was split into ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Vec<String>>,
+    /// The key ranges the copy was split into, each copied by its own worker; empty until the
+    /// copy starts.
+    #[serde(default)]
+    pub ranges: Vec<RangeProgress>,
     pub copied: bool,
     pub verified: bool,
+}
+
+/// One range of a table's keys: `(from, to]`, open where `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RangeProgress {
+    pub from: Option<Vec<String>>,
+    pub to: Option<Vec<String>>,
+    /// The key the copy of this range resumes after (`None`: from `from`).
+    pub checkpoint: Option<Vec<String>>,
+    pub done: bool,
+}
+
+impl RangeProgress {
+    /// The ranges between `bounds` (see `run::split`), starting from a table's legacy checkpoint.
+    pub fn between(
+        bounds: Vec<Vec<String>>,
+        checkpoint: Option<Vec<String>>,
+    ) -> Vec<RangeProgress> {
+        let mut ranges = Vec::with_capacity(bounds.len() + 1);
+        let mut from = None;
+        for b in bounds.into_iter().map(Some).chain(std::iter::once(None)) {
+            ranges.push(RangeProgress {
+                from: from.clone(),
+                to: b.clone(),
+                checkpoint: None,
+                done: false,
+            });
+            from = b;
+        }
+        if let Some(first) = ranges.first_mut() {
+            first.checkpoint = checkpoint;
+        }
+        ranges
+    }
+
+    /// Where the next chunk starts after.
+    pub fn resume_after(&self) -> Option<&[String]> {
+        self.checkpoint.as_deref().or(self.from.as_deref())
+    }
 }
 
 impl Progress {
@@ -122,6 +167,30 @@ mod tests {
             next_chunk_size(90_000, Duration::from_millis(1), t),
             100_000
         );
+    }
+
+    #[test]
+    fn ranges_between_bounds() {
+        let b = |v: &str| vec![v.to_string()];
+        let r = RangeProgress::between(vec![b("10"), b("20")], None);
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[0].from.clone(), r[0].to.clone()), (None, Some(b("10"))));
+        assert_eq!(
+            (r[1].from.clone(), r[1].to.clone()),
+            (Some(b("10")), Some(b("20")))
+        );
+        assert_eq!((r[2].from.clone(), r[2].to.clone()), (Some(b("20")), None));
+        assert_eq!(r[1].resume_after(), Some(&b("10")[..]));
+        let one = RangeProgress::between(Vec::new(), Some(b("7")));
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].resume_after(), Some(&b("7")[..]));
+        assert_eq!((one[0].from.clone(), one[0].to.clone()), (None, None));
+        // A progress stored before ranges existed still reads.
+        let old: TableProgress = serde_json::from_str(
+            r#"{"table":"t","rows_copied":5,"rows_total":9,"checkpoint":["5"],"copied":false,"verified":false}"#,
+        )
+        .unwrap();
+        assert!(old.ranges.is_empty() && old.checkpoint.is_some());
     }
 
     #[test]

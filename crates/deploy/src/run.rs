@@ -238,9 +238,55 @@ fn literals(row: Row) -> Vec<String> {
         .collect()
 }
 
+/// Splits the table's keys into up to `parts` ranges of about equal size, returning the boundaries
+/// (range i runs from boundary i-1, exclusive, to boundary i, inclusive; the first and last are
+/// open). A single integer key is split arithmetically between its first and last value (two index
+/// dives); other keys by counting `rows / parts` rows along the key.
+pub async fn split(
+    conn: &mut Conn,
+    a: &OnlineAlter,
+    rows: u64,
+    parts: u64,
+) -> Result<Vec<Vec<String>>> {
+    if parts < 2 {
+        return Ok(Vec::new());
+    }
+    if a.key.len() == 1 {
+        let lo: Option<Row> = conn.query_first(sql::key_bound(a, false)).await?;
+        let hi: Option<Row> = conn.query_first(sql::key_bound(a, true)).await?;
+        let (Some(lo), Some(hi)) = (lo.map(literals), hi.map(literals)) else {
+            return Ok(Vec::new());
+        };
+        if let (Ok(lo), Ok(hi)) = (lo[0].parse::<i128>(), hi[0].parse::<i128>()) {
+            let parts = i128::from(parts);
+            return Ok((1..parts)
+                .map(|k| lo + (hi - lo) * k / parts)
+                .filter(|b| *b > lo && *b < hi)
+                .map(|b| vec![b.to_string()])
+                .collect());
+        }
+    }
+    let mut bounds: Vec<Vec<String>> = Vec::new();
+    for _ in 1..parts {
+        let end: Option<Row> = conn
+            .query_first(sql::chunk_end(
+                a,
+                bounds.last().map(|b| &b[..]),
+                None,
+                rows / parts,
+            ))
+            .await?;
+        match end {
+            Some(row) => bounds.push(literals(row)),
+            None => break,
+        }
+    }
+    Ok(bounds)
+}
+
 /// One chunk copied.
 pub struct Chunk {
-    /// The key the next chunk starts after (`None`: the table is done).
+    /// The key the next chunk starts after (`None`: the range is done).
     pub until: Option<Vec<String>>,
     pub rows: u64,
 }
@@ -252,12 +298,14 @@ pub async fn copy_chunk(
     conn: &mut Conn,
     a: &OnlineAlter,
     after: Option<&[String]>,
+    to: Option<&[String]>,
     size: u64,
 ) -> Result<Chunk> {
-    let end: Option<Row> = conn.query_first(sql::chunk_end(a, after, size)).await?;
+    let end: Option<Row> = conn.query_first(sql::chunk_end(a, after, to, size)).await?;
     let until = end.map(literals);
-    conn.query_drop(sql::copy_chunk(a, after, until.as_deref()))
-        .await?;
+    // No row `size` rows on: this chunk runs to the end of the range, and finishes it.
+    let bound = until.as_deref().or(to);
+    conn.query_drop(sql::copy_chunk(a, after, bound)).await?;
     let rows = conn.affected_rows();
     if conn.get_warnings() > 0 {
         let warnings: Vec<(String, u32, String)> = conn.query("SHOW WARNINGS").await?;

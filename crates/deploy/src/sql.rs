@@ -155,11 +155,26 @@ fn force(a: &OnlineAlter) -> String {
     format!("FORCE INDEX ({})", q(&a.key_index))
 }
 
-/// The key of the row `n` rows after `after` (the end of the next chunk), if there is one.
-pub fn chunk_end(a: &OnlineAlter, after: Option<&[String]>, n: u64) -> String {
-    let filter = after
-        .map(|l| format!("WHERE {}", key_after(&a.key, l, false)))
-        .unwrap_or_default();
+/// The key of the row `n` rows after `after` within the range ending at `to` (the end of the next
+/// chunk), if there is one.
+pub fn chunk_end(
+    a: &OnlineAlter,
+    after: Option<&[String]>,
+    to: Option<&[String]>,
+    n: u64,
+) -> String {
+    let mut conds = Vec::new();
+    if let Some(l) = after {
+        conds.push(format!("({})", key_after(&a.key, l, false)));
+    }
+    if let Some(l) = to {
+        conds.push(key_at_most(&a.key, l));
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
     format!(
         "SELECT {} FROM {} {} {filter} ORDER BY {} LIMIT 1 OFFSET {}",
         list(&a.key),
@@ -167,6 +182,22 @@ pub fn chunk_end(a: &OnlineAlter, after: Option<&[String]>, n: u64) -> String {
         force(a),
         list(&a.key),
         n.saturating_sub(1)
+    )
+}
+
+/// The first (or last) key of the table.
+pub fn key_bound(a: &OnlineAlter, last: bool) -> String {
+    let dir = if last { " DESC" } else { "" };
+    format!(
+        "SELECT {} FROM {} {} ORDER BY {} LIMIT 1",
+        list(&a.key),
+        q(&a.table),
+        force(a),
+        a.key
+            .iter()
+            .map(|c| format!("{}{dir}", q(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -362,6 +393,14 @@ mod tests {
     fn statements() {
         let (p, a) = alter();
         assert_eq!(a.shared, ["a", "b", "v"]);
+        let end = chunk_end(
+            &a,
+            Some(&["1".into(), "2".into()]),
+            Some(&["7".into(), "0".into()]),
+            100,
+        );
+        assert!(end.ends_with("WHERE ((`a` > 1) OR (`a` = 1 AND `b` > 2)) AND NOT ((`a` > 7) OR (`a` = 7 AND `b` > 0)) ORDER BY `a`, `b` LIMIT 1 OFFSET 99"), "{end}");
+        assert!(key_bound(&a, true).ends_with("ORDER BY `a` DESC, `b` DESC LIMIT 1"));
         let copy = copy_chunk(&a, Some(&["1".into(), "2".into()]), None);
         assert!(copy.starts_with(&format!("INSERT IGNORE INTO `{}` (`a`, `b`, `v`) SELECT `a`, `b`, `v` FROM `t` FORCE INDEX (`PRIMARY`) WHERE ((`a` > 1) OR (`a` = 1 AND `b` > 2))", a.shadow)), "{copy}");
         let f = forward_triggers(&p.tag, 0, &a);

@@ -162,7 +162,7 @@ async fn triggers_come_and_go_without_failing_a_prepared_write() {
 async fn copy_all(c: &mut Conn, a: &OnlineAlter) {
     let mut after: Option<Vec<String>> = None;
     loop {
-        let chunk = strata_deploy::run::copy_chunk(c, a, after.as_deref(), 700)
+        let chunk = strata_deploy::run::copy_chunk(c, a, after.as_deref(), None, 700)
             .await
             .unwrap();
         match chunk.until {
@@ -243,6 +243,79 @@ async fn verification_catches_every_kind_of_difference() {
     strata_deploy::run::cleanup(&mut c, "shop", &plan)
         .await
         .unwrap();
+    drop(c);
+    server.inst.stop().await;
+}
+
+/// Copies every range between `bounds` (as the parallel copy's workers do) and checks the result.
+async fn copy_in_ranges(c: &mut Conn, a: &OnlineAlter, bounds: Vec<Vec<String>>) {
+    for r in strata_deploy::RangeProgress::between(bounds, None) {
+        let mut after = r.from.clone();
+        loop {
+            let chunk =
+                strata_deploy::run::copy_chunk(c, a, after.as_deref(), r.to.as_deref(), 333)
+                    .await
+                    .unwrap();
+            match chunk.until {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copy_split_into_ranges_copies_every_row_once() {
+    let server = Server::start("p3", 14).await;
+    let mut c = Conn::new(server.inst.admin_opts()).await.unwrap();
+    c.query_drop("USE shop").await.unwrap();
+    // A dense integer key, a sparse one and a composite text key.
+    c.query_drop("CREATE TABLE i (id INT NOT NULL, n INT DEFAULT NULL, PRIMARY KEY (id))")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO i SELECT seq, seq FROM seq_1_to_3000")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE s (id BIGINT NOT NULL, n INT DEFAULT NULL, PRIMARY KEY (id))")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO s SELECT seq * seq * seq, seq FROM seq_1_to_2000")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE w (a VARCHAR(10) NOT NULL, b INT NOT NULL, n INT DEFAULT NULL, PRIMARY KEY (a, b))")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO w SELECT CONCAT('k', seq % 7), seq, seq FROM seq_1_to_2500")
+        .await
+        .unwrap();
+    for (table, tag, rows, parts) in [
+        ("i", "000000a1", 3000u64, 2u64),
+        ("s", "000000a2", 2000, 3),
+        ("w", "000000a3", 2500, 3),
+    ] {
+        let plan = server.plan_adding_column(&mut c, table, tag).await;
+        let a = plan.online_alters().next().unwrap().clone();
+        strata_deploy::run::prepare(&mut c, "shop", &plan)
+            .await
+            .unwrap();
+        let bounds = strata_deploy::run::split(&mut c, &a, rows, parts)
+            .await
+            .unwrap();
+        assert_eq!(bounds.len() as u64, parts - 1, "{table}: {bounds:?}");
+        copy_in_ranges(&mut c, &a, bounds).await;
+        let copied: Option<u64> = c
+            .query_first(format!("SELECT COUNT(*) FROM `{}`", a.shadow))
+            .await
+            .unwrap();
+        assert_eq!(copied, Some(rows), "{table}");
+        strata_deploy::run::finish_shadows(&mut c, "shop", &plan)
+            .await
+            .unwrap();
+        assert_eq!(mismatch(&mut c, &a).await, None, "{table}");
+        strata_deploy::run::cleanup(&mut c, "shop", &plan)
+            .await
+            .unwrap();
+    }
     drop(c);
     server.inst.stop().await;
 }
