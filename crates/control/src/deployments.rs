@@ -751,40 +751,62 @@ impl Platform {
         p.eta_seconds = Some(0);
         set_progress(&mut d, &p);
         self.save(&mut d)?;
-        // The old tables are checksummed (in a snapshot, on a second connection) while the
-        // shadows' keys are built; the shadows are checksummed in the same snapshot once the keys
-        // are there.
+        // Verification first, while no key build holds the shadows: old tables and shadows are
+        // checksummed at once, on two connections sharing one snapshot. A table whose checksums
+        // differ gets the exact check (equal values may be written differently).
         let started = Instant::now();
-        let mut verifier = self.deploy_conn(&database, &d).await?;
         let to_verify: Vec<&strata_deploy::OnlineAlter> = plan
             .online_alters()
             .enumerate()
             .filter(|(i, _)| !p.tables[*i].verified)
             .map(|(_, a)| a)
             .collect();
-        let (keys, old_sums) = tokio::join!(
-            async {
-                let r = run::build_keys(&mut conn, &database.name, &plan).await;
-                (r, started.elapsed())
-            },
-            run::verify_start(&mut verifier, &to_verify)
-        );
-        let (keys, keys_took) = keys;
-        let verified = match (keys, old_sums) {
-            (Ok(()), Ok(sums)) => run::verify_end(&mut verifier, &to_verify, &sums).await,
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        };
-        let _ = verifier.disconnect().await;
-        verified.map_err(deploy_err)?;
+        if !to_verify.is_empty() {
+            let mut old_side = self.deploy_conn(&database, &d).await?;
+            let mut new_side = self.deploy_conn(&database, &d).await?;
+            run::twin_snapshots(
+                &mut conn,
+                &mut old_side,
+                &mut new_side,
+                &to_verify,
+                SWAP_LOCK_WAIT,
+                SWAP_ATTEMPTS,
+            )
+            .await
+            .map_err(|e| match e {
+                // Long transactions in the way: try again later.
+                DeployError::LockTimeout { .. } => ControlError::Internal(e.to_string()),
+                other => deploy_err(other),
+            })?;
+            let (old_sums, new_sums) = tokio::join!(
+                run::checksums(&mut old_side, &to_verify, false),
+                run::checksums(&mut new_side, &to_verify, true)
+            );
+            let _ = old_side.disconnect().await;
+            let _ = new_side.disconnect().await;
+            let (old_sums, new_sums) =
+                (old_sums.map_err(deploy_err)?, new_sums.map_err(deploy_err)?);
+            for ((a, o), n) in to_verify.iter().zip(&old_sums).zip(&new_sums) {
+                if o != n {
+                    run::verify(&mut conn, a).await.map_err(deploy_err)?;
+                }
+            }
+        }
+        let verify_took = started.elapsed();
         for t in &mut p.tables {
             t.verified = true;
         }
         set_progress(&mut d, &p);
         self.save(&mut d)?;
+        let started = Instant::now();
+        run::build_keys(&mut conn, &database.name, &plan)
+            .await
+            .map_err(deploy_err)?;
+        let keys_took = started.elapsed();
         run::arm_reverse_capture(&mut conn, &plan)
             .await
             .map_err(deploy_err)?;
-        tracing::info!(deployment = %d.id, keys_seconds = keys_took.as_secs_f64(), seconds = started.elapsed().as_secs_f64(), "deployment keys built and verified, reverse capture armed");
+        tracing::info!(deployment = %d.id, verify_seconds = verify_took.as_secs_f64(), keys_seconds = keys_took.as_secs_f64(), "deployment verified, keys built, reverse capture armed");
         let _ = conn.disconnect().await;
         let latest = self.catalog().deployment(&d.deploy_request_id)?;
         if latest.state != "in_progress" {

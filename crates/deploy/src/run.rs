@@ -323,24 +323,6 @@ pub async fn copy_chunk(
     Ok(Chunk { until, rows })
 }
 
-/// Checksums of the old tables, taken in a consistent snapshot that stays open on `conn` for
-/// [`verify_end`]. The old tables are not altered, so this can run while the shadows' keys are built.
-pub async fn verify_start(conn: &mut Conn, alters: &[&OnlineAlter]) -> Result<Vec<Checksum>> {
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        .await?;
-    let mut sums = Vec::with_capacity(alters.len());
-    for a in alters {
-        match checksum(conn, &sql::checksum(a, &a.table)).await {
-            Ok(sum) => sums.push(sum),
-            Err(e) => {
-                let _ = conn.query_drop("ROLLBACK").await;
-                return Err(e);
-            }
-        }
-    }
-    Ok(sums)
-}
-
 /// Row count and two checksums of a table (see [`sql::checksum`]).
 pub type Checksum = (u64, u64, String);
 
@@ -349,41 +331,91 @@ async fn checksum(conn: &mut Conn, statement: &str) -> Result<Checksum> {
     Ok(sum.unwrap_or_default())
 }
 
-/// Checks, in the snapshot [`verify_start`] opened, that each shadow holds exactly its old table's
-/// rows; ends the snapshot. Run after [`build_keys`]: reading a shadow while its keys are being
-/// built would hold up the build's final step, and the application's writes behind it.
-pub async fn verify_end(conn: &mut Conn, alters: &[&OnlineAlter], old: &[Checksum]) -> Result<()> {
-    let result = compare(conn, alters, old).await;
+/// Opens one and the same consistent snapshot on `first` and `second`: `lock` holds the old tables
+/// with `LOCK TABLES … READ` (which waits for every transaction writing them to commit, and keeps
+/// new writes out for the few milliseconds this takes) while both snapshots begin. With the copy
+/// done, only the forward triggers write the shadows, inside the application's transactions on the
+/// old tables, so both connections then see old tables and shadows at the same instant.
+pub async fn twin_snapshots(
+    lock: &mut Conn,
+    first: &mut Conn,
+    second: &mut Conn,
+    alters: &[&OnlineAlter],
+    timeout: Duration,
+    attempts: u32,
+) -> Result<()> {
+    let tables = alters
+        .iter()
+        .map(|a| format!("{} READ", q(&a.table)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ddl_with_timeout(lock, &format!("LOCK TABLES {tables}"), timeout, attempts).await?;
+    let mut began = first
+        .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await;
+    if began.is_ok() {
+        began = second
+            .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await;
+    }
+    let unlocked = lock.query_drop("UNLOCK TABLES").await;
+    began?;
+    unlocked?;
+    Ok(())
+}
+
+/// Checksums of the old tables (`shadows` false) or of the shadows, in the snapshot open on
+/// `conn`, which ends with them.
+pub async fn checksums(
+    conn: &mut Conn,
+    alters: &[&OnlineAlter],
+    shadows: bool,
+) -> Result<Vec<Checksum>> {
+    let mut sums = Vec::with_capacity(alters.len());
+    let mut result = Ok(());
+    for a in alters {
+        let table = if shadows { &a.shadow } else { &a.table };
+        match checksum(conn, &sql::checksum(a, table)).await {
+            Ok(sum) => sums.push(sum),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let _ = conn.query_drop("COMMIT").await;
+    result.map(|()| sums)
+}
+
+/// Checks, in one consistent snapshot, that the shadow holds exactly the old table's rows: equal
+/// checksums mean equal rows; different ones may still be equal values written differently (a key
+/// whose type changed), so then the exact join decides.
+pub async fn verify(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await?;
+    let result = compare(conn, a).await;
     let _ = conn.query_drop("COMMIT").await;
     result
 }
 
-async fn compare(conn: &mut Conn, alters: &[&OnlineAlter], old: &[Checksum]) -> Result<()> {
-    for (a, old) in alters.iter().zip(old) {
-        // Equal checksums mean equal rows; different ones may still be equal values written
-        // differently (a key whose type changed), so the exact join decides.
-        if checksum(conn, &sql::checksum(a, &a.shadow)).await? == *old {
-            continue;
-        }
-        let [missing, extra] = sql::differences(a);
-        let missing: Option<u64> = conn.query_first(missing).await?;
-        let extra: Option<u64> = conn.query_first(extra).await?;
-        let (missing, extra) = (missing.unwrap_or(0), extra.unwrap_or(0));
-        if missing > 0 || extra > 0 {
-            return Err(DeployError::Mismatch {
-                table: a.table.clone(),
-                missing,
-                extra,
-            });
-        }
+async fn compare(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
+    if checksum(conn, &sql::checksum(a, &a.table)).await?
+        == checksum(conn, &sql::checksum(a, &a.shadow)).await?
+    {
+        return Ok(());
+    }
+    let [missing, extra] = sql::differences(a);
+    let missing: Option<u64> = conn.query_first(missing).await?;
+    let extra: Option<u64> = conn.query_first(extra).await?;
+    let (missing, extra) = (missing.unwrap_or(0), extra.unwrap_or(0));
+    if missing > 0 || extra > 0 {
+        return Err(DeployError::Mismatch {
+            table: a.table.clone(),
+            missing,
+            extra,
+        });
     }
     Ok(())
-}
-
-/// Checks, in one consistent snapshot, that the shadow holds exactly the old table's rows.
-pub async fn verify(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
-    let sums = verify_start(conn, &[a]).await?;
-    verify_end(conn, &[a], &sums).await
 }
 
 /// Where a deployment's tables are now.

@@ -132,6 +132,39 @@ async fn triggers_come_and_go_without_failing_a_prepared_write() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Under the same writes: a full copy, then checksums taken on two connections from twin
+    // snapshots agree every time (unsynchronised snapshots would see different writes).
+    let a = plan.online_alters().next().unwrap().clone();
+    strata_deploy::run::prepare(&mut deploy, "shop", &plan)
+        .await
+        .unwrap();
+    copy_all(&mut deploy, &a).await;
+    let (mut first, mut second) = (
+        Conn::new(server.inst.admin_opts()).await.unwrap(),
+        Conn::new(server.inst.admin_opts()).await.unwrap(),
+    );
+    let alters = [&a];
+    for _ in 0..5 {
+        strata_deploy::run::twin_snapshots(
+            &mut deploy,
+            &mut first,
+            &mut second,
+            &alters,
+            Duration::from_millis(400),
+            10,
+        )
+        .await
+        .unwrap();
+        let (old, new) = tokio::join!(
+            strata_deploy::run::checksums(&mut first, &alters, false),
+            strata_deploy::run::checksums(&mut second, &alters, true)
+        );
+        assert_eq!(old.unwrap(), new.unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    strata_deploy::run::cleanup(&mut deploy, "shop", &plan)
+        .await
+        .unwrap();
     stop.store(true, Ordering::Relaxed);
     let (mut ok, mut failed) = (0, Vec::new());
     for w in writers {
