@@ -80,4 +80,4 @@ t1=$(date +%s.%N)
 stop_writer
 echo "pt-osc, under writes:  $(python3 -c "print(f'{$t1 - $t0:.2f}')") s; writer: $writer_result"
 # With STRATA_LOG=info, each deployment's phases (prepare, copy, keys, verify) as logged.
-grep -E "deployment (prepared|copied|verified)" "$work/up.err" | sed 's/\x1b\[[0-9;]*m//g' || true
+grep -E "deployment (prepared|copied|keys built)" "$work/up.err" | sed 's/\x1b\[[0-9;]*m//g' || true

@@ -532,7 +532,7 @@ pub struct DeploymentView {
     pub auto_cutover: bool,
     /// 0 (no throttling) to 95.
     pub throttle_ratio: i64,
-    /// `preparing`, `copying`, `verifying`, `in_sync`, `cutting_over`, `cut_over`, `reverted`.
+    /// `preparing`, `copying` (each chunk verified as it is copied), `building_keys`, `in_sync`, `cutting_over`, `cut_over`, `reverted`.
     pub phase: String,
     pub tables: Vec<TableProgressView>,
     pub rows_copied: u64,

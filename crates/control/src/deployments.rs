@@ -747,52 +747,11 @@ impl Platform {
             ..
         } = state.inner.into_inner().unwrap_or_else(|e| e.into_inner());
         tracing::info!(deployment = %d.id, rows = copied_now, seconds = started.elapsed().as_secs_f64(), "deployment copied");
-        p.phase = "verifying".into();
+        p.phase = "building_keys".into();
         p.eta_seconds = Some(0);
         set_progress(&mut d, &p);
         self.save(&mut d)?;
-        // Verification first, while no key build holds the shadows: old tables and shadows are
-        // checksummed at once, on two connections sharing one snapshot. A table whose checksums
-        // differ gets the exact check (equal values may be written differently).
-        let started = Instant::now();
-        let to_verify: Vec<&strata_deploy::OnlineAlter> = plan
-            .online_alters()
-            .enumerate()
-            .filter(|(i, _)| !p.tables[*i].verified)
-            .map(|(_, a)| a)
-            .collect();
-        if !to_verify.is_empty() {
-            let mut old_side = self.deploy_conn(&database, &d).await?;
-            let mut new_side = self.deploy_conn(&database, &d).await?;
-            run::twin_snapshots(
-                &mut conn,
-                &mut old_side,
-                &mut new_side,
-                &to_verify,
-                SWAP_LOCK_WAIT,
-                SWAP_ATTEMPTS,
-            )
-            .await
-            .map_err(|e| match e {
-                // Long transactions in the way: try again later.
-                DeployError::LockTimeout { .. } => ControlError::Internal(e.to_string()),
-                other => deploy_err(other),
-            })?;
-            let (old_sums, new_sums) = tokio::join!(
-                run::checksums(&mut old_side, &to_verify, false),
-                run::checksums(&mut new_side, &to_verify, true)
-            );
-            let _ = old_side.disconnect().await;
-            let _ = new_side.disconnect().await;
-            let (old_sums, new_sums) =
-                (old_sums.map_err(deploy_err)?, new_sums.map_err(deploy_err)?);
-            for ((a, o), n) in to_verify.iter().zip(&old_sums).zip(&new_sums) {
-                if o != n {
-                    run::verify(&mut conn, a).await.map_err(deploy_err)?;
-                }
-            }
-        }
-        let verify_took = started.elapsed();
+        // Every chunk was verified as it was copied (see `run::copy_chunk`).
         for t in &mut p.tables {
             t.verified = true;
         }
@@ -806,7 +765,7 @@ impl Platform {
         run::arm_reverse_capture(&mut conn, &plan)
             .await
             .map_err(deploy_err)?;
-        tracing::info!(deployment = %d.id, verify_seconds = verify_took.as_secs_f64(), keys_seconds = keys_took.as_secs_f64(), "deployment verified, keys built, reverse capture armed");
+        tracing::info!(deployment = %d.id, keys_seconds = keys_took.as_secs_f64(), seconds = started.elapsed().as_secs_f64(), "deployment keys built, reverse capture armed");
         let _ = conn.disconnect().await;
         let latest = self.catalog().deployment(&d.deploy_request_id)?;
         if latest.state != "in_progress" {

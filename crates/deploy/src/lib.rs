@@ -36,7 +36,7 @@ pub enum DeployError {
 /// A deployment's progress, stored with it and shown by the API and the CLI.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
-    /// `preparing`, `copying`, `verifying`, `in_sync`, `cutting_over`, `cut_over`, `reverted`, …
+    /// `preparing`, `copying` (each chunk verified as it is copied), `building_keys`, `in_sync`, `cutting_over`, `cut_over`, `reverted`, …
     pub phase: String,
     pub tables: Vec<TableProgress>,
     /// Seconds left for the copy, at the current rate.

@@ -305,7 +305,30 @@ pub async fn copy_chunk(
     let until = end.map(literals);
     // No row `size` rows on: this chunk runs to the end of the range, and finishes it.
     let bound = until.as_deref().or(to);
-    conn.query_drop(sql::copy_chunk(a, after, bound)).await?;
+    conn.query_drop("BEGIN").await?;
+    match copy_and_check(conn, a, after, bound).await {
+        Ok(rows) => {
+            conn.query_drop("COMMIT").await?;
+            Ok(Chunk { until, rows })
+        }
+        Err(e) => {
+            let _ = conn.query_drop("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// Copies the range, then, still holding its rows' shared locks (so nothing in the range can
+/// change), checks the shadow's range against the old table's: the verification of every copied
+/// row, made while its pages are in memory. Equal checksums mean equal rows; different ones may
+/// still be equal values written differently (a key whose type changed), so the exact join decides.
+async fn copy_and_check(
+    conn: &mut Conn,
+    a: &OnlineAlter,
+    after: Option<&[String]>,
+    until: Option<&[String]>,
+) -> Result<u64> {
+    conn.query_drop(sql::copy_chunk(a, after, until)).await?;
     let rows = conn.affected_rows();
     if conn.get_warnings() > 0 {
         let warnings: Vec<(String, u32, String)> = conn.query("SHOW WARNINGS").await?;
@@ -320,7 +343,12 @@ pub async fn copy_chunk(
             });
         }
     }
-    Ok(Chunk { until, rows })
+    if checksum(conn, &sql::checksum(a, false, after, until, true)).await?
+        != checksum(conn, &sql::checksum(a, true, after, until, true)).await?
+    {
+        exact(conn, a, after, until).await?;
+    }
+    Ok(rows)
 }
 
 /// Row count and two checksums of a table (see [`sql::checksum`]).
@@ -331,65 +359,8 @@ async fn checksum(conn: &mut Conn, statement: &str) -> Result<Checksum> {
     Ok(sum.unwrap_or_default())
 }
 
-/// Opens one and the same consistent snapshot on `first` and `second`: `lock` holds the old tables
-/// with `LOCK TABLES … READ` (which waits for every transaction writing them to commit, and keeps
-/// new writes out for the few milliseconds this takes) while both snapshots begin. With the copy
-/// done, only the forward triggers write the shadows, inside the application's transactions on the
-/// old tables, so both connections then see old tables and shadows at the same instant.
-pub async fn twin_snapshots(
-    lock: &mut Conn,
-    first: &mut Conn,
-    second: &mut Conn,
-    alters: &[&OnlineAlter],
-    timeout: Duration,
-    attempts: u32,
-) -> Result<()> {
-    let tables = alters
-        .iter()
-        .map(|a| format!("{} READ", q(&a.table)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    ddl_with_timeout(lock, &format!("LOCK TABLES {tables}"), timeout, attempts).await?;
-    let mut began = first
-        .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        .await;
-    if began.is_ok() {
-        began = second
-            .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            .await;
-    }
-    let unlocked = lock.query_drop("UNLOCK TABLES").await;
-    began?;
-    unlocked?;
-    Ok(())
-}
-
-/// Checksums of the old tables (`shadows` false) or of the shadows, in the snapshot open on
-/// `conn`, which ends with them.
-pub async fn checksums(
-    conn: &mut Conn,
-    alters: &[&OnlineAlter],
-    shadows: bool,
-) -> Result<Vec<Checksum>> {
-    let mut sums = Vec::with_capacity(alters.len());
-    let mut result = Ok(());
-    for a in alters {
-        let table = if shadows { &a.shadow } else { &a.table };
-        match checksum(conn, &sql::checksum(a, table)).await {
-            Ok(sum) => sums.push(sum),
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
-    let _ = conn.query_drop("COMMIT").await;
-    result.map(|()| sums)
-}
-
-/// Checks, in one consistent snapshot, that the shadow holds exactly the old table's rows: equal
-/// checksums mean equal rows; different ones may still be equal values written differently (a key
-/// whose type changed), so then the exact join decides.
+/// Checks, in one consistent snapshot, that the shadow holds exactly the old table's rows (a full
+/// scan of both, without locks).
 pub async fn verify(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
     conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         .await?;
@@ -399,12 +370,22 @@ pub async fn verify(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
 }
 
 async fn compare(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
-    if checksum(conn, &sql::checksum(a, &a.table)).await?
-        == checksum(conn, &sql::checksum(a, &a.shadow)).await?
+    if checksum(conn, &sql::checksum(a, false, None, None, false)).await?
+        == checksum(conn, &sql::checksum(a, true, None, None, false)).await?
     {
         return Ok(());
     }
-    let [missing, extra] = sql::differences(a);
+    exact(conn, a, None, None).await
+}
+
+/// The exact comparison of a key range, row by row.
+async fn exact(
+    conn: &mut Conn,
+    a: &OnlineAlter,
+    after: Option<&[String]>,
+    until: Option<&[String]>,
+) -> Result<()> {
+    let [missing, extra] = sql::differences(a, after, until);
     let missing: Option<u64> = conn.query_first(missing).await?;
     let extra: Option<u64> = conn.query_first(extra).await?;
     let (missing, extra) = (missing.unwrap_or(0), extra.unwrap_or(0));

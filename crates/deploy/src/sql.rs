@@ -130,25 +130,61 @@ pub fn add_deferred_keys(a: &OnlineAlter, present: &[String]) -> Option<String> 
 /// `key > (literals)` in expanded form (`a > x OR (a = x AND b > y)`), which the optimizer turns
 /// into a range on the key's index.
 pub fn key_after(key: &[String], literals: &[String], inclusive: bool) -> String {
+    let cols: Vec<String> = key.iter().map(|c| q(c)).collect();
+    after_rendered(&cols, literals, inclusive)
+}
+
+fn after_rendered(cols: &[String], literals: &[String], inclusive: bool) -> String {
     let mut ors = Vec::new();
-    for i in 0..key.len() {
+    for i in 0..cols.len() {
         let mut ands: Vec<String> = (0..i)
-            .map(|j| format!("{} = {}", q(&key[j]), literals[j]))
+            .map(|j| format!("{} = {}", cols[j], literals[j]))
             .collect();
-        let op = if i + 1 == key.len() && inclusive {
+        let op = if i + 1 == cols.len() && inclusive {
             ">="
         } else {
             ">"
         };
-        ands.push(format!("{} {op} {}", q(&key[i]), literals[i]));
+        ands.push(format!("{} {op} {}", cols[i], literals[i]));
         ors.push(format!("({})", ands.join(" AND ")));
     }
     ors.join(" OR ")
 }
 
-/// `NOT (key > literals)`, i.e. `key <= literals`.
 pub fn key_at_most(key: &[String], literals: &[String]) -> String {
     format!("NOT ({})", key_after(key, literals, false))
+}
+
+/// The conditions of the key range (after, until] on columns named `alias.key` (or bare).
+fn range_conditions(
+    key: &[String],
+    alias: Option<&str>,
+    after: Option<&[String]>,
+    until: Option<&[String]>,
+) -> Vec<String> {
+    let cols: Vec<String> = key
+        .iter()
+        .map(|c| match alias {
+            Some(a) => format!("{a}.{}", q(c)),
+            None => q(c),
+        })
+        .collect();
+    let mut conds = Vec::new();
+    if let Some(l) = after {
+        conds.push(format!("({})", after_rendered(&cols, l, false)));
+    }
+    if let Some(l) = until {
+        conds.push(format!("NOT ({})", after_rendered(&cols, l, false)));
+    }
+    conds
+}
+
+fn where_all(conds: &[String]) -> String {
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    }
 }
 
 fn force(a: &OnlineAlter) -> String {
@@ -163,18 +199,7 @@ pub fn chunk_end(
     to: Option<&[String]>,
     n: u64,
 ) -> String {
-    let mut conds = Vec::new();
-    if let Some(l) = after {
-        conds.push(format!("({})", key_after(&a.key, l, false)));
-    }
-    if let Some(l) = to {
-        conds.push(key_at_most(&a.key, l));
-    }
-    let filter = if conds.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conds.join(" AND "))
-    };
+    let filter = where_all(&range_conditions(&a.key, None, after, to));
     format!(
         "SELECT {} FROM {} {} {filter} ORDER BY {} LIMIT 1 OFFSET {}",
         list(&a.key),
@@ -205,18 +230,7 @@ pub fn key_bound(a: &OnlineAlter, last: bool) -> String {
 /// source rows until the chunk commits, so a concurrent write either lands before the copy (and is
 /// copied) or after it (and its trigger overwrites the copy).
 pub fn copy_chunk(a: &OnlineAlter, after: Option<&[String]>, until: Option<&[String]>) -> String {
-    let mut conds = Vec::new();
-    if let Some(l) = after {
-        conds.push(format!("({})", key_after(&a.key, l, false)));
-    }
-    if let Some(l) = until {
-        conds.push(key_at_most(&a.key, l));
-    }
-    let filter = if conds.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conds.join(" AND "))
-    };
+    let filter = where_all(&range_conditions(&a.key, None, after, until));
     format!(
         "INSERT IGNORE INTO {} ({cols}) SELECT {cols} FROM {} {} {filter} LOCK IN SHARE MODE",
         q(&a.shadow),
@@ -226,13 +240,19 @@ pub fn copy_chunk(a: &OnlineAlter, after: Option<&[String]>, until: Option<&[Str
     )
 }
 
-/// One pass over `table`: its row count and two aggregates (XOR and sum) of each row's CRC32 over
-/// its key and compared columns, so neither row order nor a pair of equal changes (CRC32 is linear
-/// under XOR) hides a difference. A row is written as `len#value#…#nulls` (`NULL`s are skipped by
-/// `CONCAT_WS`, the trailing `ISNULL` flags say which), so no two different rows give the same
-/// text. `USE INDEX ()`: a scan of the clustered index, never of a key built after the reading
-/// snapshot began.
-pub fn checksum(a: &OnlineAlter, table: &str) -> String {
+/// The row count and two aggregates (XOR and sum) of each row's CRC32 over its key and compared
+/// columns, for the key range (after, until] of the old table (`shadow` false) or of the shadow,
+/// read with shared locks when `locking`. XOR and sum together: neither row order nor a pair of equal changes
+/// (CRC32 is linear under XOR) hides a difference. A row is written as `len#value#…#nulls`
+/// (`CONCAT_WS` skips `NULL`s; the trailing `ISNULL` flags say which), so no two different rows give
+/// the same text.
+pub fn checksum(
+    a: &OnlineAlter,
+    shadow: bool,
+    after: Option<&[String]>,
+    until: Option<&[String]>,
+    locking: bool,
+) -> String {
     let mut cols: Vec<&String> = a.key.iter().collect();
     cols.extend(a.compared.iter().filter(|c| !a.key.contains(c)));
     let values = cols
@@ -246,15 +266,27 @@ pub fn checksum(a: &OnlineAlter, table: &str) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     let crc = format!("CRC32(CONCAT_WS('#', {values}, CONCAT({nulls})))");
+    // The old table's key index by name; the shadow has only its unique keys during the copy, and
+    // the range on the key picks its index.
+    let from = if shadow {
+        q(&a.shadow)
+    } else {
+        format!("{} {}", q(&a.table), force(a))
+    };
     format!(
-        "SELECT COUNT(*), COALESCE(BIT_XOR({crc}), 0), COALESCE(SUM({crc}), 0) FROM {} USE INDEX ()",
-        q(table)
+        "SELECT COUNT(*), COALESCE(BIT_XOR({crc}), 0), COALESCE(SUM({crc}), 0) FROM {from} {}{}",
+        where_all(&range_conditions(&a.key, None, after, until)),
+        if locking { " LOCK IN SHARE MODE" } else { "" }
     )
 }
 
 /// Rows of the old table missing from the shadow or differing in a compared column, and rows of the
-/// shadow missing from the old table. Run in one consistent snapshot.
-pub fn differences(a: &OnlineAlter) -> [String; 2] {
+/// shadow missing from the old table, in the key range (after, until].
+pub fn differences(
+    a: &OnlineAlter,
+    after: Option<&[String]>,
+    until: Option<&[String]>,
+) -> [String; 2] {
     let on = a
         .key
         .iter()
@@ -267,18 +299,22 @@ pub fn differences(a: &OnlineAlter) -> [String; 2] {
             .iter()
             .map(|c| format!("NOT (o.{c} <=> s.{c})", c = q(c))),
     );
+    let mut missing = range_conditions(&a.key, Some("o"), after, until);
+    missing.push(format!("({})", differs.join(" OR ")));
+    let mut extra = range_conditions(&a.key, Some("s"), after, until);
+    extra.push(format!("o.{} IS NULL", q(&a.key[0])));
     [
         format!(
-            "SELECT COUNT(*) FROM {} o LEFT JOIN {} s ON {on} WHERE {}",
+            "SELECT COUNT(*) FROM {} o LEFT JOIN {} s ON {on} {}",
             q(&a.table),
             q(&a.shadow),
-            differs.join(" OR ")
+            where_all(&missing)
         ),
         format!(
-            "SELECT COUNT(*) FROM {} s LEFT JOIN {} o ON {on} WHERE o.{} IS NULL",
+            "SELECT COUNT(*) FROM {} s LEFT JOIN {} o ON {on} {}",
             q(&a.shadow),
             q(&a.table),
-            q(&a.key[0])
+            where_all(&extra)
         ),
     ]
 }
@@ -426,9 +462,18 @@ mod tests {
             instant_alter(&a, Some("probe")),
             "ALTER TABLE `probe` MODIFY COLUMN `v` varchar(20) DEFAULT NULL AFTER `b`, ADD COLUMN `w` int(11) DEFAULT NULL AFTER `v`, ALGORITHM=INSTANT"
         );
-        let sum = checksum(&a, "t");
+        let sum = checksum(&a, false, None, Some(&["7".into(), "0".into()]), true);
         assert!(sum.starts_with("SELECT COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', LENGTH(`a`), `a`, LENGTH(`b`), `b`"), "{sum}");
-        assert!(sum.ends_with(" FROM `t` USE INDEX ()"), "{sum}");
+        assert!(sum.ends_with(" FROM `t` FORCE INDEX (`PRIMARY`) WHERE NOT ((`a` > 7) OR (`a` = 7 AND `b` > 0)) LOCK IN SHARE MODE"), "{sum}");
+        let [missing, extra] = differences(&a, Some(&["1".into(), "2".into()]), None);
+        assert!(
+            missing.contains("WHERE ((o.`a` > 1) OR (o.`a` = 1 AND o.`b` > 2)) AND (s.`a` IS NULL"),
+            "{missing}"
+        );
+        assert!(
+            extra.ends_with("WHERE ((s.`a` > 1) OR (s.`a` = 1 AND s.`b` > 2)) AND o.`a` IS NULL"),
+            "{extra}"
+        );
         assert_eq!(
             placeholder("x", &["a".into()]),
             "CREATE TABLE `x` (`a` LONGBLOB NULL) ENGINE=BLACKHOLE"

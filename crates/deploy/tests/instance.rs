@@ -132,35 +132,15 @@ async fn triggers_come_and_go_without_failing_a_prepared_write() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Under the same writes: a full copy, then checksums taken on two connections from twin
-    // snapshots agree every time (unsynchronised snapshots would see different writes).
+    // Under the same writes: a full copy, each chunk verified in its own transaction (a race would
+    // show as a mismatch and fail it), then a full check from one snapshot.
     let a = plan.online_alters().next().unwrap().clone();
-    strata_deploy::run::prepare(&mut deploy, "shop", &plan)
-        .await
-        .unwrap();
-    copy_all(&mut deploy, &a).await;
-    let (mut first, mut second) = (
-        Conn::new(server.inst.admin_opts()).await.unwrap(),
-        Conn::new(server.inst.admin_opts()).await.unwrap(),
-    );
-    let alters = [&a];
-    for _ in 0..5 {
-        strata_deploy::run::twin_snapshots(
-            &mut deploy,
-            &mut first,
-            &mut second,
-            &alters,
-            Duration::from_millis(400),
-            10,
-        )
-        .await
-        .unwrap();
-        let (old, new) = tokio::join!(
-            strata_deploy::run::checksums(&mut first, &alters, false),
-            strata_deploy::run::checksums(&mut second, &alters, true)
-        );
-        assert_eq!(old.unwrap(), new.unwrap());
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..3 {
+        strata_deploy::run::prepare(&mut deploy, "shop", &plan)
+            .await
+            .unwrap();
+        copy_all(&mut deploy, &a).await;
+        assert_eq!(mismatch(&mut deploy, &a).await, None);
     }
     strata_deploy::run::cleanup(&mut deploy, "shop", &plan)
         .await
@@ -236,6 +216,35 @@ async fn verification_catches_every_kind_of_difference() {
         .unwrap();
     assert_eq!(mismatch(&mut c, &a).await, None, "a faithful copy verifies");
     let shadow = format!("`{}`", a.shadow);
+    // A row already in the shadow with other values (the copy's INSERT IGNORE keeps it): the chunk's
+    // own check refuses the copy.
+    strata_deploy::run::prepare(&mut c, "shop", &plan)
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "INSERT INTO {shadow} (id, v, n) VALUES (42, 'wrong', 1)"
+    ))
+    .await
+    .unwrap();
+    let e = strata_deploy::run::copy_chunk(&mut c, &a, None, None, 100)
+        .await
+        .err()
+        .expect("a differing row fails its chunk");
+    assert!(
+        matches!(
+            e,
+            DeployError::Mismatch {
+                missing: 1,
+                extra: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    strata_deploy::run::prepare(&mut c, "shop", &plan)
+        .await
+        .unwrap();
+    copy_all(&mut c, &a).await;
     let cases = [
         // A value changed, a NULL made empty, a value made NULL, a NULL filled in.
         (
