@@ -263,6 +263,12 @@ async fn verification_catches_every_kind_of_difference() {
             format!("UPDATE {shadow} SET n = 0 WHERE id = 9"),
             Some((1, 0)),
         ),
+        // Two rows changed the same way at the same place (under a plain XOR of CRC32s, which is
+        // linear, the two changes would cancel out).
+        (
+            format!("UPDATE {shadow} SET v = 'M' WHERE id IN (1003, 1007)"),
+            Some((2, 0)),
+        ),
         // A row missing, a row too many.
         (
             format!("DELETE FROM {shadow} WHERE id = 4000"),
