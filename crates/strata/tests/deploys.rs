@@ -532,3 +532,120 @@ fn kill_9_of_the_instance_in_sync_and_of_strata_up_in_the_revert_window() {
     model.changed.insert(9, Some(("in window".into(), 9)));
     check_rows(&s, &main_id, &model);
 }
+
+/// Holds a transaction open on production's `t` (as a long-running application query would), so a
+/// cut-over's RENAME waits for it.
+fn hold_table(s: &Strata, branch_id: &str) -> std::process::Child {
+    let cnf = s.instance_dir(branch_id).join("client-strata_admin.cnf");
+    std::process::Command::new("mariadb")
+        .arg(format!("--defaults-extra-file={}", cnf.display()))
+        .args([
+            "--batch",
+            "-e",
+            "BEGIN; SELECT COUNT(*) FROM shop.t; SELECT SLEEP(120);",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mariadb client installed")
+}
+
+/// Applies a gated deploy request while a transaction holds the table, so the deployment sits in
+/// `in_progress_cutover` with its RENAME waiting.
+fn apply_into_waiting_cutover(s: &Strata, main_id: &str, number: &str) -> std::process::Child {
+    wait_state(s, number, &["pending_cutover"], 300);
+    let blocker = hold_table(s, main_id);
+    std::thread::sleep(Duration::from_millis(500));
+    s.json(&["deploy-request", "apply", "shop", number]);
+    let d = wait_state(s, number, &["in_progress_cutover"], 30);
+    assert_eq!(d["phase"], "cutting_over", "{d}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let d = s.json(&["deploy-request", "progress", "shop", number]);
+    assert_eq!(d["state"], "in_progress_cutover", "the RENAME waits: {d}");
+    blocker
+}
+
+#[test]
+fn kill_9_of_the_instance_and_of_strata_up_while_cutting_over() {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = Strata::start(root.path());
+    let (main_id, dev_id) = setup(&s);
+    let mut model = Model::default();
+
+    // kill -9 of production's server while the cut-over's RENAME waits: the supervisor restarts
+    // it, the RENAME is retried and the deployment completes on the new schema.
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD COLUMN extra INT NULL",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev",
+        "--disable-auto-apply",
+    ]);
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    wait_state(&s, "1", &["pending_cutover"], 300);
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "UPDATE shop.t SET v = 'before cut-over', n = -7 WHERE id = 17",
+    );
+    model
+        .changed
+        .insert(17, Some(("before cut-over".into(), -7)));
+    let mut blocker = apply_into_waiting_cutover(&s, &main_id, "1");
+    let pid = std::fs::read_to_string(s.instance_dir(&main_id).join("mysqld.pid")).unwrap();
+    common::unsafe_kill(pid.trim().parse().unwrap(), "KILL");
+    let _ = blocker.wait();
+    wait_state(&s, "1", &["complete_pending_revert"], 120);
+    assert_eq!(columns(&s, &main_id), "id,v,n,extra");
+    sql_retry(
+        &s,
+        &main_id,
+        "UPDATE shop.t SET v = 'after cut-over', n = -8 WHERE id = 18",
+    );
+    model
+        .changed
+        .insert(18, Some(("after cut-over".into(), -8)));
+    check_rows(&s, &main_id, &model);
+    s.json(&["deploy-request", "skip-revert", "shop", "1"]);
+    wait_state(&s, "1", &["complete"], 60);
+
+    // kill -9 of `strata up` (its instances go with it) while the RENAME waits: after the restart
+    // the deployment is cut over exactly once, every row in place.
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD COLUMN extra2 INT NULL",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev",
+        "--disable-auto-apply",
+    ]);
+    s.json(&["deploy-request", "deploy", "shop", "2"]);
+    wait_state(&s, "2", &["pending_cutover"], 300);
+    s.sql_ok(&main_id, "strata_admin", "DELETE FROM shop.t WHERE id = 19");
+    model.changed.insert(19, None);
+    let mut blocker = apply_into_waiting_cutover(&s, &main_id, "2");
+    s.crash();
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    common::wait_no_servers(&common::data_dir(root.path()), 30);
+    let s = Strata::restart_like(root.path(), &s);
+    s.wait_branch("shop", "main");
+    let d = wait_state(&s, "2", &["complete_pending_revert"], 120);
+    assert_eq!(d["revertable"], true, "{d}");
+    assert_eq!(columns(&s, &main_id), "id,v,n,extra,extra2");
+    check_rows(&s, &main_id, &model);
+    // And the revert window works after it.
+    s.json(&["deploy-request", "revert", "shop", "2"]);
+    wait_state(&s, "2", &["complete_revert"], 60);
+    assert_eq!(columns(&s, &main_id), "id,v,n,extra");
+    check_rows(&s, &main_id, &model);
+}
