@@ -42,7 +42,7 @@ pub struct AppState {
         routes::queue_deploy_request, routes::apply_deploy_request, routes::cancel_deploy_request,
         routes::revert_deploy_request, routes::skip_revert_period, routes::update_auto_apply,
         routes::get_deployment, routes::get_deploy_queue, routes::get_deploy_request_throttler,
-        routes::update_deploy_request_throttler,
+        routes::update_deploy_request_throttler, routes::get_database_throttler, routes::update_database_throttler,
         routes::enable_safe_migrations, routes::update_safe_migrations, routes::disable_safe_migrations,
         routes::list_database_passwords, routes::list_passwords, routes::create_password, routes::get_password,
         routes::update_password, routes::delete_password, routes::renew_password,
@@ -220,6 +220,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{db}/deploy-requests/{{number}}/throttler"),
             get(get_deploy_request_throttler).patch(update_deploy_request_throttler),
+        )
+        .route(
+            &format!("{db}/throttler"),
+            get(get_database_throttler).patch(update_database_throttler),
         )
         .route(&format!("{db}/deploy-queue"), get(get_deploy_queue))
         .route(

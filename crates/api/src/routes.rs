@@ -1101,6 +1101,40 @@ fn throttler(ratio: i64) -> ThrottlerConfigurations {
     }
 }
 
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/throttler", tag = "databases",
+    responses((status = 200, body = ThrottlerConfigurations), (status = 404, body = ApiError)))]
+pub async fn get_database_throttler(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db)): OrgDb,
+) -> ApiResult<Json<ThrottlerConfigurations>> {
+    Ok(Json(throttler(
+        st.platform.database_throttle(&c, &org, &db)?,
+    )))
+}
+
+/// The database's deploy throttle: every deployment queued from now on starts with it.
+#[utoipa::path(patch, path = "/v1/organizations/{organization}/databases/{database}/throttler", tag = "databases",
+    request_body = UpdateThrottler,
+    responses((status = 200, body = ThrottlerConfigurations), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn update_database_throttler(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db)): OrgDb,
+    Body(b): Body<UpdateThrottler>,
+) -> ApiResult<Json<ThrottlerConfigurations>> {
+    let ratio = throttle_ratio(b)?;
+    Ok(Json(throttler(
+        st.platform.set_database_throttle(&c, &org, &db, ratio)?,
+    )))
+}
+
+fn throttle_ratio(b: UpdateThrottler) -> ApiResult<i64> {
+    b.ratio
+        .or_else(|| b.configurations.and_then(|c| c.first().map(|c| c.ratio)))
+        .ok_or_else(|| ApiError::invalid("ratio (0 to 95) is required"))
+}
+
 #[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/throttler", tag = "deploy requests",
     responses((status = 200, body = ThrottlerConfigurations), (status = 422, body = ApiError)))]
 pub async fn get_deploy_request_throttler(
@@ -1121,10 +1155,7 @@ pub async fn update_deploy_request_throttler(
     Path((org, db, number)): OrgDbNumber,
     Body(b): Body<UpdateThrottler>,
 ) -> ApiResult<Json<ThrottlerConfigurations>> {
-    let ratio = b
-        .ratio
-        .or_else(|| b.configurations.and_then(|c| c.first().map(|c| c.ratio)))
-        .ok_or_else(|| ApiError::invalid("ratio (0 to 95) is required"))?;
+    let ratio = throttle_ratio(b)?;
     let d = st
         .platform
         .set_deploy_throttle(&c, &org, &db, number, ratio)?;

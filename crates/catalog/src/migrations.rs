@@ -123,6 +123,10 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX deployments_by_state ON deployments(state, queued_at);
     "#,
+    // 4: the database's deploy throttle, the default of every deployment queued after it is set.
+    r#"
+    ALTER TABLE databases ADD COLUMN deploy_throttle_ratio INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

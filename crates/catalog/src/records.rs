@@ -31,6 +31,8 @@ pub struct Database {
     pub require_approval_for_deploy: bool,
     pub allow_foreign_key_constraints: bool,
     pub deletion_protected: bool,
+    /// The throttle ratio (0–95) each deployment starts with.
+    pub deploy_throttle_ratio: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }

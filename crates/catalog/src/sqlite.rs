@@ -129,10 +129,11 @@ fn db_row(r: &Row) -> rusqlite::Result<Database> {
         deletion_protected: r.get(6)?,
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
+        deploy_throttle_ratio: r.get(9)?,
     })
 }
 const DB_COLS: &str = "id, organization_id, name, default_branch, require_approval_for_deploy, \
-    allow_foreign_key_constraints, deletion_protected, created_at, updated_at";
+    allow_foreign_key_constraints, deletion_protected, created_at, updated_at, deploy_throttle_ratio";
 
 fn branch_row(r: &Row) -> rusqlite::Result<Branch> {
     let state: String = r.get(6)?;
@@ -493,7 +494,7 @@ impl Catalog for SqliteCatalog {
         let mut c = self.conn();
         let tx = c.transaction()?;
         tx.execute(
-            &format!("INSERT INTO databases ({DB_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"),
+            &format!("INSERT INTO databases ({DB_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
             params![
                 d.id,
                 d.organization_id,
@@ -503,7 +504,8 @@ impl Catalog for SqliteCatalog {
                 d.allow_foreign_key_constraints,
                 d.deletion_protected,
                 d.created_at,
-                d.updated_at
+                d.updated_at,
+                d.deploy_throttle_ratio
             ],
         )
         .map_err(unique("Database", &d.name))?;
@@ -545,7 +547,8 @@ impl Catalog for SqliteCatalog {
             .conn()
             .execute(
                 "UPDATE databases SET name=?2, default_branch=?3, require_approval_for_deploy=?4, \
-                 allow_foreign_key_constraints=?5, deletion_protected=?6, updated_at=?7 WHERE id=?1",
+                 allow_foreign_key_constraints=?5, deletion_protected=?6, updated_at=?7, \
+                 deploy_throttle_ratio=?8 WHERE id=?1",
                 params![
                     d.id,
                     d.name,
@@ -553,7 +556,8 @@ impl Catalog for SqliteCatalog {
                     d.require_approval_for_deploy,
                     d.allow_foreign_key_constraints,
                     d.deletion_protected,
-                    d.updated_at
+                    d.updated_at,
+                    d.deploy_throttle_ratio
                 ],
             )
             .map_err(unique("Database", &d.name))?;
@@ -741,6 +745,7 @@ mod tests {
             require_approval_for_deploy: false,
             allow_foreign_key_constraints: false,
             deletion_protected: false,
+            deploy_throttle_ratio: 0,
             created_at: 2,
             updated_at: 2,
         }

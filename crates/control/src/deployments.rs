@@ -56,6 +56,15 @@ fn lock_state(state: &CopyState) -> std::sync::MutexGuard<'_, CopyInner> {
     state.inner.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn check_ratio(ratio: i64) -> Result<()> {
+    if !(0..=95).contains(&ratio) {
+        return Err(ControlError::Invalid(format!(
+            "throttle ratio {ratio} is out of range: use 0 (no throttling) to 95"
+        )));
+    }
+    Ok(())
+}
+
 fn progress_of(d: &Deployment) -> Progress {
     serde_json::from_str(&d.progress).unwrap_or_default()
 }
@@ -159,7 +168,7 @@ impl Platform {
             state: "queued".into(),
             instant,
             auto_cutover: request.auto_cutover || instant,
-            throttle_ratio: 0,
+            throttle_ratio: database.deploy_throttle_ratio,
             plan: String::new(),
             progress: String::new(),
             error: None,
@@ -379,16 +388,33 @@ impl Platform {
         number: i64,
         ratio: i64,
     ) -> Result<Deployment> {
-        if !(0..=95).contains(&ratio) {
-            return Err(ControlError::Invalid(format!(
-                "throttle ratio {ratio} is out of range: use 0 (no throttling) to 95"
-            )));
-        }
+        check_ratio(ratio)?;
         let (_, request) = self.numbered(caller, org, db, number)?;
         let mut d = self.deployment_for(&request)?;
         d.throttle_ratio = ratio;
         self.save(&mut d)?;
         Ok(d)
+    }
+
+    /// The database's deploy throttle: the ratio every deployment queued from now on starts with
+    /// (each deploy request can still be throttled on its own).
+    pub fn database_throttle(&self, caller: &Caller, org: &str, db: &str) -> Result<i64> {
+        Ok(self.database(caller, org, db)?.deploy_throttle_ratio)
+    }
+
+    pub fn set_database_throttle(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        ratio: i64,
+    ) -> Result<i64> {
+        check_ratio(ratio)?;
+        let mut database = self.database(caller, org, db)?;
+        database.deploy_throttle_ratio = ratio;
+        database.updated_at = now_millis();
+        self.catalog().update_database(&database)?;
+        Ok(ratio)
     }
 
     pub(crate) fn wake_deploys(&self) {

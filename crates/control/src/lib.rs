@@ -362,6 +362,7 @@ impl Platform {
             require_approval_for_deploy: false,
             allow_foreign_key_constraints: false,
             deletion_protected: false,
+            deploy_throttle_ratio: 0,
             created_at: now,
             updated_at: now,
         };

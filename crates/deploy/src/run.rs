@@ -399,6 +399,30 @@ async fn exact(
     Ok(())
 }
 
+/// Gives each shadow the old table's AUTO_INCREMENT counter, so ids freed at the end of the table
+/// (rows deleted there) are not handed out again after the cut-over. Ids inserted later reach the
+/// shadow through the triggers, which moves its counter on by itself.
+async fn carry_auto_increment(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+    for a in plan.online_alters() {
+        let next: Option<Option<u64>> = conn
+            .exec_first(
+                "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (schema, &a.table),
+            )
+            .await?;
+        if let Some(Some(next)) = next {
+            ddl_with_timeout(
+                conn,
+                &format!("ALTER TABLE {} AUTO_INCREMENT = {next}", q(&a.shadow)),
+                Duration::from_millis(500),
+                20,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Where a deployment's tables are now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -511,6 +535,7 @@ pub async fn cut_over(
                 }
             }
         }
+        carry_auto_increment(conn, schema, plan).await?;
         if let Some(rename) = sql::cutover_rename(plan) {
             stall = ddl_with_timeout(conn, &rename, timeout, attempts).await?;
         }

@@ -367,3 +367,52 @@ async fn the_copy_split_into_ranges_copies_every_row_once() {
     drop(c);
     server.inst.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cut_over_keeps_the_auto_increment_counter() {
+    let server = Server::start("p4", 15).await;
+    let mut c = Conn::new(server.inst.admin_opts()).await.unwrap();
+    c.query_drop("USE shop").await.unwrap();
+    c.query_drop(
+        "CREATE TABLE a (id INT NOT NULL AUTO_INCREMENT, n INT DEFAULT NULL, PRIMARY KEY (id))",
+    )
+    .await
+    .unwrap();
+    // Ids above 90 handed out and their rows deleted: they are not handed out again.
+    c.query_drop("INSERT INTO a (n) SELECT seq FROM seq_1_to_100")
+        .await
+        .unwrap();
+    c.query_drop("DELETE FROM a WHERE id > 90").await.unwrap();
+    let next: Option<u64> = c
+        .query_first("SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME = 'a'")
+        .await
+        .unwrap();
+    let next = next.unwrap();
+    assert!(next > 100, "{next}");
+    let plan = server.plan_adding_column(&mut c, "a", "000000b1").await;
+    let a = plan.online_alters().next().unwrap().clone();
+    strata_deploy::run::prepare(&mut c, "shop", &plan)
+        .await
+        .unwrap();
+    copy_all(&mut c, &a).await;
+    strata_deploy::run::cut_over(&mut c, "shop", &plan, Duration::from_millis(400), 5)
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO a (n) VALUES (0)").await.unwrap();
+    let id: Option<u64> = c.query_first("SELECT MAX(id) FROM a").await.unwrap();
+    assert_eq!(
+        id,
+        Some(next),
+        "the id after the cut-over is the one the old table would have given"
+    );
+    let cols: Option<String> = c
+        .query_first("SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME = 'a'")
+        .await
+        .unwrap();
+    assert_eq!(cols.as_deref(), Some("id,n,extra"));
+    strata_deploy::run::cleanup(&mut c, "shop", &plan)
+        .await
+        .unwrap();
+    drop(c);
+    server.inst.stop().await;
+}

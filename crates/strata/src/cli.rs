@@ -201,6 +201,12 @@ pub enum DatabaseCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Show or set the database's deploy throttle, 0 (no throttling) to 95: every deployment
+    /// queued from now on starts with it.
+    Throttle {
+        database: String,
+        ratio: Option<i64>,
+    },
 }
 
 pub async fn run_database(ctx: &Ctx, cmd: DatabaseCmd) -> Result<()> {
@@ -251,6 +257,23 @@ pub async fn run_database(ctx: &Ctx, cmd: DatabaseCmd) -> Result<()> {
                 .delete(&ctx.org_path(&format!("databases/{database}")))
                 .await?;
             ctx.deleted("Database", &database);
+        }
+        DatabaseCmd::Throttle { database, ratio } => {
+            let path = ctx.org_path(&format!("databases/{database}/throttler"));
+            let v = match ratio {
+                Some(r) => {
+                    ctx.client
+                        .send(Method::PATCH, &path, json!({ "ratio": r }))
+                        .await?
+                }
+                None => ctx.client.get(&path).await?,
+            };
+            if ctx.format == Format::Human {
+                let now = v["configurations"][0]["ratio"].as_i64().unwrap_or(0);
+                println!("Deploys of '{database}' are throttled at {now}.");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
         }
     }
     Ok(())
@@ -753,11 +776,11 @@ pub enum DeployRequestCmd {
         #[arg(long)]
         wait: bool,
     },
-    /// Set how much a deployment's copy yields: 0 (no throttling) to 95.
+    /// Show or set how much a deployment's copy yields: 0 (no throttling) to 95.
     Throttle {
         database: String,
         number: i64,
-        ratio: i64,
+        ratio: Option<i64>,
     },
     /// List the deploy requests of a database.
     #[command(alias = "ls")]
@@ -992,16 +1015,18 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             number,
             ratio,
         } => {
-            let v = ctx
-                .client
-                .send(
-                    Method::PATCH,
-                    &format!("{}/{number}/throttler", base(&database)),
-                    json!({ "ratio": ratio }),
-                )
-                .await?;
+            let path = format!("{}/{number}/throttler", base(&database));
+            let v = match ratio {
+                Some(r) => {
+                    ctx.client
+                        .send(Method::PATCH, &path, json!({ "ratio": r }))
+                        .await?
+                }
+                None => ctx.client.get(&path).await?,
+            };
             if ctx.format == Format::Human {
-                println!("Deploy request #{number} is throttled at {ratio}.");
+                let now = v["configurations"][0]["ratio"].as_i64().unwrap_or(0);
+                println!("Deploy request #{number} is throttled at {now}.");
             } else {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }

@@ -431,10 +431,18 @@ fn kill_9_of_strata_up_during_a_deploy_resumes_it() {
         "ALTER TABLE shop.t ADD COLUMN extra INT NULL",
     );
     s.json(&["deploy-request", "create", "shop", "dev"]);
+    // Slow the copy down so the kill lands in the middle of it: the database's throttle is what
+    // every deployment queued after it starts with.
+    assert!(s
+        .fails(&["database", "throttle", "shop", "96"])
+        .contains("out of range"));
+    s.json(&["database", "throttle", "shop", "90"]);
+    let t = s.json(&["database", "throttle", "shop"]);
+    assert_eq!(t["configurations"][0]["ratio"], 90, "{t}");
     s.json(&["deploy-request", "deploy", "shop", "1"]);
-    // Slow the copy down so the kill lands in the middle of it.
     wait_state(&s, "1", &["in_progress"], 60);
-    s.json(&["deploy-request", "throttle", "shop", "1", "90"]);
+    let t = s.json(&["deploy-request", "throttle", "shop", "1"]);
+    assert_eq!(t["configurations"][0]["ratio"], 90, "{t}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let d = s.json(&["deploy-request", "progress", "shop", "1"]);
@@ -557,8 +565,15 @@ fn apply_into_waiting_cutover(s: &Strata, main_id: &str, number: &str) -> std::p
     let blocker = hold_table(s, main_id);
     std::thread::sleep(Duration::from_millis(500));
     s.json(&["deploy-request", "apply", "shop", number]);
-    let d = wait_state(s, number, &["in_progress_cutover"], 30);
-    assert_eq!(d["phase"], "cutting_over", "{d}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = wait_state(s, number, &["in_progress_cutover"], 30);
+        if d["phase"] == "cutting_over" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{d}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::thread::sleep(Duration::from_millis(1500));
     let d = s.json(&["deploy-request", "progress", "shop", number]);
     assert_eq!(d["state"], "in_progress_cutover", "the RENAME waits: {d}");
