@@ -142,7 +142,9 @@ impl Platform {
         }
         if instant {
             let (target, result) = status.schemas.clone().unwrap_or_default();
-            let plan = strata_deploy::plan("00000000", &target, &result, &status.changes)
+            // A tag of its own, so two requests probed at once do not share a probe table.
+            let tag = format!("{:08x}", crc32fast::hash(ids::public_id().as_bytes()));
+            let plan = strata_deploy::plan(&tag, &target, &result, &status.changes)
                 .map_err(|e| ControlError::Unprocessable(e.to_string()))?;
             let into = self
                 .catalog()
