@@ -329,9 +329,11 @@ impl Platform {
                 Severity::Warning => status.warnings.push(f.description),
             }
         }
-        status
-            .warnings
-            .extend(lint_changes(&changes).into_iter().map(|f| f.description));
+        status.warnings.extend(
+            lint_changes(&target, &merge.result, &changes)
+                .into_iter()
+                .map(|f| f.description),
+        );
         // Tables changed in place are copied online: old and new rows must be matched by a key.
         for (name, new) in &merge.result.tables {
             if let Some(old) = target.tables.get(name) {

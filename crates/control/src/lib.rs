@@ -767,7 +767,7 @@ impl Platform {
             let from = model(self.branch_schema(caller, org, db, parent).await?)?;
             let changes = strata_schema::changes(&from, &schema)
                 .map_err(|e| ControlError::Unprocessable(e.to_string()))?;
-            out.extend(strata_schema::lint::lint_changes(&changes));
+            out.extend(strata_schema::lint::lint_changes(&from, &schema, &changes));
         }
         if let Some(inst) = self.instance(&branch.id) {
             let mut conn = inst.connect().await?;

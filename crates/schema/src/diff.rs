@@ -458,3 +458,81 @@ mod tests {
         );
     }
 }
+
+/// MySQL 8 prints some things differently from MariaDB (no integer display widths, versioned
+/// comments for invisible columns and keys, SRIDs and unenforced checks, expression defaults,
+/// functional key parts, the 0900 collations); the model keeps definitions as printed, so the same
+/// diff works on MySQL 8 output.
+#[cfg(test)]
+mod mysql8 {
+    use super::*;
+    use crate::model::{parse_table, schema_of as schema};
+
+    const ORDERS: &str = "CREATE TABLE `orders` (\n  `id` bigint unsigned NOT NULL AUTO_INCREMENT,\n  `customer_id` int NOT NULL,\n  `note` varchar(200) COLLATE utf8mb4_unicode_ci DEFAULT NULL /*!80023 INVISIBLE */,\n  `uuid` binary(16) NOT NULL DEFAULT (uuid_to_bin(uuid())),\n  `qty` int NOT NULL DEFAULT '1',\n  `price` decimal(10,2) NOT NULL,\n  `total` decimal(12,2) GENERATED ALWAYS AS ((`qty` * `price`)) STORED,\n  `pt` point NOT NULL /*!80003 SRID 4326 */,\n  `created_at` datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,\n  PRIMARY KEY (`id`),\n  KEY `idx_customer` (`customer_id`) /*!80000 INVISIBLE */,\n  KEY `idx_note` ((lower(`note`))),\n  SPATIAL KEY `sp` (`pt`),\n  CONSTRAINT `orders_chk_1` CHECK ((`qty` > 0)) /*!80016 NOT ENFORCED */\n) ENGINE=InnoDB AUTO_INCREMENT=5 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_ai_ci";
+
+    #[test]
+    fn parses_mysql_8_output() {
+        let t = parse_table(ORDERS).unwrap();
+        let cols: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            cols,
+            [
+                "id",
+                "customer_id",
+                "note",
+                "uuid",
+                "qty",
+                "price",
+                "total",
+                "pt",
+                "created_at"
+            ]
+        );
+        assert_eq!(
+            t.columns[2].definition,
+            "varchar(200) COLLATE utf8mb4_unicode_ci DEFAULT NULL /*!80023 INVISIBLE */"
+        );
+        assert_eq!(t.indexes.len(), 4);
+        assert_eq!(t.checks.len(), 1);
+        assert!(!t.options.contains("AUTO_INCREMENT"));
+        let s = schema(&[ORDERS]);
+        assert!(diff(&s, &s).unwrap().is_empty());
+    }
+
+    #[test]
+    fn diffs_mysql_8_output() {
+        let after = ORDERS
+            .replace(
+                "  `created_at` datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,\n",
+                "  `created_at` datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,\n  `ref` char(36) NOT NULL DEFAULT (uuid()) /*!80023 INVISIBLE */,\n",
+            )
+            .replace(
+                "KEY `idx_customer` (`customer_id`) /*!80000 INVISIBLE */",
+                "KEY `idx_customer` (`customer_id`)",
+            )
+            .replace(
+                "CHECK ((`qty` > 0)) /*!80016 NOT ENFORCED */",
+                "CHECK ((`qty` > 0))",
+            );
+        let d = diff(&schema(&[ORDERS]), &schema(&[&after])).unwrap();
+        assert_eq!(d.len(), 1, "{d:?}");
+        let s = &d[0];
+        assert!(s.starts_with("ALTER TABLE `orders` "), "{s}");
+        assert!(
+            s.contains("ADD COLUMN `ref` char(36) NOT NULL DEFAULT (uuid()) /*!80023 INVISIBLE */ AFTER `created_at`"),
+            "{s}"
+        );
+        assert!(
+            s.contains("DROP INDEX `idx_customer`")
+                && s.contains("ADD KEY `idx_customer` (`customer_id`)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("CHECK ((`qty` > 0))") && !s.contains("NOT ENFORCED */,"),
+            "{s}"
+        );
+        // And back.
+        let back = diff(&schema(&[&after]), &schema(&[ORDERS])).unwrap();
+        assert!(back[0].contains("DROP COLUMN `ref`"), "{back:?}");
+    }
+}

@@ -208,10 +208,35 @@ pub fn shared_unique_key(old: &crate::model::Table, new: &crate::model::Table) -
     ))
 }
 
-/// Findings about a set of changes: destructive ones, and drops paired with adds that look like a
-/// rename (deploys copy by name, so a rename would lose the column's data).
-pub fn lint_changes(changes: &[Change]) -> Vec<Finding> {
+/// Findings about the changes taking `from` to `to`: destructive ones, and drops paired with adds
+/// that look like a rename (deploys copy by name, so a rename would lose the data): a column dropped
+/// and one added in the same table, or a table dropped and one created with the same columns.
+pub fn lint_changes(from: &Schema, to: &Schema, changes: &[Change]) -> Vec<Finding> {
     let mut out = Vec::new();
+    let dropped: Vec<&crate::model::Table> = changes
+        .iter()
+        .filter(|c| c.statement.starts_with("DROP TABLE "))
+        .filter_map(|c| from.tables.get(&c.object))
+        .collect();
+    for c in changes
+        .iter()
+        .filter(|c| c.statement.starts_with("CREATE TABLE "))
+    {
+        let Some(new) = to.tables.get(&c.object) else {
+            continue;
+        };
+        for old in dropped.iter().filter(|old| old.columns == new.columns) {
+            out.push(Finding::new(
+                "POSSIBLE_RENAME",
+                Severity::Warning,
+                &new.name,
+                format!(
+                    "Table `{}` is dropped and table `{}` created with the same columns: if this is a rename, the data is not carried over; create the new table, copy the rows over, then drop the old one in a later deploy",
+                    old.name, new.name
+                ),
+            ));
+        }
+    }
     for c in changes {
         let s = &c.statement;
         if s.starts_with("DROP TABLE ") {
@@ -342,7 +367,7 @@ mod tests {
     fn destructive_changes_and_renames() {
         let a = schema(&["CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `old` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB", "CREATE TABLE `gone` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB"]);
         let b = schema(&["CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `new` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB"]);
-        let f = lint_changes(&changes(&a, &b).unwrap());
+        let f = lint_changes(&a, &b, &changes(&a, &b).unwrap());
         let codes: Vec<&str> = f.iter().map(|f| f.code).collect();
         assert_eq!(
             codes,
@@ -352,5 +377,24 @@ mod tests {
                 "DESTRUCTIVE_CHANGE"
             ]
         );
+    }
+
+    #[test]
+    fn table_renames_are_warned_only_when_the_columns_match() {
+        let users = "CREATE TABLE `users` (\n  `id` int(11) NOT NULL,\n  `name` varchar(20) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
+        let people = users.replace("`users`", "`people`");
+        let other = "CREATE TABLE `other` (\n  `id` int(11) NOT NULL,\n  `name` varchar(30) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
+        let a = schema(&[users]);
+        let b = schema(&[&people, other]);
+        let f = lint_changes(&a, &b, &changes(&a, &b).unwrap());
+        let renames: Vec<&Finding> = f.iter().filter(|f| f.code == "POSSIBLE_RENAME").collect();
+        assert_eq!(renames.len(), 1, "{f:?}");
+        assert_eq!(renames[0].table, "people");
+        assert!(renames[0]
+            .description
+            .contains("Table `users` is dropped and table `people` created"));
+        assert!(f
+            .iter()
+            .any(|f| f.code == "DESTRUCTIVE_CHANGE" && f.table == "users"));
     }
 }

@@ -67,7 +67,8 @@ pub fn three_way(base: &Schema, ours: &Schema, target: &Schema, into: &str) -> M
             }
         }
     }
-    let invalid = broken_references(&result);
+    let mut invalid = broken_references(&result);
+    invalid.extend(broken_views(&result, &[base, ours, target]));
     Merge {
         result,
         conflicts,
@@ -100,6 +101,56 @@ pub fn broken_references(schema: &Schema) -> Vec<String> {
         }
     }
     out
+}
+
+/// Views of `schema` reading a table or view (one of those in `known`) that it does not have.
+pub fn broken_views(schema: &Schema, known: &[&Schema]) -> Vec<String> {
+    let names: std::collections::BTreeSet<&String> = known
+        .iter()
+        .flat_map(|s| s.tables.keys().chain(s.views.keys()))
+        .filter(|n| !schema.tables.contains_key(*n) && !schema.views.contains_key(*n))
+        .collect();
+    let mut out = Vec::new();
+    for v in schema.views.values() {
+        for n in &names {
+            if view_reads(&v.create, n) {
+                out.push(format!(
+                    "view `{}` reads `{n}`, which would not exist",
+                    v.name
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a view, as the server prints it, reads table or view `name`: the server qualifies every
+/// table it reads (`db`.`name` after FROM, JOIN or a comma) and every column of it
+/// (`db`.`name`.`column`), so a column merely called `name` does not count.
+pub fn view_reads(create: &str, name: &str) -> bool {
+    let body = match create.to_ascii_lowercase().find(" as ") {
+        Some(i) => &create[i..],
+        None => create,
+    };
+    if body.contains(&format!("`{name}`.`")) {
+        return true;
+    }
+    let needle = format!("`.`{name}`");
+    body.match_indices(&needle).any(|(i, _)| {
+        let after = &body[i + needle.len()..];
+        if after.starts_with('.') {
+            return false;
+        }
+        // The qualifier's opening backquote, then what precedes it.
+        let Some(open) = body[..i].rfind('`') else {
+            return false;
+        };
+        let before = body[..open].trim_end().to_ascii_lowercase();
+        before.ends_with("from")
+            || before.ends_with("join")
+            || before.ends_with(',')
+            || before.ends_with('(')
+    })
 }
 
 #[cfg(test)]
@@ -147,6 +198,70 @@ mod tests {
         );
         assert_eq!(m.conflicts.len(), 1);
         assert!(m.conflicts[0].contains("`users`"));
+    }
+
+    #[test]
+    fn views_reading_dropped_tables_are_invalid() {
+        let v = |body: &str| {
+            format!("CREATE ALGORITHM=UNDEFINED DEFINER=`root`@`localhost` SQL SECURITY DEFINER VIEW `v` AS {body}")
+        };
+        let reads = [
+            (
+                "select `shop`.`users`.`id` AS `id` from `shop`.`users`",
+                "users",
+                true,
+            ),
+            (
+                "select `u`.`id` AS `id` from `shop`.`users` `u`",
+                "users",
+                true,
+            ),
+            (
+                "select `a`.`id` AS `id` from (`shop`.`orders` `a` join `shop`.`users` `b`)",
+                "users",
+                true,
+            ),
+            (
+                "select `a`.`id` AS `id` from `shop`.`orders` `a`,`shop`.`users` `b`",
+                "users",
+                true,
+            ),
+            // A column called like the table is not a read of it.
+            (
+                "select `shop`.`orders`.`users` AS `users` from `shop`.`orders`",
+                "users",
+                false,
+            ),
+            (
+                "select `o`.`users` AS `users` from `shop`.`orders` `o`",
+                "users",
+                false,
+            ),
+            (
+                "select `shop`.`orders`.`id` AS `id` from `shop`.`orders`",
+                "users",
+                false,
+            ),
+        ];
+        for (body, name, expected) in reads {
+            assert_eq!(view_reads(&v(body), name), expected, "{body}");
+        }
+        let base = schema(&[USERS]);
+        let mut ours = base.clone();
+        ours.tables.remove("users");
+        let mut target = base.clone();
+        target.views.insert(
+            "active".into(),
+            crate::model::View {
+                name: "active".into(),
+                create: "CREATE ALGORITHM=UNDEFINED DEFINER=`root`@`localhost` SQL SECURITY DEFINER VIEW `active` AS select `shop`.`users`.`id` AS `id` from `shop`.`users`".into(),
+            },
+        );
+        let m = three_way(&base, &ours, &target, "main");
+        assert_eq!(
+            m.invalid,
+            ["view `active` reads `users`, which would not exist"]
+        );
     }
 
     #[test]

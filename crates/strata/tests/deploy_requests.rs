@@ -235,9 +235,55 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
         "{dr}"
     );
 
+    // A branch that drops a table a production view reads: not deployable, the view named. A table
+    // dropped and re-created under another name with the same columns: warned as a rename.
+    s.json(&["branch", "safe-migrations", "disable", "shop", "main"]);
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "CREATE TABLE logs (id INT PRIMARY KEY, line VARCHAR(100)); CREATE VIEW recent AS SELECT id FROM audit",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let vb = s.json(&["branch", "create", "shop", "vb", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &vb,
+        "strata_admin",
+        "DROP VIEW recent; DROP TABLE logs; CREATE TABLE log_lines (id INT PRIMARY KEY, line VARCHAR(100))",
+    );
+    let dr = s.json(&["deploy-request", "create", "shop", "vb"]);
+    assert_eq!(dr["deployable"], true, "{dr}");
+    assert!(
+        dr["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains(
+                "Table `logs` is dropped and table `log_lines` created with the same columns"
+            )),
+        "{dr}"
+    );
+    let va = s.json(&["branch", "create", "shop", "va", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(&va, "strata_admin", "DROP TABLE audit");
+    let dr = s.json(&["deploy-request", "create", "shop", "va"]);
+    assert_eq!(dr["deployable"], false, "{dr}");
+    assert!(
+        dr["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap() == "view `recent` reads `audit`, which would not exist"),
+        "{dr}"
+    );
+
     // A new request for the same branch can be opened now.
     assert_eq!(
         s.json(&["deploy-request", "create", "shop", "dev"])["number"],
-        4
+        6
     );
 }
