@@ -3,7 +3,7 @@
 start_strata() { # extra strata up flags...
   work=$(mktemp -d /tmp/strata-bench-XXXX)
   export STRATA_CONFIG=$work/config.toml STRATA_LOG=${STRATA_LOG:-warn}
-  target/release/strata up --data-dir "$work/data" --listen 127.0.0.1:0 --mysql-listen 127.0.0.1:0 "$@" >"$work/up.out" 2>"$work/up.err" &
+  target/release/strata up --data-dir "$work/data" --listen 127.0.0.1:0 --mysql-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 "$@" >"$work/up.out" 2>"$work/up.err" &
   up=$!
   for _ in $(seq 200); do grep -q "MySQL:" "$work/up.out" 2>/dev/null && break; sleep 0.1; done
   gw_port=$(sed -n 's/.*MySQL: *127.0.0.1:\([0-9]*\).*/\1/p' "$work/up.out")

@@ -15,7 +15,7 @@ cargo build --release -q -p strata
 work=$(mktemp -d /tmp/strata-bench-XXXX)
 trap 'kill $up 2>/dev/null; wait $up 2>/dev/null; rm -rf "$work"' EXIT
 export STRATA_CONFIG=$work/config.toml STRATA_LOG=warn
-target/release/strata up --data-dir "$work/data" --listen 127.0.0.1:0 --mysql-listen 127.0.0.1:0 >"$work/up.out" 2>"$work/up.err" &
+target/release/strata up --data-dir "$work/data" --listen 127.0.0.1:0 --mysql-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 >"$work/up.out" 2>"$work/up.err" &
 up=$!
 for _ in $(seq 100); do grep -q "MySQL:" "$work/up.out" 2>/dev/null && break; sleep 0.1; done
 gw_port=$(sed -n 's/.*MySQL: *127.0.0.1:\([0-9]*\).*/\1/p' "$work/up.out")

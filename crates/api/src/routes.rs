@@ -25,6 +25,7 @@ fn edge<'a>(st: &'a AppState, org: &'a str, db: &'a str) -> Edge<'a> {
         database: db,
         mysql_host: &s.mysql_host,
         mysql_port: s.mysql_port,
+        http_port: s.http_port,
     }
 }
 

@@ -271,6 +271,7 @@ pub struct Edge<'a> {
     pub database: &'a str,
     pub mysql_host: &'a str,
     pub mysql_port: u16,
+    pub http_port: u16,
 }
 
 impl Edge<'_> {
@@ -339,6 +340,9 @@ pub struct Connection {
     /// A ready-made URL; only in the create response, since it embeds the plaintext.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mysql_url: Option<String>,
+    /// The HTTP SQL endpoint for serverless drivers: `@planetscale/database` takes it as `url`
+    /// (with the username and password) or its host part as `host`.
+    pub http_url: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -414,6 +418,7 @@ pub fn password(edge: &Edge, p: &Password, b: &Branch, plaintext: Option<String>
             username: p.username.clone(),
             database: edge.database.to_string(),
             mysql_url,
+            http_url: format!("https://{}:{}", edge.mysql_host, edge.http_port),
         },
     }
 }

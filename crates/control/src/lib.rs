@@ -40,6 +40,8 @@ pub struct Settings {
     /// Host and port of the MySQL gateway, as clients should dial it.
     pub mysql_host: String,
     pub mysql_port: u16,
+    /// Port of the HTTP SQL endpoint (same host as the gateway).
+    pub http_port: u16,
     /// How long after a cut-over a deploy can be reverted.
     pub revert_window: std::time::Duration,
 }

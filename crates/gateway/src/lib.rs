@@ -9,6 +9,7 @@
 
 pub mod backend;
 mod client;
+pub mod http;
 mod pool;
 mod session;
 pub mod tls;

@@ -65,6 +65,13 @@ enum Command {
         /// Address of the MySQL gateway (3309 by default, so as not to clash with a local MySQL on 3306).
         #[arg(long, default_value = "127.0.0.1:3309", env = "STRATA_MYSQL_LISTEN")]
         mysql_listen: SocketAddr,
+        /// Address of the HTTP SQL endpoint for serverless drivers (`@planetscale/database`): TLS with
+        /// the gateway's certificate, plain HTTP from loopback unless --require-tls-on-loopback.
+        #[arg(long, default_value = "127.0.0.1:3900", env = "STRATA_HTTP_LISTEN")]
+        http_listen: SocketAddr,
+        /// Seconds an HTTP SQL session may sit idle before it ends (an open transaction is rolled back).
+        #[arg(long, default_value_t = 60)]
+        http_session_idle: u64,
         /// Host clients use to reach the gateway, if not the listen address (goes into connection details
         /// and the server certificate).
         #[arg(long, env = "STRATA_MYSQL_HOST")]
@@ -167,6 +174,8 @@ fn main() -> std::process::ExitCode {
             data_dir,
             listen,
             mysql_listen,
+            http_listen,
+            http_session_idle,
             mysql_host,
             require_tls_on_loopback,
             pool_size,
@@ -191,6 +200,8 @@ fn main() -> std::process::ExitCode {
                 data_dir: data_dir.unwrap_or_else(config::default_data_dir),
                 listen,
                 mysql_listen,
+                http_listen,
+                http_session_idle: std::time::Duration::from_secs(http_session_idle),
                 mysql_host,
                 gateway: strata_gateway::GatewayConfig {
                     allow_plaintext_loopback: !require_tls_on_loopback,

@@ -14,6 +14,8 @@ pub struct UpArgs {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub mysql_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub http_session_idle: std::time::Duration,
     /// Host clients use to reach the gateway, when it differs from the listen address.
     pub mysql_host: Option<String>,
     pub gateway: strata_gateway::GatewayConfig,
@@ -76,6 +78,13 @@ pub async fn run(args: UpArgs) -> Result<()> {
         )
     })?;
     let mysql_addr = mysql_listener.local_addr()?;
+    let http_listener = strata_gateway::listen(args.http_listen).with_context(|| {
+        format!(
+            "cannot listen for HTTP SQL clients on {} (pass --http-listen to choose another address)",
+            args.http_listen
+        )
+    })?;
+    let http_addr = http_listener.local_addr()?;
     let mysql_host = args.mysql_host.clone().unwrap_or_else(|| {
         if mysql_addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
@@ -88,6 +97,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         data_dir: data_dir.clone(),
         mysql_host: mysql_host.clone(),
         mysql_port: mysql_addr.port(),
+        http_port: http_addr.port(),
         revert_window: args.revert_window,
     };
     let platform = Platform::open(catalog, binaries, settings)
@@ -159,6 +169,17 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let gw_task = tokio::spawn(gateway.clone().serve(mysql_listener, async move {
         let _ = gw_stop.wait_for(|v| *v).await;
     }));
+    // Session tokens are signed with a key kept in the data directory, so they survive a restart.
+    let session_key = http_session_key(&data_dir.join("tls").join("http-session.key"))?;
+    let http = strata_gateway::http::HttpSql::new(gateway.clone(), &session_key, args.http_session_idle);
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(http.serve(
+        http_listener,
+        Some(tls.server_config.clone()),
+        async move {
+            let _ = http_stop.wait_for(|v| *v).await;
+        },
+    ));
 
     println!("Strata is up.");
     println!("  API:         {api_url}  (OpenAPI: {api_url}/v1/openapi.json)");
@@ -166,6 +187,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
         "  MySQL:       {mysql_host}:{}  (TLS CA: {})",
         mysql_addr.port(),
         tls.ca_path.display()
+    );
+    println!(
+        "  HTTP SQL:    https://{mysql_host}:{}  (serverless drivers; same passwords and CA)",
+        http_addr.port()
     );
     println!("  Data:        {}", data_dir.display());
     println!("  Server:      {}", platform.server_description());
@@ -187,6 +212,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         })
         .await;
     let _ = gw_task.await;
+    let _ = http_task.await;
     println!("Stopping: waiting for instances to shut down cleanly…");
     platform.shutdown().await;
     println!("Stopped.");
@@ -194,4 +220,28 @@ pub async fn run(args: UpArgs) -> Result<()> {
         bail!("the API server failed: {e}");
     }
     Ok(())
+}
+
+/// The key HTTP SQL session tokens are signed with: 32 random bytes, made on first start.
+fn http_session_key(path: &Path) -> Result<Vec<u8>> {
+    if let Ok(k) = std::fs::read(path) {
+        if k.len() >= 32 {
+            return Ok(k);
+        }
+    }
+    let mut k = vec![0u8; 32];
+    getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no randomness for the session key: {e}"))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        f.write_all(&k)?;
+    }
+    Ok(k)
 }

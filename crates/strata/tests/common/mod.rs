@@ -16,6 +16,8 @@ pub struct Strata {
     pub api_url: String,
     /// The gateway's port on 127.0.0.1.
     pub mysql_port: u16,
+    /// The HTTP SQL endpoint's port on 127.0.0.1.
+    pub http_port: u16,
     pub token_id: String,
     pub token: String,
     pub org: String,
@@ -45,7 +47,13 @@ impl Strata {
     /// Starts again on the same data directory and the same API and MySQL addresses as `old`.
     pub fn restart_like(root: &Path, old: &Strata) -> Strata {
         let api = old.api_url.trim_start_matches("http://").to_string();
-        Self::start_full(root, &api, &format!("127.0.0.1:{}", old.mysql_port), &[])
+        let http = format!("127.0.0.1:{}", old.http_port);
+        Self::start_full(
+            root,
+            &api,
+            &format!("127.0.0.1:{}", old.mysql_port),
+            &["--http-listen", &http],
+        )
     }
 
     pub fn start_full(root: &Path, listen: &str, mysql_listen: &str, extra: &[&str]) -> Strata {
@@ -60,6 +68,11 @@ impl Strata {
             ])
             .arg(data_dir(root))
             .args(extra)
+            .args(if extra.contains(&"--http-listen") {
+                &[][..]
+            } else {
+                &["--http-listen", "127.0.0.1:0"][..]
+            })
             .env("STRATA_CONFIG", root.join("config.toml"))
             .env("STRATA_LOG", "info")
             .stdout(Stdio::piped())
@@ -72,6 +85,7 @@ impl Strata {
         let sink = lines.clone();
         std::thread::spawn(move || {
             let mut api: Option<String> = None;
+            let mut mysql = 0u16;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.trim().strip_prefix("API:") {
                     api = Some(
@@ -81,21 +95,27 @@ impl Strata {
                             .to_string(),
                     );
                 }
-                if let Some(addr) = line.trim().strip_prefix("MySQL:") {
-                    let addr = addr.split_whitespace().next().unwrap_or_default();
-                    let port: u16 = addr
+                let port_of = |addr: &str| -> u16 {
+                    addr.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
                         .rsplit(':')
                         .next()
                         .and_then(|p| p.parse().ok())
-                        .unwrap_or(0);
+                        .unwrap_or(0)
+                };
+                if let Some(addr) = line.trim().strip_prefix("MySQL:") {
+                    mysql = port_of(addr);
+                }
+                if let Some(addr) = line.trim().strip_prefix("HTTP SQL:") {
                     if let Some(api) = api.take() {
-                        let _ = tx.send((api, port));
+                        let _ = tx.send((api, mysql, port_of(addr)));
                     }
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        let (api_url, mysql_port) = rx
+        let (api_url, mysql_port, http_port) = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| {
                 panic!(
@@ -117,6 +137,7 @@ impl Strata {
             child: Some(child),
             api_url,
             mysql_port,
+            http_port,
             token_id: get("service_token_id"),
             token: get("service_token"),
             org: get("org"),

@@ -1,0 +1,690 @@
+//! The HTTP SQL endpoint: the protocol of PlanetScale's serverless driver (`strata_httpsql`) over
+//! HTTP/1.1 and HTTP/2, with TLS on the gateway's certificate (plain HTTP only from loopback, by the
+//! gateway's own setting). A call authenticates with a branch password (HTTP Basic), so the
+//! credential decides database, branch and role, exactly as on the MySQL port; safe migrations and
+//! the row and size limits are the gateway's.
+//!
+//! Sessions: each response carries a signed session value the driver sends back. A session holds a
+//! backend connection only while it needs one to keep state (a transaction, `SET`, temporary tables,
+//! locks); otherwise the connection goes back to the (branch, role) pool after each statement, so
+//! `Client.execute()`, which starts a new session per call, costs no connection setup. Requests on
+//! one session are served in turn. Idle sessions expire: an open transaction is rolled back, and a
+//! later call on it is told so.
+
+use crate::{Gateway, FAILURES_BEFORE_BLOCK};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use strata_control::Login;
+use strata_engine::mysql_async::{self, prelude::Queryable};
+use strata_httpsql::{
+    execute_response, http_error_body, http_status, vitess_type, ExecuteRequest, Field,
+    QueryResult, Row, RpcError, SessionSigner, BINARY_CHARSET, CREATE_SESSION, EXECUTE,
+};
+use strata_model::credentials::PasswordHashes;
+use strata_model::Role;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The largest request body (SQL with big literal inserts); PlanetScale's clients allow ~100 MiB.
+const MAX_BODY: usize = 64 << 20;
+/// JSON column names per table are re-read this often (a deploy may add some).
+const JSON_COLUMNS_TTL: Duration = Duration::from_secs(5);
+
+struct HttpSession {
+    password_id: String,
+    conn: Option<mysql_async::Conn>,
+    in_transaction: bool,
+    /// Session state lives on the connection (SET, temporary tables, locks, …): keep it.
+    pinned: bool,
+    olap: bool,
+    last_used: Instant,
+}
+
+type SessionRef = Arc<tokio::sync::Mutex<HttpSession>>;
+
+pub struct HttpSql {
+    gw: Arc<Gateway>,
+    signer: SessionSigner,
+    idle: Duration,
+    sessions: Mutex<HashMap<String, SessionRef>>,
+    pools: Mutex<HashMap<(String, Role, u16), mysql_async::Pool>>,
+    json_columns: Mutex<HashMap<(String, String, String), (Instant, HashSet<String>)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn reply(status: u16, body: &Value, gzip: bool) -> Response<Full<Bytes>> {
+    let mut bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json");
+    if gzip && bytes.len() > 1024 {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        if enc.write_all(&bytes).is_ok() {
+            if let Ok(z) = enc.finish() {
+                bytes = z;
+                builder = builder.header("content-encoding", "gzip");
+            }
+        }
+    }
+    builder
+        .body(Full::new(Bytes::from(bytes)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn fail(code: &str, message: &str, gzip: bool) -> Response<Full<Bytes>> {
+    reply(http_status(code), &http_error_body(code, message), gzip)
+}
+
+/// `user:password` from `Authorization: Basic …`.
+fn basic_auth(req: &Request<Incoming>) -> Option<(String, String)> {
+    use base64::Engine;
+    let h = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, b64) = h.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    (!u.is_empty()).then(|| (u.to_string(), p.to_string()))
+}
+
+/// `%XX` escapes decoded (the driver sends credentials taken from a URL still escaped).
+fn percent_decoded(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return None;
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn backend_error(e: mysql_async::Error) -> RpcError {
+    match e {
+        mysql_async::Error::Server(s) => RpcError::mysql(s.code, &s.state, &s.message),
+        other => RpcError {
+            code: "UNAVAILABLE",
+            message: format!("branch is not available right now, retry shortly: {other}"),
+        },
+    }
+}
+
+/// Statements PlanetScale's edge answers itself; apps send them to any PlanetScale endpoint.
+fn planetscale_noop(sql: &str) -> bool {
+    let s = sql.trim().trim_end_matches(';').trim().to_ascii_lowercase();
+    s.starts_with("set @@boost_cached_queries") || s == "use @primary" || s == "use @replica"
+}
+
+impl HttpSql {
+    pub fn new(gw: Arc<Gateway>, session_key: &[u8], idle: Duration) -> Arc<HttpSql> {
+        Arc::new(HttpSql {
+            gw,
+            signer: SessionSigner::new(session_key),
+            idle,
+            sessions: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
+            json_columns: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Open sessions (for tests and monitoring).
+    pub fn sessions(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// Accepts connections until `shutdown` completes; TLS (ALPN h2, http/1.1) or, from loopback
+    /// when the gateway allows it, plain HTTP, told apart by the first byte.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let tls = tls.map(|c| {
+            let mut c = (*c).clone();
+            c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(c))
+        });
+        let sweeper = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    me.expire();
+                }
+            })
+        };
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let Ok((tcp, peer)) = accepted else { continue };
+                    let me = self.clone();
+                    let tls = tls.clone();
+                    tokio::spawn(async move { me.connection(tcp, peer, tls).await });
+                }
+            }
+        }
+        sweeper.abort();
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) {
+        let _ = tcp.set_nodelay(true);
+        let mut first = [0u8; 1];
+        let is_tls = matches!(tcp.peek(&mut first).await, Ok(1) if first[0] == 0x16);
+        let me = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let me = me.clone();
+            async move { Ok::<_, std::convert::Infallible>(me.handle(req, peer).await) }
+        });
+        let builder = hyper_util::server::conn::auto::Builder::new(
+            hyper_util::rt::TokioExecutor::new(),
+        );
+        if is_tls {
+            let Some(acceptor) = tls else { return };
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let _ = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        } else if self.gw.cfg.allow_plaintext_loopback && peer.ip().is_loopback() {
+            let _ = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+        } else {
+            use tokio::io::AsyncWriteExt;
+            let body = http_error_body(
+                "permission_denied",
+                "server does not allow insecure connections, client must use SSL/TLS",
+            )
+            .to_string();
+            let mut tcp = tcp;
+            let _ = tcp
+                .write_all(
+                    format!(
+                        "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    }
+
+    /// Drops sessions idle for longer than the limit; their connections go back to the pool,
+    /// which resets them (rolling back an open transaction).
+    fn expire(&self) {
+        let idle = self.idle;
+        lock(&self.sessions).retain(|_, s| match s.try_lock() {
+            Ok(s) => s.last_used.elapsed() <= idle,
+            Err(_) => true,
+        });
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let gzip = req
+            .headers()
+            .get("accept-encoding")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("gzip"));
+        let path = req.uri().path().to_string();
+        if path != EXECUTE && path != CREATE_SESSION {
+            return fail("not_found", &format!("no such method: {path}"), gzip);
+        }
+        if req.method() != hyper::Method::POST {
+            return fail("invalid_argument", "use POST", gzip);
+        }
+        let ip = peer.ip();
+        if self.gw.failure_count(ip) >= FAILURES_BEFORE_BLOCK {
+            return fail(
+                "resource_exhausted",
+                &format!("Host '{ip}' is blocked because of many failed logins; try again later"),
+                gzip,
+            );
+        }
+        let Some(login) = self.authenticate(&req, ip) else {
+            self.gw.record_failure(ip);
+            return fail("unauthenticated", "invalid auth credentials", gzip);
+        };
+        self.gw.platform.password_used(&login.password);
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return if e.is::<http_body_util::LengthLimitError>() {
+                    reply(
+                        413,
+                        &http_error_body(
+                            "resource_exhausted",
+                            &format!("request body larger than {MAX_BODY} bytes"),
+                        ),
+                        gzip,
+                    )
+                } else {
+                    fail("invalid_argument", "could not read the request body", gzip)
+                };
+            }
+        };
+        if path == CREATE_SESSION {
+            let id = self.new_session(&login);
+            let token = self.signer.token(&id, false);
+            let role = match login.password.role {
+                Role::Reader => "reader",
+                Role::Writer => "writer",
+                Role::Readwriter => "readwriter",
+                Role::Admin => "admin",
+            };
+            return reply(
+                200,
+                &serde_json::json!({
+                    "branch": login.branch.name,
+                    "user": { "username": login.password.username, "psid": login.password.id, "role": role },
+                    "session": token,
+                }),
+                gzip,
+            );
+        }
+        let request = match ExecuteRequest::parse(&body) {
+            Ok(r) => r,
+            Err(e) => return fail("invalid_argument", &e.to_string(), gzip),
+        };
+        let claim = match self.signer.claim(request.session.as_ref()) {
+            Ok(c) => c,
+            Err(e) => return fail("invalid_argument", &e.to_string(), gzip),
+        };
+        let started = Instant::now();
+        let (id, session) = match claim {
+            None => {
+                let id = self.new_session(&login);
+                let s = lock(&self.sessions).get(&id).cloned();
+                match s {
+                    Some(s) => (id, s),
+                    None => return fail("internal", "session vanished", gzip),
+                }
+            }
+            Some(c) => {
+                let found = lock(&self.sessions).get(&c.id).cloned();
+                match found {
+                    Some(s) => (c.id, s),
+                    None if c.in_transaction => {
+                        // Expired with a transaction open: it was rolled back. Say so, in-band, so
+                        // the driver's rollback path runs; the session goes on without it.
+                        let s = self.session_with_id(&c.id, &login);
+                        drop(s);
+                        let r = Err(RpcError {
+                            code: "ABORTED",
+                            message: "transaction ended: the session expired and its transaction was rolled back".into(),
+                        });
+                        return reply(
+                            200,
+                            &execute_response(self.signer.token(&c.id, false), r, 0.0),
+                            gzip,
+                        );
+                    }
+                    None => {
+                        let s = self.session_with_id(&c.id, &login);
+                        (c.id, s)
+                    }
+                }
+            }
+        };
+        let mut s = session.lock().await;
+        if s.password_id != login.password.id {
+            return fail("invalid_argument", "invalid session", gzip);
+        }
+        let result = self.run(&mut s, &login, &request.query).await;
+        s.last_used = Instant::now();
+        let token = self.signer.token(&id, s.in_transaction);
+        drop(s);
+        reply(
+            200,
+            &execute_response(token, result, started.elapsed().as_secs_f64()),
+            gzip,
+        )
+    }
+
+    fn authenticate(&self, req: &Request<Incoming>, ip: std::net::IpAddr) -> Option<Login> {
+        let (user, password) = basic_auth(req)?;
+        let candidates = [
+            Some((user.clone(), password.clone())),
+            match (percent_decoded(&user), percent_decoded(&password)) {
+                (None, None) => None,
+                (u, p) => Some((u.unwrap_or(user), p.unwrap_or(password))),
+            },
+        ];
+        for (user, password) in candidates.into_iter().flatten() {
+            let Some(login) = self.gw.platform.login(&user) else {
+                continue;
+            };
+            let hashes = PasswordHashes {
+                native: login
+                    .password
+                    .native_hash
+                    .as_slice()
+                    .try_into()
+                    .unwrap_or([0; 20]),
+                sha2: login
+                    .password
+                    .sha2_hash
+                    .as_slice()
+                    .try_into()
+                    .unwrap_or([0; 32]),
+            };
+            if !hashes.verify_plaintext(&password) {
+                continue;
+            }
+            let allowed = login.password.cidrs.is_empty()
+                || login.password.cidrs.iter().any(|c| {
+                    strata_model::cidr::Cidr::parse(c)
+                        .map(|c| c.contains(ip))
+                        .unwrap_or(false)
+                });
+            return allowed.then_some(login);
+        }
+        None
+    }
+
+    fn new_session(&self, login: &Login) -> String {
+        let id = format!(
+            "{}{}",
+            strata_model::ids::public_id(),
+            strata_model::ids::public_id()
+        );
+        self.session_with_id(&id, login);
+        id
+    }
+
+    fn session_with_id(&self, id: &str, login: &Login) -> SessionRef {
+        let s = Arc::new(tokio::sync::Mutex::new(HttpSession {
+            password_id: login.password.id.clone(),
+            conn: None,
+            in_transaction: false,
+            pinned: false,
+            olap: false,
+            last_used: Instant::now(),
+        }));
+        lock(&self.sessions).insert(id.to_string(), s.clone());
+        s
+    }
+
+    /// The pool of backend connections for the login's branch and role.
+    fn pool(&self, login: &Login) -> Result<mysql_async::Pool, RpcError> {
+        let unavailable = |detail: String| RpcError {
+            code: "UNAVAILABLE",
+            message: format!("branch is not available right now, retry shortly: {detail}"),
+        };
+        let inst = self
+            .gw
+            .platform
+            .instance(&login.branch.id)
+            .ok_or_else(|| unavailable("the branch has no running instance".into()))?;
+        let st = inst.status();
+        if st.state != strata_engine::InstanceState::Running {
+            return Err(unavailable(
+                format!("its instance is {:?}", st.state).to_lowercase(),
+            ));
+        }
+        let role = login.password.role;
+        let key = (login.branch.id.clone(), role, st.port);
+        let mut pools = lock(&self.pools);
+        if let Some(p) = pools.get(&key) {
+            return Ok(p.clone());
+        }
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(st.port)
+            .user(Some(role.internal_user()))
+            .pass(Some(inst.credentials().password(role).to_string()))
+            .db_name(Some(login.database.name.clone()))
+            .prefer_socket(false)
+            .client_found_rows(true)
+            .init(vec!["SET NAMES utf8mb4"])
+            .pool_opts(
+                mysql_async::PoolOpts::default()
+                    .with_constraints(
+                        mysql_async::PoolConstraints::new(0, self.gw.cfg.pool_size.max(1))
+                            .unwrap_or_default(),
+                    )
+                    .with_reset_connection(true),
+            );
+        let pool = mysql_async::Pool::new(opts);
+        pools.insert(key, pool.clone());
+        Ok(pool)
+    }
+
+    async fn run(
+        &self,
+        s: &mut HttpSession,
+        login: &Login,
+        sql: &str,
+    ) -> Result<QueryResult, RpcError> {
+        let a = strata_sqlscan::analyze(sql);
+        if a.has_ddl() && self.gw.platform.safe_migrations(&login.branch.id) {
+            return Err(RpcError::mysql(1105, "HY000", "direct DDL is disabled"));
+        }
+        if a.statements.iter().filter(|s| !s.keyword.is_empty()).count() > 1 {
+            return Err(RpcError::mysql(
+                1064,
+                "42000",
+                "You have an error in your SQL syntax: send one statement per call",
+            ));
+        }
+        if planetscale_noop(sql) {
+            return Ok(QueryResult::default());
+        }
+        if let Some(w) = &a.set_workload {
+            s.olap = w == "olap";
+            return Ok(QueryResult::default());
+        }
+        let mut conn = match s.conn.take() {
+            Some(c) => c,
+            None => self
+                .pool(login)?
+                .get_conn()
+                .await
+                .map_err(backend_error)?,
+        };
+        let result = self.query(&mut conn, login, sql, s.olap).await;
+        let lost = matches!(&result, Err((_, true)));
+        if a.is(&["BEGIN"]) || (a.is(&["START"]) && sql.to_ascii_uppercase().contains("TRANSACTION")) {
+            s.in_transaction = result.is_ok();
+        } else if a.is(&["COMMIT", "ROLLBACK"]) {
+            s.in_transaction = false;
+        }
+        let creates_temporary = a.is(&["CREATE"]) && !a.has_ddl();
+        if a.pins_session.is_some()
+            || creates_temporary
+            || a.is(&["SET", "USE", "LOCK", "PREPARE", "HANDLER", "XA"])
+        {
+            s.pinned = true;
+        }
+        if lost {
+            // The connection is gone, and with it any transaction and session state.
+            s.in_transaction = false;
+            s.pinned = false;
+        } else if s.in_transaction || s.pinned {
+            s.conn = Some(conn);
+        }
+        result.map_err(|(e, _)| e)
+    }
+
+    /// Runs one statement; on failure also says whether the connection was lost.
+    async fn query(
+        &self,
+        conn: &mut mysql_async::Conn,
+        login: &Login,
+        sql: &str,
+        olap: bool,
+    ) -> Result<QueryResult, (RpcError, bool)> {
+        let limits = &self.gw.cfg.limits;
+        let lost = |e: mysql_async::Error| {
+            let gone = !matches!(e, mysql_async::Error::Server(_));
+            (backend_error(e), gone)
+        };
+        let mut r = conn.query_iter(sql).await.map_err(lost)?;
+        let columns = r.columns();
+        let Some(columns) = columns.filter(|c| !c.is_empty()) else {
+            let out = QueryResult::ok(r.affected_rows(), r.last_insert_id().unwrap_or(0));
+            r.drop_result().await.map_err(lost)?;
+            return Ok(out);
+        };
+        let mut rows = Vec::new();
+        let mut bytes = 0u64;
+        let mut exceeded = None;
+        while let Some(row) = r.next().await.map_err(lost)? {
+            if exceeded.is_some() {
+                continue;
+            }
+            let values = row.unwrap();
+            let raw: Vec<Option<&[u8]>> = values
+                .iter()
+                .map(|v| match v {
+                    mysql_async::Value::Bytes(b) => Some(b.as_slice()),
+                    _ => None,
+                })
+                .collect();
+            bytes += raw.iter().flatten().map(|v| v.len() as u64).sum::<u64>();
+            if !olap && rows.len() as u64 >= limits.max_rows {
+                exceeded = Some(RpcError::mysql(
+                    1105,
+                    "HY000",
+                    &format!("Row count exceeded {}", limits.max_rows),
+                ));
+                continue;
+            }
+            if !olap && bytes > limits.max_result_bytes {
+                exceeded = Some(RpcError::mysql(
+                    1105,
+                    "HY000",
+                    &format!(
+                        "resource_exhausted: result set larger than max ({bytes} vs. {})",
+                        limits.max_result_bytes
+                    ),
+                ));
+                continue;
+            }
+            rows.push(Row::encode(&raw));
+        }
+        r.drop_result().await.map_err(lost)?;
+        if let Some(e) = exceeded {
+            return Err((e, false));
+        }
+        let mut fields = Vec::with_capacity(columns.len());
+        for c in columns.iter() {
+            let wire = c.column_type() as u8;
+            let flags = c.flags().bits();
+            let charset = c.character_set();
+            let org_table = c.org_table_str().to_string();
+            let org_name = c.org_name_str().to_string();
+            let schema = c.schema_str().to_string();
+            let json = wire == 252
+                && charset != BINARY_CHARSET
+                && !org_table.is_empty()
+                && self
+                    .json_columns(login, &schema, &org_table)
+                    .await
+                    .contains(&org_name);
+            fields.push(Field {
+                name: c.name_str().to_string(),
+                kind: vitess_type(wire, flags, json, org_table.is_empty()),
+                table: c.table_str().to_string(),
+                org_table,
+                database: schema,
+                org_name,
+                column_length: u64::from(c.column_length()),
+                charset: u64::from(charset),
+                decimals: u64::from(c.decimals()),
+                flags: u64::from(flags),
+            });
+        }
+        Ok(QueryResult {
+            fields,
+            rows,
+            ..Default::default()
+        })
+    }
+
+    /// The JSON columns of a table: MariaDB keeps JSON as LONGTEXT with a `json_valid` check, and
+    /// the driver parses a column only when it is typed JSON, as PlanetScale (MySQL 8) types it.
+    async fn json_columns(&self, login: &Login, schema: &str, table: &str) -> HashSet<String> {
+        let key = (login.branch.id.clone(), schema.to_string(), table.to_string());
+        if let Some((at, cols)) = lock(&self.json_columns).get(&key) {
+            if at.elapsed() < JSON_COLUMNS_TTL {
+                return cols.clone();
+            }
+        }
+        let mut cols = HashSet::new();
+        if let Ok(pool) = self.pool(login) {
+            if let Ok(mut c) = pool.get_conn().await {
+                let checks: Vec<String> = c
+                    .exec(
+                        "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?",
+                        (schema, table),
+                    )
+                    .await
+                    .unwrap_or_default();
+                for clause in checks {
+                    let mut rest = clause.as_str();
+                    while let Some(i) = rest.find("json_valid(`") {
+                        rest = &rest[i + 12..];
+                        if let Some(end) = rest.find('`') {
+                            cols.insert(rest[..end].to_string());
+                        }
+                    }
+                }
+            }
+        }
+        lock(&self.json_columns).insert(key, (Instant::now(), cols.clone()));
+        cols
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decoded("plain"), None);
+        assert_eq!(percent_decoded("us%40er").as_deref(), Some("us@er"));
+        assert_eq!(percent_decoded("p%3Aw%25").as_deref(), Some("p:w%"));
+        assert_eq!(percent_decoded("bad%zz"), None);
+        assert_eq!(percent_decoded("cut%4"), None);
+    }
+
+    #[test]
+    fn planetscale_statements_answered_here() {
+        assert!(planetscale_noop("SET @@boost_cached_queries = true;"));
+        assert!(planetscale_noop("use @primary"));
+        assert!(!planetscale_noop("use shop"));
+    }
+}
