@@ -47,6 +47,8 @@ struct HttpSession {
 }
 
 type SessionRef = Arc<tokio::sync::Mutex<HttpSession>>;
+/// (branch, schema, table) → when read, and the table's JSON columns.
+type JsonColumns = HashMap<(String, String, String), (Instant, HashSet<String>)>;
 
 pub struct HttpSql {
     gw: Arc<Gateway>,
@@ -54,7 +56,7 @@ pub struct HttpSql {
     idle: Duration,
     sessions: Mutex<HashMap<String, SessionRef>>,
     pools: Mutex<HashMap<(String, Role, u16), mysql_async::Pool>>,
-    json_columns: Mutex<HashMap<(String, String, String), (Instant, HashSet<String>)>>,
+    json_columns: Mutex<JsonColumns>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -206,9 +208,8 @@ impl HttpSql {
             let me = me.clone();
             async move { Ok::<_, std::convert::Infallible>(me.handle(req, peer).await) }
         });
-        let builder = hyper_util::server::conn::auto::Builder::new(
-            hyper_util::rt::TokioExecutor::new(),
-        );
+        let builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
         if is_tls {
             let Some(acceptor) = tls else { return };
             let Ok(stream) = acceptor.accept(tcp).await else {
@@ -491,7 +492,12 @@ impl HttpSql {
         if a.has_ddl() && self.gw.platform.safe_migrations(&login.branch.id) {
             return Err(RpcError::mysql(1105, "HY000", "direct DDL is disabled"));
         }
-        if a.statements.iter().filter(|s| !s.keyword.is_empty()).count() > 1 {
+        if a.statements
+            .iter()
+            .filter(|s| !s.keyword.is_empty())
+            .count()
+            > 1
+        {
             return Err(RpcError::mysql(
                 1064,
                 "42000",
@@ -507,15 +513,13 @@ impl HttpSql {
         }
         let mut conn = match s.conn.take() {
             Some(c) => c,
-            None => self
-                .pool(login)?
-                .get_conn()
-                .await
-                .map_err(backend_error)?,
+            None => self.pool(login)?.get_conn().await.map_err(backend_error)?,
         };
         let result = self.query(&mut conn, login, sql, s.olap).await;
         let lost = matches!(&result, Err((_, true)));
-        if a.is(&["BEGIN"]) || (a.is(&["START"]) && sql.to_ascii_uppercase().contains("TRANSACTION")) {
+        if a.is(&["BEGIN"])
+            || (a.is(&["START"]) && sql.to_ascii_uppercase().contains("TRANSACTION"))
+        {
             s.in_transaction = result.is_ok();
         } else if a.is(&["COMMIT", "ROLLBACK"]) {
             s.in_transaction = false;
@@ -613,9 +617,18 @@ impl HttpSql {
                     .json_columns(login, &schema, &org_table)
                     .await
                     .contains(&org_name);
+            // MariaDB types an integer literal INT, with its digits as length; MySQL 8 (so
+            // PlanetScale) says BIGINT. An INT column read through an expression keeps its display
+            // width (11, or 10 unsigned), and stays INT.
+            let width = if flags & strata_httpsql::flags::UNSIGNED != 0 {
+                10
+            } else {
+                11
+            };
+            let literal = wire == 3 && org_table.is_empty() && c.column_length() < width;
             fields.push(Field {
                 name: c.name_str().to_string(),
-                kind: vitess_type(wire, flags, json, org_table.is_empty()),
+                kind: vitess_type(wire, flags, json, literal),
                 table: c.table_str().to_string(),
                 org_table,
                 database: schema,
@@ -636,7 +649,11 @@ impl HttpSql {
     /// The JSON columns of a table: MariaDB keeps JSON as LONGTEXT with a `json_valid` check, and
     /// the driver parses a column only when it is typed JSON, as PlanetScale (MySQL 8) types it.
     async fn json_columns(&self, login: &Login, schema: &str, table: &str) -> HashSet<String> {
-        let key = (login.branch.id.clone(), schema.to_string(), table.to_string());
+        let key = (
+            login.branch.id.clone(),
+            schema.to_string(),
+            table.to_string(),
+        );
         if let Some((at, cols)) = lock(&self.json_columns).get(&key) {
             if at.elapsed() < JSON_COLUMNS_TTL {
                 return cols.clone();

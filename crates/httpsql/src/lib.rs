@@ -60,9 +60,9 @@ pub mod flags {
 pub const BINARY_CHARSET: u16 = 63;
 
 /// The Vitess type name of a column, from its wire type, flags, whether it holds JSON (MariaDB
-/// stores JSON as LONGTEXT; the caller knows from the schema) and whether it is computed (no
-/// source table: an integer expression is INT64 on PlanetScale, where MariaDB says INT). `None`
-/// for the NULL type, which the protocol leaves out.
+/// stores JSON as LONGTEXT; the caller knows from the schema) and whether it is an integer literal
+/// (INT64 on PlanetScale, where MariaDB says INT; the caller tells from the column). `None` for the
+/// NULL type, which the protocol leaves out.
 pub fn vitess_type(wire: u8, flags: u16, json: bool, computed: bool) -> Option<&'static str> {
     let unsigned = flags & self::flags::UNSIGNED != 0;
     let binary = flags & self::flags::BINARY != 0;

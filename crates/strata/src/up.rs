@@ -171,15 +171,15 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }));
     // Session tokens are signed with a key kept in the data directory, so they survive a restart.
     let session_key = http_session_key(&data_dir.join("tls").join("http-session.key"))?;
-    let http = strata_gateway::http::HttpSql::new(gateway.clone(), &session_key, args.http_session_idle);
+    let http =
+        strata_gateway::http::HttpSql::new(gateway.clone(), &session_key, args.http_session_idle);
     let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(http.serve(
-        http_listener,
-        Some(tls.server_config.clone()),
-        async move {
-            let _ = http_stop.wait_for(|v| *v).await;
-        },
-    ));
+    let http_task =
+        tokio::spawn(
+            http.serve(http_listener, Some(tls.server_config.clone()), async move {
+                let _ = http_stop.wait_for(|v| *v).await;
+            }),
+        );
 
     println!("Strata is up.");
     println!("  API:         {api_url}  (OpenAPI: {api_url}/v1/openapi.json)");
@@ -230,7 +230,8 @@ fn http_session_key(path: &Path) -> Result<Vec<u8>> {
         }
     }
     let mut k = vec![0u8; 32];
-    getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no randomness for the session key: {e}"))?;
+    getrandom::fill(&mut k)
+        .map_err(|e| anyhow::anyhow!("no randomness for the session key: {e}"))?;
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
