@@ -57,7 +57,22 @@ pub struct HttpSql {
     sessions: Mutex<HashMap<String, SessionRef>>,
     pools: Mutex<HashMap<(String, Role, u16), mysql_async::Pool>>,
     json_columns: Mutex<JsonColumns>,
+    /// Recent logins: username → (when checked, SHA-256 of the password that passed, the login, when
+    /// its use was last recorded). Serverless clients authenticate every call; this spares the
+    /// catalog lookups for a second.
+    logins: Mutex<HashMap<String, CachedLogin>>,
 }
+
+struct CachedLogin {
+    at: Instant,
+    secret: [u8; 32],
+    login: Login,
+    used: Instant,
+}
+
+/// How long a checked login is trusted without asking the catalog again (a deleted or expired
+/// password stops working within this).
+const LOGIN_TTL: Duration = Duration::from_secs(1);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -134,6 +149,16 @@ fn backend_error(e: mysql_async::Error) -> RpcError {
     }
 }
 
+/// Whether the password may be used from `ip` (its CIDR list, when it has one).
+fn allowed_from(login: &Login, ip: std::net::IpAddr) -> bool {
+    login.password.cidrs.is_empty()
+        || login.password.cidrs.iter().any(|c| {
+            strata_model::cidr::Cidr::parse(c)
+                .map(|c| c.contains(ip))
+                .unwrap_or(false)
+        })
+}
+
 /// Statements PlanetScale's edge answers itself; apps send them to any PlanetScale endpoint.
 fn planetscale_noop(sql: &str) -> bool {
     let s = sql.trim().trim_end_matches(';').trim().to_ascii_lowercase();
@@ -149,6 +174,7 @@ impl HttpSql {
             sessions: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
             json_columns: Mutex::new(HashMap::new()),
+            logins: Mutex::new(HashMap::new()),
         })
     }
 
@@ -242,14 +268,25 @@ impl HttpSql {
         }
     }
 
-    /// Drops sessions idle for longer than the limit; their connections go back to the pool,
-    /// which resets them (rolling back an open transaction).
+    /// Drops sessions idle for longer than the limit. A connection they held is reset (rolling
+    /// back an open transaction, clearing session state) before it goes back to the pool.
     fn expire(&self) {
         let idle = self.idle;
+        let mut held = Vec::new();
         lock(&self.sessions).retain(|_, s| match s.try_lock() {
-            Ok(s) => s.last_used.elapsed() <= idle,
-            Err(_) => true,
+            Ok(mut s) if s.last_used.elapsed() > idle => {
+                held.extend(s.conn.take());
+                false
+            }
+            _ => true,
         });
+        for mut conn in held {
+            tokio::spawn(async move {
+                if conn.reset().await.is_err() {
+                    let _ = conn.disconnect().await;
+                }
+            });
+        }
     }
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
@@ -277,7 +314,6 @@ impl HttpSql {
             self.gw.record_failure(ip);
             return fail("unauthenticated", "invalid auth credentials", gzip);
         };
-        self.gw.platform.password_used(&login.password);
         let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
@@ -365,7 +401,19 @@ impl HttpSql {
         let result = self.run(&mut s, &login, &request.query).await;
         s.last_used = Instant::now();
         let token = self.signer.token(&id, s.in_transaction);
+        // A session that holds nothing is not kept: its token stays valid, and a later call with it
+        // simply starts afresh (which is all `Client.execute`, a new session per call, needs).
+        let empty = s.conn.is_none() && !s.in_transaction && !s.pinned && !s.olap;
         drop(s);
+        if empty {
+            let mut sessions = lock(&self.sessions);
+            if sessions
+                .get(&id)
+                .is_some_and(|x| Arc::strong_count(x) <= 2 && x.try_lock().is_ok())
+            {
+                sessions.remove(&id);
+            }
+        }
         reply(
             200,
             &execute_response(token, result, started.elapsed().as_secs_f64()),
@@ -374,7 +422,41 @@ impl HttpSql {
     }
 
     fn authenticate(&self, req: &Request<Incoming>, ip: std::net::IpAddr) -> Option<Login> {
+        use sha2::Digest;
         let (user, password) = basic_auth(req)?;
+        let secret: [u8; 32] = sha2::Sha256::digest(password.as_bytes()).into();
+        {
+            let mut cache = lock(&self.logins);
+            if let Some(c) = cache.get_mut(&user) {
+                if c.at.elapsed() < LOGIN_TTL && c.secret == secret && allowed_from(&c.login, ip) {
+                    if c.used.elapsed() > Duration::from_secs(60) {
+                        c.used = Instant::now();
+                        self.gw.platform.password_used(&c.login.password);
+                    }
+                    return Some(c.login.clone());
+                }
+            }
+        }
+        let login = self.authenticate_slow(&user, &password, ip)?;
+        self.gw.platform.password_used(&login.password);
+        let mut cache = lock(&self.logins);
+        if cache.len() > 10_000 {
+            cache.retain(|_, c| c.at.elapsed() < LOGIN_TTL);
+        }
+        cache.insert(
+            user,
+            CachedLogin {
+                at: Instant::now(),
+                secret,
+                login: login.clone(),
+                used: Instant::now(),
+            },
+        );
+        Some(login)
+    }
+
+    fn authenticate_slow(&self, user: &str, password: &str, ip: std::net::IpAddr) -> Option<Login> {
+        let (user, password) = (user.to_string(), password.to_string());
         let candidates = [
             Some((user.clone(), password.clone())),
             match (percent_decoded(&user), percent_decoded(&password)) {
@@ -403,13 +485,7 @@ impl HttpSql {
             if !hashes.verify_plaintext(&password) {
                 continue;
             }
-            let allowed = login.password.cidrs.is_empty()
-                || login.password.cidrs.iter().any(|c| {
-                    strata_model::cidr::Cidr::parse(c)
-                        .map(|c| c.contains(ip))
-                        .unwrap_or(false)
-                });
-            return allowed.then_some(login);
+            return allowed_from(&login, ip).then_some(login);
         }
         None
     }
@@ -475,7 +551,10 @@ impl HttpSql {
                         mysql_async::PoolConstraints::new(0, self.gw.cfg.pool_size.max(1))
                             .unwrap_or_default(),
                     )
-                    .with_reset_connection(true),
+                    // Only connections without session state go back (see `run`): no reset.
+                    .with_reset_connection(false)
+                    // Idle connections stay for a minute (with no TTL the pool keeps only `min`).
+                    .with_inactive_connection_ttl(Duration::from_secs(60)),
             );
         let pool = mysql_async::Pool::new(opts);
         pools.insert(key, pool.clone());
