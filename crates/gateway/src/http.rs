@@ -16,7 +16,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -38,7 +37,7 @@ const JSON_COLUMNS_TTL: Duration = Duration::from_secs(5);
 
 struct HttpSession {
     password_id: String,
-    conn: Option<mysql_async::Conn>,
+    conn: Option<Leased>,
     in_transaction: bool,
     /// Session state lives on the connection (SET, temporary tables, locks, …): keep it.
     pinned: bool,
@@ -55,12 +54,30 @@ pub struct HttpSql {
     signer: SessionSigner,
     idle: Duration,
     sessions: Mutex<HashMap<String, SessionRef>>,
-    pools: Mutex<HashMap<(String, Role, u16), mysql_async::Pool>>,
+    /// Idle backend connections without session state, per (branch, role, instance port).
+    pools: Mutex<HashMap<BackendKey, Backends>>,
     json_columns: Mutex<JsonColumns>,
     /// Recent logins: username → (when checked, SHA-256 of the password that passed, the login, when
     /// its use was last recorded). Serverless clients authenticate every call; this spares the
     /// catalog lookups for a second.
     logins: Mutex<HashMap<String, CachedLogin>>,
+    id_prefix: String,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+type BackendKey = (String, Role, u16);
+
+struct Backends {
+    opts: mysql_async::Opts,
+    idle: Vec<mysql_async::Conn>,
+}
+
+/// A backend connection and the pool it goes back to.
+struct Leased {
+    key: BackendKey,
+    conn: mysql_async::Conn,
+    /// Taken from the idle list (it may have gone stale while idle).
+    reused: bool,
 }
 
 struct CachedLogin {
@@ -78,7 +95,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn reply(status: u16, body: &Value, gzip: bool) -> Response<Full<Bytes>> {
+fn reply(status: u16, body: &impl serde::Serialize, gzip: bool) -> Response<Full<Bytes>> {
     let mut bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut builder = Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
@@ -175,6 +192,8 @@ impl HttpSql {
             pools: Mutex::new(HashMap::new()),
             json_columns: Mutex::new(HashMap::new()),
             logins: Mutex::new(HashMap::new()),
+            id_prefix: strata_model::ids::public_id(),
+            next_id: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -268,8 +287,7 @@ impl HttpSql {
         }
     }
 
-    /// Drops sessions idle for longer than the limit. A connection they held is reset (rolling
-    /// back an open transaction, clearing session state) before it goes back to the pool.
+    /// Drops sessions idle for longer than the limit, closing the connection they held.
     fn expire(&self) {
         let idle = self.idle;
         let mut held = Vec::new();
@@ -280,11 +298,10 @@ impl HttpSql {
             }
             _ => true,
         });
-        for mut conn in held {
+        for l in held {
+            // Closing it ends its transaction (rolled back) and its session state.
             tokio::spawn(async move {
-                if conn.reset().await.is_err() {
-                    let _ = conn.disconnect().await;
-                }
+                let _ = l.conn.disconnect().await;
             });
         }
     }
@@ -360,14 +377,8 @@ impl HttpSql {
         };
         let started = Instant::now();
         let (id, session) = match claim {
-            None => {
-                let id = self.new_session(&login);
-                let s = lock(&self.sessions).get(&id).cloned();
-                match s {
-                    Some(s) => (id, s),
-                    None => return fail("internal", "session vanished", gzip),
-                }
-            }
+            // A new session is registered only if it ends up holding something (below).
+            None => (self.new_id(), Self::fresh(&login)),
             Some(c) => {
                 let found = lock(&self.sessions).get(&c.id).cloned();
                 match found {
@@ -405,7 +416,11 @@ impl HttpSql {
         // simply starts afresh (which is all `Client.execute`, a new session per call, needs).
         let empty = s.conn.is_none() && !s.in_transaction && !s.pinned && !s.olap;
         drop(s);
-        if empty {
+        if !empty {
+            lock(&self.sessions)
+                .entry(id.clone())
+                .or_insert_with(|| session.clone());
+        } else {
             let mut sessions = lock(&self.sessions);
             if sessions
                 .get(&id)
@@ -491,13 +506,29 @@ impl HttpSql {
     }
 
     fn new_session(&self, login: &Login) -> String {
-        let id = format!(
-            "{}{}",
-            strata_model::ids::public_id(),
-            strata_model::ids::public_id()
-        );
+        let id = self.new_id();
         self.session_with_id(&id, login);
         id
+    }
+
+    /// A session id: this process's random prefix and a counter (ids need not be secret: tokens
+    /// are signed; the prefix keeps ids of an earlier run from meeting this one's).
+    fn new_id(&self) -> String {
+        let n = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}{n:x}", self.id_prefix)
+    }
+
+    fn fresh(login: &Login) -> SessionRef {
+        Arc::new(tokio::sync::Mutex::new(HttpSession {
+            password_id: login.password.id.clone(),
+            conn: None,
+            in_transaction: false,
+            pinned: false,
+            olap: false,
+            last_used: Instant::now(),
+        }))
     }
 
     fn session_with_id(&self, id: &str, login: &Login) -> SessionRef {
@@ -513,8 +544,8 @@ impl HttpSql {
         s
     }
 
-    /// The pool of backend connections for the login's branch and role.
-    fn pool(&self, login: &Login) -> Result<mysql_async::Pool, RpcError> {
+    /// A backend connection for the login's branch and role: an idle one, or a new one.
+    async fn lease(&self, login: &Login) -> Result<Leased, RpcError> {
         let unavailable = |detail: String| RpcError {
             code: "UNAVAILABLE",
             message: format!("branch is not available right now, retry shortly: {detail}"),
@@ -532,33 +563,50 @@ impl HttpSql {
         }
         let role = login.password.role;
         let key = (login.branch.id.clone(), role, st.port);
-        let mut pools = lock(&self.pools);
-        if let Some(p) = pools.get(&key) {
-            return Ok(p.clone());
+        let (opts, idle) = {
+            let mut pools = lock(&self.pools);
+            let b = pools.entry(key.clone()).or_insert_with(|| Backends {
+                opts: mysql_async::OptsBuilder::default()
+                    .ip_or_hostname("127.0.0.1")
+                    .tcp_port(st.port)
+                    .user(Some(role.internal_user()))
+                    .pass(Some(inst.credentials().password(role).to_string()))
+                    .db_name(Some(login.database.name.clone()))
+                    .prefer_socket(false)
+                    .client_found_rows(true)
+                    .init(vec!["SET NAMES utf8mb4"])
+                    .into(),
+                idle: Vec::new(),
+            });
+            (b.opts.clone(), b.idle.pop())
+        };
+        match idle {
+            Some(conn) => Ok(Leased {
+                key,
+                conn,
+                reused: true,
+            }),
+            None => Ok(Leased {
+                key,
+                conn: mysql_async::Conn::new(opts).await.map_err(backend_error)?,
+                reused: false,
+            }),
         }
-        let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(st.port)
-            .user(Some(role.internal_user()))
-            .pass(Some(inst.credentials().password(role).to_string()))
-            .db_name(Some(login.database.name.clone()))
-            .prefer_socket(false)
-            .client_found_rows(true)
-            .init(vec!["SET NAMES utf8mb4"])
-            .pool_opts(
-                mysql_async::PoolOpts::default()
-                    .with_constraints(
-                        mysql_async::PoolConstraints::new(0, self.gw.cfg.pool_size.max(1))
-                            .unwrap_or_default(),
-                    )
-                    // Only connections without session state go back (see `run`): no reset.
-                    .with_reset_connection(false)
-                    // Idle connections stay for a minute (with no TTL the pool keeps only `min`).
-                    .with_inactive_connection_ttl(Duration::from_secs(60)),
-            );
-        let pool = mysql_async::Pool::new(opts);
-        pools.insert(key, pool.clone());
-        Ok(pool)
+    }
+
+    /// Puts a connection without session state back (or closes it when enough are idle).
+    fn release(&self, l: Leased) {
+        let mut pools = lock(&self.pools);
+        if let Some(b) = pools.get_mut(&l.key) {
+            if b.idle.len() < self.gw.cfg.pool_size.max(1) {
+                b.idle.push(l.conn);
+                return;
+            }
+        }
+        drop(pools);
+        tokio::spawn(async move {
+            let _ = l.conn.disconnect().await;
+        });
     }
 
     async fn run(
@@ -590,11 +638,17 @@ impl HttpSql {
             s.olap = w == "olap";
             return Ok(QueryResult::default());
         }
-        let mut conn = match s.conn.take() {
+        let mut leased = match s.conn.take() {
             Some(c) => c,
-            None => self.pool(login)?.get_conn().await.map_err(backend_error)?,
+            None => self.lease(login).await?,
         };
-        let result = self.query(&mut conn, login, sql, s.olap).await;
+        let mut result = self.query(&mut leased.conn, login, sql, s.olap).await;
+        if matches!(&result, Err((_, true))) && leased.reused && !s.in_transaction && !s.pinned {
+            // An idle connection that went stale (the instance restarted): once more, on a new one.
+            leased = self.lease(login).await?;
+            leased.reused = false;
+            result = self.query(&mut leased.conn, login, sql, s.olap).await;
+        }
         let lost = matches!(&result, Err((_, true)));
         if a.is(&["BEGIN"])
             || (a.is(&["START"]) && sql.to_ascii_uppercase().contains("TRANSACTION"))
@@ -615,7 +669,10 @@ impl HttpSql {
             s.in_transaction = false;
             s.pinned = false;
         } else if s.in_transaction || s.pinned {
-            s.conn = Some(conn);
+            leased.reused = false;
+            s.conn = Some(leased);
+        } else {
+            self.release(leased);
         }
         result.map_err(|(e, _)| e)
     }
@@ -739,8 +796,9 @@ impl HttpSql {
             }
         }
         let mut cols = HashSet::new();
-        if let Ok(pool) = self.pool(login) {
-            if let Ok(mut c) = pool.get_conn().await {
+        if let Ok(mut leased) = self.lease(login).await {
+            {
+                let c = &mut leased.conn;
                 let checks: Vec<String> = c
                     .exec(
                         "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?",
@@ -758,6 +816,7 @@ impl HttpSql {
                     }
                 }
             }
+            self.release(leased);
         }
         lock(&self.json_columns).insert(key, (Instant::now(), cols.clone()));
         cols

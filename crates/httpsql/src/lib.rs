@@ -138,11 +138,23 @@ pub struct Field {
     pub flags: u64,
 }
 
-/// A row: each value's byte length (`-1` for NULL) and the values' bytes, concatenated, in base64.
+/// A row: each value's byte length (`-1` for NULL; sent as strings, protobuf's JSON form of sint64)
+/// and the values' bytes, concatenated, in base64.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
-    pub lengths: Vec<String>,
+    #[serde(serialize_with = "as_strings")]
+    pub lengths: Vec<i64>,
     pub values: String,
+}
+
+fn as_strings<S: serde::Serializer>(v: &[i64], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    let mut buf = itoa::Buffer::new();
+    for n in v {
+        seq.serialize_element(buf.format(*n))?;
+    }
+    seq.end()
 }
 
 impl Row {
@@ -153,9 +165,9 @@ impl Row {
             .map(|v| match v {
                 Some(v) => {
                     bytes.extend_from_slice(v);
-                    v.len().to_string()
+                    v.len() as i64
                 }
-                None => "-1".to_string(),
+                None => -1,
             })
             .collect();
         Row {
@@ -257,6 +269,40 @@ pub fn http_status(connect_code: &str) -> u16 {
 
 type HmacSha256 = Hmac<sha2::Sha256>;
 
+/// The session value (`psdb.v1alpha1.Session`), with real state kept by the server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionToken {
+    pub signature: String,
+    #[serde(rename = "vitessSession")]
+    pub vitess_session: VitessSession,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VitessSession {
+    #[serde(rename = "inTransaction", skip_serializing_if = "is_false")]
+    pub in_transaction: bool,
+    pub autocommit: bool,
+    pub options: SessionOptions,
+    #[serde(rename = "DDLStrategy")]
+    pub ddl_strategy: &'static str,
+    #[serde(rename = "SessionUUID")]
+    pub session_uuid: String,
+    #[serde(rename = "enableSystemSettings")]
+    pub enable_system_settings: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionOptions {
+    #[serde(rename = "includedFields")]
+    pub included_fields: &'static str,
+    #[serde(rename = "clientFoundRows")]
+    pub client_found_rows: bool,
+}
+
 /// What a session token says, once its signature is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionClaim {
@@ -283,18 +329,21 @@ impl SessionSigner {
     }
 
     /// The session value sent back with every response, in PlanetScale's shape.
-    pub fn token(&self, id: &str, in_transaction: bool) -> Value {
-        let mut vitess = serde_json::json!({
-            "autocommit": true,
-            "options": { "includedFields": "ALL", "clientFoundRows": true },
-            "DDLStrategy": "direct",
-            "SessionUUID": id,
-            "enableSystemSettings": true,
-        });
-        if in_transaction {
-            vitess["inTransaction"] = Value::Bool(true);
+    pub fn token(&self, id: &str, in_transaction: bool) -> SessionToken {
+        SessionToken {
+            signature: B64.encode(self.mac(id)),
+            vitess_session: VitessSession {
+                in_transaction,
+                autocommit: true,
+                options: SessionOptions {
+                    included_fields: "ALL",
+                    client_found_rows: true,
+                },
+                ddl_strategy: "direct",
+                session_uuid: id.to_string(),
+                enable_system_settings: true,
+            },
         }
-        serde_json::json!({ "signature": B64.encode(self.mac(id)), "vitessSession": vitess })
     }
 
     /// Reads a session value a client sent back: `Ok(None)` for a new session (`null`, absent),
@@ -322,18 +371,32 @@ impl SessionSigner {
     }
 }
 
-/// `ExecuteResponse`.
+/// `ExecuteResponse`: `result` or `error`, the session, the server-side time in seconds.
+#[derive(Debug, Serialize)]
+pub struct ExecuteResponse {
+    pub session: SessionToken,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<QueryResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+    pub timing: f64,
+}
+
 pub fn execute_response(
-    session: Value,
+    session: SessionToken,
     result: Result<QueryResult, RpcError>,
     seconds: f64,
-) -> Value {
-    let mut v = serde_json::json!({ "session": session, "timing": seconds });
-    match result {
-        Ok(r) => v["result"] = serde_json::to_value(r).unwrap_or(Value::Null),
-        Err(e) => v["error"] = serde_json::to_value(e).unwrap_or(Value::Null),
+) -> ExecuteResponse {
+    let (result, error) = match result {
+        Ok(r) => (Some(r), None),
+        Err(e) => (None, Some(e)),
+    };
+    ExecuteResponse {
+        session,
+        result,
+        error,
+        timing: seconds,
     }
-    v
 }
 
 #[cfg(test)]
@@ -396,12 +459,16 @@ mod tests {
             Some(b""),
             Some(&[1, 2, 255]),
         ]);
-        assert_eq!(r.lengths, ["1", "4", "-1", "0", "3"]);
+        assert_eq!(r.lengths, [1, 4, -1, 0, 3]);
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["lengths"],
+            serde_json::json!(["1", "4", "-1", "0", "3"])
+        );
         assert_eq!(B64.decode(&r.values).unwrap(), b"7Zo\xc3\xab\x01\x02\xff");
         let empty = Row::encode(&[None, Some(b"")]);
         assert_eq!(
             (empty.lengths.clone(), empty.values.as_str()),
-            (vec!["-1".to_string(), "0".to_string()], "")
+            (vec![-1, 0], "")
         );
     }
 
@@ -463,8 +530,12 @@ mod tests {
         let s = SessionSigner::new(b"key");
         assert_eq!(s.claim(None).unwrap(), None);
         assert_eq!(s.claim(Some(&Value::Null)).unwrap(), None);
-        let t = s.token("abc", true);
+        let t = serde_json::to_value(s.token("abc", true)).unwrap();
         assert_eq!(t["vitessSession"]["SessionUUID"], "abc");
+        assert_eq!(t["vitessSession"]["inTransaction"], true);
+        let idle = serde_json::to_value(s.token("abc", false)).unwrap();
+        assert!(idle["vitessSession"].get("inTransaction").is_none());
+        assert_eq!(idle["vitessSession"]["options"]["clientFoundRows"], true);
         assert_eq!(
             s.claim(Some(&t)).unwrap(),
             Some(SessionClaim {
@@ -484,7 +555,12 @@ mod tests {
             s.claim(Some(&serde_json::json!(42))),
             Err(RequestError::Session)
         );
-        let r = execute_response(t, Err(RpcError::mysql(1064, "42000", "bad")), 0.5);
+        let r = execute_response(
+            s.token("abc", false),
+            Err(RpcError::mysql(1064, "42000", "bad")),
+            0.5,
+        );
+        let r = serde_json::to_value(r).unwrap();
         assert_eq!(r["error"]["code"], "INVALID_ARGUMENT");
         assert!(r.get("result").is_none());
     }
@@ -497,7 +573,7 @@ mod tests {
             let bytes = B64.decode(&r.values).unwrap();
             let mut at = 0usize;
             for (v, l) in values.iter().zip(&r.lengths) {
-                let l: i64 = l.parse().unwrap();
+                let l = *l;
                 match v {
                     None => prop_assert_eq!(l, -1),
                     Some(v) => {
