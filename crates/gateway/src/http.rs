@@ -54,7 +54,7 @@ pub struct HttpSql {
     signer: SessionSigner,
     idle: Duration,
     sessions: Mutex<HashMap<String, SessionRef>>,
-    /// Idle backend connections without session state, per (branch, role, instance port).
+    /// Idle backend connections without session state, per (branch, role).
     pools: Mutex<HashMap<BackendKey, Backends>>,
     json_columns: Mutex<JsonColumns>,
     /// Recent logins: username → (when checked, SHA-256 of the password that passed, the login, when
@@ -65,9 +65,11 @@ pub struct HttpSql {
     next_id: std::sync::atomic::AtomicU64,
 }
 
-type BackendKey = (String, Role, u16);
+type BackendKey = (String, Role);
 
 struct Backends {
+    /// The instance port the options (and idle connections) are for.
+    port: u16,
     opts: mysql_async::Opts,
     idle: Vec<mysql_async::Conn>,
 }
@@ -83,7 +85,7 @@ struct Leased {
 struct CachedLogin {
     at: Instant,
     secret: [u8; 32],
-    login: Login,
+    login: Arc<Login>,
     used: Instant,
 }
 
@@ -376,13 +378,13 @@ impl HttpSql {
             Err(e) => return fail("invalid_argument", &e.to_string(), gzip),
         };
         let started = Instant::now();
-        let (id, session) = match claim {
+        let (id, session, registered) = match claim {
             // A new session is registered only if it ends up holding something (below).
-            None => (self.new_id(), Self::fresh(&login)),
+            None => (self.new_id(), Self::fresh(&login), false),
             Some(c) => {
                 let found = lock(&self.sessions).get(&c.id).cloned();
                 match found {
-                    Some(s) => (c.id, s),
+                    Some(s) => (c.id, s, true),
                     None if c.in_transaction => {
                         // Expired with a transaction open: it was rolled back. Say so, in-band, so
                         // the driver's rollback path runs; the session goes on without it.
@@ -400,7 +402,7 @@ impl HttpSql {
                     }
                     None => {
                         let s = self.session_with_id(&c.id, &login);
-                        (c.id, s)
+                        (c.id, s, true)
                     }
                 }
             }
@@ -420,7 +422,7 @@ impl HttpSql {
             lock(&self.sessions)
                 .entry(id.clone())
                 .or_insert_with(|| session.clone());
-        } else {
+        } else if registered {
             let mut sessions = lock(&self.sessions);
             if sessions
                 .get(&id)
@@ -436,7 +438,7 @@ impl HttpSql {
         )
     }
 
-    fn authenticate(&self, req: &Request<Incoming>, ip: std::net::IpAddr) -> Option<Login> {
+    fn authenticate(&self, req: &Request<Incoming>, ip: std::net::IpAddr) -> Option<Arc<Login>> {
         use sha2::Digest;
         let (user, password) = basic_auth(req)?;
         let secret: [u8; 32] = sha2::Sha256::digest(password.as_bytes()).into();
@@ -452,7 +454,7 @@ impl HttpSql {
                 }
             }
         }
-        let login = self.authenticate_slow(&user, &password, ip)?;
+        let login = Arc::new(self.authenticate_slow(&user, &password, ip)?);
         self.gw.platform.password_used(&login.password);
         let mut cache = lock(&self.logins);
         if cache.len() > 10_000 {
@@ -546,6 +548,16 @@ impl HttpSql {
 
     /// A backend connection for the login's branch and role: an idle one, or a new one.
     async fn lease(&self, login: &Login) -> Result<Leased, RpcError> {
+        let role = login.password.role;
+        let key = (login.branch.id.clone(), role);
+        // The common case first: an idle connection (a stale one is retried by the caller).
+        if let Some(conn) = lock(&self.pools).get_mut(&key).and_then(|b| b.idle.pop()) {
+            return Ok(Leased {
+                key,
+                conn,
+                reused: true,
+            });
+        }
         let unavailable = |detail: String| RpcError {
             code: "UNAVAILABLE",
             message: format!("branch is not available right now, retry shortly: {detail}"),
@@ -561,11 +573,10 @@ impl HttpSql {
                 format!("its instance is {:?}", st.state).to_lowercase(),
             ));
         }
-        let role = login.password.role;
-        let key = (login.branch.id.clone(), role, st.port);
-        let (opts, idle) = {
+        let opts = {
             let mut pools = lock(&self.pools);
-            let b = pools.entry(key.clone()).or_insert_with(|| Backends {
+            let fresh = || Backends {
+                port: st.port,
                 opts: mysql_async::OptsBuilder::default()
                     .ip_or_hostname("127.0.0.1")
                     .tcp_port(st.port)
@@ -577,21 +588,19 @@ impl HttpSql {
                     .init(vec!["SET NAMES utf8mb4"])
                     .into(),
                 idle: Vec::new(),
-            });
-            (b.opts.clone(), b.idle.pop())
+            };
+            let b = pools.entry(key.clone()).or_insert_with(fresh);
+            if b.port != st.port {
+                // The instance moved: the idle connections are for the old one.
+                *b = fresh();
+            }
+            b.opts.clone()
         };
-        match idle {
-            Some(conn) => Ok(Leased {
-                key,
-                conn,
-                reused: true,
-            }),
-            None => Ok(Leased {
-                key,
-                conn: mysql_async::Conn::new(opts).await.map_err(backend_error)?,
-                reused: false,
-            }),
-        }
+        Ok(Leased {
+            key,
+            conn: mysql_async::Conn::new(opts).await.map_err(backend_error)?,
+            reused: false,
+        })
     }
 
     /// Puts a connection without session state back (or closes it when enough are idle).
