@@ -1,7 +1,8 @@
 // The unmodified @planetscale/database driver against Strata's HTTP SQL endpoint.
 // Env: PS_HOST (host:port, TLS verified through NODE_EXTRA_CA_CERTS), PS_PORT, PS_USER and PS_PASS
 // (admin on a development branch), PS_READER_USER and PS_READER_PASS (reader on it), PS_MAIN_USER
-// and PS_MAIN_PASS (admin on production, safe migrations on), PS_IDLE_SECS (the session idle limit).
+// and PS_MAIN_PASS (admin on production, safe migrations on), PS_IDLE_SECS (the session idle limit),
+// PS_MAX_ROWS (the row limit), and a transaction time limit of 2 s.
 import { connect, Client, DatabaseError } from '@planetscale/database';
 
 const env = process.env;
@@ -131,6 +132,27 @@ check(denied.body.code === 'PERMISSION_DENIED' && /errno 1142/.test(denied.messa
 const main = connect({ host: env.PS_HOST, username: env.PS_MAIN_USER, password: env.PS_MAIN_PASS });
 const ddl = await fails(main.execute('/* sneaky */ ALTER TABLE safe ADD COLUMN x INT'));
 check(/direct DDL is disabled/.test(ddl.message), 'safe migrations refuse DDL', ddl.message);
+
+// 5b. The gateway's limits: rows returned and changed, query time, transaction time.
+await conn.execute('CREATE TABLE many (id INT PRIMARY KEY, v INT)');
+await conn.execute(`INSERT INTO many SELECT seq, 0 FROM seq_1_to_${Number(env.PS_MAX_ROWS) + 10}`);
+const tooMany = await fails(conn.execute('SELECT * FROM many'));
+check(new RegExp(`Row count exceeded ${env.PS_MAX_ROWS}`).test(tooMany.message), 'rows returned limit', tooMany.message);
+const tooManyChanged = await fails(conn.execute('UPDATE many SET v = 1'));
+check(/Row count exceeded/.test(tooManyChanged.message), 'rows changed limit', tooManyChanged.message);
+check((await conn.execute('SELECT COUNT(*) AS n FROM many WHERE v = 1')).rows[0].n === '0', 'the refused UPDATE changed nothing');
+const olap = connect(config);
+await olap.execute('SET workload = olap');
+check((await olap.execute('SELECT * FROM many')).size === Number(env.PS_MAX_ROWS) + 10, 'SET workload = olap lifts the read limit');
+const t0 = Date.now();
+const slowQuery = await fails(conn.execute('SELECT /*vt+ QUERY_TIMEOUT_MS=300 */ COUNT(*) FROM seq_1_to_100000 a, seq_1_to_100000 b'));
+check(/errno 1317/.test(slowQuery.message) && Date.now() - t0 < 5000, 'query timeout kills the query', slowQuery.message);
+const longTx = await fails(
+  connect(config).transaction(async (tx) => {
+    for (let i = 0; i < 4; i++) await tx.execute('SELECT SLEEP(0.9)');
+  }),
+);
+check(longTx.body && longTx.body.code === 'ABORTED' && /transaction timeout/.test(longTx.message), 'transaction time limit', longTx.body);
 
 // 6. Bad input, answered in the protocol's error form; the server keeps serving.
 const bad = await fails(connect({ ...config, password: 'wrong' }).execute('SELECT 1'));

@@ -39,6 +39,8 @@ struct HttpSession {
     password_id: String,
     conn: Option<Leased>,
     in_transaction: bool,
+    /// When the open transaction began (transactions are limited in time, as on the MySQL port).
+    tx_started: Option<Instant>,
     /// Session state lives on the connection (SET, temporary tables, locks, …): keep it.
     pinned: bool,
     olap: bool,
@@ -527,6 +529,7 @@ impl HttpSql {
             password_id: login.password.id.clone(),
             conn: None,
             in_transaction: false,
+            tx_started: None,
             pinned: false,
             olap: false,
             last_used: Instant::now(),
@@ -538,6 +541,7 @@ impl HttpSql {
             password_id: login.password.id.clone(),
             conn: None,
             in_transaction: false,
+            tx_started: None,
             pinned: false,
             olap: false,
             last_used: Instant::now(),
@@ -647,24 +651,58 @@ impl HttpSql {
             s.olap = w == "olap";
             return Ok(QueryResult::default());
         }
+        let limits = &self.gw.cfg.limits;
+        if s.in_transaction
+            && s.tx_started
+                .is_some_and(|t| t.elapsed() > limits.transaction_timeout)
+        {
+            // Closing the connection rolls the transaction back.
+            if let Some(l) = s.conn.take() {
+                tokio::spawn(async move {
+                    let _ = l.conn.disconnect().await;
+                });
+            }
+            s.in_transaction = false;
+            s.tx_started = None;
+            s.pinned = false;
+            return Err(RpcError {
+                code: "ABORTED",
+                message: format!(
+                    "transaction rolled back: it was open longer than the transaction timeout ({} s)",
+                    limits.transaction_timeout.as_secs()
+                ),
+            });
+        }
+        let timeout = match a.query_timeout_ms {
+            Some(ms) => Some(Duration::from_millis(ms).min(limits.query_timeout)),
+            None if s.in_transaction || s.olap => None,
+            None => Some(limits.query_timeout),
+        };
+        let dml = a.is(&["UPDATE", "DELETE"]);
         let mut leased = match s.conn.take() {
             Some(c) => c,
             None => self.lease(login).await?,
         };
-        let mut result = self.query(&mut leased.conn, login, sql, s.olap).await;
+        let mut result = self
+            .limited(&mut leased.conn, login, sql, s, timeout, dml)
+            .await;
         if matches!(&result, Err((_, true))) && leased.reused && !s.in_transaction && !s.pinned {
             // An idle connection that went stale (the instance restarted): once more, on a new one.
             leased = self.lease(login).await?;
             leased.reused = false;
-            result = self.query(&mut leased.conn, login, sql, s.olap).await;
+            result = self
+                .limited(&mut leased.conn, login, sql, s, timeout, dml)
+                .await;
         }
         let lost = matches!(&result, Err((_, true)));
         if a.is(&["BEGIN"])
             || (a.is(&["START"]) && sql.to_ascii_uppercase().contains("TRANSACTION"))
         {
             s.in_transaction = result.is_ok();
+            s.tx_started = s.in_transaction.then(Instant::now);
         } else if a.is(&["COMMIT", "ROLLBACK"]) {
             s.in_transaction = false;
+            s.tx_started = None;
         }
         let creates_temporary = a.is(&["CREATE"]) && !a.has_ddl();
         if a.pins_session.is_some()
@@ -676,6 +714,7 @@ impl HttpSql {
         if lost {
             // The connection is gone, and with it any transaction and session state.
             s.in_transaction = false;
+            s.tx_started = None;
             s.pinned = false;
         } else if s.in_transaction || s.pinned {
             leased.reused = false;
@@ -684,6 +723,95 @@ impl HttpSql {
             self.release(leased);
         }
         result.map_err(|(e, _)| e)
+    }
+
+    /// Runs one statement within the limits: a time limit (the query is killed on the instance
+    /// when it passes), and for UPDATE and DELETE the row limit, checked inside a transaction (or a
+    /// savepoint) that is rolled back when the statement touched too many rows.
+    async fn limited(
+        &self,
+        conn: &mut mysql_async::Conn,
+        login: &Login,
+        sql: &str,
+        s: &HttpSession,
+        timeout: Option<Duration>,
+        dml: bool,
+    ) -> Result<QueryResult, (RpcError, bool)> {
+        let lost = |e: mysql_async::Error| {
+            let gone = !matches!(e, mysql_async::Error::Server(_));
+            (backend_error(e), gone)
+        };
+        let (open, keep, undo) = if s.in_transaction {
+            (
+                "SAVEPOINT strata_row_limit",
+                "RELEASE SAVEPOINT strata_row_limit",
+                "ROLLBACK TO SAVEPOINT strata_row_limit",
+            )
+        } else {
+            ("BEGIN", "COMMIT", "ROLLBACK")
+        };
+        if dml {
+            conn.query_drop(open).await.map_err(lost)?;
+        }
+        let thread = conn.id();
+        let result = {
+            let q = self.query(conn, login, sql, s.olap);
+            tokio::pin!(q);
+            match timeout {
+                None => q.await,
+                Some(t) => {
+                    tokio::select! {
+                        r = &mut q => r,
+                        _ = tokio::time::sleep(t) => {
+                            self.kill_query(login, thread).await;
+                            q.await
+                        }
+                    }
+                }
+            }
+        };
+        if !dml {
+            return result;
+        }
+        let max = self.gw.cfg.limits.max_rows;
+        match result {
+            Ok(r)
+                if r.rows_affected
+                    .as_deref()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    > max =>
+            {
+                conn.query_drop(undo).await.map_err(lost)?;
+                Err((
+                    RpcError::mysql(1105, "HY000", &format!("Row count exceeded {max}")),
+                    false,
+                ))
+            }
+            Ok(r) => {
+                conn.query_drop(keep).await.map_err(lost)?;
+                Ok(r)
+            }
+            Err((e, true)) => Err((e, true)),
+            Err((e, false)) => {
+                conn.query_drop(undo).await.map_err(lost)?;
+                Err((e, false))
+            }
+        }
+    }
+
+    /// Stops a running query on the instance (a user may kill its own threads).
+    async fn kill_query(&self, login: &Login, thread: u32) {
+        if let Ok(mut side) = self.lease(login).await {
+            let ok = side
+                .conn
+                .query_drop(format!("KILL QUERY {thread}"))
+                .await
+                .is_ok();
+            if ok {
+                self.release(side);
+            }
+        }
     }
 
     /// Runs one statement; on failure also says whether the connection was lost.

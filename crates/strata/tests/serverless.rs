@@ -9,7 +9,18 @@ use std::process::Command;
 #[test]
 fn the_serverless_driver_works_unmodified() {
     let root = tempfile::tempdir().unwrap();
-    let s = Strata::start_with(root.path(), "127.0.0.1:0", &["--http-session-idle", "2"]);
+    let s = Strata::start_with(
+        root.path(),
+        "127.0.0.1:0",
+        &[
+            "--http-session-idle",
+            "2",
+            "--max-rows",
+            "50",
+            "--transaction-timeout",
+            "2",
+        ],
+    );
     s.json(&["database", "create", "shop", "--wait"]);
     s.json(&["branch", "create", "shop", "dev", "--wait"]);
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
@@ -39,6 +50,7 @@ fn the_serverless_driver_works_unmodified() {
         .env("PS_MAIN_USER", &main_user)
         .env("PS_MAIN_PASS", &main_pass)
         .env("PS_IDLE_SECS", "2")
+        .env("PS_MAX_ROWS", "50")
         .output()
         .expect("node installed");
     let stdout = String::from_utf8_lossy(&out.stdout);
