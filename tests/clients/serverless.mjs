@@ -2,7 +2,7 @@
 // Env: PS_HOST (host:port, TLS verified through NODE_EXTRA_CA_CERTS), PS_PORT, PS_USER and PS_PASS
 // (admin on a development branch), PS_READER_USER and PS_READER_PASS (reader on it), PS_MAIN_USER
 // and PS_MAIN_PASS (admin on production, safe migrations on), PS_IDLE_SECS (the session idle limit),
-// PS_MAX_ROWS (the row limit), and a transaction time limit of 2 s.
+// PS_MAX_ROWS (the row limit), a transaction time limit of 2 s and a query time limit of 1 s.
 import { connect, Client, DatabaseError } from '@planetscale/database';
 
 const env = process.env;
@@ -147,6 +147,11 @@ check((await olap.execute('SELECT * FROM many')).size === Number(env.PS_MAX_ROWS
 const t0 = Date.now();
 const slowQuery = await fails(conn.execute('SELECT /*vt+ QUERY_TIMEOUT_MS=300 */ COUNT(*) FROM seq_1_to_100000 a, seq_1_to_100000 b'));
 check(/errno 1317/.test(slowQuery.message) && Date.now() - t0 < 5000, 'query timeout kills the query', slowQuery.message);
+// The default statement time limit (--query-timeout, 1 s here); SET workload = olap lifts it for
+// reads.
+const cut = await fails(conn.execute('SELECT SLEEP(1.5) AS s'));
+check(cut.body.code === 'DEADLINE_EXCEEDED' && /errno 1969/.test(cut.message), 'default query time limit', cut.body);
+check(Number((await olap.execute('SELECT SLEEP(1.5) AS s')).rows[0].s) === 0, 'olap reads are not time-limited');
 const longTx = await fails(
   connect(config).transaction(async (tx) => {
     for (let i = 0; i < 4; i++) await tx.execute('SELECT SLEEP(0.9)');

@@ -589,7 +589,13 @@ impl HttpSql {
                     .db_name(Some(login.database.name.clone()))
                     .prefer_socket(false)
                     .client_found_rows(true)
-                    .init(vec!["SET NAMES utf8mb4"])
+                    .init(vec![
+                        "SET NAMES utf8mb4".to_string(),
+                        format!(
+                            "SET SESSION max_statement_time = {}",
+                            self.gw.cfg.limits.query_timeout.as_secs_f64()
+                        ),
+                    ])
                     .into(),
                 idle: Vec::new(),
             };
@@ -673,10 +679,19 @@ impl HttpSql {
                 ),
             });
         }
-        let timeout = match a.query_timeout_ms {
-            Some(ms) => Some(Duration::from_millis(ms).min(limits.query_timeout)),
-            None if s.in_transaction || s.olap => None,
-            None => Some(limits.query_timeout),
+        // The default time limit is the backend session's `max_statement_time` (set when the
+        // connection is made, no cost per query); a shorter one asked for by directive is timed
+        // here, and the query killed when it passes.
+        let timeout = a
+            .query_timeout_ms
+            .map(|ms| Duration::from_millis(ms).min(limits.query_timeout));
+        let olap_read = s.olap && a.is(&["SELECT"]);
+        let unlimited;
+        let sql = if olap_read && timeout.is_none() {
+            unlimited = format!("SET STATEMENT max_statement_time=0 FOR {sql}");
+            unlimited.as_str()
+        } else {
+            sql
         };
         let dml = a.is(&["UPDATE", "DELETE"]);
         let mut leased = match s.conn.take() {

@@ -19,6 +19,8 @@ fn the_serverless_driver_works_unmodified() {
             "50",
             "--transaction-timeout",
             "2",
+            "--query-timeout",
+            "1",
         ],
     );
     s.json(&["database", "create", "shop", "--wait"]);
