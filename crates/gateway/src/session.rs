@@ -70,6 +70,8 @@ struct ClientStmt {
     sql: Bytes,
     /// An UPDATE or DELETE: executed under the row limit.
     dml: bool,
+    /// `/*vt+ QUERY_TIMEOUT_MS=n */` in the prepared text.
+    timeout_ms: Option<u64>,
     params: u16,
     types: Option<Vec<u8>>,
 }
@@ -308,6 +310,16 @@ impl Session {
         }
     }
 
+    /// A statement's time limit: the directive's, else the autocommit limit outside transactions
+    /// and OLAP sessions.
+    fn statement_timeout(&self, directive_ms: Option<u64>, in_tx: bool) -> Option<Duration> {
+        match directive_ms {
+            Some(ms) => Some(Duration::from_millis(ms).min(self.gw.cfg.limits.query_timeout)),
+            None if in_tx || self.olap => None,
+            None => Some(self.gw.cfg.limits.query_timeout),
+        }
+    }
+
     async fn reply_err(&mut self, e: ErrPacket) -> Result<Flow, ClientError> {
         self.client.send_err(&e).await?;
         Ok(Flow::Continue)
@@ -353,12 +365,18 @@ impl Session {
                     // A cursor lives on one backend connection.
                     self.sticky = true;
                 }
-                let dml = self.stmts.get(&id).is_some_and(|st| st.dml);
+                let (dml, timeout_ms) = self
+                    .stmts
+                    .get(&id)
+                    .map(|st| (st.dml, st.timeout_ms))
+                    .unwrap_or_default();
+                // The same time limits as a text query.
+                let in_tx = self.status & status::IN_TRANS != 0;
+                let timeout = self.statement_timeout(timeout_ms, in_tx);
                 if dml {
-                    let in_tx = self.status & status::IN_TRANS != 0;
-                    return self.checked_dml(packet, in_tx, None, Some(id)).await;
+                    return self.checked_dml(packet, in_tx, timeout, Some(id)).await;
                 }
-                self.forward(packet, Expect::ResultSets, !self.olap, None, Some(id)).await
+                self.forward(packet, Expect::ResultSets, !self.olap, timeout, Some(id)).await
             }
             command::STMT_FETCH => {
                 let Some(id) = stmt_id(&packet).filter(|id| self.stmts.contains_key(id)) else {
@@ -463,11 +481,7 @@ impl Session {
             self.sticky = true;
         }
         let in_tx = self.status & status::IN_TRANS != 0;
-        let timeout = match a.query_timeout_ms {
-            Some(ms) => Some(Duration::from_millis(ms).min(self.gw.cfg.limits.query_timeout)),
-            None if in_tx || self.olap => None,
-            None => Some(self.gw.cfg.limits.query_timeout),
-        };
+        let timeout = self.statement_timeout(a.query_timeout_ms, in_tx);
         let dml = a.statements.len() == 1 && a.is(&["UPDATE", "DELETE"]);
         if dml {
             return self.checked_dml(packet, in_tx, timeout, None).await;
@@ -521,6 +535,7 @@ impl Session {
                 ClientStmt {
                     sql,
                     dml,
+                    timeout_ms: a.query_timeout_ms,
                     params,
                     types: None,
                 },

@@ -420,6 +420,26 @@ fn query_limits_and_kill() {
         err(&o)
     );
     assert!(start.elapsed() < Duration::from_secs(10));
+    // The same through a prepared statement (binary protocol).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        let start = Instant::now();
+        let e = c
+            .exec_drop(
+                "SELECT /*vt+ QUERY_TIMEOUT_MS=300 */ COUNT(*) FROM seq_1_to_300000000 WHERE seq % ? = 3",
+                (7,),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("interrupted"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(10));
+        // The connection goes on.
+        let one: Option<i64> = c.exec_first("SELECT ?", (1,)).await.unwrap();
+        assert_eq!(one, Some(1));
+        c.disconnect().await.unwrap();
+    });
+    drop(rt);
 
     // A transaction left open past the limit is rolled back.
     let rt = tokio::runtime::Runtime::new().unwrap();
