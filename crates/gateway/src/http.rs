@@ -11,7 +11,7 @@
 //! one session are served in turn. Idle sessions expire: an open transaction is rolled back, and a
 //! later call on it is told so.
 
-use crate::{Gateway, FAILURES_BEFORE_BLOCK};
+use crate::{allowed_from, Gateway, FAILURES_BEFORE_BLOCK};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -26,7 +26,6 @@ use strata_httpsql::{
     execute_response, http_error_body, http_status, vitess_type, ExecuteRequest, Field,
     QueryResult, Row, RpcError, SessionSigner, BINARY_CHARSET, CREATE_SESSION, EXECUTE,
 };
-use strata_model::credentials::PasswordHashes;
 use strata_model::Role;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -168,16 +167,6 @@ fn backend_error(e: mysql_async::Error) -> RpcError {
             message: format!("branch is not available right now, retry shortly: {other}"),
         },
     }
-}
-
-/// Whether the password may be used from `ip` (its CIDR list, when it has one).
-fn allowed_from(login: &Login, ip: std::net::IpAddr) -> bool {
-    login.password.cidrs.is_empty()
-        || login.password.cidrs.iter().any(|c| {
-            strata_model::cidr::Cidr::parse(c)
-                .map(|c| c.contains(ip))
-                .unwrap_or(false)
-        })
 }
 
 /// Statements PlanetScale's edge answers itself; apps send them to any PlanetScale endpoint.
@@ -487,20 +476,7 @@ impl HttpSql {
             let Some(login) = self.gw.platform.login(&user) else {
                 continue;
             };
-            let hashes = PasswordHashes {
-                native: login
-                    .password
-                    .native_hash
-                    .as_slice()
-                    .try_into()
-                    .unwrap_or([0; 20]),
-                sha2: login
-                    .password
-                    .sha2_hash
-                    .as_slice()
-                    .try_into()
-                    .unwrap_or([0; 32]),
-            };
+            let hashes = crate::password_hashes(&login);
             if !hashes.verify_plaintext(&password) {
                 continue;
             }

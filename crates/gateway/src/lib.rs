@@ -89,7 +89,8 @@ impl Default for GatewayConfig {
 
 /// A session as other sessions see it (for KILL).
 pub(crate) struct SessionShared {
-    pub username: String,
+    /// The password the session is logged in with (COM_CHANGE_USER changes it).
+    pub username: Mutex<String>,
     /// The backend thread running this session's current query, and where.
     pub busy: Mutex<Option<(SocketAddr, u32)>>,
     pub kill: tokio::sync::Notify,
@@ -144,7 +145,35 @@ fn random_nonce() -> Vec<u8> {
     raw.iter().map(|b| 0x21 + (b % 94)).collect()
 }
 
-fn access_denied(user: &str, ip: IpAddr) -> ErrPacket {
+/// The stored verifiers of a login's password.
+pub(crate) fn password_hashes(login: &Login) -> PasswordHashes {
+    PasswordHashes {
+        native: login
+            .password
+            .native_hash
+            .as_slice()
+            .try_into()
+            .unwrap_or([0; 20]),
+        sha2: login
+            .password
+            .sha2_hash
+            .as_slice()
+            .try_into()
+            .unwrap_or([0; 32]),
+    }
+}
+
+/// Whether a login's password may be used from `ip` (its CIDR list, when it has one).
+pub(crate) fn allowed_from(login: &Login, ip: IpAddr) -> bool {
+    login.password.cidrs.is_empty()
+        || login
+            .password
+            .cidrs
+            .iter()
+            .any(|c| Cidr::parse(c).map(|c| c.contains(ip)).unwrap_or(false))
+}
+
+pub(crate) fn access_denied(user: &str, ip: IpAddr) -> ErrPacket {
     ErrPacket::new(
         1045,
         "28000",
@@ -242,7 +271,9 @@ impl Gateway {
         let _ = tcp.set_nodelay(true);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         match self.handshake(tcp, peer, id).await {
-            Ok(Some((client, login))) => session::run(self.clone(), client, login, id, peer).await,
+            Ok(Some((client, login, nonce))) => {
+                session::run(self.clone(), client, login, nonce, id, peer).await
+            }
             Ok(None) => {}
             Err(e) => tracing::debug!(%peer, error = %e, "connection ended during login"),
         }
@@ -258,7 +289,7 @@ impl Gateway {
         tcp: TcpStream,
         peer: SocketAddr,
         id: u32,
-    ) -> Result<Option<(ClientConn, Login)>, client::ClientError> {
+    ) -> Result<Option<(ClientConn, Login, Vec<u8>)>, client::ClientError> {
         let ip = peer.ip();
         let mut tcp = tcp;
         let failures = self.failure_count(ip);
@@ -364,20 +395,7 @@ impl Gateway {
         }
 
         let login = self.platform.login(&resp.username);
-        let hashes = login.as_ref().map(|l| PasswordHashes {
-            native: l
-                .password
-                .native_hash
-                .as_slice()
-                .try_into()
-                .unwrap_or([0; 20]),
-            sha2: l
-                .password
-                .sha2_hash
-                .as_slice()
-                .try_into()
-                .unwrap_or([0; 32]),
-        });
+        let hashes = login.as_ref().map(password_hashes);
         // Unknown users are checked against a dummy verifier so timing does not tell them apart.
         let verifier = hashes.unwrap_or(PasswordHashes {
             native: [0; 20],
@@ -447,13 +465,7 @@ impl Gateway {
                 return Ok(None);
             }
         };
-        if !login.password.cidrs.is_empty()
-            && !login
-                .password
-                .cidrs
-                .iter()
-                .any(|c| Cidr::parse(c).map(|c| c.contains(ip)).unwrap_or(false))
-        {
+        if !allowed_from(&login, ip) {
             self.record_failure(ip);
             client.send_err(&access_denied(&resp.username, ip)).await?;
             return Ok(None);
@@ -482,12 +494,12 @@ impl Gateway {
             .insert(
                 id,
                 Arc::new(SessionShared {
-                    username: login.password.username.clone(),
+                    username: Mutex::new(login.password.username.clone()),
                     busy: Mutex::new(None),
                     kill: tokio::sync::Notify::new(),
                 }),
             );
         client.charset = resp.charset;
-        Ok(Some((client, login)))
+        Ok(Some((client, login, nonce)))
     }
 }

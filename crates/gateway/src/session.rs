@@ -28,6 +28,8 @@ struct Session {
     gw: Arc<Gateway>,
     client: ClientConn,
     login: Login,
+    /// The handshake's nonce: COM_CHANGE_USER scrambles the new password with it.
+    nonce: Vec<u8>,
     id: u32,
     peer: SocketAddr,
     key: PoolKey,
@@ -108,6 +110,7 @@ pub(crate) async fn run(
     gw: Arc<Gateway>,
     client: ClientConn,
     login: Login,
+    nonce: Vec<u8>,
     id: u32,
     peer: SocketAddr,
 ) {
@@ -128,6 +131,7 @@ pub(crate) async fn run(
         gw,
         client,
         login,
+        nonce,
         id,
         peer,
         key,
@@ -310,6 +314,83 @@ impl Session {
         }
     }
 
+    /// COM_CHANGE_USER: logs the session in again with another password (which may name another
+    /// branch and role), checked as at connect time against the handshake's nonce, and starts it
+    /// afresh as COM_RESET_CONNECTION does. A refused change ends the connection, as MySQL does.
+    async fn change_user(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
+        use strata_wire::handshake::{ChangeUser, CACHING_SHA2_PASSWORD, NATIVE_PASSWORD};
+        let Ok(cu) = ChangeUser::parse(&packet[1..], self.client.caps) else {
+            self.client
+                .send_err(&ErrPacket::new(
+                    1835,
+                    "HY000",
+                    "Malformed communication packet",
+                ))
+                .await?;
+            return Ok(Flow::Close);
+        };
+        let ip = self.peer.ip();
+        let login = self.gw.platform.login(&cu.username);
+        let plugin = cu.auth_plugin.as_deref().unwrap_or(NATIVE_PASSWORD);
+        let verified = login.as_ref().is_some_and(|l| {
+            let h = crate::password_hashes(l);
+            let ok = match plugin {
+                NATIVE_PASSWORD => h.verify_native(&self.nonce, &cu.auth_response),
+                CACHING_SHA2_PASSWORD => h.verify_caching_sha2(&self.nonce, &cu.auth_response),
+                _ => false,
+            };
+            ok && crate::allowed_from(l, ip)
+        });
+        let Some(login) = login.filter(|_| verified) else {
+            self.gw.record_failure(ip);
+            self.client
+                .send_err(&crate::access_denied(&cu.username, ip))
+                .await?;
+            return Ok(Flow::Close);
+        };
+        if let Some(db) = cu.database.as_deref() {
+            if db != login.database.name && !db.eq_ignore_ascii_case("@primary") {
+                let e = ErrPacket::new(
+                    1044,
+                    "42000",
+                    format!(
+                        "Access denied for user '{}'@'{ip}' to database '{db}'",
+                        cu.username
+                    ),
+                );
+                self.client.send_err(&e).await?;
+                return Ok(Flow::Close);
+            }
+        }
+        // A clean slate, on the old pool, before the identity changes.
+        if let Some(mut lease) = self.pinned.take() {
+            let ok = lease.backend.reset().await.is_ok();
+            self.settle(lease, !ok);
+        }
+        self.stmts.clear();
+        self.sticky = false;
+        self.olap = false;
+        self.last_insert_id = 0;
+        self.status = status::AUTOCOMMIT;
+        self.transaction_started = None;
+        self.key = PoolKey {
+            branch_id: login.branch.id.clone(),
+            role: login.password.role,
+            profile: self.key.profile,
+            charset: self.key.charset,
+        };
+        self.role_target = None;
+        self.root_target = None;
+        *self
+            .shared
+            .username
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = login.password.username.clone();
+        self.gw.platform.password_used(&login.password);
+        self.login = login;
+        self.reply_ok().await
+    }
+
     /// A statement's time limit: the directive's, else the autocommit limit outside transactions
     /// and OLAP sessions.
     fn statement_timeout(&self, directive_ms: Option<u64>, in_tx: bool) -> Option<Duration> {
@@ -349,17 +430,30 @@ impl Session {
                 } else {
                     let ip = self.peer.ip();
                     let user = self.login.password.username.clone();
-                    self.reply_err(ErrPacket::new(1044, "42000", format!("Access denied for user '{user}'@'{ip}' to database '{db}'"))).await
+                    self.reply_err(ErrPacket::new(
+                        1044,
+                        "42000",
+                        format!("Access denied for user '{user}'@'{ip}' to database '{db}'"),
+                    ))
+                    .await
                 }
             }
             command::QUERY => self.query(packet).await,
             command::STMT_PREPARE => self.prepare(packet).await,
             command::STMT_EXECUTE => {
                 let Some(id) = stmt_id(&packet) else {
-                    return self.reply_err(ErrPacket::new(1835, "HY000", "Malformed communication packet")).await;
+                    return self
+                        .reply_err(ErrPacket::new(
+                            1835,
+                            "HY000",
+                            "Malformed communication packet",
+                        ))
+                        .await;
                 };
                 let Some(packet) = self.complete_execute(id, packet) else {
-                    return self.reply_err(unknown_statement(id, "mysqld_stmt_execute")).await;
+                    return self
+                        .reply_err(unknown_statement(id, "mysqld_stmt_execute"))
+                        .await;
                 };
                 if packet.get(5).is_some_and(|flags| *flags != 0) {
                     // A cursor lives on one backend connection.
@@ -376,20 +470,27 @@ impl Session {
                 if dml {
                     return self.checked_dml(packet, in_tx, timeout, Some(id)).await;
                 }
-                self.forward(packet, Expect::ResultSets, !self.olap, timeout, Some(id)).await
+                self.forward(packet, Expect::ResultSets, !self.olap, timeout, Some(id))
+                    .await
             }
             command::STMT_FETCH => {
                 let Some(id) = stmt_id(&packet).filter(|id| self.stmts.contains_key(id)) else {
-                    return self.reply_err(unknown_statement(0, "mysqld_stmt_fetch")).await;
+                    return self
+                        .reply_err(unknown_statement(0, "mysqld_stmt_fetch"))
+                        .await;
                 };
-                self.forward(packet, Expect::Fetch, !self.olap, None, Some(id)).await
+                self.forward(packet, Expect::Fetch, !self.olap, None, Some(id))
+                    .await
             }
             command::STMT_RESET => {
                 let Some(id) = stmt_id(&packet).filter(|id| self.stmts.contains_key(id)) else {
-                    return self.reply_err(unknown_statement(0, "mysqld_stmt_reset")).await;
+                    return self
+                        .reply_err(unknown_statement(0, "mysqld_stmt_reset"))
+                        .await;
                 };
                 if self.pinned.is_some() {
-                    self.forward(packet, Expect::Simple, false, None, Some(id)).await
+                    self.forward(packet, Expect::Simple, false, None, Some(id))
+                        .await
                 } else {
                     self.reply_ok().await
                 }
@@ -402,23 +503,34 @@ impl Session {
             }
             command::STMT_SEND_LONG_DATA => {
                 // Long data accumulates on one backend statement: keep that connection.
-                let Some(id) = stmt_id(&packet).filter(|id| self.stmts.contains_key(id)) else { return Ok(Flow::Continue) };
+                let Some(id) = stmt_id(&packet).filter(|id| self.stmts.contains_key(id)) else {
+                    return Ok(Flow::Continue);
+                };
                 self.sticky = true;
                 match self.lease_for(&packet, Some(id)).await {
                     Ok((mut lease, p)) => {
                         let broken = lease.backend.send_command(&p).await.is_err();
                         self.settle(lease, broken);
                     }
-                    Err(e) => tracing::debug!(id = self.id, error = %e.message, "long data dropped"),
+                    Err(e) => {
+                        tracing::debug!(id = self.id, error = %e.message, "long data dropped")
+                    }
                 }
                 Ok(Flow::Continue)
             }
             command::SET_OPTION => {
                 self.sticky = true;
-                self.forward(packet, Expect::Simple, false, None, None).await
+                self.forward(packet, Expect::Simple, false, None, None)
+                    .await
             }
-            command::FIELD_LIST => self.forward(packet, Expect::FieldList, false, None, None).await,
-            command::STATISTICS => self.forward(packet, Expect::Statistics, false, None, None).await,
+            command::FIELD_LIST => {
+                self.forward(packet, Expect::FieldList, false, None, None)
+                    .await
+            }
+            command::STATISTICS => {
+                self.forward(packet, Expect::Statistics, false, None, None)
+                    .await
+            }
             command::RESET_CONNECTION => {
                 if let Some(mut lease) = self.pinned.take() {
                     let ok = lease.backend.reset().await.is_ok();
@@ -435,10 +547,11 @@ impl Session {
                 let id = u32::from_le_bytes([packet[1], packet[2], packet[3], packet[4]]);
                 self.kill(false, id as u64).await
             }
-            command::CHANGE_USER => {
-                self.reply_err(ErrPacket::new(1047, "08S01", "COM_CHANGE_USER is not supported: open a new connection with the other password")).await
+            command::CHANGE_USER => self.change_user(packet).await,
+            _ => {
+                self.reply_err(ErrPacket::new(1047, "08S01", "Unknown command"))
+                    .await
             }
-            _ => self.reply_err(ErrPacket::new(1047, "08S01", "Unknown command")).await,
         }
     }
 
@@ -661,7 +774,15 @@ impl Session {
                 .get(&id)
                 .cloned()
         });
-        let Some(target) = target.filter(|t| t.username == self.shared.username) else {
+        let me = self
+            .shared
+            .username
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(target) =
+            target.filter(|t| *t.username.lock().unwrap_or_else(|e| e.into_inner()) == me)
+        else {
             return self
                 .reply_err(ErrPacket::new(
                     1094,

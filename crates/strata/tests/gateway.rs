@@ -890,7 +890,6 @@ fn unknown_and_unsupported_commands_get_mysql_errors() {
         .unwrap();
         for (command, code) in [
             (vec![0x42u8], 1047u16),
-            (vec![0x11, b'x', 0], 1047),
             (vec![0x17, 9, 9, 9, 9, 0, 1, 0, 0, 0], 1243),
             (vec![], 1047),
         ] {
@@ -902,5 +901,80 @@ fn unknown_and_unsupported_commands_get_mysql_errors() {
         // The session is still usable.
         let t = c.query("SELECT 1").await.unwrap();
         assert_eq!(t.rows, 1);
+    });
+}
+
+#[test]
+fn change_user_switches_password_role_and_state() {
+    let (_root, s) = setup(&[]);
+    let (admin, admin_pw, _) = password(&s, "shop", "main", "admin");
+    let (reader, reader_pw, _) = password(&s, "shop", "main", "reader");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = mysql_async::Conn::new(opts(&s, &admin, &admin_pw))
+            .await
+            .unwrap();
+        c.query_drop("CREATE TABLE cu (id INT PRIMARY KEY)")
+            .await
+            .unwrap();
+        c.query_drop("SET @x = 1").await.unwrap();
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("INSERT INTO cu VALUES (1)").await.unwrap();
+        // To the reader password: its role, a fresh session (the open transaction rolled back).
+        c.change_user(
+            mysql_async::ChangeUserOpts::default()
+                .with_user(Some(reader.clone()))
+                .with_pass(Some(reader_pw.clone())),
+        )
+        .await
+        .unwrap();
+        let x: Option<Option<i64>> = c.query_first("SELECT @x").await.unwrap();
+        assert_eq!(x, Some(None), "session state is reset");
+        let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM cu").await.unwrap();
+        assert_eq!(n, Some(0), "the open transaction was rolled back");
+        let e = c.query_drop("INSERT INTO cu VALUES (2)").await.unwrap_err();
+        assert!(e.to_string().contains("INSERT command denied"), "{e}");
+        // Back to admin, then a wrong password: refused, and the connection ends.
+        c.change_user(
+            mysql_async::ChangeUserOpts::default()
+                .with_user(Some(admin.clone()))
+                .with_pass(Some(admin_pw.clone())),
+        )
+        .await
+        .unwrap();
+        c.query_drop("INSERT INTO cu VALUES (3)").await.unwrap();
+        let e = c
+            .change_user(
+                mysql_async::ChangeUserOpts::default()
+                    .with_user(Some(admin.clone()))
+                    .with_pass(Some("wrong".into())),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("Access denied"), "{e}");
+    });
+    // A malformed COM_CHANGE_USER gets an error, and the gateway goes on serving.
+    rt.block_on(async {
+        use strata_gateway::backend::Backend;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], s.mysql_port));
+        let mut c = Backend::connect(
+            addr,
+            &admin,
+            &admin_pw,
+            "shop",
+            strata_gateway::backend::CLIENT_PROFILE,
+            45,
+        )
+        .await
+        .unwrap();
+        c.send_command(&[0x11, b'x', 0]).await.unwrap();
+        let f = c.next_frame().await.unwrap();
+        let e = strata_wire::packets::ErrPacket::parse(f.payload()).unwrap();
+        assert_eq!(e.code, 1835, "{}", e.message);
+        let mut d = mysql_async::Conn::new(opts(&s, &admin, &admin_pw))
+            .await
+            .unwrap();
+        let n: Option<i64> = d.query_first("SELECT COUNT(*) FROM cu").await.unwrap();
+        assert_eq!(n, Some(1));
     });
 }

@@ -107,6 +107,48 @@ pub struct HandshakeResponse {
     pub attributes: Vec<(String, String)>,
 }
 
+/// COM_CHANGE_USER's body (after the command byte), read with the session's capabilities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeUser {
+    pub username: String,
+    pub auth_response: Vec<u8>,
+    pub database: Option<String>,
+    pub charset: Option<u16>,
+    pub auth_plugin: Option<String>,
+}
+
+impl ChangeUser {
+    pub fn parse(body: &[u8], capabilities: u32) -> Result<ChangeUser> {
+        let mut r = Reader::new(body);
+        let username = String::from_utf8_lossy(r.nul_terminated()?).into_owned();
+        let auth_response = if capabilities & caps::SECURE_CONNECTION != 0 {
+            let n = r.u8()? as usize;
+            r.bytes(n)?.to_vec()
+        } else {
+            r.nul_terminated()?.to_vec()
+        };
+        let db = r.nul_terminated()?;
+        let database = (!db.is_empty()).then(|| String::from_utf8_lossy(db).into_owned());
+        let mut charset = None;
+        let mut auth_plugin = None;
+        if !r.is_empty() && capabilities & caps::PROTOCOL_41 != 0 {
+            let b = r.bytes(2)?;
+            charset = Some(u16::from_le_bytes([b[0], b[1]]));
+        }
+        if !r.is_empty() && capabilities & caps::PLUGIN_AUTH != 0 {
+            auth_plugin = Some(String::from_utf8_lossy(r.nul_terminated()?).into_owned());
+        }
+        // Connection attributes may follow; nothing here needs them.
+        Ok(ChangeUser {
+            username,
+            auth_response,
+            database,
+            charset,
+            auth_plugin,
+        })
+    }
+}
+
 /// True when the packet is an SSLRequest: the short form of the handshake response, asking for TLS.
 pub fn is_ssl_request(payload: &[u8]) -> bool {
     payload.len() == 32
@@ -346,6 +388,31 @@ mod tests {
 
 #[cfg(test)]
 mod regressions {
+    #[test]
+    fn change_user_bodies() {
+        let caps = caps::PROTOCOL_41 | caps::SECURE_CONNECTION | caps::PLUGIN_AUTH;
+        let mut b = b"app\0".to_vec();
+        b.push(3);
+        b.extend_from_slice(&[1, 2, 3]);
+        b.extend_from_slice(b"shop\0");
+        b.extend_from_slice(&45u16.to_le_bytes());
+        b.extend_from_slice(b"mysql_native_password\0");
+        let c = ChangeUser::parse(&b, caps).unwrap();
+        assert_eq!(c.username, "app");
+        assert_eq!(c.auth_response, [1, 2, 3]);
+        assert_eq!(c.database.as_deref(), Some("shop"));
+        assert_eq!(c.charset, Some(45));
+        assert_eq!(c.auth_plugin.as_deref(), Some("mysql_native_password"));
+        // Without a database, charset or plugin.
+        let c = ChangeUser::parse(b"u\0\0\0", caps).unwrap();
+        assert_eq!((c.database, c.charset, c.auth_plugin), (None, None, None));
+        // Truncated: an error, never a panic.
+        for n in 0..b.len() - 1 {
+            let _ = ChangeUser::parse(&b[..n], caps);
+        }
+        assert!(ChangeUser::parse(b"no-terminator", caps).is_err());
+    }
+
     use super::*;
 
     /// Found by `cargo fuzz run handshake`: no SECURE_CONNECTION, so the auth data is NUL-terminated,
