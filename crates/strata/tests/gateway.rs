@@ -833,6 +833,49 @@ fn plaintext_is_refused_when_tls_is_required() {
         "SELECT 1",
     );
     assert_eq!(out(&o), "1", "{}", err(&o));
+
+    // The HTTP SQL endpoint follows the same setting: plain HTTP refused, HTTPS served.
+    let body = r#"{"query":"SELECT 1","session":null}"#;
+    let url = |scheme: &str| {
+        format!(
+            "{scheme}://localhost:{}/psdb.v1alpha1.Database/Execute",
+            s.http_port
+        )
+    };
+    let o = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-u",
+            &format!("{user}:{pw}"),
+            "-d",
+            body,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg(url("http"))
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert!(
+        text.ends_with("403") && text.contains("client must use SSL/TLS"),
+        "{text}"
+    );
+    let o = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--cacert",
+            &ca,
+            "-u",
+            &format!("{user}:{pw}"),
+            "-d",
+            body,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg(url("https"))
+        .output()
+        .unwrap();
+    assert!(out(&o).ends_with("200"), "{}", out(&o));
 }
 
 #[test]
