@@ -100,6 +100,17 @@ const rolled = await fails(
   }),
 );
 check(rolled.message === 'app failure', 'the app error comes back after ROLLBACK');
+// ROLLBACK TO SAVEPOINT does not end the transaction: what follows is still rolled back with it.
+const sp = await fails(
+  conn.transaction(async (tx) => {
+    await tx.execute('SAVEPOINT a');
+    await tx.execute('INSERT INTO people (name) VALUES (?)', ['savepoint']);
+    await tx.execute('ROLLBACK TO SAVEPOINT a');
+    await tx.execute('INSERT INTO people (name) VALUES (?)', ['after savepoint']);
+    throw new Error('undo it all');
+  }),
+);
+check(sp.message === 'undo it all', 'savepoint transaction rolled back');
 const count = await conn.execute('SELECT COUNT(*) AS n FROM people');
 check(count.rows[0].n === '3', 'rolled-back insert is gone, committed one kept', count.rows);
 // Session state lives across calls of one connection (user variable, temporary table).

@@ -83,6 +83,15 @@ pub trait Catalog: Send + Sync {
 
     // Deployments: at most one per deploy request (a new attempt replaces a finished one).
     fn save_deployment(&self, deployment: &Deployment) -> Result<()>;
+    /// Writes only a deployment's progress, and only while it is in `state`: false when it has
+    /// moved on (cancelled, say), so a worker never overwrites a state it did not set.
+    fn save_deployment_progress(
+        &self,
+        deploy_request_id: &str,
+        state: &str,
+        progress: &str,
+        updated_at: i64,
+    ) -> Result<bool>;
     fn deployment(&self, deploy_request_id: &str) -> Result<Deployment>;
     /// A database's deployments, oldest queued first.
     fn deployments(&self, database_id: &str) -> Result<Vec<Deployment>>;

@@ -341,6 +341,20 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
+    fn save_deployment_progress(
+        &self,
+        deploy_request_id: &str,
+        state: &str,
+        progress: &str,
+        updated_at: i64,
+    ) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE deployments SET progress=?3, updated_at=?4 WHERE deploy_request_id=?1 AND state=?2",
+            params![deploy_request_id, state, progress, updated_at],
+        )?;
+        Ok(n == 1)
+    }
+
     fn save_deployment(&self, d: &Deployment) -> Result<()> {
         self.conn().execute(
             &format!(

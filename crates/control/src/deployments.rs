@@ -87,6 +87,22 @@ fn is_final(e: &ControlError) -> bool {
 }
 
 impl Platform {
+    /// Saves a copy's progress, only while the deployment is still in progress: `Some(latest)` when
+    /// it has moved on (a cancel), which the copy must not overwrite.
+    fn save_copy_progress(&self, d: &mut Deployment) -> Result<Option<Deployment>> {
+        d.updated_at = now_millis();
+        if self.catalog().save_deployment_progress(
+            &d.deploy_request_id,
+            "in_progress",
+            &d.progress,
+            d.updated_at,
+        )? {
+            Ok(None)
+        } else {
+            Ok(Some(self.catalog().deployment(&d.deploy_request_id)?))
+        }
+    }
+
     fn save(&self, d: &mut Deployment) -> Result<()> {
         d.updated_at = now_millis();
         Ok(self.catalog().save_deployment(d)?)
@@ -688,7 +704,9 @@ impl Platform {
             }
             p.phase = "copying".into();
             set_progress(&mut d, &p);
-            self.save(&mut d)?;
+            if let Some(latest) = self.save_copy_progress(&mut d)? {
+                return Ok(latest);
+            }
         }
         strata_engine::mysql_async::prelude::Queryable::query_drop(
             &mut conn,
@@ -733,7 +751,9 @@ impl Platform {
                     legacy,
                 );
                 set_progress(d, p);
-                self.save(d)?;
+                if let Some(latest) = self.save_copy_progress(d)? {
+                    return Ok(latest);
+                }
             }
             let ranges = lock_state(&state).p.tables[i].ranges.len();
             let mut conns = Vec::with_capacity(ranges);
@@ -766,7 +786,9 @@ impl Platform {
             let CopyInner { d, p, .. } = &mut *s;
             p.tables[i].copied = true;
             set_progress(d, p);
-            self.save(d)?;
+            if let Some(latest) = self.save_copy_progress(d)? {
+                return Ok(latest);
+            }
         }
         let CopyInner {
             mut d,
@@ -777,14 +799,14 @@ impl Platform {
         tracing::info!(deployment = %d.id, rows = copied_now, seconds = started.elapsed().as_secs_f64(), "deployment copied");
         p.phase = "building_keys".into();
         p.eta_seconds = Some(0);
-        set_progress(&mut d, &p);
-        self.save(&mut d)?;
         // Every chunk was verified as it was copied (see `run::copy_chunk`).
         for t in &mut p.tables {
             t.verified = true;
         }
         set_progress(&mut d, &p);
-        self.save(&mut d)?;
+        if let Some(latest) = self.save_copy_progress(&mut d)? {
+            return Ok(latest);
+        }
         let started = Instant::now();
         run::build_keys(&mut conn, &database.name, &plan)
             .await
@@ -851,6 +873,11 @@ impl Platform {
             while chunks & 7 == 0
                 && run::threads_running(conn).await.map_err(deploy_err)? > BUSY_THREADS
             {
+                // Waiting for the instance to calm down; a cancel still ends the wait.
+                let latest = self.catalog().deployment(&request)?;
+                if latest.state != "in_progress" {
+                    return Ok(Some(latest));
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let t0 = Instant::now();
@@ -882,7 +909,9 @@ impl Platform {
                 // The checkpoint may lag the copy: chunks copied again are skipped by INSERT IGNORE.
                 if last_save.elapsed() >= Duration::from_millis(500) || done {
                     set_progress(d, p);
-                    self.save(d)?;
+                    if let Some(latest) = self.save_copy_progress(d)? {
+                        return Ok(Some(latest));
+                    }
                     *last_save = Instant::now();
                 }
             }

@@ -231,6 +231,16 @@ pub async fn estimated_rows(conn: &mut Conn, schema: &str, table: &str) -> Resul
     Ok(n.flatten().unwrap_or(0))
 }
 
+/// The first column of a row as an integer, if it is one (the text protocol sends digits).
+fn integer(row: Row) -> Option<i128> {
+    match row.unwrap().into_iter().next()? {
+        Value::Int(n) => Some(i128::from(n)),
+        Value::UInt(n) => Some(i128::from(n)),
+        Value::Bytes(b) => std::str::from_utf8(&b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
 fn literals(row: Row) -> Vec<String> {
     row.unwrap()
         .into_iter()
@@ -254,10 +264,7 @@ pub async fn split(
     if a.key.len() == 1 {
         let lo: Option<Row> = conn.query_first(sql::key_bound(a, false)).await?;
         let hi: Option<Row> = conn.query_first(sql::key_bound(a, true)).await?;
-        let (Some(lo), Some(hi)) = (lo.map(literals), hi.map(literals)) else {
-            return Ok(Vec::new());
-        };
-        if let (Ok(lo), Ok(hi)) = (lo[0].parse::<i128>(), hi[0].parse::<i128>()) {
+        if let (Some(lo), Some(hi)) = (lo.and_then(integer), hi.and_then(integer)) {
             let parts = i128::from(parts);
             return Ok((1..parts)
                 .map(|k| lo + (hi - lo) * k / parts)
@@ -404,13 +411,14 @@ async fn exact(
 /// shadow through the triggers, which moves its counter on by itself.
 async fn carry_auto_increment(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     for a in plan.online_alters() {
-        let next: Option<Option<u64>> = conn
-            .exec_first(
-                "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (schema, &a.table),
-            )
-            .await?;
-        if let Some(Some(next)) = next {
+        const COUNTER: &str = "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?";
+        let old: Option<Option<u64>> = conn.exec_first(COUNTER, (schema, &a.table)).await?;
+        let shadow: Option<Option<u64>> = conn.exec_first(COUNTER, (schema, &a.shadow)).await?;
+        // Only ever raised: the shadow's own counter may be ahead (ids the triggers brought in).
+        if let (Some(Some(next)), Some(Some(have))) = (old, shadow) {
+            if next <= have {
+                continue;
+            }
             ddl_with_timeout(
                 conn,
                 &format!("ALTER TABLE {} AUTO_INCREMENT = {next}", q(&a.shadow)),

@@ -286,6 +286,8 @@ impl HttpSql {
         let mut held = Vec::new();
         lock(&self.sessions).retain(|_, s| match s.try_lock() {
             Ok(mut s) if s.last_used.elapsed() > idle => {
+                // The flags stay: a call that cloned this session before the sweep finds its
+                // connection gone with them set, and `run` tells the client.
                 held.extend(s.conn.take());
                 false
             }
@@ -522,8 +524,11 @@ impl HttpSql {
             olap: false,
             last_used: Instant::now(),
         }));
-        lock(&self.sessions).insert(id.to_string(), s.clone());
-        s
+        // Two calls racing on one unknown token must share one session.
+        lock(&self.sessions)
+            .entry(id.to_string())
+            .or_insert(s)
+            .clone()
     }
 
     /// A backend connection for the login's branch and role: an idle one, or a new one.
@@ -634,6 +639,20 @@ impl HttpSql {
             return Ok(QueryResult::default());
         }
         let limits = &self.gw.cfg.limits;
+        if s.conn.is_none() && (s.in_transaction || s.pinned) {
+            // The session's connection is gone (the session expired while this call waited, or an
+            // earlier call was cut off): its transaction and state went with it. Say so once.
+            let was_in_transaction = s.in_transaction;
+            s.in_transaction = false;
+            s.tx_started = None;
+            s.pinned = false;
+            if was_in_transaction {
+                return Err(RpcError {
+                    code: "ABORTED",
+                    message: "transaction ended: its connection was closed and the transaction rolled back".into(),
+                });
+            }
+        }
         if s.in_transaction
             && s.tx_started
                 .is_some_and(|t| t.elapsed() > limits.transaction_timeout)
@@ -678,27 +697,64 @@ impl HttpSql {
             .limited(&mut leased.conn, login, sql, s, timeout, dml)
             .await;
         if matches!(&result, Err((_, true))) && leased.reused && !s.in_transaction && !s.pinned {
-            // An idle connection that went stale (the instance restarted): once more, on a new one.
+            // An idle connection that went stale (the instance restarted; the other idle ones are
+            // stale too): once more, on a new one.
+            if let Some(b) = lock(&self.pools).get_mut(&leased.key) {
+                b.idle.clear();
+            }
             leased = self.lease(login).await?;
             leased.reused = false;
             result = self
                 .limited(&mut leased.conn, login, sql, s, timeout, dml)
                 .await;
         }
-        let lost = matches!(&result, Err((_, true)));
-        if a.is(&["BEGIN"])
-            || (a.is(&["START"]) && sql.to_ascii_uppercase().contains("TRANSACTION"))
-        {
-            s.in_transaction = result.is_ok();
-            s.tx_started = s.in_transaction.then(Instant::now);
-        } else if a.is(&["COMMIT", "ROLLBACK"]) {
-            s.in_transaction = false;
-            s.tx_started = None;
+        let mut lost = matches!(&result, Err((_, true)));
+        // Whether a transaction is open is asked of the server whenever the statement could have
+        // changed it (transaction control, SET, locks, routines, DDL's implicit commit, an error
+        // inside a transaction such as a deadlock), never guessed from the text alone: a connection
+        // with an open transaction must not go back to the shared pool.
+        let may_change = a.has_ddl()
+            || a.is(&[
+                "BEGIN",
+                "START",
+                "COMMIT",
+                "ROLLBACK",
+                "SET",
+                "LOCK",
+                "UNLOCK",
+                "CALL",
+                "EXECUTE",
+                "XA",
+                "SAVEPOINT",
+                "RELEASE",
+                "FLUSH",
+            ])
+            || (s.in_transaction && result.is_err());
+        if !lost && may_change {
+            match leased
+                .conn
+                .query_first::<i64, _>("SELECT @@in_transaction")
+                .await
+            {
+                Ok(v) => {
+                    let open = v == Some(1);
+                    if open && !s.in_transaction {
+                        s.tx_started = Some(Instant::now());
+                    }
+                    s.in_transaction = open;
+                    if !open {
+                        s.tx_started = None;
+                    }
+                }
+                Err(_) => lost = true,
+            }
         }
         let creates_temporary = a.is(&["CREATE"]) && !a.has_ddl();
         if a.pins_session.is_some()
             || creates_temporary
-            || a.is(&["SET", "USE", "LOCK", "PREPARE", "HANDLER", "XA"])
+            || a.is(&[
+                "SET", "USE", "LOCK", "PREPARE", "HANDLER", "XA", "CALL", "EXECUTE", "FLUSH",
+            ])
         {
             s.pinned = true;
         }
@@ -732,7 +788,17 @@ impl HttpSql {
             let gone = !matches!(e, mysql_async::Error::Server(_));
             (backend_error(e), gone)
         };
-        let (open, keep, undo) = if s.in_transaction {
+        // Inside a transaction, or on a pinned session with autocommit off, a savepoint; a BEGIN
+        // there would commit the client's pending work.
+        let nested = s.in_transaction
+            || (dml
+                && s.pinned
+                && conn
+                    .query_first::<i64, _>("SELECT @@autocommit")
+                    .await
+                    .map_err(lost)?
+                    == Some(0));
+        let (open, keep, undo) = if nested {
             (
                 "SAVEPOINT strata_row_limit",
                 "RELEASE SAVEPOINT strata_row_limit",
@@ -785,7 +851,9 @@ impl HttpSql {
             }
             Err((e, true)) => Err((e, true)),
             Err((e, false)) => {
-                conn.query_drop(undo).await.map_err(lost)?;
+                // The statement's own error is what the client needs (a deadlock has already
+                // rolled the whole transaction back, and the savepoint with it).
+                let _ = conn.query_drop(undo).await;
                 Err((e, false))
             }
         }
@@ -849,13 +917,18 @@ impl HttpSql {
                 ));
                 continue;
             }
-            if !olap && bytes > limits.max_result_bytes {
+            // OLAP lifts the byte limit only so far: the answer is held in memory before it goes.
+            let max_bytes = if olap {
+                limits.max_result_bytes.saturating_mul(4)
+            } else {
+                limits.max_result_bytes
+            };
+            if bytes > max_bytes {
                 exceeded = Some(RpcError::mysql(
                     1105,
                     "HY000",
                     &format!(
-                        "resource_exhausted: result set larger than max ({bytes} vs. {})",
-                        limits.max_result_bytes
+                        "resource_exhausted: result set larger than max ({bytes} vs. {max_bytes})"
                     ),
                 ));
                 continue;
