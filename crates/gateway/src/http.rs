@@ -1019,7 +1019,11 @@ impl HttpSql {
             }
             self.release(leased);
         }
-        lock(&self.json_columns).insert(key, (Instant::now(), cols.clone()));
+        let mut cache = lock(&self.json_columns);
+        if cache.len() > 10_000 {
+            cache.retain(|_, (at, _)| at.elapsed() < JSON_COLUMNS_TTL);
+        }
+        cache.insert(key, (Instant::now(), cols.clone()));
         cols
     }
 }
