@@ -210,22 +210,6 @@ pub fn chunk_end(
     )
 }
 
-/// The first (or last) key of the table.
-pub fn key_bound(a: &OnlineAlter, last: bool) -> String {
-    let dir = if last { " DESC" } else { "" };
-    format!(
-        "SELECT {} FROM {} {} ORDER BY {} LIMIT 1",
-        list(&a.key),
-        q(&a.table),
-        force(a),
-        a.key
-            .iter()
-            .map(|c| format!("{}{dir}", q(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
-
 /// Copies the rows with key in (after, until] (open ends when `None`). `LOCK IN SHARE MODE` holds the
 /// source rows until the chunk commits, so a concurrent write either lands before the copy (and is
 /// copied) or after it (and its trigger overwrites the copy).
@@ -436,7 +420,6 @@ mod tests {
             100,
         );
         assert!(end.ends_with("WHERE ((`a` > 1) OR (`a` = 1 AND `b` > 2)) AND NOT ((`a` > 7) OR (`a` = 7 AND `b` > 0)) ORDER BY `a`, `b` LIMIT 1 OFFSET 99"), "{end}");
-        assert!(key_bound(&a, true).ends_with("ORDER BY `a` DESC, `b` DESC LIMIT 1"));
         let copy = copy_chunk(&a, Some(&["1".into(), "2".into()]), None);
         assert!(copy.starts_with(&format!("INSERT IGNORE INTO `{}` (`a`, `b`, `v`) SELECT `a`, `b`, `v` FROM `t` FORCE INDEX (`PRIMARY`) WHERE ((`a` > 1) OR (`a` = 1 AND `b` > 2))", a.shadow)), "{copy}");
         let f = forward_triggers(&p.tag, 0, &a);
