@@ -293,6 +293,9 @@ impl HttpSql {
             }
             _ => true,
         });
+        // Idle connections of branches that no longer run (deleted, or stopped) are closed.
+        let platform = &self.gw.platform;
+        lock(&self.pools).retain(|(branch, _), _| platform.instance(branch).is_some());
         for l in held {
             // Closing it ends its transaction (rolled back) and its session state.
             tokio::spawn(async move {
