@@ -518,15 +518,7 @@ impl HttpSql {
     }
 
     fn session_with_id(&self, id: &str, login: &Login) -> SessionRef {
-        let s = Arc::new(tokio::sync::Mutex::new(HttpSession {
-            password_id: login.password.id.clone(),
-            conn: None,
-            in_transaction: false,
-            tx_started: None,
-            pinned: false,
-            olap: false,
-            last_used: Instant::now(),
-        }));
+        let s = Self::fresh(login);
         // Two calls racing on one unknown token must share one session.
         lock(&self.sessions)
             .entry(id.to_string())

@@ -47,7 +47,7 @@ fn ca_params() -> CertificateParams {
     p
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
+fn write_private(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| TlsError::Io {
@@ -61,7 +61,22 @@ fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
         .mode(0o600)
         .open(path)
         .map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)
+    f.write_all(bytes.as_ref()).map_err(io)
+}
+
+/// The key HTTP SQL session tokens are signed with: 32 random bytes under `dir`, made on first
+/// start and kept, so tokens outlive a restart.
+pub fn session_key(dir: &Path) -> Result<Vec<u8>, TlsError> {
+    let path = dir.join("http-session.key");
+    if let Ok(k) = std::fs::read(&path) {
+        if k.len() >= 32 {
+            return Ok(k);
+        }
+    }
+    let mut k = vec![0u8; 32];
+    strata_model::ids::random_bytes(&mut k);
+    write_private(&path, &k)?;
+    Ok(k)
 }
 
 /// Loads (or makes) the CA under `dir` and issues a server certificate for `names`.
@@ -79,7 +94,7 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<TlsMaterial, TlsError> {
     } else {
         let key = KeyPair::generate()?;
         let cert = ca_params().self_signed(&key)?;
-        write_private(&ca_key_path, &key.serialize_pem())?;
+        write_private(&ca_key_path, key.serialize_pem())?;
         std::fs::write(&ca_path, cert.pem()).map_err(io(&ca_path))?;
         key
     };
@@ -102,7 +117,7 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<TlsMaterial, TlsError> {
     let server_cert = params.signed_by(&server_key, &issuer)?;
     let server_pem = server_cert.pem();
     std::fs::write(dir.join("server.pem"), format!("{server_pem}{ca_pem}")).map_err(io(dir))?;
-    write_private(&dir.join("server-key.pem"), &server_key.serialize_pem())?;
+    write_private(&dir.join("server-key.pem"), server_key.serialize_pem())?;
 
     let chain = vec![
         CertificateDer::from_pem_slice(server_pem.as_bytes())

@@ -260,20 +260,7 @@ pub async fn run_database(ctx: &Ctx, cmd: DatabaseCmd) -> Result<()> {
         }
         DatabaseCmd::Throttle { database, ratio } => {
             let path = ctx.org_path(&format!("databases/{database}/throttler"));
-            let v = match ratio {
-                Some(r) => {
-                    ctx.client
-                        .send(Method::PATCH, &path, json!({ "ratio": r }))
-                        .await?
-                }
-                None => ctx.client.get(&path).await?,
-            };
-            if ctx.format == Format::Human {
-                let now = v["configurations"][0]["ratio"].as_i64().unwrap_or(0);
-                println!("Deploys of '{database}' are throttled at {now}.");
-            } else {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            }
+            throttle(ctx, &path, ratio, &format!("Deploys of '{database}' are")).await?;
         }
     }
     Ok(())
@@ -1016,21 +1003,27 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             ratio,
         } => {
             let path = format!("{}/{number}/throttler", base(&database));
-            let v = match ratio {
-                Some(r) => {
-                    ctx.client
-                        .send(Method::PATCH, &path, json!({ "ratio": r }))
-                        .await?
-                }
-                None => ctx.client.get(&path).await?,
-            };
-            if ctx.format == Format::Human {
-                let now = v["configurations"][0]["ratio"].as_i64().unwrap_or(0);
-                println!("Deploy request #{number} is throttled at {now}.");
-            } else {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            }
+            throttle(ctx, &path, ratio, &format!("Deploy request #{number} is")).await?;
         }
+    }
+    Ok(())
+}
+
+/// Shows a throttler (`GET`), or sets its ratio first (`PATCH`), then says where it stands.
+async fn throttle(ctx: &Ctx, path: &str, ratio: Option<i64>, subject: &str) -> Result<()> {
+    let v = match ratio {
+        Some(r) => {
+            ctx.client
+                .send(Method::PATCH, path, json!({ "ratio": r }))
+                .await?
+        }
+        None => ctx.client.get(path).await?,
+    };
+    if ctx.format == Format::Human {
+        let now = v["configurations"][0]["ratio"].as_i64().unwrap_or(0);
+        println!("{subject} throttled at {now}.");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v)?);
     }
     Ok(())
 }

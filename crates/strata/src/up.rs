@@ -170,7 +170,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
         let _ = gw_stop.wait_for(|v| *v).await;
     }));
     // Session tokens are signed with a key kept in the data directory, so they survive a restart.
-    let session_key = http_session_key(&data_dir.join("tls").join("http-session.key"))?;
+    let session_key = strata_gateway::tls::session_key(&data_dir.join("tls"))
+        .context("cannot prepare the HTTP session key")?;
     let http =
         strata_gateway::http::HttpSql::new(gateway.clone(), &session_key, args.http_session_idle);
     let mut http_stop = stop_rx.clone();
@@ -220,29 +221,4 @@ pub async fn run(args: UpArgs) -> Result<()> {
         bail!("the API server failed: {e}");
     }
     Ok(())
-}
-
-/// The key HTTP SQL session tokens are signed with: 32 random bytes, made on first start.
-fn http_session_key(path: &Path) -> Result<Vec<u8>> {
-    if let Ok(k) = std::fs::read(path) {
-        if k.len() >= 32 {
-            return Ok(k);
-        }
-    }
-    let mut k = vec![0u8; 32];
-    getrandom::fill(&mut k)
-        .map_err(|e| anyhow::anyhow!("no randomness for the session key: {e}"))?;
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        f.write_all(&k)?;
-    }
-    Ok(k)
 }
