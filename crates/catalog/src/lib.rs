@@ -97,4 +97,25 @@ pub trait Catalog: Send + Sync {
     fn deployments(&self, database_id: &str) -> Result<Vec<Deployment>>;
     /// Every deployment not yet finished, oldest queued first: the deploy queues' work.
     fn active_deployments(&self) -> Result<Vec<Deployment>>;
+
+    // Backups
+    fn create_backup(&self, backup: &Backup) -> Result<()>;
+    fn backup(&self, id: &str) -> Result<Backup>;
+    /// A branch's backups, newest first.
+    fn backups_of_branch(&self, branch_id: &str) -> Result<Vec<Backup>>;
+    fn all_backups(&self) -> Result<Vec<Backup>>;
+    fn update_backup(&self, backup: &Backup) -> Result<()>;
+    /// Writes only a backup's progress, and only while it is running.
+    fn save_backup_progress(&self, id: &str, progress: &str, updated_at: i64) -> Result<bool>;
+    fn delete_backup(&self, id: &str) -> Result<()>;
+    /// Branches whose data was restored from a backup.
+    fn branches_restored_from(&self, backup_id: &str) -> Result<Vec<Branch>>;
+
+    // Backup policies
+    fn create_backup_policy(&self, policy: &BackupPolicy) -> Result<()>;
+    fn backup_policy(&self, database_id: &str, id: &str) -> Result<BackupPolicy>;
+    fn backup_policies(&self, database_id: &str) -> Result<Vec<BackupPolicy>>;
+    fn all_backup_policies(&self) -> Result<Vec<BackupPolicy>>;
+    fn update_backup_policy(&self, policy: &BackupPolicy) -> Result<()>;
+    fn delete_backup_policy(&self, id: &str) -> Result<()>;
 }

@@ -127,6 +127,58 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE databases ADD COLUMN deploy_throttle_ratio INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 5: backups, backup policies (every database gets the default production policy: every 12
+    // hours, kept 2 days), and where a branch's data came from.
+    r#"
+    ALTER TABLE branches ADD COLUMN data_source TEXT;
+    CREATE TABLE backup_policies (
+        id TEXT PRIMARY KEY,
+        database_id TEXT NOT NULL REFERENCES databases(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        target TEXT NOT NULL,
+        frequency_value INTEGER NOT NULL,
+        frequency_unit TEXT NOT NULL,
+        retention_value INTEGER NOT NULL,
+        retention_unit TEXT NOT NULL,
+        last_ran_at INTEGER,
+        next_run_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE backups (
+        id TEXT PRIMARY KEY,
+        database_id TEXT NOT NULL REFERENCES databases(id) ON DELETE CASCADE,
+        branch_id TEXT NOT NULL REFERENCES branches(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        policy_id TEXT,
+        actor TEXT,
+        size INTEGER NOT NULL DEFAULT 0,
+        protected INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        manifest TEXT,
+        progress TEXT,
+        validation_state TEXT NOT NULL DEFAULT 'pending',
+        validation_error TEXT,
+        validated_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        started_at INTEGER,
+        completed_at INTEGER,
+        expires_at INTEGER
+    );
+    CREATE INDEX backups_by_branch ON backups(branch_id, created_at);
+    CREATE TRIGGER databases_default_backup_policy AFTER INSERT ON databases BEGIN
+        INSERT INTO backup_policies (id, database_id, name, target, frequency_value, frequency_unit,
+            retention_value, retention_unit, next_run_at, created_at, updated_at)
+        VALUES (lower(hex(randomblob(6))), NEW.id, 'Default production schedule', 'production', 12, 'hour',
+            2, 'day', NEW.created_at + 43200000, NEW.created_at, NEW.created_at);
+    END;
+    INSERT INTO backup_policies (id, database_id, name, target, frequency_value, frequency_unit,
+        retention_value, retention_unit, next_run_at, created_at, updated_at)
+    SELECT lower(hex(randomblob(6))), id, 'Default production schedule', 'production', 12, 'hour',
+        2, 'day', CAST(strftime('%s','now') AS INTEGER) * 1000 + 43200000, created_at, created_at FROM databases;
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

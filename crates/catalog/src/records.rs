@@ -83,6 +83,34 @@ pub struct Branch {
     pub created_at: i64,
     pub updated_at: i64,
     pub schema_last_updated_at: Option<i64>,
+    /// Where the branch's data came from; `None` for a branch made with its parent's schema only.
+    pub data_source: Option<DataSource>,
+}
+
+/// The data a new branch starts with, besides its parent's schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// Restored from this backup.
+    Backup(String),
+    /// The parent's data as of the moment the branch was made.
+    Parent,
+}
+
+impl DataSource {
+    pub fn encode(&self) -> String {
+        match self {
+            DataSource::Backup(id) => format!("backup:{id}"),
+            DataSource::Parent => "parent".into(),
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "parent" => Some(DataSource::Parent),
+            _ => s
+                .strip_prefix("backup:")
+                .map(|id| DataSource::Backup(id.to_string())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,4 +205,87 @@ pub struct Review {
     pub body: String,
     pub actor: String,
     pub created_at: i64,
+}
+
+/// A backup's life: `pending` (queued), `running`, then `success` or `failed`; `canceled` when its
+/// branch went away first (PlanetScale's states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupState {
+    Pending,
+    Running,
+    Success,
+    Failed,
+    Canceled,
+}
+
+impl BackupState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupState::Pending => "pending",
+            BackupState::Running => "running",
+            BackupState::Success => "success",
+            BackupState::Failed => "failed",
+            BackupState::Canceled => "canceled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => BackupState::Pending,
+            "running" => BackupState::Running,
+            "success" => BackupState::Success,
+            "failed" => BackupState::Failed,
+            "canceled" => BackupState::Canceled,
+            _ => return None,
+        })
+    }
+}
+
+/// One physical backup of a branch. `manifest` and `progress` are JSON documents of the control
+/// crate (per-table row counts at the backup point; the running phase and bytes copied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    pub id: String,
+    pub database_id: String,
+    pub branch_id: String,
+    pub name: String,
+    pub state: BackupState,
+    /// The schedule that made it; `None` for a manual backup.
+    pub policy_id: Option<String>,
+    /// The service token that asked for it.
+    pub actor: Option<String>,
+    /// Bytes in backup storage.
+    pub size: i64,
+    /// Protected backups are never deleted by retention.
+    pub protected: bool,
+    pub error: Option<String>,
+    pub manifest: Option<String>,
+    pub progress: Option<String>,
+    /// `pending`, `running`, `passed` or `failed`: the restore check of a completed backup.
+    pub validation_state: String,
+    pub validation_error: Option<String>,
+    pub validated_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub expires_at: Option<i64>,
+}
+
+/// A backup schedule of a database: which branches (`production` or `development`), how often,
+/// and how long its backups are kept. Units: `second`, `minute`, `hour`, `day`, `week`, `month`
+/// (30 days), `year` (365 days).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupPolicy {
+    pub id: String,
+    pub database_id: String,
+    pub name: String,
+    pub target: String,
+    pub frequency_value: i64,
+    pub frequency_unit: String,
+    pub retention_value: i64,
+    pub retention_unit: String,
+    pub last_ran_at: Option<i64>,
+    pub next_run_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
 }

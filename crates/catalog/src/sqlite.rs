@@ -152,11 +152,62 @@ fn branch_row(r: &Row) -> rusqlite::Result<Branch> {
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
         schema_last_updated_at: r.get(12)?,
+        data_source: r
+            .get::<_, Option<String>>(13)?
+            .and_then(|s| DataSource::parse(&s)),
     })
 }
 const BRANCH_COLS: &str =
     "id, database_id, name, parent_branch, production, safe_migrations, state, error, \
-    base_schema, instance_port, created_at, updated_at, schema_last_updated_at";
+    base_schema, instance_port, created_at, updated_at, schema_last_updated_at, data_source";
+
+fn backup_row(r: &Row) -> rusqlite::Result<Backup> {
+    let state: String = r.get(4)?;
+    Ok(Backup {
+        id: r.get(0)?,
+        database_id: r.get(1)?,
+        branch_id: r.get(2)?,
+        name: r.get(3)?,
+        state: BackupState::parse(&state).unwrap_or(BackupState::Failed),
+        policy_id: r.get(5)?,
+        actor: r.get(6)?,
+        size: r.get(7)?,
+        protected: r.get(8)?,
+        error: r.get(9)?,
+        manifest: r.get(10)?,
+        progress: r.get(11)?,
+        validation_state: r.get(12)?,
+        validation_error: r.get(13)?,
+        validated_at: r.get(14)?,
+        created_at: r.get(15)?,
+        updated_at: r.get(16)?,
+        started_at: r.get(17)?,
+        completed_at: r.get(18)?,
+        expires_at: r.get(19)?,
+    })
+}
+const BACKUP_COLS: &str = "id, database_id, branch_id, name, state, policy_id, actor, size, protected, \
+    error, manifest, progress, validation_state, validation_error, validated_at, created_at, updated_at, \
+    started_at, completed_at, expires_at";
+
+fn policy_row(r: &Row) -> rusqlite::Result<BackupPolicy> {
+    Ok(BackupPolicy {
+        id: r.get(0)?,
+        database_id: r.get(1)?,
+        name: r.get(2)?,
+        target: r.get(3)?,
+        frequency_value: r.get(4)?,
+        frequency_unit: r.get(5)?,
+        retention_value: r.get(6)?,
+        retention_unit: r.get(7)?,
+        last_ran_at: r.get(8)?,
+        next_run_at: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+    })
+}
+const POLICY_COLS: &str = "id, database_id, name, target, frequency_value, frequency_unit, \
+    retention_value, retention_unit, last_ran_at, next_run_at, created_at, updated_at";
 
 fn password_row(r: &Row) -> rusqlite::Result<Password> {
     let role: String = r.get(4)?;
@@ -194,7 +245,7 @@ fn split_list(s: Option<String>) -> Vec<String> {
 
 fn insert_branch(conn: &Connection, b: &Branch) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"),
+        &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"),
         params![
             b.id,
             b.database_id,
@@ -208,7 +259,8 @@ fn insert_branch(conn: &Connection, b: &Branch) -> Result<()> {
             b.instance_port.map(i64::from),
             b.created_at,
             b.updated_at,
-            b.schema_last_updated_at
+            b.schema_last_updated_at,
+            b.data_source.as_ref().map(DataSource::encode)
         ],
     )
     .map_err(unique("Branch", &b.name))?;
@@ -418,6 +470,196 @@ impl Catalog for SqliteCatalog {
             [],
             deployment_row,
         )
+    }
+
+    fn create_backup(&self, b: &Backup) -> Result<()> {
+        self.conn()
+            .execute(
+                &format!(
+                    "INSERT INTO backups ({BACKUP_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)"
+                ),
+                params![
+                    b.id,
+                    b.database_id,
+                    b.branch_id,
+                    b.name,
+                    b.state.as_str(),
+                    b.policy_id,
+                    b.actor,
+                    b.size,
+                    b.protected,
+                    b.error,
+                    b.manifest,
+                    b.progress,
+                    b.validation_state,
+                    b.validation_error,
+                    b.validated_at,
+                    b.created_at,
+                    b.updated_at,
+                    b.started_at,
+                    b.completed_at,
+                    b.expires_at
+                ],
+            )
+            .map_err(unique("Backup", &b.id))?;
+        Ok(())
+    }
+
+    fn backup(&self, id: &str) -> Result<Backup> {
+        self.one(
+            "Backup",
+            &format!("SELECT {BACKUP_COLS} FROM backups WHERE id=?1"),
+            [id],
+            backup_row,
+        )
+    }
+
+    fn backups_of_branch(&self, branch_id: &str) -> Result<Vec<Backup>> {
+        self.all(
+            &format!(
+                "SELECT {BACKUP_COLS} FROM backups WHERE branch_id=?1 ORDER BY created_at DESC, id"
+            ),
+            [branch_id],
+            backup_row,
+        )
+    }
+
+    fn all_backups(&self) -> Result<Vec<Backup>> {
+        self.all(
+            &format!("SELECT {BACKUP_COLS} FROM backups ORDER BY created_at, id"),
+            [],
+            backup_row,
+        )
+    }
+
+    fn update_backup(&self, b: &Backup) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE backups SET name=?2, state=?3, size=?4, protected=?5, error=?6, manifest=?7, progress=?8, \
+             validation_state=?9, validation_error=?10, validated_at=?11, updated_at=?12, started_at=?13, \
+             completed_at=?14, expires_at=?15 WHERE id=?1",
+            params![
+                b.id,
+                b.name,
+                b.state.as_str(),
+                b.size,
+                b.protected,
+                b.error,
+                b.manifest,
+                b.progress,
+                b.validation_state,
+                b.validation_error,
+                b.validated_at,
+                b.updated_at,
+                b.started_at,
+                b.completed_at,
+                b.expires_at
+            ],
+        )?;
+        changed(n, "Backup")
+    }
+
+    fn save_backup_progress(&self, id: &str, progress: &str, updated_at: i64) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE backups SET progress=?2, updated_at=?3 WHERE id=?1 AND state='running'",
+            params![id, progress, updated_at],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn delete_backup(&self, id: &str) -> Result<()> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM backups WHERE id=?1", [id])?;
+        changed(n, "Backup")
+    }
+
+    fn branches_restored_from(&self, backup_id: &str) -> Result<Vec<Branch>> {
+        self.all(
+            &format!(
+                "SELECT {BRANCH_COLS} FROM branches WHERE data_source=?1 ORDER BY created_at, name"
+            ),
+            [DataSource::Backup(backup_id.to_string()).encode()],
+            branch_row,
+        )
+    }
+
+    fn create_backup_policy(&self, p: &BackupPolicy) -> Result<()> {
+        self.conn()
+            .execute(
+                &format!(
+                    "INSERT INTO backup_policies ({POLICY_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+                ),
+                params![
+                    p.id,
+                    p.database_id,
+                    p.name,
+                    p.target,
+                    p.frequency_value,
+                    p.frequency_unit,
+                    p.retention_value,
+                    p.retention_unit,
+                    p.last_ran_at,
+                    p.next_run_at,
+                    p.created_at,
+                    p.updated_at
+                ],
+            )
+            .map_err(unique("Backup policy", &p.name))?;
+        Ok(())
+    }
+
+    fn backup_policy(&self, database_id: &str, id: &str) -> Result<BackupPolicy> {
+        self.one(
+            "Backup policy",
+            &format!("SELECT {POLICY_COLS} FROM backup_policies WHERE database_id=?1 AND id=?2"),
+            [database_id, id],
+            policy_row,
+        )
+    }
+
+    fn backup_policies(&self, database_id: &str) -> Result<Vec<BackupPolicy>> {
+        self.all(
+            &format!(
+                "SELECT {POLICY_COLS} FROM backup_policies WHERE database_id=?1 ORDER BY created_at, id"
+            ),
+            [database_id],
+            policy_row,
+        )
+    }
+
+    fn all_backup_policies(&self) -> Result<Vec<BackupPolicy>> {
+        self.all(
+            &format!("SELECT {POLICY_COLS} FROM backup_policies ORDER BY next_run_at, id"),
+            [],
+            policy_row,
+        )
+    }
+
+    fn update_backup_policy(&self, p: &BackupPolicy) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE backup_policies SET name=?2, target=?3, frequency_value=?4, frequency_unit=?5, \
+             retention_value=?6, retention_unit=?7, last_ran_at=?8, next_run_at=?9, updated_at=?10 WHERE id=?1",
+            params![
+                p.id,
+                p.name,
+                p.target,
+                p.frequency_value,
+                p.frequency_unit,
+                p.retention_value,
+                p.retention_unit,
+                p.last_ran_at,
+                p.next_run_at,
+                p.updated_at
+            ],
+        )?;
+        changed(n, "Backup policy")
+    }
+
+    fn delete_backup_policy(&self, id: &str) -> Result<()> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM backup_policies WHERE id=?1", [id])?;
+        changed(n, "Backup policy")
     }
 
     fn reviews(&self, deploy_request_id: &str) -> Result<Vec<Review>> {
@@ -779,6 +1021,7 @@ mod tests {
             created_at: 3,
             updated_at: 3,
             schema_last_updated_at: None,
+            data_source: None,
         }
     }
     fn password(db: &str, br: &str, id: &str) -> Password {
@@ -975,5 +1218,83 @@ mod tests {
         assert_eq!(c.service_token("tok").unwrap().last_used_at, Some(77));
         c.delete_service_token("tok").unwrap();
         assert!(c.service_token("tok").is_err());
+    }
+
+    #[test]
+    fn backups_and_their_policies() {
+        let c = SqliteCatalog::in_memory().unwrap();
+        c.create_organization(&org()).unwrap();
+        c.create_database(&db("shop"), &branch("shop", "main"))
+            .unwrap();
+        // Every new database gets the default production schedule.
+        let policies = c.backup_policies("db-shop").unwrap();
+        assert_eq!(policies.len(), 1);
+        let p = &policies[0];
+        assert_eq!(
+            (p.target.as_str(), p.frequency_value, p.frequency_unit.as_str()),
+            ("production", 12, "hour")
+        );
+        assert_eq!((p.retention_value, p.retention_unit.as_str()), (2, "day"));
+        assert_eq!(p.next_run_at, 2 + 12 * 3_600_000);
+        assert_eq!(p.id.len(), 12);
+
+        let mut b = Backup {
+            id: "bk1".into(),
+            database_id: "db-shop".into(),
+            branch_id: "br-shop-main".into(),
+            name: "first".into(),
+            state: BackupState::Pending,
+            policy_id: None,
+            actor: Some("tok".into()),
+            size: 0,
+            protected: false,
+            error: None,
+            manifest: None,
+            progress: None,
+            validation_state: "pending".into(),
+            validation_error: None,
+            validated_at: None,
+            created_at: 10,
+            updated_at: 10,
+            started_at: None,
+            completed_at: None,
+            expires_at: None,
+        };
+        c.create_backup(&b).unwrap();
+        // Progress is written only while the backup runs.
+        assert!(!c.save_backup_progress("bk1", "{}", 11).unwrap());
+        b.state = BackupState::Running;
+        c.update_backup(&b).unwrap();
+        assert!(c.save_backup_progress("bk1", "{\"phase\":\"copying\"}", 12).unwrap());
+        let got = c.backup("bk1").unwrap();
+        assert_eq!(got.progress.as_deref(), Some("{\"phase\":\"copying\"}"));
+        assert_eq!(c.backups_of_branch("br-shop-main").unwrap().len(), 1);
+
+        let mut restored = branch("shop", "restored");
+        restored.data_source = Some(DataSource::Backup("bk1".into()));
+        c.create_branch(&restored).unwrap();
+        let names: Vec<_> = c
+            .branches_restored_from("bk1")
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        assert_eq!(names, ["restored"]);
+        assert_eq!(
+            c.branch("db-shop", "restored").unwrap().data_source,
+            Some(DataSource::Backup("bk1".into()))
+        );
+
+        // A branch's backups go with it.
+        c.delete_branch("br-shop-main").unwrap();
+        assert!(c.backup("bk1").is_err());
+    }
+
+    #[test]
+    fn data_sources_round_trip() {
+        for d in [DataSource::Parent, DataSource::Backup("abc123".into())] {
+            assert_eq!(DataSource::parse(&d.encode()), Some(d));
+        }
+        assert_eq!(DataSource::parse("nonsense"), None);
     }
 }

@@ -382,6 +382,7 @@ impl Platform {
             created_at: now,
             updated_at: now,
             schema_last_updated_at: None,
+            data_source: None,
         };
         self.catalog
             .create_database(&db, &main)
@@ -527,6 +528,7 @@ impl Platform {
             created_at: now,
             updated_at: now,
             schema_last_updated_at: None,
+            data_source: None,
         };
         self.catalog.create_branch(&branch).map_err(|e| match e {
             strata_catalog::CatalogError::AlreadyExists { .. } => ControlError::Conflict(format!(
