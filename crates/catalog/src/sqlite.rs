@@ -1231,7 +1231,11 @@ mod tests {
         assert_eq!(policies.len(), 1);
         let p = &policies[0];
         assert_eq!(
-            (p.target.as_str(), p.frequency_value, p.frequency_unit.as_str()),
+            (
+                p.target.as_str(),
+                p.frequency_value,
+                p.frequency_unit.as_str()
+            ),
             ("production", 12, "hour")
         );
         assert_eq!((p.retention_value, p.retention_unit.as_str()), (2, "day"));
@@ -1265,7 +1269,9 @@ mod tests {
         assert!(!c.save_backup_progress("bk1", "{}", 11).unwrap());
         b.state = BackupState::Running;
         c.update_backup(&b).unwrap();
-        assert!(c.save_backup_progress("bk1", "{\"phase\":\"copying\"}", 12).unwrap());
+        assert!(c
+            .save_backup_progress("bk1", "{\"phase\":\"copying\"}", 12)
+            .unwrap());
         let got = c.backup("bk1").unwrap();
         assert_eq!(got.progress.as_deref(), Some("{\"phase\":\"copying\"}"));
         assert_eq!(c.backups_of_branch("br-shop-main").unwrap().len(), 1);

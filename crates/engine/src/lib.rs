@@ -5,11 +5,13 @@
 //! - [`template`]: a pre-initialised datadir, copied to make a new instance fast.
 //! - [`supervisor`]: start, watch, restart after a crash, stop cleanly.
 //! - [`admin`]: the control plane's queries against an instance (schema read and copy).
+//! - [`backup`]: physical backups, their restore, and consistent snapshots for data branches.
 
 pub mod admin;
+pub mod backup;
 pub mod config;
 pub mod flavour;
-mod fsutil;
+pub mod fsutil;
 pub mod supervisor;
 pub mod template;
 

@@ -99,11 +99,22 @@ fn socket_path(spec: &InstanceSpec) -> Result<PathBuf> {
 
 /// Creates the instance directory: a datadir cloned from the template, and fresh internal credentials.
 pub fn provision(spec: &InstanceSpec, template: &Path) -> Result<()> {
+    prepare_instance_dir(spec)?;
+    clone_template(template, &data_dir(&spec.dir))
+}
+
+/// The datadir of an instance directory.
+pub fn datadir_of(spec: &InstanceSpec) -> PathBuf {
+    data_dir(&spec.dir)
+}
+
+/// Creates an empty instance directory with fresh internal credentials; its datadir is filled
+/// separately (from the template, a backup or a snapshot of another instance).
+pub fn prepare_instance_dir(spec: &InstanceSpec) -> Result<()> {
     if spec.dir.exists() {
         std::fs::remove_dir_all(&spec.dir).map_err(io_err(&spec.dir))?;
     }
     create_private_dir(&spec.dir)?;
-    clone_template(template, &data_dir(&spec.dir))?;
     let creds = Credentials::generate();
     write_private(
         &client_file(&spec.dir, ROOT_USER),
