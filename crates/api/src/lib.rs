@@ -46,6 +46,10 @@ pub struct AppState {
         routes::enable_safe_migrations, routes::update_safe_migrations, routes::disable_safe_migrations,
         routes::list_database_passwords, routes::list_passwords, routes::create_password, routes::get_password,
         routes::update_password, routes::delete_password, routes::renew_password,
+        routes::list_backups, routes::create_backup, routes::get_backup, routes::update_backup,
+        routes::delete_backup, routes::validate_backup, routes::list_backup_policies,
+        routes::create_backup_policy, routes::get_backup_policy, routes::update_backup_policy,
+        routes::delete_backup_policy,
     ),
     components(schemas(ApiError)),
     modifiers(&ServiceTokenAuth),
@@ -256,6 +260,28 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{br}/passwords/{{id}}/renew"),
             post(renew_password),
+        )
+        .route(
+            &format!("{br}/backups"),
+            get(list_backups).post(create_backup),
+        )
+        .route(
+            &format!("{br}/backups/{{id}}"),
+            get(get_backup).patch(update_backup).delete(delete_backup),
+        )
+        .route(
+            &format!("{br}/backups/{{id}}/validate"),
+            post(validate_backup),
+        )
+        .route(
+            &format!("{db}/backup-policies"),
+            get(list_backup_policies).post(create_backup_policy),
+        )
+        .route(
+            &format!("{db}/backup-policies/{{id}}"),
+            get(get_backup_policy)
+                .patch(update_backup_policy)
+                .delete(delete_backup_policy),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()

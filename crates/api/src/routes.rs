@@ -9,7 +9,10 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use strata_catalog::Database;
-use strata_control::{BranchRequest, Caller, DatabaseUpdate, PasswordRequest, PasswordUpdate};
+use strata_control::{
+    BackupRequest, BranchRequest, Caller, DatabaseUpdate, PasswordRequest, PasswordUpdate,
+    PolicyRequest, SeedData,
+};
 use utoipa::ToSchema;
 
 type Org = Path<String>;
@@ -311,12 +314,16 @@ pub async fn create_branch(
     let name = b
         .name
         .ok_or_else(|| ApiError::invalid("name is required"))?;
-    let given = |v: &Option<String>| v.as_deref().is_some_and(|x| !x.is_empty());
-    if given(&b.backup_id) || given(&b.seed_data) {
-        return Err(ApiError::invalid(
-            "restoring a backup into a branch (backup_id, seed_data) is not available yet",
-        ));
-    }
+    let seed_data = match b.seed_data.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some("last_successful_backup") => Some(SeedData::LastSuccessfulBackup),
+        Some("current") => Some(SeedData::Current),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "seed_data must be 'last_successful_backup' or 'current' (got '{other}')"
+            )))
+        }
+    };
     if let Some(r) = b.region.as_deref().filter(|r| !r.is_empty()) {
         if r != "local" {
             return Err(ApiError::invalid(format!(
@@ -331,6 +338,8 @@ pub async fn create_branch(
         BranchRequest {
             name,
             parent_branch: b.parent_branch.filter(|p| !p.is_empty()),
+            backup_id: b.backup_id.filter(|p| !p.is_empty()),
+            seed_data,
         },
     )?;
     let e = edge(&st, &org, &db);
@@ -348,11 +357,17 @@ pub async fn get_branch(
     Path((org, db, branch)): OrgDbBranch,
 ) -> ApiResult<Json<views::BranchView>> {
     let b = st.platform.branch(&c, &org, &db, &branch)?;
-    Ok(Json(views::branch(
+    let mut v = views::branch(
         &edge(&st, &org, &db),
         &b,
         st.platform.instance_status(&b.id),
-    )))
+    );
+    v.data_progress = st
+        .platform
+        .data_progress(&b.id)
+        .as_ref()
+        .map(views::progress);
+    Ok(Json(v))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1161,4 +1176,252 @@ pub async fn update_deploy_request_throttler(
         .platform
         .set_deploy_throttle(&c, &org, &db, number, ratio)?;
     Ok(Json(throttler(d.throttle_ratio)))
+}
+
+// ------------------------------------------------------------------ backups
+
+fn backup_view(
+    st: &AppState,
+    b: &strata_catalog::Backup,
+    branch: &strata_catalog::Branch,
+) -> views::BackupView {
+    let restored = st.platform.restored_branches(&b.id).unwrap_or_default();
+    let policy = st.platform.policy_of(b);
+    views::backup(b, branch, &restored, policy.as_ref())
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateBackup {
+    pub name: Option<String>,
+    /// `hour`, `day`, `week`, `month` or `year` (also `minute`, `second`).
+    pub retention_unit: Option<String>,
+    pub retention_value: Option<i64>,
+    /// Accepted for compatibility; every backup runs at once.
+    #[allow(dead_code)]
+    pub emergency: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct BackupListQuery {
+    pub page: Option<String>,
+    pub per_page: Option<String>,
+    /// Only backups in this state.
+    pub state: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/backups", tag = "backups",
+    params(("state" = Option<String>, Query, description = "only backups in this state")),
+    responses((status = 200, body = Page<views::BackupView>), (status = 404, body = ApiError)))]
+pub async fn list_backups(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+    Query(q): Query<BackupListQuery>,
+) -> ApiResult<Json<Page<views::BackupView>>> {
+    let (page, per) = PageQuery {
+        page: q.page,
+        per_page: q.per_page,
+    }
+    .parse()?;
+    if let Some(s) = q.state.as_deref() {
+        if strata_catalog::BackupState::parse(s).is_none() {
+            return Err(ApiError::invalid(format!(
+                "state must be one of pending, running, success, failed, canceled (got '{s}')"
+            )));
+        }
+    }
+    let br = st.platform.branch(&c, &org, &db, &branch)?;
+    let list = st
+        .platform
+        .backups(&c, &org, &db, &branch)?
+        .iter()
+        .filter(|b| q.state.as_deref().is_none_or(|s| b.state.as_str() == s))
+        .map(|b| backup_view(&st, b, &br))
+        .collect();
+    let url = list_url(
+        &st,
+        &format!("organizations/{org}/databases/{db}/branches/{branch}/backups"),
+    );
+    Ok(Json(views::page(list, page, per, &url)))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/backups", tag = "backups",
+    request_body = CreateBackup,
+    responses((status = 201, body = views::BackupView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn create_backup(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch)): OrgDbBranch,
+    Body(b): Body<CreateBackup>,
+) -> ApiResult<(StatusCode, Json<views::BackupView>)> {
+    let bk = st.platform.create_backup(
+        &c,
+        &org,
+        &db,
+        &branch,
+        BackupRequest {
+            name: b.name,
+            retention_value: b.retention_value,
+            retention_unit: b.retention_unit,
+        },
+    )?;
+    let br = st.platform.branch(&c, &org, &db, &branch)?;
+    Ok((StatusCode::CREATED, Json(backup_view(&st, &bk, &br))))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/backups/{id}", tag = "backups",
+    responses((status = 200, body = views::BackupView), (status = 404, body = ApiError)))]
+pub async fn get_backup(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch, id)): OrgDbBranchId,
+) -> ApiResult<Json<views::BackupView>> {
+    let bk = st.platform.backup(&c, &org, &db, &branch, &id)?;
+    let br = st.platform.branch(&c, &org, &db, &branch)?;
+    Ok(Json(backup_view(&st, &bk, &br)))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct UpdateBackup {
+    /// A protected backup is never deleted by retention, nor by a delete call.
+    pub protected: Option<bool>,
+}
+
+#[utoipa::path(patch, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/backups/{id}", tag = "backups",
+    request_body = UpdateBackup,
+    responses((status = 200, body = views::BackupView), (status = 404, body = ApiError)))]
+pub async fn update_backup(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch, id)): OrgDbBranchId,
+    Body(b): Body<UpdateBackup>,
+) -> ApiResult<Json<views::BackupView>> {
+    let bk = st
+        .platform
+        .update_backup(&c, &org, &db, &branch, &id, b.protected)?;
+    let br = st.platform.branch(&c, &org, &db, &branch)?;
+    Ok(Json(backup_view(&st, &bk, &br)))
+}
+
+#[utoipa::path(delete, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/backups/{id}", tag = "backups",
+    responses((status = 204), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn delete_backup(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch, id)): OrgDbBranchId,
+) -> ApiResult<StatusCode> {
+    st.platform
+        .delete_backup(&c, &org, &db, &branch, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/backups/{id}/validate", tag = "backups",
+    responses((status = 202, body = views::BackupView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn validate_backup(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, branch, id)): OrgDbBranchId,
+) -> ApiResult<(StatusCode, Json<views::BackupView>)> {
+    let bk = st.platform.revalidate_backup(&c, &org, &db, &branch, &id)?;
+    let br = st.platform.branch(&c, &org, &db, &branch)?;
+    Ok((StatusCode::ACCEPTED, Json(backup_view(&st, &bk, &br))))
+}
+
+// ------------------------------------------------------------------ backup policies
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct BackupPolicyBody {
+    pub name: Option<String>,
+    /// `production` or `development`.
+    pub target: Option<String>,
+    pub retention_value: Option<i64>,
+    pub retention_unit: Option<String>,
+    pub frequency_value: Option<i64>,
+    pub frequency_unit: Option<String>,
+}
+
+impl From<BackupPolicyBody> for PolicyRequest {
+    fn from(b: BackupPolicyBody) -> Self {
+        PolicyRequest {
+            name: b.name,
+            target: b.target,
+            frequency_value: b.frequency_value,
+            frequency_unit: b.frequency_unit,
+            retention_value: b.retention_value,
+            retention_unit: b.retention_unit,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/backup-policies", tag = "backups",
+    responses((status = 200, body = Page<views::BackupPolicyView>)))]
+pub async fn list_backup_policies(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db)): OrgDb,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<views::BackupPolicyView>>> {
+    let (page, per) = q.parse()?;
+    let list = st
+        .platform
+        .backup_policies(&c, &org, &db)?
+        .iter()
+        .map(views::backup_policy)
+        .collect();
+    let url = list_url(
+        &st,
+        &format!("organizations/{org}/databases/{db}/backup-policies"),
+    );
+    Ok(Json(views::page(list, page, per, &url)))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/backup-policies", tag = "backups",
+    request_body = BackupPolicyBody,
+    responses((status = 201, body = views::BackupPolicyView), (status = 422, body = ApiError)))]
+pub async fn create_backup_policy(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db)): OrgDb,
+    Body(b): Body<BackupPolicyBody>,
+) -> ApiResult<(StatusCode, Json<views::BackupPolicyView>)> {
+    let p = st.platform.create_backup_policy(&c, &org, &db, b.into())?;
+    Ok((StatusCode::CREATED, Json(views::backup_policy(&p))))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/backup-policies/{id}", tag = "backups",
+    responses((status = 200, body = views::BackupPolicyView), (status = 404, body = ApiError)))]
+pub async fn get_backup_policy(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<views::BackupPolicyView>> {
+    let p = st.platform.backup_policy(&c, &org, &db, &id)?;
+    Ok(Json(views::backup_policy(&p)))
+}
+
+#[utoipa::path(patch, path = "/v1/organizations/{organization}/databases/{database}/backup-policies/{id}", tag = "backups",
+    request_body = BackupPolicyBody,
+    responses((status = 200, body = views::BackupPolicyView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn update_backup_policy(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, id)): Path<(String, String, String)>,
+    Body(b): Body<BackupPolicyBody>,
+) -> ApiResult<Json<views::BackupPolicyView>> {
+    let p = st
+        .platform
+        .update_backup_policy(&c, &org, &db, &id, b.into())?;
+    Ok(Json(views::backup_policy(&p)))
+}
+
+#[utoipa::path(delete, path = "/v1/organizations/{organization}/databases/{database}/backup-policies/{id}", tag = "backups",
+    responses((status = 204), (status = 404, body = ApiError)))]
+pub async fn delete_backup_policy(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, id)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    st.platform.delete_backup_policy(&c, &org, &db, &id)?;
+    Ok(StatusCode::NO_CONTENT)
 }

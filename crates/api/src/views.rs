@@ -263,6 +263,36 @@ pub struct BranchView {
     pub schema_last_updated_at: Option<String>,
     /// The branch's instance; null while it has none (pending or failed).
     pub instance: Option<InstanceView>,
+    /// Where the branch's data came from: `backup` (restored; see `restored_from_backup`),
+    /// `parent` (a snapshot of the parent when it was made), or null (schema only).
+    pub data_source: Option<&'static str>,
+    pub restored_from_backup: Option<String>,
+    /// While a restore or snapshot fills the branch: its phase and bytes.
+    pub data_progress: Option<ProgressView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProgressView {
+    /// `counting`, `copying`, `preparing`, `complete` for backups; `restoring`, `snapshotting`,
+    /// `starting` for branches being filled.
+    pub phase: String,
+    pub copied_bytes: u64,
+    pub total_bytes: u64,
+    /// 0–100.
+    pub percent: u32,
+}
+
+pub fn progress(p: &strata_engine::backup::Progress) -> ProgressView {
+    let percent = (p.copied_bytes.min(p.total_bytes) * 100)
+        .checked_div(p.total_bytes)
+        .map(|v| v as u32)
+        .unwrap_or(if p.phase == "complete" { 100 } else { 0 });
+    ProgressView {
+        phase: p.phase.clone(),
+        copied_bytes: p.copied_bytes,
+        total_bytes: p.total_bytes,
+        percent,
+    }
 }
 
 pub struct Edge<'a> {
@@ -318,6 +348,15 @@ pub fn branch(edge: &Edge, b: &Branch, status: Option<InstanceStatus>) -> Branch
         deleted_at: None,
         schema_last_updated_at: ts_opt(b.schema_last_updated_at),
         instance: status.as_ref().map(instance),
+        data_source: b.data_source.as_ref().map(|d| match d {
+            strata_catalog::DataSource::Backup(_) => "backup",
+            strata_catalog::DataSource::Parent => "parent",
+        }),
+        restored_from_backup: match &b.data_source {
+            Some(strata_catalog::DataSource::Backup(id)) => Some(id.clone()),
+            _ => None,
+        },
+        data_progress: None,
     }
 }
 
@@ -735,5 +774,166 @@ mod tests {
         assert_eq!((p.total_pages, p.next_page, p.data.len()), (1, None, 0));
         let p = page((1..=3).collect::<Vec<_>>(), 9, 25, "http://x/l");
         assert!(p.data.is_empty());
+    }
+}
+
+// ------------------------------------------------------------------ backups
+
+/// A branch a backup was taken of or restored into.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BranchRef {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub name: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub deleted_at: Option<String>,
+}
+
+pub fn branch_ref(b: &Branch) -> BranchRef {
+    BranchRef {
+        id: b.id.clone(),
+        kind: "Branch",
+        name: b.name.clone(),
+        created_at: ts(b.created_at),
+        updated_at: ts(b.updated_at),
+        deleted_at: None,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BackupPolicyView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub display_name: String,
+    pub name: String,
+    /// `production` or `development`: which branches it backs up.
+    pub target: String,
+    pub retention_value: i64,
+    pub retention_unit: String,
+    pub frequency_value: i64,
+    pub frequency_unit: String,
+    pub schedule_time: String,
+    pub schedule_day: Option<i64>,
+    pub schedule_week: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_ran_at: Option<String>,
+    pub next_run_at: Option<String>,
+    pub required: bool,
+}
+
+pub fn backup_policy(p: &strata_catalog::BackupPolicy) -> BackupPolicyView {
+    BackupPolicyView {
+        id: p.id.clone(),
+        kind: "BackupPolicy",
+        display_name: p.name.clone(),
+        name: p.name.clone(),
+        target: p.target.clone(),
+        retention_value: p.retention_value,
+        retention_unit: p.retention_unit.clone(),
+        frequency_value: p.frequency_value,
+        frequency_unit: p.frequency_unit.clone(),
+        schedule_time: ts(p.next_run_at).get(11..16).unwrap_or("00:00").to_string(),
+        schedule_day: None,
+        schedule_week: None,
+        created_at: ts(p.created_at),
+        updated_at: ts(p.updated_at),
+        last_ran_at: ts_opt(p.last_ran_at),
+        next_run_at: Some(ts(p.next_run_at)),
+        required: false,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BackupView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub name: String,
+    /// `pending`, `running`, `success`, `failed` or `canceled`.
+    pub state: &'static str,
+    /// Bytes in backup storage.
+    pub size: i64,
+    pub uncompressed_size: i64,
+    pub estimated_storage_cost: f64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub deleted_at: Option<String>,
+    pub pvc_size: i64,
+    pub protected: bool,
+    pub required: bool,
+    pub restored_branches: Vec<BranchRef>,
+    pub actor: Option<Actor>,
+    pub backup_policy: Option<BackupPolicyView>,
+    pub database_branch: Option<BranchRef>,
+    /// Why the backup failed.
+    pub error: Option<String>,
+    /// Milliseconds from start to completion.
+    pub duration_ms: Option<i64>,
+    pub progress: Option<ProgressView>,
+    /// The restore check of a completed backup: `pending`, `running`, `passed`, `failed` (see
+    /// `validation_error`), `skipped` (the backup failed).
+    pub validation_state: String,
+    pub validation_error: Option<String>,
+    pub validated_at: Option<String>,
+    /// Rows per table at the backup point (what validation compares against).
+    pub table_rows: Option<std::collections::BTreeMap<String, i64>>,
+}
+
+pub fn backup(
+    b: &strata_catalog::Backup,
+    branch: &Branch,
+    restored: &[Branch],
+    policy: Option<&strata_catalog::BackupPolicy>,
+) -> BackupView {
+    let manifest: Option<strata_engine::backup::Manifest> = b
+        .manifest
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok());
+    let progress_doc: Option<strata_engine::backup::Progress> = b
+        .progress
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok());
+    BackupView {
+        id: b.id.clone(),
+        kind: "Backup",
+        name: b.name.clone(),
+        state: b.state.as_str(),
+        size: b.size,
+        uncompressed_size: b.size,
+        estimated_storage_cost: 0.0,
+        created_at: ts(b.created_at),
+        updated_at: ts(b.updated_at),
+        started_at: ts_opt(b.started_at),
+        expires_at: if b.protected {
+            None
+        } else {
+            ts_opt(b.expires_at)
+        },
+        completed_at: ts_opt(b.completed_at),
+        deleted_at: None,
+        pvc_size: b.size,
+        protected: b.protected,
+        required: false,
+        restored_branches: restored.iter().map(branch_ref).collect(),
+        actor: b.actor.as_deref().map(token_actor),
+        backup_policy: policy.map(backup_policy),
+        database_branch: Some(branch_ref(branch)),
+        error: b.error.clone(),
+        duration_ms: match (b.started_at, b.completed_at) {
+            (Some(s), Some(c)) => Some(c - s),
+            _ => None,
+        },
+        progress: progress_doc.as_ref().map(progress),
+        validation_state: b.validation_state.clone(),
+        validation_error: b.validation_error.clone(),
+        validated_at: ts_opt(b.validated_at),
+        table_rows: manifest.and_then(|m| m.tables),
     }
 }

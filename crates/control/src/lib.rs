@@ -9,11 +9,13 @@
 //! - deleting removes the catalog rows first and the instances after; directories left by a crash in
 //!   between are removed on the next start.
 
+mod backups;
 mod deploy_requests;
 mod deployments;
 mod error;
 mod passwords;
 
+pub use backups::{unit_millis, BackupRequest, PolicyRequest};
 pub use deploy_requests::{deployment_state_name, DeployRequestStatus, NewDeployRequest};
 pub use error::{ControlError, Result};
 pub use passwords::{
@@ -44,6 +46,8 @@ pub struct Settings {
     pub http_port: u16,
     /// How long after a cut-over a deploy can be reverted.
     pub revert_window: std::time::Duration,
+    /// Where backups are stored (on the instances' file system, restores are reflinks).
+    pub backup_dir: PathBuf,
 }
 
 /// The organization a request acts in, established from its service token.
@@ -66,10 +70,23 @@ pub struct Bootstrap {
     pub token: NewServiceToken,
 }
 
-/// The new branch's parent, or the database's default branch.
+/// The new branch's parent, or the database's default branch, and the data it starts with.
+#[derive(Debug, Default, Clone)]
 pub struct BranchRequest {
     pub name: String,
     pub parent_branch: Option<String>,
+    /// Restore this backup into the branch.
+    pub backup_id: Option<String>,
+    pub seed_data: Option<SeedData>,
+}
+
+/// `seed_data` of a new branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedData {
+    /// The parent's latest successful backup (PlanetScale's `last_successful_backup`).
+    LastSuccessfulBackup,
+    /// The parent's data as of now: a consistent snapshot of its running instance.
+    Current,
 }
 
 pub struct Platform {
@@ -85,13 +102,17 @@ pub struct Platform {
     /// Deployments with a driver task running.
     deploy_running: Mutex<std::collections::HashSet<String>>,
     deploy_wake: tokio::sync::Notify,
+    /// Backup copies run one at a time.
+    backup_slots: tokio::sync::Semaphore,
+    /// Branches being filled with data (restore or snapshot): where they are.
+    data_progress: Mutex<HashMap<String, strata_engine::backup::Progress>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn server_id(branch_id: &str) -> u32 {
+pub(crate) fn server_id(branch_id: &str) -> u32 {
     (crc32fast::hash(branch_id.as_bytes()) & 0x7fff_ffff) | 1
 }
 
@@ -121,6 +142,8 @@ impl Platform {
             deploy_lock: tokio::sync::Mutex::new(()),
             deploy_running: Mutex::new(std::collections::HashSet::new()),
             deploy_wake: tokio::sync::Notify::new(),
+            backup_slots: tokio::sync::Semaphore::new(1),
+            data_progress: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -203,6 +226,8 @@ impl Platform {
             }
         }
         self.start_deploy_worker();
+        self.resume_backups()?;
+        self.start_backup_scheduler();
         Ok(())
     }
 
@@ -496,13 +521,44 @@ impl Platform {
     ) -> Result<Branch> {
         let db = self.database(caller, org, db)?;
         names::validate_branch_name(&req.name)?;
-        let parent_name = req
-            .parent_branch
-            .unwrap_or_else(|| db.default_branch.clone());
+        let restore = match &req.backup_id {
+            Some(id) => Some(self.restorable(&db.id, id)?.0),
+            None => None,
+        };
+        let parent_name = match (&req.parent_branch, &restore) {
+            (Some(p), _) => p.clone(),
+            // A restored branch descends from the branch its backup was taken of.
+            (None, Some(bk)) => self.catalog.branch_by_id(&bk.branch_id)?.name,
+            (None, None) => db.default_branch.clone(),
+        };
         let parent = self.catalog.branch(&db.id, &parent_name).map_err(|_| {
             ControlError::NotFound(format!("Parent branch '{parent_name}' not found"))
         })?;
-        if parent.state != BranchState::Ready {
+        let data_source = match (restore, req.seed_data) {
+            (Some(_), Some(_)) => {
+                return Err(ControlError::Invalid(
+                    "give either backup_id or seed_data, not both".into(),
+                ))
+            }
+            (Some(bk), None) => Some(strata_catalog::DataSource::Backup(bk.id)),
+            (None, Some(SeedData::LastSuccessfulBackup)) => {
+                let last = self
+                    .catalog
+                    .backups_of_branch(&parent.id)?
+                    .into_iter()
+                    .find(|b| b.state == strata_catalog::BackupState::Success)
+                    .ok_or_else(|| {
+                        ControlError::Unprocessable(format!(
+                            "Branch '{parent_name}' has no successful backup to seed data from"
+                        ))
+                    })?;
+                Some(strata_catalog::DataSource::Backup(last.id))
+            }
+            (None, Some(SeedData::Current)) => Some(strata_catalog::DataSource::Parent),
+            (None, None) => None,
+        };
+        let restoring = matches!(data_source, Some(strata_catalog::DataSource::Backup(_)));
+        if parent.state != BranchState::Ready && !restoring {
             return Err(ControlError::Unprocessable(format!(
                 "Parent branch '{parent_name}' is not ready yet; try again when it is"
             )));
@@ -528,7 +584,7 @@ impl Platform {
             created_at: now,
             updated_at: now,
             schema_last_updated_at: None,
-            data_source: None,
+            data_source,
         };
         self.catalog.create_branch(&branch).map_err(|e| match e {
             strata_catalog::CatalogError::AlreadyExists { .. } => ControlError::Conflict(format!(
@@ -598,8 +654,17 @@ impl Platform {
             }
         }
         for b in doomed.iter().rev() {
+            let backups = self.catalog.backups_of_branch(&b.id)?;
             self.catalog.delete_branch(&b.id)?;
             self.teardown(&b.id).await;
+            for bk in backups {
+                let job = lock(&self.jobs).remove(&format!("backup:{}", bk.id));
+                if let Some(job) = job {
+                    job.abort();
+                    let _ = job.await;
+                }
+                self.remove_backup_files(&bk.id).await;
+            }
         }
         Ok(())
     }
@@ -952,6 +1017,14 @@ impl Platform {
     }
 
     async fn provision(&self, branch: &Branch, db: &Database) -> Result<Vec<SchemaObject>> {
+        if let Some(source) = &branch.data_source {
+            let inst = self.start_with_data(branch, db, source).await;
+            lock(&self.data_progress).remove(&branch.id);
+            let mut c = inst?.connect().await?;
+            let objects = admin::read_schema(&mut c, &db.name).await?;
+            let _ = c.disconnect().await;
+            return Ok(objects);
+        }
         // The parent's schema is read while the new instance is being made and started.
         let t = std::time::Instant::now();
         let (objects, inst) = tokio::join!(
@@ -985,6 +1058,111 @@ impl Platform {
         let objects = admin::read_schema(&mut from, &db.name).await?;
         let _ = from.disconnect().await;
         Ok(objects)
+    }
+
+    /// Where a branch being filled with data is (restore or snapshot).
+    pub fn data_progress(&self, branch_id: &str) -> Option<strata_engine::backup::Progress> {
+        lock(&self.data_progress).get(branch_id).cloned()
+    }
+
+    /// Makes the branch's instance with data (a backup restored, or a snapshot of the parent) and
+    /// starts it; returns once it answers.
+    async fn start_with_data(
+        &self,
+        branch: &Branch,
+        db: &Database,
+        source: &strata_catalog::DataSource,
+    ) -> Result<Arc<Instance>> {
+        let spec = self.spec(branch, db);
+        let old = lock(&self.instances).remove(&branch.id);
+        if let Some(old) = old {
+            old.stop().await;
+        }
+        let s = spec.clone();
+        tokio::task::spawn_blocking(move || supervisor::prepare_instance_dir(&s))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))??;
+        let datadir = supervisor::datadir_of(&spec);
+        let t = std::time::Instant::now();
+        let progress = {
+            let me = self.arc();
+            let id = branch.id.clone();
+            move |p: strata_engine::backup::Progress| {
+                lock(&me.data_progress).insert(id.clone(), p);
+            }
+        };
+        let method = match source {
+            strata_catalog::DataSource::Backup(id) => {
+                let (bk, dir) = self.restorable(&db.id, id)?;
+                let total = bk.size.max(0) as u64;
+                progress(strata_engine::backup::Progress {
+                    phase: "restoring".into(),
+                    copied_bytes: 0,
+                    total_bytes: total,
+                });
+                let d = datadir.clone();
+                let copy = tokio::task::spawn_blocking(move || {
+                    strata_engine::backup::restore_into(&dir, &d)
+                });
+                tokio::pin!(copy);
+                let staging = datadir.with_extension("copying");
+                let reflinked = loop {
+                    tokio::select! {
+                        r = &mut copy => break r.map_err(|e| ControlError::Internal(e.to_string()))??,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                            let st = staging.clone();
+                            let copied = tokio::task::spawn_blocking(move || strata_engine::fsutil::dir_size(&st)).await.unwrap_or(0);
+                            progress(strata_engine::backup::Progress { phase: "restoring".into(), copied_bytes: copied, total_bytes: total.max(copied) });
+                        }
+                    }
+                };
+                if reflinked {
+                    "reflink"
+                } else {
+                    "copy"
+                }
+            }
+            strata_catalog::DataSource::Parent => {
+                let parent_name = branch.parent_branch.clone().unwrap_or_default();
+                let parent = self.catalog.branch(&db.id, &parent_name).map_err(|_| {
+                    ControlError::Unprocessable(format!(
+                        "parent branch '{parent_name}' no longer exists"
+                    ))
+                })?;
+                let parent_inst = self.instance(&parent.id).ok_or_else(|| {
+                    ControlError::Unprocessable(format!(
+                        "parent branch '{parent_name}' has no running instance"
+                    ))
+                })?;
+                parent_inst.wait_ready(READY_TIMEOUT).await?;
+                let tools = self.backup_tools()?;
+                progress(strata_engine::backup::Progress {
+                    phase: "snapshotting".into(),
+                    ..Default::default()
+                });
+                match strata_engine::backup::snapshot_into(
+                    &tools,
+                    &parent_inst,
+                    &datadir,
+                    &progress,
+                )
+                .await?
+                {
+                    strata_engine::backup::SnapshotMethod::Reflink => "reflink",
+                    strata_engine::backup::SnapshotMethod::Copy => "copy",
+                }
+            }
+        };
+        let filled = t.elapsed();
+        progress(strata_engine::backup::Progress {
+            phase: "starting".into(),
+            ..Default::default()
+        });
+        let inst = Instance::start(self.binaries.clone(), spec)?;
+        lock(&self.instances).insert(branch.id.clone(), inst.clone());
+        inst.wait_ready(READY_TIMEOUT).await?;
+        tracing::info!(branch = %branch.name, method, data_ms = filled.as_millis() as u64, ready_ms = (t.elapsed() - filled).as_millis() as u64, "branch data in place");
+        Ok(inst)
     }
 
     /// Makes the branch's instance from the template and starts it; returns once it answers.

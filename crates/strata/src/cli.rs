@@ -278,7 +278,7 @@ pub enum SafeMigrationsCmd {
 
 #[derive(Subcommand)]
 pub enum BranchCmd {
-    /// Create a branch with its parent's schema (no data).
+    /// Create a branch with its parent's schema (and, with --seed-data or --restore, data).
     Create {
         database: String,
         branch: String,
@@ -287,6 +287,13 @@ pub enum BranchCmd {
         from: Option<String>,
         #[arg(long)]
         region: Option<String>,
+        /// Start with the parent's data: `current` (a snapshot as of now, the default) or
+        /// `last-backup` (its latest successful backup).
+        #[arg(long, num_args = 0..=1, default_missing_value = "current", value_parser = ["current", "last-backup"])]
+        seed_data: Option<String>,
+        /// Restore this backup into the new branch.
+        #[arg(long, conflicts_with = "seed_data")]
+        restore: Option<String>,
         /// Wait until the branch is ready.
         #[arg(long)]
         wait: bool,
@@ -332,11 +339,21 @@ pub async fn run_branch(ctx: &Ctx, cmd: BranchCmd) -> Result<()> {
             branch,
             from,
             region,
+            seed_data,
+            restore,
             wait,
         } => {
             let mut body = json!({ "name": branch });
             if let Some(f) = from {
                 body["parent_branch"] = json!(f);
+            }
+            match seed_data.as_deref() {
+                Some("last-backup") => body["seed_data"] = json!("last_successful_backup"),
+                Some(_) => body["seed_data"] = json!("current"),
+                None => {}
+            }
+            if let Some(id) = restore {
+                body["backup_id"] = json!(id);
             }
             if let Some(r) = region {
                 body["region"] = json!(r);
@@ -1103,6 +1120,270 @@ async fn follow(ctx: &Ctx, base: &str, number: i64) -> Result<()> {
             }
             ctx.show(DEPLOYMENT, &d);
             return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+// ------------------------------------------------------------------ backups
+
+#[derive(Subcommand)]
+pub enum BackupCmd {
+    /// Back up a branch's data and schema (a hot physical backup; writes go on).
+    #[command(alias = "b")]
+    Create {
+        database: String,
+        branch: String,
+        /// Optional name for the backup.
+        #[arg(long)]
+        name: Option<String>,
+        /// How long to keep it, e.g. 12h, 7d, 4w (default 30 days).
+        #[arg(long)]
+        retention: Option<String>,
+        /// Wait for the backup to finish, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List the backups of a branch.
+    #[command(alias = "ls")]
+    List { database: String, branch: String },
+    /// Show a backup.
+    Show {
+        database: String,
+        branch: String,
+        backup: String,
+    },
+    /// Delete a backup.
+    #[command(alias = "rm")]
+    Delete {
+        database: String,
+        branch: String,
+        backup: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore a backup into a new branch.
+    Restore {
+        database: String,
+        /// The new branch.
+        branch: String,
+        backup: String,
+        /// Accepted for pscale compatibility.
+        #[arg(long)]
+        cluster_size: Option<String>,
+        /// Wait until the branch is ready.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Protect a backup from deletion and expiry (or, with --off, remove the protection).
+    Protect {
+        database: String,
+        branch: String,
+        backup: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Restore a backup on a scratch instance again and check it.
+    Validate {
+        database: String,
+        branch: String,
+        backup: String,
+    },
+}
+
+/// `12h` / `7d` / `4w` / `3m` (months) / `1y` → (value, unit).
+fn retention(text: &str) -> Result<(i64, &'static str)> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let value: i64 = num.parse().map_err(|_| {
+        anyhow::anyhow!("retention '{text}': expected a number and a unit, e.g. 7d")
+    })?;
+    let unit = match unit {
+        "h" | "hour" | "hours" => "hour",
+        "" | "d" | "day" | "days" => "day",
+        "w" | "week" | "weeks" => "week",
+        "m" | "month" | "months" => "month",
+        "y" | "year" | "years" => "year",
+        other => bail!("retention '{text}': unknown unit '{other}' (h, d, w, m, y)"),
+    };
+    Ok((value, unit))
+}
+
+pub async fn run_backup(ctx: &Ctx, cmd: BackupCmd) -> Result<()> {
+    let base = |db: &str, b: &str| ctx.org_path(&format!("databases/{db}/branches/{b}/backups"));
+    match cmd {
+        BackupCmd::Create {
+            database,
+            branch,
+            name,
+            retention: keep,
+            wait,
+        } => {
+            let mut body = json!({});
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if let Some(k) = keep {
+                let (v, u) = retention(&k)?;
+                body["retention_value"] = json!(v);
+                body["retention_unit"] = json!(u);
+            }
+            let mut v = ctx
+                .client
+                .send(Method::POST, &base(&database, &branch), body)
+                .await?;
+            let id = v["id"].as_str().unwrap_or_default().to_string();
+            if wait {
+                v = follow_backup(ctx, &format!("{}/{id}", base(&database, &branch))).await?;
+            } else {
+                ctx.say(&format!(
+                    "Backup '{id}' of branch '{branch}' was queued; `strata backup show {database} {branch} {id}` follows it."
+                ));
+            }
+            ctx.show(output::BACKUP, &v);
+        }
+        BackupCmd::List { database, branch } => {
+            let items = ctx.client.list(&base(&database, &branch)).await?;
+            ctx.show_list(output::BACKUP, &items);
+        }
+        BackupCmd::Show {
+            database,
+            branch,
+            backup,
+        } => {
+            let v = ctx
+                .client
+                .get(&format!("{}/{backup}", base(&database, &branch)))
+                .await?;
+            ctx.show(output::BACKUP, &v);
+        }
+        BackupCmd::Delete {
+            database,
+            branch,
+            backup,
+            force,
+        } => {
+            let p = format!("{}/{backup}", base(&database, &branch));
+            ctx.client.get(&p).await?;
+            ctx.confirm("backup", &backup, force)?;
+            ctx.client.delete(&p).await?;
+            ctx.deleted("Backup", &backup);
+        }
+        BackupCmd::Restore {
+            database,
+            branch,
+            backup,
+            cluster_size,
+            wait,
+        } => {
+            let mut body = json!({ "name": branch, "backup_id": backup });
+            if let Some(c) = cluster_size {
+                body["cluster_size"] = json!(c);
+            }
+            let mut v = ctx
+                .client
+                .send(
+                    Method::POST,
+                    &ctx.org_path(&format!("databases/{database}/branches")),
+                    body,
+                )
+                .await?;
+            if wait {
+                v = wait_ready(ctx, &database, &branch).await?;
+            }
+            ctx.say(&format!(
+                "Backup '{backup}' is being restored into branch '{branch}'."
+            ));
+            ctx.show(output::BRANCH, &v);
+        }
+        BackupCmd::Protect {
+            database,
+            branch,
+            backup,
+            off,
+        } => {
+            let v = ctx
+                .client
+                .send(
+                    Method::PATCH,
+                    &format!("{}/{backup}", base(&database, &branch)),
+                    json!({ "protected": !off }),
+                )
+                .await?;
+            ctx.show(output::BACKUP, &v);
+        }
+        BackupCmd::Validate {
+            database,
+            branch,
+            backup,
+        } => {
+            let p = format!("{}/{backup}", base(&database, &branch));
+            ctx.client.post(&format!("{p}/validate")).await?;
+            let v = follow_backup(ctx, &p).await?;
+            ctx.show(output::BACKUP, &v);
+        }
+    }
+    Ok(())
+}
+
+/// Follows a backup with a progress bar until it and its validation are done.
+async fn follow_backup(ctx: &Ctx, url: &str) -> Result<Value> {
+    let human = ctx.format == Format::Human && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let bar = indicatif::ProgressBar::new(100);
+    if human {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg:24} [{bar:40}] {percent:>3}% {prefix}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    loop {
+        let v = ctx.client.get(url).await?;
+        let state = v["state"].as_str().unwrap_or_default().to_string();
+        let validation = v["validation_state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let p = &v["progress"];
+        bar.set_position(p["percent"].as_u64().unwrap_or(0));
+        let phase = p["phase"].as_str().unwrap_or("");
+        bar.set_message(match state.as_str() {
+            "success" => format!("validating ({validation})"),
+            _ => format!("{state} ({phase})"),
+        });
+        bar.set_prefix(format!(
+            "{} / {} MB",
+            p["copied_bytes"].as_u64().unwrap_or(0) >> 20,
+            p["total_bytes"].as_u64().unwrap_or(0) >> 20
+        ));
+        bar.tick();
+        let done = match state.as_str() {
+            "failed" | "canceled" => true,
+            "success" => !matches!(validation.as_str(), "pending" | "running"),
+            _ => false,
+        };
+        if done {
+            bar.finish_and_clear();
+            match (state.as_str(), validation.as_str()) {
+                ("failed", _) => bail!(
+                    "backup failed: {}",
+                    v["error"].as_str().unwrap_or("unknown error")
+                ),
+                (_, "failed") => bail!(
+                    "backup completed but failed validation: {}",
+                    v["validation_error"].as_str().unwrap_or("unknown reason")
+                ),
+                _ => ctx.say(&format!(
+                    "Backup '{}' completed ({} MB) and passed validation.",
+                    v["id"].as_str().unwrap_or_default(),
+                    v["size"].as_u64().unwrap_or(0) >> 20
+                )),
+            }
+            return Ok(v);
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }

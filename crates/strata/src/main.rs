@@ -110,6 +110,9 @@ enum Command {
     /// Create, list, show, delete, promote and demote branches.
     #[command(subcommand)]
     Branch(cli::BranchCmd),
+    /// Create, list, show, delete and restore branch backups.
+    #[command(subcommand)]
+    Backup(cli::BackupCmd),
     /// Create, list, show, renew and delete branch passwords.
     #[command(subcommand)]
     Password(cli::PasswordCmd),
@@ -235,6 +238,7 @@ fn main() -> std::process::ExitCode {
             Command::Database(c) => cli::run_database(&ctx, c).await,
             Command::Branch(c) => cli::run_branch(&ctx, c).await,
             Command::Password(c) => cli::run_password(&ctx, c).await,
+            Command::Backup(c) => cli::run_backup(&ctx, c).await,
             Command::Org(c) => cli::run_org(&ctx, c).await,
             Command::ServiceToken(c) => cli::run_service_token(&ctx, c).await,
             Command::DeployRequest(c) => cli::run_deploy_request(&ctx, c).await,

@@ -35,6 +35,18 @@ pub const BRANCH: &[Column] = &[
     ("CREATED AT", "/created_at"),
     ("UPDATED AT", "/updated_at"),
 ];
+pub const BACKUP: &[Column] = &[
+    ("ID", "/id"),
+    ("NAME", "/name"),
+    ("STATE", "/state"),
+    ("SIZE", "/size"),
+    ("VALIDATION", "/validation_state"),
+    ("PROTECTED", "/protected"),
+    ("CREATED AT", "/created_at"),
+    ("STARTED AT", "/started_at"),
+    ("COMPLETED AT", "/completed_at"),
+    ("EXPIRES AT", "/expires_at"),
+];
 pub const PASSWORD: &[Column] = &[
     ("ID", "/id"),
     ("NAME", "/name"),

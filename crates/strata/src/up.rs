@@ -99,6 +99,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         mysql_port: mysql_addr.port(),
         http_port: http_addr.port(),
         revert_window: args.revert_window,
+        backup_dir: data_dir.join("backups"),
     };
     let platform = Platform::open(catalog, binaries, settings)
         .await
