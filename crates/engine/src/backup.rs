@@ -92,16 +92,23 @@ impl BackupTools {
 }
 
 async fn run(program: &Path, args: &[String]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| EngineError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
+        .kill_on_drop(true);
+    // SAFETY: the closure only calls prctl(2), which is async-signal-safe. A tool must not outlive
+    // strata: after a crash the job is redone into the same directory.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let out = cmd.output().await.map_err(|source| EngineError::Spawn {
+        program: program.display().to_string(),
+        source,
+    })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         // The tool's last lines say why; its full log is long.
