@@ -1,7 +1,7 @@
 # Shared by the bench scripts: start `strata up` on a temporary data directory and make a database
 # with an admin password. Sets: work, up (pid), gw_port, user, pass, branch, direct_port, direct_pass.
 start_strata() { # extra strata up flags...
-  work=$(mktemp -d /tmp/strata-bench-XXXX)
+  work=$(mktemp -d "${STRATA_BENCH_DIR:-/tmp}/strata-bench-XXXX")
   export STRATA_CONFIG=$work/config.toml STRATA_LOG=${STRATA_LOG:-warn}
   target/release/strata up --data-dir "$work/data" --listen 127.0.0.1:0 --mysql-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 "$@" >"$work/up.out" 2>"$work/up.err" &
   up=$!

@@ -6,7 +6,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in libmariadb-dev pkg-config gcc sysbench; do
+for pkg in libmariadb-dev pkg-config gcc sysbench xfsprogs; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v node >/dev/null 2>&1 || need+=(nodejs)
