@@ -37,11 +37,11 @@ run_on() { # label base-dir
   local t0 t1 bk id dur val
   t0=$(now); bk=$($S backup create bench main --wait -f json); t1=$(now)
   id=$(echo "$bk" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-  dur=$(echo "$bk" | python3 -c 'import json,sys; b=json.load(sys.stdin); print(f"{b[\"duration_ms\"]/1000:.2f}")')
+  dur=$(echo "$bk" | python3 -c 'import json,sys; b=json.load(sys.stdin); print("%.2f" % (b["duration_ms"] / 1000))')
   val=$(echo "$bk" | python3 -c '
 import json,sys,datetime
 b=json.load(sys.stdin); p=lambda s: datetime.datetime.fromisoformat(s.replace("Z","+00:00")).timestamp()
-print(f"{p(b[\"validated_at\"]) - p(b[\"completed_at\"]):.2f}")')
+print("%.2f" % (p(b["validated_at"]) - p(b["completed_at"])))')
   local opts=$work/direct.cnf
   printf '[mariadb-backup]\nuser=strata_admin\npassword=%s\nhost=127.0.0.1\nport=%s\ndatadir=%s\n' \
     "$direct_pass" "$direct_port" "$work/data/instances/$branch/data" >"$opts"

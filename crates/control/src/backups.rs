@@ -398,13 +398,24 @@ impl Platform {
             server_id: crate::server_id(id),
         };
         let t = std::time::Instant::now();
+        // Registered with the instances while it runs, so a shutdown stops it cleanly.
+        let key = format!("validate-{id}");
+        let register = {
+            let me = self.arc();
+            let key = key.clone();
+            move |inst: std::sync::Arc<strata_engine::Instance>| {
+                lock(&me.instances).insert(key.clone(), inst);
+            }
+        };
         let outcome = backup::validate(
             self.binaries.clone(),
             &self.backup_path(id),
             scratch,
             &manifest,
+            &register,
         )
         .await;
+        lock(&self.instances).remove(&key);
         let Ok(mut bk) = self.catalog.backup(id) else {
             return;
         };
@@ -476,6 +487,7 @@ impl Platform {
                 }
             }
         }
+        stop_leftover_servers(&self.scratch_dir());
         let _ = std::fs::remove_dir_all(self.scratch_dir());
         for mut b in all {
             match b.state {
@@ -701,6 +713,31 @@ fn apply_policy(p: &mut BackupPolicy, req: PolicyRequest) -> Result<()> {
     span(p.frequency_value, &p.frequency_unit, "frequency")?;
     span(p.retention_value, &p.retention_unit, "retention")?;
     Ok(())
+}
+
+/// Kills scratch servers an earlier run left behind (found by their pid files; only processes
+/// started with that directory's option file).
+fn stop_leftover_servers(scratch: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(scratch) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path().join("mysqld.pid")) else {
+            continue;
+        };
+        let Ok(pid) = text.trim().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cnf = e.path().join("my.cnf");
+        if String::from_utf8_lossy(&cmdline).contains(&cnf.display().to_string()) {
+            tracing::warn!(pid, dir = %e.path().display(), "stopping a scratch server left by an earlier run");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 fn job_key(backup_id: &str) -> String {

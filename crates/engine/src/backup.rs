@@ -579,11 +579,14 @@ const VALIDATE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Restores `backup` on a scratch instance (`scratch` names its directory and port, removed
 /// afterwards) and checks that it opens and that its row counts are those `manifest` recorded.
+/// `started` is told of the scratch instance as soon as it runs, so that a caller shutting down can
+/// stop it.
 pub async fn validate(
     binaries: std::sync::Arc<crate::ServerBinaries>,
     backup: &Path,
     scratch: crate::supervisor::InstanceSpec,
     manifest: &Manifest,
+    started: &(dyn Fn(std::sync::Arc<Instance>) + Send + Sync),
 ) -> Validation {
     let opened = async {
         crate::supervisor::prepare_instance_dir(&scratch)?;
@@ -595,6 +598,7 @@ pub async fn validate(
             .await
             .map_err(|e| EngineError::Invalid(e.to_string()))??;
         let inst = Instance::start(binaries, scratch.clone())?;
+        started(inst.clone());
         let seen = async {
             inst.wait_ready(VALIDATE_TIMEOUT).await?;
             let mut c = inst.connect().await?;
