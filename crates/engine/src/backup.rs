@@ -293,11 +293,16 @@ pub async fn take_backup(
         .query("SHOW SESSION STATUS LIKE 'binlog_snapshot_%'")
         .await?;
     let snapshot = text::snapshot_position(&status);
-    let counts = count_rows(&mut conn, &schema).await?;
-    conn.query_drop("COMMIT").await?;
-    let _ = conn.disconnect().await;
-
-    physical_copy(tools, inst, target, progress).await?;
+    // Counted inside that snapshot while the copy runs (it sees nothing newer, whatever happens).
+    let counting = async {
+        let counts = count_rows(&mut conn, &schema).await?;
+        conn.query_drop("COMMIT").await?;
+        let _ = conn.disconnect().await;
+        Ok::<_, EngineError>(counts)
+    };
+    let (counts, copied) = tokio::join!(counting, physical_copy(tools, inst, target, progress));
+    copied?;
+    let counts = counts?;
 
     let info = ["xtrabackup_binlog_info", "mariadb_backup_binlog_info"]
         .iter()
@@ -464,6 +469,8 @@ const SNAPSHOT_ATTEMPTS: usize = 8;
 async fn reflink_snapshot(inst: &Instance, dest: &Path) -> Result<()> {
     let source = crate::supervisor::datadir_of(&inst.spec());
     let mut conn = inst.connect().await?;
+    // A fresh binary log file: the copy's recovery then reads only what follows.
+    conn.query_drop("FLUSH BINARY LOGS").await?;
     // DDL waits (so every table's files and definition agree); reads and writes go on.
     conn.query_drop("BACKUP STAGE START").await?;
     let result = async {
