@@ -69,12 +69,9 @@ pub struct PolicyRequest {
 const MANUAL_RETENTION_MS: i64 = 30 * 86_400_000;
 
 impl Platform {
-    pub(crate) fn backups_dir(&self) -> PathBuf {
-        self.settings.backup_dir.clone()
-    }
-
-    fn backup_path(&self, id: &str) -> PathBuf {
-        self.backups_dir().join(id)
+    /// Where a backup's files are, when they are on this machine (local storage).
+    pub fn backup_path(&self, id: &str) -> Option<PathBuf> {
+        self.backup_store.local_path(id)
     }
 
     fn scratch_dir(&self) -> PathBuf {
@@ -244,20 +241,13 @@ impl Platform {
     }
 
     pub(crate) async fn remove_backup_files(&self, id: &str) {
-        let dirs = [
-            self.backup_path(id),
-            self.backups_dir().join(format!("{id}.partial")),
-        ];
-        let _ = tokio::task::spawn_blocking(move || {
-            for d in dirs {
-                let _ = std::fs::remove_dir_all(d);
-            }
-        })
-        .await;
+        if let Err(e) = self.backup_store.delete(id).await {
+            tracing::error!(backup = %id, error = %e, "cannot delete a backup's files");
+        }
     }
 
-    /// The directory of a successful backup of this database, for a restore.
-    pub(crate) fn restorable(&self, database_id: &str, id: &str) -> Result<(Backup, PathBuf)> {
+    /// A successful backup of this database, for a restore.
+    pub(crate) fn restorable(&self, database_id: &str, id: &str) -> Result<Backup> {
         let bk = self
             .catalog
             .backup(id)
@@ -270,7 +260,7 @@ impl Platform {
                 bk.state.as_str()
             )));
         }
-        Ok((bk.clone(), self.backup_path(&bk.id)))
+        Ok(bk)
     }
 
     // ---------------------------------------------------------------- the backup job
@@ -291,7 +281,7 @@ impl Platform {
         let Ok(mut bk) = self.catalog.backup(id) else {
             return;
         };
-        let partial = self.backups_dir().join(format!("{id}.partial"));
+        let partial = self.backup_store.staging_dir(id);
         let _ = std::fs::remove_dir_all(&partial);
         let started = now_millis();
         bk.state = BackupState::Running;
@@ -355,13 +345,9 @@ impl Platform {
                 let _ = catalog.save_backup_progress(&id, &json, now_millis());
             }
         };
-        let manifest =
+        let mut manifest =
             backup::take_backup(&tools, &inst, &self.binaries.version, partial, &report).await?;
-        let final_dir = self.backup_path(&bk.id);
-        let _ = std::fs::remove_dir_all(&final_dir);
-        std::fs::rename(partial, &final_dir).map_err(|e| {
-            ControlError::Internal(format!("cannot move the backup into place: {e}"))
-        })?;
+        manifest.bytes = self.backup_store.save(&bk.id, partial, &report).await?;
         Ok(manifest)
     }
 
@@ -409,7 +395,8 @@ impl Platform {
         };
         let outcome = backup::validate(
             self.binaries.clone(),
-            &self.backup_path(id),
+            &self.backup_store,
+            id,
             scratch,
             &manifest,
             &register,
@@ -470,7 +457,10 @@ impl Platform {
     pub(crate) fn resume_backups(&self) -> Result<()> {
         let all = self.catalog.all_backups()?;
         let known: std::collections::HashSet<_> = all.iter().map(|b| b.id.clone()).collect();
-        if let Ok(entries) = std::fs::read_dir(self.backups_dir()) {
+        for dir in self.backup_store.local_dirs() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let id = name.trim_end_matches(".partial").trim_end_matches(".cnf");

@@ -46,8 +46,11 @@ pub struct Settings {
     pub http_port: u16,
     /// How long after a cut-over a deploy can be reverted.
     pub revert_window: std::time::Duration,
-    /// Where backups are stored (on the instances' file system, restores are reflinks).
+    /// Where backups are staged, and stored unless `backup_s3` is set (on the instances' file
+    /// system, restores are reflinks).
     pub backup_dir: PathBuf,
+    /// S3-compatible object storage for backups.
+    pub backup_s3: Option<strata_engine::backup::S3Settings>,
 }
 
 /// The organization a request acts in, established from its service token.
@@ -106,6 +109,7 @@ pub struct Platform {
     backup_slots: tokio::sync::Semaphore,
     /// Branches being filled with data (restore or snapshot): where they are.
     data_progress: Mutex<HashMap<String, strata_engine::backup::Progress>>,
+    backup_store: strata_engine::backup::BackupStore,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -124,6 +128,10 @@ impl Platform {
         settings: Settings,
     ) -> Result<Arc<Self>> {
         let binaries = Arc::new(binaries);
+        let backup_store = match &settings.backup_s3 {
+            Some(s3) => strata_engine::backup::BackupStore::s3(s3, settings.backup_dir.clone())?,
+            None => strata_engine::backup::BackupStore::local(settings.backup_dir.clone()),
+        };
         let root = settings.data_dir.clone();
         let bins = binaries.clone();
         let template = tokio::task::spawn_blocking(move || {
@@ -144,6 +152,7 @@ impl Platform {
             deploy_wake: tokio::sync::Notify::new(),
             backup_slots: tokio::sync::Semaphore::new(1),
             data_progress: Mutex::new(HashMap::new()),
+            backup_store,
         }))
     }
 
@@ -522,7 +531,7 @@ impl Platform {
         let db = self.database(caller, org, db)?;
         names::validate_branch_name(&req.name)?;
         let restore = match &req.backup_id {
-            Some(id) => Some(self.restorable(&db.id, id)?.0),
+            Some(id) => Some(self.restorable(&db.id, id)?),
             None => None,
         };
         let parent_name = match (&req.parent_branch, &restore) {
@@ -1093,29 +1102,16 @@ impl Platform {
         };
         let method = match source {
             strata_catalog::DataSource::Backup(id) => {
-                let (bk, dir) = self.restorable(&db.id, id)?;
-                let total = bk.size.max(0) as u64;
+                let bk = self.restorable(&db.id, id)?;
                 progress(strata_engine::backup::Progress {
                     phase: "restoring".into(),
                     copied_bytes: 0,
-                    total_bytes: total,
+                    total_bytes: bk.size.max(0) as u64,
                 });
-                let d = datadir.clone();
-                let copy = tokio::task::spawn_blocking(move || {
-                    strata_engine::backup::restore_into(&dir, &d)
-                });
-                tokio::pin!(copy);
-                let staging = datadir.with_extension("copying");
-                let reflinked = loop {
-                    tokio::select! {
-                        r = &mut copy => break r.map_err(|e| ControlError::Internal(e.to_string()))??,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                            let st = staging.clone();
-                            let copied = tokio::task::spawn_blocking(move || strata_engine::fsutil::dir_size(&st)).await.unwrap_or(0);
-                            progress(strata_engine::backup::Progress { phase: "restoring".into(), copied_bytes: copied, total_bytes: total.max(copied) });
-                        }
-                    }
-                };
+                let reflinked = self
+                    .backup_store
+                    .fetch_into(&bk.id, &datadir, &progress)
+                    .await?;
                 if reflinked {
                     "reflink"
                 } else {

@@ -26,7 +26,10 @@ use std::time::Duration;
 use strata_model::role::quote_ident;
 use tokio::process::Command;
 
+pub mod store;
 pub mod text;
+
+pub use store::{BackupStore, S3Settings};
 
 /// Written into every backup directory; also kept in the catalog.
 pub const MANIFEST: &str = "strata-backup.json";
@@ -584,26 +587,23 @@ fn reflink_datadir(source: &Path, dest: &Path) -> Result<()> {
 /// How long a restored scratch instance may take to open (InnoDB recovery included).
 const VALIDATE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Restores `backup` on a scratch instance (`scratch` names its directory and port, removed
+/// Restores backup `id` from `store` on a scratch instance (`scratch` names its directory and port, removed
 /// afterwards) and checks that it opens and that its row counts are those `manifest` recorded.
 /// `started` is told of the scratch instance as soon as it runs, so that a caller shutting down can
 /// stop it.
 pub async fn validate(
     binaries: std::sync::Arc<crate::ServerBinaries>,
-    backup: &Path,
+    store: &BackupStore,
+    id: &str,
     scratch: crate::supervisor::InstanceSpec,
     manifest: &Manifest,
     started: &(dyn Fn(std::sync::Arc<Instance>) + Send + Sync),
 ) -> Validation {
     let opened = async {
         crate::supervisor::prepare_instance_dir(&scratch)?;
-        let (b, d) = (
-            backup.to_path_buf(),
-            crate::supervisor::datadir_of(&scratch),
-        );
-        tokio::task::spawn_blocking(move || restore_into(&b, &d))
-            .await
-            .map_err(|e| EngineError::Invalid(e.to_string()))??;
+        store
+            .fetch_into(id, &crate::supervisor::datadir_of(&scratch), &|_| {})
+            .await?;
         let inst = Instance::start(binaries, scratch.clone())?;
         started(inst.clone());
         let seen = async {

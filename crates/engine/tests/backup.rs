@@ -97,6 +97,7 @@ async fn backup_under_writes_restores_every_committed_row_and_validation_catches
     let writer = start_writer(&src, stop.clone(), acked.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = acked.load(Ordering::SeqCst);
+    let store = backup::BackupStore::local(root.path().join("backups"));
     let target = root.path().join("backups/b1");
     let phases = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = phases.clone();
@@ -138,7 +139,15 @@ async fn backup_under_writes_restores_every_committed_row_and_validation_catches
     // Restore on a scratch instance: it opens, counts match, nothing acknowledged before is lost.
     let scratch = spec(root.path(), "scratch", false);
     assert_eq!(
-        backup::validate(bins.clone(), &target, scratch.clone(), &manifest, &|_| {}).await,
+        backup::validate(
+            bins.clone(),
+            &store,
+            "b1",
+            scratch.clone(),
+            &manifest,
+            &|_| {}
+        )
+        .await,
         Validation::Passed
     );
     let restored_spec = spec(root.path(), "restored", false);
@@ -169,7 +178,7 @@ async fn backup_under_writes_restores_every_committed_row_and_validation_catches
         .as_mut()
         .unwrap()
         .insert("orders".into(), tables["orders"] + 1);
-    match backup::validate(bins.clone(), &target, scratch.clone(), &wrong, &|_| {}).await {
+    match backup::validate(bins.clone(), &store, "b1", scratch.clone(), &wrong, &|_| {}).await {
         Validation::Failed(why) => assert!(why.contains("`orders`"), "{why}"),
         Validation::Passed => panic!("a count mismatch passed validation"),
     }
@@ -181,7 +190,7 @@ async fn backup_under_writes_restores_every_committed_row_and_validation_catches
         *b ^= 0x5a;
     }
     std::fs::write(&ibd, bytes).unwrap();
-    match backup::validate(bins.clone(), &target, scratch, &manifest, &|_| {}).await {
+    match backup::validate(bins.clone(), &store, "b1", scratch, &manifest, &|_| {}).await {
         Validation::Failed(why) => eprintln!("corruption caught: {why}"),
         Validation::Passed => panic!("a corrupted backup passed validation"),
     }

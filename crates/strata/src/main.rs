@@ -103,6 +103,23 @@ enum Command {
         /// Name of the organization created on first start.
         #[arg(long = "initial-org", default_value = "default")]
         initial_org: String,
+        /// Directory of backups (default: `backups` in the data directory; keep it on the same
+        /// file system as the data directory for copy-on-write restores). With --backup-s3-bucket
+        /// it only stages backups being taken.
+        #[arg(long, env = "STRATA_BACKUP_DIR")]
+        backup_dir: Option<PathBuf>,
+        /// Store backups in this S3-compatible bucket (credentials from AWS_ACCESS_KEY_ID and
+        /// AWS_SECRET_ACCESS_KEY).
+        #[arg(long, env = "STRATA_BACKUP_S3_BUCKET")]
+        backup_s3_bucket: Option<String>,
+        /// Endpoint of an S3-compatible service (MinIO, Ceph, R2); AWS when omitted.
+        #[arg(long, env = "STRATA_BACKUP_S3_ENDPOINT", requires = "backup_s3_bucket")]
+        backup_s3_endpoint: Option<String>,
+        #[arg(long, env = "STRATA_BACKUP_S3_REGION", default_value = "us-east-1")]
+        backup_s3_region: String,
+        /// Key prefix of backups in the bucket.
+        #[arg(long, env = "STRATA_BACKUP_S3_PREFIX", default_value = "strata")]
+        backup_s3_prefix: String,
     },
     /// Create, list, show and delete databases.
     #[command(subcommand, alias = "db")]
@@ -189,6 +206,11 @@ fn main() -> std::process::ExitCode {
             no_consolidation,
             revert_window,
             initial_org,
+            backup_dir,
+            backup_s3_bucket,
+            backup_s3_endpoint,
+            backup_s3_region,
+            backup_s3_prefix,
         } = cli.command
         {
             tracing_subscriber::fmt()
@@ -220,6 +242,16 @@ fn main() -> std::process::ExitCode {
                 },
                 org: initial_org,
                 revert_window: std::time::Duration::from_secs(revert_window),
+                backup_dir,
+                backup_s3: backup_s3_bucket.map(|bucket| strata_engine::backup::S3Settings {
+                    bucket,
+                    prefix: backup_s3_prefix,
+                    allow_http: backup_s3_endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://")),
+                    endpoint: backup_s3_endpoint,
+                    region: backup_s3_region,
+                }),
             })
             .await;
         }

@@ -21,6 +21,8 @@ pub struct UpArgs {
     pub gateway: strata_gateway::GatewayConfig,
     pub org: String,
     pub revert_window: std::time::Duration,
+    pub backup_dir: Option<PathBuf>,
+    pub backup_s3: Option<strata_engine::backup::S3Settings>,
 }
 
 /// Holds an exclusive lock on the data directory for as long as it lives.
@@ -99,7 +101,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
         mysql_port: mysql_addr.port(),
         http_port: http_addr.port(),
         revert_window: args.revert_window,
-        backup_dir: data_dir.join("backups"),
+        backup_dir: args
+            .backup_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("backups")),
+        backup_s3: args.backup_s3.clone(),
     };
     let platform = Platform::open(catalog, binaries, settings)
         .await

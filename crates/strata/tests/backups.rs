@@ -389,3 +389,119 @@ fn kill_9_during_a_backup_and_during_a_restore() {
     let bid = b["id"].as_str().unwrap();
     assert_eq!(count(&s, bid, "orders"), 200_000);
 }
+
+/// An S3-compatible server for the test: moto's (PyPI `moto[server]`, pinned in
+/// tests/clients/requirements.txt), killed when dropped.
+struct S3Server {
+    child: std::process::Child,
+    url: String,
+}
+
+impl S3Server {
+    fn start() -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server installed (scripts/test-deps.sh)");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::blocking::Client::new();
+        wait_for("the S3 server", 60, || http.get(&url).send().is_ok());
+        S3Server { child, url }
+    }
+
+    /// The keys under a prefix (ListObjectsV2, unsigned: the test server does not check).
+    fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let body =
+            reqwest::blocking::get(format!("{}/{bucket}?list-type=2&prefix={prefix}", self.url))
+                .unwrap()
+                .text()
+                .unwrap();
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn backups_in_s3_compatible_storage() {
+    let s3 = S3Server::start();
+    let st = reqwest::blocking::Client::new()
+        .put(format!("{}/strata-backups", s3.url))
+        .send()
+        .unwrap()
+        .status();
+    assert!(st.is_success(), "bucket created: {st}");
+    // Credentials come from the environment, as for every S3 tool.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "strata-test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "strata-test-secret");
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start_with(
+        root.path(),
+        "127.0.0.1:0",
+        &[
+            "--backup-s3-bucket",
+            "strata-backups",
+            "--backup-s3-endpoint",
+            &s3.url,
+            "--backup-s3-prefix",
+            "team/shop",
+        ],
+    );
+    let main_id = setup(&s, 20_000);
+    let bk = s.json(&["backup", "create", "shop", "main", "--wait"]);
+    assert_eq!(bk["state"], "success", "{bk}");
+    assert_eq!(bk["validation_state"], "passed", "{bk}");
+    let id = bk["id"].as_str().unwrap().to_string();
+    // In the bucket, manifest included; nothing left on local disk.
+    let keys = s3.keys("strata-backups", &format!("team/shop/{id}/"));
+    assert!(
+        keys.iter().any(|k| k.ends_with("/strata-backup.json")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.ends_with("/shop/orders.ibd")),
+        "{keys:?}"
+    );
+    let stored: i64 = bk["size"].as_i64().unwrap();
+    assert!(stored > 1_000_000);
+    let local = data_dir(root.path()).join("backups");
+    let leftovers: Vec<_> = std::fs::read_dir(&local)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Restored from the bucket into a branch.
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "DELETE FROM orders WHERE id > 10000",
+    );
+    let r = s.json(&["backup", "restore", "shop", "from-s3", &id, "--wait"]);
+    let rid = r["id"].as_str().unwrap().to_string();
+    assert_eq!(count(&s, &rid, "orders"), 20_000);
+    assert_eq!(count(&s, &main_id, "orders"), 10_000);
+
+    // Deleted: gone from the bucket.
+    s.ok(&["backup", "delete", "shop", "main", &id, "--force"]);
+    assert!(s3
+        .keys("strata-backups", &format!("team/shop/{id}/"))
+        .is_empty());
+    let (st, _) = s.api("GET", &format!("{}/{id}", backups_path(&s, "main")), None);
+    assert_eq!(st, 404);
+}
