@@ -171,6 +171,7 @@ async fn physical_copy(
         "--backup".into(),
         format!("--target-dir={}", target.display()),
     ];
+    let t = std::time::Instant::now();
     let backup = run(&tools.backup, &args);
     tokio::pin!(backup);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -186,6 +187,7 @@ async fn physical_copy(
     };
     let _ = std::fs::remove_file(&options);
     outcome?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "backup: files copied");
     progress(Progress {
         phase: "preparing".into(),
         copied_bytes: total,
@@ -297,15 +299,18 @@ pub async fn take_backup(
         .await?;
     let snapshot = text::snapshot_position(&status);
     // Counted inside that snapshot while the copy runs (it sees nothing newer, whatever happens).
+    let t = std::time::Instant::now();
     let counting = async {
         let counts = count_rows(&mut conn, &schema).await?;
         conn.query_drop("COMMIT").await?;
         let _ = conn.disconnect().await;
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "backup: rows counted");
         Ok::<_, EngineError>(counts)
     };
     let (counts, copied) = tokio::join!(counting, physical_copy(tools, inst, target, progress));
     copied?;
     let counts = counts?;
+    let copied_at = t.elapsed();
 
     let info = ["xtrabackup_binlog_info", "mariadb_backup_binlog_info"]
         .iter()
@@ -331,6 +336,11 @@ pub async fn take_backup(
             Some("row counts not recorded: the binary log position is unknown".into()),
         ),
     };
+    tracing::info!(
+        copy_ms = copied_at.as_millis() as u64,
+        counts_ms = (t.elapsed() - copied_at).as_millis() as u64,
+        "backup taken"
+    );
     let bytes = {
         let t = target.to_path_buf();
         tokio::task::spawn_blocking(move || dir_size(&t))

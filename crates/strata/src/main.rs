@@ -177,6 +177,9 @@ enum SchemaCmd {
 }
 
 fn main() -> std::process::ExitCode {
+    // One TLS implementation for every client in the process (the API client, S3 storage, the
+    // gateway's connections): rustls with ring, installed before any of them is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let format = cli.format;
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -399,6 +399,7 @@ struct S3Server {
 
 impl S3Server {
     fn start() -> S3Server {
+        common::tls_provider();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -57,6 +57,7 @@ impl Strata {
     }
 
     pub fn start_full(root: &Path, listen: &str, mysql_listen: &str, extra: &[&str]) -> Strata {
+        tls_provider();
         let mut child = Command::new(BIN)
             .args([
                 "up",
@@ -410,4 +411,10 @@ pub fn wait_no_servers(data: &Path, secs: u64) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Installs rustls's ring provider for this test process, as `strata` does at start: the workspace
+/// builds reqwest with rustls but no provider of its own.
+pub fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
