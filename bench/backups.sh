@@ -76,7 +76,7 @@ print("%.2f" % (p(b["validated_at"]) - p(b["completed_at"])))')
   echo "backup (copy+prepare)     strata $dur s (validation after it: $val s; CLI total $(secs "$t0" "$t1") s)   direct mariadb-backup+prepare $direct_backup s"
   echo "restore to a new branch   strata $restore s until the branch serves                direct --copy-back (files only) $(secs "$c0" "$c1") s"
   echo "data branch (as of now)   strata $seed s until the branch serves ($method)   direct mariadb-backup+prepare $direct_backup s"
-  grep -E "branch data in place" "$work/up.err" | sed 's/^/   /' || true
+  grep -E "backup taken|backup complete|backup validated|branch data in place" "$work/up.err" | sed 's/^/   /' || true
   stop_strata
 }
 
