@@ -226,18 +226,34 @@ impl Platform {
                 "Backup '{id}' is running; delete it once it has finished"
             )));
         }
+        if let Some(b) = self
+            .catalog
+            .branches_restored_from(id)?
+            .into_iter()
+            .find(|b| b.state == BranchState::Pending)
+        {
+            return Err(ControlError::Unprocessable(format!(
+                "Backup '{id}' is being restored into branch '{}'; delete it once that branch is ready",
+                b.name
+            )));
+        }
         self.remove_backup(&bk).await
     }
 
     async fn remove_backup(&self, bk: &Backup) -> Result<()> {
-        let job = lock(&self.jobs).remove(&job_key(&bk.id));
+        self.catalog.delete_backup(&bk.id)?;
+        self.drop_backup_job_and_files(&bk.id).await;
+        Ok(())
+    }
+
+    /// Stops a backup's job and removes its files (its catalog row is gone or going).
+    pub(crate) async fn drop_backup_job_and_files(&self, id: &str) {
+        let job = lock(&self.jobs).remove(&job_key(id));
         if let Some(job) = job {
             job.abort();
             let _ = job.await;
         }
-        self.catalog.delete_backup(&bk.id)?;
-        self.remove_backup_files(&bk.id).await;
-        Ok(())
+        self.remove_backup_files(id).await;
     }
 
     pub(crate) async fn remove_backup_files(&self, id: &str) {
@@ -574,6 +590,15 @@ impl Platform {
                     && matches!(b.state, BackupState::Success | BackupState::Failed)
                     && b.validation_state != "running"
             }) {
+                let restoring = self
+                    .catalog
+                    .branches_restored_from(&b.id)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|r| r.state == BranchState::Pending);
+                if restoring {
+                    continue;
+                }
                 tracing::info!(backup = %b.id, "deleting an expired backup");
                 let _ = self.remove_backup(&b).await;
             }

@@ -470,9 +470,16 @@ impl Platform {
             )));
         }
         let branches = self.catalog.branches(&db.id)?;
+        let mut backups = Vec::new();
+        for b in &branches {
+            backups.extend(self.catalog.backups_of_branch(&b.id)?);
+        }
         self.catalog.delete_database(&db.id)?;
         for b in branches {
             self.teardown(&b.id).await;
+        }
+        for bk in backups {
+            self.drop_backup_job_and_files(&bk.id).await;
         }
         Ok(())
     }
@@ -667,12 +674,7 @@ impl Platform {
             self.catalog.delete_branch(&b.id)?;
             self.teardown(&b.id).await;
             for bk in backups {
-                let job = lock(&self.jobs).remove(&format!("backup:{}", bk.id));
-                if let Some(job) = job {
-                    job.abort();
-                    let _ = job.await;
-                }
-                self.remove_backup_files(&bk.id).await;
+                self.drop_backup_job_and_files(&bk.id).await;
             }
         }
         Ok(())
