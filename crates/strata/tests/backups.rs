@@ -342,7 +342,7 @@ fn backups_restores_validation_schedules_and_data_branches() {
 }
 
 #[test]
-fn kill_9_during_a_backup_and_during_a_restore() {
+fn kill_9_during_a_backup_a_restore_and_a_data_branch() {
     let root = tempfile::tempdir().unwrap();
     let mut s = Strata::start(root.path());
     let main_id = setup(&s, 200_000);
@@ -388,6 +388,20 @@ fn kill_9_during_a_backup_and_during_a_restore() {
     let b = s.wait_branch("shop", "back");
     let bid = b["id"].as_str().unwrap();
     assert_eq!(count(&s, bid, "orders"), 200_000);
+
+    // Killed while a data branch is being made: the same.
+    let mut s = s;
+    let (st, br) = s.api(
+        "POST",
+        &s.org_path("databases/shop/branches"),
+        Some(json!({"name": "snap", "seed_data": "current"})),
+    );
+    assert_eq!(st, 201, "{br}");
+    s.crash();
+    let s = Strata::restart_like(root.path(), &s);
+    let b = s.wait_branch("shop", "snap");
+    assert_eq!(b["data_source"], "parent");
+    assert_eq!(count(&s, b["id"].as_str().unwrap(), "orders"), 200_000);
 }
 
 /// An S3-compatible server for the test: moto's (PyPI `moto[server]`, pinned in
