@@ -573,6 +573,14 @@ impl Catalog for SqliteCatalog {
         changed(n, "Backup")
     }
 
+    fn set_backup_protected(&self, id: &str, protected: bool, updated_at: i64) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE backups SET protected=?2, updated_at=?3 WHERE id=?1",
+            params![id, protected, updated_at],
+        )?;
+        changed(n, "Backup")
+    }
+
     fn branches_restored_from(&self, backup_id: &str) -> Result<Vec<Branch>> {
         self.all(
             &format!(

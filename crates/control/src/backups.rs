@@ -198,13 +198,12 @@ impl Platform {
         id: &str,
         protected: Option<bool>,
     ) -> Result<Backup> {
-        let mut bk = self.backup(caller, org, db, branch, id)?;
+        let bk = self.backup(caller, org, db, branch, id)?;
         if let Some(p) = protected {
-            bk.protected = p;
+            // Only this column: a job finishing at the same moment keeps its own write.
+            self.catalog.set_backup_protected(&bk.id, p, now_millis())?;
         }
-        bk.updated_at = now_millis();
-        self.catalog.update_backup(&bk)?;
-        Ok(bk)
+        Ok(self.catalog.backup(&bk.id)?)
     }
 
     pub async fn delete_backup(
@@ -221,9 +220,9 @@ impl Platform {
                 "Backup '{id}' is protected; unprotect it before deleting it"
             )));
         }
-        if matches!(bk.state, BackupState::Running) {
+        if matches!(bk.state, BackupState::Running) || bk.validation_state == "running" {
             return Err(ControlError::Unprocessable(format!(
-                "Backup '{id}' is running; delete it once it has finished"
+                "Backup '{id}' is running or being validated; delete it once it has finished"
             )));
         }
         if let Some(b) = self
@@ -241,18 +240,35 @@ impl Platform {
     }
 
     async fn remove_backup(&self, bk: &Backup) -> Result<()> {
+        self.stop_backup_job(&bk.id).await;
+        // Files first: a row is never gone while its files stay behind unknown.
+        self.backup_store.delete(&bk.id).await.map_err(|e| {
+            ControlError::Internal(format!("cannot delete the backup's files: {e}"))
+        })?;
         self.catalog.delete_backup(&bk.id)?;
-        self.drop_backup_job_and_files(&bk.id).await;
         Ok(())
+    }
+
+    async fn stop_backup_job(&self, id: &str) {
+        for key in [job_key(id), format!("validate:{id}")] {
+            let job = lock(&self.jobs).remove(&key);
+            if let Some(job) = job {
+                job.abort();
+                let _ = job.await;
+            }
+        }
+        // A validation cut short leaves its scratch server registered: stop it.
+        let scratch = lock(&self.instances).remove(&format!("validate-{id}"));
+        if let Some(inst) = scratch {
+            inst.stop().await;
+            let dir = self.scratch_dir().join(id);
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        }
     }
 
     /// Stops a backup's job and removes its files (its catalog row is gone or going).
     pub(crate) async fn drop_backup_job_and_files(&self, id: &str) {
-        let job = lock(&self.jobs).remove(&job_key(id));
-        if let Some(job) = job {
-            job.abort();
-            let _ = job.await;
-        }
+        self.stop_backup_job(id).await;
         self.remove_backup_files(id).await;
     }
 
@@ -299,6 +315,10 @@ impl Platform {
         };
         let partial = self.backup_store.staging_dir(id);
         let _ = std::fs::remove_dir_all(&partial);
+        // A redone backup starts from nothing (objects of an earlier attempt included).
+        if let Err(e) = self.backup_store.delete(id).await {
+            tracing::warn!(backup = %id, error = %e, "cannot clear an earlier attempt's files");
+        }
         let started = now_millis();
         bk.state = BackupState::Running;
         bk.started_at = Some(started);
@@ -455,14 +475,21 @@ impl Platform {
                 bk.state.as_str()
             )));
         }
-        let me = self.arc();
         let key = format!("validate:{id}");
+        let mut jobs = lock(&self.jobs);
+        if bk.validation_state == "running" || jobs.contains_key(&key) {
+            return Err(ControlError::Unprocessable(format!(
+                "Backup '{id}' is being validated already"
+            )));
+        }
+        let me = self.arc();
         let bid = id.to_string();
         let job = tokio::spawn(async move {
+            let _slot = me.backup_slots.acquire().await;
             me.validate_backup(&bid).await;
             lock(&me.jobs).remove(&format!("validate:{bid}"));
         });
-        lock(&self.jobs).insert(key, job);
+        jobs.insert(key, job);
         Ok(bk)
     }
 
@@ -479,7 +506,14 @@ impl Platform {
             };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let id = name.trim_end_matches(".partial").trim_end_matches(".cnf");
+                // Only names this platform makes: the directory may be shared.
+                if !is_backup_entry(&name) {
+                    continue;
+                }
+                let id = name
+                    .trim_end_matches(".cnf")
+                    .trim_end_matches(".partial")
+                    .trim_end_matches(".copying");
                 let finished = all
                     .iter()
                     .any(|b| b.id == id && b.state == BackupState::Success && name == b.id);
@@ -755,6 +789,18 @@ fn stop_leftover_servers(scratch: &std::path::Path) {
     }
 }
 
+/// `<id>`, `<id>.partial`, `<id>.partial.cnf`, `<id>.partial.copying`: what backups leave in
+/// their directory (ids are 12 lowercase letters and digits).
+fn is_backup_entry(name: &str) -> bool {
+    let id = name.split('.').next().unwrap_or_default();
+    let rest = &name[id.len()..];
+    id.len() == 12
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && matches!(rest, "" | ".partial" | ".partial.cnf" | ".partial.copying")
+}
+
 fn job_key(backup_id: &str) -> String {
     format!("backup:{backup_id}")
 }
@@ -813,6 +859,28 @@ mod tests {
         };
         apply_policy(&mut p, ok).unwrap();
         assert_eq!((p.target.as_str(), p.frequency_value), ("development", 30));
+    }
+
+    #[test]
+    fn only_backup_entries_are_cleaned_up() {
+        for ours in [
+            "yfrnnjofp037",
+            "yfrnnjofp037.partial",
+            "yfrnnjofp037.partial.cnf",
+        ] {
+            assert!(is_backup_entry(ours), "{ours}");
+        }
+        for theirs in [
+            "catalog.db",
+            "instances",
+            "YFRNNJOFP037",
+            "yfrnnjofp03",
+            "yfrnnjofp037.tar",
+            "notes.txt",
+            "",
+        ] {
+            assert!(!is_backup_entry(theirs), "{theirs}");
+        }
     }
 
     #[test]

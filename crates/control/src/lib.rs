@@ -474,6 +474,12 @@ impl Platform {
         for b in &branches {
             backups.extend(self.catalog.backups_of_branch(&b.id)?);
         }
+        if let Some(p) = backups.iter().find(|b| b.protected) {
+            return Err(ControlError::Unprocessable(format!(
+                "Database '{name}' has protected backups (e.g. '{}'); unprotect them before deleting the database",
+                p.id
+            )));
+        }
         self.catalog.delete_database(&db.id)?;
         for b in branches {
             self.teardown(&b.id).await;
@@ -562,7 +568,12 @@ impl Platform {
                     .catalog
                     .backups_of_branch(&parent.id)?
                     .into_iter()
-                    .find(|b| b.state == strata_catalog::BackupState::Success)
+                    // The newest that passed validation; else the newest not known bad.
+                    .filter(|b| {
+                        b.state == strata_catalog::BackupState::Success
+                            && b.validation_state != "failed"
+                    })
+                    .max_by_key(|b| (b.validation_state == "passed", b.created_at))
                     .ok_or_else(|| {
                         ControlError::Unprocessable(format!(
                             "Branch '{parent_name}' has no successful backup to seed data from"
@@ -666,6 +677,19 @@ impl Platform {
                 return Err(ControlError::Unprocessable(format!(
                     "Branch '{}' is a production branch with safe migrations enabled; disable safe migrations before deleting it",
                     b.name
+                )));
+            }
+        }
+        for b in &doomed {
+            if let Some(p) = self
+                .catalog
+                .backups_of_branch(&b.id)?
+                .into_iter()
+                .find(|x| x.protected)
+            {
+                return Err(ControlError::Unprocessable(format!(
+                    "Branch '{}' has protected backups (e.g. '{}'); unprotect them before deleting the branch",
+                    b.name, p.id
                 )));
             }
         }

@@ -10,8 +10,8 @@
 //! - A **restore** clones the stored directory into a new instance's datadir: reflinks where the file
 //!   system shares blocks (XFS, btrfs), a plain copy otherwise.
 //! - A **snapshot** of a running instance for a data branch: under `BACKUP STAGE BLOCK_DDL` (writes go
-//!   on), every data file is reflinked, then the redo log, then the binary log; the copy is
-//!   crash-consistent, and InnoDB's
+//!   on), every data file is reflinked; then, under `BLOCK_COMMIT` for the milliseconds it takes,
+//!   the redo, Aria and binary logs; the copy is crash-consistent, and InnoDB's
 //!   recovery makes it consistent, when no checkpoint newer than the one read before the first file
 //!   was taken is in the copied log (checked in the copy's own header; else it retries). Where
 //!   reflinks are not available the snapshot is a `mariadb-backup` copy instead.
@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use strata_model::role::quote_ident;
+use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
 
 pub mod store;
@@ -44,6 +45,9 @@ pub struct Manifest {
     /// that point (a schema change ran while the backup was taken; see `counts_note`).
     pub tables: Option<BTreeMap<String, i64>>,
     pub counts_note: Option<String>,
+    /// Tables present but deliberately not counted (see `counts_note`).
+    #[serde(default)]
+    pub uncounted: Vec<String>,
     /// The binary log position (and GTID) of the backup point.
     pub binlog_file: Option<String>,
     pub binlog_position: Option<u64>,
@@ -302,14 +306,21 @@ pub async fn take_backup(
     let t = std::time::Instant::now();
     let counting = async {
         let counts = count_rows(&mut conn, &schema).await?;
+        // Rows removed by ON DELETE CASCADE are not row events in the binary log.
+        let cascaded: Vec<String> = conn
+            .exec(
+                "SELECT DISTINCT table_name FROM information_schema.referential_constraints \
+                 WHERE constraint_schema = ? AND delete_rule = 'CASCADE'",
+                (&schema,),
+            )
+            .await?;
         conn.query_drop("COMMIT").await?;
         let _ = conn.disconnect().await;
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "backup: rows counted");
-        Ok::<_, EngineError>(counts)
+        Ok::<_, EngineError>((counts, cascaded))
     };
-    let (counts, copied) = tokio::join!(counting, physical_copy(tools, inst, target, progress));
+    let (counted, copied) = tokio::join!(counting, physical_copy(tools, inst, target, progress));
     copied?;
-    let counts = counts?;
     let copied_at = t.elapsed();
 
     let info = ["xtrabackup_binlog_info", "mariadb_backup_binlog_info"]
@@ -317,10 +328,27 @@ pub async fn take_backup(
         .find_map(|f| std::fs::read_to_string(target.join(f)).ok())
         .and_then(|t| text::parse_binlog_info(&t));
     let datadir = crate::supervisor::datadir_of(&inst.spec());
-    let (tables, counts_note) = match (&snapshot, &info) {
-        (Some(from), Some(to)) => {
+    // A failed count costs the counts, not the backup.
+    let mut uncounted = Vec::new();
+    let (tables, counts_note) = match (counted, &snapshot, &info) {
+        (Err(e), _, _) => (None, Some(format!("row counts not recorded: {e}"))),
+        (Ok((counts, cascaded)), Some(from), Some(to)) => {
             match binlog_delta(tools, &datadir, &schema, from, &(to.0.clone(), to.1)).await {
-                Ok(delta) if delta.ddl.is_empty() => (Some(delta.apply(counts)), None),
+                Ok(delta) if delta.ddl.is_empty() && (delta.tables.is_empty() || cascaded.is_empty()) => {
+                    (Some(delta.apply(counts)), None)
+                }
+                Ok(delta) if delta.ddl.is_empty() => {
+                    let mut counts = delta.apply(counts);
+                    for t in &cascaded {
+                        counts.remove(t);
+                    }
+                    uncounted = cascaded.clone();
+                    let note = format!(
+                        "not counted: {} (rows removed by ON DELETE CASCADE while the backup was taken are not in the binary log)",
+                        cascaded.join(", ")
+                    );
+                    (Some(counts), Some(note))
+                }
                 Ok(delta) => (
                     None,
                     Some(format!(
@@ -331,7 +359,7 @@ pub async fn take_backup(
                 Err(e) => (None, Some(format!("row counts not recorded: {e}"))),
             }
         }
-        _ => (
+        (Ok(_), _, _) => (
             None,
             Some("row counts not recorded: the binary log position is unknown".into()),
         ),
@@ -353,6 +381,7 @@ pub async fn take_backup(
         schema,
         tables,
         counts_note,
+        uncounted,
         binlog_file: info.as_ref().map(|i| i.0.clone()),
         binlog_position: info.as_ref().map(|i| i.1),
         gtid: info.and_then(|i| i.2),
@@ -390,8 +419,45 @@ async fn binlog_delta(
         format!("--stop-position={}", to.1),
     ];
     args.extend(files.iter().map(|f| datadir.join(f).display().to_string()));
-    let out = run(&tools.binlog, &args).await?;
-    Ok(text::row_delta(&out, schema))
+    // Streamed: the decoded stretch of a busy server's log can be far larger than memory.
+    let mut cmd = Command::new(&tools.binlog);
+    cmd.args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| EngineError::Spawn {
+        program: tools.binlog.display().to_string(),
+        source,
+    })?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| EngineError::Invalid("no output from mariadb-binlog".into()))?;
+    let mut reader = text::RowDeltaReader::new(schema);
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    while let Some(line) = lines
+        .next_line()
+        .await
+        .map_err(|e| EngineError::Invalid(format!("reading mariadb-binlog: {e}")))?
+    {
+        reader.line(&line);
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|source| EngineError::Spawn {
+            program: tools.binlog.display().to_string(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(EngineError::Command {
+            program: tools.binlog.display().to_string(),
+            status: out.status.to_string(),
+            output: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(reader.finish())
 }
 
 /// The outcome of restoring a backup on a scratch instance.
@@ -405,6 +471,7 @@ pub enum Validation {
 pub fn compare_counts(
     recorded: &BTreeMap<String, i64>,
     seen: &BTreeMap<String, i64>,
+    uncounted: &[String],
 ) -> Option<String> {
     for (t, n) in recorded {
         match seen.get(t) {
@@ -418,7 +485,7 @@ pub fn compare_counts(
         }
     }
     seen.keys()
-        .find(|t| !recorded.contains_key(*t))
+        .find(|t| !recorded.contains_key(*t) && !uncounted.contains(t))
         .map(|t| format!("table `{t}` appears after restore but was not in the backup"))
 }
 
@@ -482,51 +549,75 @@ const SNAPSHOT_ATTEMPTS: usize = 8;
 async fn reflink_snapshot(inst: &Instance, dest: &Path) -> Result<()> {
     let source = crate::supervisor::datadir_of(&inst.spec());
     let mut conn = inst.connect().await?;
-    // A fresh binary log file: the copy's recovery then reads only what follows.
+    // A fresh binary log file, so the copy's last file is short (its recovery scans it).
     conn.query_drop("FLUSH BINARY LOGS").await?;
-    // DDL waits (so every table's files and definition agree); reads and writes go on.
-    conn.query_drop("BACKUP STAGE START").await?;
-    let result = async {
-        conn.query_drop("BACKUP STAGE FLUSH").await?;
-        conn.query_drop("BACKUP STAGE BLOCK_DDL").await?;
-        for attempt in 1..=SNAPSHOT_ATTEMPTS {
-            let row: Option<(String, u64)> = conn
-                .query_first("SHOW GLOBAL STATUS LIKE 'Innodb_lsn_last_checkpoint'")
-                .await?;
-            let before = row
-                .map(|r| r.1)
-                .ok_or_else(|| EngineError::Invalid("no Innodb_lsn_last_checkpoint".into()))?;
-            let _ = std::fs::remove_dir_all(dest);
-            let (src, dst) = (source.clone(), dest.to_path_buf());
-            tokio::task::spawn_blocking(move || reflink_datadir(&src, &dst))
-                .await
-                .map_err(|e| EngineError::Invalid(e.to_string()))??;
-            let header = read_prefix(&dest.join("ib_logfile0"), 12288)?;
-            match text::redo_checkpoint(&header) {
-                Some(c) if c <= before => return Ok(()),
-                Some(c) => {
-                    tracing::debug!(
-                        attempt,
-                        before,
-                        after = c,
-                        "a checkpoint ran during the snapshot; again"
-                    );
-                }
-                None => {
-                    return Err(EngineError::Invalid(
-                        "unrecognised redo log format; cannot check the snapshot".into(),
-                    ))
-                }
+    let mut outcome = Err(EngineError::Invalid(format!(
+        "checkpoints kept running during {SNAPSHOT_ATTEMPTS} snapshot attempts"
+    )));
+    for attempt in 1..=SNAPSHOT_ATTEMPTS {
+        let _ = std::fs::remove_dir_all(dest);
+        let taken = snapshot_attempt(&mut conn, &source, dest).await;
+        // Always leave the backup stages, whatever happened.
+        let _ = conn.query_drop("BACKUP STAGE END").await;
+        match taken {
+            Ok((before, Some(c))) if c <= before => {
+                outcome = Ok(());
+                break;
+            }
+            Ok((before, Some(c))) => {
+                tracing::debug!(
+                    attempt,
+                    before,
+                    after = c,
+                    "a checkpoint ran during the snapshot; again"
+                );
+            }
+            Ok((_, None)) => {
+                outcome = Err(EngineError::Invalid(
+                    "unrecognised redo log format; cannot check the snapshot".into(),
+                ));
+                break;
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break;
             }
         }
-        Err(EngineError::Invalid(format!(
-            "checkpoints kept running during {SNAPSHOT_ATTEMPTS} snapshot attempts"
-        )))
     }
-    .await;
-    let _ = conn.query_drop("BACKUP STAGE END").await;
     let _ = conn.disconnect().await;
-    result
+    outcome
+}
+
+/// One try: returns the checkpoint LSN read before the first file and the one in the copied log.
+async fn snapshot_attempt(
+    conn: &mut mysql_async::Conn,
+    source: &Path,
+    dest: &Path,
+) -> Result<(u64, Option<u64>)> {
+    conn.query_drop("BACKUP STAGE START").await?;
+    conn.query_drop("BACKUP STAGE FLUSH").await?;
+    // From here DDL waits (every table's files and definition agree); InnoDB reads and writes go on.
+    conn.query_drop("BACKUP STAGE BLOCK_DDL").await?;
+    let row: Option<(String, u64)> = conn
+        .query_first("SHOW GLOBAL STATUS LIKE 'Innodb_lsn_last_checkpoint'")
+        .await?;
+    let before = row
+        .map(|r| r.1)
+        .ok_or_else(|| EngineError::Invalid("no Innodb_lsn_last_checkpoint".into()))?;
+    let (src, dst) = (source.to_path_buf(), dest.to_path_buf());
+    tokio::task::spawn_blocking(move || reflink_datadir(&src, &dst, false))
+        .await
+        .map_err(|e| EngineError::Invalid(e.to_string()))??;
+    // Commits wait for the few milliseconds the logs take, so the redo log, the binary log and the
+    // Aria logs are copied at one point: no transaction is in one and not the other.
+    conn.query_drop("BACKUP STAGE BLOCK_COMMIT").await?;
+    let (src, dst) = (source.to_path_buf(), dest.to_path_buf());
+    tokio::task::spawn_blocking(move || reflink_datadir(&src, &dst, true))
+        .await
+        .map_err(|e| EngineError::Invalid(e.to_string()))??;
+    conn.query_drop("BACKUP STAGE END").await?;
+    let header = read_prefix(&dest.join("ib_logfile0"), 12288)?;
+    Ok((before, text::redo_checkpoint(&header)))
 }
 
 fn read_prefix(path: &Path, n: usize) -> Result<Vec<u8>> {
@@ -545,51 +636,41 @@ fn read_prefix(path: &Path, n: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Reflinks every data file of `source` into `dest`, the redo log last. Fails (rather than copy) on
-/// a file system that cannot share blocks.
-fn reflink_datadir(source: &Path, dest: &Path) -> Result<()> {
+/// Reflinks the data files of `source` into `dest` (`logs` false), or the logs (`logs` true: the
+/// InnoDB redo log, the Aria logs, the binary log and its index). Fails (rather than copy) on a file
+/// system that cannot share blocks.
+fn reflink_datadir(source: &Path, dest: &Path, logs: bool) -> Result<()> {
     crate::fsutil::create_private_dir(dest)?;
-    let mut redo = None;
     for entry in std::fs::read_dir(source).map_err(io_err(source))? {
         let entry = entry.map_err(io_err(source))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if text::skipped_in_snapshot(&name) {
+        let is_log = text::snapshot_log_file(&name);
+        if text::skipped_in_snapshot(&name) && !is_log {
             continue;
         }
-        if name == "ib_logfile0" {
-            redo = Some(entry.path());
+        if is_log != logs {
             continue;
         }
         let kind = entry.file_type().map_err(io_err(entry.path()))?;
         let to = dest.join(&name);
         if kind.is_dir() {
             crate::fsutil::create_private_dir(&to)?;
+            // `#sql-…` files of a table being rebuilt are copied too: the redo log may refer to
+            // them, and the server's DDL recovery finishes or removes them at the first start.
             for f in std::fs::read_dir(entry.path()).map_err(io_err(entry.path()))? {
                 let f = f.map_err(io_err(entry.path()))?;
-                let fname = f.file_name().to_string_lossy().into_owned();
-                if fname.starts_with("#sql") || !f.file_type().map(|t| t.is_file()).unwrap_or(false)
-                {
+                if !f.file_type().map(|t| t.is_file()).unwrap_or(false) {
                     continue;
                 }
-                reflink_copy::reflink(f.path(), to.join(&fname)).map_err(io_err(f.path()))?;
+                reflink_copy::reflink(f.path(), to.join(f.file_name()))
+                    .map_err(io_err(f.path()))?;
             }
         } else if kind.is_file() {
             reflink_copy::reflink(entry.path(), &to).map_err(io_err(entry.path()))?;
         }
     }
-    let redo = redo.ok_or_else(|| EngineError::Invalid("no ib_logfile0 in the datadir".into()))?;
-    reflink_copy::reflink(&redo, dest.join("ib_logfile0")).map_err(io_err(&redo))?;
-    // Then the binary log: recovery reads it to settle transactions the redo log has only as
-    // prepared (with the binary log on, an acknowledged commit may be just that).
-    let index = source.join("binlog.index");
-    if let Ok(text) = std::fs::read_to_string(&index) {
-        for name in text.lines().filter_map(|l| l.trim().rsplit('/').next()) {
-            if !name.is_empty() {
-                let from = source.join(name);
-                reflink_copy::reflink(&from, dest.join(name)).map_err(io_err(&from))?;
-            }
-        }
-        std::fs::write(dest.join("binlog.index"), text).map_err(io_err(dest))?;
+    if logs && !dest.join("ib_logfile0").is_file() {
+        return Err(EngineError::Invalid("no ib_logfile0 in the datadir".into()));
     }
     Ok(())
 }
@@ -636,9 +717,8 @@ pub async fn validate(
     match opened {
         Err(e) => Validation::Failed(format!("restore check failed: {e}")),
         Ok(seen) => match &manifest.tables {
-            Some(recorded) => {
-                compare_counts(recorded, &seen).map_or(Validation::Passed, Validation::Failed)
-            }
+            Some(recorded) => compare_counts(recorded, &seen, &manifest.uncounted)
+                .map_or(Validation::Passed, Validation::Failed),
             None => Validation::Passed,
         },
     }

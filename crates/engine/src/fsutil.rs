@@ -87,3 +87,28 @@ pub fn dir_size(path: &Path) -> u64 {
         })
         .sum()
 }
+
+/// Flushes every file and directory under `path` to stable storage (a stored backup must survive a
+/// power loss, not only a crash of the process).
+pub fn sync_tree(path: &Path) -> Result<()> {
+    let meta = fs::metadata(path).map_err(io_err(path))?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).map_err(io_err(path))? {
+            let entry = entry.map_err(io_err(path))?;
+            let t = entry.file_type().map_err(io_err(entry.path()))?;
+            if t.is_dir() || t.is_file() {
+                sync_tree(&entry.path())?;
+            }
+        }
+    }
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(path))
+}
+
+/// Flushes a directory's own entries (after a rename into it).
+pub fn sync_tree_root(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(dir))
+}

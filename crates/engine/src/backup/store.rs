@@ -118,7 +118,15 @@ impl BackupStore {
             BackupStore::Local(dir) => {
                 let to = dir.join(id);
                 let _ = std::fs::remove_dir_all(&to);
-                std::fs::rename(staged, &to).map_err(io_err(&to))?;
+                let (staged, dir) = (staged.to_path_buf(), dir.clone());
+                let target = to.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::fsutil::sync_tree(&staged)?;
+                    std::fs::rename(&staged, &target).map_err(io_err(&target))?;
+                    crate::fsutil::sync_tree_root(&dir)
+                })
+                .await
+                .map_err(|e| EngineError::Invalid(e.to_string()))??;
                 Ok(dir_size(&to))
             }
             BackupStore::S3 { store, prefix, .. } => {

@@ -2,8 +2,15 @@
 
 use std::collections::BTreeMap;
 
-/// Files of a live datadir that a snapshot leaves out: the binary log (the copy starts its own),
-/// process files, the temporary tablespace, the buffer pool dump.
+/// Top-level files of a live datadir a snapshot copies last, while commits wait: the InnoDB redo
+/// log, the Aria logs, the binary log and its index.
+pub fn snapshot_log_file(name: &str) -> bool {
+    name == "ib_logfile0" || name.starts_with("aria_log") || name.starts_with("binlog.")
+}
+
+/// Files of a live datadir that are not data to copy: the binary log (a snapshot takes it with the
+/// logs; a backup records its position), process files, the temporary tablespace, the buffer pool
+/// dump.
 pub fn skipped_in_snapshot(name: &str) -> bool {
     name.starts_with("binlog.")
         || name.starts_with("#sql")
@@ -105,24 +112,45 @@ fn qualified(s: &str) -> Option<(String, String)> {
 /// `### DELETE FROM` of a table of `schema` is one row in or out; the statement after a GTID event
 /// flagged `ddl` is a schema change.
 pub fn row_delta(decoded: &str, schema: &str) -> RowDelta {
-    let mut out = RowDelta::default();
-    let mut in_ddl = false;
+    let mut r = RowDeltaReader::new(schema);
     for line in decoded.lines() {
+        r.line(line);
+    }
+    r.finish()
+}
+
+/// [`row_delta`] a line at a time, for output streamed from the tool.
+pub struct RowDeltaReader {
+    schema: String,
+    in_ddl: bool,
+    out: RowDelta,
+}
+
+impl RowDeltaReader {
+    pub fn new(schema: &str) -> Self {
+        RowDeltaReader {
+            schema: schema.to_string(),
+            in_ddl: false,
+            out: RowDelta::default(),
+        }
+    }
+
+    pub fn line(&mut self, line: &str) {
         if let Some(rest) = line.strip_prefix("### INSERT INTO ") {
             if let Some((s, t)) = qualified(rest) {
-                if s == schema {
-                    *out.tables.entry(t).or_insert(0) += 1;
+                if s == self.schema {
+                    *self.out.tables.entry(t).or_insert(0) += 1;
                 }
             }
         } else if let Some(rest) = line.strip_prefix("### DELETE FROM ") {
             if let Some((s, t)) = qualified(rest) {
-                if s == schema {
-                    *out.tables.entry(t).or_insert(0) -= 1;
+                if s == self.schema {
+                    *self.out.tables.entry(t).or_insert(0) -= 1;
                 }
             }
         } else if line.starts_with('#') && line.contains("\tGTID ") {
-            in_ddl = line.trim_end().ends_with(" ddl");
-        } else if in_ddl
+            self.in_ddl = line.split_whitespace().any(|w| w == "ddl");
+        } else if self.in_ddl
             && !line.is_empty()
             && !line.starts_with('#')
             && !line.starts_with("/*")
@@ -131,11 +159,14 @@ pub fn row_delta(decoded: &str, schema: &str) -> RowDelta {
             && !line.starts_with("DELIMITER")
         {
             let stmt: String = line.chars().take(120).collect();
-            out.ddl.push(stmt);
-            in_ddl = false;
+            self.out.ddl.push(stmt);
+            self.in_ddl = false;
         }
     }
-    out
+
+    pub fn finish(self) -> RowDelta {
+        self.out
+    }
 }
 
 /// The newest checkpoint LSN in the header of an InnoDB redo log of MariaDB 10.8+ (`ib_logfile0`
@@ -284,6 +315,18 @@ COMMIT/*!*/;
             "ddl_recovery.log",
         ] {
             assert!(!skipped_in_snapshot(kept), "{kept}");
+        }
+        for log in [
+            "ib_logfile0",
+            "aria_log_control",
+            "aria_log.00000001",
+            "binlog.000003",
+            "binlog.index",
+        ] {
+            assert!(snapshot_log_file(log), "{log}");
+        }
+        for data in ["ibdata1", "undo001", "shop", "ddl_recovery.log"] {
+            assert!(!snapshot_log_file(data), "{data}");
         }
     }
 }
