@@ -425,10 +425,14 @@ impl S3Server {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("moto_server installed (scripts/test-deps.sh)");
-        let url = format!("http://127.0.0.1:{port}");
+        // Owned by the guard before anything can fail, so a failing start still kills it.
+        let server = S3Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         let http = reqwest::blocking::Client::new();
-        wait_for("the S3 server", 60, || http.get(&url).send().is_ok());
-        S3Server { child, url }
+        wait_for("the S3 server", 60, || http.get(&server.url).send().is_ok());
+        server
     }
 
     /// The keys under a prefix (ListObjectsV2, unsigned: the test server does not check).
