@@ -108,6 +108,8 @@ pub trait Catalog: Send + Sync {
     /// Writes only a backup's progress, and only while it is running.
     fn save_backup_progress(&self, id: &str, progress: &str, updated_at: i64) -> Result<bool>;
     fn delete_backup(&self, id: &str) -> Result<()>;
+    /// Finished backups past `expires_at` at `now` that are neither protected nor being validated.
+    fn expired_backups(&self, now: i64) -> Result<Vec<Backup>>;
     /// Sets only `protected` (a job's concurrent write of the rest stays).
     fn set_backup_protected(&self, id: &str, protected: bool, updated_at: i64) -> Result<()>;
     /// Branches whose data was restored from a backup.

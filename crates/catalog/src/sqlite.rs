@@ -573,6 +573,18 @@ impl Catalog for SqliteCatalog {
         changed(n, "Backup")
     }
 
+    fn expired_backups(&self, now: i64) -> Result<Vec<Backup>> {
+        self.all(
+            &format!(
+                "SELECT {BACKUP_COLS} FROM backups WHERE protected=0 AND expires_at <= ?1 \
+                 AND state IN ('success', 'failed') AND validation_state <> 'running' \
+                 ORDER BY expires_at, id"
+            ),
+            [now],
+            backup_row,
+        )
+    }
+
     fn set_backup_protected(&self, id: &str, protected: bool, updated_at: i64) -> Result<()> {
         let n = self.conn().execute(
             "UPDATE backups SET protected=?2, updated_at=?3 WHERE id=?1",
@@ -1298,6 +1310,20 @@ mod tests {
             c.branch("db-shop", "restored").unwrap().data_source,
             Some(DataSource::Backup("bk1".into()))
         );
+
+        // Expiry: only finished, unprotected backups past their time.
+        b.state = BackupState::Success;
+        b.expires_at = Some(100);
+        c.update_backup(&b).unwrap();
+        assert!(c.expired_backups(99).unwrap().is_empty());
+        assert_eq!(c.expired_backups(100).unwrap().len(), 1);
+        c.set_backup_protected("bk1", true, 101).unwrap();
+        assert!(c.expired_backups(200).unwrap().is_empty());
+        c.set_backup_protected("bk1", false, 102).unwrap();
+        b = c.backup("bk1").unwrap();
+        b.validation_state = "running".into();
+        c.update_backup(&b).unwrap();
+        assert!(c.expired_backups(200).unwrap().is_empty());
 
         // A branch's backups go with it.
         c.delete_branch("br-shop-main").unwrap();

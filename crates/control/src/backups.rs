@@ -286,12 +286,7 @@ impl Platform {
             .ok()
             .filter(|b| b.database_id == database_id)
             .ok_or_else(|| not_found("Backup", id))?;
-        if bk.state != BackupState::Success {
-            return Err(ControlError::Unprocessable(format!(
-                "Backup '{id}' is {}; only a successful backup can be restored",
-                bk.state.as_str()
-            )));
-        }
+        require_success(&bk, "restored")?;
         Ok(bk)
     }
 
@@ -469,12 +464,7 @@ impl Platform {
         id: &str,
     ) -> Result<Backup> {
         let bk = self.backup(caller, org, db, branch, id)?;
-        if bk.state != BackupState::Success {
-            return Err(ControlError::Unprocessable(format!(
-                "Backup '{id}' is {}; only a successful backup can be validated",
-                bk.state.as_str()
-            )));
-        }
+        require_success(&bk, "validated")?;
         let key = format!("validate:{id}");
         let mut jobs = lock(&self.jobs);
         if bk.validation_state == "running" || jobs.contains_key(&key) {
@@ -617,13 +607,8 @@ impl Platform {
                 let _ = self.catalog.update_backup_policy(&p);
             }
         }
-        if let Ok(all) = self.catalog.all_backups() {
-            for b in all.into_iter().filter(|b| {
-                !b.protected
-                    && b.expires_at.is_some_and(|e| e <= now)
-                    && matches!(b.state, BackupState::Success | BackupState::Failed)
-                    && b.validation_state != "running"
-            }) {
+        if let Ok(expired) = self.catalog.expired_backups(now) {
+            for b in expired {
                 let restoring = self
                     .catalog
                     .branches_restored_from(&b.id)
@@ -764,29 +749,25 @@ fn apply_policy(p: &mut BackupPolicy, req: PolicyRequest) -> Result<()> {
     Ok(())
 }
 
-/// Kills scratch servers an earlier run left behind (found by their pid files; only processes
-/// started with that directory's option file).
+/// Kills scratch servers an earlier run left behind.
 fn stop_leftover_servers(scratch: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(scratch) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let Ok(text) = std::fs::read_to_string(e.path().join("mysqld.pid")) else {
-            continue;
-        };
-        let Ok(pid) = text.trim().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cnf = e.path().join("my.cnf");
-        if String::from_utf8_lossy(&cmdline).contains(&cnf.display().to_string()) {
-            tracing::warn!(pid, dir = %e.path().display(), "stopping a scratch server left by an earlier run");
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+    if let Ok(entries) = std::fs::read_dir(scratch) {
+        for e in entries.flatten() {
+            supervisor::kill_leftover_server(&e.path());
         }
     }
+}
+
+/// Only a successful backup can be restored or validated.
+fn require_success(bk: &Backup, verb: &str) -> Result<()> {
+    if bk.state == BackupState::Success {
+        return Ok(());
+    }
+    Err(ControlError::Unprocessable(format!(
+        "Backup '{}' is {}; only a successful backup can be {verb}",
+        bk.id,
+        bk.state.as_str()
+    )))
 }
 
 /// `<id>`, `<id>.partial`, `<id>.partial.cnf`, `<id>.partial.copying`: what backups leave in

@@ -71,27 +71,30 @@ pub struct BackupTools {
     pub binlog: PathBuf,
 }
 
-fn find(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for name in names {
-        for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    None
+fn find(names: &[&str], usual: &[&str]) -> Option<PathBuf> {
+    use crate::flavour::{first_existing, in_path};
+    names
+        .iter()
+        .find_map(|n| in_path(n))
+        .or_else(|| first_existing(usual))
 }
 
 impl BackupTools {
     pub fn detect() -> Result<Self> {
-        let backup = find(&["mariadb-backup", "mariabackup"]).ok_or_else(|| {
+        let backup = find(
+            &["mariadb-backup", "mariabackup"],
+            &["/usr/bin/mariadb-backup", "/usr/bin/mariabackup"],
+        )
+        .ok_or_else(|| {
             EngineError::Invalid(
                 "mariadb-backup is not installed (Debian package mariadb-backup)".into(),
             )
         })?;
-        let binlog = find(&["mariadb-binlog", "mysqlbinlog"]).ok_or_else(|| {
+        let binlog = find(
+            &["mariadb-binlog", "mysqlbinlog"],
+            &["/usr/bin/mariadb-binlog", "/usr/bin/mysqlbinlog"],
+        )
+        .ok_or_else(|| {
             EngineError::Invalid("mariadb-binlog is not installed (mariadb-client)".into())
         })?;
         Ok(BackupTools { backup, binlog })
@@ -103,15 +106,8 @@ async fn run(program: &Path, args: &[String]) -> Result<String> {
     cmd.args(args)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    // SAFETY: the closure only calls prctl(2), which is async-signal-safe. A tool must not outlive
-    // strata: after a crash the job is redone into the same directory.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
+    // A tool must not outlive strata: after a crash the job is redone into the same directory.
+    crate::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGKILL);
     let out = cmd.output().await.map_err(|source| EngineError::Spawn {
         program: program.display().to_string(),
         source,
@@ -426,6 +422,7 @@ async fn binlog_delta(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
+    crate::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGKILL);
     let mut child = cmd.spawn().map_err(|source| EngineError::Spawn {
         program: tools.binlog.display().to_string(),
         source,
@@ -494,9 +491,7 @@ pub fn compare_counts(
 pub fn restore_into(backup: &Path, datadir: &Path) -> Result<bool> {
     let tmp = datadir.with_extension("copying");
     let _ = std::fs::remove_dir_all(&tmp);
-    let all_reflinked = crate::fsutil::clone_dir(backup, &tmp, &|name| {
-        name == MANIFEST || name.starts_with("xtrabackup_") || name.starts_with("mariadb_backup_")
-    })?;
+    let all_reflinked = crate::fsutil::clone_dir(backup, &tmp, &text::backup_metadata)?;
     std::fs::rename(&tmp, datadir).map_err(io_err(datadir))?;
     Ok(all_reflinked)
 }
@@ -531,14 +526,12 @@ pub async fn snapshot_into(
         }
     }
     physical_copy(tools, inst, &tmp, progress).await?;
-    for f in [
-        "backup-my.cnf",
-        "xtrabackup_binlog_info",
-        "xtrabackup_checkpoints",
-        "xtrabackup_info",
-        "xtrabackup_binlog_pos_innodb",
-    ] {
-        let _ = std::fs::remove_file(tmp.join(f));
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for e in entries.flatten() {
+            if text::backup_metadata(&e.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
     std::fs::rename(&tmp, datadir).map_err(io_err(datadir))?;
     Ok(SnapshotMethod::Copy)

@@ -39,14 +39,14 @@ pub fn parse_version(output: &str) -> Option<(Flavour, String)> {
     Some((flavour, number))
 }
 
-fn in_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
 
-fn first_existing(candidates: &[&str]) -> Option<PathBuf> {
+pub(crate) fn first_existing(candidates: &[&str]) -> Option<PathBuf> {
     candidates.iter().map(PathBuf::from).find(|p| p.is_file())
 }
 

@@ -60,6 +60,17 @@ pub enum EngineError {
 
 pub type Result<T> = std::result::Result<T, EngineError>;
 
+/// Makes a child process get `signal` when strata dies (PR_SET_PDEATHSIG), so none outlives it.
+pub(crate) fn die_with_parent(cmd: &mut tokio::process::Command, signal: nix::sys::signal::Signal) {
+    // SAFETY: the closure only calls prctl(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+}
+
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> EngineError {
     let path = path.into();
     move |source| EngineError::Io { path, source }

@@ -353,20 +353,10 @@ fn write_start_files(inst: &Instance, spec: &InstanceSpec, port: u16) -> Result<
 /// A server left running by an earlier strata that died (it gets SIGTERM from the kernel then, but may
 /// still be shutting down) holds the datadir's lock: wait for it to go, then make sure.
 async fn clear_stale_server(spec: &InstanceSpec, cnf: &Path) {
-    let pid_file = spec.dir.join("mysqld.pid");
-    let Ok(text) = std::fs::read_to_string(&pid_file) else {
+    let Some(pid) = leftover_server(&spec.dir, cnf) else {
         return;
     };
-    let Ok(pid) = text.trim().parse::<i32>() else {
-        return;
-    };
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let ours = String::from_utf8_lossy(&cmdline).contains(&cnf.display().to_string());
-    if !ours {
-        return;
-    }
-    tracing::warn!(instance = %spec.id, pid, "stopping a server left over from an earlier run");
-    let pid = Pid::from_raw(pid);
+    tracing::warn!(instance = %spec.id, pid = pid.as_raw(), "stopping a server left over from an earlier run");
     let _ = kill(pid, Signal::SIGTERM);
     let deadline = StdInstant::now() + STOP_TIMEOUT;
     while kill(pid, None).is_ok() && StdInstant::now() < deadline {
@@ -378,6 +368,30 @@ async fn clear_stale_server(spec: &InstanceSpec, cnf: &Path) {
     }
 }
 
+/// The server an earlier run started in instance directory `dir` with option file `cnf`, if it
+/// still runs (its pid file names a process started with that option file).
+fn leftover_server(dir: &Path, cnf: &Path) -> Option<Pid> {
+    let text = std::fs::read_to_string(dir.join("mysqld.pid")).ok()?;
+    let pid = text.trim().parse::<i32>().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline)
+        .contains(&cnf.display().to_string())
+        .then(|| Pid::from_raw(pid))
+}
+
+/// Kills (SIGKILL) a server left running in instance directory `dir` by an earlier run, for
+/// scratch instances whose data is thrown away. True when there was one.
+pub fn kill_leftover_server(dir: &Path) -> bool {
+    match leftover_server(dir, &dir.join("my.cnf")) {
+        Some(pid) => {
+            tracing::warn!(pid = pid.as_raw(), dir = %dir.display(), "killing a server left by an earlier run");
+            let _ = kill(pid, Signal::SIGKILL);
+            true
+        }
+        None => false,
+    }
+}
+
 fn spawn_server(binaries: &ServerBinaries, cnf: &Path) -> Result<Child> {
     let mut cmd = Command::new(&binaries.server);
     cmd.arg(format!("--defaults-file={}", cnf.display()))
@@ -386,13 +400,7 @@ fn spawn_server(binaries: &ServerBinaries, cnf: &Path) -> Result<Child> {
         .stderr(std::process::Stdio::null())
         .process_group(0)
         .kill_on_drop(false);
-    // SAFETY: the closure only calls prctl(2), which is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
+    crate::die_with_parent(&mut cmd, Signal::SIGTERM);
     cmd.spawn().map_err(|source| EngineError::Spawn {
         program: binaries.server.display().to_string(),
         source,

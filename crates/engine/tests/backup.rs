@@ -23,6 +23,27 @@ fn spec(root: &Path, id: &str, production: bool) -> InstanceSpec {
     }
 }
 
+/// A running production instance with `orders` holding ids 1..=20000, and a connection to it.
+async fn source(
+    bins: &Arc<ServerBinaries>,
+    root: &Path,
+    id: &str,
+) -> (Arc<Instance>, mysql_async::Conn) {
+    let tpl = template::ensure_template(bins, root).unwrap();
+    let src_spec = spec(root, id, true);
+    provision(&src_spec, &tpl).unwrap();
+    let src = Instance::start(bins.clone(), src_spec).unwrap();
+    src.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let mut c = src.connect().await.unwrap();
+    c.query_drop("CREATE TABLE orders (id BIGINT PRIMARY KEY, note TEXT)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO orders SELECT seq, REPEAT('y', 200) FROM seq_1_to_20000")
+        .await
+        .unwrap();
+    (src, c)
+}
+
 /// Inserts rows one autocommit at a time until stopped; `acked` is the highest id the server has
 /// acknowledged (ids are sequential, so every id up to it is committed).
 fn start_writer(
@@ -76,19 +97,8 @@ async fn backup_under_writes_restores_every_committed_row_and_validation_catches
     let bins = Arc::new(ServerBinaries::detect().expect("mariadbd installed"));
     let tools = BackupTools::detect().expect("mariadb-backup installed");
     let root = tempfile::tempdir().unwrap();
-    let tpl = template::ensure_template(&bins, root.path()).unwrap();
-    let src_spec = spec(root.path(), "src", true);
-    provision(&src_spec, &tpl).unwrap();
-    let src = Instance::start(bins.clone(), src_spec).unwrap();
-    src.wait_ready(Duration::from_secs(60)).await.unwrap();
-    let mut c = src.connect().await.unwrap();
-    c.query_drop("CREATE TABLE orders (id BIGINT PRIMARY KEY, note TEXT)")
-        .await
-        .unwrap();
+    let (src, mut c) = source(&bins, root.path(), "src").await;
     c.query_drop("CREATE TABLE empty_one (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    c.query_drop("INSERT INTO orders SELECT seq, REPEAT('y', 200) FROM seq_1_to_20000")
         .await
         .unwrap();
 
@@ -208,18 +218,7 @@ async fn snapshot_of_a_live_instance_has_every_committed_row() {
         Some(b) => tempfile::tempdir_in(b).unwrap(),
         None => tempfile::tempdir().unwrap(),
     };
-    let tpl = template::ensure_template(&bins, root.path()).unwrap();
-    let src_spec = spec(root.path(), "parent", true);
-    provision(&src_spec, &tpl).unwrap();
-    let src = Instance::start(bins.clone(), src_spec).unwrap();
-    src.wait_ready(Duration::from_secs(60)).await.unwrap();
-    let mut c = src.connect().await.unwrap();
-    c.query_drop("CREATE TABLE orders (id BIGINT PRIMARY KEY, note TEXT)")
-        .await
-        .unwrap();
-    c.query_drop("INSERT INTO orders SELECT seq, REPEAT('y', 200) FROM seq_1_to_20000")
-        .await
-        .unwrap();
+    let (src, mut c) = source(&bins, root.path(), "parent").await;
 
     for round in 0..3 {
         let stop = Arc::new(AtomicBool::new(false));

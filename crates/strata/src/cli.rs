@@ -331,6 +331,28 @@ pub enum BranchCmd {
     SafeMigrations(SafeMigrationsCmd),
 }
 
+/// `POST …/branches` with `body`; with `wait`, until the branch is ready.
+async fn post_branch(
+    ctx: &Ctx,
+    database: &str,
+    branch: &str,
+    body: Value,
+    wait: bool,
+) -> Result<Value> {
+    let v = ctx
+        .client
+        .send(
+            Method::POST,
+            &ctx.org_path(&format!("databases/{database}/branches")),
+            body,
+        )
+        .await?;
+    if wait {
+        return wait_ready(ctx, database, branch).await;
+    }
+    Ok(v)
+}
+
 pub async fn run_branch(ctx: &Ctx, cmd: BranchCmd) -> Result<()> {
     let path = |db: &str, b: &str| ctx.org_path(&format!("databases/{db}/branches/{b}"));
     match cmd {
@@ -358,17 +380,7 @@ pub async fn run_branch(ctx: &Ctx, cmd: BranchCmd) -> Result<()> {
             if let Some(r) = region {
                 body["region"] = json!(r);
             }
-            let mut v = ctx
-                .client
-                .send(
-                    Method::POST,
-                    &ctx.org_path(&format!("databases/{database}/branches")),
-                    body,
-                )
-                .await?;
-            if wait {
-                v = wait_ready(ctx, &database, &branch).await?;
-            }
+            let v = post_branch(ctx, &database, &branch, body, wait).await?;
             ctx.say(&format!(
                 "Branch '{branch}' was created in database '{database}'."
             ));
@@ -1280,17 +1292,7 @@ pub async fn run_backup(ctx: &Ctx, cmd: BackupCmd) -> Result<()> {
             if let Some(c) = cluster_size {
                 body["cluster_size"] = json!(c);
             }
-            let mut v = ctx
-                .client
-                .send(
-                    Method::POST,
-                    &ctx.org_path(&format!("databases/{database}/branches")),
-                    body,
-                )
-                .await?;
-            if wait {
-                v = wait_ready(ctx, &database, &branch).await?;
-            }
+            let v = post_branch(ctx, &database, &branch, body, wait).await?;
             ctx.say(&format!(
                 "Backup '{backup}' is being restored into branch '{branch}'."
             ));

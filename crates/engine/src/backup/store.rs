@@ -200,12 +200,7 @@ impl BackupStore {
                 let mut got = 0u64;
                 for o in &objects {
                     let r = rel(o);
-                    if r.is_empty()
-                        || r == MANIFEST
-                        || r.starts_with("xtrabackup_")
-                        || r.starts_with("mariadb_backup_")
-                        || r.contains("..")
-                    {
+                    if r.is_empty() || super::text::backup_metadata(&r) || r.contains("..") {
                         continue;
                     }
                     let to = tmp.join(&r);

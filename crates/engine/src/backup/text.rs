@@ -2,6 +2,15 @@
 
 use std::collections::BTreeMap;
 
+/// Top-level files of a backup directory that are about the backup, not part of the datadir a
+/// restore makes: the manifest and `mariadb-backup`'s own files.
+pub fn backup_metadata(name: &str) -> bool {
+    name == super::MANIFEST
+        || name == "backup-my.cnf"
+        || name.starts_with("xtrabackup_")
+        || name.starts_with("mariadb_backup_")
+}
+
 /// Top-level files of a live datadir a snapshot copies last, while commits wait: the InnoDB redo
 /// log, the Aria logs, the binary log and its index.
 pub fn snapshot_log_file(name: &str) -> bool {
@@ -278,6 +287,28 @@ COMMIT/*!*/;
             binlog_files_between(index, "binlog.000009", "binlog.000003"),
             None
         );
+    }
+
+    #[test]
+    fn backup_metadata_is_not_restored() {
+        for meta in [
+            "strata-backup.json",
+            "backup-my.cnf",
+            "xtrabackup_info",
+            "xtrabackup_binlog_info",
+            "mariadb_backup_binlog_info",
+        ] {
+            assert!(backup_metadata(meta), "{meta}");
+        }
+        for data in [
+            "ibdata1",
+            "ib_logfile0",
+            "shop",
+            "mysql",
+            "aria_log_control",
+        ] {
+            assert!(!backup_metadata(data), "{data}");
+        }
     }
 
     #[test]
