@@ -620,7 +620,7 @@ pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
             .map(|t| TableProgressView {
                 name: t.table.clone(),
                 rows_copied: t.rows_copied,
-                rows_total: t.rows_total.max(t.rows_copied),
+                rows_total: t.expected_total(),
                 copied: t.copied,
                 verified: t.verified,
             })

@@ -33,6 +33,8 @@ const BUSY_THREADS: u64 = 32;
 /// application).
 const PARALLEL_COPY_ROWS: u64 = 50_000;
 const COPY_WORKERS: u64 = 2;
+/// How often each copy worker counts what is left of its range (progress and ETA).
+const REFINE_EVERY: Duration = Duration::from_secs(5);
 
 fn plan_of(d: &Deployment) -> Result<Plan> {
     serde_json::from_str(&d.plan)
@@ -156,12 +158,15 @@ impl Platform {
                 "Deploy request #{number} must be approved by an administrator before it is deployed"
             )));
         }
+        // Planned now as it will be at the front of the queue: a change that cannot be made online
+        // is refused here, with the reason, never queued to fail later.
+        let (target, result) = status.schemas.clone().unwrap_or_default();
+        // A tag of its own, so two requests probed at once do not share a probe table.
+        let tag = format!("{:08x}", crc32fast::hash(ids::public_id().as_bytes()));
+        let plan = strata_deploy::plan(&tag, &target, &result, &status.changes).map_err(|e| {
+            ControlError::Unprocessable(format!("Deploy request #{number} is not deployable: {e}"))
+        })?;
         if instant {
-            let (target, result) = status.schemas.clone().unwrap_or_default();
-            // A tag of its own, so two requests probed at once do not share a probe table.
-            let tag = format!("{:08x}", crc32fast::hash(ids::public_id().as_bytes()));
-            let plan = strata_deploy::plan(&tag, &target, &result, &status.changes)
-                .map_err(|e| ControlError::Unprocessable(e.to_string()))?;
             let into = self
                 .catalog()
                 .branch(&database.id, &request.into_branch)
@@ -298,7 +303,7 @@ impl Platform {
         number: i64,
     ) -> Result<DeployRequestStatus> {
         let (database, request) = self.numbered(caller, org, db, number)?;
-        {
+        let reverted = {
             let _guard = self.deploy_lock.lock().await;
             let mut d = self.deployment_for(&request)?;
             if d.state != "complete_pending_revert" {
@@ -344,6 +349,15 @@ impl Platform {
             self.save(&mut d)?;
             let _ = conn.disconnect().await;
             self.refresh_base(&database, &request).await?;
+            d
+        };
+        // The artifacts go now, so the answer is the final state (a failure here is retried by
+        // the worker, which finds the revert already done).
+        if let Err(e) = self
+            .close_window(database.clone(), reverted, "complete_revert")
+            .await
+        {
+            tracing::warn!(error = %e, "revert clean-up will be retried");
         }
         self.wake_deploys();
         self.status_of(&database, request).await
@@ -358,7 +372,7 @@ impl Platform {
         number: i64,
     ) -> Result<DeployRequestStatus> {
         let (database, request) = self.numbered(caller, org, db, number)?;
-        {
+        let closing = {
             let _guard = self.deploy_lock.lock().await;
             let mut d = self.deployment_for(&request)?;
             if d.state != "complete_pending_revert" {
@@ -369,6 +383,14 @@ impl Platform {
             }
             d.revert_expires_at = Some(now_millis());
             self.save(&mut d)?;
+            d
+        };
+        // Closed now, so the answer is the final state; a failure is retried by the worker.
+        if let Err(e) = self
+            .close_window(database.clone(), closing, "complete")
+            .await
+        {
+            tracing::warn!(error = %e, "closing the revert window will be retried");
         }
         self.wake_deploys();
         self.status_of(&database, request).await
@@ -632,7 +654,7 @@ impl Platform {
             for a in plan.online_alters() {
                 p.tables.push(TableProgress {
                     table: a.table.clone(),
-                    rows_total: run::estimated_rows(&mut conn, &database.name, &a.table)
+                    rows_total: run::count_rows(&mut conn, a, None, None)
                         .await
                         .map_err(deploy_err)?,
                     ..Default::default()
@@ -846,6 +868,7 @@ impl Platform {
     ) -> Result<Option<Deployment>> {
         let mut size = 2_000u64;
         let mut chunks = 0u64;
+        let mut counted = Instant::now();
         loop {
             let (request, after, to) = {
                 let s = lock_state(state);
@@ -885,6 +908,20 @@ impl Platform {
                 .await
                 .map_err(deploy_err)?;
             let took = t0.elapsed();
+            // Every few seconds, what is left of the range is counted again, so the total and the
+            // ETA follow the writers' inserts and deletes.
+            let remaining = match &chunk.until {
+                Some(k) if counted.elapsed() >= REFINE_EVERY => {
+                    counted = Instant::now();
+                    Some(
+                        run::count_rows(conn, a, Some(k), to.as_deref())
+                            .await
+                            .map_err(deploy_err)?,
+                    )
+                }
+                Some(_) => None,
+                None => Some(0),
+            };
             {
                 let mut s = lock_state(state);
                 let CopyInner {
@@ -902,6 +939,7 @@ impl Platform {
                     Some(k) => r.checkpoint = Some(k),
                     None => r.done = true,
                 }
+                r.remaining = remaining.or(r.remaining.map(|n| n.saturating_sub(chunk.rows)));
                 let (c, total) = p.rows();
                 let rate = *copied_now as f64 / state.started.elapsed().as_secs_f64().max(0.001);
                 p.eta_seconds =

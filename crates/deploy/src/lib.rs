@@ -29,6 +29,8 @@ pub enum DeployError {
         missing: u64,
         extra: u64,
     },
+    #[error("the deployment's tables are not on the instance (they were removed outside the deployment)")]
+    NotPrepared,
     #[error("could not take the table locks in time (long-running transactions hold them): {statement}: {detail}")]
     LockTimeout { statement: String, detail: String },
 }
@@ -72,6 +74,9 @@ pub struct RangeProgress {
     /// The key the copy of this range resumes after (`None`: from `from`).
     pub checkpoint: Option<Vec<String>>,
     pub done: bool,
+    /// Rows left to copy in this range when last counted (writes move it between counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
 }
 
 impl RangeProgress {
@@ -88,6 +93,7 @@ impl RangeProgress {
                 to: b.clone(),
                 checkpoint: None,
                 done: false,
+                remaining: None,
             });
             from = b;
         }
@@ -103,21 +109,42 @@ impl RangeProgress {
     }
 }
 
+impl TableProgress {
+    /// The rows this table's copy will have copied in all: the count taken up front, refined by
+    /// each range's latest count of what it has left (writes add and remove rows meanwhile).
+    pub fn expected_total(&self) -> u64 {
+        if self.copied {
+            return self.rows_copied;
+        }
+        let open: Vec<&RangeProgress> = self.ranges.iter().filter(|r| !r.done).collect();
+        if !open.is_empty() && open.iter().all(|r| r.remaining.is_some()) {
+            let left: u64 = open.iter().filter_map(|r| r.remaining).sum();
+            return self.rows_copied + left;
+        }
+        self.rows_total.max(self.rows_copied)
+    }
+}
+
 impl Progress {
+    /// Rows copied and rows expected in all.
     pub fn rows(&self) -> (u64, u64) {
         self.tables.iter().fold((0, 0), |(c, t), p| {
-            (c + p.rows_copied, t + p.rows_total.max(p.rows_copied))
+            (c + p.rows_copied, t + p.expected_total())
         })
     }
 
-    /// Percentage of rows copied (100 when there is nothing to copy).
+    /// Percentage of rows copied: 100 only once every table's copy is done (or there is nothing to
+    /// copy), never while rows are still being copied.
     pub fn percent(&self) -> f64 {
         let (c, t) = self.rows();
-        if t == 0 {
-            100.0
-        } else {
-            (c as f64 * 100.0 / t as f64).min(100.0)
+        let done = self.tables.iter().all(|p| p.copied);
+        if done {
+            return 100.0;
         }
+        if t == 0 {
+            return 0.0;
+        }
+        (c as f64 * 100.0 / t as f64).min(99.9)
     }
 }
 
@@ -203,5 +230,23 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(p.percent(), 25.0);
+        // Writers inserted while the copy ran: more copied than counted up front, not yet done.
+        p.tables[0].rows_copied = 250;
+        assert_eq!(p.percent(), 99.9);
+        // A refined count of what is left decides the total.
+        p.tables[0].ranges = RangeProgress::between(vec![vec!["10".into()]], None);
+        p.tables[0].ranges[0].done = true;
+        p.tables[0].ranges[1].remaining = Some(250);
+        assert_eq!(p.rows(), (250, 500));
+        assert_eq!(p.percent(), 50.0);
+        p.tables[0].copied = true;
+        assert_eq!(p.rows(), (250, 250));
+        assert_eq!(p.percent(), 100.0);
+        // Nothing counted and nothing copied yet: 0, not 100.
+        let fresh = Progress {
+            tables: vec![TableProgress::default()],
+            ..Default::default()
+        };
+        assert_eq!(fresh.percent(), 0.0);
     }
 }

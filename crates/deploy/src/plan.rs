@@ -19,6 +19,30 @@ pub struct Plan {
     /// Eight hex digits naming this deployment's artifacts: `_strata_<tag>_…`.
     pub tag: String,
     pub steps: Vec<Step>,
+    /// The plan keeps a marker table that every RENAME of the deployment renames too, so where the
+    /// tables are is one fact on the server (plans stored before markers existed have `false`).
+    #[serde(default)]
+    pub marked: bool,
+}
+
+/// Where a deployment's tables are, as its marker table's name records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Before,
+    Swapped,
+    Reverted,
+}
+
+impl Mark {
+    pub const ALL: [Mark; 3] = [Mark::Before, Mark::Swapped, Mark::Reverted];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Mark::Before => "mark_before",
+            Mark::Swapped => "mark_swapped",
+            Mark::Reverted => "mark_reverted",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +138,11 @@ impl Plan {
         format!("{ARTIFACT_PREFIX}{}_revert_blocked", self.tag)
     }
 
+    /// The marker table's name in a given placement.
+    pub fn marker(&self, mark: Mark) -> String {
+        format!("{ARTIFACT_PREFIX}{}_{}", self.tag, mark.suffix())
+    }
+
     /// `LIKE` pattern of this deployment's artifacts (tables and triggers).
     pub fn artifact_like(&self) -> String {
         format!("\\_strata\\_{}\\_%", self.tag)
@@ -188,8 +217,9 @@ pub fn plan(
     let mut seen_tables = std::collections::BTreeSet::new();
     for change in changes {
         let name = &change.object;
-        let is_view = target.views.contains_key(name) || result.views.contains_key(name);
-        if is_view {
+        // A table replaced by a view of the same name (or the reverse) is two changes, a drop and a
+        // create: each statement says which kind of object it is about.
+        if is_view_statement(&change.statement) {
             steps.push(Step::View {
                 name: name.clone(),
                 statement: change.statement.clone(),
@@ -207,7 +237,15 @@ pub fn plan(
             continue;
         }
         let i = steps.len();
-        match (target.tables.get(name), result.tables.get(name)) {
+        let (before, after) = (target.tables.get(name), result.tables.get(name));
+        let (before, after) = if change.statement.starts_with("DROP TABLE ") {
+            (before, None)
+        } else if change.statement.starts_with("CREATE TABLE ") {
+            (None, after)
+        } else {
+            (before, after)
+        };
+        match (before, after) {
             (None, Some(new)) => {
                 let staged = artifact(tag, i, "new", name);
                 steps.push(Step::CreateTable {
@@ -289,7 +327,27 @@ pub fn plan(
     Ok(Plan {
         tag: tag.to_string(),
         steps,
+        marked: true,
     })
+}
+
+/// True for a diff statement about a view (`CREATE [OR REPLACE] [ALGORITHM=…] [DEFINER=…] VIEW`,
+/// `DROP VIEW`), false for one about a table.
+fn is_view_statement(statement: &str) -> bool {
+    if statement.starts_with("DROP VIEW ") {
+        return true;
+    }
+    if statement.starts_with("CREATE TABLE ")
+        || statement.starts_with("ALTER TABLE ")
+        || statement.starts_with("DROP TABLE ")
+    {
+        return false;
+    }
+    statement.starts_with("CREATE ")
+        && statement
+            .split(" AS ")
+            .next()
+            .is_some_and(|head| head.contains(" VIEW "))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Carrying a plan out against the target branch's instance. Each function is one phase and is safe
 //! to run again after a crash: what the server already holds decides what is left to do.
 
-use crate::plan::{OnlineAlter, Plan, Step};
+use crate::plan::{Mark, OnlineAlter, Plan, Step};
 use crate::sql;
 use crate::DeployError;
 use std::time::{Duration, Instant};
@@ -172,6 +172,10 @@ pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
         }
     }
     conn.query_drop("SET SESSION sql_mode = DEFAULT").await?;
+    // Last: a marker in place means the preparation is whole.
+    if plan.marked {
+        conn.query_drop(sql::marker_table(plan)).await?;
+    }
     Ok(())
 }
 
@@ -220,15 +224,17 @@ pub async fn finish_shadows(conn: &mut Conn, schema: &str, plan: &Plan) -> Resul
     arm_reverse_capture(conn, plan).await
 }
 
-/// The server's estimate of a table's rows (exact enough for progress).
-pub async fn estimated_rows(conn: &mut Conn, schema: &str, table: &str) -> Result<u64> {
-    let n: Option<Option<u64>> = conn
-        .exec_first(
-            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-            (schema, table),
-        )
-        .await?;
-    Ok(n.flatten().unwrap_or(0))
+/// The rows of a key range (all the table's when both ends are open), counted along the key
+/// without locks. The server's statistics (`TABLE_ROWS`) can be far off right after a bulk load,
+/// which made progress show 100% from the start; a count is exact and costs one index scan.
+pub async fn count_rows(
+    conn: &mut Conn,
+    a: &OnlineAlter,
+    after: Option<&[String]>,
+    to: Option<&[String]>,
+) -> Result<u64> {
+    let n: Option<u64> = conn.query_first(sql::count_range(a, after, to)).await?;
+    Ok(n.unwrap_or(0))
 }
 
 fn literals(row: Row) -> Vec<String> {
@@ -431,8 +437,25 @@ async fn exists(conn: &mut Conn, schema: &str, table: &str) -> Result<Option<Str
     Ok(engine.map(|e| e.unwrap_or_default()))
 }
 
-/// Reads the placement from the server: the RENAMEs are atomic, so one table tells.
+/// Reads the placement from the server: the RENAMEs are atomic and carry the marker table, so its
+/// name tells. No marker: not prepared yet (or already cleaned up), which is `Before`.
 pub async fn placement(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<Placement> {
+    if plan.marked {
+        for (mark, placement) in [
+            (Mark::Swapped, Placement::Swapped),
+            (Mark::Reverted, Placement::Reverted),
+        ] {
+            if exists(conn, schema, &plan.marker(mark)).await?.is_some() {
+                return Ok(placement);
+            }
+        }
+        return Ok(Placement::Before);
+    }
+    legacy_placement(conn, schema, plan).await
+}
+
+/// The placement of a deployment planned before marker tables, read from its first table.
+async fn legacy_placement(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<Placement> {
     for s in &plan.steps {
         match s {
             Step::AlterTable(a) => {
@@ -513,6 +536,13 @@ pub async fn cut_over(
         .await?;
     let mut stall = Duration::ZERO;
     if placement(conn, schema, plan).await? == Placement::Before {
+        if plan.marked
+            && exists(conn, schema, &plan.marker(Mark::Before))
+                .await?
+                .is_none()
+        {
+            return Err(DeployError::NotPrepared);
+        }
         finish_shadows(conn, schema, plan).await?;
         direct_alters(conn, schema, plan).await?;
         for s in &plan.steps {
@@ -539,13 +569,18 @@ pub async fn cut_over(
 
 /// Why a revert would lose data, per table (empty: it would not).
 pub async fn revert_blockers(conn: &mut Conn, plan: &Plan) -> Result<Vec<(String, String)>> {
-    let rows: Vec<(String, String)> = conn
+    let rows = conn
         .query(format!(
             "SELECT `table_name`, `reason` FROM {} ORDER BY `table_name`",
             q(&plan.revert_blocked_table())
         ))
-        .await?;
-    Ok(rows)
+        .await;
+    match rows {
+        Ok(rows) => Ok(rows),
+        // The deployment's artifacts are gone (dropped by hand): the old tables with them.
+        Err(e) if missing_table(&e) => Err(DeployError::NotPrepared),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The revert: one atomic RENAME puts the old tables back (they hold every write made since the

@@ -1,7 +1,7 @@
 //! The statements of an online deploy, as text (pure, so every one of them is testable without a
 //! server).
 
-use crate::plan::{trigger_name, OnlineAlter, Plan, Step};
+use crate::plan::{trigger_name, Mark, OnlineAlter, Plan, Step};
 use strata_model::role::{quote_ident as q, sql_string};
 
 fn list(cols: &[String]) -> String {
@@ -210,6 +210,13 @@ pub fn chunk_end(
     )
 }
 
+/// The number of rows with key in (after, to] (a consistent read, no locks): the copy's exact
+/// total up front, and what is left of a range when the estimate is refined.
+pub fn count_range(a: &OnlineAlter, after: Option<&[String]>, to: Option<&[String]>) -> String {
+    let filter = where_all(&range_conditions(&a.key, None, after, to));
+    format!("SELECT COUNT(*) FROM {} {} {filter}", q(&a.table), force(a))
+}
+
 /// Copies the rows with key in (after, until] (open ends when `None`). `LOCK IN SHARE MODE` holds the
 /// source rows until the chunk commits, so a concurrent write either lands before the copy (and is
 /// copied) or after it (and its trigger overwrites the copy).
@@ -319,7 +326,19 @@ pub fn cutover_rename(plan: &Plan) -> Option<String> {
             Step::DirectAlter { .. } | Step::View { .. } => {}
         }
     }
+    if plan.marked {
+        pairs.push((plan.marker(Mark::Before), plan.marker(Mark::Swapped)));
+    }
     rename(&pairs)
+}
+
+/// The marker table: a tiny InnoDB table whose name says where the deployment's tables are. It
+/// takes part in every RENAME of the deployment, so it moves atomically with them.
+pub fn marker_table(plan: &Plan) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (`id` TINYINT NOT NULL PRIMARY KEY) ENGINE=InnoDB",
+        q(&plan.marker(Mark::Before))
+    )
 }
 
 /// The revert: the old tables back under their names, the new ones aside, again in one RENAME.
@@ -335,6 +354,9 @@ pub fn revert_rename(plan: &Plan) -> Option<String> {
             Step::DropTable { table, aside } => pairs.push((aside.clone(), table.clone())),
             Step::DirectAlter { .. } | Step::View { .. } => {}
         }
+    }
+    if plan.marked {
+        pairs.push((plan.marker(Mark::Swapped), plan.marker(Mark::Reverted)));
     }
     rename(&pairs)
 }
@@ -433,13 +455,36 @@ mod tests {
         assert_eq!(
             c,
             format!(
-                "RENAME TABLE `{}` TO `{}`, `t` TO `{}`, `{}` TO `t`, `{}` TO `{}`",
-                a.old, a.aside, a.old, a.shadow, a.stub, a.shadow
+                "RENAME TABLE `{}` TO `{}`, `t` TO `{}`, `{}` TO `t`, `{}` TO `{}`, `{}` TO `{}`",
+                a.old,
+                a.aside,
+                a.old,
+                a.shadow,
+                a.stub,
+                a.shadow,
+                p.marker(Mark::Before),
+                p.marker(Mark::Swapped)
             )
         );
         assert_eq!(
             revert_rename(&p).unwrap(),
-            format!("RENAME TABLE `t` TO `{}`, `{}` TO `t`", a.reverted, a.old)
+            format!(
+                "RENAME TABLE `t` TO `{}`, `{}` TO `t`, `{}` TO `{}`",
+                a.reverted,
+                a.old,
+                p.marker(Mark::Swapped),
+                p.marker(Mark::Reverted)
+            )
+        );
+        // The marker moves with every RENAME, even of a plan without tables to swap.
+        let views_only = Plan {
+            tag: "00000009".into(),
+            steps: Vec::new(),
+            marked: true,
+        };
+        assert_eq!(
+            cutover_rename(&views_only).unwrap(),
+            "RENAME TABLE `_strata_00000009_mark_before` TO `_strata_00000009_mark_swapped`"
         );
         assert_eq!(
             instant_alter(&a, Some("probe")),

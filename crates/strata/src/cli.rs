@@ -769,7 +769,13 @@ pub enum DeployRequestCmd {
     /// Cancel a deployment that has not cut over.
     Cancel { database: String, number: i64 },
     /// Undo a deployment within its revert window, keeping the writes made since.
-    Revert { database: String, number: i64 },
+    Revert {
+        database: String,
+        number: i64,
+        /// Follow the revert until its clean-up is done.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Close the revert window now: the deployment becomes permanent.
     SkipRevert { database: String, number: i64 },
     /// Change a deploy request's auto-apply setting.
@@ -978,8 +984,15 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
         DeployRequestCmd::Cancel { database, number } => {
             action(ctx, &base(&database), number, "cancel", "was cancelled").await?;
         }
-        DeployRequestCmd::Revert { database, number } => {
+        DeployRequestCmd::Revert {
+            database,
+            number,
+            wait,
+        } => {
             action(ctx, &base(&database), number, "revert", "was reverted").await?;
+            if wait {
+                follow(ctx, &base(&database), number).await?;
+            }
         }
         DeployRequestCmd::SkipRevert { database, number } => {
             action(

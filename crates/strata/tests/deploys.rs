@@ -664,3 +664,128 @@ fn kill_9_of_the_instance_and_of_strata_up_while_cutting_over() {
     assert_eq!(columns(&s, &main_id), "id,v,n,extra");
     check_rows(&s, &main_id, &model);
 }
+
+/// The schema of `shop` on a branch, as the API shows it (artifacts never included), without the
+/// tables' AUTO_INCREMENT counters (data, not schema: a branch starts without them).
+fn schema_of(s: &Strata, branch: &str) -> Vec<(String, String)> {
+    let v = s.json(&["branch", "schema", "shop", branch]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let raw = o["raw"].as_str().unwrap();
+            let mut out = String::new();
+            let mut rest = raw;
+            while let Some(i) = rest.find(" AUTO_INCREMENT=") {
+                out.push_str(&rest[..i]);
+                rest = rest[i + " AUTO_INCREMENT=".len()..]
+                    .trim_start_matches(|c: char| c.is_ascii_digit());
+            }
+            out.push_str(rest);
+            (o["name"].as_str().unwrap().to_string(), out)
+        })
+        .collect()
+}
+
+#[test]
+fn every_kind_of_change_deploys_exactly_and_reverts() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    s.json(&["database", "create", "shop", "--wait"]);
+    let main_id = s.wait_branch("shop", "main")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "CREATE TABLE shop.users (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, name VARCHAR(50) NOT NULL);
+         INSERT INTO shop.users (name) SELECT CONCAT('u', seq) FROM seq_1_to_500;
+         CREATE TABLE shop.legacy (id INT PRIMARY KEY, note TEXT);
+         INSERT INTO shop.legacy VALUES (1, 'old');
+         CREATE TABLE shop.audit (id INT PRIMARY KEY, what VARCHAR(20));
+         CREATE VIEW shop.names AS SELECT id, name FROM shop.users;
+         CREATE VIEW shop.stale AS SELECT id FROM shop.legacy;",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let before = schema_of(&s, "main");
+
+    // One kind at a time, then everything at once; each deployed, checked, reverted, checked.
+    let cases: &[(&str, &str)] = &[
+        (
+            "create alone",
+            "CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, user_id BIGINT, KEY (user_id))",
+        ),
+        (
+            "alter + create",
+            "ALTER TABLE shop.users ADD COLUMN email VARCHAR(100);
+             CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, user_id BIGINT, KEY (user_id))",
+        ),
+        (
+            "drop column + create",
+            "ALTER TABLE shop.users DROP COLUMN name;
+             DROP VIEW shop.names;
+             CREATE TABLE shop.orders (id BIGINT PRIMARY KEY)",
+        ),
+        ("drop table", "DROP VIEW shop.stale; DROP TABLE shop.legacy"),
+        (
+            "views",
+            "CREATE OR REPLACE VIEW shop.names AS SELECT id, UPPER(name) AS name FROM shop.users;
+             CREATE VIEW shop.counted AS SELECT COUNT(*) AS n FROM shop.names",
+        ),
+        (
+            "everything",
+            "CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, user_id BIGINT, KEY (user_id));
+             ALTER TABLE shop.users ADD COLUMN email VARCHAR(100), ADD UNIQUE KEY (email);
+             ALTER TABLE shop.audit ADD COLUMN at DATETIME, DROP COLUMN what;
+             DROP VIEW shop.stale; DROP TABLE shop.legacy;
+             CREATE VIEW shop.order_users AS SELECT o.id, u.name FROM shop.orders o JOIN shop.users u ON u.id = o.user_id",
+        ),
+    ];
+    for (n, (what, sql)) in cases.iter().enumerate() {
+        let number = (n + 1).to_string();
+        let branch = format!("dev{n}");
+        let dev_id = s.json(&["branch", "create", "shop", &branch, "--wait"])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        s.sql_ok(&dev_id, "strata_admin", sql);
+        let wanted = schema_of(&s, &branch);
+        assert_ne!(wanted, before, "{what}: the branch changed nothing");
+        s.json(&["deploy-request", "create", "shop", &branch]);
+        let out = s.ok(&["deploy-request", "deploy", "shop", &number, "--wait"]);
+        assert!(out.contains("complete_pending_revert"), "{what}: {out}");
+        let d = wait_state(&s, &number, &["complete_pending_revert"], 120);
+        assert_eq!(
+            schema_of(&s, "main"),
+            wanted,
+            "{what}: production differs from the reviewed branch: {d}"
+        );
+        if what.starts_with("drop table") {
+            // The dropped table's rows come back with the revert.
+        } else {
+            assert_eq!(
+                s.sql_ok(&main_id, "strata_admin", "SELECT COUNT(*) FROM shop.users")
+                    .trim(),
+                "500",
+                "{what}"
+            );
+        }
+        let out = s.ok(&["deploy-request", "revert", "shop", &number, "--wait"]);
+        assert!(out.contains("complete_revert"), "{what}: {out}");
+        assert_eq!(schema_of(&s, "main"), before, "{what}: the revert");
+        assert_eq!(
+            s.sql_ok(&main_id, "strata_admin", "SELECT note FROM shop.legacy")
+                .trim(),
+            "old",
+            "{what}"
+        );
+        let left = s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND TABLE_NAME LIKE '\\_strata\\_%'",
+        );
+        assert_eq!(left.trim(), "0", "{what}: artifacts left");
+        s.ok(&["branch", "delete", "shop", &branch, "--force"]);
+    }
+}
