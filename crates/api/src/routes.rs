@@ -228,10 +228,16 @@ pub struct UpdateDatabase {
     pub require_approval_for_deploy: Option<bool>,
     pub allow_foreign_key_constraints: Option<bool>,
     pub deletion_protected: Option<bool>,
+    /// Copy the migration table's rows from the deployed branch with each deploy.
+    pub automatic_migrations: Option<bool>,
+    /// rails, phoenix, laravel, django, dotnet, sequelize or other.
+    pub migration_framework: Option<String>,
+    /// The migration table (for `other`, or to override the framework's).
+    pub migration_table_name: Option<String>,
 }
 
 #[utoipa::path(patch, path = "/v1/organizations/{organization}/databases/{database}", tag = "databases",
-    request_body = UpdateDatabase, responses((status = 200, body = views::DatabaseView), (status = 404, body = ApiError)))]
+    request_body = UpdateDatabase, responses((status = 200, body = views::DatabaseView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn update_database(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -247,6 +253,9 @@ pub async fn update_database(
             require_approval_for_deploy: b.require_approval_for_deploy,
             allow_foreign_key_constraints: b.allow_foreign_key_constraints,
             deletion_protected: b.deletion_protected,
+            automatic_migrations: b.automatic_migrations,
+            migration_framework: b.migration_framework,
+            migration_table_name: b.migration_table_name,
         },
     )?;
     Ok(Json(database_view(&st, &org, &d)?))

@@ -179,6 +179,12 @@ pub const MIGRATIONS: &[&str] = &[
     SELECT lower(hex(randomblob(6))), id, 'Default production schedule', 'production', 12, 'hour',
         2, 'day', CAST(strftime('%s','now') AS INTEGER) * 1000 + 43200000, created_at, created_at FROM databases;
     "#,
+    // Automatic copy of migration data with deploys.
+    r#"
+    ALTER TABLE databases ADD COLUMN automatic_migrations INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE databases ADD COLUMN migration_framework TEXT;
+    ALTER TABLE databases ADD COLUMN migration_table_name TEXT;
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

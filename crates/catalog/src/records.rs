@@ -33,6 +33,11 @@ pub struct Database {
     pub deletion_protected: bool,
     /// The throttle ratio (0–95) each deployment starts with.
     pub deploy_throttle_ratio: i64,
+    /// Copy the migration framework's table rows with each deploy ("automatically copy migration
+    /// data"); the table is `migration_table_name`, or the framework's own.
+    pub automatic_migrations: bool,
+    pub migration_framework: Option<String>,
+    pub migration_table_name: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }

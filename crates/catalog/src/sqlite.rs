@@ -130,10 +130,14 @@ fn db_row(r: &Row) -> rusqlite::Result<Database> {
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
         deploy_throttle_ratio: r.get(9)?,
+        automatic_migrations: r.get(10)?,
+        migration_framework: r.get(11)?,
+        migration_table_name: r.get(12)?,
     })
 }
 const DB_COLS: &str = "id, organization_id, name, default_branch, require_approval_for_deploy, \
-    allow_foreign_key_constraints, deletion_protected, created_at, updated_at, deploy_throttle_ratio";
+    allow_foreign_key_constraints, deletion_protected, created_at, updated_at, deploy_throttle_ratio, \
+    automatic_migrations, migration_framework, migration_table_name";
 
 fn branch_row(r: &Row) -> rusqlite::Result<Branch> {
     let state: String = r.get(6)?;
@@ -770,7 +774,9 @@ impl Catalog for SqliteCatalog {
         let mut c = self.conn();
         let tx = c.transaction()?;
         tx.execute(
-            &format!("INSERT INTO databases ({DB_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+            &format!(
+                "INSERT INTO databases ({DB_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+            ),
             params![
                 d.id,
                 d.organization_id,
@@ -781,7 +787,10 @@ impl Catalog for SqliteCatalog {
                 d.deletion_protected,
                 d.created_at,
                 d.updated_at,
-                d.deploy_throttle_ratio
+                d.deploy_throttle_ratio,
+                d.automatic_migrations,
+                d.migration_framework,
+                d.migration_table_name
             ],
         )
         .map_err(unique("Database", &d.name))?;
@@ -824,7 +833,8 @@ impl Catalog for SqliteCatalog {
             .execute(
                 "UPDATE databases SET name=?2, default_branch=?3, require_approval_for_deploy=?4, \
                  allow_foreign_key_constraints=?5, deletion_protected=?6, updated_at=?7, \
-                 deploy_throttle_ratio=?8 WHERE id=?1",
+                 deploy_throttle_ratio=?8, automatic_migrations=?9, migration_framework=?10, \
+                 migration_table_name=?11 WHERE id=?1",
                 params![
                     d.id,
                     d.name,
@@ -833,7 +843,10 @@ impl Catalog for SqliteCatalog {
                     d.allow_foreign_key_constraints,
                     d.deletion_protected,
                     d.updated_at,
-                    d.deploy_throttle_ratio
+                    d.deploy_throttle_ratio,
+                    d.automatic_migrations,
+                    d.migration_framework,
+                    d.migration_table_name
                 ],
             )
             .map_err(unique("Database", &d.name))?;
@@ -1022,6 +1035,9 @@ mod tests {
             allow_foreign_key_constraints: false,
             deletion_protected: false,
             deploy_throttle_ratio: 0,
+            automatic_migrations: false,
+            migration_framework: None,
+            migration_table_name: None,
             created_at: 2,
             updated_at: 2,
         }

@@ -58,6 +58,17 @@ fn lock_state(state: &CopyState) -> std::sync::MutexGuard<'_, CopyInner> {
     state.inner.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The migration table whose rows deploys copy, when the database has that setting on.
+fn migration_table(database: &Database) -> Option<String> {
+    if !database.automatic_migrations {
+        return None;
+    }
+    strata_model::migration_data::table(
+        database.migration_framework.as_deref(),
+        database.migration_table_name.as_deref(),
+    )
+}
+
 fn check_ratio(ratio: i64) -> Result<()> {
     if !(0..=95).contains(&ratio) {
         return Err(ControlError::Invalid(format!(
@@ -343,6 +354,12 @@ impl Platform {
             .await
             .map_err(deploy_err)?;
             let mut p = progress_of(&d);
+            if let Some(before) = &p.migration_rows_before {
+                // The migration log as it was, so the framework sees the deploy's migrations undone.
+                run::replace_rows(&mut conn, &database.name, before)
+                    .await
+                    .map_err(deploy_err)?;
+            }
             p.phase = "reverted".into();
             p.revert_stall_ms = Some(stall.as_millis() as u64);
             set_progress(&mut d, &p);
@@ -984,6 +1001,8 @@ impl Platform {
             DeployError::LockTimeout { .. } => ControlError::Internal(e.to_string()),
             other => deploy_err(other),
         })?;
+        self.copy_migration_data(&database, &d, &mut p, &mut conn)
+            .await?;
         let now = now_millis();
         p.phase = "cut_over".into();
         p.cutover_stall_ms = Some(stall.as_millis() as u64);
@@ -1011,6 +1030,63 @@ impl Platform {
         }
         let _ = conn.disconnect().await;
         Ok(d)
+    }
+
+    /// Automatic copy of migration data: after the cut-over, the migration table on the target gets
+    /// the source branch's rows, so the framework's next migrate there finds every migration of the
+    /// deploy applied. The target's rows before are saved with the deployment first (a revert puts
+    /// them back); both steps are safe to repeat after a crash.
+    async fn copy_migration_data(
+        &self,
+        database: &Database,
+        d: &Deployment,
+        p: &mut Progress,
+        conn: &mut Conn,
+    ) -> Result<()> {
+        let Some(table) = migration_table(database) else {
+            return Ok(());
+        };
+        if p.migration_rows_copied {
+            return Ok(());
+        }
+        let Some(request) = self
+            .catalog()
+            .deploy_requests(&database.id)?
+            .into_iter()
+            .find(|r| r.id == d.deploy_request_id)
+        else {
+            return Ok(());
+        };
+        let Ok(source) = self.catalog().branch(&database.id, &request.branch) else {
+            return Ok(());
+        };
+        let mut from = self
+            .connect_branch(database, &source)
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        let rows = run::read_rows(&mut from, &database.name, &table).await;
+        let _ = from.disconnect().await;
+        let Some(rows) = rows.map_err(deploy_err)? else {
+            return Ok(());
+        };
+        let mut d = d.clone();
+        if p.migration_rows_before.is_none() {
+            match run::read_rows(conn, &database.name, &table)
+                .await
+                .map_err(deploy_err)?
+            {
+                Some(before) => p.migration_rows_before = Some(before),
+                None => return Ok(()),
+            }
+            set_progress(&mut d, p);
+            self.save(&mut d)?;
+        }
+        run::replace_rows(conn, &database.name, &rows)
+            .await
+            .map_err(deploy_err)?;
+        p.migration_rows_copied = true;
+        tracing::info!(deployment = %d.id, table, rows = rows.rows.len(), "migration data copied");
+        Ok(())
     }
 
     /// Drops the deployment's artifacts and records how it ended. For a revert cut short before its
@@ -1041,6 +1117,11 @@ impl Platform {
             )
             .await
             .map_err(deploy_err)?;
+            if let Some(before) = &progress_of(&d).migration_rows_before {
+                run::replace_rows(&mut conn, &database.name, before)
+                    .await
+                    .map_err(deploy_err)?;
+            }
         }
         if end == "complete_cancel" && placement == Placement::Swapped {
             // The cut-over won the race with the cancel: the deploy stands, with its window.

@@ -399,6 +399,9 @@ impl Platform {
             allow_foreign_key_constraints: false,
             deletion_protected: false,
             deploy_throttle_ratio: 0,
+            automatic_migrations: false,
+            migration_framework: None,
+            migration_table_name: None,
             created_at: now,
             updated_at: now,
         };
@@ -455,6 +458,42 @@ impl Platform {
         }
         if let Some(v) = update.deletion_protected {
             db.deletion_protected = v;
+        }
+        let invalid = |e: strata_model::migration_data::MigrationDataError| {
+            ControlError::Invalid(e.to_string())
+        };
+        if let Some(f) = update.migration_framework {
+            db.migration_framework = if f.is_empty() {
+                None
+            } else {
+                Some(
+                    strata_model::migration_data::framework(&f)
+                        .map_err(invalid)?
+                        .to_string(),
+                )
+            };
+        }
+        if let Some(t) = update.migration_table_name {
+            db.migration_table_name = if t.is_empty() {
+                None
+            } else {
+                strata_model::migration_data::validate_table(&t).map_err(invalid)?;
+                Some(t)
+            };
+        }
+        if let Some(v) = update.automatic_migrations {
+            db.automatic_migrations = v;
+        }
+        if db.automatic_migrations
+            && strata_model::migration_data::table(
+                db.migration_framework.as_deref(),
+                db.migration_table_name.as_deref(),
+            )
+            .is_none()
+        {
+            return Err(invalid(
+                strata_model::migration_data::MigrationDataError::NoTable,
+            ));
         }
         db.updated_at = now_millis();
         self.catalog.update_database(&db)?;
@@ -1263,4 +1302,7 @@ pub struct DatabaseUpdate {
     pub require_approval_for_deploy: Option<bool>,
     pub allow_foreign_key_constraints: Option<bool>,
     pub deletion_protected: Option<bool>,
+    pub automatic_migrations: Option<bool>,
+    pub migration_framework: Option<String>,
+    pub migration_table_name: Option<String>,
 }

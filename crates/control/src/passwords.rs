@@ -78,6 +78,15 @@ impl Platform {
             .unwrap_or(false)
     }
 
+    /// True when the branch's database allows foreign key constraints.
+    pub fn foreign_keys_allowed(&self, branch_id: &str) -> bool {
+        self.catalog()
+            .branch_by_id(branch_id)
+            .and_then(|b| self.catalog().database_by_id(&b.database_id))
+            .map(|d| d.allow_foreign_key_constraints)
+            .unwrap_or(false)
+    }
+
     /// Records that a password was used (at most once a minute per password).
     pub fn password_used(&self, password: &Password) {
         let now = now_millis();

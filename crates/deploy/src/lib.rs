@@ -47,6 +47,13 @@ pub struct Progress {
     pub cutover_stall_ms: Option<u64>,
     /// How long the revert's RENAME held them.
     pub revert_stall_ms: Option<u64>,
+    /// The target's migration table as it was before the deploy copied the source branch's rows
+    /// into it (automatic copy of migration data): what a revert puts back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_rows_before: Option<run::TableRows>,
+    /// True once the source branch's migration rows are in the target's table.
+    #[serde(default)]
+    pub migration_rows_copied: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -693,3 +693,91 @@ pub async fn threads_running(conn: &mut Conn) -> Result<u64> {
 pub fn literal(s: &str) -> String {
     format!("'{}'", sql_string(s))
 }
+
+/// A table's rows as SQL literals, with its column names (the migration table's log of applied
+/// migrations, copied with a deploy and restored by a revert).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableRows {
+    pub table: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+/// Reads every row of `table`, or `None` when the schema has no such table.
+pub async fn read_rows(conn: &mut Conn, schema: &str, table: &str) -> Result<Option<TableRows>> {
+    if exists(conn, schema, table).await?.is_none() {
+        return Ok(None);
+    }
+    let columns: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND IS_GENERATED = 'NEVER' ORDER BY ORDINAL_POSITION",
+            (schema, table),
+        )
+        .await?;
+    let list = columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+    let rows: Vec<Row> = conn
+        .query(format!("SELECT {list} FROM {}.{}", q(schema), q(table)))
+        .await?;
+    Ok(Some(TableRows {
+        table: table.to_string(),
+        columns,
+        rows: rows.into_iter().map(literals).collect(),
+    }))
+}
+
+/// Makes `rows` the whole content of their table, in one transaction (columns the table no longer
+/// has are left out). Nothing happens when the table is gone.
+pub async fn replace_rows(conn: &mut Conn, schema: &str, rows: &TableRows) -> Result<()> {
+    let Some(now) = read_columns(conn, schema, &rows.table).await? else {
+        return Ok(());
+    };
+    let keep: Vec<usize> = (0..rows.columns.len())
+        .filter(|&i| now.contains(&rows.columns[i]))
+        .collect();
+    let table = format!("{}.{}", q(schema), q(&rows.table));
+    conn.query_drop("BEGIN").await?;
+    let result = async {
+        conn.query_drop(format!("DELETE FROM {table}")).await?;
+        if !keep.is_empty() {
+            let cols = keep
+                .iter()
+                .map(|&i| q(&rows.columns[i]))
+                .collect::<Vec<_>>()
+                .join(", ");
+            for chunk in rows.rows.chunks(500) {
+                let values = chunk
+                    .iter()
+                    .map(|r| {
+                        let v: Vec<&str> = keep.iter().map(|&i| r[i].as_str()).collect();
+                        format!("({})", v.join(", "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                conn.query_drop(format!("INSERT INTO {table} ({cols}) VALUES {values}"))
+                    .await?;
+            }
+        }
+        Ok::<(), strata_engine::mysql_async::Error>(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(conn.query_drop("COMMIT").await?),
+        Err(e) => {
+            let _ = conn.query_drop("ROLLBACK").await;
+            Err(e.into())
+        }
+    }
+}
+
+async fn read_columns(conn: &mut Conn, schema: &str, table: &str) -> Result<Option<Vec<String>>> {
+    if exists(conn, schema, table).await?.is_none() {
+        return Ok(None);
+    }
+    let columns: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (schema, table),
+        )
+        .await?;
+    Ok(Some(columns))
+}

@@ -614,6 +614,13 @@ impl HttpSql {
         if a.has_ddl() && self.gw.platform.safe_migrations(&login.branch.id) {
             return Err(RpcError::mysql(1105, "HY000", "direct DDL is disabled"));
         }
+        if a.has_foreign_key() && !self.gw.platform.foreign_keys_allowed(&login.branch.id) {
+            return Err(RpcError::mysql(
+                1105,
+                "HY000",
+                crate::session::FOREIGN_KEYS_REFUSED,
+            ));
+        }
         if a.statements
             .iter()
             .filter(|s| !s.keyword.is_empty())

@@ -561,6 +561,9 @@ impl Session {
         if a.has_ddl() && self.gw.platform.safe_migrations(&self.login.branch.id) {
             return self.reply_err(ddl_disabled()).await;
         }
+        if a.has_foreign_key() && !self.gw.platform.foreign_keys_allowed(&self.login.branch.id) {
+            return self.reply_err(foreign_keys_refused()).await;
+        }
         if a.statements.len() > 1 && self.client.caps & caps::MULTI_STATEMENTS == 0 {
             return self.reply_err(ErrPacket::new(1064, "42000", "You have an error in your SQL syntax: multiple statements need CLIENT_MULTI_STATEMENTS")).await;
         }
@@ -618,6 +621,9 @@ impl Session {
         let a = strata_sqlscan::analyze(&String::from_utf8_lossy(&sql));
         if a.has_ddl() && self.gw.platform.safe_migrations(&self.login.branch.id) {
             return self.reply_err(ddl_disabled()).await;
+        }
+        if a.has_foreign_key() && !self.gw.platform.foreign_keys_allowed(&self.login.branch.id) {
+            return self.reply_err(foreign_keys_refused()).await;
         }
         if a.pins_session.is_some() {
             self.sticky = true;
@@ -1197,6 +1203,14 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 fn ddl_disabled() -> ErrPacket {
     ErrPacket::new(1105, "HY000", "direct DDL is disabled")
+}
+
+/// Vitess's refusal, on every branch of a database that does not allow foreign keys (the setting is
+/// the database's: a branch that could make them would hold a schema no deploy request can ship).
+pub(crate) const FOREIGN_KEYS_REFUSED: &str = "VT10001: foreign key constraints are not allowed";
+
+fn foreign_keys_refused() -> ErrPacket {
+    ErrPacket::new(1105, "HY000", FOREIGN_KEYS_REFUSED)
 }
 
 /// Reads the next frame, stopping the query on the instance once `deadline` passes (the instance then

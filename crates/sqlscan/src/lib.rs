@@ -40,12 +40,20 @@ pub struct Statement {
     pub ddl: bool,
     /// The DDL hides behind a variable (`PREPARE s FROM @sql`) and cannot be inspected.
     pub opaque: bool,
+    /// A CREATE or ALTER that declares a foreign key (`FOREIGN KEY`, or a column's `REFERENCES`),
+    /// also when prepared or executed from a string.
+    pub foreign_key: bool,
 }
 
 impl Analysis {
     /// True when any statement changes the schema, or might.
     pub fn has_ddl(&self) -> bool {
         self.statements.iter().any(|s| s.ddl || s.opaque)
+    }
+
+    /// True when any statement declares a foreign key.
+    pub fn has_foreign_key(&self) -> bool {
+        self.statements.iter().any(|s| s.foreign_key)
     }
 
     /// True when the first statement's keyword is one of `keywords`.
@@ -197,6 +205,15 @@ fn statement(s: &[&Token]) -> Statement {
             && (word_is(s.get(1).copied(), "TEMPORARY")
                 || (word_is(s.get(1).copied(), "OR") && word_is(s.get(3).copied(), "TEMPORARY")));
         st.ddl = !temporary;
+        // `DROP FOREIGN KEY` removes one, which is always allowed.
+        st.foreign_key = !temporary
+            && (keyword == "CREATE" || keyword == "ALTER")
+            && s.iter().enumerate().any(|(i, t)| {
+                (word_is(Some(t), "FOREIGN")
+                    && word_is(s.get(i + 1).copied(), "KEY")
+                    && !(i > 0 && word_is(s.get(i - 1).copied(), "DROP")))
+                    || word_is(Some(t), "REFERENCES")
+            });
     }
     // PREPARE name FROM 'text' | @var ; EXECUTE IMMEDIATE 'text' | @var
     let source = if keyword == "PREPARE" && word_is(s.get(2).copied(), "FROM") {
@@ -209,8 +226,9 @@ fn statement(s: &[&Token]) -> Statement {
     if let Some(src) = source {
         match src.kind {
             TokenKind::String => {
-                let inner = unquote(src.text);
-                st.ddl = analyze(&inner).has_ddl();
+                let inner = analyze(&unquote(src.text));
+                st.ddl = inner.has_ddl();
+                st.foreign_key = inner.has_foreign_key();
             }
             _ => st.opaque = true,
         }

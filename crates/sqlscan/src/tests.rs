@@ -163,3 +163,62 @@ proptest! {
         prop_assert!(analyze(&sql).has_ddl());
     }
 }
+
+#[test]
+fn foreign_key_detection() {
+    let cases: &[(&str, bool)] = &[
+        (
+            "CREATE TABLE c (id INT PRIMARY KEY, p INT, FOREIGN KEY (p) REFERENCES p (id))",
+            true,
+        ),
+        (
+            "create table c (id int, p int, constraint fk foreign key (p) references p(id))",
+            true,
+        ),
+        ("CREATE TABLE c (id INT, p INT REFERENCES p (id))", true),
+        (
+            "ALTER TABLE c ADD CONSTRAINT fk FOREIGN KEY (p) REFERENCES p (id)",
+            true,
+        ),
+        (
+            "ALTER TABLE c ADD FOREIGN KEY (p) REFERENCES p (id) ON DELETE CASCADE",
+            true,
+        ),
+        (
+            "/*!40000 ALTER TABLE c ADD FOREIGN KEY (p) REFERENCES p (id) */",
+            true,
+        ),
+        (
+            "PREPARE s FROM 'ALTER TABLE c ADD FOREIGN KEY (p) REFERENCES p (id)'",
+            true,
+        ),
+        (
+            "EXECUTE IMMEDIATE 'CREATE TABLE c (p INT REFERENCES p (id))'",
+            true,
+        ),
+        (
+            "SELECT 1; ALTER TABLE c ADD FOREIGN KEY (p) REFERENCES p (id)",
+            true,
+        ),
+        // Dropping a foreign key is how one gets rid of them: allowed.
+        ("ALTER TABLE c DROP FOREIGN KEY fk", false),
+        ("CREATE TABLE c (id INT PRIMARY KEY, p INT, KEY (p))", false),
+        ("ALTER TABLE c ADD COLUMN `references` INT", false),
+        (
+            "ALTER TABLE c ADD COLUMN note VARCHAR(20) DEFAULT 'foreign key'",
+            false,
+        ),
+        (
+            "SELECT * FROM information_schema.REFERENTIAL_CONSTRAINTS",
+            false,
+        ),
+        ("INSERT INTO t (v) VALUES ('FOREIGN KEY REFERENCES')", false),
+        (
+            "CREATE TEMPORARY TABLE tmp (p INT REFERENCES p (id))",
+            false,
+        ),
+    ];
+    for (sql, fk) in cases {
+        assert_eq!(analyze(sql).has_foreign_key(), *fk, "{sql:?}");
+    }
+}

@@ -207,6 +207,31 @@ pub enum DatabaseCmd {
         database: String,
         ratio: Option<i64>,
     },
+    /// Change a database's settings.
+    Update {
+        database: String,
+        /// Allow foreign key constraints in the database's schema.
+        #[arg(long, value_name = "BOOL")]
+        allow_foreign_keys: Option<bool>,
+        /// Copy the migration table's rows from the deployed branch with each deploy.
+        #[arg(long, value_name = "BOOL")]
+        automatic_migrations: Option<bool>,
+        /// rails, phoenix, laravel, django, dotnet, sequelize or other ("" to clear).
+        #[arg(long)]
+        migration_framework: Option<String>,
+        /// The migration table (for `other`, e.g. alembic_version; "" to clear).
+        #[arg(long)]
+        migration_table_name: Option<String>,
+        /// Require an administrator's approval before a deploy request is deployed.
+        #[arg(long, value_name = "BOOL")]
+        require_approval: Option<bool>,
+        /// Refuse to delete the database while on.
+        #[arg(long, value_name = "BOOL")]
+        deletion_protected: Option<bool>,
+        /// The branch new branches start from by default.
+        #[arg(long)]
+        default_branch: Option<String>,
+    },
 }
 
 pub async fn run_database(ctx: &Ctx, cmd: DatabaseCmd) -> Result<()> {
@@ -257,6 +282,55 @@ pub async fn run_database(ctx: &Ctx, cmd: DatabaseCmd) -> Result<()> {
                 .delete(&ctx.org_path(&format!("databases/{database}")))
                 .await?;
             ctx.deleted("Database", &database);
+        }
+        DatabaseCmd::Update {
+            database,
+            allow_foreign_keys,
+            automatic_migrations,
+            migration_framework,
+            migration_table_name,
+            require_approval,
+            deletion_protected,
+            default_branch,
+        } => {
+            let mut body = serde_json::Map::new();
+            let mut set = |k: &str, v: Option<Value>| {
+                if let Some(v) = v {
+                    body.insert(k.to_string(), v);
+                }
+            };
+            set(
+                "allow_foreign_key_constraints",
+                allow_foreign_keys.map(Value::from),
+            );
+            set(
+                "automatic_migrations",
+                automatic_migrations.map(Value::from),
+            );
+            set("migration_framework", migration_framework.map(Value::from));
+            set(
+                "migration_table_name",
+                migration_table_name.map(Value::from),
+            );
+            set(
+                "require_approval_for_deploy",
+                require_approval.map(Value::from),
+            );
+            set("deletion_protected", deletion_protected.map(Value::from));
+            set("default_branch", default_branch.map(Value::from));
+            if body.is_empty() {
+                bail!("nothing to change: give at least one setting (see --help)");
+            }
+            let v = ctx
+                .client
+                .send(
+                    Method::PATCH,
+                    &ctx.org_path(&format!("databases/{database}")),
+                    Value::Object(body),
+                )
+                .await?;
+            ctx.say(&format!("Database '{database}' was updated."));
+            ctx.show(output::DATABASE_SETTINGS, &v);
         }
         DatabaseCmd::Throttle { database, ratio } => {
             let path = ctx.org_path(&format!("databases/{database}/throttler"));

@@ -23,6 +23,16 @@ pub const DATABASE: &[Column] = &[
     ("CREATED AT", "/created_at"),
     ("UPDATED AT", "/updated_at"),
 ];
+pub const DATABASE_SETTINGS: &[Column] = &[
+    ("NAME", "/name"),
+    ("DEFAULT BRANCH", "/default_branch"),
+    ("FOREIGN KEYS", "/foreign_keys_enabled"),
+    ("AUTOMATIC MIGRATIONS", "/automatic_migrations"),
+    ("MIGRATION FRAMEWORK", "/migration_framework"),
+    ("MIGRATION TABLE", "/migration_table_name"),
+    ("REQUIRE APPROVAL", "/require_approval_for_deploy"),
+    ("DELETION PROTECTED", "/deletion_protected"),
+];
 pub const BRANCH: &[Column] = &[
     ("ID", "/id"),
     ("NAME", "/name"),

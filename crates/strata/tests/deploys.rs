@@ -789,3 +789,147 @@ fn every_kind_of_change_deploys_exactly_and_reverts() {
         s.ok(&["branch", "delete", "shop", &branch, "--force"]);
     }
 }
+
+/// Runs a framework's own migrate command (tests/clients/frameworks.py) on a branch.
+fn framework_migrate(s: &Strata, kind: &str, branch: &str) -> std::process::Output {
+    let (user, pw, _) = password(s, "shop", branch, "admin");
+    let clients = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients");
+    std::process::Command::new("python3")
+        .arg(clients.join("frameworks.py"))
+        .args([kind, &s.mysql_port.to_string(), &user, &pw, "shop"])
+        .current_dir(&clients)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    s.json(&["database", "create", "shop", "--wait"]);
+    let main_id = s.wait_branch("shop", "main")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+
+    // Bad settings are refused with the reason.
+    let e = s.fails(&[
+        "database",
+        "update",
+        "shop",
+        "--migration-framework",
+        "flyway",
+    ]);
+    assert!(e.contains("not one of"), "{e}");
+    let e = s.fails(&[
+        "database",
+        "update",
+        "shop",
+        "--automatic-migrations",
+        "true",
+    ]);
+    assert!(e.contains("needs a migration framework"), "{e}");
+    let e = s.fails(&[
+        "database",
+        "update",
+        "shop",
+        "--migration-framework",
+        "other",
+        "--automatic-migrations",
+        "true",
+    ]);
+    assert!(e.contains("needs a migration framework"), "{e}");
+    let e = s.fails(&["database", "update", "shop"]);
+    assert!(e.contains("nothing to change"), "{e}");
+
+    for (n, (kind, framework, table, log)) in [
+        ("django", "django", "", "django_migrations"),
+        ("alembic", "other", "alembic_version", "alembic_version"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let number = (n + 1).to_string();
+        let db = s.json(&[
+            "database",
+            "update",
+            "shop",
+            "--automatic-migrations",
+            "true",
+            "--migration-framework",
+            framework,
+            "--migration-table-name",
+            table,
+        ]);
+        assert_eq!(db["automatic_migrations"], true, "{db}");
+        let branch = format!("{kind}-dev");
+        s.json(&["branch", "create", "shop", &branch, "--wait"]);
+        // Safe migrations refuse the framework on main before the deploy.
+        let o = framework_migrate(&s, kind, "main");
+        assert!(!o.status.success(), "{kind} on main before the deploy");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("direct DDL is disabled"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = framework_migrate(&s, kind, &branch);
+        assert!(
+            o.status.success(),
+            "{kind} migrate on the branch: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        s.json(&["deploy-request", "create", "shop", &branch]);
+        let out = s.ok(&["deploy-request", "deploy", "shop", &number, "--wait"]);
+        assert!(out.contains("complete_pending_revert"), "{out}");
+        let on_main = s.sql_ok(
+            &main_id,
+            "strata_admin",
+            &format!("SELECT COUNT(*) FROM shop.`{log}`"),
+        );
+        let on_branch = s.sql_ok(
+            &s.wait_branch("shop", &branch)["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            "strata_admin",
+            &format!("SELECT COUNT(*) FROM shop.`{log}`"),
+        );
+        assert_eq!(on_main, on_branch, "{kind}: the migration log was copied");
+        assert_ne!(on_main.trim(), "0");
+        // The framework's next migrate on main finds nothing to do (and so runs no DDL).
+        let o = framework_migrate(&s, kind, "main");
+        assert!(
+            o.status.success(),
+            "{kind} migrate on main after the deploy: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if kind == "django" {
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(text.contains("No migrations to apply"), "{text}");
+            assert!(text.contains("[X] 0002_item_email"), "{text}");
+        }
+        s.ok(&["deploy-request", "skip-revert", "shop", &number]);
+    }
+
+    // Foreign keys: refused at the statement, on any branch, while the database does not allow
+    // them; allowed once it does.
+    let dev_id = s.json(&["branch", "create", "shop", "fk", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (user, pw, _) = password(&s, "shop", "fk", "admin");
+    let fk = "CREATE TABLE invoices (id BIGINT PRIMARY KEY, account_id BIGINT, CONSTRAINT fk_acc FOREIGN KEY (account_id) REFERENCES accounts (id))";
+    let o = s.gateway_sql(&user, &pw, &["shop"], fk);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("VT10001: foreign key constraints are not allowed"),
+        "{e}"
+    );
+    s.json(&["database", "update", "shop", "--allow-foreign-keys", "true"]);
+    let o = s.gateway_sql(&user, &pw, &["shop"], fk);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = dev_id;
+}
