@@ -889,10 +889,7 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
             &format!("SELECT COUNT(*) FROM shop.`{log}`"),
         );
         let on_branch = s.sql_ok(
-            &s.wait_branch("shop", &branch)["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
+            s.wait_branch("shop", &branch)["id"].as_str().unwrap(),
             "strata_admin",
             &format!("SELECT COUNT(*) FROM shop.`{log}`"),
         );
