@@ -353,7 +353,7 @@ fn is_view_statement(statement: &str) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use strata_schema::{changes, parse_table};
+    use strata_schema::{changes, parse_table, Change};
 
     /// A schema of the given `SHOW CREATE TABLE` texts (shared by this crate's tests).
     pub(crate) fn schema(tables: &[&str]) -> Schema {
@@ -435,6 +435,58 @@ pub(crate) mod tests {
         let p = plan("00000001", &a, &b, &changes(&a, &b).unwrap()).unwrap();
         assert!(matches!(&p.steps[0], Step::DirectAlter { table, .. } if table == "p"));
         assert!(!p.revertable());
+    }
+
+    #[test]
+    fn steps_follow_each_statement_kind() {
+        let a = schema(&[USERS, POSTS]);
+        let mut b = schema(&[USERS]);
+        b.views.insert(
+            "posts".into(),
+            strata_schema::View {
+                name: "posts".into(),
+                create: "CREATE ALGORITHM=UNDEFINED DEFINER=`u`@`h` SQL SECURITY DEFINER VIEW `posts` AS select `users`.`id` AS `id` from `users`".into(),
+            },
+        );
+        // A table replaced by a view of the same name: the table's drop and the view's create.
+        let changes = vec![
+            Change {
+                object: "posts".into(),
+                statement: "DROP TABLE `posts`".into(),
+            },
+            Change {
+                object: "posts".into(),
+                statement: b.views["posts"].create.clone(),
+            },
+        ];
+        let p = plan("00000003", &a, &b, &changes).unwrap();
+        assert!(matches!(&p.steps[0], Step::DropTable { table, .. } if table == "posts"));
+        assert!(matches!(&p.steps[1], Step::View { name, old: None, .. } if name == "posts"));
+        // And the reverse: the view dropped, the table created.
+        let back = vec![
+            Change {
+                object: "posts".into(),
+                statement: "DROP VIEW `posts`".into(),
+            },
+            Change {
+                object: "posts".into(),
+                statement: POSTS.into(),
+            },
+        ];
+        let p = plan("00000004", &b, &a, &back).unwrap();
+        assert!(matches!(&p.steps[0], Step::View { statement, .. } if statement.starts_with("DROP VIEW")));
+        assert!(matches!(&p.steps[1], Step::CreateTable { table, .. } if table == "posts"));
+        assert!(p.marked);
+        for (st, view) in [
+            ("CREATE ALGORITHM=UNDEFINED DEFINER=`a`@`%` SQL SECURITY DEFINER VIEW `v` AS select 1", true),
+            ("CREATE OR REPLACE VIEW `v` AS select 1", true),
+            ("DROP VIEW `v`", true),
+            ("CREATE TABLE `view` (`id` int)", false),
+            ("ALTER TABLE `t` ADD COLUMN `v` int COMMENT ' VIEW '", false),
+            ("DROP TABLE `v`", false),
+        ] {
+            assert_eq!(is_view_statement(st), view, "{st}");
+        }
     }
 
     #[test]

@@ -1,0 +1,652 @@
+//! The deploy invariant, on generated cases. Each case makes random schema changes on a new
+//! development branch (tables and views created, dropped and altered: columns, types, defaults,
+//! indexes, unique keys), opens a deploy request and deploys it while writers run a mix (autocommit
+//! text statements, binary prepared statements, multi-statement transactions, and PyMySQL with its
+//! default autocommit off), then checks: production's schema is the branch's; every acknowledged
+//! row is there and no other; the writers saw no error; and (most cases) a revert brings the old
+//! schema back with the writes made since.
+//!
+//! Reproducible: `STRATA_DEPLOY_SEED` (default 1) and `STRATA_DEPLOY_CASES` (default 12) decide
+//! the cases; a failure names the seed and the case's statements.
+
+mod common;
+
+use common::{password, Strata};
+use mysql_async::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Rows each writer table starts with (ids 1..=ROWS, w = id).
+const ROWS: i64 = 10_000;
+/// The tables the writers write to: never dropped, their `id` and `w` never changed.
+const WRITER_TABLES: [&str; 3] = ["t0", "t1", "t2"];
+/// Writers own the initial rows with `id % MOD == rem` (rem 1..=MOD) and the rows they insert.
+const MOD: i64 = 4;
+
+/// splitmix64: small, fast, and the same sequence everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Column types a generated column can have, and what each may widen to (never narrower: a
+/// narrower type would make the deploy fail on the data, rightly).
+const TYPES: &[(&str, &str)] = &[
+    ("INT NULL", "BIGINT NULL"),
+    ("INT NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"),
+    ("VARCHAR(20) NULL", "VARCHAR(60) NULL"),
+    ("VARCHAR(40) NOT NULL DEFAULT ''", "VARCHAR(80) NOT NULL DEFAULT 'x'"),
+    ("DECIMAL(10,2) NULL", "DECIMAL(14,2) NULL"),
+    ("DATETIME NULL", "DATETIME NULL DEFAULT '2020-01-01 00:00:00'"),
+    ("TEXT NULL", "MEDIUMTEXT NULL"),
+    ("ENUM('a','b') NULL", "ENUM('a','b','c') NULL"),
+    ("DOUBLE NOT NULL DEFAULT 0", "DOUBLE NOT NULL DEFAULT 1.5"),
+    ("JSON NULL", "JSON NULL"),
+];
+
+fn indexable(def: &str) -> bool {
+    !def.contains("TEXT") && !def.contains("JSON")
+}
+
+#[derive(Clone, Debug, Default)]
+struct Tbl {
+    /// Extra columns: (name, type).
+    extras: Vec<(String, String)>,
+    /// Secondary keys: (name, columns).
+    keys: Vec<(String, Vec<String>)>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Model {
+    tables: BTreeMap<String, Tbl>,
+    /// View name → the table it reads.
+    views: BTreeMap<String, String>,
+    next: u32,
+}
+
+impl Model {
+    fn name(&mut self, prefix: &str) -> String {
+        self.next += 1;
+        format!("{prefix}{}", self.next)
+    }
+
+    fn create_table(&mut self, rng: &mut Rng, name: &str) -> String {
+        let mut t = Tbl::default();
+        let mut cols = vec![
+            "id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY".to_string(),
+            "w INT NOT NULL DEFAULT 0".to_string(),
+        ];
+        for _ in 0..1 + rng.below(3) {
+            let c = self.name("c");
+            let ty = rng.pick(TYPES).0.to_string();
+            cols.push(format!("{c} {ty}"));
+            t.extras.push((c, ty));
+        }
+        let candidates: Vec<String> = t
+            .extras
+            .iter()
+            .filter(|(_, ty)| indexable(ty))
+            .map(|(c, _)| c.clone())
+            .collect();
+        if !candidates.is_empty() && rng.chance(50) {
+            let k = self.name("k");
+            let c = rng.pick(&candidates).clone();
+            cols.push(format!("KEY {k} ({c})"));
+            t.keys.push((k, vec![c]));
+        }
+        self.tables.insert(name.to_string(), t);
+        format!("CREATE TABLE {name} ({})", cols.join(", "))
+    }
+
+    /// One random change, as SQL for the development branch; the model follows it.
+    fn change(&mut self, rng: &mut Rng) -> String {
+        let tables: Vec<String> = self.tables.keys().cloned().collect();
+        let t = rng.pick(&tables).clone();
+        match rng.below(12) {
+            0 | 1 => {
+                let c = self.name("c");
+                let ty = rng.pick(TYPES).0.to_string();
+                let tbl = self.tables.get_mut(&t).unwrap();
+                let place = match rng.below(3) {
+                    0 => " FIRST".to_string(),
+                    1 if !tbl.extras.is_empty() => {
+                        format!(" AFTER {}", tbl.extras[rng.below(tbl.extras.len())].0)
+                    }
+                    _ => String::new(),
+                };
+                tbl.extras.push((c.clone(), ty.clone()));
+                format!("ALTER TABLE {t} ADD COLUMN {c} {ty}{place}")
+            }
+            2 => {
+                let tbl = self.tables.get_mut(&t).unwrap();
+                if tbl.extras.len() < 2 {
+                    return self.change(rng);
+                }
+                let (c, _) = tbl.extras.remove(rng.below(tbl.extras.len()));
+                tbl.keys.retain(|(_, cols)| !cols.contains(&c));
+                format!("ALTER TABLE {t} DROP COLUMN {c}")
+            }
+            3 | 4 => {
+                let tbl = self.tables.get_mut(&t).unwrap();
+                let i = rng.below(tbl.extras.len());
+                let Some((c, ty)) = tbl.extras.get(i).cloned() else {
+                    return self.change(rng);
+                };
+                let Some((_, wider)) = TYPES.iter().find(|(from, _)| *from == ty) else {
+                    return self.change(rng);
+                };
+                if ty == *wider || tbl.keys.iter().any(|(_, cols)| cols.contains(&c)) {
+                    return self.change(rng);
+                }
+                tbl.extras[i].1 = wider.to_string();
+                format!("ALTER TABLE {t} MODIFY COLUMN {c} {wider}")
+            }
+            5 => {
+                let tbl = self.tables.get_mut(&t).unwrap();
+                let candidates: Vec<String> = tbl
+                    .extras
+                    .iter()
+                    .filter(|(_, ty)| indexable(ty))
+                    .map(|(c, _)| c.clone())
+                    .collect();
+                if candidates.is_empty() {
+                    return self.change(rng);
+                }
+                self.next += 1;
+                let k = format!("k{}", self.next);
+                let mut cols = vec![rng.pick(&candidates).clone()];
+                if candidates.len() > 1 && rng.chance(40) {
+                    let more = rng.pick(&candidates).clone();
+                    if !cols.contains(&more) {
+                        cols.push(more);
+                    }
+                }
+                let tbl = self.tables.get_mut(&t).unwrap();
+                tbl.keys.push((k.clone(), cols.clone()));
+                format!("ALTER TABLE {t} ADD KEY {k} ({})", cols.join(", "))
+            }
+            6 => {
+                let tbl = self.tables.get_mut(&t).unwrap();
+                if tbl.keys.is_empty() {
+                    return self.change(rng);
+                }
+                let (k, _) = tbl.keys.remove(rng.below(tbl.keys.len()));
+                format!("ALTER TABLE {t} DROP KEY {k}")
+            }
+            7 => {
+                // A unique key on a new column: every existing row holds NULL there, so it fits.
+                let c = self.name("u");
+                let k = self.name("uk");
+                let tbl = self.tables.get_mut(&t).unwrap();
+                tbl.extras.push((c.clone(), "VARCHAR(20) NULL".into()));
+                tbl.keys.push((k.clone(), vec![c.clone()]));
+                format!("ALTER TABLE {t} ADD COLUMN {c} VARCHAR(20) NULL, ADD UNIQUE KEY {k} ({c})")
+            }
+            8 => {
+                let name = self.name("n");
+                self.create_table(rng, &name)
+            }
+            9 => {
+                let droppable: Vec<String> = self
+                    .tables
+                    .keys()
+                    .filter(|n| !WRITER_TABLES.contains(&n.as_str()))
+                    .filter(|n| !self.views.values().any(|v| v == *n))
+                    .cloned()
+                    .collect();
+                if droppable.is_empty() {
+                    return self.change(rng);
+                }
+                let n = rng.pick(&droppable).clone();
+                self.tables.remove(&n);
+                format!("DROP TABLE {n}")
+            }
+            10 => {
+                let v = if !self.views.is_empty() && rng.chance(50) {
+                    let names: Vec<String> = self.views.keys().cloned().collect();
+                    rng.pick(&names).clone()
+                } else {
+                    self.name("v")
+                };
+                let filter = if rng.chance(50) { " WHERE w > 0" } else { "" };
+                self.views.insert(v.clone(), t.clone());
+                format!("CREATE OR REPLACE VIEW {v} AS SELECT id, w FROM {t}{filter}")
+            }
+            _ => {
+                if self.views.is_empty() {
+                    return self.change(rng);
+                }
+                let names: Vec<String> = self.views.keys().cloned().collect();
+                let v = rng.pick(&names).clone();
+                self.views.remove(&v);
+                format!("DROP VIEW {v}")
+            }
+        }
+    }
+}
+
+/// Acknowledged changes per table: id → w (`None`: deleted).
+type Acks = BTreeMap<String, BTreeMap<i64, Option<i64>>>;
+
+struct Writers {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(u64, Vec<String>, Duration)>>,
+    acks: Arc<Mutex<Acks>>,
+    python: std::process::Child,
+    stop_file: std::path::PathBuf,
+}
+
+struct Outcome {
+    ok: u64,
+    errors: Vec<String>,
+    worst: Duration,
+}
+
+/// Three writers through the gateway with mysql_async (rem 1: autocommit text statements; 2:
+/// binary prepared statements; 3: transactions of prepared statements) and one PyMySQL writer
+/// with autocommit off (rem 4).
+fn start_writers(
+    rt: &tokio::runtime::Runtime,
+    s: &Strata,
+    user: &str,
+    pw: &str,
+    seed: u64,
+    dir: &std::path::Path,
+) -> Writers {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks: Arc<Mutex<Acks>> = Arc::default();
+    let mut tasks = Vec::new();
+    for rem in 1..=3i64 {
+        let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(s.mysql_port)
+            .user(Some(user))
+            .pass(Some(pw))
+            .db_name(Some("shop"))
+            .prefer_socket(false)
+            .into();
+        let (stop, acks) = (stop.clone(), acks.clone());
+        tasks.push(rt.spawn(async move {
+            let mut rng = Rng(seed ^ (rem as u64) << 32);
+            let mut conn = mysql_async::Conn::new(opts).await.expect("writer connects");
+            let (mut ok, mut errors, mut worst) = (0u64, Vec::new(), Duration::ZERO);
+            let mut own: Vec<(String, i64)> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = rng.pick(&WRITER_TABLES).to_string();
+                let initial = (rng.below((ROWS / MOD) as usize) as i64) * MOD + rem;
+                let target = if !own.is_empty() && rng.chance(30) {
+                    own[rng.below(own.len())].clone()
+                } else {
+                    (t.clone(), initial)
+                };
+                let w = rng.below(1_000_000) as i64 + 1;
+                let op = rng.below(10);
+                let started = Instant::now();
+                let r: Result<Vec<(String, i64, Option<i64>)>, mysql_async::Error> = async {
+                    let mut changed = Vec::new();
+                    match (rem, op) {
+                        (_, 0..=3) => {
+                            if rem == 1 {
+                                conn.query_drop(format!("INSERT INTO {t} (w) VALUES ({w})"))
+                                    .await?;
+                            } else {
+                                conn.exec_drop(format!("INSERT INTO {t} (w) VALUES (?)"), (w,))
+                                    .await?;
+                            }
+                            let id = conn.last_insert_id().unwrap_or(0) as i64;
+                            changed.push((t.clone(), id, Some(w)));
+                        }
+                        (3, _) => {
+                            conn.query_drop("START TRANSACTION").await?;
+                            conn.exec_drop(format!("INSERT INTO {t} (w) VALUES (?)"), (w,))
+                                .await?;
+                            let id = conn.last_insert_id().unwrap_or(0) as i64;
+                            changed.push((t.clone(), id, Some(w)));
+                            let (tt, i) = &target;
+                            conn.exec_drop(format!("UPDATE {tt} SET w = ? WHERE id = ?"), (w, i))
+                                .await?;
+                            if conn.affected_rows() == 1 {
+                                changed.push((tt.clone(), *i, Some(w)));
+                            }
+                            if op == 9 {
+                                conn.exec_drop(format!("DELETE FROM {t} WHERE id = ?"), (id,))
+                                    .await?;
+                                changed.push((t.clone(), id, None));
+                            }
+                            conn.query_drop("COMMIT").await?;
+                        }
+                        (_, 4..=7) => {
+                            let (tt, i) = &target;
+                            if rem == 1 {
+                                conn.query_drop(format!("UPDATE {tt} SET w = {w} WHERE id = {i}"))
+                                    .await?;
+                            } else {
+                                conn.exec_drop(format!("UPDATE {tt} SET w = ? WHERE id = ?"), (w, i))
+                                    .await?;
+                            }
+                            if conn.affected_rows() == 1 {
+                                changed.push((tt.clone(), *i, Some(w)));
+                            }
+                        }
+                        _ => {
+                            let (tt, i) = &target;
+                            if rem == 1 {
+                                conn.query_drop(format!("DELETE FROM {tt} WHERE id = {i}"))
+                                    .await?;
+                            } else {
+                                conn.exec_drop(format!("DELETE FROM {tt} WHERE id = ?"), (i,))
+                                    .await?;
+                            }
+                            if conn.affected_rows() == 1 {
+                                changed.push((tt.clone(), *i, None));
+                            }
+                        }
+                    }
+                    Ok(changed)
+                }
+                .await;
+                worst = worst.max(started.elapsed());
+                match r {
+                    Ok(changed) => {
+                        ok += 1;
+                        let mut a = acks.lock().unwrap();
+                        for (tt, id, w) in changed {
+                            if id > ROWS && w.is_some() {
+                                own.push((tt.clone(), id));
+                            }
+                            a.entry(tt).or_default().insert(id, w);
+                        }
+                    }
+                    Err(e) => {
+                        errors.push(format!("writer {rem}: {e}"));
+                        let _ = conn.query_drop("ROLLBACK").await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        if let Ok(c) = mysql_async::Conn::new(conn.opts().clone()).await {
+                            conn = c;
+                        }
+                    }
+                }
+            }
+            let _ = conn.disconnect().await;
+            (ok, errors, worst)
+        }));
+    }
+    let stop_file = dir.join(format!("stop-{seed}"));
+    let _ = std::fs::remove_file(&stop_file);
+    let clients = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients");
+    let python = std::process::Command::new("python3")
+        .arg(clients.join("mixed_writer.py"))
+        .args([
+            &s.mysql_port.to_string(),
+            user,
+            pw,
+            "shop",
+            &WRITER_TABLES.join(","),
+            &MOD.to_string(),
+            &MOD.to_string(),
+        ])
+        .arg(&stop_file)
+        .arg(seed.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    Writers {
+        stop,
+        tasks,
+        acks,
+        python,
+        stop_file,
+    }
+}
+
+impl Writers {
+    fn stop(self, rt: &tokio::runtime::Runtime, into: &mut Acks) -> Outcome {
+        self.stop.store(true, Ordering::Relaxed);
+        std::fs::write(&self.stop_file, b"").unwrap();
+        let mut out = Outcome {
+            ok: 0,
+            errors: Vec::new(),
+            worst: Duration::ZERO,
+        };
+        for t in self.tasks {
+            let (ok, errors, worst) = rt.block_on(t).unwrap();
+            out.ok += ok;
+            out.errors.extend(errors);
+            out.worst = out.worst.max(worst);
+        }
+        let py = self.python.wait_with_output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&py.stdout)
+            .unwrap_or_else(|e| panic!("the PyMySQL writer's report: {e}"));
+        out.ok += v["ok"].as_u64().unwrap_or(0);
+        for e in v["errors"].as_array().into_iter().flatten() {
+            out.errors.push(format!("pymysql: {}", e.as_str().unwrap_or_default()));
+        }
+        out.worst = out
+            .worst
+            .max(Duration::from_secs_f64(v["worst_ms"].as_f64().unwrap_or(0.0) / 1000.0));
+        let mut acks = std::mem::take(&mut *self.acks.lock().unwrap());
+        for (t, rows) in v["rows"].as_object().into_iter().flatten() {
+            for (id, w) in rows.as_object().into_iter().flatten() {
+                acks.entry(t.clone())
+                    .or_default()
+                    .insert(id.parse().unwrap(), w.as_i64());
+            }
+        }
+        // Writers own disjoint rows, so their changes merge in any order.
+        for (t, rows) in acks {
+            into.entry(t).or_default().extend(rows);
+        }
+        out
+    }
+}
+
+/// Every writer table holds exactly the initial rows with the acknowledged changes applied.
+fn check_rows(s: &Strata, branch_id: &str, acks: &Acks, context: &str) {
+    for t in WRITER_TABLES {
+        let out = s.sql_ok(
+            branch_id,
+            "strata_admin",
+            &format!("SELECT id, w FROM shop.{t} ORDER BY id"),
+        );
+        let actual: BTreeMap<i64, i64> = out
+            .lines()
+            .filter_map(|l| {
+                let (a, b) = l.split_once('\t')?;
+                Some((a.parse().ok()?, b.parse().ok()?))
+            })
+            .collect();
+        let mut expected: BTreeMap<i64, i64> = (1..=ROWS).map(|i| (i, i)).collect();
+        for (id, w) in acks.get(t).into_iter().flatten() {
+            match w {
+                Some(w) => expected.insert(*id, *w),
+                None => expected.remove(id),
+            };
+        }
+        if actual != expected {
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|(k, v)| actual.get(k) != Some(v))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = actual
+                .iter()
+                .filter(|(k, _)| !expected.contains_key(k))
+                .take(5)
+                .collect();
+            panic!(
+                "{context}: table {t} differs from the acknowledged writes: {} rows vs {} expected; differing {missing:?}; extra {extra:?}",
+                actual.len(),
+                expected.len()
+            );
+        }
+    }
+}
+
+/// The schema of `shop` on a branch as the API shows it, without AUTO_INCREMENT counters.
+fn schema_of(s: &Strata, branch: &str) -> Vec<(String, String)> {
+    let v = s.json(&["branch", "schema", "shop", branch]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let raw = o["raw"].as_str().unwrap();
+            let mut out = String::new();
+            let mut rest = raw;
+            while let Some(i) = rest.find(" AUTO_INCREMENT=") {
+                out.push_str(&rest[..i]);
+                rest = rest[i + " AUTO_INCREMENT=".len()..]
+                    .trim_start_matches(|c: char| c.is_ascii_digit());
+            }
+            out.push_str(rest);
+            (o["name"].as_str().unwrap().to_string(), out)
+        })
+        .collect()
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn generated_deploys_under_mixed_writers() {
+    let seed = env_u64("STRATA_DEPLOY_SEED", 1);
+    let cases = env_u64("STRATA_DEPLOY_CASES", 12);
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    s.json(&["database", "create", "shop", "--wait"]);
+    let main_id = s.wait_branch("shop", "main")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut rng = Rng(seed);
+    let mut model = Model::default();
+    let mut setup = Vec::new();
+    for t in WRITER_TABLES {
+        setup.push(model.create_table(&mut rng, t));
+        setup.push(format!(
+            "INSERT INTO {t} (id, w) SELECT seq, seq FROM seq_1_to_{ROWS}"
+        ));
+    }
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        &format!("USE shop; {};", setup.join("; ")),
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let (user, pw, _) = password(&s, "shop", "main", "readwriter");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut acks = Acks::new();
+    let (mut passed, mut reverted, mut worst) = (0u64, 0u64, Duration::ZERO);
+    let mut writes = 0u64;
+    for case in 1..=cases {
+        let before = schema_of(&s, "main");
+        let kept = model.clone();
+        let branch = format!("gen{case}");
+        let dev_id = s.json(&["branch", "create", "shop", &branch, "--wait"])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let statements: Vec<String> = (0..1 + rng.below(4)).map(|_| model.change(&mut rng)).collect();
+        let context = format!("seed {seed} case {case}: {}", statements.join("; "));
+        eprintln!("{context}");
+        s.sql_ok(
+            &dev_id,
+            "strata_admin",
+            &format!("USE shop; {};", statements.join("; ")),
+        );
+        let wanted = schema_of(&s, &branch);
+        let dr = s.json(&["deploy-request", "create", "shop", &branch]);
+        let number = dr["number"].to_string();
+        if dr["deployment_state"] == "no_changes" {
+            // The changes cancelled out (a view created and dropped): nothing to deploy.
+            s.ok(&["deploy-request", "close", "shop", &number]);
+            s.ok(&["branch", "delete", "shop", &branch, "--force"]);
+            continue;
+        }
+
+        let writers = start_writers(&rt, &s, &user, &pw, seed ^ case, root.path());
+        std::thread::sleep(Duration::from_millis(200));
+        let out = s.cli(&["deploy-request", "deploy", "shop", &number, "--wait"]);
+        std::thread::sleep(Duration::from_millis(200));
+        let o = writers.stop(&rt, &mut acks);
+        assert!(
+            out.status.success(),
+            "{context}: deploy failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            o.errors.is_empty(),
+            "{context}: the writers saw errors during the deploy: {:?}",
+            o.errors
+        );
+        writes += o.ok;
+        worst = worst.max(o.worst);
+        assert_eq!(
+            schema_of(&s, "main"),
+            wanted,
+            "{context}: production differs from the reviewed branch"
+        );
+        check_rows(&s, &main_id, &acks, &format!("{context} (after the deploy)"));
+
+        if rng.chance(70) {
+            // Writes across the revert, then the old schema with every one of them.
+            let writers = start_writers(&rt, &s, &user, &pw, seed ^ case ^ 0xff, root.path());
+            std::thread::sleep(Duration::from_millis(300));
+            let out = s.cli(&["deploy-request", "revert", "shop", &number, "--wait"]);
+            std::thread::sleep(Duration::from_millis(200));
+            let o = writers.stop(&rt, &mut acks);
+            assert!(
+                out.status.success(),
+                "{context}: revert failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                o.errors.is_empty(),
+                "{context}: the writers saw errors during the revert: {:?}",
+                o.errors
+            );
+            writes += o.ok;
+            worst = worst.max(o.worst);
+            assert_eq!(schema_of(&s, "main"), before, "{context}: the revert");
+            check_rows(&s, &main_id, &acks, &format!("{context} (after the revert)"));
+            model = kept;
+            reverted += 1;
+        } else {
+            s.ok(&["deploy-request", "skip-revert", "shop", &number]);
+        }
+        let left = s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND TABLE_NAME LIKE '\\_strata\\_%'",
+        );
+        assert_eq!(left.trim(), "0", "{context}: artifacts left");
+        s.ok(&["branch", "delete", "shop", &branch, "--force"]);
+        passed += 1;
+    }
+    eprintln!(
+        "generated deploys: {passed} of {cases} passed (seed {seed}), {reverted} reverted; {writes} acknowledged writes, 0 errors, longest write {worst:?}"
+    );
+}
