@@ -474,7 +474,9 @@ pub(crate) mod tests {
             },
         ];
         let p = plan("00000004", &b, &a, &back).unwrap();
-        assert!(matches!(&p.steps[0], Step::View { statement, .. } if statement.starts_with("DROP VIEW")));
+        assert!(
+            matches!(&p.steps[0], Step::View { statement, .. } if statement.starts_with("DROP VIEW"))
+        );
         assert!(matches!(&p.steps[1], Step::CreateTable { table, .. } if table == "posts"));
         assert!(p.marked);
         for (st, view) in [

@@ -53,9 +53,15 @@ const TYPES: &[(&str, &str)] = &[
     ("INT NULL", "BIGINT NULL"),
     ("INT NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"),
     ("VARCHAR(20) NULL", "VARCHAR(60) NULL"),
-    ("VARCHAR(40) NOT NULL DEFAULT ''", "VARCHAR(80) NOT NULL DEFAULT 'x'"),
+    (
+        "VARCHAR(40) NOT NULL DEFAULT ''",
+        "VARCHAR(80) NOT NULL DEFAULT 'x'",
+    ),
     ("DECIMAL(10,2) NULL", "DECIMAL(14,2) NULL"),
-    ("DATETIME NULL", "DATETIME NULL DEFAULT '2020-01-01 00:00:00'"),
+    (
+        "DATETIME NULL",
+        "DATETIME NULL DEFAULT '2020-01-01 00:00:00'",
+    ),
     ("TEXT NULL", "MEDIUMTEXT NULL"),
     ("ENUM('a','b') NULL", "ENUM('a','b','c') NULL"),
     ("DOUBLE NOT NULL DEFAULT 0", "DOUBLE NOT NULL DEFAULT 1.5"),
@@ -339,8 +345,11 @@ fn start_writers(
                                 conn.query_drop(format!("UPDATE {tt} SET w = {w} WHERE id = {i}"))
                                     .await?;
                             } else {
-                                conn.exec_drop(format!("UPDATE {tt} SET w = ? WHERE id = ?"), (w, i))
-                                    .await?;
+                                conn.exec_drop(
+                                    format!("UPDATE {tt} SET w = ? WHERE id = ?"),
+                                    (w, i),
+                                )
+                                .await?;
                             }
                             if conn.affected_rows() == 1 {
                                 changed.push((tt.clone(), *i, Some(w)));
@@ -437,11 +446,12 @@ impl Writers {
             .unwrap_or_else(|e| panic!("the PyMySQL writer's report: {e}"));
         out.ok += v["ok"].as_u64().unwrap_or(0);
         for e in v["errors"].as_array().into_iter().flatten() {
-            out.errors.push(format!("pymysql: {}", e.as_str().unwrap_or_default()));
+            out.errors
+                .push(format!("pymysql: {}", e.as_str().unwrap_or_default()));
         }
-        out.worst = out
-            .worst
-            .max(Duration::from_secs_f64(v["worst_ms"].as_f64().unwrap_or(0.0) / 1000.0));
+        out.worst = out.worst.max(Duration::from_secs_f64(
+            v["worst_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+        ));
         let mut acks = std::mem::take(&mut *self.acks.lock().unwrap());
         for (t, rows) in v["rows"].as_object().into_iter().flatten() {
             for (id, w) in rows.as_object().into_iter().flatten() {
@@ -567,7 +577,9 @@ fn generated_deploys_under_mixed_writers() {
             .as_str()
             .unwrap()
             .to_string();
-        let statements: Vec<String> = (0..1 + rng.below(4)).map(|_| model.change(&mut rng)).collect();
+        let statements: Vec<String> = (0..1 + rng.below(4))
+            .map(|_| model.change(&mut rng))
+            .collect();
         let context = format!("seed {seed} case {case}: {}", statements.join("; "));
         eprintln!("{context}");
         s.sql_ok(
@@ -608,7 +620,12 @@ fn generated_deploys_under_mixed_writers() {
             wanted,
             "{context}: production differs from the reviewed branch"
         );
-        check_rows(&s, &main_id, &acks, &format!("{context} (after the deploy)"));
+        check_rows(
+            &s,
+            &main_id,
+            &acks,
+            &format!("{context} (after the deploy)"),
+        );
 
         if rng.chance(70) {
             // Writes across the revert, then the old schema with every one of them.
@@ -631,7 +648,12 @@ fn generated_deploys_under_mixed_writers() {
             writes += o.ok;
             worst = worst.max(o.worst);
             assert_eq!(schema_of(&s, "main"), before, "{context}: the revert");
-            check_rows(&s, &main_id, &acks, &format!("{context} (after the revert)"));
+            check_rows(
+                &s,
+                &main_id,
+                &acks,
+                &format!("{context} (after the revert)"),
+            );
             model = kept;
             reverted += 1;
         } else {
@@ -649,4 +671,226 @@ fn generated_deploys_under_mixed_writers() {
     eprintln!(
         "generated deploys: {passed} of {cases} passed (seed {seed}), {reverted} reverted; {writes} acknowledged writes, 0 errors, longest write {worst:?}"
     );
+}
+
+/// Where a kill lands in a deployment's life.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    Copy,
+    InSync,
+    CutOver,
+    RevertWindow,
+    Revert,
+}
+
+fn state_of(s: &Strata, number: &str) -> serde_json::Value {
+    s.json(&["deploy-request", "progress", "shop", number])
+}
+
+fn wait_for(
+    s: &Strata,
+    number: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Ok(out) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state_of(s, number)))
+        {
+            if done(&out) {
+                return out;
+            }
+            assert!(
+                out["state"] != "complete_error",
+                "{what}: the deployment failed: {out}"
+            );
+            assert!(Instant::now() < deadline, "{what}: stuck at {out}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The main branch's instance process (to kill it as a crash would).
+fn main_instance_pid(s: &Strata) -> u32 {
+    s.wait_branch("shop", "main")["instance"]["pid"]
+        .as_u64()
+        .expect("a running instance has a pid") as u32
+}
+
+/// kill -9 of `strata up` or of production's instance at each phase of a deployment (copy, in sync,
+/// cut-over, revert window, revert): the deployment finishes exactly once with every row, and the
+/// schema is the branch's (or, after a revert, the old one).
+#[test]
+fn generated_deploys_survive_kill_9_at_every_phase() {
+    let seed = env_u64("STRATA_DEPLOY_SEED", 1) ^ 0x5eed;
+    let root = tempfile::tempdir().unwrap();
+    let mut s = Strata::start(root.path());
+    s.json(&["database", "create", "shop", "--wait"]);
+    let main_id = s.wait_branch("shop", "main")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut rng = Rng(seed);
+    let mut model = Model::default();
+    let mut setup = Vec::new();
+    for t in WRITER_TABLES {
+        setup.push(model.create_table(&mut rng, t));
+        setup.push(format!(
+            "INSERT INTO {t} (id, w) SELECT seq, seq FROM seq_1_to_{ROWS}"
+        ));
+    }
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        &format!("USE shop; {};", setup.join("; ")),
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let acks = Acks::new();
+    let phases = [
+        Phase::Copy,
+        Phase::InSync,
+        Phase::CutOver,
+        Phase::RevertWindow,
+        Phase::Revert,
+    ];
+    let mut case = 0;
+    for phase in phases {
+        for kill_instance in [false, true] {
+            case += 1;
+            let before = schema_of(&s, "main");
+            let kept = model.clone();
+            let branch = format!("k{case}");
+            let dev_id = s.json(&["branch", "create", "shop", &branch, "--wait"])["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            // An online alter of a writer table (so there is a copy), and one more random change.
+            let mut statements = vec![format!(
+                "ALTER TABLE {} ADD COLUMN kc{case} INT NULL",
+                rng.pick(&WRITER_TABLES)
+            )];
+            statements.push(model.change(&mut rng));
+            let context = format!(
+                "seed {seed} kill case {case} ({phase:?}, {}): {}",
+                if kill_instance {
+                    "instance"
+                } else {
+                    "strata up"
+                },
+                statements.join("; ")
+            );
+            eprintln!("{context}");
+            s.sql_ok(
+                &dev_id,
+                "strata_admin",
+                &format!("USE shop; {};", statements.join("; ")),
+            );
+            let wanted = schema_of(&s, &branch);
+            let gated = matches!(phase, Phase::InSync | Phase::CutOver);
+            let mut args = vec!["deploy-request", "create", "shop", branch.as_str()];
+            // (A request takes the previous one's auto-apply setting unless told.)
+            args.push(if gated {
+                "--disable-auto-apply"
+            } else {
+                "--enable-auto-apply"
+            });
+            let number = s.json(&args)["number"].to_string();
+            // A slow copy, so the kill lands inside it.
+            s.json(&[
+                "database",
+                "throttle",
+                "shop",
+                if matches!(phase, Phase::Copy) {
+                    "90"
+                } else {
+                    "0"
+                },
+            ]);
+            s.ok(&["deploy-request", "deploy", "shop", &number]);
+            let kill = |s: &mut Strata| {
+                if kill_instance {
+                    common::unsafe_kill(main_instance_pid(s), "KILL");
+                    std::thread::sleep(Duration::from_millis(300));
+                } else {
+                    s.crash();
+                    common::wait_no_servers(&common::data_dir(root.path()), 60);
+                    *s = Strata::restart_like(root.path(), s);
+                }
+                s.wait_branch("shop", "main");
+            };
+            match phase {
+                Phase::Copy => {
+                    wait_for(&s, &number, &context, |d| {
+                        d["state"] == "in_progress" && d["rows_copied"].as_u64().unwrap_or(0) > 0
+                    });
+                    kill(&mut s);
+                    s.json(&["deploy-request", "throttle", "shop", &number, "0"]);
+                }
+                Phase::InSync => {
+                    wait_for(&s, &number, &context, |d| d["state"] == "pending_cutover");
+                    kill(&mut s);
+                    wait_for(&s, &number, &context, |d| d["state"] == "pending_cutover");
+                    s.ok(&["deploy-request", "apply", "shop", &number]);
+                }
+                Phase::CutOver => {
+                    wait_for(&s, &number, &context, |d| d["state"] == "pending_cutover");
+                    s.ok(&["deploy-request", "apply", "shop", &number]);
+                    kill(&mut s);
+                }
+                Phase::RevertWindow | Phase::Revert => {
+                    wait_for(&s, &number, &context, |d| {
+                        d["state"] == "complete_pending_revert"
+                    });
+                    if matches!(phase, Phase::RevertWindow) {
+                        kill(&mut s);
+                    }
+                }
+            }
+            wait_for(&s, &number, &context, |d| {
+                d["state"] == "complete_pending_revert"
+            });
+            // Exactly once: the schema is the branch's and every row is there, once.
+            assert_eq!(schema_of(&s, "main"), wanted, "{context}: after the deploy");
+            check_rows(&s, &main_id, &acks, &context);
+            if matches!(phase, Phase::Revert | Phase::RevertWindow) || rng.chance(50) {
+                if matches!(phase, Phase::Revert) {
+                    // The revert's request and the kill race: either order must end reverted.
+                    let bin = common::BIN;
+                    let mut revert = std::process::Command::new(bin)
+                        .args(["deploy-request", "revert", "shop", &number])
+                        .env("STRATA_CONFIG", root.path().join("config.toml"))
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                        .unwrap();
+                    std::thread::sleep(Duration::from_millis(30));
+                    kill(&mut s);
+                    let _ = revert.wait();
+                    let d = state_of(&s, &number);
+                    if d["state"] == "complete_pending_revert" {
+                        s.ok(&["deploy-request", "revert", "shop", &number]);
+                    }
+                } else {
+                    wait_for(&s, &number, &context, |d| {
+                        d["state"] == "complete_pending_revert"
+                    });
+                    s.ok(&["deploy-request", "revert", "shop", &number]);
+                }
+                wait_for(&s, &number, &context, |d| d["state"] == "complete_revert");
+                assert_eq!(schema_of(&s, "main"), before, "{context}: after the revert");
+                check_rows(&s, &main_id, &acks, &context);
+                model = kept;
+            } else {
+                s.ok(&["deploy-request", "skip-revert", "shop", &number]);
+            }
+            let left = s.sql_ok(
+                &main_id,
+                "strata_admin",
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND TABLE_NAME LIKE '\\_strata\\_%'",
+            );
+            assert_eq!(left.trim(), "0", "{context}: artifacts left");
+            s.ok(&["branch", "delete", "shop", &branch, "--force"]);
+        }
+    }
 }
