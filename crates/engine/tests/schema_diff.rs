@@ -14,7 +14,7 @@ fn pairs() -> Vec<(String, String)> {
     let base = format!("CREATE TABLE users (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, email VARCHAR(255) NOT NULL, name VARCHAR(100) DEFAULT NULL, UNIQUE KEY uk_email (email)) {T};");
     let orders = format!("CREATE TABLE orders (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, user_id BIGINT UNSIGNED NOT NULL, total DECIMAL(10,2) NOT NULL DEFAULT 0.00, KEY idx_user (user_id), CONSTRAINT fk_user FOREIGN KEY (user_id) REFERENCES users (id)) {T};");
     let p = |a: &str, b: &str| (a.to_string(), b.to_string());
-    vec![
+    let mut pairs = vec![
         p("", &base),
         p(&base, ""),
         p(&base, &base.replace("name VARCHAR(100) DEFAULT NULL", "name VARCHAR(200) NOT NULL DEFAULT ''")),
@@ -35,6 +35,90 @@ fn pairs() -> Vec<(String, String)> {
         p(&format!("CREATE TABLE j (id INT PRIMARY KEY, doc JSON, c INT GENERATED ALWAYS AS (id * 2) VIRTUAL, FULLTEXT KEY ft (t), t TEXT) {T};"), &format!("CREATE TABLE j (id INT PRIMARY KEY, doc JSON, t TEXT, c INT GENERATED ALWAYS AS (id * 3) STORED, FULLTEXT KEY ft (t)) {T} ROW_FORMAT=DYNAMIC;")),
         p(&format!("CREATE TABLE k (a INT NOT NULL, b INT NOT NULL, PRIMARY KEY (a)) {T};"), &format!("CREATE TABLE k (a INT NOT NULL, b INT NOT NULL, PRIMARY KEY (a, b)) {T};")),
         p(&format!("CREATE TABLE e (id INT PRIMARY KEY, s SET('a','b'), ts TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP) {T};"), &format!("CREATE TABLE e (id INT PRIMARY KEY, s SET('a','b','c') COMMENT 'flags', ts TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)) {T};")),
+    ];
+    pairs.extend(partition_pairs());
+    pairs
+}
+
+/// Partitioned tables: the partitioning kept under other changes, added, removed, rewritten, and
+/// RANGE partitions rotated.
+fn partition_pairs() -> Vec<(String, String)> {
+    let cols = "id INT NOT NULL, d DATE NOT NULL, v INT DEFAULT NULL";
+    let years = |ys: &[u32]| {
+        ys.iter()
+            .map(|y| format!("PARTITION p{y} VALUES LESS THAN ({})", y + 1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let range = |c: &str, ys: &[u32]| {
+        format!(
+            "CREATE TABLE pt ({c}, PRIMARY KEY (id, d)) {T} PARTITION BY RANGE (YEAR(d)) ({});",
+            years(ys)
+        )
+    };
+    let days = |ds: &[&str]| {
+        let list: Vec<String> = ds
+            .iter()
+            .map(|d| format!("PARTITION p{} VALUES LESS THAN ('{d}')", d.replace('-', "")))
+            .collect();
+        format!("CREATE TABLE rc (id INT NOT NULL, d DATE NOT NULL, PRIMARY KEY (id, d)) {T} PARTITION BY RANGE COLUMNS (d) ({});", list.join(", "))
+    };
+    let plain = format!("CREATE TABLE pt ({cols}, PRIMARY KEY (id)) {T};");
+    let plain_wide = format!("CREATE TABLE pt ({cols}, PRIMARY KEY (id, d)) {T};");
+    let hash = format!(
+        "CREATE TABLE pt ({cols}, PRIMARY KEY (id, d)) {T} PARTITION BY HASH (id) PARTITIONS 4;"
+    );
+    let changed =
+        "id INT NOT NULL, d DATE NOT NULL, w VARCHAR(10) DEFAULT NULL, v BIGINT DEFAULT NULL";
+    let sub = |ys: &[u32]| {
+        format!("CREATE TABLE sp ({cols}, PRIMARY KEY (id, d)) {T} PARTITION BY RANGE (YEAR(d)) SUBPARTITION BY HASH (id) SUBPARTITIONS 2 ({});", years(ys))
+    };
+    let p = |a: &str, b: &str| (a.to_string(), b.to_string());
+    vec![
+        p("", &range(cols, &[2020, 2021, 2022])),
+        p(
+            &range(cols, &[2020, 2021, 2022]),
+            &range(changed, &[2020, 2021, 2022]),
+        ),
+        p(&plain_wide, &range(cols, &[2020, 2021])),
+        p(&range(cols, &[2020, 2021]), &plain_wide),
+        // the key must grow to take the partitioning column, in the same statement
+        p(&plain, &range(changed, &[2020, 2021])),
+        p(&range(changed, &[2020, 2021]), &plain),
+        p(&range(cols, &[2020, 2021, 2022]), &hash),
+        p(&hash, &hash.replace("PARTITIONS 4", "PARTITIONS 2")),
+        p(&hash, &range(cols, &[2021])),
+        // rotations
+        p(
+            &range(cols, &[2020, 2021, 2022]),
+            &range(cols, &[2021, 2022, 2023]),
+        ),
+        p(&range(cols, &[2020, 2021, 2022]), &range(cols, &[2022])),
+        p(
+            &range(cols, &[2020, 2021]),
+            &range(cols, &[2020, 2021, 2022, 2023]),
+        ),
+        p(
+            &range(cols, &[2020, 2021, 2022]),
+            &range(changed, &[2021, 2022, 2023]),
+        ),
+        p(
+            &days(&["2020-01-01", "2021-01-01"]),
+            &days(&["2021-01-01", "2022-01-01", "2023-01-01"]),
+        ),
+        p(&sub(&[2020, 2021]), &sub(&[2021, 2022])),
+        // not rotations: rewritten
+        p(
+            &range(cols, &[2020, 2021, 2022]),
+            &range(cols, &[2020, 2022]),
+        ),
+        p(
+            &range(cols, &[2020, 2021]),
+            &range(cols, &[2020, 2021])
+                .replace("YEAR(d)", "TO_DAYS(d)")
+                .replace("(2021)", "(737791)")
+                .replace("(2022)", "(738156)"),
+        ),
     ]
 }
 

@@ -1,6 +1,9 @@
 //! diff(A, B): the statements that take schema A to schema B, in an order the server accepts.
 
-use crate::model::{ident, quote, Index, IndexKind, Schema, SchemaError, Table, View};
+use crate::model::{
+    ident, quote, Column, Index, IndexKind, Partition, Partitioning, Schema, SchemaError, Table,
+    View,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Table options as (key, value) pairs, keys as printed (`ENGINE`, `DEFAULT CHARSET`, `COMMENT`, …).
@@ -72,14 +75,19 @@ fn create_table(t: &Table, with_foreign_keys: bool) -> String {
         lines.extend(t.foreign_keys.iter().map(|i| format!("  {}", i.definition)));
     }
     lines.extend(t.checks.iter().map(|i| format!("  {}", i.definition)));
-    format!(
+    let mut create = format!(
         "CREATE TABLE {} (\n{}\n) {}",
         quote(&t.name),
         lines.join(",\n"),
         t.options
     )
     .trim_end()
-    .to_string()
+    .to_string();
+    if let Some(p) = &t.partitioning {
+        create.push_str("\n ");
+        create.push_str(&p.text);
+    }
+    create
 }
 
 fn by_name(list: &[Index]) -> BTreeMap<&str, &Index> {
@@ -96,7 +104,7 @@ fn drop_clause(i: &Index) -> String {
 }
 
 /// The ALTER TABLE clauses taking `a` to `b`, except foreign keys to add (they come last, once every
-/// table exists).
+/// table exists) and partitioning (see [`partition_change`]).
 fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
     let mut clauses = Vec::new();
     let (afk, bfk) = (by_name(&a.foreign_keys), by_name(&b.foreign_keys));
@@ -105,6 +113,26 @@ fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
             clauses.push(drop_clause(fk));
         }
     }
+    // Columns: drop, then add or modify in B's order, keeping positions with FIRST/AFTER. The server
+    // cannot MODIFY a generated column into another kind, so a changed generated column is dropped
+    // and added again (its values are computed, nothing is lost).
+    let generated = |d: &str| d.contains(" GENERATED ALWAYS AS ");
+    let b_defs: BTreeMap<&str, &str> = b
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.definition.as_str()))
+        .collect();
+    let recreate = |c: &Column| {
+        b_defs
+            .get(c.name.as_str())
+            .is_some_and(|d| *d != c.definition && (generated(d) || generated(&c.definition)))
+    };
+    let dropped_columns: Vec<&str> = a
+        .columns
+        .iter()
+        .filter(|c| !b_defs.contains_key(c.name.as_str()) || recreate(c))
+        .map(|c| c.name.as_str())
+        .collect();
     let (ai, bi) = (by_name(&a.indexes), by_name(&b.indexes));
     for (n, i) in &ai {
         if bi.get(n).is_none_or(|x| x.definition != i.definition) {
@@ -117,28 +145,14 @@ fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
             clauses.push(drop_clause(c));
         }
     }
-    // Columns: drop, then add or modify in B's order, keeping positions with FIRST/AFTER. The server
-    // cannot MODIFY a generated column into another kind, so a changed generated column is dropped
-    // and added again (its values are computed, nothing is lost).
-    let generated = |d: &str| d.contains(" GENERATED ALWAYS AS ");
-    let b_defs: BTreeMap<&str, &str> = b
-        .columns
-        .iter()
-        .map(|c| (c.name.as_str(), c.definition.as_str()))
-        .collect();
-    let recreate = |c: &crate::model::Column| {
-        b_defs
-            .get(c.name.as_str())
-            .is_some_and(|d| *d != c.definition && (generated(d) || generated(&c.definition)))
-    };
     let mut current: Vec<&str> = Vec::new();
     let mut a_cols: BTreeMap<&str, &str> = BTreeMap::new();
     for c in &a.columns {
-        if b_defs.contains_key(c.name.as_str()) && !recreate(c) {
+        if dropped_columns.contains(&c.name.as_str()) {
+            clauses.push(format!("DROP COLUMN {}", quote(&c.name)));
+        } else {
             current.push(&c.name);
             a_cols.insert(&c.name, &c.definition);
-        } else {
-            clauses.push(format!("DROP COLUMN {}", quote(&c.name)));
         }
     }
     for (i, c) in b.columns.iter().enumerate() {
@@ -147,12 +161,12 @@ fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
         } else {
             format!("AFTER {}", quote(&b.columns[i - 1].name))
         };
+        let definition = &c.definition;
         match a_cols.get(c.name.as_str()) {
             None => {
                 clauses.push(format!(
-                    "ADD COLUMN {} {} {position}",
+                    "ADD COLUMN {} {definition} {position}",
                     quote(&c.name),
-                    c.definition
                 ));
                 current.insert(i.min(current.len()), &c.name);
             }
@@ -160,9 +174,8 @@ fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
                 let at = current.iter().position(|n| *n == c.name).unwrap_or(i);
                 if *def != c.definition || at != i {
                     clauses.push(format!(
-                        "MODIFY COLUMN {} {} {position}",
+                        "MODIFY COLUMN {} {definition} {position}",
                         quote(&c.name),
-                        c.definition
                     ));
                     current.remove(at);
                     current.insert(i.min(current.len()), &c.name);
@@ -209,6 +222,84 @@ fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
     Ok(clauses)
 }
 
+/// How a table's partitioning changes.
+#[derive(Debug, PartialEq, Eq)]
+enum PartitionChange<'t> {
+    Same,
+    /// `PARTITION BY …` or `REMOVE PARTITIONING`, last in the table's ALTER TABLE.
+    Clause(String),
+    /// RANGE partitions rotated: the oldest dropped, the newest added, the others as they were.
+    Rotate {
+        drop: Vec<&'t Partition>,
+        add: Vec<&'t Partition>,
+    },
+}
+
+fn partition_change<'t>(a: &'t Table, b: &'t Table) -> PartitionChange<'t> {
+    match (&a.partitioning, &b.partitioning) {
+        (None, None) => PartitionChange::Same,
+        (Some(_), None) => PartitionChange::Clause("REMOVE PARTITIONING".into()),
+        (None, Some(q)) => PartitionChange::Clause(q.text.clone()),
+        (Some(p), Some(q)) if p.text == q.text => PartitionChange::Same,
+        (Some(p), Some(q)) => {
+            rotation(p, q).unwrap_or_else(|| PartitionChange::Clause(q.text.clone()))
+        }
+    }
+}
+
+/// `b` is `a` with a prefix of its RANGE partitions dropped and partitions appended, the rest (at
+/// least one) identical.
+fn rotation<'t>(a: &'t Partitioning, b: &'t Partitioning) -> Option<PartitionChange<'t>> {
+    if a.scheme != b.scheme || !matches!(a.method().as_str(), "RANGE" | "RANGE COLUMNS") {
+        return None;
+    }
+    let first = b.partitions.first()?;
+    let start = a.partitions.iter().position(|p| p == first)?;
+    let kept = &a.partitions[start..];
+    if b.partitions.get(..kept.len())? != kept {
+        return None;
+    }
+    Some(PartitionChange::Rotate {
+        drop: a.partitions[..start].iter().collect(),
+        add: b.partitions[kept.len()..].iter().collect(),
+    })
+}
+
+/// The statements taking table `a` to `b` (foreign keys to add aside), with whether each only adds
+/// or drops a partition: the ALTER TABLE of its columns, keys, options and partitioning scheme, then
+/// one statement per partition dropped, then one per partition added (the server runs those alone).
+fn table_statements(a: &Table, b: &Table) -> Result<Vec<(String, bool)>, SchemaError> {
+    let clauses = alter_clauses(a, b)?;
+    let name = quote(&a.name);
+    let mut out = Vec::new();
+    let change = partition_change(a, b);
+    let mut main = clauses.join(", ");
+    if let PartitionChange::Clause(c) = &change {
+        if !main.is_empty() {
+            main.push(' ');
+        }
+        main.push_str(c);
+    }
+    if !main.is_empty() {
+        out.push((format!("ALTER TABLE {name} {main}"), false));
+    }
+    if let PartitionChange::Rotate { drop, add } = change {
+        for p in drop {
+            out.push((
+                format!("ALTER TABLE {name} DROP PARTITION {}", quote(&p.name)),
+                true,
+            ));
+        }
+        for p in add {
+            out.push((
+                format!("ALTER TABLE {name} ADD PARTITION ({})", p.definition),
+                true,
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Orders names so that each comes after the ones it depends on (cycles keep their given order).
 fn dependency_order(names: Vec<&str>, deps: impl Fn(&str) -> BTreeSet<String>) -> Vec<&str> {
     let set: BTreeSet<&str> = names.iter().copied().collect();
@@ -243,10 +334,15 @@ fn view_deps(v: &View, views: &BTreeMap<String, View>) -> BTreeSet<String> {
 }
 
 /// One statement of a diff and the table or view it changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Change {
     pub object: String,
     pub statement: String,
+    /// The statement only drops or adds one partition of the table (`ALTER TABLE t DROP PARTITION p`,
+    /// `ALTER TABLE t ADD PARTITION (…)`): it is meant to run directly on the table, not through a
+    /// copy of it. It comes after the table's other ALTER TABLE, if any; a table rebuilt from its
+    /// target definition has it already.
+    pub in_place: bool,
 }
 
 /// The statements taking schema `from` to schema `to`.
@@ -262,7 +358,7 @@ pub fn changes(from: &Schema, to: &Schema) -> Result<Vec<Change>, SchemaError> {
     let statements = statements(from, to)?;
     Ok(statements
         .into_iter()
-        .map(|statement| {
+        .map(|(statement, in_place)| {
             // The name follows TABLE or VIEW (a view's DEFINER comes before it).
             let at = statement
                 .find(" VIEW `")
@@ -272,13 +368,17 @@ pub fn changes(from: &Schema, to: &Schema) -> Result<Vec<Change>, SchemaError> {
                 .and_then(|i| ident(&statement[i..]))
                 .map(|(n, _)| n)
                 .unwrap_or_default();
-            Change { object, statement }
+            Change {
+                object,
+                statement,
+                in_place,
+            }
         })
         .collect())
 }
 
-fn statements(from: &Schema, to: &Schema) -> Result<Vec<String>, SchemaError> {
-    let mut out = Vec::new();
+fn statements(from: &Schema, to: &Schema) -> Result<Vec<(String, bool)>, SchemaError> {
+    let mut out: Vec<String> = Vec::new();
     // Views that go or change first: they may read tables about to change.
     let dropped_views: Vec<&str> = from
         .views
@@ -310,11 +410,10 @@ fn statements(from: &Schema, to: &Schema) -> Result<Vec<String>, SchemaError> {
         out.push(create_table(&to.tables[n], false));
     }
     // Changed tables.
+    let mut result: Vec<(String, bool)> = out.drain(..).map(|s| (s, false)).collect();
     for (n, a) in &from.tables {
-        let Some(b) = to.tables.get(n) else { continue };
-        let clauses = alter_clauses(a, b)?;
-        if !clauses.is_empty() {
-            out.push(format!("ALTER TABLE {} {}", quote(n), clauses.join(", ")));
+        if let Some(b) = to.tables.get(n) {
+            result.extend(table_statements(a, b)?);
         }
     }
     // Foreign keys to add, now that every table exists.
@@ -338,6 +437,19 @@ fn statements(from: &Schema, to: &Schema) -> Result<Vec<String>, SchemaError> {
             out.push(format!("ALTER TABLE {} {}", quote(n), adds.join(", ")));
         }
     }
+    // Dropped tables, those referencing others first.
+    let dropped: Vec<&str> = from
+        .tables
+        .keys()
+        .filter(|n| !to.tables.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    let drops = dependency_order(dropped, |n| {
+        from.tables.get(n).map(references).unwrap_or_default()
+    })
+    .into_iter()
+    .rev()
+    .map(|n| format!("DROP TABLE {}", quote(n)));
     // New and changed views, those read by others first.
     let changed_views: Vec<&str> = to
         .views
@@ -359,22 +471,9 @@ fn statements(from: &Schema, to: &Schema) -> Result<Vec<String>, SchemaError> {
                 .unwrap_or_else(|| create.clone()),
         );
     }
-    // Dropped tables, those referencing others first.
-    let dropped: Vec<&str> = from
-        .tables
-        .keys()
-        .filter(|n| !to.tables.contains_key(*n))
-        .map(String::as_str)
-        .collect();
-    for n in dependency_order(dropped, |n| {
-        from.tables.get(n).map(references).unwrap_or_default()
-    })
-    .into_iter()
-    .rev()
-    {
-        out.push(format!("DROP TABLE {}", quote(n)));
-    }
-    Ok(out)
+    out.extend(drops);
+    result.extend(out.into_iter().map(|s| (s, false)));
+    Ok(result)
 }
 
 /// Two schemas are the same when their tables have the same columns in the same order and the same
@@ -534,5 +633,214 @@ mod mysql8 {
         // And back.
         let back = diff(&schema(&[&after]), &schema(&[ORDERS])).unwrap();
         assert!(back[0].contains("DROP COLUMN `ref`"), "{back:?}");
+    }
+}
+
+#[cfg(test)]
+mod partitions {
+    use super::*;
+    use crate::model::schema_of as schema;
+
+    const HEAD: &str = "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `d` date NOT NULL,\n  PRIMARY KEY (`id`,`d`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci";
+
+    fn range(parts: &[(&str, &str)]) -> String {
+        let list: Vec<String> = parts
+            .iter()
+            .map(|(n, v)| format!("PARTITION `{n}` VALUES LESS THAN ({v}) ENGINE = InnoDB"))
+            .collect();
+        format!(
+            "{HEAD}\n PARTITION BY RANGE (year(`d`))\n({})",
+            list.join(",\n ")
+        )
+    }
+
+    fn range_columns(parts: &[(&str, &str)]) -> String {
+        let list: Vec<String> = parts
+            .iter()
+            .map(|(n, v)| format!("PARTITION `{n}` VALUES LESS THAN ('{v}') ENGINE = InnoDB"))
+            .collect();
+        format!(
+            "{HEAD}\n PARTITION BY RANGE  COLUMNS(`d`)\n({})",
+            list.join(",\n ")
+        )
+    }
+
+    fn with_column(t: &str) -> String {
+        t.replace(
+            "  `d` date NOT NULL,\n",
+            "  `d` date NOT NULL,\n  `x` int(11) DEFAULT NULL,\n",
+        )
+    }
+
+    #[test]
+    fn partition_changes() {
+        let y = |n: &'static str, v: &'static str| (n, v);
+        let r0 = range(&[y("p0", "2020"), y("p1", "2021"), y("p2", "2022")]);
+        let hash = format!("{HEAD}\n PARTITION BY HASH (`id`)\nPARTITIONS 4");
+        let p3 = "PARTITION `p3` VALUES LESS THAN (2023) ENGINE = InnoDB";
+        let p4 = "PARTITION `p4` VALUES LESS THAN (2024) ENGINE = InnoDB";
+        // (A, B, statements with whether each is in place)
+        type Case = (String, String, Vec<(String, bool)>);
+        let cases: Vec<Case> = vec![
+            // the same partitioning: nothing
+            (r0.clone(), r0.clone(), vec![]),
+            // other changes leave the partitioning alone
+            (
+                r0.clone(),
+                with_column(&r0),
+                vec![("ALTER TABLE `t` ADD COLUMN `x` int(11) DEFAULT NULL AFTER `d`".into(), false)],
+            ),
+            // partitioning added, removed, changed
+            (
+                HEAD.into(),
+                r0.clone(),
+                vec![(format!("ALTER TABLE `t` {}", &r0[HEAD.len() + 2..]), false)],
+            ),
+            (
+                r0.clone(),
+                HEAD.into(),
+                vec![("ALTER TABLE `t` REMOVE PARTITIONING".into(), false)],
+            ),
+            (
+                r0.clone(),
+                hash.clone(),
+                vec![("ALTER TABLE `t` PARTITION BY HASH (`id`)\nPARTITIONS 4".into(), false)],
+            ),
+            (
+                hash.clone(),
+                hash.replace("PARTITIONS 4", "PARTITIONS 8"),
+                vec![("ALTER TABLE `t` PARTITION BY HASH (`id`)\nPARTITIONS 8".into(), false)],
+            ),
+            // with column changes: the partitioning clause last, without a comma
+            (
+                HEAD.into(),
+                with_column(&hash),
+                vec![("ALTER TABLE `t` ADD COLUMN `x` int(11) DEFAULT NULL AFTER `d` PARTITION BY HASH (`id`)\nPARTITIONS 4".into(), false)],
+            ),
+            (
+                with_column(&hash),
+                HEAD.into(),
+                vec![("ALTER TABLE `t` DROP COLUMN `x` REMOVE PARTITIONING".into(), false)],
+            ),
+            // rotation: the oldest dropped, the newest added
+            (
+                r0.clone(),
+                range(&[y("p1", "2021"), y("p2", "2022"), y("p3", "2023")]),
+                vec![
+                    ("ALTER TABLE `t` DROP PARTITION `p0`".into(), true),
+                    (format!("ALTER TABLE `t` ADD PARTITION ({p3})"), true),
+                ],
+            ),
+            (
+                r0.clone(),
+                range(&[y("p2", "2022")]),
+                vec![
+                    ("ALTER TABLE `t` DROP PARTITION `p0`".into(), true),
+                    ("ALTER TABLE `t` DROP PARTITION `p1`".into(), true),
+                ],
+            ),
+            (
+                r0.clone(),
+                range(&[y("p0", "2020"), y("p1", "2021"), y("p2", "2022"), y("p3", "2023"), y("p4", "2024")]),
+                vec![
+                    (format!("ALTER TABLE `t` ADD PARTITION ({p3})"), true),
+                    (format!("ALTER TABLE `t` ADD PARTITION ({p4})"), true),
+                ],
+            ),
+            // a dropped name used again for a new partition
+            (
+                range(&[y("p0", "2020"), y("p1", "2021")]),
+                range(&[y("p1", "2021"), y("p0", "2022")]),
+                vec![
+                    ("ALTER TABLE `t` DROP PARTITION `p0`".into(), true),
+                    ("ALTER TABLE `t` ADD PARTITION (PARTITION `p0` VALUES LESS THAN (2022) ENGINE = InnoDB)".into(), true),
+                ],
+            ),
+            // rotation with a column change: the table's ALTER first, then the partitions
+            (
+                r0.clone(),
+                with_column(&range(&[y("p1", "2021"), y("p2", "2022"), y("p3", "2023")])),
+                vec![
+                    ("ALTER TABLE `t` ADD COLUMN `x` int(11) DEFAULT NULL AFTER `d`".into(), false),
+                    ("ALTER TABLE `t` DROP PARTITION `p0`".into(), true),
+                    (format!("ALTER TABLE `t` ADD PARTITION ({p3})"), true),
+                ],
+            ),
+            // RANGE COLUMNS rotates too
+            (
+                range_columns(&[y("p0", "2020-01-01"), y("p1", "2021-01-01")]),
+                range_columns(&[y("p1", "2021-01-01"), y("p2", "2022-01-01")]),
+                vec![
+                    ("ALTER TABLE `t` DROP PARTITION `p0`".into(), true),
+                    ("ALTER TABLE `t` ADD PARTITION (PARTITION `p2` VALUES LESS THAN ('2022-01-01') ENGINE = InnoDB)".into(), true),
+                ],
+            ),
+        ];
+        for (a, b, want) in &cases {
+            let got: Vec<(String, bool)> = changes(&schema(&[a]), &schema(&[b]))
+                .unwrap()
+                .into_iter()
+                .map(|c| {
+                    assert_eq!(c.object, "t");
+                    (c.statement, c.in_place)
+                })
+                .collect();
+            assert_eq!(&got, want, "\nA: {a}\nB: {b}");
+            assert!(diff(&schema(&[b]), &schema(&[b])).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn rewrites_what_is_not_a_rotation() {
+        let y = |n: &'static str, v: &'static str| (n, v);
+        let r0 = range(&[y("p0", "2020"), y("p1", "2021"), y("p2", "2022")]);
+        let list = r0
+            .replace("RANGE (year(`d`))", "LIST (year(`d`))")
+            .replace("LESS THAN", "IN");
+        let targets = [
+            // a partition in the middle dropped
+            range(&[y("p0", "2020"), y("p2", "2022")]),
+            // a kept partition redefined
+            range(&[y("p1", "2021"), y("p2", "2023")]),
+            // a partition inserted before the last
+            range(&[
+                y("p0", "2020"),
+                y("p1", "2021"),
+                y("p15", "2021"),
+                y("p2", "2022"),
+            ]),
+            // all replaced
+            range(&[y("q0", "2030")]),
+            // another expression
+            range(&[y("p1", "2021"), y("p2", "2022")]).replace("year(`d`)", "to_days(`d`)"),
+        ];
+        for b in &targets {
+            let c = changes(&schema(&[&r0]), &schema(&[b])).unwrap();
+            assert_eq!(c.len(), 1, "{c:?}");
+            assert!(!c[0].in_place);
+            let (_, clause) = b.split_once("\n PARTITION BY ").unwrap();
+            assert_eq!(
+                c[0].statement,
+                format!("ALTER TABLE `t` PARTITION BY {clause}")
+            );
+        }
+        // LIST partitions are not rotated.
+        let l2 = list.replace("PARTITION `p0` VALUES IN (2020) ENGINE = InnoDB,\n ", "");
+        let c = changes(&schema(&[&list]), &schema(&[&l2])).unwrap();
+        assert!(
+            c.len() == 1 && c[0].statement.contains("PARTITION BY LIST"),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn created_tables_keep_their_partitioning() {
+        let r0 = range(&[("p0", "2020")]);
+        let d = diff(&Schema::default(), &schema(&[&r0])).unwrap();
+        assert_eq!(d, std::slice::from_ref(&r0));
+        assert_eq!(
+            create_table_named(&schema(&[&r0]).tables["t"], "t", true),
+            r0
+        );
     }
 }
