@@ -37,7 +37,42 @@ fn pairs() -> Vec<(String, String)> {
         p(&format!("CREATE TABLE e (id INT PRIMARY KEY, s SET('a','b'), ts TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP) {T};"), &format!("CREATE TABLE e (id INT PRIMARY KEY, s SET('a','b','c') COMMENT 'flags', ts TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)) {T};")),
     ];
     pairs.extend(partition_pairs());
+    pairs.extend(charset_pairs());
     pairs
+}
+
+/// The table's default character set changed: columns printed without one follow it, a column with
+/// its own keeps it. The database's default decides for tables written without one.
+fn charset_pairs() -> Vec<(String, String)> {
+    let t = |cs: &str, extra: &str| {
+        format!("CREATE TABLE cs (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL DEFAULT '', e ENUM('a','b c') DEFAULT NULL, note TEXT, bin VARBINARY(8), own VARCHAR(5) CHARACTER SET latin1 COLLATE latin1_bin DEFAULT NULL{extra}) ENGINE=InnoDB {cs};")
+    };
+    let mb4 = "DEFAULT CHARSET=utf8mb4";
+    let latin1 = "DEFAULT CHARSET=latin1";
+    let mb3 = "DEFAULT CHARSET=utf8mb3";
+    let p = |a: String, b: String| (a, b);
+    vec![
+        p(t(mb4, ""), t(latin1, "")),
+        p(t(latin1, ""), t(mb4, "")),
+        p(t(mb4, ""), t(mb3, "")),
+        p(t(latin1, ""), t(mb3, ", added VARCHAR(3)")),
+        p(t(mb3, ""), t("DEFAULT CHARSET=utf8mb3 COLLATE=utf8mb3_unicode_ci", "")),
+        p(t(mb4, ""), t("DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin", "")),
+        // a column with its own character set, the table's in A, stays when the table's changes
+        p(
+            t(mb4, ", keep VARCHAR(5) CHARACTER SET utf8mb4 DEFAULT NULL"),
+            t(latin1, ", keep VARCHAR(5) CHARACTER SET utf8mb4 DEFAULT NULL"),
+        ),
+        // tables without a character set of their own, in databases of other defaults
+        p(
+            "ALTER DATABASE CHARACTER SET latin1; CREATE TABLE d (id INT PRIMARY KEY, s VARCHAR(9));".into(),
+            "ALTER DATABASE CHARACTER SET utf8mb3; CREATE TABLE d (id INT PRIMARY KEY, s VARCHAR(9), u CHAR(2));".into(),
+        ),
+        p(
+            "ALTER DATABASE CHARACTER SET utf8mb3; CREATE TABLE d (id INT PRIMARY KEY, s VARCHAR(9));".into(),
+            "ALTER DATABASE CHARACTER SET latin1; CREATE TABLE d (id INT PRIMARY KEY, s VARCHAR(9)); CREATE TABLE n (s TEXT);".into(),
+        ),
+    ]
 }
 
 /// Partitioned tables: the partitioning kept under other changes, added, removed, rewritten, and

@@ -1,8 +1,8 @@
 //! diff(A, B): the statements that take schema A to schema B, in an order the server accepts.
 
 use crate::model::{
-    ident, quote, Column, Index, IndexKind, Partition, Partitioning, Schema, SchemaError, Table,
-    View,
+    ident, quote, split_top_level, Column, Index, IndexKind, Partition, Partitioning, Schema,
+    SchemaError, Table, View,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -103,6 +103,60 @@ fn drop_clause(i: &Index) -> String {
     }
 }
 
+/// The default character set and collation in table options (either may be absent).
+fn table_charset(options_text: &str) -> (Option<String>, Option<String>) {
+    let o = options(options_text);
+    let get = |k: &str| o.iter().find(|(ok, _)| ok == k).map(|(_, v)| v.clone());
+    (
+        get("DEFAULT CHARSET").or_else(|| get("CHARSET")),
+        get("COLLATE"),
+    )
+}
+
+const CHARACTER_TYPES: &[&str] = &[
+    "char",
+    "varchar",
+    "tinytext",
+    "text",
+    "mediumtext",
+    "longtext",
+    "enum",
+    "set",
+];
+
+/// A column of a character type printed without its own character set or collation: it has the
+/// table's.
+fn inherits_charset(definition: &str) -> bool {
+    let ty = split_top_level(definition, ' ')
+        .first()
+        .copied()
+        .unwrap_or_default();
+    let base = ty
+        .split('(')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let rest = &definition[ty.len()..];
+    CHARACTER_TYPES.contains(&base.as_str())
+        && !rest.starts_with(" CHARACTER SET ")
+        && !rest.starts_with(" COLLATE ")
+}
+
+/// `definition` with the character set and collation written out after its type.
+fn with_charset(definition: &str, charset: &str, collation: Option<&str>) -> String {
+    let ty = split_top_level(definition, ' ')
+        .first()
+        .copied()
+        .unwrap_or_default();
+    let collate = collation
+        .map(|c| format!(" COLLATE {c}"))
+        .unwrap_or_default();
+    format!(
+        "{ty} CHARACTER SET {charset}{collate}{}",
+        &definition[ty.len()..]
+    )
+}
+
 /// The ALTER TABLE clauses taking `a` to `b`, except foreign keys to add (they come last, once every
 /// table exists) and partitioning (see [`partition_change`]).
 fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
@@ -145,6 +199,18 @@ fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
             clauses.push(drop_clause(c));
         }
     }
+    // A column printed without a character set has the table's: when the table's default changes,
+    // such columns are converted with it (the server would keep their old one and print it).
+    let (a_cs, b_cs) = (table_charset(&a.options), table_charset(&b.options));
+    let convert = a_cs != b_cs && b_cs.0.is_some();
+    let target = |c: &Column| -> Option<String> {
+        match (&b_cs, convert && inherits_charset(&c.definition)) {
+            ((Some(cs), collation), true) => {
+                Some(with_charset(&c.definition, cs, collation.as_deref()))
+            }
+            _ => None,
+        }
+    };
     let mut current: Vec<&str> = Vec::new();
     let mut a_cols: BTreeMap<&str, &str> = BTreeMap::new();
     for c in &a.columns {
@@ -161,7 +227,8 @@ fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
         } else {
             format!("AFTER {}", quote(&b.columns[i - 1].name))
         };
-        let definition = &c.definition;
+        let converted = target(c);
+        let definition = converted.as_deref().unwrap_or(&c.definition);
         match a_cols.get(c.name.as_str()) {
             None => {
                 clauses.push(format!(
@@ -172,7 +239,7 @@ fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
             }
             Some(def) => {
                 let at = current.iter().position(|n| *n == c.name).unwrap_or(i);
-                if *def != c.definition || at != i {
+                if *def != c.definition || at != i || converted.is_some() {
                     clauses.push(format!(
                         "MODIFY COLUMN {} {definition} {position}",
                         quote(&c.name),
@@ -841,6 +908,105 @@ mod partitions {
         assert_eq!(
             create_table_named(&schema(&[&r0]).tables["t"], "t", true),
             r0
+        );
+    }
+}
+
+#[cfg(test)]
+mod charsets {
+    use super::*;
+    use crate::model::schema_of as schema;
+
+    fn table(columns: &[&str], options: &str) -> String {
+        let lines: Vec<String> = columns.iter().map(|c| format!("  {c}")).collect();
+        format!(
+            "CREATE TABLE `t` (\n{},\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB {options}",
+            lines.join(",\n")
+        )
+    }
+
+    const MB4: &str = "DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci";
+    const LATIN1: &str = "DEFAULT CHARSET=latin1 COLLATE=latin1_swedish_ci";
+    const MB3: &str = "DEFAULT CHARSET=utf8mb3 COLLATE=utf8mb3_general_ci";
+
+    #[test]
+    fn inheriting_columns_follow_the_table() {
+        let id = "`id` int(11) NOT NULL";
+        let name = "`name` varchar(20) DEFAULT NULL";
+        let e = "`e` enum('a b','c') NOT NULL DEFAULT 'a b'";
+        let fixed = "`f` varchar(5) CHARACTER SET latin1 COLLATE latin1_bin DEFAULT NULL";
+        let cases: &[(&str, &str, &[&str], &str)] = &[
+            // (A options, B options, columns of both, the ALTER's clauses)
+            (
+                MB4,
+                LATIN1,
+                &[id, name, e, fixed],
+                "MODIFY COLUMN `name` varchar(20) CHARACTER SET latin1 COLLATE latin1_swedish_ci DEFAULT NULL AFTER `id`, MODIFY COLUMN `e` enum('a b','c') CHARACTER SET latin1 COLLATE latin1_swedish_ci NOT NULL DEFAULT 'a b' AFTER `name`, DEFAULT CHARSET=latin1, COLLATE=latin1_swedish_ci",
+            ),
+            (
+                LATIN1,
+                MB3,
+                &[id, name],
+                "MODIFY COLUMN `name` varchar(20) CHARACTER SET utf8mb3 COLLATE utf8mb3_general_ci DEFAULT NULL AFTER `id`, DEFAULT CHARSET=utf8mb3, COLLATE=utf8mb3_general_ci",
+            ),
+            // a collation alone
+            (
+                MB4,
+                "DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci",
+                &[id, "`t` text DEFAULT NULL"],
+                "MODIFY COLUMN `t` text CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci DEFAULT NULL AFTER `id`, COLLATE=utf8mb4_unicode_ci",
+            ),
+            // no character columns: the options only
+            (MB4, LATIN1, &[id, "`b` varbinary(10) DEFAULT NULL"], "DEFAULT CHARSET=latin1, COLLATE=latin1_swedish_ci"),
+        ];
+        for (ao, bo, cols, want) in cases {
+            let (a, b) = (table(cols, ao), table(cols, bo));
+            let d = diff(&schema(&[&a]), &schema(&[&b])).unwrap();
+            assert_eq!(d, [format!("ALTER TABLE `t` {want}")], "\nA: {a}\nB: {b}");
+        }
+        // A column added while the table converts gets the new character set too.
+        let d = diff(
+            &schema(&[&table(&[id], MB4)]),
+            &schema(&[&table(&[id, name], LATIN1)]),
+        )
+        .unwrap();
+        assert_eq!(d, ["ALTER TABLE `t` ADD COLUMN `name` varchar(20) CHARACTER SET latin1 COLLATE latin1_swedish_ci DEFAULT NULL AFTER `id`, DEFAULT CHARSET=latin1, COLLATE=latin1_swedish_ci"]);
+        // A column that kept its character set while the table's changed is printed with it.
+        let d = diff(
+            &schema(&[&table(&[id, name], LATIN1)]),
+            &schema(&[&table(&[id, "`name` varchar(20) CHARACTER SET latin1 COLLATE latin1_swedish_ci DEFAULT NULL"], MB4)]),
+        )
+        .unwrap();
+        assert_eq!(d, ["ALTER TABLE `t` MODIFY COLUMN `name` varchar(20) CHARACTER SET latin1 COLLATE latin1_swedish_ci DEFAULT NULL AFTER `id`, DEFAULT CHARSET=utf8mb4, COLLATE=utf8mb4_general_ci"]);
+    }
+
+    #[test]
+    fn character_types() {
+        for (def, inherits) in [
+            ("varchar(20) DEFAULT NULL", true),
+            ("char(1) NOT NULL", true),
+            ("longtext DEFAULT NULL", true),
+            ("set('a','b c') DEFAULT NULL", true),
+            ("ENUM('x') DEFAULT NULL", true),
+            (
+                "varchar(20) CHARACTER SET latin1 COLLATE latin1_bin DEFAULT NULL",
+                false,
+            ),
+            ("varchar(20) COLLATE utf8mb4_bin DEFAULT NULL", false),
+            ("int(11) DEFAULT NULL", false),
+            ("varbinary(5) DEFAULT NULL", false),
+            ("blob DEFAULT NULL", false),
+            ("json DEFAULT NULL", false),
+        ] {
+            assert_eq!(inherits_charset(def), inherits, "{def}");
+        }
+        assert_eq!(
+            with_charset("enum('a b','c') NOT NULL", "latin1", None),
+            "enum('a b','c') CHARACTER SET latin1 NOT NULL"
+        );
+        assert_eq!(
+            with_charset("text", "latin1", Some("latin1_bin")),
+            "text CHARACTER SET latin1 COLLATE latin1_bin"
         );
     }
 }
