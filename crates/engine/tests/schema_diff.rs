@@ -38,6 +38,7 @@ fn pairs() -> Vec<(String, String)> {
     ];
     pairs.extend(partition_pairs());
     pairs.extend(charset_pairs());
+    pairs.extend(replaced_pairs());
     pairs
 }
 
@@ -71,6 +72,48 @@ fn charset_pairs() -> Vec<(String, String)> {
         p(
             "ALTER DATABASE CHARACTER SET utf8mb3; CREATE TABLE d (id INT PRIMARY KEY, s VARCHAR(9));".into(),
             "ALTER DATABASE CHARACTER SET latin1; CREATE TABLE d (id INT PRIMARY KEY, s VARCHAR(9)); CREATE TABLE n (s TEXT);".into(),
+        ),
+    ]
+}
+
+/// A table replaced by a view of the same name, and the reverse, with views reading them.
+fn replaced_pairs() -> Vec<(String, String)> {
+    let users = format!("CREATE TABLE users (id INT PRIMARY KEY, email VARCHAR(50) NOT NULL) {T};");
+    let orders = format!("CREATE TABLE orders (id INT PRIMARY KEY, user_id INT NOT NULL, KEY (user_id), CONSTRAINT fk_user FOREIGN KEY (user_id) REFERENCES users (id)) {T};");
+    let people = format!("CREATE TABLE people (id INT PRIMARY KEY, email VARCHAR(50) NOT NULL, active TINYINT NOT NULL DEFAULT 1) {T};");
+    let named_table = format!("CREATE TABLE named (id INT PRIMARY KEY, email VARCHAR(50)) {T};");
+    let named_view = "CREATE VIEW named AS SELECT id, email FROM users WHERE email <> '';";
+    let reader = "CREATE VIEW named_ids AS SELECT id FROM named;";
+    let p = |a: String, b: String| (a, b);
+    vec![
+        p(
+            format!("{users}{named_table}"),
+            format!("{users}{named_view}"),
+        ),
+        p(
+            format!("{users}{named_view}"),
+            format!("{users}{named_table}"),
+        ),
+        p(
+            format!("{users}{named_table}{reader}"),
+            format!("{users}{named_view}{reader}"),
+        ),
+        p(
+            format!("{users}{named_view}{reader}"),
+            format!("{users}{named_table}{reader}"),
+        ),
+        p(
+            format!("{users}{named_table}{reader}"),
+            format!("{users}{named_view}CREATE VIEW named_ids AS SELECT id, email FROM named;"),
+        ),
+        // the replaced table is referenced by a table dropped with it
+        p(
+            format!("{users}{orders}"),
+            format!("{people}CREATE VIEW users AS SELECT id, email FROM people WHERE active = 1;"),
+        ),
+        p(
+            format!("{people}CREATE VIEW users AS SELECT id, email FROM people WHERE active = 1;"),
+            format!("{users}{orders}"),
         ),
     ]
 }

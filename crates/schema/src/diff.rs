@@ -504,19 +504,25 @@ fn statements(from: &Schema, to: &Schema) -> Result<Vec<(String, bool)>, SchemaE
             out.push(format!("ALTER TABLE {} {}", quote(n), adds.join(", ")));
         }
     }
-    // Dropped tables, those referencing others first.
+    // Dropped tables, those referencing others first: last, unless a view takes the place of one
+    // (then before the views, which cannot read a dropped table anyway).
     let dropped: Vec<&str> = from
         .tables
         .keys()
         .filter(|n| !to.tables.contains_key(*n))
         .map(String::as_str)
         .collect();
-    let drops = dependency_order(dropped, |n| {
+    let replaced_by_view = dropped.iter().any(|n| to.views.contains_key(*n));
+    let drops: Vec<String> = dependency_order(dropped, |n| {
         from.tables.get(n).map(references).unwrap_or_default()
     })
     .into_iter()
     .rev()
-    .map(|n| format!("DROP TABLE {}", quote(n)));
+    .map(|n| format!("DROP TABLE {}", quote(n)))
+    .collect();
+    if replaced_by_view {
+        out.extend(drops.iter().cloned());
+    }
     // New and changed views, those read by others first.
     let changed_views: Vec<&str> = to
         .views
@@ -538,7 +544,9 @@ fn statements(from: &Schema, to: &Schema) -> Result<Vec<(String, bool)>, SchemaE
                 .unwrap_or_else(|| create.clone()),
         );
     }
-    out.extend(drops);
+    if !replaced_by_view {
+        out.extend(drops);
+    }
     result.extend(out.into_iter().map(|s| (s, false)));
     Ok(result)
 }
@@ -1008,5 +1016,117 @@ mod charsets {
             with_charset("text", "latin1", Some("latin1_bin")),
             "text CHARACTER SET latin1 COLLATE latin1_bin"
         );
+    }
+}
+
+#[cfg(test)]
+mod replaced {
+    use super::*;
+    use crate::model::schema_of as schema;
+
+    const T: &str =
+        "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
+    const U: &str =
+        "CREATE TABLE `u` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
+    const C: &str = "CREATE TABLE `c` (\n  `t` int(11) NOT NULL,\n  KEY `t` (`t`),\n  CONSTRAINT `fk` FOREIGN KEY (`t`) REFERENCES `t` (`id`)\n) ENGINE=InnoDB";
+
+    fn with_views(mut s: Schema, views: &[(&str, &str)]) -> Schema {
+        for (name, body) in views {
+            s.views.insert(
+                name.to_string(),
+                View {
+                    name: name.to_string(),
+                    create: format!(
+                        "CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `{name}` AS {body}"
+                    ),
+                },
+            );
+        }
+        s
+    }
+
+    fn view(name: &str, body: &str) -> String {
+        format!(
+            "CREATE OR REPLACE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `{name}` AS {body}"
+        )
+    }
+
+    #[test]
+    fn tables_and_views_trade_places() {
+        let from_u = "select `u`.`id` AS `id` from `u`";
+        let from_t = "select `t`.`id` AS `id` from `t`";
+        let cases: Vec<(Schema, Schema, Vec<String>)> = vec![
+            // a table replaced by a view: dropped first
+            (
+                schema(&[T, U]),
+                with_views(schema(&[U]), &[("t", from_u)]),
+                vec!["DROP TABLE `t`".into(), view("t", from_u)],
+            ),
+            // and the reverse
+            (
+                with_views(schema(&[U]), &[("t", from_u)]),
+                schema(&[T, U]),
+                vec!["DROP VIEW `t`".into(), T.into()],
+            ),
+            // a view reading the replaced table, changed too: after the new view
+            (
+                with_views(schema(&[T, U]), &[("v", from_t)]),
+                with_views(
+                    schema(&[U]),
+                    &[("t", from_u), ("v", "select `t`.`id` + 1 AS `id` from `t`")],
+                ),
+                vec![
+                    "DROP TABLE `t`".into(),
+                    view("t", from_u),
+                    view("v", "select `t`.`id` + 1 AS `id` from `t`"),
+                ],
+            ),
+            // views reading a view replaced by a table: dropped before it, created after it
+            (
+                with_views(
+                    schema(&[U]),
+                    &[
+                        ("t", from_u),
+                        ("v", from_t),
+                        ("w", "select `v`.`id` AS `id` from `v`"),
+                    ],
+                ),
+                with_views(
+                    schema(&[T, U]),
+                    &[("v", "select `t`.`id` * 2 AS `id` from `t`")],
+                ),
+                vec![
+                    "DROP VIEW `w`".into(),
+                    "DROP VIEW `t`".into(),
+                    T.into(),
+                    view("v", "select `t`.`id` * 2 AS `id` from `t`"),
+                ],
+            ),
+            // a table referencing the replaced one goes before it
+            (
+                schema(&[T, U, C]),
+                with_views(schema(&[U]), &[("t", from_u)]),
+                vec![
+                    "DROP TABLE `c`".into(),
+                    "DROP TABLE `t`".into(),
+                    view("t", from_u),
+                ],
+            ),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(diff(&a, &b).unwrap(), want);
+            let objects: Vec<String> = changes(&a, &b)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.object)
+                .collect();
+            assert!(
+                objects
+                    .iter()
+                    .all(|o| ["t", "u", "v", "w", "c"].contains(&o.as_str())),
+                "{objects:?}"
+            );
+            assert!(diff(&b, &b).unwrap().is_empty());
+        }
     }
 }
