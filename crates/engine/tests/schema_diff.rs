@@ -39,6 +39,7 @@ fn pairs() -> Vec<(String, String)> {
     pairs.extend(partition_pairs());
     pairs.extend(charset_pairs());
     pairs.extend(replaced_pairs());
+    pairs.extend(rename_pairs());
     pairs
 }
 
@@ -114,6 +115,35 @@ fn replaced_pairs() -> Vec<(String, String)> {
         p(
             format!("{people}CREATE VIEW users AS SELECT id, email FROM people WHERE active = 1;"),
             format!("{users}{orders}"),
+        ),
+    ]
+}
+
+/// Keys that only change their name are renamed.
+fn rename_pairs() -> Vec<(String, String)> {
+    let t = |keys: &str, extra: &str| {
+        format!(
+            "CREATE TABLE rk (id INT PRIMARY KEY, a INT, b VARCHAR(20), c INT{extra}, {keys}) {T};"
+        )
+    };
+    let p = |a: String, b: String| (a, b);
+    vec![
+        p(t("KEY ka (a)", ""), t("KEY kb (a)", "")),
+        p(
+            t("KEY k1 (a), KEY k2 (b(5)), UNIQUE KEY u1 (a, c)", ""),
+            t("KEY n2 (a), KEY n1 (b(5)), UNIQUE KEY u2 (a, c)", ", d INT"),
+        ),
+        p(
+            t("KEY x1 (a), KEY x2 (a)", ""),
+            t("KEY y1 (a), KEY y2 (a)", ""),
+        ),
+        p(
+            t("KEY k1 (a), KEY k2 (c)", ""),
+            t("KEY k2 (a), KEY k1 (c)", ""),
+        ),
+        p(
+            t("KEY ka (a), KEY kc (c)", ""),
+            t("KEY kb (a), KEY kc (c, a)", ""),
         ),
     ]
 }

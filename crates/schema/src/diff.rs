@@ -103,6 +103,52 @@ fn drop_clause(i: &Index) -> String {
     }
 }
 
+/// A key's definition without its name (`UNIQUE KEY (`a`)`): keys that differ only by name have the
+/// same. None for primary keys, foreign keys and checks.
+fn unnamed(i: &Index) -> Option<String> {
+    if i.kind != IndexKind::Key {
+        return None;
+    }
+    let at = i.definition.find('`')?;
+    let (_, rest) = ident(&i.definition[at..])?;
+    Some(format!("{}{rest}", &i.definition[..at]))
+}
+
+/// Keys of `a` that `b` has under another name (old, new): same definition otherwise, neither name on
+/// the other side, no column dropped under them. Several candidates of one definition are paired in
+/// name order.
+fn renamed_keys<'t>(
+    a: &'t Table,
+    b: &'t Table,
+    dropped_columns: &[&str],
+) -> Vec<(&'t Index, &'t Index)> {
+    let keyed = |t: &'t Table, other: &'t Table| {
+        let mut m: BTreeMap<String, Vec<&'t Index>> = BTreeMap::new();
+        for i in &t.indexes {
+            if other.indexes.iter().any(|o| o.name == i.name) {
+                continue;
+            }
+            let Some(u) = unnamed(i) else { continue };
+            if dropped_columns.iter().any(|c| u.contains(&quote(c))) {
+                continue;
+            }
+            m.entry(u).or_default().push(i);
+        }
+        for v in m.values_mut() {
+            v.sort_by(|x, y| x.name.cmp(&y.name));
+        }
+        m
+    };
+    let (gone, new) = (keyed(a, b), keyed(b, a));
+    let mut out = Vec::new();
+    for (definition, olds) in &gone {
+        if let Some(news) = new.get(definition) {
+            out.extend(olds.iter().copied().zip(news.iter().copied()));
+        }
+    }
+    out
+}
+
 /// The default character set and collation in table options (either may be absent).
 fn table_charset(options_text: &str) -> (Option<String>, Option<String>) {
     let o = options(options_text);
@@ -187,8 +233,13 @@ fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
         .filter(|c| !b_defs.contains_key(c.name.as_str()) || recreate(c))
         .map(|c| c.name.as_str())
         .collect();
+    // Keys that only change their name are renamed, not rebuilt.
+    let renamed = renamed_keys(a, b, &dropped_columns);
     let (ai, bi) = (by_name(&a.indexes), by_name(&b.indexes));
     for (n, i) in &ai {
+        if renamed.iter().any(|(old, _)| old.name == *n) {
+            continue;
+        }
         if bi.get(n).is_none_or(|x| x.definition != i.definition) {
             clauses.push(drop_clause(i));
         }
@@ -198,6 +249,13 @@ fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
         if bc.get(n).is_none_or(|x| x.definition != c.definition) {
             clauses.push(drop_clause(c));
         }
+    }
+    for (old, new) in &renamed {
+        clauses.push(format!(
+            "RENAME INDEX {} TO {}",
+            quote(&old.name),
+            quote(&new.name)
+        ));
     }
     // A column printed without a character set has the table's: when the table's default changes,
     // such columns are converted with it (the server would keep their old one and print it).
@@ -251,6 +309,9 @@ fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
         }
     }
     for (n, i) in &bi {
+        if renamed.iter().any(|(_, new)| new.name == *n) {
+            continue;
+        }
         if ai.get(n).is_none_or(|x| x.definition != i.definition) {
             clauses.push(format!("ADD {}", i.definition));
         }
@@ -1128,5 +1189,102 @@ mod replaced {
             );
             assert!(diff(&b, &b).unwrap().is_empty());
         }
+    }
+}
+
+#[cfg(test)]
+mod renames {
+    use super::*;
+    use crate::model::schema_of as schema;
+
+    fn table(keys: &[&str]) -> String {
+        let mut lines = vec![
+            "  `id` int(11) NOT NULL",
+            "  `a` int(11) DEFAULT NULL",
+            "  `b` varchar(10) DEFAULT NULL",
+            "  `g` int(11) GENERATED ALWAYS AS (`a` + 1) VIRTUAL",
+            "  PRIMARY KEY (`id`)",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        lines.extend(keys.iter().map(|k| format!("  {k}")));
+        format!(
+            "CREATE TABLE `t` (\n{}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+            lines.join(",\n")
+        )
+    }
+
+    #[test]
+    fn keys_renamed() {
+        let cases: &[(&[&str], &[&str], &str)] = &[
+            // (A's keys, B's keys, the ALTER's clauses)
+            (
+                &["KEY `ka` (`a`)"],
+                &["KEY `kb` (`a`)"],
+                "RENAME INDEX `ka` TO `kb`",
+            ),
+            (
+                &["UNIQUE KEY `u1` (`a`,`b`)"],
+                &["UNIQUE KEY `u2` (`a`,`b`)"],
+                "RENAME INDEX `u1` TO `u2`",
+            ),
+            // two candidates paired by definition, whatever the names' order
+            (
+                &["KEY `x1` (`a`)", "KEY `x2` (`b`)"],
+                &["KEY `y2` (`a`)", "KEY `y1` (`b`)"],
+                "RENAME INDEX `x1` TO `y2`, RENAME INDEX `x2` TO `y1`",
+            ),
+            // identical definitions paired in name order
+            (
+                &["KEY `m2` (`a`)", "KEY `m1` (`a`)"],
+                &["KEY `n1` (`a`)", "KEY `n2` (`a`)"],
+                "RENAME INDEX `m1` TO `n1`, RENAME INDEX `m2` TO `n2`",
+            ),
+            // a kind or a part changes: not a rename
+            (
+                &["KEY `ka` (`a`)"],
+                &["UNIQUE KEY `kb` (`a`)"],
+                "DROP INDEX `ka`, ADD UNIQUE KEY `kb` (`a`)",
+            ),
+            (
+                &["KEY `ka` (`b`(5))"],
+                &["KEY `kb` (`b`(6))"],
+                "DROP INDEX `ka`, ADD KEY `kb` (`b`(6))",
+            ),
+            (
+                &["KEY `ka` (`a`) COMMENT 'x'"],
+                &["KEY `kb` (`a`)"],
+                "DROP INDEX `ka`, ADD KEY `kb` (`a`)",
+            ),
+            // a rename next to a real change
+            (
+                &["KEY `ka` (`a`)", "KEY `kx` (`b`)"],
+                &["KEY `kb` (`a`)", "KEY `kx` (`b`,`a`)"],
+                "DROP INDEX `kx`, RENAME INDEX `ka` TO `kb`, ADD KEY `kx` (`b`,`a`)",
+            ),
+            // a name that stays on the other side is not renamed away
+            (
+                &["KEY `k1` (`a`)", "KEY `k2` (`b`)"],
+                &["KEY `k2` (`a`)", "KEY `k1` (`b`)"],
+                "DROP INDEX `k1`, DROP INDEX `k2`, ADD KEY `k1` (`b`), ADD KEY `k2` (`a`)",
+            ),
+        ];
+        for (a, b, want) in cases {
+            let (a, b) = (table(a), table(b));
+            let d = diff(&schema(&[&a]), &schema(&[&b])).unwrap();
+            assert_eq!(d, [format!("ALTER TABLE `t` {want}")], "\nA: {a}\nB: {b}");
+        }
+    }
+
+    #[test]
+    fn keys_on_recreated_columns_are_not_renamed() {
+        let a = table(&["KEY `kg` (`g`)"]);
+        let b = table(&["KEY `kh` (`g`)"]).replace("(`a` + 1) VIRTUAL", "(`a` + 2) VIRTUAL");
+        let d = diff(&schema(&[&a]), &schema(&[&b])).unwrap();
+        assert!(
+            d[0].contains("DROP INDEX `kg`") && d[0].contains("ADD KEY `kh` (`g`)"),
+            "{d:?}"
+        );
     }
 }
