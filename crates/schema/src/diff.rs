@@ -1288,3 +1288,75 @@ mod renames {
         );
     }
 }
+
+/// Neither the schema read from (kind, name, statement) items nor its diff depends on the items'
+/// order.
+#[cfg(test)]
+mod input_order {
+    use super::*;
+
+    const ITEMS: &[(&str, &str, &str)] = &[
+        ("table", "a", "CREATE TABLE `a` (\n  `id` int(11) NOT NULL,\n  `b_id` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `b_id` (`b_id`),\n  CONSTRAINT `fk_ab` FOREIGN KEY (`b_id`) REFERENCES `b` (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"),
+        ("table", "b", "CREATE TABLE `b` (\n  `id` int(11) NOT NULL,\n  `a_id` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `a_id` (`a_id`),\n  CONSTRAINT `fk_ba` FOREIGN KEY (`a_id`) REFERENCES `a` (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"),
+        ("table", "c", "CREATE TABLE `c` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=latin1 COLLATE=latin1_swedish_ci\n PARTITION BY HASH (`id`)\nPARTITIONS 2"),
+        ("view", "v1", "CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v1` AS select `a`.`id` AS `id` from `a`"),
+        ("view", "v2", "CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v2` AS select `v1`.`id` AS `id` from `v1`"),
+        ("view", "v0", "CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v0` AS select `v2`.`id` AS `id`,`b`.`a_id` AS `a_id` from (`v2` join `b` on(`b`.`id` = `v2`.`id`))"),
+    ];
+
+    /// Every permutation of `items` (Heap's algorithm).
+    fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+        fn go<T: Clone>(k: usize, v: &mut Vec<T>, out: &mut Vec<Vec<T>>) {
+            if k <= 1 {
+                out.push(v.clone());
+                return;
+            }
+            for i in 0..k {
+                go(k - 1, v, out);
+                if k & 1 == 0 {
+                    v.swap(i, k - 1);
+                } else {
+                    v.swap(0, k - 1);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        go(items.len(), &mut items.to_vec(), &mut out);
+        out
+    }
+
+    #[test]
+    fn any_order_gives_the_same_schema_and_diff() {
+        let reference = Schema::from_statements(ITEMS.iter().copied()).unwrap();
+        let create = diff(&Schema::default(), &reference).unwrap();
+        let drop = diff(&reference, &Schema::default()).unwrap();
+        let all = permutations(ITEMS);
+        assert_eq!(all.len(), 720);
+        for items in all {
+            let s = Schema::from_statements(items.iter().copied()).unwrap();
+            assert_eq!(s, reference);
+            assert_eq!(diff(&Schema::default(), &s).unwrap(), create);
+            assert_eq!(diff(&s, &Schema::default()).unwrap(), drop);
+        }
+        // Tables first (those free of references first; foreign keys last, the cycle's included),
+        // then the views in reading order.
+        let head: Vec<&str> = create
+            .iter()
+            .map(|s| s.split(" AS ").next().unwrap_or(s))
+            .map(|s| s.split('\n').next().unwrap_or(s))
+            .collect();
+        assert_eq!(
+            head,
+            [
+                "CREATE TABLE `c` (",
+                "CREATE TABLE `a` (",
+                "CREATE TABLE `b` (",
+                "ALTER TABLE `a` ADD CONSTRAINT `fk_ab` FOREIGN KEY (`b_id`) REFERENCES `b` (`id`)",
+                "ALTER TABLE `b` ADD CONSTRAINT `fk_ba` FOREIGN KEY (`a_id`) REFERENCES `a` (`id`)",
+                "CREATE OR REPLACE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v1`",
+                "CREATE OR REPLACE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v2`",
+                "CREATE OR REPLACE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v0`",
+            ]
+        );
+    }
+}
