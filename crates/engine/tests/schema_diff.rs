@@ -65,6 +65,11 @@ fn charset_pairs() -> Vec<(String, String)> {
             t(mb4, ", keep VARCHAR(5) CHARACTER SET utf8mb4 DEFAULT NULL"),
             t(latin1, ", keep VARCHAR(5) CHARACTER SET utf8mb4 DEFAULT NULL"),
         ),
+        // generated columns (one of them indexed) follow the table too
+        p(
+            format!("CREATE TABLE g (id INT PRIMARY KEY, a VARCHAR(10), v VARCHAR(10) AS (UPPER(a)) VIRTUAL, s VARCHAR(10) AS (LOWER(a)) STORED, KEY (v)) {mb4};"),
+            format!("CREATE TABLE g (id INT PRIMARY KEY, a VARCHAR(10), v VARCHAR(10) AS (UPPER(a)) VIRTUAL, s VARCHAR(10) AS (LOWER(a)) STORED, KEY (v)) {latin1};"),
+        ),
         // tables without a character set of their own, in databases of other defaults
         p(
             "ALTER DATABASE CHARACTER SET latin1; CREATE TABLE d (id INT PRIMARY KEY, s VARCHAR(9));".into(),
@@ -187,6 +192,18 @@ fn partition_pairs() -> Vec<(String, String)> {
         p(
             &range(cols, &[2020, 2021, 2022]),
             &range(changed, &[2020, 2021, 2022]),
+        ),
+        // keys change, the partitioning stays (or rotates)
+        p(
+            &range(cols, &[2020, 2021]),
+            &range(&format!("{cols}, KEY iv (v)"), &[2020, 2021]),
+        ),
+        p(
+            &range(&format!("{cols}, KEY iv (v)"), &[2020, 2021]),
+            &range(
+                &format!("{cols}, KEY iv2 (v), KEY idv (d, v)"),
+                &[2021, 2022],
+            ),
         ),
         p(&plain_wide, &range(cols, &[2020, 2021])),
         p(&range(cols, &[2020, 2021]), &plain_wide),
