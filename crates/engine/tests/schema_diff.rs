@@ -65,6 +65,11 @@ fn charset_pairs() -> Vec<(String, String)> {
             t(mb4, ", keep VARCHAR(5) CHARACTER SET utf8mb4 DEFAULT NULL"),
             t(latin1, ", keep VARCHAR(5) CHARACTER SET utf8mb4 DEFAULT NULL"),
         ),
+        // a column that had the new character set already
+        p(
+            t(mb4, ", x CHAR(2) CHARACTER SET latin1"),
+            t(latin1, ", x CHAR(2)"),
+        ),
         // generated columns (one of them indexed) follow the table too
         p(
             format!("CREATE TABLE g (id INT PRIMARY KEY, a VARCHAR(10), v VARCHAR(10) AS (UPPER(a)) VIRTUAL, s VARCHAR(10) AS (LOWER(a)) STORED, KEY (v)) {mb4};"),

@@ -297,7 +297,12 @@ fn alter_clauses(a: &Table, b: &Table) -> Result<Vec<String>, SchemaError> {
             }
             Some(def) => {
                 let at = current.iter().position(|n| *n == c.name).unwrap_or(i);
-                if *def != c.definition || at != i || converted.is_some() {
+                // Converted: unless A printed it with that very character set already.
+                let changed = match &converted {
+                    Some(x) => def != x,
+                    None => *def != c.definition,
+                };
+                if changed || at != i {
                     clauses.push(format!(
                         "MODIFY COLUMN {} {definition} {position}",
                         quote(&c.name),
@@ -1040,6 +1045,22 @@ mod charsets {
         )
         .unwrap();
         assert_eq!(d, ["ALTER TABLE `t` ADD COLUMN `name` varchar(20) CHARACTER SET latin1 COLLATE latin1_swedish_ci DEFAULT NULL AFTER `id`, DEFAULT CHARSET=latin1, COLLATE=latin1_swedish_ci"]);
+        // A column that had the new character set already is not modified.
+        let d = diff(
+            &schema(&[&table(
+                &[
+                    id,
+                    "`n` char(2) CHARACTER SET latin1 COLLATE latin1_swedish_ci DEFAULT NULL",
+                ],
+                MB4,
+            )]),
+            &schema(&[&table(&[id, "`n` char(2) DEFAULT NULL"], LATIN1)]),
+        )
+        .unwrap();
+        assert_eq!(
+            d,
+            ["ALTER TABLE `t` DEFAULT CHARSET=latin1, COLLATE=latin1_swedish_ci"]
+        );
         // A column that kept its character set while the table's changed is printed with it.
         let d = diff(
             &schema(&[&table(&[id, name], LATIN1)]),
