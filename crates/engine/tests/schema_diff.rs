@@ -117,6 +117,11 @@ fn replaced_pairs() -> Vec<(String, String)> {
             format!("{users}{named_table}{reader}"),
             format!("{users}{named_view}CREATE VIEW named_ids AS SELECT id, email FROM named;"),
         ),
+        // the replaced table is referenced by a table that stays (its foreign key goes)
+        p(
+            format!("{users}{orders}"),
+            format!("{people}CREATE TABLE orders (id INT PRIMARY KEY, user_id INT NOT NULL, KEY (user_id)) {T};CREATE VIEW users AS SELECT id, email FROM people;"),
+        ),
         // the replaced table is referenced by a table dropped with it
         p(
             format!("{users}{orders}"),
