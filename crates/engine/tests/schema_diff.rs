@@ -14,7 +14,7 @@ fn pairs() -> Vec<(String, String)> {
     let base = format!("CREATE TABLE users (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, email VARCHAR(255) NOT NULL, name VARCHAR(100) DEFAULT NULL, UNIQUE KEY uk_email (email)) {T};");
     let orders = format!("CREATE TABLE orders (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, user_id BIGINT UNSIGNED NOT NULL, total DECIMAL(10,2) NOT NULL DEFAULT 0.00, KEY idx_user (user_id), CONSTRAINT fk_user FOREIGN KEY (user_id) REFERENCES users (id)) {T};");
     let p = |a: &str, b: &str| (a.to_string(), b.to_string());
-    vec![
+    let mut pairs = vec![
         p("", &base),
         p(&base, ""),
         p(&base, &base.replace("name VARCHAR(100) DEFAULT NULL", "name VARCHAR(200) NOT NULL DEFAULT ''")),
@@ -35,6 +35,225 @@ fn pairs() -> Vec<(String, String)> {
         p(&format!("CREATE TABLE j (id INT PRIMARY KEY, doc JSON, c INT GENERATED ALWAYS AS (id * 2) VIRTUAL, FULLTEXT KEY ft (t), t TEXT) {T};"), &format!("CREATE TABLE j (id INT PRIMARY KEY, doc JSON, t TEXT, c INT GENERATED ALWAYS AS (id * 3) STORED, FULLTEXT KEY ft (t)) {T} ROW_FORMAT=DYNAMIC;")),
         p(&format!("CREATE TABLE k (a INT NOT NULL, b INT NOT NULL, PRIMARY KEY (a)) {T};"), &format!("CREATE TABLE k (a INT NOT NULL, b INT NOT NULL, PRIMARY KEY (a, b)) {T};")),
         p(&format!("CREATE TABLE e (id INT PRIMARY KEY, s SET('a','b'), ts TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP) {T};"), &format!("CREATE TABLE e (id INT PRIMARY KEY, s SET('a','b','c') COMMENT 'flags', ts TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)) {T};")),
+    ];
+    pairs.extend(partition_pairs());
+    pairs.extend(charset_pairs());
+    pairs.extend(replaced_pairs());
+    pairs.extend(rename_pairs());
+    pairs
+}
+
+/// The table's default character set changed: columns printed without one follow it, a column with
+/// its own keeps it. The database's default decides for tables written without one.
+fn charset_pairs() -> Vec<(String, String)> {
+    let t = |cs: &str, extra: &str| {
+        format!("CREATE TABLE cs (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL DEFAULT '', e ENUM('a','b c') DEFAULT NULL, note TEXT, bin VARBINARY(8), own VARCHAR(5) CHARACTER SET latin1 COLLATE latin1_bin DEFAULT NULL{extra}) ENGINE=InnoDB {cs};")
+    };
+    let mb4 = "DEFAULT CHARSET=utf8mb4";
+    let latin1 = "DEFAULT CHARSET=latin1";
+    let mb3 = "DEFAULT CHARSET=utf8mb3";
+    let p = |a: String, b: String| (a, b);
+    vec![
+        p(t(mb4, ""), t(latin1, "")),
+        p(t(latin1, ""), t(mb4, "")),
+        p(t(mb4, ""), t(mb3, "")),
+        p(t(latin1, ""), t(mb3, ", added VARCHAR(3)")),
+        p(t(mb3, ""), t("DEFAULT CHARSET=utf8mb3 COLLATE=utf8mb3_unicode_ci", "")),
+        p(t(mb4, ""), t("DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin", "")),
+        // a column with its own character set, the table's in A, stays when the table's changes
+        p(
+            t(mb4, ", keep VARCHAR(5) CHARACTER SET utf8mb4 DEFAULT NULL"),
+            t(latin1, ", keep VARCHAR(5) CHARACTER SET utf8mb4 DEFAULT NULL"),
+        ),
+        // a column that had the new character set already
+        p(
+            t(mb4, ", x CHAR(2) CHARACTER SET latin1"),
+            t(latin1, ", x CHAR(2)"),
+        ),
+        // generated columns (one of them indexed) follow the table too
+        p(
+            format!("CREATE TABLE g (id INT PRIMARY KEY, a VARCHAR(10), v VARCHAR(10) AS (UPPER(a)) VIRTUAL, s VARCHAR(10) AS (LOWER(a)) STORED, KEY (v)) {mb4};"),
+            format!("CREATE TABLE g (id INT PRIMARY KEY, a VARCHAR(10), v VARCHAR(10) AS (UPPER(a)) VIRTUAL, s VARCHAR(10) AS (LOWER(a)) STORED, KEY (v)) {latin1};"),
+        ),
+        // tables without a character set of their own, in databases of other defaults
+        p(
+            "ALTER DATABASE CHARACTER SET latin1; CREATE TABLE d (id INT PRIMARY KEY, s VARCHAR(9));".into(),
+            "ALTER DATABASE CHARACTER SET utf8mb3; CREATE TABLE d (id INT PRIMARY KEY, s VARCHAR(9), u CHAR(2));".into(),
+        ),
+        p(
+            "ALTER DATABASE CHARACTER SET utf8mb3; CREATE TABLE d (id INT PRIMARY KEY, s VARCHAR(9));".into(),
+            "ALTER DATABASE CHARACTER SET latin1; CREATE TABLE d (id INT PRIMARY KEY, s VARCHAR(9)); CREATE TABLE n (s TEXT);".into(),
+        ),
+    ]
+}
+
+/// A table replaced by a view of the same name, and the reverse, with views reading them.
+fn replaced_pairs() -> Vec<(String, String)> {
+    let users = format!("CREATE TABLE users (id INT PRIMARY KEY, email VARCHAR(50) NOT NULL) {T};");
+    let orders = format!("CREATE TABLE orders (id INT PRIMARY KEY, user_id INT NOT NULL, KEY (user_id), CONSTRAINT fk_user FOREIGN KEY (user_id) REFERENCES users (id)) {T};");
+    let people = format!("CREATE TABLE people (id INT PRIMARY KEY, email VARCHAR(50) NOT NULL, active TINYINT NOT NULL DEFAULT 1) {T};");
+    let named_table = format!("CREATE TABLE named (id INT PRIMARY KEY, email VARCHAR(50)) {T};");
+    let named_view = "CREATE VIEW named AS SELECT id, email FROM users WHERE email <> '';";
+    let reader = "CREATE VIEW named_ids AS SELECT id FROM named;";
+    let p = |a: String, b: String| (a, b);
+    vec![
+        p(
+            format!("{users}{named_table}"),
+            format!("{users}{named_view}"),
+        ),
+        p(
+            format!("{users}{named_view}"),
+            format!("{users}{named_table}"),
+        ),
+        p(
+            format!("{users}{named_table}{reader}"),
+            format!("{users}{named_view}{reader}"),
+        ),
+        p(
+            format!("{users}{named_view}{reader}"),
+            format!("{users}{named_table}{reader}"),
+        ),
+        p(
+            format!("{users}{named_table}{reader}"),
+            format!("{users}{named_view}CREATE VIEW named_ids AS SELECT id, email FROM named;"),
+        ),
+        // the replaced table is referenced by a table that stays (its foreign key goes)
+        p(
+            format!("{users}{orders}"),
+            format!("{people}CREATE TABLE orders (id INT PRIMARY KEY, user_id INT NOT NULL, KEY (user_id)) {T};CREATE VIEW users AS SELECT id, email FROM people;"),
+        ),
+        // the replaced table is referenced by a table dropped with it
+        p(
+            format!("{users}{orders}"),
+            format!("{people}CREATE VIEW users AS SELECT id, email FROM people WHERE active = 1;"),
+        ),
+        p(
+            format!("{people}CREATE VIEW users AS SELECT id, email FROM people WHERE active = 1;"),
+            format!("{users}{orders}"),
+        ),
+    ]
+}
+
+/// Keys that only change their name are renamed.
+fn rename_pairs() -> Vec<(String, String)> {
+    let t = |keys: &str, extra: &str| {
+        format!(
+            "CREATE TABLE rk (id INT PRIMARY KEY, a INT, b VARCHAR(20), c INT{extra}, {keys}) {T};"
+        )
+    };
+    let p = |a: String, b: String| (a, b);
+    vec![
+        p(t("KEY ka (a)", ""), t("KEY kb (a)", "")),
+        p(
+            t("KEY k1 (a), KEY k2 (b(5)), UNIQUE KEY u1 (a, c)", ""),
+            t("KEY n2 (a), KEY n1 (b(5)), UNIQUE KEY u2 (a, c)", ", d INT"),
+        ),
+        p(
+            t("KEY x1 (a), KEY x2 (a)", ""),
+            t("KEY y1 (a), KEY y2 (a)", ""),
+        ),
+        p(
+            t("KEY k1 (a), KEY k2 (c)", ""),
+            t("KEY k2 (a), KEY k1 (c)", ""),
+        ),
+        p(
+            t("KEY ka (a), KEY kc (c)", ""),
+            t("KEY kb (a), KEY kc (c, a)", ""),
+        ),
+    ]
+}
+
+/// Partitioned tables: the partitioning kept under other changes, added, removed, rewritten, and
+/// RANGE partitions rotated.
+fn partition_pairs() -> Vec<(String, String)> {
+    let cols = "id INT NOT NULL, d DATE NOT NULL, v INT DEFAULT NULL";
+    let years = |ys: &[u32]| {
+        ys.iter()
+            .map(|y| format!("PARTITION p{y} VALUES LESS THAN ({})", y + 1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let range = |c: &str, ys: &[u32]| {
+        format!(
+            "CREATE TABLE pt ({c}, PRIMARY KEY (id, d)) {T} PARTITION BY RANGE (YEAR(d)) ({});",
+            years(ys)
+        )
+    };
+    let days = |ds: &[&str]| {
+        let list: Vec<String> = ds
+            .iter()
+            .map(|d| format!("PARTITION p{} VALUES LESS THAN ('{d}')", d.replace('-', "")))
+            .collect();
+        format!("CREATE TABLE rc (id INT NOT NULL, d DATE NOT NULL, PRIMARY KEY (id, d)) {T} PARTITION BY RANGE COLUMNS (d) ({});", list.join(", "))
+    };
+    let plain = format!("CREATE TABLE pt ({cols}, PRIMARY KEY (id)) {T};");
+    let plain_wide = format!("CREATE TABLE pt ({cols}, PRIMARY KEY (id, d)) {T};");
+    let hash = format!(
+        "CREATE TABLE pt ({cols}, PRIMARY KEY (id, d)) {T} PARTITION BY HASH (id) PARTITIONS 4;"
+    );
+    let changed =
+        "id INT NOT NULL, d DATE NOT NULL, w VARCHAR(10) DEFAULT NULL, v BIGINT DEFAULT NULL";
+    let sub = |ys: &[u32]| {
+        format!("CREATE TABLE sp ({cols}, PRIMARY KEY (id, d)) {T} PARTITION BY RANGE (YEAR(d)) SUBPARTITION BY HASH (id) SUBPARTITIONS 2 ({});", years(ys))
+    };
+    let p = |a: &str, b: &str| (a.to_string(), b.to_string());
+    vec![
+        p("", &range(cols, &[2020, 2021, 2022])),
+        p(
+            &range(cols, &[2020, 2021, 2022]),
+            &range(changed, &[2020, 2021, 2022]),
+        ),
+        // keys change, the partitioning stays (or rotates)
+        p(
+            &range(cols, &[2020, 2021]),
+            &range(&format!("{cols}, KEY iv (v)"), &[2020, 2021]),
+        ),
+        p(
+            &range(&format!("{cols}, KEY iv (v)"), &[2020, 2021]),
+            &range(
+                &format!("{cols}, KEY iv2 (v), KEY idv (d, v)"),
+                &[2021, 2022],
+            ),
+        ),
+        p(&plain_wide, &range(cols, &[2020, 2021])),
+        p(&range(cols, &[2020, 2021]), &plain_wide),
+        // the key must grow to take the partitioning column, in the same statement
+        p(&plain, &range(changed, &[2020, 2021])),
+        p(&range(changed, &[2020, 2021]), &plain),
+        p(&range(cols, &[2020, 2021, 2022]), &hash),
+        p(&hash, &hash.replace("PARTITIONS 4", "PARTITIONS 2")),
+        p(&hash, &range(cols, &[2021])),
+        // rotations
+        p(
+            &range(cols, &[2020, 2021, 2022]),
+            &range(cols, &[2021, 2022, 2023]),
+        ),
+        p(&range(cols, &[2020, 2021, 2022]), &range(cols, &[2022])),
+        p(
+            &range(cols, &[2020, 2021]),
+            &range(cols, &[2020, 2021, 2022, 2023]),
+        ),
+        p(
+            &range(cols, &[2020, 2021, 2022]),
+            &range(changed, &[2021, 2022, 2023]),
+        ),
+        p(
+            &days(&["2020-01-01", "2021-01-01"]),
+            &days(&["2021-01-01", "2022-01-01", "2023-01-01"]),
+        ),
+        p(&sub(&[2020, 2021]), &sub(&[2021, 2022])),
+        // not rotations: rewritten
+        p(
+            &range(cols, &[2020, 2021, 2022]),
+            &range(cols, &[2020, 2022]),
+        ),
+        p(
+            &range(cols, &[2020, 2021]),
+            &range(cols, &[2020, 2021])
+                .replace("YEAR(d)", "TO_DAYS(d)")
+                .replace("(2021)", "(737791)")
+                .replace("(2022)", "(738156)"),
+        ),
     ]
 }
 

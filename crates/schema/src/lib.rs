@@ -5,7 +5,8 @@
 //! so nothing the server printed is dropped; a line of a shape the model does not know is an error
 //! naming the table and the construct, never a silently wrong diff. [`diff`] turns one schema into
 //! another with ordered statements: CREATE TABLE, one ALTER TABLE per changed table (column order
-//! kept with FIRST/AFTER), CREATE OR REPLACE VIEW, DROP VIEW, DROP TABLE.
+//! kept with FIRST/AFTER, a new partitioning scheme last in it), partitions dropped and added one
+//! statement each ([`Change::in_place`]), CREATE OR REPLACE VIEW, DROP VIEW, DROP TABLE.
 
 mod diff;
 pub mod lint;
@@ -13,4 +14,6 @@ pub mod merge;
 mod model;
 
 pub use diff::{changes, create_table_named, diff, same, Change};
-pub use model::{parse_table, Column, Index, Schema, SchemaError, Table, View};
+pub use model::{
+    parse_table, Column, Index, Partition, Partitioning, Schema, SchemaError, Table, View,
+};

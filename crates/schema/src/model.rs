@@ -82,6 +82,134 @@ pub struct Table {
     pub checks: Vec<Index>,
     /// Table options as printed, without `AUTO_INCREMENT=n` (a counter, not schema).
     pub options: String,
+    /// The partitioning clause, when the table is partitioned.
+    pub partitioning: Option<Partitioning>,
+}
+
+/// A table's partitioning as the server prints it after the table options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partitioning {
+    /// The whole clause, from `PARTITION BY` to the end, as printed.
+    pub text: String,
+    /// The clause before the list of partitions: `PARTITION BY RANGE (year(`d`))`, with any
+    /// `SUBPARTITION BY …` and `PARTITIONS n` / `SUBPARTITIONS n` lines.
+    pub scheme: String,
+    /// The partitions listed, in order (none when only their number is given).
+    pub partitions: Vec<Partition>,
+}
+
+/// One partition of a list: its name and its definition as printed
+/// (`PARTITION `p0` VALUES LESS THAN (2020) ENGINE = InnoDB`, subpartitions included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub name: String,
+    pub definition: String,
+}
+
+impl Partitioning {
+    /// The partitioning method in upper case with single spaces: `RANGE`, `RANGE COLUMNS`, `LIST`,
+    /// `LIST COLUMNS`, `HASH`, `LINEAR HASH`, `KEY`, `LINEAR KEY`, `SYSTEM_TIME`.
+    pub fn method(&self) -> String {
+        let after = self
+            .scheme
+            .strip_prefix("PARTITION BY ")
+            .unwrap_or(&self.scheme);
+        let end = after.find(['(', '\n']).unwrap_or(after.len());
+        after[..end]
+            .split_whitespace()
+            .map(str::to_ascii_uppercase)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Splits `s` at `sep` outside quotes ('…', "…", `…`) and parentheses.
+pub(crate) fn split_top_level(s: &str, sep: char) -> Vec<&str> {
+    scan(s, sep).0
+}
+
+/// Every parenthesis outside quotes closed, none closed before it opened, no quote left open.
+fn balanced(s: &str) -> bool {
+    scan(s, '\0').1
+}
+
+fn scan(s: &str, sep: char) -> (Vec<&str>, bool) {
+    let mut ok = true;
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut start = 0;
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match quote {
+            Some(q) => {
+                if c == '\\' && q != '`' {
+                    chars.next();
+                } else if c == q {
+                    if chars.peek().is_some_and(|(_, n)| *n == q) {
+                        chars.next();
+                    } else {
+                        quote = None;
+                    }
+                }
+            }
+            None => match c {
+                '\'' | '"' | '`' => quote = Some(c),
+                '(' => depth += 1,
+                ')' => match depth.checked_sub(1) {
+                    Some(d) => depth = d,
+                    None => ok = false,
+                },
+                c if c == sep && depth == 0 => {
+                    out.push(&s[start..i]);
+                    start = i + c.len_utf8();
+                }
+                _ => {}
+            },
+        }
+    }
+    out.push(&s[start..]);
+    (out, ok && depth == 0 && quote.is_none())
+}
+
+/// Parses the partitioning clause printed after a table's options (`PARTITION BY …` to the end).
+fn parse_partitioning(table: &str, text: &str) -> Result<Partitioning, SchemaError> {
+    let malformed = |reason: &str| SchemaError::Malformed {
+        object: table.to_string(),
+        reason: format!("partitioning: {reason}"),
+    };
+    let text = text.trim();
+    if !text.starts_with("PARTITION BY ") {
+        return Err(malformed("no PARTITION BY"));
+    }
+    let (scheme, list) = match text.find("\n(PARTITION ") {
+        Some(at) => (&text[..at], Some(&text[at + 1..])),
+        None => (text, None),
+    };
+    let mut partitions = Vec::new();
+    if let Some(list) = list {
+        let inner = list
+            .strip_prefix('(')
+            .and_then(|l| l.strip_suffix(')'))
+            .filter(|l| balanced(l))
+            .ok_or_else(|| malformed("unterminated list of partitions"))?;
+        for item in split_top_level(inner, ',') {
+            let definition = item.trim();
+            let (name, _) = definition
+                .strip_prefix("PARTITION ")
+                .and_then(ident)
+                .ok_or_else(|| malformed("a partition without a name"))?;
+            partitions.push(Partition {
+                name,
+                definition: definition.to_string(),
+            });
+        }
+    }
+    Ok(Partitioning {
+        text: text.to_string(),
+        scheme: scheme.trim_end().to_string(),
+        partitions,
+    })
 }
 
 impl Table {
@@ -99,7 +227,11 @@ impl Table {
             ix.sort_unstable();
             ix
         }
-        self.columns == other.columns && self.options == other.options && keys(self) == keys(other)
+        self.columns == other.columns
+            && self.options == other.options
+            && keys(self) == keys(other)
+            && self.partitioning.as_ref().map(|p| &p.text)
+                == other.partitioning.as_ref().map(|p| &p.text)
     }
 }
 
@@ -203,6 +335,11 @@ pub fn parse_table(create: &str) -> Result<Table, SchemaError> {
         .strip_prefix("CREATE TABLE ")
         .ok_or_else(|| malformed("?", "not a CREATE TABLE statement"))?;
     let (name, rest) = ident(rest).ok_or_else(|| malformed("?", "no table name"))?;
+    // The partitioning clause starts on a line of its own after the table options.
+    let (rest, partitioning) = match rest.find("\n PARTITION BY ") {
+        Some(at) => (&rest[..at], Some(parse_partitioning(&name, &rest[at..])?)),
+        None => (rest, None),
+    };
     let unsupported = |construct: &str| SchemaError::Unsupported {
         table: name.clone(),
         construct: construct.to_string(),
@@ -216,9 +353,6 @@ pub fn parse_table(create: &str) -> Result<Table, SchemaError> {
         .ok_or_else(|| malformed(&name, "unterminated column list"))?;
     let (lines, tail) = body.split_at(end);
     let options = tail.trim_start_matches("\n)").trim();
-    if options.contains("PARTITION BY") {
-        return Err(unsupported("partitioning"));
-    }
     if options.contains("WITH SYSTEM VERSIONING") {
         return Err(unsupported("system versioning"));
     }
@@ -232,6 +366,7 @@ pub fn parse_table(create: &str) -> Result<Table, SchemaError> {
         foreign_keys: Vec::new(),
         checks: Vec::new(),
         options: strip_auto_increment(options),
+        partitioning,
     };
     for raw in lines.split(",\n") {
         let line = raw.trim_start();
@@ -333,7 +468,7 @@ mod tests {
     #[test]
     fn unknown_constructs_are_named_errors() {
         let cases = [
-            ("CREATE TABLE `hp` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB\n PARTITION BY HASH (`id`)\nPARTITIONS 4", "partitioning"),
+            ("CREATE TABLE `hv` (\n  `id` int(11) NOT NULL\n) ENGINE=InnoDB WITH SYSTEM VERSIONING\n PARTITION BY SYSTEM_TIME INTERVAL 1 MONTH\nPARTITIONS 3", "system versioning"),
             ("CREATE TABLE `h` (\n  `id` int(11) NOT NULL\n) ENGINE=InnoDB WITH SYSTEM VERSIONING", "system versioning"),
             ("CREATE TABLE `m` (\n  `c2` varchar(10) DEFAULT NULL,\n  KEY `k1` (`c2`) IGNORED\n) ENGINE=InnoDB", "IGNORED"),
             ("CREATE TABLE `p` (\n  `s` date NOT NULL,\n  `e` date NOT NULL,\n  PERIOD FOR `p` (`s`, `e`)\n) ENGINE=InnoDB", "PERIOD FOR"),
@@ -344,6 +479,112 @@ mod tests {
         }
         assert!(parse_table("SELECT 1").is_err());
         assert!(parse_table("CREATE TABLE `x` (\n").is_err());
+    }
+
+    #[test]
+    fn parses_partitioning() {
+        // (SHOW CREATE TABLE output, method, scheme, partitions (name, definition))
+        type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
+            (
+                "CREATE TABLE `r` (\n  `id` int(11) NOT NULL,\n  `d` date NOT NULL,\n  PRIMARY KEY (`id`,`d`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci\n PARTITION BY RANGE (year(`d`))\n(PARTITION `p0` VALUES LESS THAN (2020) ENGINE = InnoDB,\n PARTITION `p1` VALUES LESS THAN (2021) COMMENT = 'x, (y)' ENGINE = InnoDB,\n PARTITION `pmax` VALUES LESS THAN MAXVALUE ENGINE = InnoDB)",
+                "RANGE",
+                "PARTITION BY RANGE (year(`d`))",
+                &[
+                    ("p0", "PARTITION `p0` VALUES LESS THAN (2020) ENGINE = InnoDB"),
+                    ("p1", "PARTITION `p1` VALUES LESS THAN (2021) COMMENT = 'x, (y)' ENGINE = InnoDB"),
+                    ("pmax", "PARTITION `pmax` VALUES LESS THAN MAXVALUE ENGINE = InnoDB"),
+                ],
+            ),
+            (
+                "CREATE TABLE `rc` (\n  `d` date NOT NULL\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci\n PARTITION BY RANGE  COLUMNS(`d`)\n(PARTITION `p0` VALUES LESS THAN ('2020-01-01') ENGINE = InnoDB,\n PARTITION `p1` VALUES LESS THAN ('2021-01-01') ENGINE = InnoDB)",
+                "RANGE COLUMNS",
+                "PARTITION BY RANGE  COLUMNS(`d`)",
+                &[
+                    ("p0", "PARTITION `p0` VALUES LESS THAN ('2020-01-01') ENGINE = InnoDB"),
+                    ("p1", "PARTITION `p1` VALUES LESS THAN ('2021-01-01') ENGINE = InnoDB"),
+                ],
+            ),
+            (
+                "CREATE TABLE `h` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci\n PARTITION BY HASH (`id`)\nPARTITIONS 4",
+                "HASH",
+                "PARTITION BY HASH (`id`)\nPARTITIONS 4",
+                &[],
+            ),
+            (
+                "CREATE TABLE `k` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB\n PARTITION BY LINEAR KEY ()\nPARTITIONS 2",
+                "LINEAR KEY",
+                "PARTITION BY LINEAR KEY ()\nPARTITIONS 2",
+                &[],
+            ),
+            (
+                "CREATE TABLE `lc` (\n  `s` varchar(5) NOT NULL\n) ENGINE=InnoDB\n PARTITION BY LIST  COLUMNS(`s`)\n(PARTITION `a` VALUES IN ('x','y') ENGINE = InnoDB,\n PARTITION `b``c` VALUES IN ('z,)''') ENGINE = InnoDB)",
+                "LIST COLUMNS",
+                "PARTITION BY LIST  COLUMNS(`s`)",
+                &[
+                    ("a", "PARTITION `a` VALUES IN ('x','y') ENGINE = InnoDB"),
+                    ("b`c", "PARTITION `b``c` VALUES IN ('z,)''') ENGINE = InnoDB"),
+                ],
+            ),
+            (
+                "CREATE TABLE `sp` (\n  `id` int(11) NOT NULL,\n  `d` date NOT NULL\n) ENGINE=InnoDB\n PARTITION BY RANGE (year(`d`))\nSUBPARTITION BY HASH (`id`)\n(PARTITION `p0` VALUES LESS THAN (2020)\n (SUBPARTITION `s0` ENGINE = InnoDB,\n  SUBPARTITION `s1` ENGINE = InnoDB),\n PARTITION `p1` VALUES LESS THAN (2021)\n (SUBPARTITION `s2` ENGINE = InnoDB,\n  SUBPARTITION `s3` ENGINE = InnoDB))",
+                "RANGE",
+                "PARTITION BY RANGE (year(`d`))\nSUBPARTITION BY HASH (`id`)",
+                &[
+                    ("p0", "PARTITION `p0` VALUES LESS THAN (2020)\n (SUBPARTITION `s0` ENGINE = InnoDB,\n  SUBPARTITION `s1` ENGINE = InnoDB)"),
+                    ("p1", "PARTITION `p1` VALUES LESS THAN (2021)\n (SUBPARTITION `s2` ENGINE = InnoDB,\n  SUBPARTITION `s3` ENGINE = InnoDB)"),
+                ],
+            ),
+        ];
+        for (sql, method, scheme, partitions) in cases {
+            let t = parse_table(sql).unwrap_or_else(|e| panic!("{e}: {sql}"));
+            let p = t.partitioning.as_ref().expect("partitioned");
+            assert_eq!(p.method(), *method, "{sql}");
+            assert_eq!(p.scheme, *scheme, "{sql}");
+            let got: Vec<(&str, &str)> = p
+                .partitions
+                .iter()
+                .map(|x| (x.name.as_str(), x.definition.as_str()))
+                .collect();
+            assert_eq!(got, *partitions, "{sql}");
+            assert!(p.text.starts_with("PARTITION BY ") && sql.ends_with(&p.text));
+            assert!(!t.options.contains("PARTITION"), "{}", t.options);
+            assert!(t.equivalent(&t));
+        }
+        let broken = [
+            "CREATE TABLE `x` (\n  `id` int(11) NOT NULL\n) ENGINE=InnoDB\n PARTITION BY RANGE (`id`)\n(PARTITION `p0` VALUES LESS THAN (1)",
+            "CREATE TABLE `x` (\n  `id` int(11) NOT NULL\n) ENGINE=InnoDB\n PARTITION BY RANGE (`id`)\n(PARTITION p0 VALUES LESS THAN (1))",
+        ];
+        for sql in broken {
+            let e = parse_table(sql).unwrap_err().to_string();
+            assert!(e.contains("`x`") && e.contains("partitioning"), "{e}");
+        }
+        // Another partitioning is another table.
+        let a = parse_table(cases[0].0).unwrap();
+        let b = parse_table(&cases[0].0.replace("(2021)", "(2022)")).unwrap();
+        assert!(!a.equivalent(&b));
+        let mut c = a.clone();
+        c.partitioning = None;
+        assert!(!a.equivalent(&c));
+    }
+
+    #[test]
+    fn splits_outside_quotes_and_parentheses() {
+        let cases: &[(&str, &[&str])] = &[
+            ("a,b", &["a", "b"]),
+            ("f(a,b),c", &["f(a,b)", "c"]),
+            ("'x,y',`a,b`,\"c,d\"", &["'x,y'", "`a,b`", "\"c,d\""]),
+            ("'it''s,',x", &["'it''s,'", "x"]),
+            ("'a\\',b',c", &["'a\\',b'", "c"]),
+            ("", &[""]),
+        ];
+        for (s, parts) in cases {
+            assert_eq!(split_top_level(s, ','), *parts, "{s}");
+            assert!(balanced(s), "{s}");
+        }
+        for s in ["(a", "a)", ")(", "'a", "f(')'"] {
+            assert!(!balanced(s), "{s}");
+        }
     }
 
     #[test]
