@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use strata_schema::lint::{key_columns, row_identifying_keys};
-use strata_schema::{create_table_named, Change, Schema, Table};
+use strata_schema::{create_table_named, inherits_charset, table_charset, Change, Schema, Table};
 
 /// Every artifact (shadow tables, placeholders, tables set aside, triggers) starts with this.
 pub use strata_engine::admin::ARTIFACT_PREFIX;
@@ -215,6 +215,13 @@ pub fn plan(
 ) -> Result<Plan, PlanError> {
     let mut steps = Vec::new();
     let mut seen_tables = std::collections::BTreeSet::new();
+    // Partition operations (DROP/ADD PARTITION) must run on the table itself: a copy would keep
+    // the rows a dropped partition deletes. Such a table is changed in place, all its statements.
+    let in_place: std::collections::BTreeSet<&str> = changes
+        .iter()
+        .filter(|c| c.in_place)
+        .map(|c| c.object.as_str())
+        .collect();
     for change in changes {
         let name = &change.object;
         // A table replaced by a view of the same name (or the reverse) is two changes, a drop and a
@@ -262,7 +269,8 @@ pub fn plan(
                 let related = !old.foreign_keys.is_empty()
                     || !new.foreign_keys.is_empty()
                     || references(target, name)
-                    || references(result, name);
+                    || references(result, name)
+                    || in_place.contains(name.as_str());
                 if related {
                     steps.push(Step::DirectAlter {
                         table: name.clone(),
@@ -280,6 +288,9 @@ pub fn plan(
                     .filter(|c| new_columns.contains(c))
                     .cloned()
                     .collect();
+                // A column printed the same on both sides still holds other bytes when it takes
+                // the table's character set and that changed: compared only by the exact join.
+                let charset_changed = table_charset(&old.options) != table_charset(&new.options);
                 let compared = shared
                     .iter()
                     .filter(|c| {
@@ -289,7 +300,8 @@ pub fn plan(
                                 .find(|x| &x.name == *c)
                                 .map(|x| x.definition.clone())
                         };
-                        def(old) == def(new)
+                        let same = def(old) == def(new);
+                        same && !(charset_changed && def(new).is_some_and(|d| inherits_charset(&d)))
                     })
                     .cloned()
                     .collect();
@@ -453,10 +465,12 @@ pub(crate) mod tests {
             Change {
                 object: "posts".into(),
                 statement: "DROP TABLE `posts`".into(),
+                in_place: false,
             },
             Change {
                 object: "posts".into(),
                 statement: b.views["posts"].create.clone(),
+                in_place: false,
             },
         ];
         let p = plan("00000003", &a, &b, &changes).unwrap();
@@ -467,10 +481,12 @@ pub(crate) mod tests {
             Change {
                 object: "posts".into(),
                 statement: "DROP VIEW `posts`".into(),
+                in_place: false,
             },
             Change {
                 object: "posts".into(),
                 statement: POSTS.into(),
+                in_place: false,
             },
         ];
         let p = plan("00000004", &b, &a, &back).unwrap();

@@ -635,7 +635,7 @@ pub async fn instant_eligible(conn: &mut Conn, plan: &Plan) -> Result<Option<Str
             }
             Step::DirectAlter { table, .. } => {
                 return Ok(Some(format!(
-                    "table `{table}` has foreign keys; its change cannot be made instantly"
+                    "table `{table}` is changed in place (it has foreign keys or partition operations); its change cannot be made instantly"
                 )))
             }
             _ => {}

@@ -150,7 +150,7 @@ fn renamed_keys<'t>(
 }
 
 /// The default character set and collation in table options (either may be absent).
-fn table_charset(options_text: &str) -> (Option<String>, Option<String>) {
+pub fn table_charset(options_text: &str) -> (Option<String>, Option<String>) {
     let o = options(options_text);
     let get = |k: &str| o.iter().find(|(ok, _)| ok == k).map(|(_, v)| v.clone());
     (
@@ -172,7 +172,7 @@ const CHARACTER_TYPES: &[&str] = &[
 
 /// A column of a character type printed without its own character set or collation: it has the
 /// table's.
-fn inherits_charset(definition: &str) -> bool {
+pub fn inherits_charset(definition: &str) -> bool {
     let ty = split_top_level(definition, ' ')
         .first()
         .copied()

@@ -13,7 +13,7 @@ pub mod lint;
 pub mod merge;
 mod model;
 
-pub use diff::{changes, create_table_named, diff, same, Change};
+pub use diff::{changes, create_table_named, diff, inherits_charset, same, table_charset, Change};
 pub use model::{
     parse_table, Column, Index, Partition, Partitioning, Schema, SchemaError, Table, View,
 };

@@ -76,8 +76,16 @@ fn indexable(def: &str) -> bool {
 struct Tbl {
     /// Extra columns: (name, type).
     extras: Vec<(String, String)>,
-    /// Secondary keys: (name, columns).
+    /// Secondary keys: (name, columns); unique ones are named `uk…`.
     keys: Vec<(String, Vec<String>)>,
+    /// Partitioned by HASH(id) into this many partitions.
+    hash_partitions: Option<u32>,
+}
+
+impl Tbl {
+    fn has_unique(&self) -> bool {
+        self.keys.iter().any(|(k, _)| k.starts_with("uk"))
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -85,8 +93,12 @@ struct Model {
     tables: BTreeMap<String, Tbl>,
     /// View name → the table it reads.
     views: BTreeMap<String, String>,
+    /// RANGE-partitioned tables (by `d`): their partitions' upper bounds, in order.
+    ranges: BTreeMap<String, Vec<i64>>,
     next: u32,
 }
+
+const CHARSETS: &[&str] = &["latin1", "utf8mb4", "utf8mb3"];
 
 impl Model {
     fn name(&mut self, prefix: &str) -> String {
@@ -126,7 +138,80 @@ impl Model {
     fn change(&mut self, rng: &mut Rng) -> String {
         let tables: Vec<String> = self.tables.keys().cloned().collect();
         let t = rng.pick(&tables).clone();
-        match rng.below(12) {
+        match rng.below(16) {
+            12 => {
+                // The table's character set: its columns follow (CONVERT TO), or keep theirs.
+                let cs = rng.pick(CHARSETS);
+                if rng.chance(50) {
+                    format!("ALTER TABLE {t} CONVERT TO CHARACTER SET {cs}")
+                } else {
+                    format!("ALTER TABLE {t} DEFAULT CHARACTER SET {cs}")
+                }
+            }
+            13 => {
+                let tbl = self.tables.get_mut(&t).unwrap();
+                match tbl.hash_partitions {
+                    Some(_) if rng.chance(50) => {
+                        tbl.hash_partitions = None;
+                        format!("ALTER TABLE {t} REMOVE PARTITIONING")
+                    }
+                    _ if tbl.has_unique() => self.change(rng),
+                    _ => {
+                        let n = 2 + rng.below(4) as u32;
+                        tbl.hash_partitions = Some(n);
+                        format!("ALTER TABLE {t} PARTITION BY HASH (id) PARTITIONS {n}")
+                    }
+                }
+            }
+            14 => {
+                // A RANGE-partitioned table, made or rotated: the oldest partition dropped and a
+                // newer one added (partition operations, made in place).
+                let names: Vec<String> = self.ranges.keys().cloned().collect();
+                if names.is_empty() || rng.chance(30) {
+                    let r = self.name("r");
+                    let bounds: Vec<i64> = (1..=3).map(|i| i * 10).collect();
+                    let parts = bounds
+                        .iter()
+                        .map(|b| format!("PARTITION p{b} VALUES LESS THAN ({b})"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    self.ranges.insert(r.clone(), bounds);
+                    return format!(
+                        "CREATE TABLE {r} (id BIGINT NOT NULL, d INT NOT NULL, v VARCHAR(20) NULL, PRIMARY KEY (id, d)) PARTITION BY RANGE (d) ({parts})"
+                    );
+                }
+                let r = rng.pick(&names).clone();
+                let bounds = self.ranges.get_mut(&r).unwrap();
+                let mut out = Vec::new();
+                if bounds.len() > 1 && rng.chance(70) {
+                    let oldest = bounds.remove(0);
+                    out.push(format!("ALTER TABLE {r} DROP PARTITION p{oldest}"));
+                }
+                let next = bounds.last().copied().unwrap_or(0) + 10;
+                bounds.push(next);
+                out.push(format!(
+                    "ALTER TABLE {r} ADD PARTITION (PARTITION p{next} VALUES LESS THAN ({next}))"
+                ));
+                out.join("; ")
+            }
+            15 => {
+                // Two keys on the same columns, one renamed: a rename, not a rebuild.
+                let tbl = self.tables.get_mut(&t).unwrap();
+                if tbl.keys.is_empty() {
+                    return self.change(rng);
+                }
+                let i = rng.below(tbl.keys.len());
+                let old = tbl.keys[i].0.clone();
+                self.next += 1;
+                let new = format!(
+                    "{}{}",
+                    if old.starts_with("uk") { "uk" } else { "k" },
+                    self.next
+                );
+                let tbl = self.tables.get_mut(&t).unwrap();
+                tbl.keys[i].0 = new.clone();
+                format!("ALTER TABLE {t} RENAME INDEX {old} TO {new}")
+            }
             0 | 1 => {
                 let c = self.name("c");
                 let ty = rng.pick(TYPES).0.to_string();
@@ -199,6 +284,9 @@ impl Model {
             }
             7 => {
                 // A unique key on a new column: every existing row holds NULL there, so it fits.
+                if self.tables[&t].hash_partitions.is_some() {
+                    return self.change(rng);
+                }
                 let c = self.name("u");
                 let k = self.name("uk");
                 let tbl = self.tables.get_mut(&t).unwrap();
@@ -214,6 +302,7 @@ impl Model {
                 let droppable: Vec<String> = self
                     .tables
                     .keys()
+                    .chain(self.ranges.keys())
                     .filter(|n| !WRITER_TABLES.contains(&n.as_str()))
                     .filter(|n| !self.views.values().any(|v| v == *n))
                     .cloned()
@@ -223,6 +312,7 @@ impl Model {
                 }
                 let n = rng.pick(&droppable).clone();
                 self.tables.remove(&n);
+                self.ranges.remove(&n);
                 format!("DROP TABLE {n}")
             }
             10 => {
@@ -627,7 +717,8 @@ fn generated_deploys_under_mixed_writers() {
             &format!("{context} (after the deploy)"),
         );
 
-        if rng.chance(70) {
+        let d = s.json(&["deploy-request", "progress", "shop", &number]);
+        if d["revertable"] == true && rng.chance(70) {
             // Writes across the revert, then the old schema with every one of them.
             let writers = start_writers(&rt, &s, &user, &pw, seed ^ case ^ 0xff, root.path());
             std::thread::sleep(Duration::from_millis(300));
@@ -656,7 +747,7 @@ fn generated_deploys_under_mixed_writers() {
             );
             model = kept;
             reverted += 1;
-        } else {
+        } else if d["state"] == "complete_pending_revert" {
             s.ok(&["deploy-request", "skip-revert", "shop", &number]);
         }
         let left = s.sql_ok(
@@ -770,7 +861,16 @@ fn generated_deploys_survive_kill_9_at_every_phase() {
                 "ALTER TABLE {} ADD COLUMN kc{case} INT NULL",
                 rng.pick(&WRITER_TABLES)
             )];
-            statements.push(model.change(&mut rng));
+            // Not a partition rotation: that is made in place and cannot be reverted.
+            loop {
+                let mut next = model.clone();
+                let st = next.change(&mut rng);
+                if !st.contains(" PARTITION (") && !st.contains("DROP PARTITION") {
+                    statements.push(st);
+                    model = next;
+                    break;
+                }
+            }
             let context = format!(
                 "seed {seed} kill case {case} ({phase:?}, {}): {}",
                 if kill_instance {
