@@ -799,12 +799,7 @@ impl Platform {
             let d_now = lock_state(&state).d.clone();
             for _ in 0..ranges {
                 let mut c = self.deploy_conn(&database, &d_now).await?;
-                strata_engine::mysql_async::prelude::Queryable::query_drop(
-                    &mut c,
-                    "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'",
-                )
-                .await
-                .map_err(|e| ControlError::Internal(e.to_string()))?;
+                run::copier_session(&mut c).await.map_err(deploy_err)?;
                 conns.push(c);
             }
             let ended = futures_util::future::try_join_all(

@@ -7,16 +7,17 @@ use strata_schema::lint::{key_columns, row_identifying_keys};
 use strata_schema::{create_table_named, inherits_charset, table_charset, Change, Schema, Table};
 
 /// Every artifact (shadow tables, placeholders, tables set aside, triggers) starts with this.
-pub use strata_engine::admin::ARTIFACT_PREFIX;
+pub use strata_engine::admin::{ARTIFACT_PREFIX, LEGACY_ARTIFACT_PREFIX};
 
 /// True for names of tables and triggers a deployment made (hidden from branch schemas).
 pub fn is_artifact(name: &str) -> bool {
-    name.starts_with(ARTIFACT_PREFIX)
+    strata_engine::admin::is_artifact(name)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
-    /// Eight hex digits naming this deployment's artifacts: `_strata_<tag>_…`.
+    /// Eight hex digits naming this deployment's artifacts: `~strata_<tag>_…` (tables) and
+    /// `_strata_<tag>_…` (triggers).
     pub tag: String,
     pub steps: Vec<Step>,
     /// The plan keeps a marker table that every RENAME of the deployment renames too, so where the
@@ -135,16 +136,34 @@ impl Plan {
     /// The poison table: reverse triggers record there why a write could not be mirrored into the
     /// old table, which makes a revert lose data and so refused.
     pub fn revert_blocked_table(&self) -> String {
-        format!("{ARTIFACT_PREFIX}{}_revert_blocked", self.tag)
+        format!("{}{}_revert_blocked", self.table_prefix(), self.tag)
+    }
+
+    /// The prefix of this deployment's tables (see [`ARTIFACT_PREFIX`]).
+    pub fn table_prefix(&self) -> &'static str {
+        if self.marked {
+            ARTIFACT_PREFIX
+        } else {
+            LEGACY_ARTIFACT_PREFIX
+        }
     }
 
     /// The marker table's name in a given placement.
     pub fn marker(&self, mark: Mark) -> String {
-        format!("{ARTIFACT_PREFIX}{}_{}", self.tag, mark.suffix())
+        format!("{}{}_{}", self.table_prefix(), self.tag, mark.suffix())
     }
 
-    /// `LIKE` pattern of this deployment's artifacts (tables and triggers).
+    /// `LIKE` pattern of this deployment's tables.
     pub fn artifact_like(&self) -> String {
+        format!(
+            "{}{}\\_%",
+            self.table_prefix().replace('_', "\\_"),
+            self.tag
+        )
+    }
+
+    /// `LIKE` pattern of this deployment's triggers.
+    pub fn trigger_like(&self) -> String {
         format!("\\_strata\\_{}\\_%", self.tag)
     }
 }
@@ -166,7 +185,7 @@ fn artifact(tag: &str, step: usize, kind: &str, table: &str) -> String {
 
 /// Trigger names of an online alter: forward (`f`) on the old table, reverse (`r`) on the shadow.
 pub fn trigger_name(tag: &str, step: usize, direction: char, event: &str) -> String {
-    format!("{ARTIFACT_PREFIX}{tag}_{step}_{direction}{event}")
+    format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{step}_{direction}{event}")
 }
 
 fn column_names(t: &Table) -> Vec<String> {
@@ -407,7 +426,7 @@ pub(crate) mod tests {
         assert_eq!(alter.key_index, "PRIMARY");
         assert_eq!(alter.shared, ["id", "name"]);
         assert_eq!(alter.compared, ["id"]);
-        assert!(alter.shadow.starts_with("_strata_0a1b2c3d_"));
+        assert!(alter.shadow.starts_with("~strata_0a1b2c3d_"));
         assert!(alter.shadow_create.contains(&format!("`{}`", alter.shadow)));
         assert!(!alter.shadow_create.contains("KEY `e`"));
         assert_eq!(

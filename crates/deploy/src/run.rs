@@ -78,7 +78,7 @@ pub async fn triggers_under_lock(
     let started = Instant::now();
     let mut result = Ok(());
     for s in statements {
-        if let Err(e) = conn.query_drop(s).await {
+        if let Err(e) = conn.query_drop(s.as_str()).await {
             result = Err(e);
             break;
         }
@@ -103,7 +103,7 @@ pub async fn cleanup(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     let triggers: Vec<(String, String)> = conn
         .exec(
             "SELECT EVENT_OBJECT_TABLE, TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND TRIGGER_NAME LIKE ? ORDER BY 1, 2",
-            (schema, plan.artifact_like()),
+            (schema, plan.trigger_like()),
         )
         .await?;
     let mut on: std::collections::BTreeMap<String, Vec<String>> = Default::default();
@@ -157,12 +157,20 @@ pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
                     .await?;
                 conn.query_drop(sql::placeholder(&a.stub, &a.new_columns))
                     .await?;
-                conn.query_drop("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
-                    .await?;
+                // Both directions at once, so the set of tables a write to the live table reaches
+                // never changes until the clean-up: a write that opened the table while triggers
+                // were being added would miss their targets ("Table … doesn't exist",
+                // MDEV-26048). The reverse set is created strict, the forward set relaxed.
+                let mut statements = vec![
+                    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'".into(),
+                ];
+                statements.extend(sql::reverse_triggers(plan, i, a));
+                statements.push("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'".into());
+                statements.extend(sql::forward_triggers(&plan.tag, i, a));
                 triggers_under_lock(
                     conn,
-                    &[&a.table, &a.shadow],
-                    &sql::forward_triggers(&plan.tag, i, a),
+                    &[&a.table, &a.shadow, &a.old, &plan.revert_blocked_table()],
+                    &statements,
                     Duration::from_millis(500),
                     20,
                 )
@@ -196,17 +204,23 @@ pub async fn build_keys(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()
     Ok(())
 }
 
-/// After the copy: creates the reverse triggers (armed only now so the copy does not fire them row
-/// by row). Idempotent.
+/// After the copy: makes sure the reverse triggers exist (made with the forward ones since marker
+/// tables; plans from before made them only now). Idempotent.
 pub async fn arm_reverse_capture(conn: &mut Conn, plan: &Plan) -> Result<()> {
+    if plan.marked {
+        return Ok(());
+    }
     conn.query_drop("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
         .await?;
     let blocked = plan.revert_blocked_table();
     for (i, step) in plan.steps.iter().enumerate() {
         let Step::AlterTable(a) = step else { continue };
+        // The live table is locked too: a write to it reaches these triggers through the forward
+        // ones, and one that opened it before they existed would miss their targets
+        // ("Table … doesn't exist", MDEV-26048).
         triggers_under_lock(
             conn,
-            &[&a.shadow, &a.old, &blocked],
+            &[&a.table, &a.shadow, &a.old, &blocked],
             &sql::reverse_triggers(plan, i, a),
             Duration::from_millis(500),
             20,
@@ -276,16 +290,37 @@ pub async fn split(
     Ok(bounds)
 }
 
+/// Prepares a copy worker's session: the copier never waits for a lock (`innodb_lock_wait_timeout
+/// = 0`: a conflict is an immediate error, the chunk is rolled back and tried again), and reads
+/// with READ COMMITTED, so its share locks are on rows only, never on the gaps writers insert into.
+/// An application transaction may wait for the copier (at most one chunk, ~250 ms), but the copier
+/// never waits for one, so no deadlock can form between them: InnoDB would pick the transaction
+/// with fewer changes, the application's, as the victim.
+pub async fn copier_session(conn: &mut Conn) -> Result<()> {
+    conn.query_drop(
+        "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION', SESSION innodb_lock_wait_timeout = 0",
+    )
+    .await?;
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await?;
+    Ok(())
+}
+
 /// One chunk copied.
 pub struct Chunk {
     /// The key the next chunk starts after (`None`: the range is done).
     pub until: Option<Vec<String>>,
     pub rows: u64,
+    /// Times the chunk met a lock and was tried again.
+    pub retries: u32,
 }
 
-/// Copies up to `size` rows after `after` into the shadow. A copy warning other than a duplicate
-/// of the matching key (a row the triggers already wrote) means the new schema cannot hold the
-/// data as it is: the deploy fails with the server's words.
+/// Tries of one chunk before the step gives up for now (the deployment is resumed later).
+const CHUNK_TRIES: u32 = 400;
+
+/// Copies up to `size` rows after `after` into the shadow, then verifies the range. A copy warning
+/// other than a duplicate of the matching key (a row the triggers already wrote) means the new
+/// schema cannot hold the data as it is: the deploy fails with the server's words.
 pub async fn copy_chunk(
     conn: &mut Conn,
     a: &OnlineAlter,
@@ -297,24 +332,43 @@ pub async fn copy_chunk(
     let until = end.map(literals);
     // No row `size` rows on: this chunk runs to the end of the range, and finishes it.
     let bound = until.as_deref().or(to);
-    conn.query_drop("BEGIN").await?;
-    match copy_and_check(conn, a, after, bound).await {
-        Ok(rows) => {
-            conn.query_drop("COMMIT").await?;
-            Ok(Chunk { until, rows })
+    let mut retries = 0;
+    let mut rows = loop {
+        conn.query_drop("BEGIN").await?;
+        match copy_rows(conn, a, after, bound).await {
+            Ok(rows) => {
+                conn.query_drop("COMMIT").await?;
+                break rows;
+            }
+            Err(DeployError::Query(e)) if lock_conflict(&e) && retries < CHUNK_TRIES => {
+                let _ = conn.query_drop("ROLLBACK").await;
+                retries += 1;
+                backoff(retries).await;
+            }
+            Err(e) => {
+                let _ = conn.query_drop("ROLLBACK").await;
+                return Err(e);
+            }
         }
-        Err(e) => {
-            let _ = conn.query_drop("ROLLBACK").await;
-            Err(e)
-        }
-    }
+    };
+    rows += verify_range(conn, a, after, bound, &mut retries).await?;
+    Ok(Chunk {
+        until,
+        rows,
+        retries,
+    })
 }
 
-/// Copies the range, then, still holding its rows' shared locks (so nothing in the range can
-/// change), checks the shadow's range against the old table's: the verification of every copied
-/// row, made while its pages are in memory. Equal checksums mean equal rows; different ones may
-/// still be equal values written differently (a key whose type changed), so the exact join decides.
-async fn copy_and_check(
+async fn backoff(tries: u32) {
+    tokio::time::sleep(Duration::from_millis(u64::from(tries.min(20)) * 5)).await;
+}
+
+/// A lock the copier would have had to wait for (it never waits), or a deadlock.
+fn lock_conflict(e: &strata_engine::mysql_async::Error) -> bool {
+    matches!(e, strata_engine::mysql_async::Error::Server(s) if s.code == 1205 || s.code == 1213)
+}
+
+async fn copy_rows(
     conn: &mut Conn,
     a: &OnlineAlter,
     after: Option<&[String]>,
@@ -322,6 +376,11 @@ async fn copy_and_check(
 ) -> Result<u64> {
     conn.query_drop(sql::copy_chunk(a, after, until)).await?;
     let rows = conn.affected_rows();
+    check_warnings(conn, a).await?;
+    Ok(rows)
+}
+
+async fn check_warnings(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
     if conn.get_warnings() > 0 {
         let warnings: Vec<(String, u32, String)> = conn.query("SHOW WARNINGS").await?;
         let key = format!("for key '{}'", a.key_index);
@@ -335,12 +394,107 @@ async fn copy_and_check(
             });
         }
     }
-    if checksum(conn, &sql::checksum(a, false, after, until, true)).await?
-        != checksum(conn, &sql::checksum(a, true, after, until, true)).await?
-    {
-        exact(conn, a, after, until).await?;
+    Ok(())
+}
+
+/// The verification of a copied range, in one consistent snapshot (no locks): the triggers change
+/// both tables in the application's own transactions, so any snapshot shows them equal, except for
+/// rows the copy skipped because a transaction held them; those are copied one by one, and the
+/// range checked again. Equal checksums mean equal rows; different ones may still be equal values
+/// written differently (a key whose type changed), so the exact join decides. Returns the rows
+/// copied here.
+async fn verify_range(
+    conn: &mut Conn,
+    a: &OnlineAlter,
+    after: Option<&[String]>,
+    until: Option<&[String]>,
+    retries: &mut u32,
+) -> Result<u64> {
+    let mut copied = 0;
+    loop {
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await?;
+        let outcome = snapshot_differences(conn, a, after, until).await;
+        let _ = conn.query_drop("COMMIT").await;
+        let missing = match outcome? {
+            None => return Ok(copied),
+            Some(missing) => missing,
+        };
+        for key in missing {
+            loop {
+                conn.query_drop(sql::copy_one(a, &key)).await?;
+                check_warnings(conn, a).await?;
+                if conn.affected_rows() > 0 {
+                    copied += 1;
+                    break;
+                }
+                // Held by a transaction (skipped again), or gone, or there by now: check.
+                let there: Option<u8> = conn
+                    .query_first(format!(
+                        "SELECT 1 FROM {} WHERE {} UNION ALL SELECT 1 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM {} WHERE {})",
+                        q(&a.shadow),
+                        key_equals(a, &key),
+                        q(&a.table),
+                        key_equals(a, &key)
+                    ))
+                    .await?;
+                if there.is_some() {
+                    break;
+                }
+                *retries += 1;
+                if *retries > CHUNK_TRIES {
+                    return Err(DeployError::LockTimeout {
+                        statement: sql::copy_one(a, &key).chars().take(120).collect(),
+                        detail: "a transaction keeps the row locked".into(),
+                    });
+                }
+                backoff(*retries).await;
+            }
+        }
     }
-    Ok(rows)
+}
+
+fn key_equals(a: &OnlineAlter, key: &[String]) -> String {
+    a.key
+        .iter()
+        .zip(key)
+        .map(|(c, v)| format!("{} = {v}", q(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// `None` when the range is equal on both sides; else the keys the shadow lacks (a real difference
+/// in a row both sides have, or a row only the shadow has, fails the deploy).
+async fn snapshot_differences(
+    conn: &mut Conn,
+    a: &OnlineAlter,
+    after: Option<&[String]>,
+    until: Option<&[String]>,
+) -> Result<Option<Vec<Vec<String>>>> {
+    if checksum(conn, &sql::checksum(a, false, after, until, false)).await?
+        == checksum(conn, &sql::checksum(a, true, after, until, false)).await?
+    {
+        return Ok(None);
+    }
+    let [differing, extra] = sql::differences(a, after, until);
+    let differing: Option<u64> = conn.query_first(differing).await?;
+    let extra: Option<u64> = conn.query_first(extra).await?;
+    let (differing, extra) = (differing.unwrap_or(0), extra.unwrap_or(0));
+    if differing == 0 && extra == 0 {
+        return Ok(None);
+    }
+    let missing: Vec<Row> = conn
+        .query(sql::missing_keys(a, after, until, 10_000))
+        .await?;
+    let missing: Vec<Vec<String>> = missing.into_iter().map(literals).collect();
+    if extra > 0 || differing > missing.len() as u64 {
+        return Err(DeployError::Mismatch {
+            table: a.table.clone(),
+            missing: differing,
+            extra,
+        });
+    }
+    Ok(Some(missing))
 }
 
 /// Row count and checksum of a key range (see [`sql::checksum`]).
@@ -618,7 +772,7 @@ pub async fn instant_eligible(conn: &mut Conn, plan: &Plan) -> Result<Option<Str
     for (i, s) in plan.steps.iter().enumerate() {
         match s {
             Step::AlterTable(a) => {
-                let probe = format!("{}{}_{i}_probe", crate::plan::ARTIFACT_PREFIX, plan.tag);
+                let probe = format!("{}{}_{i}_probe", plan.table_prefix(), plan.tag);
                 conn.query_drop(format!("DROP TABLE IF EXISTS {}", q(&probe)))
                     .await?;
                 conn.query_drop(format!("CREATE TABLE {} LIKE {}", q(&probe), q(&a.table)))

@@ -91,18 +91,23 @@ pub fn reverse_triggers(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String
         .map(|c| format!("{} = NEW.{}", q(c), q(c)))
         .collect::<Vec<_>>()
         .join(", ");
+    // The copy (the control plane's user) writes the shadow too: its rows are not mirrored.
+    let guard = format!(
+        "IF SUBSTRING_INDEX(USER(), '@', 1) <> '{}' THEN BEGIN",
+        sql_string(strata_engine::config::ROOT_USER)
+    );
     vec![
         format!(
-            "CREATE TRIGGER IF NOT EXISTS {} AFTER INSERT ON {s} FOR EACH ROW BEGIN {handler} INSERT INTO {o} ({cols}) VALUES ({new_vals}); END",
+            "CREATE TRIGGER IF NOT EXISTS {} AFTER INSERT ON {s} FOR EACH ROW BEGIN {guard} {handler} INSERT INTO {o} ({cols}) VALUES ({new_vals}); END; END IF; END",
             q(&trigger_name(&plan.tag, step, 'r', "i"))
         ),
         format!(
-            "CREATE TRIGGER IF NOT EXISTS {} AFTER UPDATE ON {s} FOR EACH ROW BEGIN {handler} UPDATE {o} SET {sets} WHERE {}; END",
+            "CREATE TRIGGER IF NOT EXISTS {} AFTER UPDATE ON {s} FOR EACH ROW BEGIN {guard} {handler} UPDATE {o} SET {sets} WHERE {}; END; END IF; END",
             q(&trigger_name(&plan.tag, step, 'r', "u")),
             key_match(&a.key, "OLD")
         ),
         format!(
-            "CREATE TRIGGER IF NOT EXISTS {} AFTER DELETE ON {s} FOR EACH ROW BEGIN {handler} DELETE FROM {o} WHERE {}; END",
+            "CREATE TRIGGER IF NOT EXISTS {} AFTER DELETE ON {s} FOR EACH ROW BEGIN {guard} {handler} DELETE FROM {o} WHERE {}; END; END IF; END",
             q(&trigger_name(&plan.tag, step, 'r', "d")),
             key_match(&a.key, "OLD")
         ),
@@ -219,14 +224,58 @@ pub fn count_range(a: &OnlineAlter, after: Option<&[String]>, to: Option<&[Strin
 
 /// Copies the rows with key in (after, until] (open ends when `None`). `LOCK IN SHARE MODE` holds the
 /// source rows until the chunk commits, so a concurrent write either lands before the copy (and is
-/// copied) or after it (and its trigger overwrites the copy).
+/// copied) or after it (and its trigger overwrites the copy). `SKIP LOCKED` passes over rows an
+/// application transaction holds: the copy never waits on the application (which could close a
+/// deadlock cycle whose victim, the lighter transaction, would be the application's); those rows
+/// are copied afterwards, one by one (see [`missing_keys`], [`copy_one`]).
 pub fn copy_chunk(a: &OnlineAlter, after: Option<&[String]>, until: Option<&[String]>) -> String {
     let filter = where_all(&range_conditions(&a.key, None, after, until));
     format!(
-        "INSERT IGNORE INTO {} ({cols}) SELECT {cols} FROM {} {} {filter} LOCK IN SHARE MODE",
+        "INSERT IGNORE INTO {} ({cols}) SELECT {cols} FROM {} {} {filter} LOCK IN SHARE MODE SKIP LOCKED",
         q(&a.shadow),
         q(&a.table),
         force(a),
+        cols = list(&a.shared),
+    )
+}
+
+/// The keys (up to `limit`) of rows of the range that the old table has and the shadow lacks.
+pub fn missing_keys(
+    a: &OnlineAlter,
+    after: Option<&[String]>,
+    until: Option<&[String]>,
+    limit: u64,
+) -> String {
+    let on = a
+        .key
+        .iter()
+        .map(|c| format!("o.{c} = s.{c}", c = q(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let mut conds = range_conditions(&a.key, Some("o"), after, until);
+    conds.push(format!("s.{} IS NULL", q(&a.key[0])));
+    format!(
+        "SELECT {} FROM {} o LEFT JOIN {} s ON {on} {} LIMIT {limit}",
+        prefixed("o", &a.key),
+        q(&a.table),
+        q(&a.shadow),
+        where_all(&conds)
+    )
+}
+
+/// Copies the one row with the given key (`SKIP LOCKED`: nothing while a transaction holds it).
+pub fn copy_one(a: &OnlineAlter, key: &[String]) -> String {
+    let cond = a
+        .key
+        .iter()
+        .zip(key)
+        .map(|(c, v)| format!("{} = {v}", q(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "INSERT IGNORE INTO {} ({cols}) SELECT {cols} FROM {} WHERE {cond} LOCK IN SHARE MODE SKIP LOCKED",
+        q(&a.shadow),
+        q(&a.table),
         cols = list(&a.shared),
     )
 }
@@ -484,7 +533,7 @@ mod tests {
         };
         assert_eq!(
             cutover_rename(&views_only).unwrap(),
-            "RENAME TABLE `_strata_00000009_mark_before` TO `_strata_00000009_mark_swapped`"
+            "RENAME TABLE `~strata_00000009_mark_before` TO `~strata_00000009_mark_swapped`"
         );
         assert_eq!(
             instant_alter(&a, Some("probe")),

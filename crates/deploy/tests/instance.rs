@@ -163,7 +163,7 @@ async fn triggers_come_and_go_without_failing_a_prepared_write() {
     );
     assert!(ok > 500, "the writers wrote ({ok})");
     let left: Vec<String> = admin
-        .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME LIKE '\\_strata\\_%' UNION ALL SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'")
+        .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop' AND (TABLE_NAME LIKE '\\_strata\\_%' OR TABLE_NAME LIKE '~strata\\_%') UNION ALL SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'")
         .await
         .unwrap();
     assert!(left.is_empty(), "artifacts left: {left:?}");

@@ -51,9 +51,20 @@ pub fn strip_auto_increment(create: &str) -> String {
     format!("{head}{out_tail}")
 }
 
-/// Tables and triggers named so belong to a deployment in progress (shadow copies, tables kept for a
-/// revert), not to the branch's schema.
-pub const ARTIFACT_PREFIX: &str = "_strata_";
+/// Tables named so belong to a deployment in progress (shadow copies, tables kept for a revert), not
+/// to the branch's schema. `~` sorts after every letter, digit and `_`: the server takes metadata
+/// locks for a RENAME or LOCK TABLES in name order, so it locks the application's table before any
+/// artifact, and a writer holding that table never waits for an artifact the deploy holds (the
+/// lock-order deadlock that failed application writes with 1213 or a stale "doesn't exist").
+pub const ARTIFACT_PREFIX: &str = "~strata_";
+
+/// The prefix of deployment triggers, and of artifact tables made before [`ARTIFACT_PREFIX`].
+pub const LEGACY_ARTIFACT_PREFIX: &str = "_strata_";
+
+/// True for the name of a deployment's table or trigger.
+pub fn is_artifact(name: &str) -> bool {
+    name.starts_with(ARTIFACT_PREFIX) || name.starts_with(LEGACY_ARTIFACT_PREFIX)
+}
 
 /// Reads every table, view and sequence of `schema`, in name order (deployment artifacts left out).
 pub async fn read_schema(conn: &mut mysql_async::Conn, schema: &str) -> Result<Vec<SchemaObject>> {
@@ -62,7 +73,7 @@ pub async fn read_schema(conn: &mut mysql_async::Conn, schema: &str) -> Result<V
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for (name, kind) in rows {
-        if name.starts_with(ARTIFACT_PREFIX) {
+        if is_artifact(&name) {
             continue;
         }
         let q = format!("{}.{}", quote_ident(schema), quote_ident(&name));

@@ -63,6 +63,7 @@ impl OptionFile<'_> {
              log-bin=binlog\n\
              binlog_format=ROW\n\
              binlog_row_image=FULL\n\
+             innodb_autoinc_lock_mode=2\n\
              sync_binlog={sync_binlog}\n\
              session_track_state_change=ON\n",
             datadir = self.datadir.display(),

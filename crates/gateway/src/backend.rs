@@ -250,6 +250,10 @@ impl Backend {
     pub async fn reset(&mut self) -> Result<(), BackendError> {
         self.send_command(&[caps::command::RESET_CONNECTION])
             .await?;
+        // The server dropped every prepared statement and numbers new ones from 1 again: a cached
+        // id would now run another statement.
+        self.statements.clear();
+        self.pending_close.clear();
         let t = self.drain(Expect::Simple).await?;
         if t.status & caps::status::IN_TRANS != 0 {
             return Err(BackendError::Wire(strata_wire::WireError::Malformed(

@@ -19,7 +19,7 @@ pub const FRAMEWORKS: &[(&str, Option<&str>)] = &[
 pub enum MigrationDataError {
     #[error("migration framework '{0}' is not one of rails, phoenix, laravel, django, dotnet, sequelize, other")]
     UnknownFramework(String),
-    #[error("migration table name '{0}' is not a valid table name (1 to 64 characters, no NUL, no trailing space, not starting with _strata_)")]
+    #[error("migration table name '{0}' is not a valid table name (1 to 64 characters, no NUL, no trailing space, not a deployment's artifact name)")]
     BadTable(String),
     #[error("automatic copying of migration data needs a migration framework, or 'other' with a migration table name")]
     NoTable,
@@ -46,7 +46,8 @@ pub fn validate_table(name: &str) -> Result<(), MigrationDataError> {
         && name.chars().count() <= 64
         && !name.contains('\0')
         && !name.ends_with(' ')
-        && !name.starts_with("_strata_");
+        && !name.starts_with("_strata_")
+        && !name.starts_with("~strata_");
     if ok {
         Ok(())
     } else {
@@ -104,7 +105,14 @@ mod tests {
             Err(MigrationDataError::UnknownFramework(_))
         ));
         assert!(framework("").is_err());
-        for bad in ["", " x ", "_strata_1_x", "a\0b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            " x ",
+            "_strata_1_x",
+            "~strata_1_x",
+            "a\0b",
+            &"x".repeat(65),
+        ] {
             assert!(validate_table(bad).is_err(), "{bad:?}");
         }
         for good in [

@@ -271,7 +271,7 @@ fn online_deploy_and_revert_keep_every_acknowledged_write() {
     assert_eq!(dr["deployment_state"], "complete_pending_revert");
     // Artifacts are not part of the branch's schema.
     let schema = s.json(&["branch", "schema", "shop", "main"]);
-    assert!(!schema.to_string().contains("_strata_"), "{schema}");
+    assert!(!schema.to_string().contains("strata_"), "{schema}");
     // Production now has exactly the branch's schema (keys built after the copy included).
     assert_eq!(schema, s.json(&["branch", "schema", "shop", "dev"]));
 
@@ -303,7 +303,7 @@ fn online_deploy_and_revert_keep_every_acknowledged_write() {
     let left = s.sql_ok(
         &main_id,
         "strata_admin",
-        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND TABLE_NAME LIKE '\\_strata\\_%'",
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND (TABLE_NAME LIKE '\\_strata\\_%' OR TABLE_NAME LIKE '~strata\\_%')",
     );
     assert_eq!(left.trim(), "0");
 }
@@ -783,7 +783,7 @@ fn every_kind_of_change_deploys_exactly_and_reverts() {
         let left = s.sql_ok(
             &main_id,
             "strata_admin",
-            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND TABLE_NAME LIKE '\\_strata\\_%'",
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND (TABLE_NAME LIKE '\\_strata\\_%' OR TABLE_NAME LIKE '~strata\\_%')",
         );
         assert_eq!(left.trim(), "0", "{what}: artifacts left");
         s.ok(&["branch", "delete", "shop", &branch, "--force"]);

@@ -366,6 +366,7 @@ fn start_writers(
     pw: &str,
     seed: u64,
     dir: &std::path::Path,
+    deleted: &std::collections::BTreeSet<(String, i64)>,
 ) -> Writers {
     let stop = Arc::new(AtomicBool::new(false));
     let acks: Arc<Mutex<Acks>> = Arc::default();
@@ -380,11 +381,15 @@ fn start_writers(
             .prefer_socket(false)
             .into();
         let (stop, acks) = (stop.clone(), acks.clone());
+        let deleted = deleted.clone();
         tasks.push(rt.spawn(async move {
             let mut rng = Rng(seed ^ (rem as u64) << 32);
             let mut conn = mysql_async::Conn::new(opts).await.expect("writer connects");
             let (mut ok, mut errors, mut worst) = (0u64, Vec::new(), Duration::ZERO);
             let mut own: Vec<(String, i64)> = Vec::new();
+            // Rows this writer deleted (an UPDATE of any other of its rows must change one row).
+            let mut gone = deleted;
+            let mut anomalies: Vec<String> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let t = rng.pick(&WRITER_TABLES).to_string();
                 let initial = (rng.below((ROWS / MOD) as usize) as i64) * MOD + rem;
@@ -443,6 +448,11 @@ fn start_writers(
                             }
                             if conn.affected_rows() == 1 {
                                 changed.push((tt.clone(), *i, Some(w)));
+                            } else if !gone.contains(&(tt.clone(), *i)) {
+                                anomalies.push(format!(
+                                    "writer {rem}: UPDATE of {tt}.{i} (never deleted) changed {} rows",
+                                    conn.affected_rows()
+                                ));
                             }
                         }
                         _ => {
@@ -466,8 +476,12 @@ fn start_writers(
                 match r {
                     Ok(changed) => {
                         ok += 1;
+                        errors.append(&mut anomalies);
                         let mut a = acks.lock().unwrap();
                         for (tt, id, w) in changed {
+                            if w.is_none() {
+                                gone.insert((tt.clone(), id));
+                            }
                             if id > ROWS && w.is_some() {
                                 own.push((tt.clone(), id));
                             }
@@ -475,7 +489,11 @@ fn start_writers(
                         }
                     }
                     Err(e) => {
-                        errors.push(format!("writer {rem}: {e}"));
+                        let at = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs_f64() % 86_400.0)
+                            .unwrap_or_default();
+                        errors.push(format!("writer {rem} at {at:.3}s of the day (UTC): {e}"));
                         let _ = conn.query_drop("ROLLBACK").await;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         if let Ok(c) = mysql_async::Conn::new(conn.opts().clone()).await {
@@ -532,8 +550,12 @@ impl Writers {
             out.worst = out.worst.max(worst);
         }
         let py = self.python.wait_with_output().unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&py.stdout)
-            .unwrap_or_else(|e| panic!("the PyMySQL writer's report: {e}"));
+        let v: serde_json::Value = if py.stdout.is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::from_slice(&py.stdout)
+                .unwrap_or_else(|e| panic!("the PyMySQL writer's report: {e}"))
+        };
         out.ok += v["ok"].as_u64().unwrap_or(0);
         for e in v["errors"].as_array().into_iter().flatten() {
             out.errors
@@ -556,6 +578,17 @@ impl Writers {
         }
         out
     }
+}
+
+/// The rows the writers deleted so far.
+fn deleted(acks: &Acks) -> std::collections::BTreeSet<(String, i64)> {
+    acks.iter()
+        .flat_map(|(t, rows)| {
+            rows.iter()
+                .filter(|(_, w)| w.is_none())
+                .map(move |(id, _)| (t.clone(), *id))
+        })
+        .collect()
 }
 
 /// Every writer table holds exactly the initial rows with the acknowledged changes applied.
@@ -632,7 +665,12 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn generated_deploys_under_mixed_writers() {
     let seed = env_u64("STRATA_DEPLOY_SEED", 1);
     let cases = env_u64("STRATA_DEPLOY_CASES", 12);
-    let root = tempfile::tempdir().unwrap();
+    let mut root = tempfile::tempdir().unwrap();
+    // STRATA_TEST_KEEP=1 keeps the data directory (logs, instances) for a look after a failure.
+    if std::env::var_os("STRATA_TEST_KEEP").is_some() {
+        root.disable_cleanup(true);
+        eprintln!("data kept in {}", root.path().display());
+    }
     let s = Strata::start(root.path());
     s.json(&["database", "create", "shop", "--wait"]);
     let main_id = s.wait_branch("shop", "main")["id"]
@@ -687,7 +725,15 @@ fn generated_deploys_under_mixed_writers() {
             continue;
         }
 
-        let writers = start_writers(&rt, &s, &user, &pw, seed ^ case, root.path());
+        let writers = start_writers(
+            &rt,
+            &s,
+            &user,
+            &pw,
+            seed ^ case,
+            root.path(),
+            &deleted(&acks),
+        );
         std::thread::sleep(Duration::from_millis(200));
         let out = s.cli(&["deploy-request", "deploy", "shop", &number, "--wait"]);
         std::thread::sleep(Duration::from_millis(200));
@@ -720,7 +766,15 @@ fn generated_deploys_under_mixed_writers() {
         let d = s.json(&["deploy-request", "progress", "shop", &number]);
         if d["revertable"] == true && rng.chance(70) {
             // Writes across the revert, then the old schema with every one of them.
-            let writers = start_writers(&rt, &s, &user, &pw, seed ^ case ^ 0xff, root.path());
+            let writers = start_writers(
+                &rt,
+                &s,
+                &user,
+                &pw,
+                seed ^ case ^ 0xff,
+                root.path(),
+                &deleted(&acks),
+            );
             std::thread::sleep(Duration::from_millis(300));
             let out = s.cli(&["deploy-request", "revert", "shop", &number, "--wait"]);
             std::thread::sleep(Duration::from_millis(200));
@@ -753,7 +807,7 @@ fn generated_deploys_under_mixed_writers() {
         let left = s.sql_ok(
             &main_id,
             "strata_admin",
-            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND TABLE_NAME LIKE '\\_strata\\_%'",
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND (TABLE_NAME LIKE '\\_strata\\_%' OR TABLE_NAME LIKE '~strata\\_%')",
         );
         assert_eq!(left.trim(), "0", "{context}: artifacts left");
         s.ok(&["branch", "delete", "shop", &branch, "--force"]);
@@ -987,7 +1041,7 @@ fn generated_deploys_survive_kill_9_at_every_phase() {
             let left = s.sql_ok(
                 &main_id,
                 "strata_admin",
-                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND TABLE_NAME LIKE '\\_strata\\_%'",
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND (TABLE_NAME LIKE '\\_strata\\_%' OR TABLE_NAME LIKE '~strata\\_%')",
             );
             assert_eq!(left.trim(), "0", "{context}: artifacts left");
             s.ok(&["branch", "delete", "shop", &branch, "--force"]);

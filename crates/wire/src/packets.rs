@@ -42,8 +42,15 @@ impl OkPacket {
             if status & caps::status::SESSION_STATE_CHANGED != 0 && !r.is_empty() {
                 ok.session_state = Some(r.lenenc_bytes()?.to_vec());
             }
-        } else {
-            ok.info = r.rest().to_vec();
+        } else if !r.is_empty() {
+            // Without session tracking the server still sends the message length-encoded
+            // (`net_send_ok`); a bare string is taken as it is.
+            let rest = r.rest().to_vec();
+            let mut lenenc = Reader::new(&rest);
+            ok.info = match lenenc.lenenc_bytes() {
+                Ok(info) if lenenc.is_empty() => info.to_vec(),
+                _ => rest,
+            };
         }
         Ok(ok)
     }
@@ -63,8 +70,10 @@ impl OkPacket {
                     put_lenenc_bytes(&mut out, s);
                 }
             }
-        } else {
-            out.extend_from_slice(&self.info);
+        } else if !self.info.is_empty() {
+            // As the server does (`net_send_ok`): clients such as mysql_async parse it so, and a
+            // bare string made them drop the whole OK packet (and its affected rows).
+            put_lenenc_bytes(&mut out, &self.info);
         }
         out
     }
@@ -195,6 +204,33 @@ pub fn text_row(values: &[Option<&[u8]>]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ok_info_is_length_encoded_without_session_tracking() {
+        let ok = OkPacket {
+            header: 0,
+            affected_rows: 1,
+            status: caps::status::AUTOCOMMIT,
+            warnings: 1,
+            info: b"Rows matched: 1  Changed: 1  Warnings: 1".to_vec(),
+            ..Default::default()
+        };
+        let enc = ok.encode(caps::PROTOCOL_41);
+        // header, affected, last id, status (2), warnings (2), then the length of the message.
+        assert_eq!(enc[7] as usize, ok.info.len(), "{enc:?}");
+        let back = OkPacket::parse(&enc, caps::PROTOCOL_41).unwrap();
+        assert_eq!(back, ok);
+        // A bare message (not length-encoded) is still read whole.
+        let mut bare = enc[..7].to_vec();
+        bare.extend_from_slice(b"Rows matched: 1");
+        assert_eq!(
+            OkPacket::parse(&bare, caps::PROTOCOL_41).unwrap().info,
+            b"Rows matched: 1"
+        );
+        // No message: nothing after the warnings.
+        let empty = OkPacket::simple(caps::status::AUTOCOMMIT).encode(caps::PROTOCOL_41);
+        assert_eq!(empty.len(), 7);
+    }
     use proptest::prelude::*;
 
     #[test]
