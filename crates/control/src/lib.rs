@@ -247,6 +247,9 @@ impl Platform {
             j.abort();
             let _ = j.await;
         }
+        // A cut-over or revert in flight finishes first: a server stopped in the middle of its
+        // RENAME can be left with a broken trigger file (see the supervisor).
+        let _deploys = tokio::time::timeout(Duration::from_secs(30), self.deploy_lock.lock()).await;
         let instances: Vec<_> = lock(&self.instances).drain().map(|(_, i)| i).collect();
         let mut stops = tokio::task::JoinSet::new();
         for inst in instances {

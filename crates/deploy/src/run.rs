@@ -591,6 +591,24 @@ async fn exists(conn: &mut Conn, schema: &str, table: &str) -> Result<Option<Str
     Ok(engine.map(|e| e.unwrap_or_default()))
 }
 
+/// Which of the names of `pairs` are tables (or views) of the schema now.
+async fn existing(
+    conn: &mut Conn,
+    schema: &str,
+    pairs: &[(String, String)],
+) -> Result<std::collections::BTreeSet<String>> {
+    let names: Vec<String> = conn
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+            (schema,),
+        )
+        .await?;
+    Ok(names
+        .into_iter()
+        .filter(|n| pairs.iter().any(|(a, b)| a == n || b == n))
+        .collect())
+}
+
 /// Reads the placement from the server: the RENAMEs are atomic and carry the marker table, so its
 /// name tells. No marker: not prepared yet (or already cleaned up), which is `Before`.
 pub async fn placement(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<Placement> {
@@ -603,7 +621,14 @@ pub async fn placement(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<Pla
                 return Ok(placement);
             }
         }
-        return Ok(Placement::Before);
+        // A cut-over the server stopped in the middle of counts as begun: never cleaned up as if
+        // nothing had happened (the original table may already be under an artifact's name).
+        let pairs = sql::cutover_pairs(plan);
+        let have = existing(conn, schema, &pairs).await?;
+        return Ok(match sql::renames_done(&pairs, |n| have.contains(n)) {
+            Some(k) if k > 0 => Placement::Swapped,
+            _ => Placement::Before,
+        });
     }
     legacy_placement(conn, schema, plan).await
 }
@@ -689,14 +714,26 @@ pub async fn cut_over(
     conn.query_drop("SET SESSION foreign_key_checks = 0")
         .await?;
     let mut stall = Duration::ZERO;
-    if placement(conn, schema, plan).await? == Placement::Before {
-        if plan.marked
-            && exists(conn, schema, &plan.marker(Mark::Before))
-                .await?
-                .is_none()
-        {
-            return Err(DeployError::NotPrepared);
+    let pairs = sql::cutover_pairs(plan);
+    let done = if plan.marked {
+        let have = existing(conn, schema, &pairs).await?;
+        sql::renames_done(&pairs, |n| have.contains(n)).ok_or(DeployError::NotPrepared)?
+    } else if placement(conn, schema, plan).await? == Placement::Before {
+        0
+    } else {
+        pairs.len()
+    };
+    if done > 0 && done < pairs.len() {
+        tracing::warn!(
+            done,
+            of = pairs.len(),
+            "finishing a cut-over the server stopped in the middle of"
+        );
+        if let Some(rest) = sql::rename_rest(&pairs, done) {
+            stall = ddl_with_timeout(conn, &rest, timeout, attempts).await?;
         }
+    }
+    if done == 0 {
         finish_shadows(conn, schema, plan).await?;
         direct_alters(conn, schema, plan).await?;
         for s in &plan.steps {
@@ -747,9 +784,25 @@ pub async fn revert(
     attempts: u32,
 ) -> Result<Duration> {
     let mut stall = Duration::ZERO;
-    if placement(conn, schema, plan).await? == Placement::Swapped {
-        if let Some(rename) = sql::revert_rename(plan) {
-            stall = ddl_with_timeout(conn, &rename, timeout, attempts).await?;
+    let pairs = sql::revert_pairs(plan);
+    let done = if plan.marked {
+        let have = existing(conn, schema, &pairs).await?;
+        sql::renames_done(&pairs, |n| have.contains(n)).ok_or(DeployError::NotPrepared)?
+    } else if placement(conn, schema, plan).await? == Placement::Swapped {
+        0
+    } else {
+        pairs.len()
+    };
+    if done < pairs.len() {
+        if done > 0 {
+            tracing::warn!(
+                done,
+                of = pairs.len(),
+                "finishing a revert the server stopped in the middle of"
+            );
+        }
+        if let Some(rest) = sql::rename_rest(&pairs, done) {
+            stall = ddl_with_timeout(conn, &rest, timeout, attempts).await?;
         }
     }
     for s in plan.steps.iter().rev() {

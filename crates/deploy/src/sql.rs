@@ -91,9 +91,11 @@ pub fn reverse_triggers(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String
         .map(|c| format!("{} = NEW.{}", q(c), q(c)))
         .collect::<Vec<_>>()
         .join(", ");
-    // The copy (the control plane's user) writes the shadow too: its rows are not mirrored.
+    // The copy (the control plane's user) writes the shadow too: its rows are not mirrored. (No
+    // '@' in the text: with one, the server failed to re-read the trigger when it undid a RENAME
+    // stopped by a shutdown, and left the table's trigger file empty.)
     let guard = format!(
-        "IF SUBSTRING_INDEX(USER(), '@', 1) <> '{}' THEN BEGIN",
+        "IF SUBSTRING_INDEX(USER(), CHAR(64), 1) <> '{}' THEN BEGIN",
         sql_string(strata_engine::config::ROOT_USER)
     );
     vec![
@@ -361,6 +363,11 @@ pub fn differences(
 
 /// The cut-over: one atomic RENAME for every table of the deployment.
 pub fn cutover_rename(plan: &Plan) -> Option<String> {
+    rename(&cutover_pairs(plan))
+}
+
+/// The (from, to) pairs of the cut-over's RENAME, in the order the server applies them.
+pub fn cutover_pairs(plan: &Plan) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
     for s in &plan.steps {
         match s {
@@ -378,7 +385,7 @@ pub fn cutover_rename(plan: &Plan) -> Option<String> {
     if plan.marked {
         pairs.push((plan.marker(Mark::Before), plan.marker(Mark::Swapped)));
     }
-    rename(&pairs)
+    pairs
 }
 
 /// The marker table: a tiny InnoDB table whose name says where the deployment's tables are. It
@@ -392,6 +399,11 @@ pub fn marker_table(plan: &Plan) -> String {
 
 /// The revert: the old tables back under their names, the new ones aside, again in one RENAME.
 pub fn revert_rename(plan: &Plan) -> Option<String> {
+    rename(&revert_pairs(plan))
+}
+
+/// The (from, to) pairs of the revert's RENAME, in order.
+pub fn revert_pairs(plan: &Plan) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
     for s in &plan.steps {
         match s {
@@ -407,7 +419,40 @@ pub fn revert_rename(plan: &Plan) -> Option<String> {
     if plan.marked {
         pairs.push((plan.marker(Mark::Swapped), plan.marker(Mark::Reverted)));
     }
-    rename(&pairs)
+    pairs
+}
+
+/// How many of a RENAME's pairs took effect, judged from which of its names exist now. A RENAME
+/// of several tables is atomic, except when the server is stopped in the middle of one (seen with
+/// a shutdown during the cut-over): then a prefix of the pairs is done, and the rest must follow.
+/// `None` when no prefix explains the names (something else changed them).
+pub fn renames_done(pairs: &[(String, String)], exists: impl Fn(&str) -> bool) -> Option<usize> {
+    let names: std::collections::BTreeSet<&str> = pairs
+        .iter()
+        .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+        .collect();
+    // Before the first pair: every source exists, except names only ever made by an earlier pair.
+    let mut present: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for (i, (from, _)) in pairs.iter().enumerate() {
+        if !pairs[..i].iter().any(|(_, to)| to == from) {
+            present.insert(from.as_str());
+        }
+    }
+    for k in 0..=pairs.len() {
+        if names.iter().all(|n| present.contains(n) == exists(n)) {
+            return Some(k);
+        }
+        if let Some((from, to)) = pairs.get(k) {
+            present.remove(from.as_str());
+            present.insert(to.as_str());
+        }
+    }
+    None
+}
+
+/// The RENAME of the pairs not done yet.
+pub fn rename_rest(pairs: &[(String, String)], done: usize) -> Option<String> {
+    rename(pairs.get(done..).unwrap_or_default())
 }
 
 fn rename(pairs: &[(String, String)]) -> Option<String> {
@@ -556,6 +601,46 @@ mod tests {
             placeholder("x", &["a".into()]),
             "CREATE TABLE `x` (`a` LONGBLOB NULL) ENGINE=BLACKHOLE"
         );
+    }
+
+    #[test]
+    fn an_interrupted_rename_is_finished_from_where_it_stopped() {
+        let p = |a: &str, b: &str| (a.to_string(), b.to_string());
+        // The cut-over's chain: placeholder aside, table to old, shadow to table, stub to shadow.
+        let pairs = vec![
+            p("old", "hold"),
+            p("t", "old"),
+            p("shadow", "t"),
+            p("stub", "shadow"),
+            p("mark_before", "mark_after"),
+        ];
+        let state = |names: &[&str]| {
+            let set: std::collections::BTreeSet<String> =
+                names.iter().map(|s| s.to_string()).collect();
+            move |n: &str| set.contains(n)
+        };
+        let cases: &[(&[&str], Option<usize>)] = &[
+            (&["old", "t", "shadow", "stub", "mark_before"], Some(0)),
+            (&["hold", "t", "shadow", "stub", "mark_before"], Some(1)),
+            (&["hold", "old", "shadow", "stub", "mark_before"], Some(2)),
+            (&["hold", "old", "t", "stub", "mark_before"], Some(3)),
+            (&["hold", "old", "t", "shadow", "mark_before"], Some(4)),
+            (&["hold", "old", "t", "shadow", "mark_after"], Some(5)),
+            // Not a prefix of the chain: someone else renamed or dropped tables.
+            (&["old", "t", "stub", "mark_before"], None),
+            (
+                &["hold", "old", "t", "shadow", "mark_before", "mark_after"],
+                None,
+            ),
+        ];
+        for (names, want) in cases {
+            assert_eq!(renames_done(&pairs, state(names)), *want, "{names:?}");
+        }
+        assert_eq!(
+            rename_rest(&pairs, 1).unwrap(),
+            "RENAME TABLE `t` TO `old`, `shadow` TO `t`, `stub` TO `shadow`, `mark_before` TO `mark_after`"
+        );
+        assert_eq!(rename_rest(&pairs, 5), None);
     }
 
     #[test]
