@@ -1061,17 +1061,26 @@ impl Platform {
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         let rows = run::read_rows(&mut from, &database.name, &table).await;
         let _ = from.disconnect().await;
-        let Some(rows) = rows.map_err(deploy_err)? else {
-            return Ok(());
+        let rows = match rows {
+            Ok(Some(rows)) => rows,
+            Ok(None) => return Ok(()),
+            Err(e @ DeployError::MigrationTableTooLarge { .. }) => {
+                // The schema change is deployed; only the copy of that table's rows is skipped.
+                tracing::warn!(deployment = %d.id, error = %e, "migration data not copied");
+                return Ok(());
+            }
+            Err(e) => return Err(deploy_err(e)),
         };
         let mut d = d.clone();
         if p.migration_rows_before.is_none() {
-            match run::read_rows(conn, &database.name, &table)
-                .await
-                .map_err(deploy_err)?
-            {
-                Some(before) => p.migration_rows_before = Some(before),
-                None => return Ok(()),
+            match run::read_rows(conn, &database.name, &table).await {
+                Ok(Some(before)) => p.migration_rows_before = Some(before),
+                Ok(None) => return Ok(()),
+                Err(e @ DeployError::MigrationTableTooLarge { .. }) => {
+                    tracing::warn!(deployment = %d.id, error = %e, "migration data not copied");
+                    return Ok(());
+                }
+                Err(e) => return Err(deploy_err(e)),
             }
             set_progress(&mut d, p);
             self.save(&mut d)?;

@@ -910,6 +910,10 @@ pub struct TableRows {
     pub rows: Vec<Vec<String>>,
 }
 
+/// A migration log past this many rows is not one: the setting names some other table, whose
+/// content a deploy must not replace.
+pub const MIGRATION_ROWS_LIMIT: u64 = 10_000;
+
 /// Reads every row of `table`, or `None` when the schema has no such table.
 pub async fn read_rows(conn: &mut Conn, schema: &str, table: &str) -> Result<Option<TableRows>> {
     if exists(conn, schema, table).await?.is_none() {
@@ -923,8 +927,19 @@ pub async fn read_rows(conn: &mut Conn, schema: &str, table: &str) -> Result<Opt
         .await?;
     let list = columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
     let rows: Vec<Row> = conn
-        .query(format!("SELECT {list} FROM {}.{}", q(schema), q(table)))
+        .query(format!(
+            "SELECT {list} FROM {}.{} LIMIT {}",
+            q(schema),
+            q(table),
+            MIGRATION_ROWS_LIMIT + 1
+        ))
         .await?;
+    if rows.len() as u64 > MIGRATION_ROWS_LIMIT {
+        return Err(DeployError::MigrationTableTooLarge {
+            table: table.to_string(),
+            limit: MIGRATION_ROWS_LIMIT,
+        });
+    }
     Ok(Some(TableRows {
         table: table.to_string(),
         columns,
