@@ -89,6 +89,8 @@ fn set_progress(d: &mut Deployment, p: &Progress) {
 fn deploy_err(e: DeployError) -> ControlError {
     match e {
         DeployError::Query(q) => ControlError::Internal(q.to_string()),
+        // Long transactions in the way: a passing condition, the step is tried again later.
+        e @ DeployError::LockTimeout { .. } => ControlError::Internal(e.to_string()),
         other => ControlError::Unprocessable(other.to_string()),
     }
 }
@@ -571,9 +573,10 @@ impl Platform {
             (self.catalog().database_by_id(&d.database_id), plan_of(&d))
         {
             if let Ok(mut conn) = self.deploy_conn(&database, &d).await {
-                if run::placement(&mut conn, &database.name, &plan).await.ok()
-                    == Some(Placement::Before)
-                {
+                if matches!(
+                    run::placement(&mut conn, &database.name, &plan).await.ok(),
+                    Some(Placement::Before | Placement::Reverted)
+                ) {
                     let _ = run::cleanup(&mut conn, &database.name, &plan).await;
                 }
             }
@@ -990,12 +993,27 @@ impl Platform {
             SWAP_LOCK_WAIT,
             SWAP_ATTEMPTS,
         )
-        .await
-        .map_err(|e| match e {
-            // Long transactions in the way: stay in sync and try again later.
-            DeployError::LockTimeout { .. } => ControlError::Internal(e.to_string()),
-            other => deploy_err(other),
-        })?;
+        .await;
+        let stall = match stall {
+            Ok(stall) => stall,
+            Err(e @ DeployError::ViewRejected { .. }) => {
+                // The tables were swapped but a view of the request cannot exist on the target:
+                // production goes back to where it was, and the deployment ends with the reason.
+                run::revert(
+                    &mut conn,
+                    &database.name,
+                    &plan,
+                    SWAP_LOCK_WAIT,
+                    SWAP_ATTEMPTS,
+                )
+                .await
+                .map_err(deploy_err)?;
+                return Err(ControlError::Unprocessable(format!(
+                    "{e}; the deployment was reverted"
+                )));
+            }
+            Err(e) => return Err(deploy_err(e)),
+        };
         self.copy_migration_data(&database, &d, &mut p, &mut conn)
             .await?;
         let now = now_millis();

@@ -29,6 +29,8 @@ pub enum DeployError {
         missing: u64,
         extra: u64,
     },
+    #[error("view `{view}` cannot be created on the target: {message}")]
+    ViewRejected { view: String, message: String },
     #[error("the migration table `{table}` has more than {limit} rows: it does not look like a migration log, so its data is not copied (check the database's migration table setting)")]
     MigrationTableTooLarge { table: String, limit: u64 },
     #[error("the deployment's tables are not on the instance (they were removed outside the deployment)")]

@@ -749,9 +749,22 @@ pub async fn cut_over(
         }
     }
     for s in &plan.steps {
-        if let Step::View { statement, .. } = s {
+        if let Step::View {
+            name, statement, ..
+        } = s
+        {
             if !statement.starts_with("DROP VIEW ") {
-                conn.query_drop(sql::create_or_replace(statement)).await?;
+                if let Err(e) = conn.query_drop(sql::create_or_replace(statement)).await {
+                    return Err(match e {
+                        strata_engine::mysql_async::Error::Server(se) => {
+                            DeployError::ViewRejected {
+                                view: name.clone(),
+                                message: se.message,
+                            }
+                        }
+                        other => other.into(),
+                    });
+                }
             }
         }
     }

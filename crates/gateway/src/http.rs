@@ -621,6 +621,13 @@ impl HttpSql {
                 crate::session::FOREIGN_KEYS_REFUSED,
             ));
         }
+        if a.touches_artifact() {
+            return Err(RpcError::mysql(
+                1142,
+                "42000",
+                crate::session::ARTIFACT_REFUSED,
+            ));
+        }
         if a.statements
             .iter()
             .filter(|s| !s.keyword.is_empty())

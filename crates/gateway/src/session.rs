@@ -564,6 +564,9 @@ impl Session {
         if a.has_foreign_key() && !self.gw.platform.foreign_keys_allowed(&self.login.branch.id) {
             return self.reply_err(foreign_keys_refused()).await;
         }
+        if a.touches_artifact() {
+            return self.reply_err(artifact_refused()).await;
+        }
         if a.statements.len() > 1 && self.client.caps & caps::MULTI_STATEMENTS == 0 {
             return self.reply_err(ErrPacket::new(1064, "42000", "You have an error in your SQL syntax: multiple statements need CLIENT_MULTI_STATEMENTS")).await;
         }
@@ -624,6 +627,9 @@ impl Session {
         }
         if a.has_foreign_key() && !self.gw.platform.foreign_keys_allowed(&self.login.branch.id) {
             return self.reply_err(foreign_keys_refused()).await;
+        }
+        if a.touches_artifact() {
+            return self.reply_err(artifact_refused()).await;
         }
         if a.pins_session.is_some() {
             self.sticky = true;
@@ -1211,6 +1217,15 @@ pub(crate) const FOREIGN_KEYS_REFUSED: &str = "VT10001: foreign key constraints 
 
 fn foreign_keys_refused() -> ErrPacket {
     ErrPacket::new(1105, "HY000", FOREIGN_KEYS_REFUSED)
+}
+
+/// Deployment tables and triggers (`~strata_…`, `_strata_…`) belong to the deployment alone: a
+/// write to one would change what its cut-over or revert puts in place, unseen by any review.
+pub(crate) const ARTIFACT_REFUSED: &str =
+    "names starting with ~strata_ or _strata_ are reserved for deployments and cannot be used";
+
+fn artifact_refused() -> ErrPacket {
+    ErrPacket::new(1142, "42000", ARTIFACT_REFUSED)
 }
 
 /// Reads the next frame, stopping the query on the instance once `deadline` passes (the instance then

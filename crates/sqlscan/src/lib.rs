@@ -43,6 +43,8 @@ pub struct Statement {
     /// A CREATE or ALTER that declares a foreign key (`FOREIGN KEY`, or a column's `REFERENCES`),
     /// also when prepared or executed from a string.
     pub foreign_key: bool,
+    /// Names a deployment's table or trigger (`~strata_…`, `_strata_…`), also in prepared text.
+    pub artifact: bool,
 }
 
 impl Analysis {
@@ -54,6 +56,12 @@ impl Analysis {
     /// True when any statement declares a foreign key.
     pub fn has_foreign_key(&self) -> bool {
         self.statements.iter().any(|s| s.foreign_key)
+    }
+
+    /// True when any statement names a deployment's table or trigger: those belong to the
+    /// deployment alone (a write to one would change what the cut-over or a revert puts in place).
+    pub fn touches_artifact(&self) -> bool {
+        self.statements.iter().any(|s| s.artifact)
     }
 
     /// True when the first statement's keyword is one of `keywords`.
@@ -197,6 +205,7 @@ fn statement(s: &[&Token]) -> Statement {
     let keyword = kw(0);
     let mut st = Statement {
         keyword: keyword.clone(),
+        artifact: s.iter().any(|t| is_artifact_name(t)),
         ..Default::default()
     };
     if DDL.contains(&keyword.as_str()) {
@@ -229,11 +238,23 @@ fn statement(s: &[&Token]) -> Statement {
                 let inner = analyze(&unquote(src.text));
                 st.ddl = inner.has_ddl();
                 st.foreign_key = inner.has_foreign_key();
+                st.artifact |= inner.touches_artifact();
             }
             _ => st.opaque = true,
         }
     }
     st
+}
+
+/// An identifier (bare or quoted, possibly qualified) starting like a deployment artifact's name.
+fn is_artifact_name(t: &Token<'_>) -> bool {
+    let name = match t.kind {
+        TokenKind::Word => t.text,
+        TokenKind::QuotedIdent => t.text.trim_start_matches('`'),
+        _ => return false,
+    };
+    let head = name.get(..8).unwrap_or_default();
+    head.eq_ignore_ascii_case("_strata_") || head.eq_ignore_ascii_case("~strata_")
 }
 
 /// The value of a quoted SQL string literal.

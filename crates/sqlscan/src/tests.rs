@@ -222,3 +222,32 @@ fn foreign_key_detection() {
         assert_eq!(analyze(sql).has_foreign_key(), *fk, "{sql:?}");
     }
 }
+
+#[test]
+fn artifact_names_are_seen() {
+    let cases: &[(&str, bool)] = &[
+        (
+            "UPDATE `~strata_135798c8_5_new_users` SET name = 'x' WHERE id = 5",
+            true,
+        ),
+        ("DELETE FROM shop.`~strata_135798c8_revert_blocked`", true),
+        ("INSERT INTO _strata_135798c8_x VALUES (1)", true),
+        ("SELECT * FROM `_STRATA_1_new_t`", true),
+        (
+            "PREPARE s FROM 'DELETE FROM `~strata_1_revert_blocked`'",
+            true,
+        ),
+        ("EXECUTE IMMEDIATE 'SELECT * FROM `~strata_1_old_t`'", true),
+        ("SELECT 1; DROP TRIGGER _strata_1_0_fi", true),
+        ("SELECT * FROM users WHERE name = '~strata_1_old_t'", false),
+        (
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_NAME LIKE '~strata%'",
+            false,
+        ),
+        ("SELECT * FROM `strata_users`", false),
+        ("SELECT * FROM `my~strata_x`", false),
+    ];
+    for (sql, artifact) in cases {
+        assert_eq!(analyze(sql).touches_artifact(), *artifact, "{sql:?}");
+    }
+}

@@ -930,3 +930,120 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = dev_id;
 }
+
+#[test]
+fn artifacts_are_out_of_reach_and_a_view_that_cannot_exist_reverts_the_deploy() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    s.json(&["database", "create", "shop", "--wait"]);
+    let main_id = s.wait_branch("shop", "main")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "CREATE TABLE shop.users (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, name VARCHAR(20) NOT NULL);
+         INSERT INTO shop.users (name) SELECT CONCAT('u', seq) FROM seq_1_to_300;",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let before = schema_of(&s, "main");
+
+    // A gated deploy sits in sync: its tables exist, and no password can reach them.
+    let dev_id = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.users ADD COLUMN email VARCHAR(100) NULL",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev",
+        "--disable-auto-apply",
+    ]);
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    wait_state(&s, "1", &["pending_cutover"], 120);
+    let shadow = s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND TABLE_NAME LIKE '~strata\\_%\\_new\\_users'",
+    );
+    let shadow = shadow.trim().to_string();
+    assert!(!shadow.is_empty());
+    let (user, pw, _) = password(&s, "shop", "main", "readwriter");
+    for sql in [
+        format!("UPDATE `{shadow}` SET name = 'HACKED' WHERE id = 5"),
+        format!("DELETE FROM shop.`{shadow}`"),
+        format!("SELECT * FROM `{shadow}`"),
+        format!("PREPARE s FROM 'DELETE FROM `{shadow}`'"),
+        "DELETE FROM _strata_00000000_revert_blocked".to_string(),
+    ] {
+        let o = s.gateway_sql(&user, &pw, &["shop"], &sql);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && e.contains("reserved for deployments"),
+            "{sql}: {e}"
+        );
+    }
+    s.json(&["deploy-request", "apply", "shop", "1"]);
+    wait_state(&s, "1", &["complete_pending_revert"], 120);
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT COUNT(*) FROM shop.users WHERE name LIKE 'u%'"
+        )
+        .trim(),
+        "300"
+    );
+    s.ok(&["deploy-request", "revert", "shop", "1", "--wait"]);
+    assert_eq!(schema_of(&s, "main"), before);
+
+    // A view of a table neither side has: the tables swap, the view fails, production goes back.
+    s.json(&["branch", "create", "shop", "dev2", "--wait"]);
+    let dev2_id = s.wait_branch("shop", "dev2")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &dev2_id,
+        "strata_admin",
+        "ALTER TABLE shop.users ADD COLUMN nick VARCHAR(10) NULL;
+         CREATE TABLE shop.tmpgone (id INT PRIMARY KEY); CREATE VIEW shop.v_gone AS SELECT id FROM shop.tmpgone; DROP TABLE shop.tmpgone;",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev2",
+        "--enable-auto-apply",
+    ]);
+    let out = s.cli(&["deploy-request", "deploy", "shop", "2", "--wait"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        // Refused or reverted: never a success that left production half-changed.
+        panic!("a deploy with an impossible view succeeded: {text}");
+    }
+    assert!(text.contains("v_gone"), "{text}");
+    let d = wait_state(&s, "2", &["complete_error"], 60);
+    assert!(
+        d["error"].as_str().unwrap_or_default().contains("reverted"),
+        "{d}"
+    );
+    assert_eq!(schema_of(&s, "main"), before, "production went back");
+    let left = s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND (TABLE_NAME LIKE '\\_strata\\_%' OR TABLE_NAME LIKE '~strata\\_%')",
+    );
+    assert_eq!(left.trim(), "0", "artifacts left");
+}
