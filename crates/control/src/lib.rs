@@ -1112,9 +1112,55 @@ impl Platform {
         let started = t.elapsed();
         if !objects.is_empty() {
             admin::apply_schema(inst.admin_opts(), &db.name, &objects).await?;
+            self.copy_migration_log(branch, db, &inst).await?;
         }
         tracing::debug!(branch = %branch.name, start_ms = started.as_millis() as u64, copy_ms = (t.elapsed() - started).as_millis() as u64, "provisioned");
         Ok(objects)
+    }
+
+    /// With automatic copy of migration data, a new branch gets its parent's migration log with
+    /// the schema, so the framework's next migrate there starts from what the parent has applied.
+    async fn copy_migration_log(
+        &self,
+        branch: &Branch,
+        db: &Database,
+        inst: &Instance,
+    ) -> Result<()> {
+        let Some(table) = db
+            .automatic_migrations
+            .then(|| {
+                strata_model::migration_data::table(
+                    db.migration_framework.as_deref(),
+                    db.migration_table_name.as_deref(),
+                )
+            })
+            .flatten()
+        else {
+            return Ok(());
+        };
+        let Some(parent) = branch
+            .parent_branch
+            .as_ref()
+            .and_then(|p| self.catalog.branch(&db.id, p).ok())
+            .and_then(|p| self.instance(&p.id))
+        else {
+            return Ok(());
+        };
+        let mut from = parent.connect().await?;
+        let rows = strata_deploy::run::read_rows(&mut from, &db.name, &table).await;
+        let _ = from.disconnect().await;
+        let rows = match rows {
+            Ok(Some(rows)) => rows,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(branch = %branch.name, error = %e, "migration log not copied");
+                return Ok(());
+            }
+        };
+        let mut to = inst.connect().await?;
+        let copied = strata_deploy::run::replace_rows(&mut to, &db.name, &rows).await;
+        let _ = to.disconnect().await;
+        copied.map_err(|e| ControlError::Internal(e.to_string()))
     }
 
     /// The schema of the branch's parent now (empty for a branch without a parent).

@@ -131,6 +131,9 @@ pub async fn cleanup(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
             (schema, plan.artifact_like()),
         )
         .await?;
+    // Artifacts may reference each other by foreign key (new tables of one request): any order.
+    conn.query_drop("SET SESSION foreign_key_checks = 0")
+        .await?;
     for t in tables {
         conn.query_drop(format!("DROP TABLE IF EXISTS {}", q(&t)))
             .await?;
@@ -290,17 +293,16 @@ pub async fn split(
     Ok(bounds)
 }
 
-/// Prepares a copy worker's session: the copier never waits for a lock (`innodb_lock_wait_timeout
-/// = 0`: a conflict is an immediate error, the chunk is rolled back and tried again), and reads
+/// Prepares a copy worker's session: the copier never waits for a lock (its statements run with
+/// `innodb_lock_wait_timeout = 0`: a conflict is an immediate error, the chunk is rolled back and
+/// tried again), and reads
 /// with READ COMMITTED, so its share locks are on rows only, never on the gaps writers insert into.
 /// An application transaction may wait for the copier (at most one chunk, ~250 ms), but the copier
 /// never waits for one, so no deadlock can form between them: InnoDB would pick the transaction
 /// with fewer changes, the application's, as the victim.
 pub async fn copier_session(conn: &mut Conn) -> Result<()> {
-    conn.query_drop(
-        "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION', SESSION innodb_lock_wait_timeout = 0",
-    )
-    .await?;
+    conn.query_drop("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
+        .await?;
     conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         .await?;
     Ok(())
@@ -359,6 +361,12 @@ pub async fn copy_chunk(
     })
 }
 
+/// The statement, failing at once instead of waiting for a row lock (only the copy's statements:
+/// a session-wide 0 also failed the chunk's COMMIT under load).
+fn no_wait(statement: &str) -> String {
+    format!("SET STATEMENT innodb_lock_wait_timeout = 0 FOR {statement}")
+}
+
 async fn backoff(tries: u32) {
     tokio::time::sleep(Duration::from_millis(u64::from(tries.min(20)) * 5)).await;
 }
@@ -374,7 +382,8 @@ async fn copy_rows(
     after: Option<&[String]>,
     until: Option<&[String]>,
 ) -> Result<u64> {
-    conn.query_drop(sql::copy_chunk(a, after, until)).await?;
+    conn.query_drop(no_wait(&sql::copy_chunk(a, after, until)))
+        .await?;
     let rows = conn.affected_rows();
     check_warnings(conn, a).await?;
     Ok(rows)
@@ -422,7 +431,7 @@ async fn verify_range(
         };
         for key in missing {
             loop {
-                conn.query_drop(sql::copy_one(a, &key)).await?;
+                conn.query_drop(no_wait(&sql::copy_one(a, &key))).await?;
                 check_warnings(conn, a).await?;
                 if conn.affected_rows() > 0 {
                     copied += 1;
@@ -599,7 +608,7 @@ async fn existing(
 ) -> Result<std::collections::BTreeSet<String>> {
     let names: Vec<String> = conn
         .exec(
-            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE <> 'VIEW'",
             (schema,),
         )
         .await?;
@@ -796,6 +805,16 @@ pub async fn revert(
     timeout: Duration,
     attempts: u32,
 ) -> Result<Duration> {
+    // Views the deployment made go first: one may stand where a dropped table comes back.
+    for st in &plan.steps {
+        if let Step::View {
+            name, old: None, ..
+        } = st
+        {
+            conn.query_drop(format!("DROP VIEW IF EXISTS {}", q(name)))
+                .await?;
+        }
+    }
     let mut stall = Duration::ZERO;
     let pairs = sql::revert_pairs(plan);
     let done = if plan.marked {

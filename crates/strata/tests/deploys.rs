@@ -729,6 +729,14 @@ fn every_kind_of_change_deploys_exactly_and_reverts() {
         ),
         ("drop table", "DROP VIEW shop.stale; DROP TABLE shop.legacy"),
         (
+            "table replaced by a view",
+            "DROP TABLE shop.audit; CREATE VIEW shop.audit AS SELECT id, name AS what FROM shop.users",
+        ),
+        (
+            "view replaced by a table",
+            "DROP VIEW shop.names; CREATE TABLE shop.names (id BIGINT PRIMARY KEY, name VARCHAR(50))",
+        ),
+        (
             "views",
             "CREATE OR REPLACE VIEW shop.names AS SELECT id, UPPER(name) AS name FROM shop.users;
              CREATE VIEW shop.counted AS SELECT COUNT(*) AS n FROM shop.names",
@@ -909,6 +917,20 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
             assert!(text.contains("[X] 0002_item_email"), "{text}");
         }
         s.ok(&["deploy-request", "skip-revert", "shop", &number]);
+        // A new branch starts with the migration log of its parent: migrate there is a no-op too.
+        let next = format!("{kind}-next");
+        s.json(&["branch", "create", "shop", &next, "--wait"]);
+        let o = framework_migrate(&s, kind, &next);
+        assert!(
+            o.status.success(),
+            "{kind} migrate on a new branch: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if kind == "django" {
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(text.contains("No migrations to apply"), "{text}");
+        }
     }
 
     // Foreign keys: refused at the statement, on any branch, while the database does not allow
