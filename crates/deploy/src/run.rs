@@ -554,6 +554,38 @@ async fn exact(
     Ok(())
 }
 
+/// The last check before the swap: in one snapshot, each shadow holds as many rows as its table.
+/// The forward triggers `REPLACE` by the shared key, so a write that breaks a unique key new in the
+/// shadow replaced another row there instead of failing the application: such a deploy must not
+/// cut over (PlanetScale fails it too).
+async fn same_row_counts(conn: &mut Conn, plan: &Plan) -> Result<()> {
+    for a in plan.online_alters() {
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await?;
+        let counts: Result<(Option<u64>, Option<u64>)> = async {
+            let old: Option<u64> = conn
+                .query_first(format!("SELECT COUNT(*) FROM {}", q(&a.table)))
+                .await?;
+            let new: Option<u64> = conn
+                .query_first(format!("SELECT COUNT(*) FROM {}", q(&a.shadow)))
+                .await?;
+            Ok((old, new))
+        }
+        .await;
+        let _ = conn.query_drop("COMMIT").await;
+        let (old, new) = counts?;
+        let (old, new) = (old.unwrap_or(0), new.unwrap_or(0));
+        if old != new {
+            return Err(DeployError::Mismatch {
+                table: a.table.clone(),
+                missing: old.saturating_sub(new),
+                extra: new.saturating_sub(old),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Gives each shadow the old table's AUTO_INCREMENT counter, so ids freed at the end of the table
 /// (rows deleted there) are not handed out again after the cut-over. Ids inserted later reach the
 /// shadow through the triggers, which moves its counter on by itself.
@@ -753,6 +785,7 @@ pub async fn cut_over(
             }
         }
         carry_auto_increment(conn, schema, plan).await?;
+        same_row_counts(conn, plan).await?;
         if let Some(rename) = sql::cutover_rename(plan) {
             stall = ddl_with_timeout(conn, &rename, timeout, attempts).await?;
         }

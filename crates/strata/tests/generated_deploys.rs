@@ -6,7 +6,7 @@
 //! row is there and no other; the writers saw no error; and (most cases) a revert brings the old
 //! schema back with the writes made since.
 //!
-//! Reproducible: `STRATA_DEPLOY_SEED` (default 1) and `STRATA_DEPLOY_CASES` (default 24) decide
+//! Reproducible: `STRATA_DEPLOY_SEED` (default 1) and `STRATA_DEPLOY_CASES` (default 12) decide
 //! the cases; a failure names the seed and the case's statements.
 
 mod common;
@@ -664,7 +664,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[test]
 fn generated_deploys_under_mixed_writers() {
     let seed = env_u64("STRATA_DEPLOY_SEED", 1);
-    let cases = env_u64("STRATA_DEPLOY_CASES", 24);
+    let cases = env_u64("STRATA_DEPLOY_CASES", 12);
     let mut root = tempfile::tempdir().unwrap();
     // STRATA_TEST_KEEP=1 keeps the data directory (logs, instances) for a look after a failure.
     if std::env::var_os("STRATA_TEST_KEEP").is_some() {
