@@ -338,10 +338,17 @@ pub async fn copy_chunk(
     let mut rows = loop {
         conn.query_drop("BEGIN").await?;
         match copy_rows(conn, a, after, bound).await {
-            Ok(rows) => {
-                conn.query_drop("COMMIT").await?;
-                break rows;
-            }
+            Ok(rows) => match conn.query_drop("COMMIT").await {
+                Ok(()) => break rows,
+                // Under load the server may refuse the chunk's commit (error 1180): the chunk
+                // is simply copied again.
+                Err(e) if commit_refused(&e) && retries < CHUNK_TRIES => {
+                    let _ = conn.query_drop("ROLLBACK").await;
+                    retries += 1;
+                    backoff(retries).await;
+                }
+                Err(e) => return Err(e.into()),
+            },
             Err(DeployError::Query(e)) if lock_conflict(&e) && retries < CHUNK_TRIES => {
                 let _ = conn.query_drop("ROLLBACK").await;
                 retries += 1;
@@ -369,6 +376,10 @@ fn no_wait(statement: &str) -> String {
 
 async fn backoff(tries: u32) {
     tokio::time::sleep(Duration::from_millis(u64::from(tries.min(20)) * 5)).await;
+}
+
+fn commit_refused(e: &strata_engine::mysql_async::Error) -> bool {
+    lock_conflict(e) || matches!(e, strata_engine::mysql_async::Error::Server(s) if s.code == 1180)
 }
 
 /// A lock the copier would have had to wait for (it never waits), or a deadlock.
