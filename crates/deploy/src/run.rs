@@ -349,7 +349,7 @@ pub async fn copy_chunk(
                 }
                 Err(e) => return Err(e.into()),
             },
-            Err(DeployError::Query(e)) if lock_conflict(&e) && retries < CHUNK_TRIES => {
+            Err(DeployError::Query(e)) if commit_refused(&e) && retries < CHUNK_TRIES => {
                 let _ = conn.query_drop("ROLLBACK").await;
                 retries += 1;
                 backoff(retries).await;
@@ -442,7 +442,15 @@ async fn verify_range(
         };
         for key in missing {
             loop {
-                conn.query_drop(no_wait(&sql::copy_one(a, &key))).await?;
+                match conn.query_drop(no_wait(&sql::copy_one(a, &key))).await {
+                    Ok(()) => {}
+                    Err(e) if commit_refused(&e) && *retries < CHUNK_TRIES => {
+                        *retries += 1;
+                        backoff(*retries).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 check_warnings(conn, a).await?;
                 if conn.affected_rows() > 0 {
                     copied += 1;
