@@ -1129,7 +1129,10 @@ impl Platform {
         let placement = run::placement(&mut conn, &database.name, &plan)
             .await
             .map_err(deploy_err)?;
-        if end == "complete_revert" && placement == Placement::Swapped {
+        // Also when already swapped back: a revert stopped after its RENAME still owes the views
+        // and the migration log (both steps are safe to repeat).
+        if end == "complete_revert" && matches!(placement, Placement::Swapped | Placement::Reverted)
+        {
             run::revert(
                 &mut conn,
                 &database.name,
