@@ -638,7 +638,17 @@ pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
         eta_seconds: p.eta_seconds,
         cutover_stall_ms: p.cutover_stall_ms,
         revert_stall_ms: p.revert_stall_ms,
-        revertable: !d.instant && plan.is_some_and(|p| p.revertable()),
+        // Whether this deployment can still be reverted: not once its window has closed or it ended.
+        revertable: !d.instant
+            && plan.is_some_and(|p| p.revertable())
+            && matches!(
+                d.state.as_str(),
+                "queued"
+                    | "in_progress"
+                    | "pending_cutover"
+                    | "in_progress_cutover"
+                    | "complete_pending_revert"
+            ),
         revert_expires_at: ts_opt(d.revert_expires_at),
         error: d.error.clone(),
         actor: token_actor(&d.actor),

@@ -64,6 +64,7 @@ impl OptionFile<'_> {
              binlog_format=ROW\n\
              binlog_row_image=FULL\n\
              innodb_autoinc_lock_mode=2\n\
+             innodb_print_all_deadlocks=ON\n\
              sync_binlog={sync_binlog}\n\
              session_track_state_change=ON\n",
             datadir = self.datadir.display(),

@@ -182,6 +182,21 @@ fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let format = cli.format;
+    if !matches!(
+        cli.command,
+        Command::Up { .. } | Command::Connect { .. } | Command::Shell { .. }
+    ) {
+        // A one-shot command piped into `head` ends quietly, as other Unix tools do, instead of
+        // panicking on the closed pipe; servers and tunnels keep ignoring SIGPIPE (their peers
+        // going away is an error to handle, not the end of the process).
+        // SAFETY: set before any thread is started; SIG_DFL is a valid disposition.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

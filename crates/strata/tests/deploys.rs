@@ -296,7 +296,8 @@ fn online_deploy_and_revert_keep_every_acknowledged_write() {
     eprintln!("writes across the revert: {ok}, errors {errors}, worst latency {worst:?}, revert stall {} ms", reverted["deployment"]["revert_stall_ms"]);
     assert_eq!(errors, 0);
     assert!(reverted["deployment"]["revert_stall_ms"].as_u64().unwrap() <= 1000);
-    wait_state(&s, "1", &["complete_revert"], 60);
+    let d = wait_state(&s, "1", &["complete_revert"], 60);
+    assert_eq!(d["revertable"], false, "reverted already: {d}");
     assert_eq!(columns(&s, &main_id), "id,v,n");
     check_rows(&s, &main_id, &model.lock().unwrap());
     // Artifacts are gone.
@@ -380,7 +381,8 @@ fn gated_instant_refused_reverts_and_bad_input() {
         "{refused}"
     );
     s.json(&["deploy-request", "skip-revert", "shop", "1"]);
-    wait_state(&s, "1", &["complete"], 60);
+    let d = wait_state(&s, "1", &["complete"], 60);
+    assert_eq!(d["revertable"], false, "the window is closed: {d}");
     assert!(s
         .fails(&["deploy-request", "revert", "shop", "1"])
         .contains("cannot be reverted"));

@@ -5,6 +5,7 @@ mod common;
 
 use common::{data_dir, servers_of, wait_no_servers, Strata};
 use serde_json::{json, Value};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn table_names(s: &Strata, branch_id: &str) -> Vec<String> {
@@ -669,6 +670,21 @@ fn bad_input_gets_clear_errors() {
     assert!(!out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "error");
+    // Output piped into a reader that has gone (`| head -1`): no panic, no error message.
+    let mut child = Command::new(common::BIN)
+        .args(["branch", "list", "shop"])
+        .env("STRATA_CONFIG", s.root.join("config.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
 }
 
 #[test]
