@@ -787,11 +787,9 @@ pub async fn cut_over(
         tracing::warn!(
             done,
             of = pairs.len(),
-            "finishing a cut-over the server stopped in the middle of"
+            "finishing a cut-over stopped in the middle"
         );
-        if let Some(rest) = sql::rename_rest(&pairs, done) {
-            stall = ddl_with_timeout(conn, &rest, timeout, attempts).await?;
-        }
+        stall = renames(conn, &sql::cutover_groups(plan), done, timeout, attempts).await?;
     }
     if done == 0 {
         finish_shadows(conn, schema, plan).await?;
@@ -805,9 +803,7 @@ pub async fn cut_over(
         }
         carry_auto_increment(conn, schema, plan).await?;
         same_row_counts(conn, plan).await?;
-        if let Some(rename) = sql::cutover_rename(plan) {
-            stall = ddl_with_timeout(conn, &rename, timeout, attempts).await?;
-        }
+        stall = renames(conn, &sql::cutover_groups(plan), 0, timeout, attempts).await?;
     }
     for s in &plan.steps {
         if let Step::View {
@@ -828,6 +824,22 @@ pub async fn cut_over(
                 }
             }
         }
+    }
+    Ok(stall)
+}
+
+/// Runs the RENAMEs of `groups` after the first `done` pairs, one table at a time (see
+/// [`sql::renames_from`]); returns the time writers were held, summed.
+async fn renames(
+    conn: &mut Conn,
+    groups: &[Vec<(String, String)>],
+    done: usize,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
+    let mut stall = Duration::ZERO;
+    for rename in sql::renames_from(groups, done) {
+        stall += ddl_with_timeout(conn, &rename, timeout, attempts).await?;
     }
     Ok(stall)
 }
@@ -882,12 +894,10 @@ pub async fn revert(
             tracing::warn!(
                 done,
                 of = pairs.len(),
-                "finishing a revert the server stopped in the middle of"
+                "finishing a revert stopped in the middle"
             );
         }
-        if let Some(rest) = sql::rename_rest(&pairs, done) {
-            stall = ddl_with_timeout(conn, &rest, timeout, attempts).await?;
-        }
+        stall = renames(conn, &sql::revert_groups(plan), done, timeout, attempts).await?;
     }
     for s in plan.steps.iter().rev() {
         if let Step::View { name, old, .. } = s {

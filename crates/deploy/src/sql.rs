@@ -361,31 +361,67 @@ pub fn differences(
     ]
 }
 
-/// The cut-over: one atomic RENAME for every table of the deployment.
-pub fn cutover_rename(plan: &Plan) -> Option<String> {
-    rename(&cutover_pairs(plan))
-}
-
-/// The (from, to) pairs of the cut-over's RENAME, in the order the server applies them.
-pub fn cutover_pairs(plan: &Plan) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
+/// The cut-over's (from, to) pairs in the order they are applied, grouped by table of the
+/// application: each group moves one table and its artifacts; the marker moves with the last.
+pub fn cutover_groups(plan: &Plan) -> Vec<Vec<(String, String)>> {
+    let mut groups = Vec::new();
     for s in &plan.steps {
         match s {
-            Step::AlterTable(a) => {
-                pairs.push((a.old.clone(), a.aside.clone()));
-                pairs.push((a.table.clone(), a.old.clone()));
-                pairs.push((a.shadow.clone(), a.table.clone()));
-                pairs.push((a.stub.clone(), a.shadow.clone()));
+            Step::AlterTable(a) => groups.push(vec![
+                (a.old.clone(), a.aside.clone()),
+                (a.table.clone(), a.old.clone()),
+                (a.shadow.clone(), a.table.clone()),
+                (a.stub.clone(), a.shadow.clone()),
+            ]),
+            Step::CreateTable { table, staged, .. } => {
+                groups.push(vec![(staged.clone(), table.clone())])
             }
-            Step::CreateTable { table, staged, .. } => pairs.push((staged.clone(), table.clone())),
-            Step::DropTable { table, aside } => pairs.push((table.clone(), aside.clone())),
+            Step::DropTable { table, aside } => groups.push(vec![(table.clone(), aside.clone())]),
             Step::DirectAlter { .. } | Step::View { .. } => {}
         }
     }
+    with_marker(plan, groups, Mark::Before, Mark::Swapped)
+}
+
+/// Every pair of the cut-over, in order.
+pub fn cutover_pairs(plan: &Plan) -> Vec<(String, String)> {
+    cutover_groups(plan).concat()
+}
+
+fn with_marker(
+    plan: &Plan,
+    mut groups: Vec<Vec<(String, String)>>,
+    from: Mark,
+    to: Mark,
+) -> Vec<Vec<(String, String)>> {
     if plan.marked {
-        pairs.push((plan.marker(Mark::Before), plan.marker(Mark::Swapped)));
+        let pair = (plan.marker(from), plan.marker(to));
+        match groups.last_mut() {
+            Some(last) => last.push(pair),
+            None => groups.push(vec![pair]),
+        }
     }
-    pairs
+    groups
+}
+
+/// The RENAMEs still to run when the first `done` pairs of `groups` took effect: one statement per
+/// group. A RENAME of several application tables takes their metadata locks one by one and holds
+/// those it has while it waits for the next; a transaction holding that next table and then
+/// touching one already taken closed a cycle, and MariaDB's deadlock detector ended the
+/// application's transaction (error 1213), never the DDL. One table per RENAME waits holding no
+/// other table, as Vitess cuts over each table on its own.
+pub fn renames_from(groups: &[Vec<(String, String)>], done: usize) -> Vec<String> {
+    let mut skip = done;
+    let mut out = Vec::new();
+    for g in groups {
+        if skip >= g.len() {
+            skip -= g.len();
+            continue;
+        }
+        out.extend(rename(&g[skip..]));
+        skip = 0;
+    }
+    out
 }
 
 /// The marker table: a tiny InnoDB table whose name says where the deployment's tables are. It
@@ -397,35 +433,35 @@ pub fn marker_table(plan: &Plan) -> String {
     )
 }
 
-/// The revert: the old tables back under their names, the new ones aside, again in one RENAME.
-pub fn revert_rename(plan: &Plan) -> Option<String> {
-    rename(&revert_pairs(plan))
-}
-
-/// The (from, to) pairs of the revert's RENAME, in order.
-pub fn revert_pairs(plan: &Plan) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
+/// The revert's pairs, grouped by table like the cut-over's: the old tables back under their
+/// names, the new ones aside.
+pub fn revert_groups(plan: &Plan) -> Vec<Vec<(String, String)>> {
+    let mut groups = Vec::new();
     for s in &plan.steps {
         match s {
-            Step::AlterTable(a) => {
-                pairs.push((a.table.clone(), a.reverted.clone()));
-                pairs.push((a.old.clone(), a.table.clone()));
+            Step::AlterTable(a) => groups.push(vec![
+                (a.table.clone(), a.reverted.clone()),
+                (a.old.clone(), a.table.clone()),
+            ]),
+            Step::CreateTable { table, staged, .. } => {
+                groups.push(vec![(table.clone(), staged.clone())])
             }
-            Step::CreateTable { table, staged, .. } => pairs.push((table.clone(), staged.clone())),
-            Step::DropTable { table, aside } => pairs.push((aside.clone(), table.clone())),
+            Step::DropTable { table, aside } => groups.push(vec![(aside.clone(), table.clone())]),
             Step::DirectAlter { .. } | Step::View { .. } => {}
         }
     }
-    if plan.marked {
-        pairs.push((plan.marker(Mark::Swapped), plan.marker(Mark::Reverted)));
-    }
-    pairs
+    with_marker(plan, groups, Mark::Swapped, Mark::Reverted)
 }
 
-/// How many of a RENAME's pairs took effect, judged from which of its names exist now. A RENAME
-/// of several tables is atomic, except when the server is stopped in the middle of one (seen with
-/// a shutdown during the cut-over): then a prefix of the pairs is done, and the rest must follow.
-/// `None` when no prefix explains the names (something else changed them).
+/// Every pair of the revert, in order.
+pub fn revert_pairs(plan: &Plan) -> Vec<(String, String)> {
+    revert_groups(plan).concat()
+}
+
+/// How many of the pairs took effect, judged from which of their names exist now. They run as one
+/// RENAME per group, so a stop between two leaves a prefix done; so does a server stopped in the
+/// middle of one RENAME (seen with a shutdown): the rest must follow. `None` when no prefix
+/// explains the names (something else changed them).
 pub fn renames_done(pairs: &[(String, String)], exists: impl Fn(&str) -> bool) -> Option<usize> {
     let names: std::collections::BTreeSet<&str> = pairs
         .iter()
@@ -448,11 +484,6 @@ pub fn renames_done(pairs: &[(String, String)], exists: impl Fn(&str) -> bool) -
         }
     }
     None
-}
-
-/// The RENAME of the pairs not done yet.
-pub fn rename_rest(pairs: &[(String, String)], done: usize) -> Option<String> {
-    rename(pairs.get(done..).unwrap_or_default())
 }
 
 fn rename(pairs: &[(String, String)]) -> Option<String> {
@@ -545,10 +576,9 @@ mod tests {
         let r = reverse_triggers(&p, 0, &a);
         assert!(r[1].contains(&format!("UPDATE `{}` SET `a` = NEW.`a`, `b` = NEW.`b`, `v` = NEW.`v` WHERE `a` = OLD.`a` AND `b` = OLD.`b`", a.old)));
         assert!(r[0].contains("DECLARE EXIT HANDLER FOR SQLEXCEPTION"));
-        let c = cutover_rename(&p).unwrap();
         assert_eq!(
-            c,
-            format!(
+            renames_from(&cutover_groups(&p), 0),
+            vec![format!(
                 "RENAME TABLE `{}` TO `{}`, `t` TO `{}`, `{}` TO `t`, `{}` TO `{}`, `{}` TO `{}`",
                 a.old,
                 a.aside,
@@ -558,17 +588,17 @@ mod tests {
                 a.shadow,
                 p.marker(Mark::Before),
                 p.marker(Mark::Swapped)
-            )
+            )]
         );
         assert_eq!(
-            revert_rename(&p).unwrap(),
-            format!(
+            renames_from(&revert_groups(&p), 0),
+            vec![format!(
                 "RENAME TABLE `t` TO `{}`, `{}` TO `t`, `{}` TO `{}`",
                 a.reverted,
                 a.old,
                 p.marker(Mark::Swapped),
                 p.marker(Mark::Reverted)
-            )
+            )]
         );
         // The marker moves with every RENAME, even of a plan without tables to swap.
         let views_only = Plan {
@@ -577,8 +607,8 @@ mod tests {
             marked: true,
         };
         assert_eq!(
-            cutover_rename(&views_only).unwrap(),
-            "RENAME TABLE `~strata_00000009_mark_before` TO `~strata_00000009_mark_swapped`"
+            renames_from(&cutover_groups(&views_only), 0),
+            vec!["RENAME TABLE `~strata_00000009_mark_before` TO `~strata_00000009_mark_swapped`"]
         );
         assert_eq!(
             instant_alter(&a, Some("probe")),
@@ -636,11 +666,28 @@ mod tests {
         for (names, want) in cases {
             assert_eq!(renames_done(&pairs, state(names)), *want, "{names:?}");
         }
+        // One RENAME per table: the rest of the group the stop fell in, then the next groups.
+        let groups = vec![
+            pairs[..4].to_vec(),
+            vec![p("new", "t2")],
+            vec![p("t3", "aside"), pairs[4].clone()],
+        ];
+        let all = |d| renames_from(&groups, d);
         assert_eq!(
-            rename_rest(&pairs, 1).unwrap(),
-            "RENAME TABLE `t` TO `old`, `shadow` TO `t`, `stub` TO `shadow`, `mark_before` TO `mark_after`"
+            all(1),
+            vec![
+                "RENAME TABLE `t` TO `old`, `shadow` TO `t`, `stub` TO `shadow`",
+                "RENAME TABLE `new` TO `t2`",
+                "RENAME TABLE `t3` TO `aside`, `mark_before` TO `mark_after`",
+            ]
         );
-        assert_eq!(rename_rest(&pairs, 5), None);
+        assert_eq!(all(4).len(), 2);
+        assert_eq!(
+            all(5),
+            vec!["RENAME TABLE `t3` TO `aside`, `mark_before` TO `mark_after`"]
+        );
+        assert_eq!(all(6), vec!["RENAME TABLE `mark_before` TO `mark_after`"]);
+        assert!(all(7).is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{password, Strata};
+use common::{password, schema_of, Strata};
 use mysql_async::prelude::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -667,28 +667,6 @@ fn kill_9_of_the_instance_and_of_strata_up_while_cutting_over() {
     check_rows(&s, &main_id, &model);
 }
 
-/// The schema of `shop` on a branch, as the API shows it (artifacts never included), without the
-/// tables' AUTO_INCREMENT counters (data, not schema: a branch starts without them).
-fn schema_of(s: &Strata, branch: &str) -> Vec<(String, String)> {
-    let v = s.json(&["branch", "schema", "shop", branch]);
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            let raw = o["raw"].as_str().unwrap();
-            let mut out = String::new();
-            let mut rest = raw;
-            while let Some(i) = rest.find(" AUTO_INCREMENT=") {
-                out.push_str(&rest[..i]);
-                rest = rest[i + " AUTO_INCREMENT=".len()..]
-                    .trim_start_matches(|c: char| c.is_ascii_digit());
-            }
-            out.push_str(rest);
-            (o["name"].as_str().unwrap().to_string(), out)
-        })
-        .collect()
-}
-
 #[test]
 fn every_kind_of_change_deploys_exactly_and_reverts() {
     let root = tempfile::tempdir().unwrap();
@@ -790,12 +768,7 @@ fn every_kind_of_change_deploys_exactly_and_reverts() {
             "old",
             "{what}"
         );
-        let left = s.sql_ok(
-            &main_id,
-            "strata_admin",
-            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND (TABLE_NAME LIKE '\\_strata\\_%' OR TABLE_NAME LIKE '~strata\\_%')",
-        );
-        assert_eq!(left.trim(), "0", "{what}: artifacts left");
+        common::assert_no_artifacts(&s, &main_id, what);
         s.ok(&["branch", "delete", "shop", &branch, "--force"]);
     }
 }
@@ -1064,10 +1037,5 @@ fn artifacts_are_out_of_reach_and_a_view_that_cannot_exist_reverts_the_deploy() 
         "{d}"
     );
     assert_eq!(schema_of(&s, "main"), before, "production went back");
-    let left = s.sql_ok(
-        &main_id,
-        "strata_admin",
-        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND (TABLE_NAME LIKE '\\_strata\\_%' OR TABLE_NAME LIKE '~strata\\_%')",
-    );
-    assert_eq!(left.trim(), "0", "artifacts left");
+    common::assert_no_artifacts(&s, &main_id, "");
 }

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{password, Strata};
+use common::{password, schema_of, Strata};
 use mysql_async::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -638,27 +638,6 @@ fn check_rows(s: &Strata, branch_id: &str, acks: &Acks, context: &str) {
     }
 }
 
-/// The schema of `shop` on a branch as the API shows it, without AUTO_INCREMENT counters.
-fn schema_of(s: &Strata, branch: &str) -> Vec<(String, String)> {
-    let v = s.json(&["branch", "schema", "shop", branch]);
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            let raw = o["raw"].as_str().unwrap();
-            let mut out = String::new();
-            let mut rest = raw;
-            while let Some(i) = rest.find(" AUTO_INCREMENT=") {
-                out.push_str(&rest[..i]);
-                rest = rest[i + " AUTO_INCREMENT=".len()..]
-                    .trim_start_matches(|c: char| c.is_ascii_digit());
-            }
-            out.push_str(rest);
-            (o["name"].as_str().unwrap().to_string(), out)
-        })
-        .collect()
-}
-
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -669,7 +648,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[test]
 fn generated_deploys_under_mixed_writers() {
     let seed = env_u64("STRATA_DEPLOY_SEED", 1);
-    let cases = env_u64("STRATA_DEPLOY_CASES", 12);
+    let cases = env_u64("STRATA_DEPLOY_CASES", 24);
     let mut root = tempfile::tempdir().unwrap();
     // STRATA_TEST_KEEP=1 keeps the data directory (logs, instances) for a look after a failure.
     if std::env::var_os("STRATA_TEST_KEEP").is_some() {
@@ -809,12 +788,7 @@ fn generated_deploys_under_mixed_writers() {
         } else if d["state"] == "complete_pending_revert" {
             s.ok(&["deploy-request", "skip-revert", "shop", &number]);
         }
-        let left = s.sql_ok(
-            &main_id,
-            "strata_admin",
-            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND (TABLE_NAME LIKE '\\_strata\\_%' OR TABLE_NAME LIKE '~strata\\_%')",
-        );
-        assert_eq!(left.trim(), "0", "{context}: artifacts left");
+        common::assert_no_artifacts(&s, &main_id, &context);
         s.ok(&["branch", "delete", "shop", &branch, "--force"]);
         passed += 1;
     }
@@ -1053,7 +1027,41 @@ fn generated_deploys_survive_kill_9_at_every_phase() {
             check_rows(&s, &main_id, &acks, &context);
             if matches!(phase, Phase::Revert | Phase::RevertWindow) || rng.chance(50) {
                 if matches!(phase, Phase::Revert) {
-                    // The revert's request and the kill race: either order must end reverted.
+                    // The revert's request and the kill race: either order must end reverted. A
+                    // partitioned table's RENAME is not undone by MariaDB 10.11's recovery after a
+                    // kill inside it (some partitions keep the new name and the table cannot be
+                    // opened: see ARCHITECTURE), so with one in the request the kill lands while
+                    // the RENAME waits for a transaction instead.
+                    let partitioned = s.sql_ok(
+                        &main_id,
+                        "strata_admin",
+                        "SELECT DISTINCT TABLE_NAME FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA='shop' AND PARTITION_NAME IS NOT NULL",
+                    );
+                    let named = |t: &str| {
+                        statements
+                            .iter()
+                            .any(|st| st.split([' ', ',', '(', ')']).any(|w| w == t))
+                    };
+                    let mut holder = partitioned.lines().map(str::trim).any(named).then(|| {
+                        let cnf = s.instance_dir(&main_id).join("client-strata_admin.cnf");
+                        let tables = WRITER_TABLES.join(", shop.");
+                        std::process::Command::new("mariadb")
+                            .arg(format!("--defaults-extra-file={}", cnf.display()))
+                            .args([
+                                "--batch",
+                                "-e",
+                                &format!(
+                                    "BEGIN; SELECT COUNT(*) FROM shop.{tables}; SELECT SLEEP(2);"
+                                ),
+                            ])
+                            .stdout(std::process::Stdio::null())
+                            .stderr(std::process::Stdio::null())
+                            .spawn()
+                            .expect("mariadb client installed")
+                    });
+                    if holder.is_some() {
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
                     let bin = common::BIN;
                     let mut revert = std::process::Command::new(bin)
                         .args(["deploy-request", "revert", "shop", &number])
@@ -1064,6 +1072,10 @@ fn generated_deploys_survive_kill_9_at_every_phase() {
                         .unwrap();
                     std::thread::sleep(Duration::from_millis(30));
                     kill(&mut s);
+                    if let Some(h) = holder.as_mut() {
+                        let _ = h.kill();
+                        let _ = h.wait();
+                    }
                     let _ = revert.wait();
                     let d = state_of(&s, &number);
                     if d["state"] == "complete_pending_revert" {
@@ -1082,12 +1094,7 @@ fn generated_deploys_survive_kill_9_at_every_phase() {
             } else {
                 s.ok(&["deploy-request", "skip-revert", "shop", &number]);
             }
-            let left = s.sql_ok(
-                &main_id,
-                "strata_admin",
-                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND (TABLE_NAME LIKE '\\_strata\\_%' OR TABLE_NAME LIKE '~strata\\_%')",
-            );
-            assert_eq!(left.trim(), "0", "{context}: artifacts left");
+            common::assert_no_artifacts(&s, &main_id, &context);
             s.ok(&["branch", "delete", "shop", &branch, "--force"]);
         }
     }

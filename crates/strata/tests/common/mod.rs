@@ -418,3 +418,36 @@ pub fn wait_no_servers(data: &Path, secs: u64) {
 pub fn tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// A branch's schema as `(name, CREATE statement)` pairs, AUTO_INCREMENT counters left out (they
+/// follow the data, not the schema).
+pub fn schema_of(s: &Strata, branch: &str) -> Vec<(String, String)> {
+    let v = s.json(&["branch", "schema", "shop", branch]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let raw = o["raw"].as_str().unwrap();
+            let mut out = String::new();
+            let mut rest = raw;
+            while let Some(i) = rest.find(" AUTO_INCREMENT=") {
+                out.push_str(&rest[..i]);
+                rest = rest[i + " AUTO_INCREMENT=".len()..]
+                    .trim_start_matches(|c: char| c.is_ascii_digit());
+            }
+            out.push_str(rest);
+            (o["name"].as_str().unwrap().to_string(), out)
+        })
+        .collect()
+}
+
+/// Asserts that no deployment artifact (`~strata_` tables, `_strata_` ones of older plans) is left
+/// in database `shop` on the branch.
+pub fn assert_no_artifacts(s: &Strata, branch_id: &str, context: &str) {
+    let left = s.sql_ok(
+        branch_id,
+        "strata_admin",
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND (TABLE_NAME LIKE '\\_strata\\_%' OR TABLE_NAME LIKE '~strata\\_%')",
+    );
+    assert_eq!(left.trim(), "0", "artifacts left ({context})");
+}
