@@ -79,5 +79,5 @@ pt-online-schema-change --alter "$alter" "h=127.0.0.1,P=$direct_port,u=$root_use
 t1=$(date +%s.%N)
 stop_writer
 echo "pt-osc, under writes:  $(python3 -c "print(f'{$t1 - $t0:.2f}')") s; writer: $writer_result"
-# With STRATA_LOG=info, each deployment's phases (prepare, copy, keys, verify) as logged.
-grep -E "deployment (prepared|copied|keys built)" "$work/up.err" | sed 's/\x1b\[[0-9;]*m//g' || true
+# With STRATA_LOG=info, each deployment's phases (prepare, copy, keys, cut-over) as logged.
+grep -E "deployment (prepared|copied|keys built|cut over)" "$work/up.err" | sed 's/\x1b\[[0-9;]*m//g' || true

@@ -52,6 +52,10 @@ struct CopyInner {
     p: Progress,
     copied_now: u64,
     last_save: Instant,
+    /// Chunks copied again, or rows retried one by one, after meeting a lock (logged).
+    retries: u64,
+    /// Time the chunks' verification took (logged).
+    verify: Duration,
 }
 
 fn lock_state(state: &CopyState) -> std::sync::MutexGuard<'_, CopyInner> {
@@ -763,6 +767,8 @@ impl Platform {
                 p,
                 copied_now: 0,
                 last_save: Instant::now(),
+                retries: 0,
+                verify: Duration::ZERO,
             }),
             started,
         };
@@ -831,9 +837,11 @@ impl Platform {
             mut d,
             mut p,
             copied_now,
+            retries,
+            verify,
             ..
         } = state.inner.into_inner().unwrap_or_else(|e| e.into_inner());
-        tracing::info!(deployment = %d.id, rows = copied_now, seconds = started.elapsed().as_secs_f64(), "deployment copied");
+        tracing::info!(deployment = %d.id, rows = copied_now, retries, verify_seconds = verify.as_secs_f64(), seconds = started.elapsed().as_secs_f64(), "deployment copied");
         p.phase = "building_keys".into();
         p.eta_seconds = Some(0);
         // Every chunk was verified as it was copied (see `run::copy_chunk`).
@@ -944,8 +952,12 @@ impl Platform {
                     p,
                     copied_now,
                     last_save,
+                    retries,
+                    verify,
                 } = &mut *s;
                 *copied_now += chunk.rows;
+                *retries += u64::from(chunk.retries);
+                *verify += chunk.verify;
                 let t = &mut p.tables[table];
                 t.rows_copied += chunk.rows;
                 let r = &mut t.ranges[range];
@@ -986,6 +998,7 @@ impl Platform {
         p.phase = "cutting_over".into();
         set_progress(&mut d, &p);
         self.save(&mut d)?;
+        let started = Instant::now();
         let stall = run::cut_over(
             &mut conn,
             &database.name,
@@ -1014,6 +1027,7 @@ impl Platform {
             }
             Err(e) => return Err(deploy_err(e)),
         };
+        tracing::info!(deployment = %d.id, stall_ms = stall.as_millis() as u64, seconds = started.elapsed().as_secs_f64(), "deployment cut over");
         self.copy_migration_data(&database, &d, &mut p, &mut conn)
             .await?;
         let now = now_millis();
@@ -1079,27 +1093,25 @@ impl Platform {
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         let rows = run::read_rows(&mut from, &database.name, &table).await;
         let _ = from.disconnect().await;
-        let rows = match rows {
-            Ok(Some(rows)) => rows,
-            Ok(None) => return Ok(()),
+        // The schema change is deployed either way; a table too large to be a migration log (or
+        // gone) only skips the copy of its rows.
+        let usable = |rows: std::result::Result<Option<run::TableRows>, DeployError>| match rows {
+            Ok(rows) => Ok(rows),
             Err(e @ DeployError::MigrationTableTooLarge { .. }) => {
-                // The schema change is deployed; only the copy of that table's rows is skipped.
                 tracing::warn!(deployment = %d.id, error = %e, "migration data not copied");
-                return Ok(());
+                Ok(None)
             }
-            Err(e) => return Err(deploy_err(e)),
+            Err(e) => Err(deploy_err(e)),
+        };
+        let Some(rows) = usable(rows)? else {
+            return Ok(());
         };
         let mut d = d.clone();
         if p.migration_rows_before.is_none() {
-            match run::read_rows(conn, &database.name, &table).await {
-                Ok(Some(before)) => p.migration_rows_before = Some(before),
-                Ok(None) => return Ok(()),
-                Err(e @ DeployError::MigrationTableTooLarge { .. }) => {
-                    tracing::warn!(deployment = %d.id, error = %e, "migration data not copied");
-                    return Ok(());
-                }
-                Err(e) => return Err(deploy_err(e)),
-            }
+            let Some(before) = usable(run::read_rows(conn, &database.name, &table).await)? else {
+                return Ok(());
+            };
+            p.migration_rows_before = Some(before);
             set_progress(&mut d, p);
             self.save(&mut d)?;
         }

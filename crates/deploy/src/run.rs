@@ -315,14 +315,22 @@ pub struct Chunk {
     pub rows: u64,
     /// Times the chunk met a lock and was tried again.
     pub retries: u32,
+    /// Time spent verifying the chunk (logged with the copy's phase times).
+    pub verify: Duration,
 }
 
 /// Tries of one chunk before the step gives up for now (the deployment is resumed later).
 const CHUNK_TRIES: u32 = 400;
 
-/// Copies up to `size` rows after `after` into the shadow, then verifies the range. A copy warning
-/// other than a duplicate of the matching key (a row the triggers already wrote) means the new
-/// schema cannot hold the data as it is: the deploy fails with the server's words.
+/// Copies up to `size` rows after `after` into the shadow. First without passing over locked rows:
+/// when that succeeds and the copy itself wrote every row, each row of the range was read under a
+/// share lock at its latest committed version (a newer one would be locked) and written to the
+/// shadow: there is nothing to verify. A row an application transaction holds makes that fail at
+/// once; the chunk is then copied passing over held rows. When rows were passed over, or some were
+/// in the shadow already (written by the triggers, kept by INSERT IGNORE), the range is verified
+/// (rows skipped are copied one by one, a differing row fails the deploy). A copy warning other
+/// than a duplicate of the matching key means the new schema cannot hold the data as it is: the
+/// deploy fails with the server's words.
 pub async fn copy_chunk(
     conn: &mut Conn,
     a: &OnlineAlter,
@@ -335,11 +343,12 @@ pub async fn copy_chunk(
     // No row `size` rows on: this chunk runs to the end of the range, and finishes it.
     let bound = until.as_deref().or(to);
     let mut retries = 0;
-    let mut rows = loop {
+    let mut skip_locked = false;
+    let (mut rows, already) = loop {
         conn.query_drop("BEGIN").await?;
-        match copy_rows(conn, a, after, bound).await {
-            Ok(rows) => match conn.query_drop("COMMIT").await {
-                Ok(()) => break rows,
+        match copy_rows(conn, a, after, bound, skip_locked).await {
+            Ok(counts) => match conn.query_drop("COMMIT").await {
+                Ok(()) => break counts,
                 // Under load the server may refuse the chunk's commit (error 1180): the chunk
                 // is simply copied again.
                 Err(e) if commit_refused(&e) && retries < CHUNK_TRIES => {
@@ -352,7 +361,12 @@ pub async fn copy_chunk(
             Err(DeployError::Query(e)) if commit_refused(&e) && retries < CHUNK_TRIES => {
                 let _ = conn.query_drop("ROLLBACK").await;
                 retries += 1;
-                backoff(retries).await;
+                if lock_conflict(&e) && !skip_locked {
+                    // A row held by the application: at once again, passing over held rows.
+                    skip_locked = true;
+                } else {
+                    backoff(retries).await;
+                }
             }
             Err(e) => {
                 let _ = conn.query_drop("ROLLBACK").await;
@@ -360,11 +374,15 @@ pub async fn copy_chunk(
             }
         }
     };
-    rows += verify_range(conn, a, after, bound, &mut retries).await?;
+    let started = Instant::now();
+    if skip_locked || already > 0 {
+        rows += verify_range(conn, a, after, bound, &mut retries).await?;
+    }
     Ok(Chunk {
         until,
         rows,
         retries,
+        verify: started.elapsed(),
     })
 }
 
@@ -392,12 +410,27 @@ async fn copy_rows(
     a: &OnlineAlter,
     after: Option<&[String]>,
     until: Option<&[String]>,
-) -> Result<u64> {
-    conn.query_drop(no_wait(&sql::copy_chunk(a, after, until)))
+    skip_locked: bool,
+) -> Result<(u64, u64)> {
+    conn.query_drop(no_wait(&sql::copy_chunk(a, after, until, skip_locked)))
         .await?;
-    let rows = conn.affected_rows();
+    // The rows the chunk covered, and those of them the shadow held already (the server's
+    // "Records: N  Duplicates: D"): progress counts both, so it reaches the table's count. Without
+    // the info (never from MariaDB) every row counts as one already there, so the range is verified.
+    let counts = info_count(&conn.info(), "Records:")
+        .zip(info_count(&conn.info(), "Duplicates:"))
+        .unwrap_or_else(|| (conn.affected_rows(), 1));
     check_warnings(conn, a).await?;
-    Ok(rows)
+    Ok(counts)
+}
+
+/// The number after `label` in an INSERT … SELECT's "Records: N  Duplicates: D  Warnings: W".
+fn info_count(info: &str, label: &str) -> Option<u64> {
+    let rest = info.split(label).nth(1)?.trim_start();
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 async fn check_warnings(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
@@ -432,8 +465,7 @@ async fn verify_range(
 ) -> Result<u64> {
     let mut copied = 0;
     loop {
-        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            .await?;
+        snapshot(conn).await?;
         let outcome = snapshot_differences(conn, a, after, until).await;
         let _ = conn.query_drop("COMMIT").await;
         let missing = match outcome? {
@@ -480,6 +512,17 @@ async fn verify_range(
             }
         }
     }
+}
+
+/// Begins a read-only transaction whose reads all see one snapshot. The copier's session is READ
+/// COMMITTED, where `WITH CONSISTENT SNAPSHOT` is ignored and each statement reads anew: this one
+/// transaction is REPEATABLE READ.
+async fn snapshot(conn: &mut Conn) -> Result<()> {
+    conn.query_drop("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await?;
+    Ok(())
 }
 
 fn key_equals(a: &OnlineAlter, key: &[String]) -> String {
@@ -536,8 +579,7 @@ async fn checksum(conn: &mut Conn, statement: &str) -> Result<Checksum> {
 /// Checks, in one consistent snapshot, that the shadow holds exactly the old table's rows (a full
 /// scan of both, without locks).
 pub async fn verify(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        .await?;
+    snapshot(conn).await?;
     let result = compare(conn, a).await;
     let _ = conn.query_drop("COMMIT").await;
     result
@@ -579,8 +621,7 @@ async fn exact(
 /// cut over (PlanetScale fails it too).
 async fn same_row_counts(conn: &mut Conn, plan: &Plan) -> Result<()> {
     for a in plan.online_alters() {
-        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            .await?;
+        snapshot(conn).await?;
         let counts: Result<(Option<u64>, Option<u64>)> = async {
             let old: Option<u64> = conn
                 .query_first(format!("SELECT COUNT(*) FROM {}", q(&a.table)))
@@ -1096,4 +1137,24 @@ async fn read_columns(conn: &mut Conn, schema: &str, table: &str) -> Result<Opti
         )
         .await?;
     Ok(Some(columns))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_read_from_the_servers_info() {
+        for (info, records, duplicates) in [
+            (
+                "Records: 2000  Duplicates: 13  Warnings: 13",
+                Some(2000),
+                Some(13),
+            ),
+            ("Records: 0  Duplicates: 0  Warnings: 0", Some(0), Some(0)),
+            ("", None, None),
+            ("Rows matched: 1  Changed: 1  Warnings: 0", None, None),
+        ] {
+            assert_eq!(super::info_count(info, "Records:"), records, "{info}");
+            assert_eq!(super::info_count(info, "Duplicates:"), duplicates, "{info}");
+        }
+    }
 }

@@ -270,7 +270,9 @@ fn backups_restores_validation_schedules_and_data_branches() {
         .join(&id)
         .join("shop/orders.ibd");
     let mut bytes = std::fs::read(&ibd).unwrap();
-    for b in &mut bytes[3 * 16384..8 * 16384] {
+    // Every page past the tablespace's header: a few pages alone may be healed by recovery (the
+    // redo log or the doublewrite buffer holding them), and the backup is then rightly valid.
+    for b in &mut bytes[3 * 16384..] {
         *b ^= 0x5a;
     }
     std::fs::write(&ibd, bytes).unwrap();

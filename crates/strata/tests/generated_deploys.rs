@@ -679,7 +679,7 @@ fn generated_deploys_under_mixed_writers() {
     let (user, pw, _) = password(&s, "shop", "main", "readwriter");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut acks = Acks::new();
-    let (mut passed, mut reverted, mut worst) = (0u64, 0u64, Duration::ZERO);
+    let (mut passed, mut reverted, mut worst, mut empty) = (0u64, 0u64, Duration::ZERO, 0u64);
     let mut writes = 0u64;
     for case in 1..=cases {
         let before = schema_of(&s, "main");
@@ -706,6 +706,7 @@ fn generated_deploys_under_mixed_writers() {
             // The changes cancelled out (a view created and dropped): nothing to deploy.
             s.ok(&["deploy-request", "close", "shop", &number]);
             s.ok(&["branch", "delete", "shop", &branch, "--force"]);
+            empty += 1;
             continue;
         }
 
@@ -793,7 +794,7 @@ fn generated_deploys_under_mixed_writers() {
         passed += 1;
     }
     eprintln!(
-        "generated deploys: {passed} of {cases} passed (seed {seed}), {reverted} reverted; {writes} acknowledged writes, 0 errors, longest write {worst:?}"
+        "generated deploys: {passed} of {cases} passed (seed {seed}; {empty} with nothing to deploy), {reverted} reverted; {writes} acknowledged writes, 0 errors, longest write {worst:?}"
     );
 }
 
