@@ -112,10 +112,34 @@ pub fn analyze(sql: &str) -> Analysis {
         }
     }
     stmts.push(current);
+    // `SET STATEMENT var = value [, …] FOR stmt` runs `stmt`: it is judged as itself.
+    let mut stmts: Vec<Vec<&Token>> = stmts
+        .into_iter()
+        .map(|s| without_set_statement(&s).to_vec())
+        .collect();
     stmts.retain(|s| !s.is_empty());
 
     for s in &stmts {
         a.statements.push(statement(s));
+        if [
+            "LOCK",
+            "PREPARE",
+            "EXECUTE",
+            "HANDLER",
+            "XA",
+            "FLUSH",
+            "CALL",
+            "DEALLOCATE",
+        ]
+        .iter()
+        .any(|k| word_is(s.first().copied(), k))
+        {
+            // Table locks, prepared statements, open handlers, XA transactions and whatever a
+            // procedure leaves behind live in the connection: the session keeps it, and it is
+            // reset before anyone else gets it.
+            a.pins_session
+                .get_or_insert("session state (locks, prepared statements)");
+        }
         for (i, t) in s.iter().enumerate() {
             if t.kind == TokenKind::Operator && t.text == ":=" && a.pins_session.is_none() {
                 a.pins_session = Some("user variable assignment");
@@ -226,16 +250,22 @@ fn statement(s: &[&Token]) -> Statement {
     }
     // PREPARE name FROM 'text' | @var ; EXECUTE IMMEDIATE 'text' | @var
     let source = if keyword == "PREPARE" && word_is(s.get(2).copied(), "FROM") {
-        s.get(3)
+        Some(3)
     } else if keyword == "EXECUTE" && word_is(s.get(1).copied(), "IMMEDIATE") {
-        s.get(2)
+        Some(2)
     } else {
         None
     };
-    if let Some(src) = source {
+    if let Some((start, src)) = source.and_then(|i| Some((i, s.get(i)?))) {
         match src.kind {
             TokenKind::String => {
-                let inner = analyze(&unquote(src.text));
+                // Adjacent literals are one string to the server ('alt' 'er table …').
+                let text: String = s[start..]
+                    .iter()
+                    .take_while(|t| t.kind == TokenKind::String)
+                    .map(|t| unquote(t.text))
+                    .collect();
+                let inner = analyze(&text);
                 st.ddl = inner.has_ddl();
                 st.foreign_key = inner.has_foreign_key();
                 st.artifact |= inner.touches_artifact();
@@ -246,11 +276,41 @@ fn statement(s: &[&Token]) -> Statement {
     st
 }
 
+/// The statement a `SET STATEMENT … FOR` prefix (any number of them) runs.
+fn without_set_statement<'s, 't>(mut s: &'s [&'t Token<'t>]) -> &'s [&'t Token<'t>] {
+    while word_is(s.first().copied(), "SET") && word_is(s.get(1).copied(), "STATEMENT") {
+        let mut depth = 0i32;
+        let mut at = None;
+        for (i, t) in s.iter().enumerate().skip(2) {
+            match t.text {
+                "(" => depth += 1,
+                ")" => depth -= 1,
+                _ if depth == 0 && word_is(Some(t), "FOR") => {
+                    at = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match at {
+            Some(i) => s = &s[i + 1..],
+            None => break,
+        }
+    }
+    s
+}
+
 /// An identifier (bare or quoted, possibly qualified) starting like a deployment artifact's name.
+/// A double-quoted string counts: with `ANSI_QUOTES` in the session's sql_mode it is an identifier.
 fn is_artifact_name(t: &Token<'_>) -> bool {
+    let unquoted;
     let name = match t.kind {
         TokenKind::Word => t.text,
         TokenKind::QuotedIdent => t.text.trim_start_matches('`'),
+        TokenKind::String if t.text.starts_with('"') => {
+            unquoted = unquote(t.text);
+            unquoted.as_str()
+        }
         _ => return false,
     };
     let head = name.get(..8).unwrap_or_default();
@@ -269,6 +329,9 @@ fn unquote(lit: &str) -> String {
                 out.push(match n {
                     'n' => '\n',
                     't' => '\t',
+                    'r' => '\r',
+                    'b' => '\u{8}',
+                    'Z' => '\u{1a}',
                     '0' => '\0',
                     other => other,
                 });

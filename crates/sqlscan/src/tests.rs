@@ -20,6 +20,19 @@ fn ddl_detection() {
         ("SELECT 1 /*!50000 ; DROP TABLE t */", true),
         ("PREPARE s FROM 'ALTER TABLE t ADD c INT'", true),
         ("PREPARE s FROM 'SELECT 1'", false),
+        (
+            "SET STATEMENT max_statement_time=100 FOR ALTER TABLE t ADD c INT",
+            true,
+        ),
+        (
+            "set statement a=1, b=(SELECT 2) for set statement c=3 for DROP TABLE t",
+            true,
+        ),
+        ("SET STATEMENT max_statement_time=100 FOR SELECT 1", false),
+        ("SET STATEMENT sql_mode='' FOR TRUNCATE orders", true),
+        ("EXECUTE IMMEDIATE 'alt' 'er table t add c int'", true),
+        ("PREPARE s FROM 'alter\\rtable t add c int'", true),
+        ("PREPARE s FROM 'drop' \"  table t\"", true),
         ("EXECUTE IMMEDIATE 'DROP TABLE t'", true),
         ("EXECUTE IMMEDIATE 'SELECT ''drop table'''", false),
         ("SELECT 'ALTER TABLE t'", false),
@@ -245,9 +258,49 @@ fn artifact_names_are_seen() {
             false,
         ),
         ("SELECT * FROM `strata_users`", false),
+        ("DELETE FROM \"~strata_5ffc47ac_0_old_users\" WHERE id <= 10", true),
+        (
+            "SET STATEMENT max_statement_time=0 FOR ALTER TABLE \"~strata_1_0_new_users\" DROP COLUMN name",
+            true,
+        ),
+        ("SELECT * FROM users WHERE name = \"plain\"", false),
         ("SELECT * FROM `my~strata_x`", false),
     ];
     for (sql, artifact) in cases {
         assert_eq!(analyze(sql).touches_artifact(), *artifact, "{sql:?}");
     }
+}
+
+#[test]
+fn session_state_pins_the_connection() {
+    for sql in [
+        "LOCK TABLES users WRITE",
+        "lock table users read",
+        "PREPARE s FROM 'LOCK TABLES users WRITE'",
+        "EXECUTE IMMEDIATE 'LOCK TABLES users WRITE'",
+        "EXECUTE s",
+        "HANDLER users OPEN",
+        "XA START 'x'",
+        "FLUSH TABLES users WITH READ LOCK",
+        "CALL p()",
+        "SET STATEMENT max_statement_time=1 FOR LOCK TABLES users WRITE",
+    ] {
+        assert!(analyze(sql).pins_session.is_some(), "{sql:?}");
+    }
+    for sql in [
+        "SELECT * FROM users LOCK IN SHARE MODE",
+        "UPDATE t SET a = 1",
+        "UNLOCK TABLES",
+    ] {
+        assert!(analyze(sql).pins_session.is_none(), "{sql:?}");
+    }
+}
+
+#[test]
+fn set_statement_is_judged_by_what_it_runs() {
+    let a = analyze("SET STATEMENT max_statement_time=5 FOR KILL 23");
+    assert_eq!(a.kill, Some((false, 23)));
+    assert_eq!(a.statements[0].keyword, "KILL");
+    // No FOR: a plain (if odd) SET.
+    assert_eq!(analyze("SET STATEMENT x=1").statements[0].keyword, "SET");
 }

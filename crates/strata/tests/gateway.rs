@@ -186,6 +186,10 @@ fn safe_migrations_refuse_direct_ddl() {
         "/*!50000 ALTER TABLE t ADD COLUMN c INT */",
         "SELECT 1; DROP TABLE t",
         "PREPARE s FROM 'DROP TABLE t'",
+        "SET STATEMENT max_statement_time=100 FOR ALTER TABLE t ADD COLUMN c INT",
+        "SET STATEMENT max_statement_time=10 FOR DROP DATABASE shop",
+        "SET STATEMENT sql_mode='' FOR TRUNCATE TABLE t",
+        "EXECUTE IMMEDIATE 'alt' 'er table t add column c int'",
     ] {
         let o = s.gateway_sql(&admin, &pw, &["shop"], sql);
         assert!(
@@ -305,6 +309,25 @@ fn pooling_transactions_session_state_and_binary_protocol() {
         let mut fresh = mysql_async::Conn::new(opts(&s, &rw, &rw_pw)).await.unwrap();
         let none: Option<Option<i64>> = fresh.query_first("SELECT @mine").await.unwrap();
         assert_eq!(none, Some(None), "a new session never sees another's variables");
+
+        // Table locks stay with their session and end with it, however they were taken.
+        for lock in [
+            "LOCK TABLES t WRITE",
+            "EXECUTE IMMEDIATE 'LOCK TABLES t WRITE'",
+            "SET STATEMENT max_statement_time=5 FOR LOCK TABLES t WRITE",
+        ] {
+            let mut locker = mysql_async::Conn::new(opts(&s, &rw, &rw_pw)).await.unwrap();
+            locker.query_drop(lock).await.unwrap();
+            locker.disconnect().await.unwrap();
+            // Another role's session: another backend connection, which a leaked lock would block.
+            let mut next = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+            next.query_drop("SET SESSION lock_wait_timeout = 5").await.unwrap();
+            next.query_drop("INSERT INTO t (v) VALUES (-2)").await.unwrap_or_else(|e| {
+                panic!("after {lock:?} and a disconnect, another session: {e}")
+            });
+            next.query_drop("DELETE FROM t WHERE v = -2").await.unwrap();
+            next.disconnect().await.unwrap();
+        }
 
         // LAST_INSERT_ID follows the client, not the pooled connection.
         fresh.query_drop("INSERT INTO t (v) VALUES (5)").await.unwrap();
