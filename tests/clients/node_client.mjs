@@ -24,6 +24,14 @@ await conn.execute('DELETE FROM node_t');
 await conn.rollback();
 const [[{ c }]] = await conn.query('SELECT COUNT(*) AS c FROM node_t');
 assert(c === 21, `count ${c}`);
+// autocommit off, no BEGIN: the first UPDATE/DELETE (text and prepared) opens the transaction.
+await conn.query('SET autocommit = 0');
+await conn.query("UPDATE node_t SET v = 'changed' WHERE id = 1");
+await conn.execute('DELETE FROM node_t WHERE id = ?', [2]);
+await conn.rollback();
+await conn.query('SET autocommit = 1');
+const [[kept]] = await conn.query('SELECT v, (SELECT COUNT(*) FROM node_t) AS c FROM node_t WHERE id = 1');
+assert(kept.v === 'x' && kept.c === 21, `after rollback with autocommit=0: ${JSON.stringify(kept)}`);
 try {
   await conn.query('SELECT * FROM missing_table');
   assert(false, 'expected an error');

@@ -43,9 +43,20 @@ c = pymysql.connect(host="127.0.0.1", port=port, user=user, password=password, d
                     ssl_ca=ca, ssl_verify_cert=True, ssl_verify_identity=True, autocommit=True)
 exercise("pymysql", c, pymysql.err.ProgrammingError)
 c.close()
-# plaintext on loopback, caching_sha2 not requested: default auth
+# plaintext on loopback, caching_sha2 not requested: default auth; PyMySQL's default autocommit=0,
+# where the first UPDATE or DELETE opens the transaction and rollback() undoes it
 c = pymysql.connect(host="127.0.0.1", port=port, user=user, password=password, database="shop")
-c.cursor().execute("SELECT 1")
+cur = c.cursor()
+cur.execute("SELECT 1")
+cur.execute("UPDATE py_pymysql SET v = 'changed' WHERE id = 1")
+cur.execute("DELETE FROM py_pymysql WHERE id = 2")
+c.rollback()
+cur.execute("SELECT v FROM py_pymysql ORDER BY id")
+assert [r[0] for r in cur.fetchall()] == ["a", "b", "c"], "rollback() after autocommit=0 UPDATE/DELETE"
+cur.execute("UPDATE py_pymysql SET v = 'kept' WHERE id = 1")
+c.commit()
+cur.execute("SELECT v FROM py_pymysql WHERE id = 1")
+assert cur.fetchone()[0] == "kept"
 c.close()
 
 m = MySQLdb.connect(host="127.0.0.1", port=port, user=user, password=password, database="shop",

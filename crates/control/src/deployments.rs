@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use strata_catalog::{Database, DeployRequest, Deployment};
 use strata_deploy::run::{self, Placement};
 use strata_deploy::{DeployError, Plan, Progress, TableProgress};
-use strata_engine::mysql_async::Conn;
+use strata_engine::mysql_async::{prelude::Queryable, Conn};
 use strata_model::{ids, timefmt::now_millis};
 
 /// A cut-over or revert waits at most this long for the table locks per attempt, so writers are
@@ -89,6 +89,9 @@ fn progress_of(d: &Deployment) -> Progress {
 fn set_progress(d: &mut Deployment, p: &Progress) {
     d.progress = serde_json::to_string(p).unwrap_or_default();
 }
+
+/// The longest a deployment's statement waits for a table's metadata lock.
+const DEPLOY_LOCK_WAIT: Duration = Duration::from_secs(30);
 
 fn deploy_err(e: DeployError) -> ControlError {
     match e {
@@ -566,8 +569,19 @@ impl Platform {
             .map_err(|_| {
                 ControlError::Unprocessable(format!("Branch '{}' was deleted", d.into_branch))
             })?;
-        let conn = self.connect_branch(database, &into).await;
-        conn.map_err(|e| ControlError::Internal(e.to_string()))
+        let mut conn = self
+            .connect_branch(database, &into)
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        // A metadata lock held by a client (LOCK TABLES, a long transaction) makes a step wait at
+        // most this long; the step then fails with the reason in the deployment and is tried again.
+        conn.query_drop(format!(
+            "SET SESSION lock_wait_timeout = {}",
+            DEPLOY_LOCK_WAIT.as_secs()
+        ))
+        .await
+        .map_err(|e| ControlError::Internal(e.to_string()))?;
+        Ok(conn)
     }
 
     /// Ends a deployment that cannot go on: production keeps (or gets back) its old schema.

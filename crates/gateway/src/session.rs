@@ -822,6 +822,9 @@ impl Session {
         timeout: Option<Duration>,
         stmt: Option<u32>,
     ) -> Result<Flow, ClientError> {
+        // With autocommit off, the statement opens (or continues) the client's transaction even
+        // when none is open yet: it must not be committed here, only guarded by a savepoint.
+        let in_tx = in_tx || self.status & status::AUTOCOMMIT == 0;
         let root = self.root_target();
         let (mut lease, packet) = match self.lease_for(&packet, stmt).await {
             Ok(l) => l,
