@@ -941,7 +941,8 @@ pub async fn review_deploy_request(
         .ok_or_else(|| ApiError::invalid("state (approve or comment) is required"))?;
     let r = st
         .platform
-        .review_deploy_request(&c, &org, &db, number, &state, b.body)?;
+        .review_deploy_request(&c, &org, &db, number, &state, b.body)
+        .await?;
     Ok((StatusCode::CREATED, Json(views::review(&r))))
 }
 

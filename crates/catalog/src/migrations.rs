@@ -185,6 +185,10 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE databases ADD COLUMN migration_framework TEXT;
     ALTER TABLE databases ADD COLUMN migration_table_name TEXT;
     "#,
+    // What an approval approved: the digest of the request's changes when it was given.
+    r#"
+    ALTER TABLE deploy_request_reviews ADD COLUMN changes_digest TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -210,6 +210,9 @@ pub struct Review {
     pub body: String,
     pub actor: String,
     pub created_at: i64,
+    /// For an approval, the digest of the changes it approved (`strata_model::changes_digest`):
+    /// it stands only while the request's changes are still those.
+    pub changes_digest: String,
 }
 
 /// A backup's life: `pending` (queued), `running`, then `success` or `failed`; `canceled` when its

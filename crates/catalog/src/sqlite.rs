@@ -326,6 +326,7 @@ fn review_row(r: &Row) -> rusqlite::Result<Review> {
         body: r.get(3)?,
         actor: r.get(4)?,
         created_at: r.get(5)?,
+        changes_digest: r.get(6)?,
     })
 }
 
@@ -391,8 +392,8 @@ impl Catalog for SqliteCatalog {
 
     fn add_review(&self, r: &Review) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO deploy_request_reviews (id, deploy_request_id, state, body, actor, created_at) VALUES (?1,?2,?3,?4,?5,?6)",
-            params![r.id, r.deploy_request_id, r.state, r.body, r.actor, r.created_at],
+            "INSERT INTO deploy_request_reviews (id, deploy_request_id, state, body, actor, created_at, changes_digest) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+            params![r.id, r.deploy_request_id, r.state, r.body, r.actor, r.created_at, r.changes_digest],
         )?;
         Ok(())
     }
@@ -688,7 +689,7 @@ impl Catalog for SqliteCatalog {
 
     fn reviews(&self, deploy_request_id: &str) -> Result<Vec<Review>> {
         self.all(
-            "SELECT id, deploy_request_id, state, body, actor, created_at FROM deploy_request_reviews WHERE deploy_request_id=?1 ORDER BY created_at, id",
+            "SELECT id, deploy_request_id, state, body, actor, created_at, changes_digest FROM deploy_request_reviews WHERE deploy_request_id=?1 ORDER BY created_at, id",
             [deploy_request_id],
             review_row,
         )
@@ -1187,6 +1188,7 @@ mod tests {
             body: String::new(),
             actor: "t".into(),
             created_at: 2,
+            changes_digest: "d".into(),
         })
         .unwrap();
         assert_eq!(c.reviews("a").unwrap().len(), 1);

@@ -205,8 +205,9 @@ impl Platform {
     }
 
     /// Approves or comments on a deploy request. Nobody approves their own request while the
-    /// organization has other admins who could.
-    pub fn review_deploy_request(
+    /// organization has other admins who could. An approval is of the changes the request shows
+    /// now: it is dismissed when they change.
+    pub async fn review_deploy_request(
         &self,
         caller: &Caller,
         org: &str,
@@ -215,7 +216,7 @@ impl Platform {
         state: &str,
         body: Option<String>,
     ) -> Result<Review> {
-        let (_, r) = self.numbered(caller, org, db, number)?;
+        let (database, r) = self.numbered(caller, org, db, number)?;
         let state = match state {
             "approve" | "approved" => "approved",
             "comment" | "commented" => "commented",
@@ -244,6 +245,12 @@ impl Platform {
         if state == "commented" && body.as_deref().is_none_or(|b| b.trim().is_empty()) {
             return Err(ControlError::Invalid("a comment needs a body".into()));
         }
+        let changes_digest = if state == "approved" {
+            let status = self.status_of(&database, r.clone()).await?;
+            changes_digest(&status.changes)
+        } else {
+            String::new()
+        };
         let review = Review {
             id: ids::public_id(),
             deploy_request_id: r.id,
@@ -251,6 +258,7 @@ impl Platform {
             body: body.unwrap_or_default(),
             actor: caller.token_id.clone(),
             created_at: now_millis(),
+            changes_digest,
         };
         self.catalog().add_review(&review)?;
         Ok(review)
@@ -274,10 +282,10 @@ impl Platform {
         request: DeployRequest,
     ) -> Result<DeployRequestStatus> {
         let reviews = self.catalog().reviews(&request.id)?;
-        let approved = reviews.iter().any(|r| r.state == "approved");
         let num_comments = reviews.iter().filter(|r| r.state == "commented").count();
         let mut status = DeployRequestStatus {
-            approved,
+            // Set once the changes are known: an approval stands only for the changes it saw.
+            approved: false,
             num_comments,
             deployable: false,
             deployment_state: "error",
@@ -318,6 +326,18 @@ impl Platform {
         status.problems.extend(merge.invalid.iter().cloned());
         let changes = strata_schema::changes(&target, &merge.result)
             .map_err(|e| ControlError::Unprocessable(e.to_string()))?;
+        let digest = changes_digest(&changes);
+        let approvals: Vec<&Review> = reviews.iter().filter(|r| r.state == "approved").collect();
+        // Once deployed there is nothing left to change: the approval given stands.
+        status.approved = approvals
+            .iter()
+            .any(|r| r.changes_digest == digest || changes.is_empty());
+        if !status.approved && !approvals.is_empty() && !changes.is_empty() {
+            status.warnings.push(
+                "The schema changes differ from those approved: the approval was dismissed, review again"
+                    .into(),
+            );
+        }
         let touched: std::collections::BTreeSet<&str> =
             changes.iter().map(|c| c.object.as_str()).collect();
         for f in lint(&merge.result, database.allow_foreign_key_constraints) {
@@ -364,4 +384,9 @@ impl Platform {
         }
         Ok(status)
     }
+}
+
+/// The digest an approval records: the statements of the request's changes, in order.
+fn changes_digest(changes: &[strata_schema::Change]) -> String {
+    strata_model::changes_digest(changes.iter().map(|c| c.statement.as_str()))
 }

@@ -16,4 +16,30 @@ pub mod role;
 pub mod timefmt;
 
 pub use names::NameError;
+
+/// A digest of a deploy request's changes (its statements, in order): an approval records it, and
+/// stands only while the request's changes digest the same.
+pub fn changes_digest<'a>(statements: impl IntoIterator<Item = &'a str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for s in statements {
+        // Length-prefixed, so statement boundaries count.
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod digest_tests {
+    #[test]
+    fn changes_digest_sees_every_statement_and_its_boundaries() {
+        let d = |s: &[&str]| super::changes_digest(s.iter().copied());
+        assert_eq!(d(&["a", "b"]), d(&["a", "b"]));
+        assert_ne!(d(&["a", "b"]), d(&["ab"]));
+        assert_ne!(d(&["a", "b"]), d(&["b", "a"]));
+        assert_ne!(d(&["a"]), d(&["a", "DROP TABLE t"]));
+        assert_eq!(d(&[]).len(), 64);
+    }
+}
 pub use role::Role;

@@ -138,6 +138,27 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
     let shown = s.json(&["deploy-request", "show", "shop", "1"]);
     assert_eq!(shown["approved"], true);
     assert_eq!(shown["num_comments"], 1);
+    // The branch changes after the approval: the approval was for other changes, it no longer
+    // stands (with the database requiring approval, nothing unreviewed can deploy).
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "CREATE TABLE extra (id INT PRIMARY KEY)",
+    );
+    let shown = s.json(&["deploy-request", "show", "shop", "1"]);
+    assert_eq!(shown["approved"], false, "{shown}");
+    assert!(
+        shown["warnings"]
+            .to_string()
+            .contains("approval was dismissed"),
+        "{shown}"
+    );
+    s.sql_ok(&dev_id, "strata_admin", "DROP TABLE extra");
+    let shown = s.json(&["deploy-request", "show", "shop", "1"]);
+    assert_eq!(
+        shown["approved"], true,
+        "the approved changes again: {shown}"
+    );
     let (st, reviews) = s.api(
         "GET",
         &s.org_path("databases/shop/deploy-requests/1/reviews"),
