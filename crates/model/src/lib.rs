@@ -30,6 +30,8 @@ pub fn changes_digest<'a>(statements: impl IntoIterator<Item = &'a str>) -> Stri
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+pub use role::Role;
+
 #[cfg(test)]
 mod digest_tests {
     #[test]
@@ -42,4 +44,3 @@ mod digest_tests {
         assert_eq!(d(&[]).len(), 64);
     }
 }
-pub use role::Role;
