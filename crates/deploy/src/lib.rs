@@ -33,6 +33,14 @@ pub enum DeployError {
     ViewRejected { view: String, message: String },
     #[error("the migration table `{table}` has more than {limit} rows: it does not look like a migration log, so its data is not copied (check the database's migration table setting)")]
     MigrationTableTooLarge { table: String, limit: u64 },
+    #[error("table `{table}`: foreign key `{constraint}` cannot be added: {example} has no matching row in `{parent}`; fix or delete such rows first")]
+    Orphans {
+        table: String,
+        constraint: String,
+        parent: String,
+        /// The first offending row's key columns and values, e.g. `user_id = 999`.
+        example: String,
+    },
     #[error("the deployment's tables are not on the instance (they were removed outside the deployment)")]
     NotPrepared,
     #[error("could not take the table locks in time (long-running transactions hold them): {statement}: {detail}")]

@@ -774,6 +774,63 @@ async fn legacy_placement(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<
 }
 
 /// Applies the in-place alters not yet applied (a restart may find some done already).
+/// Foreign keys the in-place alters add are added without checking the rows already there (the
+/// online way): first, every table's existing rows are checked against each new key, all before
+/// any table is changed, so rows without a parent fail the deploy with one named.
+async fn check_new_foreign_keys(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+    let created: std::collections::BTreeSet<&str> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::CreateTable { table, .. } => Some(table.as_str()),
+            _ => None,
+        })
+        .collect();
+    for s in &plan.steps {
+        let Step::DirectAlter { table, create, .. } = s else {
+            continue;
+        };
+        let Ok(want) = strata_schema::parse_table(create) else {
+            continue;
+        };
+        let now: Option<(String, String)> = conn
+            .query_first(format!("SHOW CREATE TABLE {}.{}", q(schema), q(table)))
+            .await?;
+        let have = now
+            .and_then(|(_, c)| strata_schema::parse_table(&c).ok())
+            .map(|t| t.foreign_keys)
+            .unwrap_or_default();
+        for fk in &want.foreign_keys {
+            if have.iter().any(|h| h.definition == fk.definition) {
+                continue;
+            }
+            let Some(parts) = fk.foreign_key() else {
+                continue;
+            };
+            let sql = sql::first_orphan(table, &parts, created.contains(parts.table.as_str()));
+            let row: Option<Row> = conn.query_first(sql).await?;
+            if let Some(row) = row {
+                let values: Vec<String> = parts
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let v: Option<String> = row.get(i).flatten();
+                        format!("{c} = {}", v.unwrap_or_default())
+                    })
+                    .collect();
+                return Err(DeployError::Orphans {
+                    table: table.clone(),
+                    constraint: fk.name.clone(),
+                    parent: parts.table.clone(),
+                    example: format!("the row with {}", values.join(", ")),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn direct_alters(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     for s in &plan.steps {
         if let Step::DirectAlter {
@@ -834,6 +891,7 @@ pub async fn cut_over(
     }
     if done == 0 {
         finish_shadows(conn, schema, plan).await?;
+        check_new_foreign_keys(conn, schema, plan).await?;
         direct_alters(conn, schema, plan).await?;
         for s in &plan.steps {
             if let Step::View { statement, .. } = s {

@@ -534,6 +534,48 @@ pub fn instant_alter(a: &OnlineAlter, on: Option<&str>) -> String {
     )
 }
 
+/// The first row of `table` whose foreign key `fk` has no parent row: all of the key's columns are
+/// set (a NULL in any is never checked) and no row of the referenced table matches. With
+/// `parent_is_new` the referenced table is created by the same deploy (empty): any set key is one.
+/// Selects the key's columns, as text.
+pub fn first_orphan(
+    table: &str,
+    fk: &strata_schema::ForeignKeyParts,
+    parent_is_new: bool,
+) -> String {
+    let set: Vec<String> = fk
+        .columns
+        .iter()
+        .map(|c| format!("c.{} IS NOT NULL", q(c)))
+        .collect();
+    let cols: Vec<String> = fk
+        .columns
+        .iter()
+        .map(|c| format!("CAST(c.{} AS CHAR)", q(c)))
+        .collect();
+    let missing = if parent_is_new {
+        String::new()
+    } else {
+        let on: Vec<String> = fk
+            .columns
+            .iter()
+            .zip(&fk.referenced)
+            .map(|(c, r)| format!("p.{} = c.{}", q(r), q(c)))
+            .collect();
+        format!(
+            " AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})",
+            q(&fk.table),
+            on.join(" AND ")
+        )
+    };
+    format!(
+        "SELECT {} FROM {} c WHERE {}{missing} LIMIT 1",
+        cols.join(", "),
+        q(table),
+        set.join(" AND ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,6 +748,23 @@ mod tests {
         assert_eq!(
             drop_view_if_exists("DROP VIEW `v`"),
             "DROP VIEW IF EXISTS `v`"
+        );
+    }
+
+    #[test]
+    fn first_orphan_checks_set_keys_against_the_parent() {
+        let fk = strata_schema::ForeignKeyParts {
+            columns: vec!["user_id".into(), "org".into()],
+            table: "users".into(),
+            referenced: vec!["id".into(), "org".into()],
+        };
+        assert_eq!(
+            first_orphan("orders", &fk, false),
+            "SELECT CAST(c.`user_id` AS CHAR), CAST(c.`org` AS CHAR) FROM `orders` c WHERE c.`user_id` IS NOT NULL AND c.`org` IS NOT NULL AND NOT EXISTS (SELECT 1 FROM `users` p WHERE p.`id` = c.`user_id` AND p.`org` = c.`org`) LIMIT 1"
+        );
+        assert_eq!(
+            first_orphan("orders", &fk, true),
+            "SELECT CAST(c.`user_id` AS CHAR), CAST(c.`org` AS CHAR) FROM `orders` c WHERE c.`user_id` IS NOT NULL AND c.`org` IS NOT NULL LIMIT 1"
         );
     }
 }

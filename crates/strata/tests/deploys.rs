@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{password, schema_of, Strata};
+use common::{assert_no_artifacts, password, schema_of, Strata};
 use mysql_async::prelude::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -926,6 +926,52 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
     let o = s.gateway_sql(&user, &pw, &["shop"], fk);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = dev_id;
+
+    // A foreign key added over rows without a parent: the deploy fails naming one, and main is
+    // unchanged; once the row is fixed, the same request deploys.
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "CREATE TABLE shop.parents (id BIGINT PRIMARY KEY);
+         CREATE TABLE shop.kids (id BIGINT PRIMARY KEY, parent_id BIGINT, KEY (parent_id));
+         INSERT INTO shop.parents VALUES (1);
+         INSERT INTO shop.kids VALUES (1, 1), (2, 999), (3, NULL);",
+    );
+    let kids_id = s.json(&["branch", "create", "shop", "kids-fk", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &kids_id,
+        "strata_admin",
+        "ALTER TABLE shop.kids ADD CONSTRAINT fk_parent FOREIGN KEY (parent_id) REFERENCES parents (id)",
+    );
+    let number = s.json(&["deploy-request", "create", "shop", "kids-fk"])["number"].to_string();
+    let before = schema_of(&s, "main");
+    let o = s.cli(&["deploy-request", "deploy", "shop", &number, "--wait"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a key over orphans deployed");
+    assert!(
+        e.contains("fk_parent") && e.contains("parent_id = 999") && e.contains("`parents`"),
+        "{e}"
+    );
+    assert_eq!(
+        schema_of(&s, "main"),
+        before,
+        "a failed deploy changed main"
+    );
+    assert_no_artifacts(&s, &main_id, "after a deploy failed over orphans");
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "UPDATE shop.kids SET parent_id = 1 WHERE id = 2",
+    );
+    s.json(&["deploy-request", "deploy", "shop", &number, "--wait"]);
+    let kids = s.sql_ok(&main_id, "strata_admin", "SHOW CREATE TABLE shop.kids");
+    assert!(
+        kids.contains("CONSTRAINT `fk_parent` FOREIGN KEY"),
+        "{kids}"
+    );
 }
 
 #[test]
