@@ -189,6 +189,10 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE deploy_request_reviews ADD COLUMN changes_digest TEXT NOT NULL DEFAULT '';
     "#,
+    // The changes a deployment was queued with (its record once deployed).
+    r#"
+    ALTER TABLE deployments ADD COLUMN changes TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -189,6 +189,9 @@ pub struct Deployment {
     pub finished_at: Option<i64>,
     pub revert_expires_at: Option<i64>,
     pub updated_at: i64,
+    /// The changes as queued, JSON `[[object, statement, in_place], …]`: what the deployment must
+    /// deploy, and the deploy request's record of it afterwards (empty for older deployments).
+    pub changes: String,
 }
 
 impl Deployment {

@@ -314,9 +314,10 @@ fn deployment_row(r: &Row) -> rusqlite::Result<Deployment> {
         finished_at: r.get(18)?,
         revert_expires_at: r.get(19)?,
         updated_at: r.get(20)?,
+        changes: r.get(21)?,
     })
 }
-const DEPLOYMENT_COLS: &str = "id, database_id, deploy_request_id, deploy_request_number, into_branch, state, instant, auto_cutover, throttle_ratio, plan, progress, error, actor, cutover_actor, cancelled_actor, queued_at, started_at, cutover_at, finished_at, revert_expires_at, updated_at";
+const DEPLOYMENT_COLS: &str = "id, database_id, deploy_request_id, deploy_request_number, into_branch, state, instant, auto_cutover, throttle_ratio, plan, progress, error, actor, cutover_actor, cancelled_actor, queued_at, started_at, cutover_at, finished_at, revert_expires_at, updated_at, changes";
 
 fn review_row(r: &Row) -> rusqlite::Result<Review> {
     Ok(Review {
@@ -415,13 +416,13 @@ impl Catalog for SqliteCatalog {
     fn save_deployment(&self, d: &Deployment) -> Result<()> {
         self.conn().execute(
             &format!(
-                "INSERT INTO deployments ({DEPLOYMENT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)
+                "INSERT INTO deployments ({DEPLOYMENT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)
                  ON CONFLICT(deploy_request_id) DO UPDATE SET id=excluded.id, state=excluded.state, instant=excluded.instant,
                  auto_cutover=excluded.auto_cutover, throttle_ratio=excluded.throttle_ratio, plan=excluded.plan,
                  progress=excluded.progress, error=excluded.error, actor=excluded.actor, cutover_actor=excluded.cutover_actor,
                  cancelled_actor=excluded.cancelled_actor, queued_at=excluded.queued_at, started_at=excluded.started_at,
                  cutover_at=excluded.cutover_at, finished_at=excluded.finished_at, revert_expires_at=excluded.revert_expires_at,
-                 updated_at=excluded.updated_at"
+                 updated_at=excluded.updated_at, changes=excluded.changes"
             ),
             params![
                 d.id,
@@ -444,7 +445,8 @@ impl Catalog for SqliteCatalog {
                 d.cutover_at,
                 d.finished_at,
                 d.revert_expires_at,
-                d.updated_at
+                d.updated_at,
+                d.changes
             ],
         )?;
         Ok(())
@@ -1214,6 +1216,7 @@ mod tests {
             finished_at: None,
             revert_expires_at: None,
             updated_at: 5,
+            changes: String::new(),
         };
         c.save_deployment(&dep).unwrap();
         assert_eq!(c.active_deployments().unwrap().len(), 1);

@@ -275,8 +275,28 @@ impl Platform {
         Ok(self.catalog().reviews(&r.id)?)
     }
 
-    /// The three-way check, lint and review state of a request, now.
+    /// A request as shown: its status now, with the changes of its deployment once one is queued
+    /// or has deployed (what the deployment deploys, or did), not the branch's later ones.
     pub(crate) async fn status_of(
+        &self,
+        database: &Database,
+        request: DeployRequest,
+    ) -> Result<DeployRequestStatus> {
+        let mut status = self.live_status(database, request).await?;
+        if let Some(d) = &status.deployment {
+            let recorded = !matches!(
+                d.state.as_str(),
+                "complete_error" | "complete_cancel" | "cancelled"
+            );
+            if let (true, Some(changes)) = (recorded, decode_changes(&d.changes)) {
+                status.changes = changes;
+            }
+        }
+        Ok(status)
+    }
+
+    /// The three-way check, lint and review state of a request, now.
+    pub(crate) async fn live_status(
         &self,
         database: &Database,
         request: DeployRequest,
@@ -318,9 +338,20 @@ impl Platform {
             ));
             return Ok(status);
         };
-        let base = model(Platform::base_schema(&branch))?;
-        let ours = model(self.schema_in(database, &branch).await?)?;
-        let target = model(self.schema_in(database, &into).await?)?;
+        // An object the schema engine cannot read (a sequence, say) makes this request not
+        // deployable, with the reason; it never fails the listing of every request.
+        let schemas = (
+            model(Platform::base_schema(&branch)),
+            model(self.schema_in(database, &branch).await?),
+            model(self.schema_in(database, &into).await?),
+        );
+        let (base, ours, target) = match schemas {
+            (Ok(b), Ok(o), Ok(t)) => (b, o, t),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                status.problems.push(e.to_string());
+                return Ok(status);
+            }
+        };
         let merge = three_way(&base, &ours, &target, &status.request.into_branch);
         status.problems.extend(merge.conflicts.iter().cloned());
         status.problems.extend(merge.invalid.iter().cloned());
@@ -389,4 +420,27 @@ impl Platform {
 /// The digest an approval records: the statements of the request's changes, in order.
 fn changes_digest(changes: &[strata_schema::Change]) -> String {
     strata_model::changes_digest(changes.iter().map(|c| c.statement.as_str()))
+}
+
+/// The changes as a deployment records them.
+pub(crate) fn encode_changes(changes: &[Change]) -> String {
+    let rows: Vec<(&str, &str, bool)> = changes
+        .iter()
+        .map(|c| (c.object.as_str(), c.statement.as_str(), c.in_place))
+        .collect();
+    serde_json::to_string(&rows).unwrap_or_default()
+}
+
+/// A deployment's recorded changes (`None` for deployments made before they were recorded).
+pub(crate) fn decode_changes(recorded: &str) -> Option<Vec<Change>> {
+    let rows: Vec<(String, String, bool)> = serde_json::from_str(recorded).ok()?;
+    Some(
+        rows.into_iter()
+            .map(|(object, statement, in_place)| Change {
+                object,
+                statement,
+                in_place,
+            })
+            .collect(),
+    )
 }

@@ -162,7 +162,7 @@ impl Platform {
                 )));
             }
         }
-        let status = self.status_of(&database, request.clone()).await?;
+        let status = self.live_status(&database, request.clone()).await?;
         if !status.deployable {
             let why = if status.problems.is_empty() {
                 "there are no schema changes to deploy".to_string()
@@ -224,6 +224,7 @@ impl Platform {
             finished_at: None,
             revert_expires_at: None,
             updated_at: now,
+            changes: crate::deploy_requests::encode_changes(&status.changes),
         };
         self.save(&mut d)?;
         self.wake_deploys();
@@ -653,9 +654,20 @@ impl Platform {
             .ok_or_else(|| ControlError::NotFound("Deploy request not found".into()))?;
         // Reading the schemas fails while an instance restarts: a passing error, tried again.
         let status = self
-            .status_of(&database, request.clone())
+            .live_status(&database, request.clone())
             .await
             .map_err(|e| ControlError::Internal(e.to_string()))?;
+        // What deploys is what was queued: a branch changed since (or a target that moved under
+        // it) is not deployed unseen.
+        if !d.changes.is_empty()
+            && status.problems.is_empty()
+            && crate::deploy_requests::encode_changes(&status.changes) != d.changes
+        {
+            return Err(ControlError::Unprocessable(format!(
+                "Deploy request #{} changed after it was deployed (its branch or the target's schema moved): nothing was deployed; look at its diff and deploy it again",
+                request.number
+            )));
+        }
         if !status.problems.is_empty() || status.changes.is_empty() {
             let why = if status.problems.is_empty() {
                 "the target already has these changes".to_string()

@@ -1085,3 +1085,90 @@ fn artifacts_are_out_of_reach_and_a_view_that_cannot_exist_reverts_the_deploy() 
     assert_eq!(schema_of(&s, "main"), before, "production went back");
     common::assert_no_artifacts(&s, &main_id, "");
 }
+
+#[test]
+fn a_request_deploys_what_was_queued_and_keeps_its_record() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    s.json(&["database", "create", "shop", "--wait"]);
+    let main_id = s.wait_branch("shop", "main")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "CREATE TABLE shop.a (id BIGINT PRIMARY KEY); CREATE TABLE shop.b (id BIGINT PRIMARY KEY)",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let branch = |name: &str, sql: &str| {
+        let id = s.json(&["branch", "create", "shop", name, "--wait"])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        s.sql_ok(&id, "strata_admin", sql);
+        id
+    };
+    let one = branch("one", "ALTER TABLE shop.a ADD COLUMN x INT");
+    let two = branch("two", "ALTER TABLE shop.b ADD COLUMN y INT");
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "one",
+        "--disable-auto-apply",
+    ]);
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "two",
+        "--enable-auto-apply",
+    ]);
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    wait_state(&s, "1", &["pending_cutover"], 120);
+    // #2 waits behind #1; its branch changes meanwhile.
+    s.json(&["deploy-request", "deploy", "shop", "2"]);
+    s.sql_ok(&two, "strata_admin", "ALTER TABLE shop.b ADD COLUMN z INT");
+    let diff2 = s.json(&["deploy-request", "diff", "shop", "2"]).to_string();
+    assert!(
+        diff2.contains("`y`") && !diff2.contains("`z`"),
+        "a queued request shows what it deploys: {diff2}"
+    );
+    s.json(&["deploy-request", "apply", "shop", "1"]);
+    wait_state(&s, "1", &["complete_pending_revert", "complete"], 120);
+    let d = wait_state(&s, "2", &["complete_error"], 120);
+    assert!(
+        d.to_string().contains("changed after it was deployed"),
+        "{d}"
+    );
+    let b = s.sql_ok(&main_id, "strata_admin", "SHOW CREATE TABLE shop.b");
+    assert!(!b.contains("`y`") && !b.contains("`z`"), "{b}");
+    // Deployed again, it deploys what it shows now.
+    let out = s.cli(&["deploy-request", "deploy", "shop", "2", "--wait"]);
+    let b = s.sql_ok(&main_id, "strata_admin", "SHOW CREATE TABLE shop.b");
+    let p = s.json(&["deploy-request", "progress", "shop", "2"]);
+    assert!(
+        b.contains("`y`") && b.contains("`z`"),
+        "{b}\n{p}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A deployed request keeps its record, whatever its branch does next.
+    s.sql_ok(&one, "strata_admin", "ALTER TABLE shop.a ADD COLUMN w INT");
+    let diff1 = s.json(&["deploy-request", "diff", "shop", "1"]).to_string();
+    assert!(
+        diff1.contains("`x`") && !diff1.contains("`w`"),
+        "the record of #1: {diff1}"
+    );
+
+    // An object the schema engine cannot read on one branch makes that request not deployable,
+    // with the reason, and never breaks the list of requests.
+    branch("seq", "CREATE SEQUENCE shop.s2");
+    let r = s.json(&["deploy-request", "create", "shop", "seq"]);
+    assert_eq!(r["deployable"], false, "{r}");
+    assert!(r["problems"].to_string().contains("s2"), "{r}");
+    let list = s.json(&["deploy-request", "list", "shop"]);
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+}
