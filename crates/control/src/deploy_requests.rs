@@ -408,6 +408,23 @@ impl Platform {
             "ready"
         };
         status.deployable = status.deployment_state == "ready";
+        if status.deployable {
+            // Said before the deploy, not discovered after it.
+            if let Ok(plan) = strata_deploy::plan("00000000", &target, &merge.result, &changes) {
+                let tables = plan.changed_in_place();
+                if !tables.is_empty() {
+                    status.warnings.push(format!(
+                        "This deploy cannot be reverted: {} changed in place (tables with foreign keys, or partitions added or dropped, are altered directly, without a copy to swap back)",
+                        tables
+                            .iter()
+                            .map(|t| format!("`{t}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                            + if tables.len() == 1 { " is" } else { " are" }
+                    ));
+                }
+            }
+        }
         status.changes = changes;
         status.schemas = Some((target, merge.result));
         if let Some(d) = &status.deployment {

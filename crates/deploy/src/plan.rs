@@ -126,6 +126,17 @@ impl Plan {
             .any(|s| matches!(s, Step::DirectAlter { .. }))
     }
 
+    /// The tables a revert could not undo (changed in place, with the engine's online DDL).
+    pub fn changed_in_place(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::DirectAlter { table, .. } => Some(table.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn online_alters(&self) -> impl Iterator<Item = &OnlineAlter> {
         self.steps.iter().filter_map(|s| match s {
             Step::AlterTable(a) => Some(a.as_ref()),

@@ -946,7 +946,14 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
         "strata_admin",
         "ALTER TABLE shop.kids ADD CONSTRAINT fk_parent FOREIGN KEY (parent_id) REFERENCES parents (id)",
     );
-    let number = s.json(&["deploy-request", "create", "shop", "kids-fk"])["number"].to_string();
+    let r = s.json(&["deploy-request", "create", "shop", "kids-fk"]);
+    assert!(
+        r["warnings"]
+            .to_string()
+            .contains("cannot be reverted: `kids` is changed in place"),
+        "said before the deploy: {r}"
+    );
+    let number = r["number"].to_string();
     let before = schema_of(&s, "main");
     let o = s.cli(&["deploy-request", "deploy", "shop", &number, "--wait"]);
     let e = String::from_utf8_lossy(&o.stderr);
