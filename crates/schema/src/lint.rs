@@ -281,9 +281,134 @@ pub fn lint_changes(from: &Schema, to: &Schema, changes: &[Change]) -> Vec<Findi
                 f.column = drops.first().cloned();
                 out.push(f);
             }
+            let parts: Vec<String> = s
+                .match_indices("DROP PARTITION ")
+                .flat_map(|(i, _)| {
+                    s[i + 15..]
+                        .split(',')
+                        .map_while(|p| ident(p.trim()).map(|(n, _)| n))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            if !parts.is_empty() {
+                out.push(Finding::new(
+                    "DESTRUCTIVE_CHANGE",
+                    Severity::Warning,
+                    &c.object,
+                    format!(
+                        "Partition {} of table `{}` dropped, with the rows in it",
+                        parts
+                            .iter()
+                            .map(|p| format!("`{p}`"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        c.object
+                    ),
+                ));
+            }
+        }
+    }
+    // Columns whose type narrows: rows that do not fit fail the deploy (nothing is truncated).
+    for (name, new) in &to.tables {
+        let Some(old) = from.tables.get(name) else {
+            continue;
+        };
+        for nc in &new.columns {
+            let Some(oc) = old.columns.iter().find(|c| c.name == nc.name) else {
+                continue;
+            };
+            if let (Some(a), Some(b)) = (column_type(&oc.definition), column_type(&nc.definition)) {
+                if narrows(&a, &b) {
+                    let mut f = Finding::new(
+                        "NARROWING_CHANGE",
+                        Severity::Warning,
+                        name,
+                        format!(
+                            "Column `{name}`.`{}` changes from {} to {}: a value that does not fit fails the deploy; check the data first",
+                            nc.name, a.text, b.text
+                        ),
+                    );
+                    f.column = Some(nc.name.clone());
+                    out.push(f);
+                }
+            }
         }
     }
     out
+}
+
+/// A column's type, as far as narrowing is concerned.
+#[derive(Debug, PartialEq)]
+struct ColumnType {
+    /// `int(11) unsigned`, as written.
+    text: String,
+    base: String,
+    args: Vec<u64>,
+    unsigned: bool,
+}
+
+fn column_type(definition: &str) -> Option<ColumnType> {
+    let mut words = definition.split_whitespace();
+    let first = words.next()?.to_ascii_lowercase();
+    let unsigned = words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("unsigned"));
+    let (base, args) = match first.split_once('(') {
+        Some((b, rest)) => (
+            b.to_string(),
+            rest.trim_end_matches(')')
+                .split(',')
+                .filter_map(|a| a.trim().parse().ok())
+                .collect(),
+        ),
+        None => (first.clone(), Vec::new()),
+    };
+    Some(ColumnType {
+        text: if unsigned {
+            format!("{first} unsigned")
+        } else {
+            first
+        },
+        base,
+        args,
+        unsigned,
+    })
+}
+
+/// True when some value of type `a` has no place in type `b` (within one family; a change of
+/// family is the server's to judge).
+fn narrows(a: &ColumnType, b: &ColumnType) -> bool {
+    const INTS: [&str; 5] = ["tinyint", "smallint", "mediumint", "int", "bigint"];
+    const TEXTS: [&str; 4] = ["tinytext", "text", "mediumtext", "longtext"];
+    const BLOBS: [&str; 4] = ["tinyblob", "blob", "mediumblob", "longblob"];
+    let rank = |list: &[&str], t: &str| list.iter().position(|x| *x == t);
+    if let (Some(x), Some(y)) = (rank(&INTS, &a.base), rank(&INTS, &b.base)) {
+        return y < x || a.unsigned != b.unsigned;
+    }
+    for list in [&TEXTS[..], &BLOBS[..]] {
+        if let (Some(x), Some(y)) = (rank(list, &a.base), rank(list, &b.base)) {
+            return y < x;
+        }
+    }
+    let strings = ["varchar", "char", "varbinary", "binary"];
+    if strings.contains(&a.base.as_str()) && strings.contains(&b.base.as_str()) {
+        return b.args.first() < a.args.first();
+    }
+    if TEXTS.contains(&a.base.as_str()) && ["varchar", "char"].contains(&b.base.as_str()) {
+        return true;
+    }
+    if a.base == "decimal" && b.base == "decimal" {
+        let (p1, s1) = (
+            a.args.first().copied().unwrap_or(10),
+            a.args.get(1).copied().unwrap_or(0),
+        );
+        let (p2, s2) = (
+            b.args.first().copied().unwrap_or(10),
+            b.args.get(1).copied().unwrap_or(0),
+        );
+        return s2 < s1 || p2 - s2.min(p2) < p1 - s1.min(p1);
+    }
+    false
 }
 
 #[cfg(test)]
@@ -396,5 +521,71 @@ mod tests {
         assert!(f
             .iter()
             .any(|f| f.code == "DESTRUCTIVE_CHANGE" && f.table == "users"));
+    }
+
+    #[test]
+    fn narrowing_columns_and_dropped_partitions_are_warned() {
+        let t = |cols: &str| {
+            format!("CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n{cols},\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB")
+        };
+        let cases: &[(&str, &str, bool)] = &[
+            ("bigint(20) DEFAULT NULL", "int(11) DEFAULT NULL", true),
+            ("int(11) DEFAULT NULL", "bigint(20) DEFAULT NULL", false),
+            (
+                "int(11) DEFAULT NULL",
+                "int(10) unsigned DEFAULT NULL",
+                true,
+            ),
+            (
+                "varchar(100) DEFAULT NULL",
+                "varchar(10) DEFAULT NULL",
+                true,
+            ),
+            (
+                "varchar(10) DEFAULT NULL",
+                "varchar(100) DEFAULT NULL",
+                false,
+            ),
+            ("text DEFAULT NULL", "varchar(50) DEFAULT NULL", true),
+            ("mediumtext DEFAULT NULL", "text DEFAULT NULL", true),
+            (
+                "decimal(10,2) DEFAULT NULL",
+                "decimal(8,2) DEFAULT NULL",
+                true,
+            ),
+            (
+                "decimal(10,2) DEFAULT NULL",
+                "decimal(12,2) DEFAULT NULL",
+                false,
+            ),
+            (
+                "decimal(10,2) DEFAULT NULL",
+                "decimal(10,1) DEFAULT NULL",
+                true,
+            ),
+            ("int(11) DEFAULT NULL", "int(11) NOT NULL DEFAULT 0", false),
+        ];
+        for (from, to, warned) in cases {
+            let a = schema(&[&t(&format!("  `c` {from}"))]);
+            let b = schema(&[&t(&format!("  `c` {to}"))]);
+            let f = lint_changes(&a, &b, &changes(&a, &b).unwrap());
+            assert_eq!(
+                f.iter().any(|f| f.code == "NARROWING_CHANGE"),
+                *warned,
+                "{from} -> {to}: {f:?}"
+            );
+        }
+        let p = |parts: &str| {
+            format!("CREATE TABLE `p` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB\n PARTITION BY RANGE (`id`)\n({parts})")
+        };
+        let a = schema(&[&p("PARTITION `p0` VALUES LESS THAN (10) ENGINE = InnoDB,\n PARTITION `p1` VALUES LESS THAN (20) ENGINE = InnoDB")]);
+        let b = schema(&[&p("PARTITION `p1` VALUES LESS THAN (20) ENGINE = InnoDB,\n PARTITION `p2` VALUES LESS THAN (30) ENGINE = InnoDB")]);
+        let f = lint_changes(&a, &b, &changes(&a, &b).unwrap());
+        assert!(
+            f.iter().any(|f| f
+                .description
+                .contains("Partition `p0` of table `p` dropped")),
+            "{f:?}"
+        );
     }
 }
