@@ -611,6 +611,19 @@ pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
     let p: strata_deploy::Progress = serde_json::from_str(&d.progress).unwrap_or_default();
     let plan: Option<strata_deploy::Plan> = serde_json::from_str(&d.plan).ok();
     let (rows_copied, rows_total) = p.rows();
+    let copying = matches!(d.state.as_str(), "queued" | "in_progress");
+    // Nothing to copy (new tables, views, in-place changes): done once past the copy.
+    let percent = if p.tables.is_empty() && !copying {
+        100.0
+    } else {
+        p.percent()
+    };
+    // The phase a deployment that ended was in is history: say how it ended.
+    let phase = match d.state.as_str() {
+        "complete_cancel" | "cancelled" => "cancelled".to_string(),
+        "complete_error" => "failed".to_string(),
+        _ => p.phase.clone(),
+    };
     DeploymentView {
         id: d.id.clone(),
         kind_type: "Deployment",
@@ -620,7 +633,7 @@ pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
         instant_ddl: d.instant,
         auto_cutover: d.auto_cutover,
         throttle_ratio: d.throttle_ratio,
-        phase: p.phase.clone(),
+        phase,
         tables: p
             .tables
             .iter()
@@ -634,8 +647,8 @@ pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
             .collect(),
         rows_copied,
         rows_total,
-        progress_percentage: (p.percent() * 10.0).round() / 10.0,
-        eta_seconds: p.eta_seconds,
+        progress_percentage: (percent * 10.0).round() / 10.0,
+        eta_seconds: p.eta_seconds.filter(|_| copying),
         cutover_stall_ms: p.cutover_stall_ms,
         revert_stall_ms: p.revert_stall_ms,
         // Whether this deployment can still be reverted: not once its window has closed or it ended.

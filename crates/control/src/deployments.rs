@@ -458,6 +458,12 @@ impl Platform {
         check_ratio(ratio)?;
         let (_, request) = self.numbered(caller, org, db, number)?;
         let mut d = self.deployment_for(&request)?;
+        if !d.is_active() {
+            return Err(ControlError::Unprocessable(format!(
+                "Deploy request #{number} is not being deployed ({}): there is nothing to throttle",
+                crate::deploy_requests::deployment_state_name(&d.state)
+            )));
+        }
         d.throttle_ratio = ratio;
         self.save(&mut d)?;
         Ok(d)

@@ -156,7 +156,7 @@ impl Progress {
     /// copy), never while rows are still being copied.
     pub fn percent(&self) -> f64 {
         let (c, t) = self.rows();
-        let done = self.tables.iter().all(|p| p.copied);
+        let done = !self.tables.is_empty() && self.tables.iter().all(|p| p.copied);
         if done {
             return 100.0;
         }

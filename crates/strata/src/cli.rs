@@ -839,7 +839,13 @@ pub enum DeployRequestCmd {
         wait: bool,
     },
     /// Cut a gated deployment over.
-    Apply { database: String, number: i64 },
+    Apply {
+        database: String,
+        number: i64,
+        /// Follow the cut-over until it is done, and print the state it ends in.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Cancel a deployment that has not cut over.
     Cancel { database: String, number: i64 },
     /// Undo a deployment within its revert window, keeping the writes made since.
@@ -914,6 +920,12 @@ const DEPLOY_REQUEST: &[Column] = &[
 fn print_problems(ctx: &Ctx, v: &Value) {
     if ctx.format != Format::Human {
         return;
+    }
+    // The last deployment's failure, with its reason.
+    if let Some(e) = v.pointer("/deployment/error").and_then(Value::as_str) {
+        if v.pointer("/deployment/state").and_then(Value::as_str) == Some("complete_error") {
+            println!("Last deployment failed:\n  - {e}");
+        }
     }
     for (title, key) in [("Not deployable:", "problems"), ("Warnings:", "warnings")] {
         let list = v
@@ -1045,15 +1057,30 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
                 ctx.show(DEPLOY_REQUEST, &v);
             }
         }
-        DeployRequestCmd::Apply { database, number } => {
-            action(
-                ctx,
-                &base(&database),
-                number,
-                "apply-deploy",
-                "will cut over now",
-            )
-            .await?;
+        DeployRequestCmd::Apply {
+            database,
+            number,
+            wait,
+        } => {
+            if wait {
+                ctx.client
+                    .send(
+                        Method::POST,
+                        &format!("{}/{number}/apply-deploy", base(&database)),
+                        json!({}),
+                    )
+                    .await?;
+                follow(ctx, &base(&database), number).await?;
+            } else {
+                action(
+                    ctx,
+                    &base(&database),
+                    number,
+                    "apply-deploy",
+                    "will cut over now",
+                )
+                .await?;
+            }
         }
         DeployRequestCmd::Cancel { database, number } => {
             action(ctx, &base(&database), number, "cancel", "was cancelled").await?;
@@ -1198,14 +1225,18 @@ async fn follow(ctx: &Ctx, base: &str, number: i64) -> Result<()> {
             _ => format!("{}/{} rows", d["rows_copied"], d["rows_total"]),
         });
         bar.tick();
-        if !matches!(
-            state.as_str(),
-            "queued"
-                | "in_progress"
-                | "in_progress_cutover"
-                | "in_progress_cancel"
-                | "in_progress_revert"
-        ) {
+        // In sync with auto-apply on (or just applied): the cut-over is about to start.
+        let applying = state == "pending_cutover" && d["auto_cutover"] == true;
+        if !applying
+            && !matches!(
+                state.as_str(),
+                "queued"
+                    | "in_progress"
+                    | "in_progress_cutover"
+                    | "in_progress_cancel"
+                    | "in_progress_revert"
+            )
+        {
             bar.finish_and_clear();
             match state.as_str() {
                 "complete_error" => bail!(

@@ -1142,9 +1142,22 @@ fn a_request_deploys_what_was_queued_and_keeps_its_record() {
         diff2.contains("`y`") && !diff2.contains("`z`"),
         "a queued request shows what it deploys: {diff2}"
     );
-    s.json(&["deploy-request", "apply", "shop", "1"]);
-    wait_state(&s, "1", &["complete_pending_revert", "complete"], 120);
+    // #2 is queued: nothing copied yet, and it says so.
+    let queued = s.json(&["deploy-request", "progress", "shop", "2"]);
+    assert_eq!(queued["state"], "queued", "{queued}");
+    assert_eq!(queued["progress_percentage"], 0.0, "{queued}");
+    // apply --wait follows the cut-over and prints the state it ends in.
+    let applied = s.json(&["deploy-request", "apply", "shop", "1", "--wait"]);
+    // (#2 starting next closes #1's revert window: either state.)
+    assert!(
+        ["complete_pending_revert", "complete"].contains(&applied["state"].as_str().unwrap()),
+        "{applied}"
+    );
     let d = wait_state(&s, "2", &["complete_error"], 120);
+    assert_eq!(d["phase"], "failed", "{d}");
+    assert!(s
+        .fails(&["deploy-request", "throttle", "shop", "2", "50"])
+        .contains("nothing to throttle"));
     assert!(
         d.to_string().contains("changed after it was deployed"),
         "{d}"
