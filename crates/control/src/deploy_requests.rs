@@ -409,6 +409,15 @@ impl Platform {
         };
         status.deployable = status.deployment_state == "ready";
         if status.deployable {
+            // The data a deploy changes besides the schema, for the reviewer to see.
+            if let Some(t) = crate::deployments::migration_table(database) {
+                if merge.result.tables.contains_key(&t) {
+                    status.warnings.push(format!(
+                        "Deploying also copies the rows of `{t}` (the database's migration table) from `{}` to `{}`",
+                        status.request.branch, status.request.into_branch
+                    ));
+                }
+            }
             // Said before the deploy, not discovered after it.
             if let Ok(plan) = strata_deploy::plan("00000000", &target, &merge.result, &changes) {
                 let tables = plan.changed_in_place();

@@ -63,7 +63,7 @@ fn lock_state(state: &CopyState) -> std::sync::MutexGuard<'_, CopyInner> {
 }
 
 /// The migration table whose rows deploys copy, when the database has that setting on.
-fn migration_table(database: &Database) -> Option<String> {
+pub(crate) fn migration_table(database: &Database) -> Option<String> {
     if !database.automatic_migrations {
         return None;
     }

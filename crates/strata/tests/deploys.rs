@@ -863,7 +863,13 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         );
-        s.json(&["deploy-request", "create", "shop", &branch]);
+        let r = s.json(&["deploy-request", "create", "shop", &branch]);
+        assert!(
+            r["warnings"]
+                .to_string()
+                .contains(&format!("copies the rows of `{log}`")),
+            "the data copy is shown for review: {r}"
+        );
         let out = s.ok(&["deploy-request", "deploy", "shop", &number, "--wait"]);
         assert!(out.contains("complete_pending_revert"), "{out}");
         let on_main = s.sql_ok(
