@@ -242,7 +242,8 @@ mod tests {
     #[test]
     fn progress_percent() {
         let mut p = Progress::default();
-        assert_eq!(p.percent(), 100.0);
+        // Nothing counted yet (queued): nothing done.
+        assert_eq!(p.percent(), 0.0);
         p.tables.push(TableProgress {
             rows_copied: 50,
             rows_total: 200,

@@ -322,12 +322,10 @@ pub struct Chunk {
 /// Tries of one chunk before the step gives up for now (the deployment is resumed later).
 const CHUNK_TRIES: u32 = 400;
 
-/// Copies up to `size` rows after `after` into the shadow. First without passing over locked rows:
-/// when that succeeds and the copy itself wrote every row, each row of the range was read under a
-/// share lock at its latest committed version (a newer one would be locked) and written to the
-/// shadow: there is nothing to verify. A row an application transaction holds makes that fail at
-/// once; the chunk is then copied passing over held rows. When rows were passed over, or some were
-/// in the shadow already (written by the triggers, kept by INSERT IGNORE), the range is verified
+/// Copies up to `size` rows after `after` into the shadow, passing over rows an application
+/// transaction holds (`SKIP LOCKED`: the copy never requests a lock it would have to wait for, so
+/// InnoDB's deadlock detector never has a cycle through it whose victim would be the application).
+/// Unless every row of the range was read and written by the copy itself, the range is verified
 /// (rows skipped are copied one by one, a differing row fails the deploy). A copy warning other
 /// than a duplicate of the matching key means the new schema cannot hold the data as it is: the
 /// deploy fails with the server's words.
@@ -343,10 +341,9 @@ pub async fn copy_chunk(
     // No row `size` rows on: this chunk runs to the end of the range, and finishes it.
     let bound = until.as_deref().or(to);
     let mut retries = 0;
-    let mut skip_locked = false;
     let (mut rows, already) = loop {
         conn.query_drop("BEGIN").await?;
-        match copy_rows(conn, a, after, bound, skip_locked).await {
+        match copy_rows(conn, a, after, bound).await {
             Ok(counts) => match conn.query_drop("COMMIT").await {
                 Ok(()) => break counts,
                 // Under load the server may refuse the chunk's commit (error 1180): the chunk
@@ -361,12 +358,7 @@ pub async fn copy_chunk(
             Err(DeployError::Query(e)) if commit_refused(&e) && retries < CHUNK_TRIES => {
                 let _ = conn.query_drop("ROLLBACK").await;
                 retries += 1;
-                if lock_conflict(&e) && !skip_locked {
-                    // A row held by the application: at once again, passing over held rows.
-                    skip_locked = true;
-                } else {
-                    backoff(retries).await;
-                }
+                backoff(retries).await;
             }
             Err(e) => {
                 let _ = conn.query_drop("ROLLBACK").await;
@@ -375,7 +367,12 @@ pub async fn copy_chunk(
         }
     };
     let started = Instant::now();
-    if skip_locked || already > 0 {
+    // The range held exactly `size` committed rows when its end was read. Every write committed
+    // since then went through the triggers: a row written or inserted shows as one already in
+    // the shadow, a deleted one as a row fewer. So `size` rows read, none of them already there,
+    // means none was passed over and the copy wrote each itself: nothing to verify.
+    let whole = until.is_some() && already == 0 && rows == size;
+    if !whole {
         rows += verify_range(conn, a, after, bound, &mut retries).await?;
     }
     Ok(Chunk {
@@ -410,9 +407,8 @@ async fn copy_rows(
     a: &OnlineAlter,
     after: Option<&[String]>,
     until: Option<&[String]>,
-    skip_locked: bool,
 ) -> Result<(u64, u64)> {
-    conn.query_drop(no_wait(&sql::copy_chunk(a, after, until, skip_locked)))
+    conn.query_drop(no_wait(&sql::copy_chunk(a, after, until)))
         .await?;
     // The rows the chunk covered, and those of them the shadow held already (the server's
     // "Records: N  Duplicates: D"): progress counts both, so it reaches the table's count. Without

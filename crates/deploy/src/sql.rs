@@ -226,24 +226,18 @@ pub fn count_range(a: &OnlineAlter, after: Option<&[String]>, to: Option<&[Strin
 
 /// Copies the rows with key in (after, until] (open ends when `None`). `LOCK IN SHARE MODE` holds the
 /// source rows until the chunk commits, so a concurrent write either lands before the copy (and is
-/// copied) or after it (and its trigger overwrites the copy). The copy never waits on the
-/// application (which could close a deadlock cycle whose victim, the lighter transaction, would be
-/// the application's): without `skip_locked` a row an application transaction holds fails the
-/// statement at once (it runs with no lock wait); with it, such rows are passed over and copied
-/// afterwards, one by one (see [`missing_keys`], [`copy_one`]).
-pub fn copy_chunk(
-    a: &OnlineAlter,
-    after: Option<&[String]>,
-    until: Option<&[String]>,
-    skip_locked: bool,
-) -> String {
+/// copied) or after it (and its trigger overwrites the copy). `SKIP LOCKED` passes over rows an
+/// application transaction holds: the copy never requests a lock it would wait for, so InnoDB's
+/// deadlock detector never finds a cycle through it (whose victim, the lighter transaction, would
+/// be the application's; a no-wait attempt without it was tried and did exactly that); those rows
+/// are copied afterwards, one by one (see [`missing_keys`], [`copy_one`]).
+pub fn copy_chunk(a: &OnlineAlter, after: Option<&[String]>, until: Option<&[String]>) -> String {
     let filter = where_all(&range_conditions(&a.key, None, after, until));
     format!(
-        "INSERT IGNORE INTO {} ({cols}) SELECT {cols} FROM {} {} {filter} LOCK IN SHARE MODE{}",
+        "INSERT IGNORE INTO {} ({cols}) SELECT {cols} FROM {} {} {filter} LOCK IN SHARE MODE SKIP LOCKED",
         q(&a.shadow),
         q(&a.table),
         force(a),
-        if skip_locked { " SKIP LOCKED" } else { "" },
         cols = list(&a.shared),
     )
 }
@@ -616,7 +610,7 @@ mod tests {
             100,
         );
         assert!(end.ends_with("WHERE ((`a` > 1) OR (`a` = 1 AND `b` > 2)) AND NOT ((`a` > 7) OR (`a` = 7 AND `b` > 0)) ORDER BY `a`, `b` LIMIT 1 OFFSET 99"), "{end}");
-        let copy = copy_chunk(&a, Some(&["1".into(), "2".into()]), None, true);
+        let copy = copy_chunk(&a, Some(&["1".into(), "2".into()]), None);
         assert!(copy.starts_with(&format!("INSERT IGNORE INTO `{}` (`a`, `b`, `v`) SELECT `a`, `b`, `v` FROM `t` FORCE INDEX (`PRIMARY`) WHERE ((`a` > 1) OR (`a` = 1 AND `b` > 2))", a.shadow)), "{copy}");
         let f = forward_triggers(&p.tag, 0, &a);
         assert!(
