@@ -24,6 +24,14 @@ pub struct Plan {
     /// tables are is one fact on the server (plans stored before markers existed have `false`).
     #[serde(default)]
     pub marked: bool,
+    /// Each changed table's reverse triggers record why a revert would lose data in a table of
+    /// that table's own, so no artifact is shared between two tables' triggers (plans stored
+    /// before have `false`: one table for all). A shared one joined the metadata locks of every
+    /// table's triggers: the deploy, locking one table's set, waited for it while holding that
+    /// table, and a transaction that had written another table and then wanted this one closed a
+    /// metadata-lock cycle whose victim was the application (1213).
+    #[serde(default)]
+    pub blocked_per_table: bool,
 }
 
 /// Where a deployment's tables are, as its marker table's name records it.
@@ -148,6 +156,29 @@ impl Plan {
     /// old table, which makes a revert lose data and so refused.
     pub fn revert_blocked_table(&self) -> String {
         format!("{}{}_revert_blocked", self.table_prefix(), self.tag)
+    }
+
+    /// Where the reverse triggers of step `step` record why a revert would lose data.
+    pub fn revert_blocked_for(&self, step: usize) -> String {
+        if self.blocked_per_table {
+            format!("{}{}_{step}_revert_blocked", self.table_prefix(), self.tag)
+        } else {
+            self.revert_blocked_table()
+        }
+    }
+
+    /// Every table a revert's blockers are read from: the deployment's own (which also says it
+    /// was prepared) and each changed table's.
+    pub fn revert_blocked_tables(&self) -> Vec<String> {
+        let mut all = vec![self.revert_blocked_table()];
+        if self.blocked_per_table {
+            for (i, s) in self.steps.iter().enumerate() {
+                if matches!(s, Step::AlterTable(_)) {
+                    all.push(self.revert_blocked_for(i));
+                }
+            }
+        }
+        all
     }
 
     /// The prefix of this deployment's tables (see [`ARTIFACT_PREFIX`]).
@@ -370,6 +401,7 @@ pub fn plan(
         tag: tag.to_string(),
         steps,
         marked: true,
+        blocked_per_table: true,
     })
 }
 

@@ -150,7 +150,9 @@ pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     }
     conn.query_drop("SET SESSION foreign_key_checks = 0")
         .await?;
-    conn.query_drop(sql::revert_blocked_table(plan)).await?;
+    for create in sql::revert_blocked_tables(plan) {
+        conn.query_drop(create).await?;
+    }
     for (i, step) in plan.steps.iter().enumerate() {
         match step {
             Step::CreateTable { create, .. } => conn.query_drop(create).await?,
@@ -172,7 +174,7 @@ pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
                 statements.extend(sql::forward_triggers(&plan.tag, i, a));
                 triggers_under_lock(
                     conn,
-                    &[&a.table, &a.shadow, &a.old, &plan.revert_blocked_table()],
+                    &[&a.table, &a.shadow, &a.old, &plan.revert_blocked_for(i)],
                     &statements,
                     Duration::from_millis(500),
                     20,
@@ -215,9 +217,9 @@ pub async fn arm_reverse_capture(conn: &mut Conn, plan: &Plan) -> Result<()> {
     }
     conn.query_drop("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
         .await?;
-    let blocked = plan.revert_blocked_table();
     for (i, step) in plan.steps.iter().enumerate() {
         let Step::AlterTable(a) = step else { continue };
+        let blocked = plan.revert_blocked_for(i);
         // The live table is locked too: a write to it reaches these triggers through the forward
         // ones, and one that opened it before they existed would miss their targets
         // ("Table … doesn't exist", MDEV-26048).
@@ -941,12 +943,13 @@ async fn renames(
 
 /// Why a revert would lose data, per table (empty: it would not).
 pub async fn revert_blockers(conn: &mut Conn, plan: &Plan) -> Result<Vec<(String, String)>> {
-    let rows = conn
-        .query(format!(
-            "SELECT `table_name`, `reason` FROM {} ORDER BY `table_name`",
-            q(&plan.revert_blocked_table())
-        ))
-        .await;
+    let union = plan
+        .revert_blocked_tables()
+        .iter()
+        .map(|t| format!("SELECT `table_name`, `reason` FROM {}", q(t)))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let rows = conn.query(format!("{union} ORDER BY `table_name`")).await;
     match rows {
         Ok(rows) => Ok(rows),
         // The deployment's artifacts are gone (dropped by hand): the old tables with them.

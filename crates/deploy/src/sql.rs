@@ -34,11 +34,17 @@ pub fn placeholder(name: &str, cols: &[String]) -> String {
     format!("CREATE TABLE {} ({defs}) ENGINE=BLACKHOLE", q(name))
 }
 
-pub fn revert_blocked_table(plan: &Plan) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {} (`table_name` VARCHAR(64) NOT NULL PRIMARY KEY, `reason` TEXT NOT NULL) ENGINE=InnoDB",
-        q(&plan.revert_blocked_table())
-    )
+/// The tables where reverse triggers record why a revert would lose data.
+pub fn revert_blocked_tables(plan: &Plan) -> Vec<String> {
+    plan.revert_blocked_tables()
+        .iter()
+        .map(|t| {
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (`table_name` VARCHAR(64) NOT NULL PRIMARY KEY, `reason` TEXT NOT NULL) ENGINE=InnoDB",
+                q(t)
+            )
+        })
+        .collect()
 }
 
 /// Forward triggers (on the old table, into the shadow). Created with an empty sql_mode: a value the
@@ -82,7 +88,7 @@ pub fn reverse_triggers(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String
     let new_vals = prefixed("NEW", &a.shared);
     let handler = format!(
         "DECLARE why TEXT DEFAULT ''; DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN GET DIAGNOSTICS CONDITION 1 why = MESSAGE_TEXT; INSERT IGNORE INTO {} (`table_name`, `reason`) VALUES ('{}', why); END;",
-        q(&plan.revert_blocked_table()),
+        q(&plan.revert_blocked_for(step)),
         sql_string(&a.table)
     );
     let sets = a
@@ -648,6 +654,7 @@ mod tests {
             tag: "00000009".into(),
             steps: Vec::new(),
             marked: true,
+            blocked_per_table: true,
         };
         assert_eq!(
             renames_from(&cutover_groups(&views_only), 0),
