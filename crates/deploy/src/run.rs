@@ -24,6 +24,14 @@ pub async fn ensure_blackhole(conn: &mut Conn) -> Result<()> {
 
 /// Runs a DDL statement that needs an exclusive metadata lock, giving up after `timeout` so the
 /// writers queued behind it are never stalled longer; retried up to `attempts` times.
+///
+/// A statement that renames tables or drops triggers is bounded by `lock_wait_timeout` instead
+/// (whole seconds, at least one): that bounds only the wait for its locks, while a
+/// `max_statement_time` can also end it after it took them, in the middle of its work, and
+/// MariaDB 10.11 then undoes a RENAME of a table with triggers leaving its trigger file empty
+/// (every statement on the table fails with 1343 until repaired by hand; seen once under writers
+/// holding `SELECT … FOR UPDATE` transactions during a revert). `LOCK TABLES`, the other user,
+/// does nothing but wait, so a timer ending it is harmless and keeps the finer bound.
 pub async fn ddl_with_timeout(
     conn: &mut Conn,
     statement: &str,
@@ -31,14 +39,21 @@ pub async fn ddl_with_timeout(
     attempts: u32,
 ) -> Result<Duration> {
     let mut last = None;
+    let upper = statement.trim_start().to_ascii_uppercase();
+    let bounded = if upper.starts_with("LOCK TABLES") {
+        format!(
+            "SET STATEMENT max_statement_time={:.3} FOR {statement}",
+            timeout.as_secs_f64()
+        )
+    } else {
+        format!(
+            "SET STATEMENT lock_wait_timeout={} FOR {statement}",
+            timeout.as_secs_f64().ceil().max(1.0) as u64
+        )
+    };
     for attempt in 0..attempts.max(1) {
         let started = Instant::now();
-        let r = conn
-            .query_drop(format!(
-                "SET STATEMENT max_statement_time={:.3} FOR {statement}",
-                timeout.as_secs_f64()
-            ))
-            .await;
+        let r = conn.query_drop(bounded.as_str()).await;
         match r {
             Ok(()) => return Ok(started.elapsed()),
             Err(e) if lock_timeout(&e) => {
