@@ -276,7 +276,10 @@ impl Session {
         } else {
             self.transaction_started = None;
         }
-        if self.status & status::SESSION_STATE_CHANGED != 0 {
+        // Autocommit off is session state too, whether or not the server said it changed
+        // (`SET @@autocommit = 0` comes back without the state-changed flag).
+        if self.status & status::SESSION_STATE_CHANGED != 0 || self.status & status::AUTOCOMMIT == 0
+        {
             self.sticky = true;
         }
         if self.sticky || self.status & status::IN_TRANS != 0 {
@@ -1116,7 +1119,7 @@ impl Session {
             }
         }
         self.clear_busy();
-        if !t.error && t.status != 0 {
+        if !t.error && t.status_seen {
             self.status = t.status;
         }
         if t.last_insert_id != 0 {

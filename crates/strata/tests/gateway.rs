@@ -329,6 +329,25 @@ fn pooling_transactions_session_state_and_binary_protocol() {
             next.disconnect().await.unwrap();
         }
 
+        // Every spelling of turning autocommit off makes the next UPDATE part of a transaction.
+        for off in ["SET autocommit = 0", "SET @@autocommit = 0", "SET @@AUTOCOMMIT = OFF", "SET SESSION autocommit = 0"] {
+            let mut c = mysql_async::Conn::new(opts(&s, &rw, &rw_pw)).await.unwrap();
+            c.query_drop("INSERT INTO t (v) VALUES (-3)").await.unwrap();
+            c.query_drop(off).await.unwrap();
+            // The connection it was set on stays with this session: no one else gets autocommit off.
+            let mut other = mysql_async::Conn::new(opts(&s, &rw, &rw_pw)).await.unwrap();
+            let ac: Option<i64> = other.query_first("SELECT @@autocommit").await.unwrap();
+            assert_eq!(ac, Some(1), "{off} leaked to another session");
+            other.disconnect().await.unwrap();
+            c.query_drop("UPDATE t SET v = -4 WHERE v = -3").await.unwrap();
+            c.query_drop("ROLLBACK").await.unwrap();
+            let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM t WHERE v = -3").await.unwrap();
+            assert_eq!(n, Some(1), "{off}: ROLLBACK undid the UPDATE");
+            c.query_drop("SET autocommit = 1").await.unwrap();
+            c.query_drop("DELETE FROM t WHERE v IN (-3, -4)").await.unwrap();
+            c.disconnect().await.unwrap();
+        }
+
         // LAST_INSERT_ID follows the client, not the pooled connection.
         fresh.query_drop("INSERT INTO t (v) VALUES (5)").await.unwrap();
         let id = fresh.last_insert_id().unwrap();

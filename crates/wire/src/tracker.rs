@@ -60,6 +60,8 @@ pub struct Tracker {
     pub rows: u64,
     /// Status flags of the last OK/EOF seen.
     pub status: u16,
+    /// True once an OK/EOF was seen (its flags may all be clear: autocommit off, no transaction).
+    pub status_seen: bool,
     pub affected_rows: u64,
     pub last_insert_id: u64,
     /// True when the response ended with an ERR packet.
@@ -80,6 +82,7 @@ impl Tracker {
             continuing: false,
             rows: 0,
             status: 0,
+            status_seen: false,
             affected_rows: 0,
             last_insert_id: 0,
             error: false,
@@ -114,6 +117,7 @@ impl Tracker {
     /// After a terminator: another result follows, or the response is complete.
     fn after_result(&mut self, st: u16) -> Event {
         self.status = st;
+        self.status_seen = true;
         self.state = if st & status::MORE_RESULTS_EXISTS != 0 && self.expect == Expect::ResultSets {
             State::Start
         } else {
