@@ -119,8 +119,30 @@ pub fn analyze(sql: &str) -> Analysis {
         .collect();
     stmts.retain(|s| !s.is_empty());
 
+    // A compound statement (`BEGIN NOT ATOMIC … END`, `IF … END IF`, loops, labels) runs the
+    // statements inside it, which the split on `;` separates from their opening keyword: in a
+    // text holding one, every piece is judged by every word it contains.
+    let compound = stmts.iter().any(|s| opens_compound(s));
     for s in &stmts {
-        a.statements.push(statement(s));
+        let mut st = statement(s);
+        if compound {
+            let has = |words: &[&str]| {
+                s.iter().any(|t| {
+                    t.kind == TokenKind::Word
+                        && words.iter().any(|w| t.text.eq_ignore_ascii_case(w))
+                })
+            };
+            st.ddl |= has(DDL);
+            st.opaque |= has(&["PREPARE", "EXECUTE"]);
+            st.foreign_key |= has(&["FOREIGN", "REFERENCES"]);
+            st.artifact |= s.iter().any(|t| {
+                t.kind == TokenKind::String && {
+                    let v = unquote(t.text).to_ascii_lowercase();
+                    v.contains("~strata_") || v.contains("_strata_")
+                }
+            });
+        }
+        a.statements.push(st);
         if [
             "LOCK",
             "PREPARE",
@@ -274,6 +296,21 @@ fn statement(s: &[&Token]) -> Statement {
         }
     }
     st
+}
+
+/// True when the statement opens a compound statement: `BEGIN NOT ATOMIC`, `IF`, `CASE`, `LOOP`,
+/// `WHILE`, `REPEAT`, `FOR`, or one of them after a label (`l: LOOP`).
+fn opens_compound(s: &[&Token<'_>]) -> bool {
+    let s = if s.get(1).is_some_and(|t| t.text == ":") {
+        &s[2..]
+    } else {
+        s
+    };
+    let first = s.first().copied();
+    (word_is(first, "BEGIN") && word_is(s.get(1).copied(), "NOT"))
+        || ["IF", "CASE", "LOOP", "WHILE", "REPEAT", "FOR", "DECLARE"]
+            .iter()
+            .any(|k| word_is(first, k))
 }
 
 /// The statement a `SET STATEMENT … FOR` prefix (any number of them) runs.

@@ -31,6 +31,19 @@ fn ddl_detection() {
         ("SET STATEMENT max_statement_time=100 FOR SELECT 1", false),
         ("SET STATEMENT sql_mode='' FOR TRUNCATE orders", true),
         ("EXECUTE IMMEDIATE 'alt' 'er table t add c int'", true),
+        ("begin not atomic drop table emp; end", true),
+        (
+            "BEGIN NOT ATOMIC ALTER TABLE customers ADD COLUMN y1 INT; END",
+            true,
+        ),
+        ("begin not atomic execute immediate 'select 1'; end", true),
+        ("IF 1 THEN SELECT 1; ELSE DROP TABLE t; END IF", true),
+        (
+            "lbl: LOOP CREATE TABLE x (id int); LEAVE lbl; END LOOP",
+            true,
+        ),
+        ("BEGIN NOT ATOMIC SELECT 1; END", false),
+        ("BEGIN; UPDATE t SET a = 1; COMMIT", false),
         ("PREPARE s FROM 'alter\\rtable t add c int'", true),
         ("PREPARE s FROM 'drop' \"  table t\"", true),
         ("EXECUTE IMMEDIATE 'DROP TABLE t'", true),
@@ -264,6 +277,14 @@ fn artifact_names_are_seen() {
             true,
         ),
         ("SELECT * FROM users WHERE name = \"plain\"", false),
+        (
+            "begin not atomic execute immediate concat(\"update `~str\",\"ata_1_rev_c` set a=1\"); end",
+            false,
+        ),
+        (
+            "begin not atomic update `~strata_1_rev_c` set a = 1; end",
+            true,
+        ),
         ("SELECT * FROM `my~strata_x`", false),
     ];
     for (sql, artifact) in cases {

@@ -222,6 +222,18 @@ fn safe_migrations_refuse_direct_ddl() {
         let mut c = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
         let e = c.prep("ALTER TABLE t ADD COLUMN z INT").await.unwrap_err();
         assert!(e.to_string().contains("direct DDL is disabled"), "{e}");
+        // Compound statements run the statements inside them.
+        for sql in [
+            "BEGIN NOT ATOMIC DROP TABLE t; END",
+            "IF 1 THEN SELECT 1; ELSE ALTER TABLE t ADD COLUMN z INT; END IF",
+            "BEGIN NOT ATOMIC EXECUTE IMMEDIATE CONCAT('DROP ', 'TABLE t'); END",
+        ] {
+            let e = c.query_drop(sql).await.unwrap_err();
+            assert!(
+                e.to_string().contains("direct DDL is disabled"),
+                "{sql}: {e}"
+            );
+        }
         c.disconnect().await.unwrap();
     });
     // Development branches take DDL from admin passwords.
