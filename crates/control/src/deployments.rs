@@ -641,17 +641,6 @@ impl Platform {
 
     /// Front of the queue: checked again against the target as it is now, then planned.
     async fn start(&self, database: Database, mut d: Deployment) -> Result<Deployment> {
-        // An earlier deploy's revert window on this branch closes when the next deploy starts: a
-        // revert must never undo a schema a later deploy built on.
-        for earlier in self.catalog().active_deployments()? {
-            if earlier.database_id == d.database_id
-                && earlier.into_branch == d.into_branch
-                && earlier.state == "complete_pending_revert"
-            {
-                self.close_window(database.clone(), earlier, "complete")
-                    .await?;
-            }
-        }
         let request = self
             .catalog()
             .deploy_requests(&database.id)?
@@ -684,6 +673,17 @@ impl Platform {
                 "Deploy request #{} is no longer deployable: {why}",
                 request.number
             )));
+        }
+        // An earlier deploy's revert window on this branch closes when the next deploy starts (once it is known to go ahead: one that fails its checks leaves the window open): a
+        // revert must never undo a schema a later deploy built on.
+        for earlier in self.catalog().active_deployments()? {
+            if earlier.database_id == d.database_id
+                && earlier.into_branch == d.into_branch
+                && earlier.state == "complete_pending_revert"
+            {
+                self.close_window(database.clone(), earlier, "complete")
+                    .await?;
+            }
         }
         let (target, result) = status.schemas.unwrap_or_default();
         let tag = format!("{:08x}", crc32fast::hash(d.id.as_bytes()));

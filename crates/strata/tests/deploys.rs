@@ -1154,13 +1154,12 @@ fn a_request_deploys_what_was_queued_and_keeps_its_record() {
     assert_eq!(queued["progress_percentage"], 0.0, "{queued}");
     // apply --wait follows the cut-over and prints the state it ends in.
     let applied = s.json(&["deploy-request", "apply", "shop", "1", "--wait"]);
-    // (#2 starting next closes #1's revert window: either state.)
-    assert!(
-        ["complete_pending_revert", "complete"].contains(&applied["state"].as_str().unwrap()),
-        "{applied}"
-    );
+    assert_eq!(applied["state"], "complete_pending_revert", "{applied}");
     let d = wait_state(&s, "2", &["complete_error"], 120);
     assert_eq!(d["phase"], "failed", "{d}");
+    // A deploy that failed its checks did not close #1's revert window.
+    let first = s.json(&["deploy-request", "progress", "shop", "1"]);
+    assert_eq!(first["state"], "complete_pending_revert", "{first}");
     assert!(s
         .fails(&["deploy-request", "throttle", "shop", "2", "50"])
         .contains("nothing to throttle"));
