@@ -360,9 +360,15 @@ impl Platform {
         let digest = changes_digest(&changes);
         let approvals: Vec<&Review> = reviews.iter().filter(|r| r.state == "approved").collect();
         // Once deployed there is nothing left to change: the approval given stands.
+        let deployed = status.deployment.as_ref().is_some_and(|d| {
+            matches!(
+                d.state.as_str(),
+                "complete" | "complete_pending_revert" | "complete_revert"
+            )
+        });
         status.approved = approvals
             .iter()
-            .any(|r| r.changes_digest == digest || changes.is_empty());
+            .any(|r| r.changes_digest == digest || (deployed && changes.is_empty()));
         if !status.approved && !approvals.is_empty() && !changes.is_empty() {
             status.warnings.push(
                 "The schema changes differ from those approved: the approval was dismissed, review again"

@@ -345,6 +345,8 @@ struct ColumnType {
     base: String,
     args: Vec<u64>,
     unsigned: bool,
+    /// An ENUM's or SET's values, as written (quoted).
+    values: Vec<String>,
 }
 
 fn column_type(definition: &str) -> Option<ColumnType> {
@@ -363,7 +365,35 @@ fn column_type(definition: &str) -> Option<ColumnType> {
         ),
         None => (first.clone(), Vec::new()),
     };
+    let values = if base == "enum" || base == "set" {
+        let inner = definition
+            .split_once('(')
+            .map(|(_, r)| r)
+            .unwrap_or_default();
+        let mut vals = Vec::new();
+        let mut cur = String::new();
+        let mut quoted = false;
+        let mut chars = inner.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if quoted && chars.peek() == Some(&'\'') => {
+                    cur.push('\'');
+                    chars.next();
+                }
+                '\'' => quoted = !quoted,
+                ',' if !quoted => vals.push(std::mem::take(&mut cur)),
+                ')' if !quoted => break,
+                c if quoted => cur.push(c),
+                _ => {}
+            }
+        }
+        vals.push(cur);
+        vals
+    } else {
+        Vec::new()
+    };
     Some(ColumnType {
+        values,
         text: if unsigned {
             format!("{first} unsigned")
         } else {
@@ -396,6 +426,18 @@ fn narrows(a: &ColumnType, b: &ColumnType) -> bool {
     }
     if TEXTS.contains(&a.base.as_str()) && ["varchar", "char"].contains(&b.base.as_str()) {
         return true;
+    }
+    // Fractional seconds dropped: values are rounded, silently.
+    let times = ["datetime", "timestamp", "time"];
+    if times.contains(&a.base.as_str()) && a.base == b.base {
+        return b.args.first().copied().unwrap_or(0) < a.args.first().copied().unwrap_or(0);
+    }
+    // Double to single precision: values are rounded, silently.
+    if ["double", "real"].contains(&a.base.as_str()) && b.base == "float" {
+        return true;
+    }
+    if (a.base == "enum" || a.base == "set") && a.base == b.base {
+        return !a.values.iter().all(|v| b.values.contains(v));
     }
     if a.base == "decimal" && b.base == "decimal" {
         let (p1, s1) = (
@@ -564,6 +606,13 @@ mod tests {
                 true,
             ),
             ("int(11) DEFAULT NULL", "int(11) NOT NULL DEFAULT 0", false),
+            ("datetime(6) DEFAULT NULL", "datetime DEFAULT NULL", true),
+            ("datetime DEFAULT NULL", "datetime(3) DEFAULT NULL", false),
+            ("double DEFAULT NULL", "float DEFAULT NULL", true),
+            ("float DEFAULT NULL", "double DEFAULT NULL", false),
+            ("enum('a','b','c') DEFAULT NULL", "enum('a','b') DEFAULT NULL", true),
+            ("enum('a','b') DEFAULT NULL", "enum('a','b','c') DEFAULT NULL", false),
+            ("enum('a b','c,d') DEFAULT NULL", "enum('a b','c,d','e') DEFAULT NULL", false),
         ];
         for (from, to, warned) in cases {
             let a = schema(&[&t(&format!("  `c` {from}"))]);
