@@ -615,8 +615,10 @@ pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
     // Nothing to copy (new tables, views, in-place changes): done once past the copy.
     let percent = if p.tables.is_empty()
         && !copying
-        && !matches!(d.state.as_str(), "complete_error" | "complete_cancel" | "cancelled")
-    {
+        && !matches!(
+            d.state.as_str(),
+            "complete_error" | "complete_cancel" | "cancelled"
+        ) {
         100.0
     } else {
         p.percent()

@@ -610,9 +610,21 @@ mod tests {
             ("datetime DEFAULT NULL", "datetime(3) DEFAULT NULL", false),
             ("double DEFAULT NULL", "float DEFAULT NULL", true),
             ("float DEFAULT NULL", "double DEFAULT NULL", false),
-            ("enum('a','b','c') DEFAULT NULL", "enum('a','b') DEFAULT NULL", true),
-            ("enum('a','b') DEFAULT NULL", "enum('a','b','c') DEFAULT NULL", false),
-            ("enum('a b','c,d') DEFAULT NULL", "enum('a b','c,d','e') DEFAULT NULL", false),
+            (
+                "enum('a','b','c') DEFAULT NULL",
+                "enum('a','b') DEFAULT NULL",
+                true,
+            ),
+            (
+                "enum('a','b') DEFAULT NULL",
+                "enum('a','b','c') DEFAULT NULL",
+                false,
+            ),
+            (
+                "enum('a b','c,d') DEFAULT NULL",
+                "enum('a b','c,d','e') DEFAULT NULL",
+                false,
+            ),
         ];
         for (from, to, warned) in cases {
             let a = schema(&[&t(&format!("  `c` {from}"))]);
