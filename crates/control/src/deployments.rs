@@ -1186,11 +1186,16 @@ impl Platform {
             )
             .await
             .map_err(deploy_err)?;
-            if let Some(before) = &progress_of(&d).migration_rows_before {
+            let mut p = progress_of(&d);
+            if let Some(before) = &p.migration_rows_before {
                 run::replace_rows(&mut conn, &database.name, before)
                     .await
                     .map_err(deploy_err)?;
             }
+            // Finished here (a revert resumed by the worker): its phase says so, as when the
+            // revert command finishes it.
+            p.phase = "reverted".into();
+            set_progress(&mut d, &p);
         }
         if end == "complete_cancel" && placement == Placement::Swapped {
             // The cut-over won the race with the cancel: the deploy stands, with its window.
