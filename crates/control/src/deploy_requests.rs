@@ -246,7 +246,8 @@ impl Platform {
             return Err(ControlError::Invalid("a comment needs a body".into()));
         }
         let changes_digest = if state == "approved" {
-            let status = self.status_of(&database, r.clone()).await?;
+            // The live changes, as the approval is later compared with (not a queued record).
+            let status = self.live_status(&database, r.clone()).await?;
             changes_digest(&status.changes)
         } else {
             String::new()

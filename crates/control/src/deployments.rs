@@ -674,8 +674,9 @@ impl Platform {
                 request.number
             )));
         }
-        // An earlier deploy's revert window on this branch closes when the next deploy starts (once it is known to go ahead: one that fails its checks leaves the window open): a
-        // revert must never undo a schema a later deploy built on.
+        // An earlier deploy's revert window on this branch closes when the next deploy starts: a
+        // revert must never undo a schema a later deploy built on. Only here, once this deploy is
+        // known to go ahead: one that failed its checks leaves the window open.
         for earlier in self.catalog().active_deployments()? {
             if earlier.database_id == d.database_id
                 && earlier.into_branch == d.into_branch

@@ -25,8 +25,9 @@ pub async fn ensure_blackhole(conn: &mut Conn) -> Result<()> {
 /// Runs a DDL statement that needs an exclusive metadata lock, giving up after `timeout` so the
 /// writers queued behind it are never stalled longer; retried up to `attempts` times.
 ///
-/// A statement that renames tables or drops triggers is bounded by `lock_wait_timeout` instead
-/// (whole seconds, at least one): that bounds only the wait for its locks, while a
+/// Any statement but `LOCK TABLES` (RENAMEs, trigger drops, ALTERs) is bounded by
+/// `lock_wait_timeout` instead (whole seconds, at least one): that bounds only the wait for its
+/// locks, while a
 /// `max_statement_time` can also end it after it took them, in the middle of its work, and
 /// MariaDB 10.11 then undoes a RENAME of a table with triggers leaving its trigger file empty
 /// (every statement on the table fails with 1343 until repaired by hand; seen once under writers
@@ -786,7 +787,6 @@ async fn legacy_placement(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<
     Ok(Placement::Before)
 }
 
-/// Applies the in-place alters not yet applied (a restart may find some done already).
 /// Foreign keys the in-place alters add are added without checking the rows already there (the
 /// online way): first, every table's existing rows are checked against each new key, all before
 /// any table is changed, so rows without a parent fail the deploy with one named.
@@ -844,6 +844,7 @@ async fn check_new_foreign_keys(conn: &mut Conn, schema: &str, plan: &Plan) -> R
     Ok(())
 }
 
+/// Applies the in-place alters not yet applied (a restart may find some done already).
 async fn direct_alters(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     for s in &plan.steps {
         if let Step::DirectAlter {

@@ -9,11 +9,7 @@ use serde_json::Value;
 fn deploy_requests_check_three_ways_and_take_reviews() {
     let root = tempfile::tempdir().unwrap();
     let s = Strata::start(root.path());
-    s.json(&["database", "create", "shop", "--wait"]);
-    let main_id = s.wait_branch("shop", "main")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let main_id = s.new_database("shop");
     s.sql_ok(
         &main_id,
         "strata_admin",

@@ -202,11 +202,7 @@ fn wait_state(s: &Strata, number: &str, states: &[&str], secs: u64) -> Value {
 }
 
 fn setup(s: &Strata) -> (String, String) {
-    s.json(&["database", "create", "shop", "--wait"]);
-    let main_id = s.wait_branch("shop", "main")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let main_id = s.new_database("shop");
     s.sql_ok(
         &main_id,
         "strata_admin",
@@ -671,11 +667,7 @@ fn kill_9_of_the_instance_and_of_strata_up_while_cutting_over() {
 fn every_kind_of_change_deploys_exactly_and_reverts() {
     let root = tempfile::tempdir().unwrap();
     let s = Strata::start(root.path());
-    s.json(&["database", "create", "shop", "--wait"]);
-    let main_id = s.wait_branch("shop", "main")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let main_id = s.new_database("shop");
     s.sql_ok(
         &main_id,
         "strata_admin",
@@ -789,11 +781,7 @@ fn framework_migrate(s: &Strata, kind: &str, branch: &str) -> std::process::Outp
 fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
     let root = tempfile::tempdir().unwrap();
     let s = Strata::start(root.path());
-    s.json(&["database", "create", "shop", "--wait"]);
-    let main_id = s.wait_branch("shop", "main")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let main_id = s.new_database("shop");
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
 
     // Bad settings are refused with the reason.
@@ -991,11 +979,7 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
 fn artifacts_are_out_of_reach_and_a_view_that_cannot_exist_reverts_the_deploy() {
     let root = tempfile::tempdir().unwrap();
     let s = Strata::start(root.path());
-    s.json(&["database", "create", "shop", "--wait"]);
-    let main_id = s.wait_branch("shop", "main")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let main_id = s.new_database("shop");
     s.sql_ok(
         &main_id,
         "strata_admin",
@@ -1103,11 +1087,7 @@ fn artifacts_are_out_of_reach_and_a_view_that_cannot_exist_reverts_the_deploy() 
 fn a_request_deploys_what_was_queued_and_keeps_its_record() {
     let root = tempfile::tempdir().unwrap();
     let s = Strata::start(root.path());
-    s.json(&["database", "create", "shop", "--wait"]);
-    let main_id = s.wait_branch("shop", "main")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let main_id = s.new_database("shop");
     s.sql_ok(
         &main_id,
         "strata_admin",

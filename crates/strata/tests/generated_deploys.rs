@@ -656,11 +656,7 @@ fn generated_deploys_under_mixed_writers() {
         eprintln!("data kept in {}", root.path().display());
     }
     let s = Strata::start(root.path());
-    s.json(&["database", "create", "shop", "--wait"]);
-    let main_id = s.wait_branch("shop", "main")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let main_id = s.new_database("shop");
     let mut rng = Rng(seed);
     let mut model = Model::default();
     let mut setup = Vec::new();
@@ -855,11 +851,7 @@ fn generated_deploys_survive_kill_9_at_every_phase() {
         eprintln!("data kept in {}", root.path().display());
     }
     let mut s = Strata::start(root.path());
-    s.json(&["database", "create", "shop", "--wait"]);
-    let main_id = s.wait_branch("shop", "main")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let main_id = s.new_database("shop");
     let mut rng = Rng(seed);
     let mut model = Model::default();
     let mut setup = Vec::new();

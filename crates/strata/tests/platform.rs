@@ -692,11 +692,7 @@ fn restart_brings_everything_back_and_stop_leaves_no_server() {
     let root = tempfile::tempdir().unwrap();
     let data = data_dir(root.path());
     let mut s = Strata::start(root.path());
-    s.json(&["database", "create", "shop", "--wait"]);
-    let main_id = s.wait_branch("shop", "main")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let main_id = s.new_database("shop");
     s.sql_ok(
         &main_id,
         "strata_admin",

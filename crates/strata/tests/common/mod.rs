@@ -287,6 +287,15 @@ impl Strata {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// Creates a database and waits for its `main` branch; returns that branch's id.
+    pub fn new_database(&self, db: &str) -> String {
+        self.json(&["database", "create", db, "--wait"]);
+        self.wait_branch(db, "main")["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Waits until a branch is ready through the API; returns the branch object.
     pub fn wait_branch(&self, db: &str, branch: &str) -> Value {
         let start = Instant::now();
