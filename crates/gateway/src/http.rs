@@ -902,6 +902,15 @@ impl HttpSql {
             r.drop_result().await.map_err(lost)?;
             return Ok(out);
         };
+        // Deployment artifacts are left out of schema listings, as on the MySQL protocol.
+        let names: Vec<usize> = columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                strata_wire::listing::reads_object_names(c.schema_ref(), c.org_name_ref())
+            })
+            .map(|(i, _)| i)
+            .collect();
         let mut rows = Vec::new();
         let mut bytes = 0u64;
         let mut exceeded = None;
@@ -917,6 +926,14 @@ impl HttpSql {
                     _ => None,
                 })
                 .collect();
+            if names.iter().any(|&i| {
+                raw.get(i)
+                    .copied()
+                    .flatten()
+                    .is_some_and(strata_wire::listing::is_artifact_name)
+            }) {
+                continue;
+            }
             bytes += raw.iter().flatten().map(|v| v.len() as u64).sum::<u64>();
             if !olap && rows.len() as u64 >= limits.max_rows {
                 exceeded = Some(RpcError::mysql(

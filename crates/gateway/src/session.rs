@@ -992,6 +992,10 @@ impl Session {
         self.mark_busy(&lease);
         let limits = self.gw.cfg.limits.clone();
         let mut t = Tracker::new(expect, lease.backend.capabilities);
+        // Text results leave deployment artifacts out of schema listings (binary rows, from
+        // prepared statements, are passed as they are).
+        let mut listing = (expect == Expect::ResultSets && stmt.is_none())
+            .then(strata_wire::listing::ArtifactRows::default);
         let mut bytes: u64 = 0;
         let deadline = timeout.map(|d| Instant::now() + d);
         let mut killed = false;
@@ -1068,6 +1072,14 @@ impl Session {
             };
             if exceeded.is_some() || client_gone {
                 continue; // draining what is left
+            }
+            if let Some(l) = listing.as_mut() {
+                match ev {
+                    Event::Column => l.column(f.payload()),
+                    Event::Row if !f.continues() && l.hide(f.payload()) => continue,
+                    Event::Terminal { .. } => l.end_of_result(),
+                    _ => {}
+                }
             }
             bytes += f.raw.len() as u64;
             if limited && ev == Event::Row && t.rows > limits.max_rows {

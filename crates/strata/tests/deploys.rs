@@ -975,6 +975,109 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
     );
 }
 
+/// Tools that walk every table (listings, mysqldump, SQLAlchemy's reflect) see the application's
+/// tables only, while the instance holds a deployment's tables and triggers.
+fn listings_leave_out_artifacts(s: &Strata, main_id: &str, when: &str) {
+    let on_instance = s.sql_ok(
+        main_id,
+        "strata_admin",
+        "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop' AND TABLE_NAME LIKE '~strata%'),
+                (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA='shop')",
+    );
+    assert!(
+        !on_instance.trim().starts_with('0') && !on_instance.trim().ends_with('0'),
+        "{when}: the instance holds artifact tables and triggers: {on_instance}"
+    );
+    for role in ["readwriter", "admin", "reader"] {
+        let (user, pw, _) = password(s, "shop", "main", role);
+        for sql in [
+            "SHOW TABLES",
+            "SHOW FULL TABLES FROM shop",
+            "SHOW TABLE STATUS",
+            "SHOW TABLES LIKE '%strata%'",
+            "SHOW TRIGGERS",
+            "SHOW TRIGGERS FROM shop LIKE 'users'",
+            "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()",
+            "SELECT t.TABLE_NAME AS n FROM information_schema.COLUMNS t WHERE TABLE_SCHEMA = 'shop'",
+            "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS",
+            "SELECT TABLE_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = 'shop'",
+        ] {
+            let o = s.gateway_sql(&user, &pw, &["shop"], sql);
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success(),
+                "{when}, {role}: {sql}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(!out.contains("strata_"), "{when}, {role}: {sql}: {out}");
+            if sql.starts_with("SHOW TABLES") && !sql.contains("LIKE") {
+                assert_eq!(out.trim(), "users", "{when}, {role}: {sql}");
+            }
+        }
+        // The HTTP SQL endpoint the serverless driver speaks.
+        let ca = common::data_dir(&s.root).join("tls/ca.pem");
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(&ca)
+            .args(["-u", &format!("{user}:{pw}")])
+            .args(["-H", "content-type: application/json"])
+            .args(["-d", r#"{"query":"SHOW FULL TABLES","session":null}"#])
+            .arg(format!(
+                "https://localhost:{}/psdb.v1alpha1.Database/Execute",
+                s.http_port
+            ))
+            .output()
+            .expect("curl installed");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let rows = v["result"]["rows"].as_array().cloned().unwrap_or_default();
+        assert_eq!(rows.len(), 1, "{when}, {role}: HTTP SHOW FULL TABLES: {v}");
+        if role == "reader" {
+            continue;
+        }
+        let dump = std::process::Command::new("mysqldump")
+            .args(["-h", "127.0.0.1", "-P", &s.mysql_port.to_string(), "-u"])
+            .args([
+                user.as_str(),
+                &format!("-p{pw}"),
+                "--no-tablespaces",
+                "shop",
+            ])
+            .output()
+            .expect("mysqldump installed");
+        let text = String::from_utf8_lossy(&dump.stdout);
+        assert!(
+            dump.status.success(),
+            "{when}, {role}: mysqldump: {}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
+        assert!(
+            text.contains("CREATE TABLE `users`") && !text.contains("strata_"),
+            "{when}, {role}: mysqldump: {text}"
+        );
+        let reflect = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, sqlalchemy as sa\n\
+                 e = sa.create_engine(sys.argv[1])\n\
+                 m = sa.MetaData()\n\
+                 m.reflect(e)\n\
+                 print(sorted(m.tables))",
+                &format!(
+                    "mysql+pymysql://{user}:{pw}@127.0.0.1:{}/shop",
+                    s.mysql_port
+                ),
+            ])
+            .output()
+            .expect("python3 runs");
+        assert_eq!(
+            String::from_utf8_lossy(&reflect.stdout).trim(),
+            "['users']",
+            "{when}, {role}: reflect: {}",
+            String::from_utf8_lossy(&reflect.stderr)
+        );
+    }
+}
+
 #[test]
 fn artifacts_are_out_of_reach_and_a_view_that_cannot_exist_reverts_the_deploy() {
     let root = tempfile::tempdir().unwrap();
@@ -1030,6 +1133,7 @@ fn artifacts_are_out_of_reach_and_a_view_that_cannot_exist_reverts_the_deploy() 
             "{sql}: {e}"
         );
     }
+    listings_leave_out_artifacts(&s, &main_id, "while the deploy waits to cut over");
     s.json(&["deploy-request", "apply", "shop", "1"]);
     wait_state(&s, "1", &["complete_pending_revert"], 120);
     assert_eq!(
@@ -1041,6 +1145,7 @@ fn artifacts_are_out_of_reach_and_a_view_that_cannot_exist_reverts_the_deploy() 
         .trim(),
         "300"
     );
+    listings_leave_out_artifacts(&s, &main_id, "in the revert window");
     s.ok(&["deploy-request", "revert", "shop", "1", "--wait"]);
     assert_eq!(schema_of(&s, "main"), before);
 

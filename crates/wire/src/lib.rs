@@ -10,6 +10,7 @@
 pub mod caps;
 pub mod codec;
 pub mod handshake;
+pub mod listing;
 pub mod packets;
 pub mod tracker;
 
