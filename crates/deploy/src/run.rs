@@ -787,65 +787,112 @@ async fn legacy_placement(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<
     Ok(Placement::Before)
 }
 
+/// A foreign key an in-place alter adds.
+struct NewKey {
+    name: String,
+    parts: strata_schema::ForeignKeyParts,
+    /// The referenced table is created by the same deploy (empty until the cut-over).
+    parent_is_new: bool,
+}
+
+/// The foreign keys `create` has that `table` on the instance does not.
+async fn new_foreign_keys(
+    conn: &mut Conn,
+    schema: &str,
+    plan: &Plan,
+    table: &str,
+    create: &str,
+) -> Result<Vec<NewKey>> {
+    let Ok(want) = strata_schema::parse_table(create) else {
+        return Ok(Vec::new());
+    };
+    let now: Option<(String, String)> = conn
+        .query_first(format!("SHOW CREATE TABLE {}.{}", q(schema), q(table)))
+        .await?;
+    let have = now
+        .and_then(|(_, c)| strata_schema::parse_table(&c).ok())
+        .map(|t| t.foreign_keys)
+        .unwrap_or_default();
+    Ok(want
+        .foreign_keys
+        .iter()
+        .filter(|fk| !have.iter().any(|h| h.definition == fk.definition))
+        .filter_map(|fk| {
+            let parts = fk.foreign_key()?;
+            let parent_is_new = plan
+                .steps
+                .iter()
+                .any(|s| matches!(s, Step::CreateTable { table, .. } if *table == parts.table));
+            Some(NewKey {
+                name: fk.name.clone(),
+                parts,
+                parent_is_new,
+            })
+        })
+        .collect())
+}
+
+/// The first row of `table` without a parent under one of `keys`, as the deploy's error. The
+/// referenced tables are read under the aliases of [`sql::orphan_check_lock`].
+async fn first_orphan(
+    conn: &mut Conn,
+    table: &str,
+    keys: &[NewKey],
+) -> Result<Option<DeployError>> {
+    for (i, k) in keys.iter().enumerate() {
+        let sql = sql::first_orphan_as(table, &k.parts, k.parent_is_new, &format!("p{i}"));
+        let row: Option<Row> = conn.query_first(sql).await?;
+        if let Some(row) = row {
+            let values: Vec<String> = k
+                .parts
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let v: Option<String> = row.get(i).flatten();
+                    format!("{c} = {}", v.unwrap_or_default())
+                })
+                .collect();
+            return Ok(Some(DeployError::Orphans {
+                table: table.to_string(),
+                constraint: k.name.clone(),
+                parent: k.parts.table.clone(),
+                example: format!("the row with {}", values.join(", ")),
+            }));
+        }
+    }
+    Ok(None)
+}
+
 /// Foreign keys the in-place alters add are added without checking the rows already there (the
 /// online way): first, every table's existing rows are checked against each new key, all before
-/// any table is changed, so rows without a parent fail the deploy with one named.
+/// any table is changed and without holding writers, so rows without a parent fail the deploy with
+/// one named. [`direct_alters`] checks again under lock, for rows written meanwhile.
 async fn check_new_foreign_keys(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
-    let created: std::collections::BTreeSet<&str> = plan
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::CreateTable { table, .. } => Some(table.as_str()),
-            _ => None,
-        })
-        .collect();
     for s in &plan.steps {
         let Step::DirectAlter { table, create, .. } = s else {
             continue;
         };
-        let Ok(want) = strata_schema::parse_table(create) else {
-            continue;
-        };
-        let now: Option<(String, String)> = conn
-            .query_first(format!("SHOW CREATE TABLE {}.{}", q(schema), q(table)))
-            .await?;
-        let have = now
-            .and_then(|(_, c)| strata_schema::parse_table(&c).ok())
-            .map(|t| t.foreign_keys)
-            .unwrap_or_default();
-        for fk in &want.foreign_keys {
-            if have.iter().any(|h| h.definition == fk.definition) {
-                continue;
-            }
-            let Some(parts) = fk.foreign_key() else {
-                continue;
-            };
-            let sql = sql::first_orphan(table, &parts, created.contains(parts.table.as_str()));
-            let row: Option<Row> = conn.query_first(sql).await?;
-            if let Some(row) = row {
-                let values: Vec<String> = parts
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        let v: Option<String> = row.get(i).flatten();
-                        format!("{c} = {}", v.unwrap_or_default())
-                    })
-                    .collect();
-                return Err(DeployError::Orphans {
-                    table: table.clone(),
-                    constraint: fk.name.clone(),
-                    parent: parts.table.clone(),
-                    example: format!("the row with {}", values.join(", ")),
-                });
-            }
+        let keys = new_foreign_keys(conn, schema, plan, table, create).await?;
+        if let Some(e) = first_orphan(conn, table, &keys).await? {
+            return Err(e);
         }
     }
     Ok(())
 }
 
-/// Applies the in-place alters not yet applied (a restart may find some done already).
-async fn direct_alters(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+/// Applies the in-place alters not yet applied (a restart may find some done already). A table
+/// that gains foreign keys is altered under `LOCK TABLES` (it, and the tables its new keys
+/// reference), after its rows are checked once more there: a row without a parent written
+/// between the first check and the ALTER (which adds the key unchecked) fails the deploy too.
+/// Writers of those tables wait for that second check, bounded like every lock wait here.
+async fn direct_alters(
+    conn: &mut Conn,
+    schema: &str,
+    plan: &Plan,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<()> {
     for s in &plan.steps {
         if let Step::DirectAlter {
             table,
@@ -863,11 +910,42 @@ async fn direct_alters(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()>
                 .is_ok_and(|t| t.equivalent(&want)),
                 _ => false,
             };
-            if !done {
+            if done {
+                continue;
+            }
+            let keys = new_foreign_keys(conn, schema, plan, table, create).await?;
+            if keys.is_empty() {
                 for st in statements {
                     conn.query_drop(st).await?;
                 }
+                continue;
             }
+            let parents: Vec<Option<&str>> = keys
+                .iter()
+                .map(|k| (!k.parent_is_new).then_some(k.parts.table.as_str()))
+                .collect();
+            ddl_with_timeout(
+                conn,
+                &sql::orphan_check_lock(table, &parents),
+                timeout,
+                attempts,
+            )
+            .await?;
+            let mut result = match first_orphan(conn, table, &keys).await {
+                Ok(Some(e)) => Err(e),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if result.is_ok() {
+                for st in statements {
+                    if let Err(e) = conn.query_drop(st).await {
+                        result = Err(e.into());
+                        break;
+                    }
+                }
+            }
+            conn.query_drop("UNLOCK TABLES").await?;
+            result?;
         }
     }
     Ok(())
@@ -906,7 +984,7 @@ pub async fn cut_over(
     if done == 0 {
         finish_shadows(conn, schema, plan).await?;
         check_new_foreign_keys(conn, schema, plan).await?;
-        direct_alters(conn, schema, plan).await?;
+        direct_alters(conn, schema, plan, timeout, attempts).await?;
         for s in &plan.steps {
             if let Step::View { statement, .. } = s {
                 if statement.starts_with("DROP VIEW ") {

@@ -543,6 +543,17 @@ pub fn first_orphan(
     fk: &strata_schema::ForeignKeyParts,
     parent_is_new: bool,
 ) -> String {
+    first_orphan_as(table, fk, parent_is_new, "p")
+}
+
+/// [`first_orphan`] reading the referenced table under the alias `parent` (a table held with
+/// `LOCK TABLES` is read only under the aliases it was locked with).
+pub fn first_orphan_as(
+    table: &str,
+    fk: &strata_schema::ForeignKeyParts,
+    parent_is_new: bool,
+    parent: &str,
+) -> String {
     let set: Vec<String> = fk
         .columns
         .iter()
@@ -560,10 +571,10 @@ pub fn first_orphan(
             .columns
             .iter()
             .zip(&fk.referenced)
-            .map(|(c, r)| format!("p.{} = c.{}", q(r), q(c)))
+            .map(|(c, r)| format!("{parent}.{} = c.{}", q(r), q(c)))
             .collect();
         format!(
-            " AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})",
+            " AND NOT EXISTS (SELECT 1 FROM {} {parent} WHERE {})",
             q(&fk.table),
             on.join(" AND ")
         )
@@ -574,6 +585,22 @@ pub fn first_orphan(
         q(table),
         set.join(" AND ")
     )
+}
+
+/// The locks under which `table`'s new foreign keys are checked again and added: the table itself
+/// (changed), the same table as `c` (read by the check) and each key's referenced table under the
+/// alias `p<i>`, `i` its position in `parents` (`None`: created by the same deploy, not read).
+pub fn orphan_check_lock(table: &str, parents: &[Option<&str>]) -> String {
+    let mut locks = vec![
+        format!("{} WRITE", q(table)),
+        format!("{} AS c READ", q(table)),
+    ];
+    for (i, p) in parents.iter().enumerate() {
+        if let Some(p) = p {
+            locks.push(format!("{} AS p{i} READ", q(p)));
+        }
+    }
+    format!("LOCK TABLES {}", locks.join(", "))
 }
 
 #[cfg(test)]
@@ -766,6 +793,12 @@ mod tests {
         assert_eq!(
             first_orphan("orders", &fk, true),
             "SELECT CAST(c.`user_id` AS CHAR), CAST(c.`org` AS CHAR) FROM `orders` c WHERE c.`user_id` IS NOT NULL AND c.`org` IS NOT NULL LIMIT 1"
+        );
+        assert!(first_orphan_as("orders", &fk, false, "p1")
+            .contains("FROM `users` p1 WHERE p1.`id` = c.`user_id`"));
+        assert_eq!(
+            orphan_check_lock("orders", &[Some("users"), None, Some("orders")]),
+            "LOCK TABLES `orders` WRITE, `orders` AS c READ, `users` AS p0 READ, `orders` AS p2 READ"
         );
     }
 }

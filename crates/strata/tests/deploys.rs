@@ -973,6 +973,74 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
         kids.contains("CONSTRAINT `fk_parent` FOREIGN KEY"),
         "{kids}"
     );
+
+    // A row without a parent written after the first check, while the cut-over waits for a long
+    // transaction: it is refused once the key exists, or the deploy fails naming it. Never a key
+    // over a row without a parent.
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "CREATE TABLE shop.t (id BIGINT PRIMARY KEY, kid_id BIGINT, KEY (kid_id));
+         INSERT INTO shop.t VALUES (1, 1);",
+    );
+    let toys_id = s.json(&["branch", "create", "shop", "toys-fk", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &toys_id,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD CONSTRAINT fk_kid FOREIGN KEY (kid_id) REFERENCES kids (id)",
+    );
+    let number = s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "toys-fk",
+        "--disable-auto-apply",
+    ])["number"]
+        .to_string();
+    s.json(&["deploy-request", "deploy", "shop", &number]);
+    let mut blocker = apply_into_waiting_cutover(&s, &main_id, &number);
+    let (user, pw, _) = password(&s, "shop", "main", "readwriter");
+    let orphan = s.gateway_sql(&user, &pw, &["shop"], "INSERT INTO t VALUES (2, 424242)");
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    let d = wait_state(
+        &s,
+        &number,
+        &["complete_pending_revert", "complete", "complete_error"],
+        120,
+    );
+    let orphans = s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "SELECT COUNT(*) FROM shop.t WHERE kid_id NOT IN (SELECT id FROM shop.kids)",
+    );
+    let t = s.sql_ok(&main_id, "strata_admin", "SHOW CREATE TABLE shop.t");
+    eprintln!(
+        "a row without a parent during the cut-over: key added {}, row {}",
+        t.contains("fk_kid"),
+        if orphan.status.success() {
+            "taken"
+        } else {
+            "refused"
+        }
+    );
+    if t.contains("fk_kid") {
+        assert_eq!(
+            orphans.trim(),
+            "0",
+            "a key over a row without a parent: {d}"
+        );
+        assert!(
+            !orphan.status.success(),
+            "the orphan was taken after the key"
+        );
+    } else {
+        assert_eq!(d["state"], "complete_error", "{d}");
+        assert!(d.to_string().contains("kid_id = 424242"), "{d}");
+    }
 }
 
 /// Tools that walk every table (listings, mysqldump, SQLAlchemy's reflect) see the application's
