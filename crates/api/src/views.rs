@@ -667,7 +667,9 @@ pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
                     | "in_progress_cutover"
                     | "complete_pending_revert"
             ),
-        revert_expires_at: ts_opt(d.revert_expires_at),
+        // Only while the window is open: a closed window has no expiry left to show.
+        revert_expires_at: ts_opt(d.revert_expires_at)
+            .filter(|_| d.state == "complete_pending_revert"),
         error: d.error.clone(),
         actor: token_actor(&d.actor),
         cutover_actor: d.cutover_actor.as_deref().map(token_actor),

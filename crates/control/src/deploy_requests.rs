@@ -414,8 +414,10 @@ impl Platform {
         } else {
             "ready"
         };
-        status.deployable = status.deployment_state == "ready";
-        if status.deployable {
+        let ready = status.deployment_state == "ready";
+        // A deploy of a request that still needs its approval is refused: not deployable yet.
+        status.deployable = ready && (status.approved || !database.require_approval_for_deploy);
+        if ready {
             // The data a deploy changes besides the schema, for the reviewer to see.
             if let Some(t) = crate::deployments::migration_table(database) {
                 if merge.result.tables.contains_key(&t) {

@@ -163,7 +163,7 @@ impl Platform {
             }
         }
         let status = self.live_status(&database, request.clone()).await?;
-        if !status.deployable {
+        if !status.problems.is_empty() || status.changes.is_empty() {
             let why = if status.problems.is_empty() {
                 "there are no schema changes to deploy".to_string()
             } else {
@@ -173,7 +173,7 @@ impl Platform {
                 "Deploy request #{number} is not deployable: {why}"
             )));
         }
-        if database.require_approval_for_deploy && !status.approved {
+        if !status.deployable {
             return Err(ControlError::Unprocessable(format!(
                 "Deploy request #{number} must be approved by an administrator before it is deployed"
             )));

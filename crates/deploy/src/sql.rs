@@ -509,10 +509,32 @@ fn rename(pairs: &[(String, String)]) -> Option<String> {
 
 /// `CREATE VIEW …` as the server printed it, made idempotent.
 pub fn create_or_replace(view_create: &str) -> String {
-    match view_create.strip_prefix("CREATE ") {
+    let st = with_definer(view_create);
+    match st.strip_prefix("CREATE ") {
         Some(rest) if !rest.starts_with("OR REPLACE ") => format!("CREATE OR REPLACE {rest}"),
-        _ => view_create.to_string(),
+        _ => st,
     }
+}
+
+/// A view's statement with a definer: schemas carry views without one, and a view made by the
+/// deploy's own user would run (SQL SECURITY DEFINER) with that user's rights over the whole
+/// server. The database's admin role user, which made it on the branch, defines it here too.
+fn with_definer(view_create: &str) -> String {
+    let Some(view) = view_create.find(" VIEW ") else {
+        return view_create.to_string();
+    };
+    let head = &view_create[..view];
+    if head.contains(" DEFINER=") {
+        return view_create.to_string();
+    }
+    let at = head.find(" SQL SECURITY ").unwrap_or(view);
+    format!(
+        "{} DEFINER={}@{}{}",
+        &view_create[..at],
+        q(&strata_model::Role::Admin.internal_user()),
+        q(strata_engine::config::INTERNAL_HOST),
+        &view_create[at..]
+    )
 }
 
 /// `DROP VIEW x` made idempotent.
@@ -772,6 +794,15 @@ mod tests {
         assert_eq!(
             create_or_replace("CREATE ALGORITHM=UNDEFINED DEFINER=`root`@`localhost` SQL SECURITY DEFINER VIEW `v` AS select 1"),
             "CREATE OR REPLACE ALGORITHM=UNDEFINED DEFINER=`root`@`localhost` SQL SECURITY DEFINER VIEW `v` AS select 1"
+        );
+        // Without a definer (as schemas carry views), the admin role user's.
+        assert_eq!(
+            create_or_replace("CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v` AS select 1"),
+            "CREATE OR REPLACE ALGORITHM=UNDEFINED DEFINER=`strata_admin`@`127.0.0.1` SQL SECURITY DEFINER VIEW `v` AS select 1"
+        );
+        assert_eq!(
+            create_or_replace("CREATE OR REPLACE VIEW `v` AS select ' VIEW ' AS `x`"),
+            "CREATE OR REPLACE DEFINER=`strata_admin`@`127.0.0.1` VIEW `v` AS select ' VIEW ' AS `x`"
         );
         assert_eq!(
             drop_view_if_exists("DROP VIEW `v`"),

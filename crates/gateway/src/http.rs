@@ -628,6 +628,13 @@ impl HttpSql {
                 crate::session::ARTIFACT_REFUSED,
             ));
         }
+        if a.has_routine() {
+            return Err(RpcError::mysql(
+                1235,
+                "42000",
+                crate::session::ROUTINES_REFUSED,
+            ));
+        }
         if a.statements
             .iter()
             .filter(|s| !s.keyword.is_empty())

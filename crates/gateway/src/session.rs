@@ -570,6 +570,9 @@ impl Session {
         if a.touches_artifact() {
             return self.reply_err(artifact_refused()).await;
         }
+        if a.has_routine() {
+            return self.reply_err(routines_refused()).await;
+        }
         if a.statements.len() > 1 && self.client.caps & caps::MULTI_STATEMENTS == 0 {
             return self.reply_err(ErrPacket::new(1064, "42000", "You have an error in your SQL syntax: multiple statements need CLIENT_MULTI_STATEMENTS")).await;
         }
@@ -633,6 +636,9 @@ impl Session {
         }
         if a.touches_artifact() {
             return self.reply_err(artifact_refused()).await;
+        }
+        if a.has_routine() {
+            return self.reply_err(routines_refused()).await;
         }
         if a.pins_session.is_some() {
             self.sticky = true;
@@ -1241,6 +1247,15 @@ fn foreign_keys_refused() -> ErrPacket {
 /// write to one would change what its cut-over or revert puts in place, unseen by any review.
 pub(crate) const ARTIFACT_REFUSED: &str =
     "names starting with ~strata_ or _strata_ are reserved for deployments and cannot be used";
+
+/// Stored routines, triggers and events are not part of a branch's schema (no diff shows them, no
+/// deploy carries them), as on PlanetScale.
+pub(crate) const ROUTINES_REFUSED: &str =
+    "VT12001: unsupported: stored routines, triggers and events are not supported";
+
+fn routines_refused() -> ErrPacket {
+    ErrPacket::new(1235, "42000", ROUTINES_REFUSED)
+}
 
 fn artifact_refused() -> ErrPacket {
     ErrPacket::new(1142, "42000", ARTIFACT_REFUSED)

@@ -272,7 +272,7 @@ impl Schema {
                         name.to_string(),
                         View {
                             name: name.to_string(),
-                            create: create.to_string(),
+                            create: without_definer(create),
                         },
                     );
                 }
@@ -290,6 +290,32 @@ impl Schema {
         }
         Ok(s)
     }
+}
+
+/// A view's statement without its `DEFINER=…` clause. The definer is whichever server user created
+/// the view on that branch (an internal user of the role, or the deploy's): not part of the schema
+/// a reviewer sees or a deploy compares, and each branch's server fills in its own.
+pub fn without_definer(create: &str) -> String {
+    let Some(at) = create.find(" DEFINER=") else {
+        return create.to_string();
+    };
+    let Some(view) = create.find(" VIEW ") else {
+        return create.to_string();
+    };
+    if at > view {
+        return create.to_string();
+    }
+    let mut rest = &create[at + " DEFINER=".len()..];
+    // `user`@`host`, or a bare CURRENT_USER / unquoted name.
+    if let Some((_, r)) = ident(rest) {
+        rest = r;
+        if let Some(r) = rest.strip_prefix('@') {
+            rest = ident(r).map(|(_, r)| r).unwrap_or(r);
+        }
+    } else {
+        rest = rest.find(' ').map(|i| &rest[i..]).unwrap_or("");
+    }
+    format!("{}{}", &create[..at], rest)
 }
 
 /// Reads a backtick-quoted identifier at the start of `s`: (name, rest).
@@ -442,6 +468,42 @@ mod tests {
     use super::*;
 
     const USERS: &str = "CREATE TABLE `users` (\n  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n  `name` varchar(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL DEFAULT '',\n  `email` varchar(320) DEFAULT NULL COMMENT 'user''s, email',\n  `data` longtext CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL CHECK (json_valid(`data`)),\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `uk_email` (`email`),\n  KEY `idx_name` (`name`(10)) USING BTREE,\n  CONSTRAINT `fk_x` FOREIGN KEY (`id`) REFERENCES `other` (`id`) ON DELETE CASCADE,\n  CONSTRAINT `chk_score` CHECK (`id` >= 0)\n) ENGINE=InnoDB AUTO_INCREMENT=42 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci COMMENT='users table'";
+
+    #[test]
+    fn views_lose_their_definer() {
+        for (create, want) in [
+            (
+                "CREATE ALGORITHM=UNDEFINED DEFINER=`strata_admin`@`127.0.0.1` SQL SECURITY DEFINER VIEW `v` AS select 1 AS `1`",
+                "CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v` AS select 1 AS `1`",
+            ),
+            (
+                "CREATE DEFINER=`a``b`@`%` VIEW `v` AS select 'DEFINER=x' AS `s`",
+                "CREATE VIEW `v` AS select 'DEFINER=x' AS `s`",
+            ),
+            (
+                "CREATE ALGORITHM=UNDEFINED DEFINER=CURRENT_USER SQL SECURITY INVOKER VIEW `v` AS select 1",
+                "CREATE ALGORITHM=UNDEFINED SQL SECURITY INVOKER VIEW `v` AS select 1",
+            ),
+            // No definer, or the word only in the body: unchanged.
+            (
+                "CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v` AS select 1",
+                "CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v` AS select 1",
+            ),
+            (
+                "CREATE VIEW `v` AS select ' DEFINER=' AS `x`",
+                "CREATE VIEW `v` AS select ' DEFINER=' AS `x`",
+            ),
+        ] {
+            assert_eq!(without_definer(create), want, "{create}");
+        }
+        let s = Schema::from_statements([(
+            "view",
+            "v",
+            "CREATE ALGORITHM=UNDEFINED DEFINER=`x`@`y` SQL SECURITY DEFINER VIEW `v` AS select 1",
+        )])
+        .unwrap();
+        assert!(!s.views["v"].create.contains("DEFINER=`"));
+    }
 
     #[test]
     fn parses_canonical_output() {

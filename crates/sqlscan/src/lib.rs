@@ -45,12 +45,20 @@ pub struct Statement {
     pub foreign_key: bool,
     /// Names a deployment's table or trigger (`~strata_…`, `_strata_…`), also in prepared text.
     pub artifact: bool,
+    /// Creates, alters or drops a stored routine, trigger or event (not part of a branch's schema,
+    /// never deployed), also in prepared text.
+    pub routine: bool,
 }
 
 impl Analysis {
     /// True when any statement changes the schema, or might.
     pub fn has_ddl(&self) -> bool {
         self.statements.iter().any(|s| s.ddl || s.opaque)
+    }
+
+    /// True when any statement creates, alters or drops a stored routine, trigger or event.
+    pub fn has_routine(&self) -> bool {
+        self.statements.iter().any(|s| s.routine)
     }
 
     /// True when any statement declares a foreign key.
@@ -72,6 +80,24 @@ impl Analysis {
     }
 }
 
+/// Words naming the kind of object a CREATE/ALTER/DROP is about.
+const OBJECT_KINDS: &[&str] = &[
+    "TABLE",
+    "VIEW",
+    "INDEX",
+    "DATABASE",
+    "SCHEMA",
+    "SEQUENCE",
+    "USER",
+    "ROLE",
+    "SERVER",
+    "TABLESPACE",
+    "TRIGGER",
+    "FUNCTION",
+    "PROCEDURE",
+    "EVENT",
+    "PACKAGE",
+];
 const DDL: &[&str] = &["CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE", "OPTIMIZE"];
 const PINNING_FUNCTIONS: &[&str] = &[
     "GET_LOCK",
@@ -270,6 +296,14 @@ fn statement(s: &[&Token]) -> Statement {
                     || word_is(Some(t), "REFERENCES")
             });
     }
+    if matches!(keyword.as_str(), "CREATE" | "ALTER" | "DROP") {
+        // The object kind is the first of these words (DEFINER, OR REPLACE, AGGREGATE… come first).
+        let kind = s
+            .iter()
+            .skip(1)
+            .find_map(|t| OBJECT_KINDS.iter().find(|k| word_is(Some(t), k)).copied());
+        st.routine = matches!(kind, Some("TRIGGER" | "FUNCTION" | "PROCEDURE" | "EVENT"));
+    }
     // PREPARE name FROM 'text' | @var ; EXECUTE IMMEDIATE 'text' | @var
     let source = if keyword == "PREPARE" && word_is(s.get(2).copied(), "FROM") {
         Some(3)
@@ -290,6 +324,7 @@ fn statement(s: &[&Token]) -> Statement {
                 let inner = analyze(&text);
                 st.ddl = inner.has_ddl();
                 st.foreign_key = inner.has_foreign_key();
+                st.routine = inner.has_routine();
                 st.artifact |= inner.touches_artifact();
             }
             _ => st.opaque = true,

@@ -325,3 +325,45 @@ fn set_statement_is_judged_by_what_it_runs() {
     // No FOR: a plain (if odd) SET.
     assert_eq!(analyze("SET STATEMENT x=1").statements[0].keyword, "SET");
 }
+
+#[test]
+fn routines_are_seen() {
+    let cases: &[(&str, bool)] = &[
+        (
+            "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.a = 1",
+            true,
+        ),
+        (
+            "create definer=`root`@`%` trigger tr after update on t for each row begin end",
+            true,
+        ),
+        ("CREATE OR REPLACE FUNCTION f() RETURNS INT RETURN 1", true),
+        (
+            "CREATE AGGREGATE FUNCTION f(x INT) RETURNS INT BEGIN RETURN 1; END",
+            true,
+        ),
+        ("CREATE PROCEDURE p() SELECT 1", true),
+        ("CREATE DEFINER = CURRENT_USER PROCEDURE p() SELECT 1", true),
+        (
+            "CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DO DELETE FROM t",
+            true,
+        ),
+        ("ALTER EVENT e DISABLE", true),
+        ("DROP PROCEDURE IF EXISTS p", true),
+        ("DROP TRIGGER tr", true),
+        (
+            "PREPARE s FROM 'CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET @a=1'",
+            true,
+        ),
+        ("CREATE TABLE `trigger` (id INT)", false),
+        ("CREATE TABLE events (id INT, `function` INT)", false),
+        ("CREATE VIEW v AS SELECT 1 AS procedure_count", false),
+        ("ALTER TABLE t ADD COLUMN event INT", false),
+        ("DROP TABLE procedure_log", false),
+        ("SELECT 'CREATE TRIGGER'", false),
+        ("CALL p()", false),
+    ];
+    for (sql, routine) in cases {
+        assert_eq!(analyze(sql).has_routine(), *routine, "{sql:?}");
+    }
+}

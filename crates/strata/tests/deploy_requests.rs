@@ -225,6 +225,20 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
     assert_eq!(names, ["r1t"], "{after}");
     let dr = s.json(&["deploy-request", "create", "shop", "r1"]);
     assert_eq!(dr["deployable"], true, "{dr}");
+    // A database that requires approval: not deployable until approved, and the deploy says why.
+    s.json(&["database", "update", "shop", "--require-approval", "true"]);
+    let n = dr["number"].to_string();
+    let shown = s.json(&["deploy-request", "show", "shop", &n]);
+    assert_eq!(shown["deployable"], false, "{shown}");
+    assert_eq!(shown["deployment_state"], "ready", "{shown}");
+    assert!(s
+        .fails(&["deploy-request", "deploy", "shop", &n])
+        .contains("must be approved"));
+    s.json(&["database", "update", "shop", "--require-approval", "false"]);
+    assert_eq!(
+        s.json(&["deploy-request", "show", "shop", &n])["deployable"],
+        true
+    );
     // … and is refused, with the reason, when they do.
     let err = s.fails(&["branch", "rebase", "shop", "dev"]);
     assert!(

@@ -379,6 +379,10 @@ fn gated_instant_refused_reverts_and_bad_input() {
     s.json(&["deploy-request", "skip-revert", "shop", "1"]);
     let d = wait_state(&s, "1", &["complete"], 60);
     assert_eq!(d["revertable"], false, "the window is closed: {d}");
+    assert!(
+        d["revert_expires_at"].is_null(),
+        "no expiry once closed: {d}"
+    );
     assert!(s
         .fails(&["deploy-request", "revert", "shop", "1"])
         .contains("cannot be reverted"));
@@ -920,6 +924,21 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
     let o = s.gateway_sql(&user, &pw, &["shop"], fk);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = dev_id;
+    // Stored routines, triggers and events are no part of a schema: refused with the reason,
+    // not the server's privilege error.
+    for sql in [
+        "CREATE TRIGGER trg BEFORE INSERT ON invoices FOR EACH ROW SET NEW.account_id = 1",
+        "CREATE FUNCTION f() RETURNS INT DETERMINISTIC RETURN 1",
+        "CREATE PROCEDURE p() SELECT 1",
+        "CREATE EVENT e ON SCHEDULE EVERY 1 DAY DO DELETE FROM invoices",
+    ] {
+        let o = s.gateway_sql(&user, &pw, &["shop"], sql);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && e.contains("ERROR 1235") && e.contains("VT12001"),
+            "{sql}: {e}"
+        );
+    }
 
     // A foreign key added over rows without a parent: the deploy fails naming one, and main is
     // unchanged; once the row is fixed, the same request deploys.
