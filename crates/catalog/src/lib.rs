@@ -59,7 +59,10 @@ pub trait Catalog: Send + Sync {
     fn branches(&self, database_id: &str) -> Result<Vec<Branch>>;
     /// Every branch of every database: what `strata up` brings back on start.
     fn all_branches(&self) -> Result<Vec<Branch>>;
+    /// Everything but `schema_last_updated_at`, which only [`Catalog::touch_branch_schema`] sets.
     fn update_branch(&self, branch: &Branch) -> Result<()>;
+    /// Records that the branch's schema changed at `at` (ms).
+    fn touch_branch_schema(&self, id: &str, at: i64) -> Result<()>;
     /// Deletes the branch and its passwords.
     fn delete_branch(&self, id: &str) -> Result<()>;
 

@@ -909,7 +909,7 @@ impl Catalog for SqliteCatalog {
             .conn()
             .execute(
                 "UPDATE branches SET name=?2, parent_branch=?3, production=?4, safe_migrations=?5, state=?6, \
-                 error=?7, base_schema=?8, instance_port=?9, updated_at=?10, schema_last_updated_at=?11 WHERE id=?1",
+                 error=?7, base_schema=?8, instance_port=?9, updated_at=?10 WHERE id=?1",
                 params![
                     b.id,
                     b.name,
@@ -921,11 +921,20 @@ impl Catalog for SqliteCatalog {
                     b.base_schema,
                     b.instance_port.map(i64::from),
                     b.updated_at,
-                    b.schema_last_updated_at
                 ],
             )
             .map_err(unique("Branch", &b.name))?;
         changed(n, "Branch")
+    }
+
+    fn touch_branch_schema(&self, id: &str, at: i64) -> Result<()> {
+        changed(
+            self.conn().execute(
+                "UPDATE branches SET schema_last_updated_at=?2 WHERE id=?1",
+                params![id, at],
+            )?,
+            "Branch",
+        )
     }
 
     fn delete_branch(&self, id: &str) -> Result<()> {

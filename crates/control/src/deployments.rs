@@ -750,6 +750,9 @@ impl Platform {
         );
         branch.updated_at = now_millis();
         self.catalog().update_branch(&branch)?;
+        // The target's schema changed (a deploy or a revert).
+        self.catalog()
+            .touch_branch_schema(&into.id, branch.updated_at)?;
         Ok(())
     }
 

@@ -1026,6 +1026,8 @@ impl Platform {
         branch.updated_at = now_millis();
         branch.schema_last_updated_at = Some(branch.updated_at);
         self.catalog.update_branch(&branch)?;
+        self.catalog
+            .touch_branch_schema(&branch.id, branch.updated_at)?;
         Ok(branch)
     }
 
@@ -1087,6 +1089,9 @@ impl Platform {
             b.updated_at = now_millis();
             if let Err(e) = me.catalog.update_branch(&b) {
                 tracing::error!(branch = %b.name, error = %e, "cannot record branch state");
+            }
+            if let Some(at) = b.schema_last_updated_at {
+                let _ = me.catalog.touch_branch_schema(&b.id, at);
             }
             lock(&me.jobs).remove(&b.id);
         });

@@ -78,6 +78,11 @@ impl Platform {
             .unwrap_or(false)
     }
 
+    /// Records that a statement changed the branch's schema (the gateway saw DDL succeed).
+    pub fn schema_changed(&self, branch_id: &str) {
+        let _ = self.catalog().touch_branch_schema(branch_id, now_millis());
+    }
+
     /// True when the branch's database allows foreign key constraints.
     pub fn foreign_keys_allowed(&self, branch_id: &str) -> bool {
         self.catalog()

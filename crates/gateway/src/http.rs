@@ -724,6 +724,9 @@ impl HttpSql {
                 .limited(&mut leased.conn, login, sql, s, timeout, dml)
                 .await;
         }
+        if a.has_ddl() && result.is_ok() {
+            self.gw.platform.schema_changed(&login.branch.id);
+        }
         let mut lost = matches!(&result, Err((_, true)));
         // Whether a transaction is open is asked of the server whenever the statement could have
         // changed it (transaction control, SET, locks, routines, DDL's implicit commit, an error

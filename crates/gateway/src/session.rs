@@ -52,6 +52,8 @@ struct Session {
     root_target: Option<Arc<Target>>,
     /// While this session runs a query others wait on: the response, kept to share.
     capture: Option<Captured>,
+    /// The last forwarded command ended without an error.
+    last_ok: bool,
 }
 
 /// Results larger than this are not shared; waiting sessions run the query themselves.
@@ -137,6 +139,7 @@ pub(crate) async fn run(
         key,
         pinned: None,
         sticky: false,
+        last_ok: false,
         status: status::AUTOCOMMIT,
         transaction_started: None,
         olap: false,
@@ -610,6 +613,16 @@ impl Session {
         let dml = a.statements.len() == 1 && a.is(&["UPDATE", "DELETE"]);
         if dml {
             return self.checked_dml(packet, in_tx, timeout, None).await;
+        }
+        if a.has_ddl() {
+            self.last_ok = false;
+            let r = self
+                .forward(packet, Expect::ResultSets, !self.olap, timeout, None)
+                .await;
+            if self.last_ok {
+                self.gw.platform.schema_changed(&self.login.branch.id);
+            }
+            return r;
         }
         if a.consolidable
             && self.gw.cfg.consolidate
@@ -1137,6 +1150,7 @@ impl Session {
             }
         }
         self.clear_busy();
+        self.last_ok = !t.error && exceeded.is_none();
         if !t.error && t.status_seen {
             self.status = t.status;
         }

@@ -921,8 +921,16 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
         "{e}"
     );
     s.json(&["database", "update", "shop", "--allow-foreign-keys", "true"]);
+    let before = s.json(&["branch", "show", "shop", "fk"])["schema_last_updated_at"].clone();
+    assert!(before.is_string(), "set when the branch was made: {before}");
+    std::thread::sleep(Duration::from_millis(1100));
     let o = s.gateway_sql(&user, &pw, &["shop"], fk);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after = s.json(&["branch", "show", "shop", "fk"])["schema_last_updated_at"].clone();
+    assert!(
+        after.as_str() > before.as_str(),
+        "DDL through the gateway moves schema_last_updated_at: {before} -> {after}"
+    );
     let _ = dev_id;
     // Stored routines, triggers and events are no part of a schema: refused with the reason,
     // not the server's privilege error.
