@@ -360,8 +360,9 @@ struct Outcome {
 /// binary prepared statements; 3: transactions of prepared statements) and one PyMySQL writer
 /// with autocommit off (rem 4).
 /// Values the writers set, unique in the run (an UPDATE to the value a row already has changes no
-/// row, and looks like a lost row).
-static NEXT_W: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1);
+/// row, and looks like a lost row). Above every initial row's value (`w = id`, up to `ROWS`): from
+/// 1, the write numbered n set row n's own value once in a while.
+static NEXT_W: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(ROWS + 1);
 
 fn start_writers(
     rt: &tokio::runtime::Runtime,
