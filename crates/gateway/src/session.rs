@@ -54,6 +54,9 @@ struct Session {
     capture: Option<Captured>,
     /// The last forwarded command ended without an error.
     last_ok: bool,
+    /// The transaction the gateway rolled back at its time limit: the error the client's next
+    /// statement gets, so nothing it sends believing the transaction open is taken as committed.
+    aborted: Option<ErrPacket>,
 }
 
 /// Results larger than this are not shared; waiting sessions run the query themselves.
@@ -140,6 +143,7 @@ pub(crate) async fn run(
         pinned: None,
         sticky: false,
         last_ok: false,
+        aborted: None,
         status: status::AUTOCOMMIT,
         transaction_started: None,
         olap: false,
@@ -162,10 +166,13 @@ pub(crate) async fn run(
             _ => None,
         };
         let shared = s.shared.clone();
+        // Biased: a transaction past its limit is rolled back before a packet already waiting is
+        // read, so that packet is answered as the aborted transaction's next statement.
         let wake = tokio::select! {
-            p = s.client.read_packet() => Wake::Packet(p),
+            biased;
             _ = shared.kill.notified() => Wake::Killed,
             _ = sleep_until_opt(deadline) => Wake::TransactionTimeout,
+            p = s.client.read_packet() => Wake::Packet(p),
         };
         let next = match wake {
             Wake::Packet(p) => p,
@@ -303,6 +310,10 @@ impl Session {
                 "transaction rolled back after exceeding the transaction timeout"
             );
             self.settle(lease, !ok);
+            self.aborted = Some(transaction_aborted(
+                self.id,
+                self.gw.cfg.limits.transaction_timeout,
+            ));
         }
         self.transaction_started = None;
     }
@@ -400,10 +411,21 @@ impl Session {
     /// A statement's time limit: the directive's, else the autocommit limit outside transactions
     /// and OLAP sessions.
     fn statement_timeout(&self, directive_ms: Option<u64>, in_tx: bool) -> Option<Duration> {
-        match directive_ms {
+        let asked = match directive_ms {
             Some(ms) => Some(Duration::from_millis(ms).min(self.gw.cfg.limits.query_timeout)),
             None if in_tx || self.olap => None,
             None => Some(self.gw.cfg.limits.query_timeout),
+        };
+        // Inside a transaction a statement also ends when the transaction's time is up (the
+        // transaction is then rolled back before the client's next statement is read).
+        let left = self.transaction_started.filter(|_| in_tx).map(|t| {
+            (t + self.gw.cfg.limits.transaction_timeout)
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        });
+        match (asked, left) {
+            (Some(a), Some(l)) => Some(a.min(l)),
+            (a, l) => a.or(l),
         }
     }
 
@@ -426,6 +448,16 @@ impl Session {
                 .reply_err(ErrPacket::new(1047, "08S01", "Unknown command"))
                 .await;
         };
+        if let Some(e) = self.aborted.take() {
+            match cmd {
+                // The next statement hears that its transaction is gone; a ROLLBACK is what the
+                // gateway already did.
+                command::QUERY if is_plain_rollback(&packet[1..]) => return self.reply_ok().await,
+                command::QUERY | command::STMT_EXECUTE => return self.reply_err(e).await,
+                command::RESET_CONNECTION | command::CHANGE_USER => {}
+                _ => self.aborted = Some(e),
+            }
+        }
         match cmd {
             command::QUIT => Ok(Flow::Close),
             command::PING => self.reply_ok().await,
@@ -1269,6 +1301,38 @@ pub(crate) const ROUTINES_REFUSED: &str =
 
 fn routines_refused() -> ErrPacket {
     ErrPacket::new(1235, "42000", ROUTINES_REFUSED)
+}
+
+/// The error for the next statement of a transaction the gateway rolled back at its time limit, in
+/// Vitess's words.
+fn transaction_aborted(id: u32, limit: Duration) -> ErrPacket {
+    ErrPacket::new(
+        1105,
+        "HY000",
+        format!(
+            "vttablet: rpc error: code = Aborted desc = transaction {id}: ended (exceeded timeout: {}s): it was rolled back and nothing of it was committed",
+            limit.as_secs()
+        ),
+    )
+}
+
+/// `ROLLBACK` (or `ROLLBACK WORK`) alone, not to a savepoint.
+fn is_plain_rollback(sql: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(sql);
+    let words: Vec<String> = text
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    matches!(
+        words
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        ["ROLLBACK"] | ["ROLLBACK", "WORK"]
+    )
 }
 
 fn artifact_refused() -> ErrPacket {

@@ -504,10 +504,71 @@ fn query_limits_and_kill() {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(1800)).await;
-        let _ = c.query_drop("COMMIT").await;
+        // The next statement hears it, and nothing of the transaction commits: not the UPDATE
+        // before the limit, not what comes after it.
+        let e = c
+            .query_drop("UPDATE t SET v = 8 WHERE id = 2")
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("exceeded timeout: 1s"),
+            "the next statement is told: {e}"
+        );
+        c.query_drop("COMMIT").await.unwrap();
         let mut d = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
-        let v: Option<i64> = d.query_first("SELECT v FROM t WHERE id = 1").await.unwrap();
-        assert_eq!(v, Some(3), "the expired transaction was rolled back");
+        let v: Vec<(i64, i64)> = d
+            .query("SELECT id, v FROM t WHERE id IN (1, 2) ORDER BY id")
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            [(1, 3), (2, 3)],
+            "the expired transaction was rolled back"
+        );
+        // Prepared statements and COMMIT hear it too; a ROLLBACK is simply done.
+        for last in ["COMMIT", "prepared", "ROLLBACK"] {
+            c.query_drop("BEGIN").await.unwrap();
+            c.exec_drop("UPDATE t SET v = ? WHERE id = ?", (7, 3))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let r = match last {
+                "prepared" => c.exec_drop("UPDATE t SET v = ? WHERE id = ?", (7, 4)).await,
+                sql => c.query_drop(sql).await,
+            };
+            if last == "ROLLBACK" {
+                r.unwrap();
+            } else {
+                assert!(
+                    r.unwrap_err().to_string().contains("exceeded timeout"),
+                    "{last}"
+                );
+            }
+        }
+        // A statement running in a transaction ends at the transaction's limit.
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("UPDATE t SET v = 6 WHERE id = 5")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let e = c
+            .query_drop("SELECT COUNT(*) FROM seq_1_to_300000000 WHERE seq % 7 = 3")
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "{e}");
+        let e = c.query_drop("COMMIT").await.unwrap_err();
+        assert!(e.to_string().contains("exceeded timeout"), "{e}");
+        let v: Vec<i64> = d
+            .query("SELECT v FROM t WHERE id IN (3, 4, 5) ORDER BY id")
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            [3, 3, 3],
+            "nothing of the expired transactions committed"
+        );
+        let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+        assert_eq!(one, Some(1), "the connection goes on");
 
         // KILL QUERY from another client stops a running query.
         let mut victim = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
