@@ -84,9 +84,17 @@ impl ClientConn {
             let Some(f) = self.frame().await? else {
                 return Ok(None);
             };
-            if let Some((_, last, payload)) = self.asm.push(&f)? {
-                self.seq = last.wrapping_add(1);
-                return Ok(Some((last, payload)));
+            match self.asm.push(&f) {
+                Ok(Some((_, last, payload))) => {
+                    self.seq = last.wrapping_add(1);
+                    return Ok(Some((last, payload)));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // The answer follows the packet's last frame.
+                    self.seq = f.seq.wrapping_add(1);
+                    return Err(e.into());
+                }
             }
         }
     }

@@ -186,13 +186,15 @@ pub(crate) async fn run(
             Ok(Some((_, p))) => p,
             Ok(None) => break,
             Err(ClientError::Wire(e)) => {
+                let message = match e {
+                    strata_wire::WireError::TooLarge(..) => {
+                        "Got a packet bigger than 'max_allowed_packet' bytes".to_string()
+                    }
+                    e => format!("Got a malformed packet: {e}"),
+                };
                 let _ = s
                     .client
-                    .send_err(&ErrPacket::new(
-                        1153,
-                        "08S01",
-                        format!("Got a packet bigger than allowed or malformed: {e}"),
-                    ))
+                    .send_err(&ErrPacket::new(1153, "08S01", message))
                     .await;
                 break;
             }

@@ -639,6 +639,31 @@ fn bad_input_never_takes_the_gateway_down() {
     std::thread::sleep(Duration::from_millis(300));
     let _ = child.kill();
     let _ = child.wait();
+    // A query larger than the packet limit (64 MiB): MySQL's clean error, in sequence, after the
+    // whole packet was sent; not a broken protocol.
+    let big = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, pymysql\n\
+             c = pymysql.connect(host='127.0.0.1', port=int(sys.argv[1]), user=sys.argv[2], password=sys.argv[3], database='shop', max_allowed_packet=1 << 28)\n\
+             try:\n\
+             \x20   c.cursor().execute(\"SELECT '\" + 'x' * (65 << 20) + \"'\")\n\
+             \x20   print('accepted')\n\
+             except pymysql.err.OperationalError as e:\n\
+             \x20   print(e.args[0], e.args[1])",
+            &s.mysql_port.to_string(),
+            &admin,
+            &pw,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&big.stdout);
+    assert_eq!(
+        text.trim(),
+        "1153 Got a packet bigger than 'max_allowed_packet' bytes",
+        "{}",
+        String::from_utf8_lossy(&big.stderr)
+    );
     // A client hanging up while its query runs: the query is stopped on the instance.
     let mut child = std::process::Command::new("mariadb")
         .args([

@@ -58,6 +58,9 @@ pub fn put_packet(out: &mut BytesMut, seq: &mut u8, payload: &[u8]) {
 pub struct Assembler {
     limit: usize,
     partial: Option<(u8, Vec<u8>)>,
+    /// Bytes of an oversized packet passed over so far: its frames are read and dropped until its
+    /// last one, so the refusal reaches the client in sequence, after everything it sent.
+    discarding: Option<usize>,
 }
 
 impl Assembler {
@@ -65,13 +68,23 @@ impl Assembler {
         Assembler {
             limit,
             partial: None,
+            discarding: None,
         }
     }
 
     /// Feeds one frame; returns the packet (first frame's sequence, last frame's sequence, payload)
-    /// once its last frame has arrived.
+    /// once its last frame has arrived. A packet over the limit is `TooLarge` once its last frame
+    /// has arrived (none of it is kept).
     pub fn push(&mut self, frame: &Frame) -> Result<Option<(u8, u8, Bytes)>> {
         let payload = frame.payload();
+        if let Some(seen) = self.discarding.take() {
+            let seen = seen.saturating_add(payload.len());
+            if frame.continues() {
+                self.discarding = Some(seen);
+                return Ok(None);
+            }
+            return Err(WireError::TooLarge(seen, self.limit));
+        }
         let (first, mut data) = match self.partial.take() {
             Some((first, data)) => (first, data),
             None if !frame.continues() => {
@@ -80,7 +93,12 @@ impl Assembler {
             None => (frame.seq, Vec::new()),
         };
         if data.len() + payload.len() > self.limit {
-            return Err(WireError::TooLarge(data.len() + payload.len(), self.limit));
+            let seen = data.len() + payload.len();
+            if frame.continues() {
+                self.discarding = Some(seen);
+                return Ok(None);
+            }
+            return Err(WireError::TooLarge(seen, self.limit));
         }
         data.extend_from_slice(payload);
         if frame.continues() {
@@ -138,8 +156,17 @@ mod tests {
         let mut seq = 0;
         put_packet(&mut out, &mut seq, &vec![0u8; MAX_FRAME + 1]);
         let mut asm = Assembler::new(1000);
+        // Its frames are passed over up to the last, then it is refused; the next packet is read.
         let f = take_frame(&mut out).unwrap();
-        assert!(matches!(asm.push(&f), Err(WireError::TooLarge(..))));
+        assert!(matches!(asm.push(&f), Ok(None)));
+        let f = take_frame(&mut out).unwrap();
+        assert!(matches!(
+            asm.push(&f),
+            Err(WireError::TooLarge(n, 1000)) if n == MAX_FRAME + 1
+        ));
+        put_packet(&mut out, &mut seq, b"\x0e");
+        let f = take_frame(&mut out).unwrap();
+        assert_eq!(asm.push(&f).unwrap().unwrap().2.as_ref(), b"\x0e");
     }
 
     #[test]
