@@ -112,6 +112,19 @@ pub struct Platform {
     backup_store: strata_engine::backup::BackupStore,
 }
 
+/// The longest time to live a password or service token may have: 100 years (an expiry further
+/// out would not fit the clock's milliseconds, and would be a mistake anyway).
+pub const MAX_TTL_SECONDS: i64 = 100 * 365 * 24 * 3600;
+
+pub(crate) fn check_ttl(ttl_seconds: i64) -> Result<()> {
+    if ttl_seconds > MAX_TTL_SECONDS {
+        return Err(ControlError::Invalid(format!(
+            "ttl must be at most {MAX_TTL_SECONDS} seconds (100 years)"
+        )));
+    }
+    Ok(())
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -346,6 +359,9 @@ impl Platform {
             return Err(ControlError::Invalid(
                 "ttl must be a positive number of seconds".into(),
             ));
+        }
+        if let Some(t) = ttl_seconds {
+            check_ttl(t)?;
         }
         let mut t = self.new_service_token(&org.id, name)?;
         if let Some(ttl) = ttl_seconds {

@@ -131,6 +131,7 @@ impl Platform {
                     "ttl must be zero (never expires) or a positive number of seconds".into(),
                 ));
             }
+            crate::check_ttl(ttl)?;
         }
         let ttl = req.ttl_seconds.filter(|t| *t > 0);
         let cidrs = check_cidrs(req.cidrs.as_deref().unwrap_or_default())?;

@@ -553,6 +553,23 @@ fn bad_input_gets_clear_errors() {
         "invalid_params",
         "ttl",
     );
+    // A TTL whose expiry would overflow the clock is refused, not an already-expired credential.
+    check(
+        "POST",
+        &pw,
+        Some(json!({"name": "x", "ttl": i64::MAX})),
+        422,
+        "invalid_params",
+        "at most",
+    );
+    check(
+        "POST",
+        &format!("organizations/{org}/service-tokens"),
+        Some(json!({"name": "x", "ttl": i64::MAX})),
+        422,
+        "invalid_params",
+        "at most",
+    );
     check(
         "POST",
         &pw,
