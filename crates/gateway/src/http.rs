@@ -635,6 +635,13 @@ impl HttpSql {
                 crate::session::ROUTINES_REFUSED,
             ));
         }
+        if a.rebuilds_tables() && login.password.role != strata_model::Role::Admin {
+            return Err(RpcError::mysql(
+                1142,
+                "42000",
+                &crate::session::rebuild_refused_message(login.password.role),
+            ));
+        }
         if a.statements
             .iter()
             .filter(|s| !s.keyword.is_empty())

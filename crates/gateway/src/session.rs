@@ -610,6 +610,11 @@ impl Session {
         if a.has_routine() {
             return self.reply_err(routines_refused()).await;
         }
+        if a.rebuilds_tables() && self.login.password.role != strata_model::Role::Admin {
+            return self
+                .reply_err(rebuild_refused(self.login.password.role))
+                .await;
+        }
         if a.statements.len() > 1 && self.client.caps & caps::MULTI_STATEMENTS == 0 {
             return self.reply_err(ErrPacket::new(1064, "42000", "You have an error in your SQL syntax: multiple statements need CLIENT_MULTI_STATEMENTS")).await;
         }
@@ -686,6 +691,11 @@ impl Session {
         }
         if a.has_routine() {
             return self.reply_err(routines_refused()).await;
+        }
+        if a.rebuilds_tables() && self.login.password.role != strata_model::Role::Admin {
+            return self
+                .reply_err(rebuild_refused(self.login.password.role))
+                .await;
         }
         if a.pins_session.is_some() {
             self.sticky = true;
@@ -1300,6 +1310,16 @@ pub(crate) const ARTIFACT_REFUSED: &str =
 /// deploy carries them), as on PlanetScale.
 pub(crate) const ROUTINES_REFUSED: &str =
     "VT12001: unsupported: stored routines, triggers and events are not supported";
+
+/// OPTIMIZE and REPAIR need only read and write privileges on the server, yet rebuild whole
+/// tables: an administration statement, for admin passwords only.
+pub(crate) fn rebuild_refused_message(role: strata_model::Role) -> String {
+    format!("OPTIMIZE and REPAIR rebuild tables: not allowed for a {role} password (use an admin password)")
+}
+
+fn rebuild_refused(role: strata_model::Role) -> ErrPacket {
+    ErrPacket::new(1142, "42000", rebuild_refused_message(role))
+}
 
 fn routines_refused() -> ErrPacket {
     ErrPacket::new(1235, "42000", ROUTINES_REFUSED)

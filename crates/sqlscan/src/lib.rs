@@ -48,6 +48,9 @@ pub struct Statement {
     /// Creates, alters or drops a stored routine, trigger or event (not part of a branch's schema,
     /// never deployed), also in prepared text.
     pub routine: bool,
+    /// `OPTIMIZE` or `REPAIR`: rebuilds tables with only read and write privileges, also in prepared
+    /// text.
+    pub rebuild: bool,
 }
 
 impl Analysis {
@@ -59,6 +62,11 @@ impl Analysis {
     /// True when any statement creates, alters or drops a stored routine, trigger or event.
     pub fn has_routine(&self) -> bool {
         self.statements.iter().any(|s| s.routine)
+    }
+
+    /// True when any statement rebuilds tables (`OPTIMIZE`, `REPAIR`).
+    pub fn rebuilds_tables(&self) -> bool {
+        self.statements.iter().any(|s| s.rebuild)
     }
 
     /// True when any statement declares a foreign key.
@@ -161,6 +169,7 @@ pub fn analyze(sql: &str) -> Analysis {
             st.ddl |= has(DDL);
             st.opaque |= has(&["PREPARE", "EXECUTE"]);
             st.foreign_key |= has(&["FOREIGN", "REFERENCES"]);
+            st.rebuild |= has(&["OPTIMIZE", "REPAIR"]);
             st.artifact |= s.iter().any(|t| {
                 t.kind == TokenKind::String && {
                     let v = unquote(t.text).to_ascii_lowercase();
@@ -296,6 +305,7 @@ fn statement(s: &[&Token]) -> Statement {
                     || word_is(Some(t), "REFERENCES")
             });
     }
+    st.rebuild = matches!(keyword.as_str(), "OPTIMIZE" | "REPAIR");
     if matches!(keyword.as_str(), "CREATE" | "ALTER" | "DROP") {
         // The object kind is the first of these words (DEFINER, OR REPLACE, AGGREGATE… come first).
         let kind = s
@@ -325,6 +335,7 @@ fn statement(s: &[&Token]) -> Statement {
                 st.ddl = inner.has_ddl();
                 st.foreign_key = inner.has_foreign_key();
                 st.routine = inner.has_routine();
+                st.rebuild = inner.rebuilds_tables();
                 st.artifact |= inner.touches_artifact();
             }
             _ => st.opaque = true,

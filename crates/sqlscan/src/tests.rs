@@ -367,3 +367,23 @@ fn routines_are_seen() {
         assert_eq!(analyze(sql).has_routine(), *routine, "{sql:?}");
     }
 }
+
+#[test]
+fn rebuilds_are_seen() {
+    for (sql, rebuild) in [
+        ("OPTIMIZE TABLE t", true),
+        ("optimize no_write_to_binlog table t", true),
+        ("REPAIR TABLE t QUICK", true),
+        (
+            "SET STATEMENT max_statement_time=1 FOR OPTIMIZE TABLE t",
+            true,
+        ),
+        ("PREPARE s FROM 'OPTIMIZE TABLE t'", true),
+        ("EXECUTE IMMEDIATE 'opt' 'imize table t'", true),
+        ("ANALYZE TABLE t", false),
+        ("SELECT 'OPTIMIZE TABLE t'", false),
+        ("CHECK TABLE t", false),
+    ] {
+        assert_eq!(analyze(sql).rebuilds_tables(), rebuild, "{sql:?}");
+    }
+}
