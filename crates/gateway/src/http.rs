@@ -64,6 +64,8 @@ pub struct HttpSql {
     logins: Mutex<HashMap<String, CachedLogin>>,
     id_prefix: String,
     next_id: std::sync::atomic::AtomicU64,
+    /// Connections whose first request has not arrived yet.
+    prelogin: Arc<crate::admission::Admission>,
 }
 
 type BackendKey = (String, Role);
@@ -178,7 +180,6 @@ fn planetscale_noop(sql: &str) -> bool {
 impl HttpSql {
     pub fn new(gw: Arc<Gateway>, session_key: &[u8], idle: Duration) -> Arc<HttpSql> {
         Arc::new(HttpSql {
-            gw,
             signer: SessionSigner::new(session_key),
             idle,
             sessions: Mutex::new(HashMap::new()),
@@ -187,6 +188,11 @@ impl HttpSql {
             logins: Mutex::new(HashMap::new()),
             id_prefix: strata_model::ids::public_id(),
             next_id: std::sync::atomic::AtomicU64::new(1),
+            prelogin: crate::admission::Admission::new(
+                gw.cfg.prelogin_max,
+                gw.cfg.prelogin_per_address,
+            ),
+            gw,
         })
     }
 
@@ -223,9 +229,11 @@ impl HttpSql {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => {
                     let Ok((tcp, peer)) = accepted else { continue };
+                    // Past the bound on connections not yet at their first request: closed.
+                    let Some(ticket) = self.prelogin.enter(peer.ip()) else { continue };
                     let me = self.clone();
                     let tls = tls.clone();
-                    tokio::spawn(async move { me.connection(tcp, peer, tls).await });
+                    tokio::spawn(async move { me.connection(tcp, peer, tls, ticket).await });
                 }
             }
         }
@@ -237,20 +245,33 @@ impl HttpSql {
         tcp: TcpStream,
         peer: SocketAddr,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        ticket: crate::admission::Ticket,
     ) {
         let _ = tcp.set_nodelay(true);
+        let deadline = self.gw.cfg.login_timeout;
         let mut first = [0u8; 1];
-        let is_tls = matches!(tcp.peek(&mut first).await, Ok(1) if first[0] == 0x16);
+        let is_tls = match tokio::time::timeout(deadline, tcp.peek(&mut first)).await {
+            Ok(Ok(1)) => first[0] == 0x16,
+            // Nothing sent before the deadline, or gone.
+            _ => return,
+        };
+        // The place is given back when the first request's headers are in (or the connection ends).
+        let ticket = Arc::new(Mutex::new(Some(ticket)));
         let me = self.clone();
         let service = hyper::service::service_fn(move |req| {
             let me = me.clone();
+            lock(&ticket).take();
             async move { Ok::<_, std::convert::Infallible>(me.handle(req, peer).await) }
         });
-        let builder =
+        let mut builder =
             hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(deadline);
         if is_tls {
             let Some(acceptor) = tls else { return };
-            let Ok(stream) = acceptor.accept(tcp).await else {
+            let Ok(Ok(stream)) = tokio::time::timeout(deadline, acceptor.accept(tcp)).await else {
                 return;
             };
             let _ = builder

@@ -7,6 +7,7 @@
 //! internal user, so the server enforces the role's grants. The gateway adds what grants cannot:
 //! safe migrations, query limits, and pooling with session-state pinning.
 
+pub mod admission;
 pub mod backend;
 mod client;
 pub mod http;
@@ -72,6 +73,12 @@ pub struct GatewayConfig {
     pub max_packet: usize,
     /// Share the result of identical read-only queries in flight at the same moment.
     pub consolidate: bool,
+    /// Connections not logged in yet, in all and per source address, on each listener (MySQL
+    /// and HTTP SQL): past either bound a new connection is turned away at once.
+    pub prelogin_max: usize,
+    pub prelogin_per_address: usize,
+    /// Time to finish the login (TLS and the MySQL handshake; an HTTP request's headers).
+    pub login_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -83,6 +90,9 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             max_packet: 64 << 20,
             consolidate: true,
+            prelogin_max: 1024,
+            prelogin_per_address: 64,
+            login_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -117,6 +127,8 @@ pub struct Gateway {
     pub(crate) inflight: Mutex<HashMap<InflightKey, Shared>>,
     /// Queries answered from another session's identical query in flight.
     pub(crate) consolidated: std::sync::atomic::AtomicU64,
+    /// MySQL connections still logging in.
+    prelogin: Arc<admission::Admission>,
 }
 
 /// Binds the gateway's listener with a deep accept queue, so a burst of connections waits for the
@@ -130,6 +142,18 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
+}
+
+/// MySQL's answer when no connection can be taken (instead of the greeting), then the socket closes.
+async fn too_many_connections(mut tcp: TcpStream) {
+    let mut out = bytes::BytesMut::new();
+    let mut seq = 0u8;
+    strata_wire::codec::put_packet(
+        &mut out,
+        &mut seq,
+        &ErrPacket::new(1040, "08004", "Too many connections").encode(),
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&out)).await;
 }
 
 /// After this many failed logins from one address, answers from it are slowed down.
@@ -191,6 +215,7 @@ impl Gateway {
         Arc::new(Gateway {
             platform,
             pools: pool::Pools::new(cfg.pool_size, cfg.pool_wait),
+            prelogin: admission::Admission::new(cfg.prelogin_max, cfg.prelogin_per_address),
             cfg,
             tls,
             sessions: Mutex::new(HashMap::new()),
@@ -230,8 +255,12 @@ impl Gateway {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
+                        let Some(ticket) = self.prelogin.enter(peer.ip()) else {
+                            tokio::spawn(too_many_connections(tcp));
+                            continue;
+                        };
                         let me = self.clone();
-                        tokio::spawn(async move { me.connection(tcp, peer).await });
+                        tokio::spawn(async move { me.connection(tcp, peer, ticket).await });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: keep serving the others.
@@ -267,15 +296,24 @@ impl Gateway {
         e.0 += 1;
     }
 
-    async fn connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+    async fn connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        ticket: admission::Ticket,
+    ) {
         let _ = tcp.set_nodelay(true);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        match self.handshake(tcp, peer, id).await {
-            Ok(Some((client, login, nonce))) => {
+        let login =
+            tokio::time::timeout(self.cfg.login_timeout, self.handshake(tcp, peer, id)).await;
+        drop(ticket);
+        match login {
+            Ok(Ok(Some((client, login, nonce)))) => {
                 session::run(self.clone(), client, login, nonce, id, peer).await
             }
-            Ok(None) => {}
-            Err(e) => tracing::debug!(%peer, error = %e, "connection ended during login"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended during login"),
+            Err(_) => tracing::debug!(%peer, "login not finished in time: connection closed"),
         }
         self.sessions
             .lock()

@@ -94,6 +94,15 @@ enum Command {
         /// Do not share results between identical read-only queries in flight at the same moment.
         #[arg(long)]
         no_consolidation: bool,
+        /// Seconds a client has to log in (TLS and the MySQL handshake; an HTTP request's headers).
+        #[arg(long, default_value_t = 10)]
+        login_timeout: u64,
+        /// Connections still logging in, in all (per listener) and per source address; past either,
+        /// new connections are turned away (MySQL's `1040 Too many connections`).
+        #[arg(long, default_value_t = 1024)]
+        max_logins: usize,
+        #[arg(long, default_value_t = 64)]
+        max_logins_per_address: usize,
         /// Seconds an autocommit query may run.
         #[arg(long, default_value_t = 900)]
         query_timeout: u64,
@@ -222,6 +231,9 @@ fn main() -> std::process::ExitCode {
             transaction_timeout,
             query_timeout,
             no_consolidation,
+            login_timeout,
+            max_logins,
+            max_logins_per_address,
             revert_window,
             initial_org,
             backup_dir,
@@ -256,6 +268,9 @@ fn main() -> std::process::ExitCode {
                         query_timeout: std::time::Duration::from_secs(query_timeout),
                     },
                     consolidate: !no_consolidation,
+                    login_timeout: std::time::Duration::from_secs(login_timeout.max(1)),
+                    prelogin_max: max_logins,
+                    prelogin_per_address: max_logins_per_address,
                     ..Default::default()
                 },
                 org: initial_org,

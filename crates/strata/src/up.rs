@@ -54,6 +54,20 @@ async fn shutdown_signal() {
     }
 }
 
+/// Every client connection, backend connection and instance file is a descriptor of this process
+/// (or its servers): the soft limit (often 1024) is raised to the hard one, so the bounds the
+/// gateway keeps on connections are what limits them, not the kernel's default.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-files limit");
+            }
+        }
+    }
+}
+
 pub async fn run(args: UpArgs) -> Result<()> {
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -68,6 +82,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .canonicalize()
         .with_context(|| format!("bad data directory {}", args.data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
+    raise_descriptor_limit();
     let binaries = ServerBinaries::detect().context("cannot find a database server")?;
     tracing::info!(server = %binaries.describe(), data_dir = %data_dir.display(), "starting");
     let catalog = Arc::new(

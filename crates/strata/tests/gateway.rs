@@ -1183,3 +1183,94 @@ fn change_user_switches_password_role_and_state() {
         assert_eq!(n, Some(1));
     });
 }
+
+/// Thousands of sockets that never log in (slow-loris), on both SQL listeners: turned away past the
+/// bounds, closed at the login deadline; meanwhile the REST API, a logged-in client, new logins from
+/// other addresses and the HTTP SQL endpoint all answer.
+#[test]
+fn idle_sockets_before_login_starve_nobody() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.max(soft), hard);
+    }
+    let (_root, s) = setup(&["--login-timeout", "2", "--max-logins-per-address", "50"]);
+    let (admin, pw, _) = password(&s, "shop", "main", "admin");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut logged_in = rt
+        .block_on(mysql_async::Conn::new(opts(&s, &admin, &pw)))
+        .unwrap();
+
+    let started = Instant::now();
+    let mut held = Vec::new();
+    let attacker: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+    for i in 0..3000 {
+        let port = if i % 2 == 0 {
+            s.mysql_port
+        } else {
+            s.http_port
+        };
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(attacker).expect("bind 127.0.0.2");
+        let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        if let Ok(stream) = rt.block_on(socket.connect(to)) {
+            let stream = stream.into_std().unwrap();
+            stream.set_nonblocking(false).unwrap();
+            held.push((port, stream));
+        }
+    }
+    assert!(held.len() > 2000, "connected {}", held.len());
+
+    // Everyone else is served.
+    let dbs = s.json(&["database", "list"]);
+    assert_eq!(dbs.as_array().map(Vec::len), Some(1), "{dbs}");
+    let one: Option<i64> = rt.block_on(logged_in.query_first("SELECT 1")).unwrap();
+    assert_eq!(one, Some(1));
+    let mut fresh = rt
+        .block_on(mysql_async::Conn::new(opts(&s, &admin, &pw)))
+        .expect("a new login from another address");
+    let two: Option<i64> = rt.block_on(fresh.query_first("SELECT 2")).unwrap();
+    assert_eq!(two, Some(2));
+    let http = std::process::Command::new("curl")
+        .args(["-s", "-u", &format!("{admin}:{pw}")])
+        .args(["-H", "content-type: application/json"])
+        .args(["-d", r#"{"query":"SELECT 3","session":null}"#])
+        .arg(format!(
+            "http://127.0.0.1:{}/psdb.v1alpha1.Database/Execute",
+            s.http_port
+        ))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&http.stdout);
+    assert!(body.contains("\"rows\""), "HTTP SQL answers: {body}");
+
+    // The MySQL sockets past the bound were told at once; every held socket is closed once the
+    // login deadline (2 s) passes.
+    let (mut refused, mut closed) = (0, 0);
+    for (port, sock) in &mut held {
+        sock.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+        let mut buf = [0u8; 512];
+        let mut got = Vec::new();
+        loop {
+            match sock.read(&mut buf) {
+                Ok(0) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    closed += 1;
+                    break;
+                }
+                Err(e) => panic!("socket to {port} still open after the login deadline: {e}"),
+            }
+        }
+        if *port == s.mysql_port && got.windows(20).any(|w| w == b"Too many connections") {
+            refused += 1;
+        }
+    }
+    assert_eq!(closed, held.len());
+    assert!(refused > 1000, "{refused} told 1040");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let _ = rt.block_on(logged_in.disconnect());
+    let _ = rt.block_on(fresh.disconnect());
+}
