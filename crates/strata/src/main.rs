@@ -52,6 +52,8 @@ pub struct Cli {
     command: Command,
 }
 
+// One command is parsed per process: the size of its largest variant (`up`'s flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the platform in the foreground (API, instance supervisor); Ctrl-C stops it cleanly.
