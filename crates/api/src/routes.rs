@@ -443,7 +443,7 @@ pub struct SafeMigrations {
     pub safe_migrations: Option<bool>,
 }
 
-fn set_safe_migrations(
+async fn set_safe_migrations(
     st: &AppState,
     c: &Caller,
     org: &str,
@@ -451,7 +451,10 @@ fn set_safe_migrations(
     branch: &str,
     on: bool,
 ) -> ApiResult<Json<views::BranchView>> {
-    let b = st.platform.set_safe_migrations(c, org, db, branch, on)?;
+    let b = st
+        .platform
+        .set_safe_migrations(c, org, db, branch, on)
+        .await?;
     Ok(Json(views::branch(
         &edge(st, org, db),
         &b,
@@ -466,7 +469,7 @@ pub async fn enable_safe_migrations(
     Extension(c): Extension<Caller>,
     Path((org, db, branch)): OrgDbBranch,
 ) -> ApiResult<Json<views::BranchView>> {
-    set_safe_migrations(&st, &c, &org, &db, &branch, true)
+    set_safe_migrations(&st, &c, &org, &db, &branch, true).await
 }
 
 #[utoipa::path(put, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/safe-migrations", tag = "branches",
@@ -480,7 +483,7 @@ pub async fn update_safe_migrations(
     let on = b
         .safe_migrations
         .ok_or_else(|| ApiError::invalid("safe_migrations (true or false) is required"))?;
-    set_safe_migrations(&st, &c, &org, &db, &branch, on)
+    set_safe_migrations(&st, &c, &org, &db, &branch, on).await
 }
 
 #[utoipa::path(delete, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/safe-migrations", tag = "branches",
@@ -490,7 +493,7 @@ pub async fn disable_safe_migrations(
     Extension(c): Extension<Caller>,
     Path((org, db, branch)): OrgDbBranch,
 ) -> ApiResult<Json<views::BranchView>> {
-    set_safe_migrations(&st, &c, &org, &db, &branch, false)
+    set_safe_migrations(&st, &c, &org, &db, &branch, false).await
 }
 
 // ------------------------------------------------------------------ passwords

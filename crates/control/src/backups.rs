@@ -411,6 +411,7 @@ impl Platform {
             dir: self.scratch_dir().join(id),
             schema: manifest.schema.clone(),
             production: false,
+            safe_migrations: false,
             port,
             server_id: crate::server_id(id),
         };
@@ -472,6 +473,12 @@ impl Platform {
                 "Backup '{id}' is being validated already"
             )));
         }
+        // Pending from now on, not from when a backup slot frees: a follower must not read the
+        // previous validation's outcome as this one's.
+        let mut bk = bk;
+        bk.validation_state = "pending".into();
+        bk.updated_at = now_millis();
+        self.catalog.update_backup(&bk)?;
         let me = self.arc();
         let bid = id.to_string();
         let job = tokio::spawn(async move {

@@ -110,6 +110,9 @@ pub struct Platform {
     /// Branches being filled with data (restore or snapshot): where they are.
     data_progress: Mutex<HashMap<String, strata_engine::backup::Progress>>,
     backup_store: strata_engine::backup::BackupStore,
+    /// When each branch's server grants last changed (safe migrations switched): connections
+    /// opened before read their database privileges again before they are used.
+    grants_changed: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// The longest time to live a password or service token may have: 100 years (an expiry further
@@ -166,6 +169,7 @@ impl Platform {
             backup_slots: tokio::sync::Semaphore::new(1),
             data_progress: Mutex::new(HashMap::new()),
             backup_store,
+            grants_changed: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -824,7 +828,9 @@ impl Platform {
         Ok(())
     }
 
-    pub fn set_safe_migrations(
+    /// Safe migrations on or off: the server's grants first (an admin password then cannot change
+    /// the schema whatever the SQL looks like), then the flag the gateway reads for its errors.
+    pub async fn set_safe_migrations(
         &self,
         caller: &Caller,
         org: &str,
@@ -834,11 +840,22 @@ impl Platform {
     ) -> Result<Branch> {
         let mut b = self.branch(caller, org, db, name)?;
         if b.safe_migrations != on {
+            if let Some(inst) = self.instance(&b.id) {
+                if inst.status().state == strata_engine::InstanceState::Running {
+                    inst.set_safe_migrations(on).await?;
+                }
+            }
             b.safe_migrations = on;
             b.updated_at = now_millis();
             self.catalog.update_branch(&b)?;
+            lock(&self.grants_changed).insert(b.id.clone(), std::time::Instant::now());
         }
         Ok(b)
+    }
+
+    /// When the branch's server grants last changed while `strata up` ran.
+    pub fn grants_changed_at(&self, branch_id: &str) -> Option<std::time::Instant> {
+        lock(&self.grants_changed).get(branch_id).copied()
     }
 
     /// The branch's schema now, as its instance prints it (tables, views, sequences; name order).
@@ -1064,6 +1081,7 @@ impl Platform {
             dir: self.instances_dir().join(&b.id),
             schema: db.name.clone(),
             production: b.production,
+            safe_migrations: b.safe_migrations,
             port: b.instance_port.unwrap_or(0),
             server_id: server_id(&b.id),
         }

@@ -37,6 +37,7 @@ impl Server {
             dir: root.path().join("instances").join(id),
             schema: "shop".into(),
             production: true,
+            safe_migrations: false,
             port: strata_engine::supervisor::pick_port().unwrap(),
             server_id,
         };

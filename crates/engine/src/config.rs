@@ -147,9 +147,14 @@ fn identified(flavour: &Flavour, password: &str) -> String {
 }
 
 /// SQL run by the server at every start, before it accepts connections: it (re)asserts the control
-/// plane's user, the database's schema, and one user per role with exactly that role's grants.
-/// Every statement is idempotent.
-pub fn init_sql(flavour: &Flavour, schema: &str, creds: &Credentials) -> String {
+/// plane's user, the database's schema, and one user per role with exactly that role's grants (on
+/// a branch with safe migrations or without). Every statement is idempotent.
+pub fn init_sql(
+    flavour: &Flavour,
+    schema: &str,
+    creds: &Credentials,
+    safe_migrations: bool,
+) -> String {
     let mut out = Vec::new();
     let root = format!("'{ROOT_USER}'@'{INTERNAL_HOST}'");
     out.push(format!(
@@ -175,7 +180,7 @@ pub fn init_sql(flavour: &Flavour, schema: &str, creds: &Credentials) -> String 
         out.push(format!("REVOKE ALL PRIVILEGES, GRANT OPTION FROM {user}"));
         out.push(format!(
             "GRANT {} ON {}.* TO {user}",
-            role.privileges(),
+            role.privileges(safe_migrations),
             quote_ident(schema)
         ));
     }
@@ -240,16 +245,19 @@ mod tests {
     #[test]
     fn init_sql_keeps_only_hashes_on_mariadb() {
         let creds = Credentials::generate();
-        let sql = init_sql(&Flavour::MariaDb, "shop", &creds);
-        assert!(!sql.contains(&creds.root));
-        for r in Role::ALL {
-            assert!(!sql.contains(creds.password(r)));
-            assert!(sql.contains(&format!(
-                "GRANT {} ON `shop`.* TO '{}'@'127.0.0.1'",
-                r.privileges(),
-                r.internal_user()
-            )));
+        for safe in [false, true] {
+            let sql = init_sql(&Flavour::MariaDb, "shop", &creds, safe);
+            assert!(!sql.contains(&creds.root));
+            for r in Role::ALL {
+                assert!(!sql.contains(creds.password(r)));
+                assert!(sql.contains(&format!(
+                    "GRANT {} ON `shop`.* TO '{}'@'127.0.0.1'",
+                    r.privileges(safe),
+                    r.internal_user()
+                )));
+            }
         }
+        let sql = init_sql(&Flavour::MariaDb, "shop", &creds, false);
         assert!(sql.contains("CREATE DATABASE IF NOT EXISTS `shop`"));
         assert_eq!(
             native_hash("password"),

@@ -18,6 +18,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
+use strata_model::role::quote_ident;
 use strata_model::Role;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -40,6 +41,8 @@ pub struct InstanceSpec {
     /// The database's schema inside the instance.
     pub schema: String,
     pub production: bool,
+    /// Role users get no schema-change privileges (the branch's safe migrations).
+    pub safe_migrations: bool,
     /// Preferred loopback port; another free one is chosen if it is taken.
     pub port: u16,
     pub server_id: u32,
@@ -274,6 +277,39 @@ impl Instance {
         Ok(())
     }
 
+    /// Turns safe migrations on or off at the server: the admin role's user loses (or gets back)
+    /// its schema-change privileges now, and its start-up grants follow from the next start.
+    /// Connections already open keep the privileges they read until they change database again.
+    pub async fn set_safe_migrations(&self, on: bool) -> Result<()> {
+        let schema = {
+            let mut spec = self.spec.lock().unwrap_or_else(|e| e.into_inner());
+            spec.safe_migrations = on;
+            spec.schema.clone()
+        };
+        let user = format!(
+            "'{}'@'{}'",
+            Role::Admin.internal_user(),
+            config::INTERNAL_HOST
+        );
+        let statement = if on {
+            format!(
+                "REVOKE {} ON {}.* FROM {user}",
+                strata_model::role::SCHEMA_CHANGES,
+                quote_ident(&schema)
+            )
+        } else {
+            format!(
+                "GRANT {} ON {}.* TO {user}",
+                strata_model::role::SCHEMA_CHANGES,
+                quote_ident(&schema)
+            )
+        };
+        let mut conn = self.connect().await?;
+        conn.query_drop(statement).await?;
+        conn.disconnect().await?;
+        Ok(())
+    }
+
     /// Connection options for an internal user of this instance.
     pub fn opts(&self, user: &str, password: &str) -> mysql_async::Opts {
         let port = self.status().port;
@@ -312,7 +348,12 @@ fn write_start_files(inst: &Instance, spec: &InstanceSpec, port: u16) -> Result<
     let init = spec.dir.join("init.sql");
     write_private(
         &init,
-        &config::init_sql(&inst.binaries.flavour, &spec.schema, &inst.creds),
+        &config::init_sql(
+            &inst.binaries.flavour,
+            &spec.schema,
+            &inst.creds,
+            spec.safe_migrations,
+        ),
     )?;
     let cnf = spec.dir.join("my.cnf");
     let socket = socket_path(spec)?;

@@ -18,6 +18,7 @@ fn spec(root: &Path, id: &str, production: bool) -> InstanceSpec {
         dir: root.join("instances").join(id),
         schema: "shop".into(),
         production,
+        safe_migrations: false,
         port: pick_port().unwrap(),
         server_id: 7,
     }

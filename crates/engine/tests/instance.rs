@@ -31,6 +31,7 @@ async fn instance_lifecycle() {
         dir: root.path().join("instances/b1"),
         schema: "shop".into(),
         production: false,
+        safe_migrations: false,
         port: strata_engine::supervisor::pick_port().unwrap(),
         server_id: 11,
     };

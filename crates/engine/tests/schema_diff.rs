@@ -296,6 +296,7 @@ async fn applying_the_diff_yields_the_target() {
         dir: root.path().join("instances/d1"),
         schema: "scratch".into(),
         production: false,
+        safe_migrations: false,
         port: strata_engine::supervisor::pick_port().unwrap(),
         server_id: 21,
     };
@@ -507,6 +508,7 @@ async fn generated_pairs_round_trip() {
         dir: root.path().join("instances/d2"),
         schema: "scratch".into(),
         production: false,
+        safe_migrations: false,
         port: strata_engine::supervisor::pick_port().unwrap(),
         server_id: 22,
     };

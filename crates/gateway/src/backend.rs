@@ -49,6 +49,9 @@ pub struct Backend {
     pub capabilities: u32,
     pub addr: SocketAddr,
     pub last_used: Instant,
+    /// When the server last read this connection's database privileges (login, or `USE`): it
+    /// keeps them until the connection changes database again.
+    pub privileges_read: Instant,
     /// Statements prepared on this connection, by text.
     statements: std::collections::HashMap<bytes::Bytes, u32>,
     /// COM_STMT_CLOSE packets to send before the next command (they get no answer).
@@ -102,6 +105,7 @@ impl Backend {
             capabilities: 0,
             addr,
             last_used: Instant::now(),
+            privileges_read: Instant::now(),
             statements: std::collections::HashMap::new(),
             pending_close: Vec::new(),
         };

@@ -73,6 +73,8 @@ type BackendKey = (String, Role);
 struct Backends {
     /// The instance port the options (and idle connections) are for.
     port: u16,
+    /// When the idle connections' privileges were last known current.
+    since: Instant,
     opts: mysql_async::Opts,
     idle: Vec<mysql_async::Conn>,
 }
@@ -552,12 +554,21 @@ impl HttpSql {
         let role = login.password.role;
         let key = (login.branch.id.clone(), role);
         // The common case first: an idle connection (a stale one is retried by the caller).
-        if let Some(conn) = lock(&self.pools).get_mut(&key).and_then(|b| b.idle.pop()) {
-            return Ok(Leased {
-                key,
-                conn,
-                reused: true,
-            });
+        // Connections older than the branch's last grants change (safe migrations switched) hold
+        // the privileges they read at login: they are closed instead.
+        let changed = self.gw.platform.grants_changed_at(&login.branch.id);
+        if let Some(b) = lock(&self.pools).get_mut(&key) {
+            if changed.is_some_and(|at| at > b.since) {
+                b.idle.clear();
+                b.since = Instant::now();
+            }
+            if let Some(conn) = b.idle.pop() {
+                return Ok(Leased {
+                    key,
+                    conn,
+                    reused: true,
+                });
+            }
         }
         let unavailable = |detail: String| RpcError {
             code: "UNAVAILABLE",
@@ -578,6 +589,7 @@ impl HttpSql {
             let mut pools = lock(&self.pools);
             let fresh = || Backends {
                 port: st.port,
+                since: Instant::now(),
                 opts: mysql_async::OptsBuilder::default()
                     .ip_or_hostname("127.0.0.1")
                     .tcp_port(st.port)
@@ -654,6 +666,13 @@ impl HttpSql {
                 1235,
                 "42000",
                 crate::session::ROUTINES_REFUSED,
+            ));
+        }
+        if a.changes_database() {
+            return Err(RpcError::mysql(
+                1105,
+                "HY000",
+                crate::session::DATABASE_REFUSED,
             ));
         }
         if a.rebuilds_tables() && login.password.role != strata_model::Role::Admin {

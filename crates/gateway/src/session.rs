@@ -262,7 +262,27 @@ impl Session {
         }
         let target = self.role_target()?;
         match self.gw.pools.acquire(&self.key, &target).await {
-            Ok(l) => Ok(l),
+            Ok(mut l) => {
+                // The branch's grants changed (safe migrations switched) since this connection
+                // read its privileges: the server reads them again on USE.
+                if self
+                    .gw
+                    .platform
+                    .grants_changed_at(&self.login.branch.id)
+                    .is_some_and(|at| at > l.backend.privileges_read)
+                {
+                    let use_db = format!(
+                        "USE {}",
+                        strata_model::role::quote_ident(&self.login.database.name)
+                    );
+                    if let Err(e) = l.backend.query(&use_db).await {
+                        l.discard();
+                        return Err(unavailable(e));
+                    }
+                    l.backend.privileges_read = Instant::now();
+                }
+                Ok(l)
+            }
             Err(PoolError::Exhausted(d)) => Err(ErrPacket::new(
                 1105,
                 "HY000",
@@ -610,6 +630,9 @@ impl Session {
         if a.has_routine() {
             return self.reply_err(routines_refused()).await;
         }
+        if a.changes_database() {
+            return self.reply_err(database_refused()).await;
+        }
         if a.rebuilds_tables() && self.login.password.role != strata_model::Role::Admin {
             return self
                 .reply_err(rebuild_refused(self.login.password.role))
@@ -691,6 +714,9 @@ impl Session {
         }
         if a.has_routine() {
             return self.reply_err(routines_refused()).await;
+        }
+        if a.changes_database() {
+            return self.reply_err(database_refused()).await;
         }
         if a.rebuilds_tables() && self.login.password.role != strata_model::Role::Admin {
             return self
@@ -1319,6 +1345,13 @@ pub(crate) fn rebuild_refused_message(role: strata_model::Role) -> String {
 
 fn rebuild_refused(role: strata_model::Role) -> ErrPacket {
     ErrPacket::new(1142, "42000", rebuild_refused_message(role))
+}
+
+/// Databases are made and deleted through the API and the CLI, as on PlanetScale.
+pub(crate) const DATABASE_REFUSED: &str = "VT12001: unsupported: CREATE, ALTER and DROP DATABASE; databases are created and deleted with the API or the CLI (strata database create|delete)";
+
+fn database_refused() -> ErrPacket {
+    ErrPacket::new(1105, "HY000", DATABASE_REFUSED)
 }
 
 fn routines_refused() -> ErrPacket {

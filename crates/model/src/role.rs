@@ -43,37 +43,26 @@ impl Role {
         format!("strata_{}", self.as_str())
     }
 
-    /// Privileges on the database's schema, as they appear in `GRANT … ON db.*`.
-    pub fn privileges(self) -> &'static str {
-        match self {
-            Role::Reader => "SELECT, SHOW VIEW",
-            Role::Writer => "INSERT, UPDATE, DELETE",
-            Role::Readwriter => {
-                "SELECT, INSERT, UPDATE, DELETE, SHOW VIEW, EXECUTE, CREATE TEMPORARY TABLES, LOCK TABLES"
-            }
-            Role::Admin => "ALL PRIVILEGES",
+    /// Privileges on the database's schema, as they appear in `GRANT … ON db.*`, on a branch with
+    /// or without safe migrations. The server enforces them whatever the SQL looks like: an admin
+    /// changes the schema only where safe migrations are off, and no role may create stored
+    /// routines, triggers or events (not part of a branch's schema) or grant anything.
+    pub fn privileges(self, safe_migrations: bool) -> String {
+        match (self, safe_migrations) {
+            (Role::Reader, _) => "SELECT, SHOW VIEW".into(),
+            (Role::Writer, _) => "INSERT, UPDATE, DELETE".into(),
+            (Role::Readwriter, _) => READWRITE.into(),
+            (Role::Admin, true) => READWRITE.into(),
+            (Role::Admin, false) => format!("{READWRITE}, {SCHEMA_CHANGES}"),
         }
     }
-
-    /// Statements that (re)create the role's internal user with exactly its grants on `schema`.
-    /// Idempotent: safe to run on every instance start.
-    pub fn grant_statements(self, schema: &str, host: &str, password: &str) -> Vec<String> {
-        let user = format!("'{}'@'{}'", self.internal_user(), host);
-        vec![
-            format!(
-                "CREATE USER IF NOT EXISTS {user} IDENTIFIED BY '{}'",
-                sql_string(password)
-            ),
-            format!("ALTER USER {user} IDENTIFIED BY '{}'", sql_string(password)),
-            format!("REVOKE ALL PRIVILEGES, GRANT OPTION FROM {user}"),
-            format!(
-                "GRANT {} ON {}.* TO {user}",
-                self.privileges(),
-                quote_ident(schema)
-            ),
-        ]
-    }
 }
+
+const READWRITE: &str =
+    "SELECT, INSERT, UPDATE, DELETE, SHOW VIEW, EXECUTE, CREATE TEMPORARY TABLES, LOCK TABLES";
+
+/// What an admin password loses while safe migrations are on (`TRUNCATE` needs `DROP`).
+pub const SCHEMA_CHANGES: &str = "CREATE, DROP, ALTER, INDEX, CREATE VIEW, REFERENCES";
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -125,34 +114,42 @@ mod tests {
 
     #[test]
     fn role_table() {
-        // (role, can query rows, can modify rows, can change schema): the password-roles page.
+        // (role, safe migrations, can query rows, can modify rows, can change schema): the
+        // password-roles page, and safe migrations taking schema changes away from admins.
         let table = [
-            (Role::Reader, true, false, false),
-            (Role::Writer, false, true, false),
-            (Role::Readwriter, true, true, false),
-            (Role::Admin, true, true, true),
+            (Role::Reader, false, true, false, false),
+            (Role::Writer, false, false, true, false),
+            (Role::Readwriter, false, true, true, false),
+            (Role::Admin, false, true, true, true),
+            (Role::Reader, true, true, false, false),
+            (Role::Writer, true, false, true, false),
+            (Role::Readwriter, true, true, true, false),
+            (Role::Admin, true, true, true, false),
         ];
-        for (role, read, write, ddl) in table {
-            let p = role.privileges();
-            let all = p == "ALL PRIVILEGES";
-            assert_eq!(all || p.contains("SELECT"), read, "{role} read");
-            assert_eq!(all || p.contains("INSERT"), write, "{role} write");
-            assert_eq!(
-                all || p.contains("ALTER") || p.split(", ").any(|x| x == "CREATE"),
-                ddl,
-                "{role} ddl"
-            );
+        for (role, safe, read, write, ddl) in table {
+            let p = role.privileges(safe);
+            let has = |x: &str| p.split(", ").any(|q| q == x);
+            assert_eq!(has("SELECT"), read, "{role} read");
+            assert_eq!(has("INSERT"), write, "{role} write");
+            for change in ["CREATE", "DROP", "ALTER", "INDEX", "CREATE VIEW"] {
+                assert_eq!(has(change), ddl, "{role} {change}");
+            }
+            for never in [
+                "ALL PRIVILEGES",
+                "CREATE ROUTINE",
+                "ALTER ROUTINE",
+                "EVENT",
+                "TRIGGER",
+                "GRANT OPTION",
+            ] {
+                assert!(!has(never), "{role}: {never}");
+            }
         }
     }
 
     #[test]
-    fn grant_statements_quote() {
-        let s = Role::Reader.grant_statements("my-db", "127.0.0.1", "p'w");
-        assert!(s[0].contains("IDENTIFIED BY 'p''w'"));
-        assert_eq!(
-            s[3],
-            "GRANT SELECT, SHOW VIEW ON `my-db`.* TO 'strata_reader'@'127.0.0.1'"
-        );
+    fn quoting() {
         assert_eq!(quote_ident("a`b"), "`a``b`");
+        assert_eq!(sql_string("p'w\\"), "p''w\\\\");
     }
 }

@@ -51,6 +51,8 @@ pub struct Statement {
     /// `OPTIMIZE` or `REPAIR`: rebuilds tables with only read and write privileges, also in prepared
     /// text.
     pub rebuild: bool,
+    /// Creates, alters or drops a database (`DATABASE` or `SCHEMA`), also in prepared text.
+    pub database: bool,
 }
 
 impl Analysis {
@@ -62,6 +64,11 @@ impl Analysis {
     /// True when any statement creates, alters or drops a stored routine, trigger or event.
     pub fn has_routine(&self) -> bool {
         self.statements.iter().any(|s| s.routine)
+    }
+
+    /// True when any statement creates, alters or drops a database.
+    pub fn changes_database(&self) -> bool {
+        self.statements.iter().any(|s| s.database)
     }
 
     /// True when any statement rebuilds tables (`OPTIMIZE`, `REPAIR`).
@@ -313,6 +320,7 @@ fn statement(s: &[&Token]) -> Statement {
             .skip(1)
             .find_map(|t| OBJECT_KINDS.iter().find(|k| word_is(Some(t), k)).copied());
         st.routine = matches!(kind, Some("TRIGGER" | "FUNCTION" | "PROCEDURE" | "EVENT"));
+        st.database = matches!(kind, Some("DATABASE" | "SCHEMA"));
     }
     // PREPARE name FROM 'text' | @var ; EXECUTE IMMEDIATE 'text' | @var
     let source = if keyword == "PREPARE" && word_is(s.get(2).copied(), "FROM") {
@@ -336,6 +344,7 @@ fn statement(s: &[&Token]) -> Statement {
                 st.foreign_key = inner.has_foreign_key();
                 st.routine = inner.has_routine();
                 st.rebuild = inner.rebuilds_tables();
+                st.database = inner.changes_database();
                 st.artifact |= inner.touches_artifact();
             }
             _ => st.opaque = true,

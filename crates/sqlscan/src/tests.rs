@@ -387,3 +387,24 @@ fn rebuilds_are_seen() {
         assert_eq!(analyze(sql).rebuilds_tables(), rebuild, "{sql:?}");
     }
 }
+
+#[test]
+fn database_changes_are_seen() {
+    for (sql, yes) in [
+        ("DROP DATABASE shop", true),
+        ("drop schema if exists `shop`", true),
+        ("CREATE DATABASE other", true),
+        ("ALTER DATABASE shop CHARACTER SET latin1", true),
+        (
+            "SET STATEMENT max_statement_time=10 FOR DROP DATABASE shop",
+            true,
+        ),
+        ("PREPARE s FROM 'DROP DATABASE shop'", true),
+        ("/*!50000 DROP DATABASE shop */", true),
+        ("DROP TABLE `database`", false),
+        ("SELECT DATABASE()", false),
+        ("CREATE TABLE schema_log (id INT)", false),
+    ] {
+        assert_eq!(analyze(sql).changes_database(), yes, "{sql:?}");
+    }
+}

@@ -131,6 +131,7 @@ pub async fn diff(from: &Path, to: &Path) -> Result<()> {
             dir: work.join("scratch"),
             schema: "scratch".into(),
             production: false,
+            safe_migrations: false,
             port: strata_engine::supervisor::pick_port()?,
             server_id: 1,
         };

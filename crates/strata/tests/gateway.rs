@@ -197,7 +197,59 @@ fn safe_migrations_refuse_direct_ddl() {
         )
         .status
         .success());
+    // A latin1 client: its text reaches the gateway's lexer as bytes that are not UTF-8.
+    let latin1 = |sql: &str| {
+        let o = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, pymysql\n\
+                 c = pymysql.connect(host='127.0.0.1', port=int(sys.argv[1]), user=sys.argv[2], password=sys.argv[3], database='shop', charset='latin1')\n\
+                 try:\n\
+                 \x20   c.cursor().execute(sys.argv[4].replace('~', '\\xa0'))\n\
+                 \x20   print('ok')\n\
+                 except pymysql.err.MySQLError as e:\n\
+                 \x20   print(e.args[0], e.args[1])",
+                &s.mysql_port.to_string(),
+                &admin,
+                &pw,
+                sql,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    // Leaves a pooled backend connection of the latin1 profile, opened before safe migrations.
+    assert_eq!(latin1("SELECT 1"), "ok");
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let main_id = s.wait_branch("shop", "main")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let schema = || s.sql_ok(&main_id, "strata_root", "SHOW CREATE TABLE shop.t");
+    let before = schema();
+    // The server is the wall, not only the lexer: DDL a lexer may misread (a non-breaking space
+    // in latin1) is refused by the server's grants, also on that pooled connection.
+    let r = latin1("ALTER~TABLE t ADD COLUMN sneaky INT");
+    eprintln!("latin1 ALTER: {r}");
+    assert!(r.starts_with("1142") || r.contains("direct DDL"), "{r}");
+    // ... and whoever holds the admin role's server credential directly.
+    for sql in [
+        "ALTER TABLE shop.t ADD COLUMN c INT",
+        "CREATE TABLE shop.u (id INT PRIMARY KEY)",
+        "DROP TABLE shop.t",
+        "TRUNCATE TABLE shop.t",
+        "CREATE VIEW shop.v AS SELECT 1",
+        "CREATE INDEX i ON shop.t (id)",
+        "CREATE PROCEDURE shop.p() SELECT 1",
+        "DROP DATABASE shop",
+    ] {
+        let e = s.sql_err(&main_id, "strata_admin", sql);
+        assert!(
+            e.contains("ERROR 1142") || e.contains("ERROR 1044") || e.contains("ERROR 1370"),
+            "{sql}: {e}"
+        );
+    }
+    assert_eq!(schema(), before, "production's schema is unchanged");
     for sql in [
         "ALTER TABLE t ADD COLUMN c INT",
         "CREATE TABLE u (id INT PRIMARY KEY)",
@@ -269,6 +321,32 @@ fn safe_migrations_refuse_direct_ddl() {
     s.json(&["branch", "safe-migrations", "disable", "shop", "main"]);
     assert!(s
         .gateway_sql(&admin, &pw, &["shop"], "ALTER TABLE t ADD COLUMN c INT")
+        .status
+        .success());
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "CREATE TABLE shop.u (id INT PRIMARY KEY)",
+    );
+    // Routines, triggers and events: never, on any branch.
+    let e = s.sql_err(
+        &main_id,
+        "strata_admin",
+        "CREATE PROCEDURE shop.p() SELECT 1",
+    );
+    assert!(e.contains("ERROR 1044") || e.contains("ERROR 1142"), "{e}");
+    // Databases are the API's, on any branch, with safe migrations off too.
+    for sql in [
+        "DROP DATABASE shop",
+        "DROP SCHEMA IF EXISTS shop",
+        "CREATE DATABASE other",
+        "PREPARE s FROM 'DROP DATABASE shop'",
+    ] {
+        let o = s.gateway_sql(&admin, &pw, &["shop"], sql);
+        assert!(err(&o).contains("VT12001"), "{sql}: {}", err(&o));
+    }
+    assert!(s
+        .gateway_sql(&admin, &pw, &["shop"], "SELECT COUNT(*) FROM t")
         .status
         .success());
 }
