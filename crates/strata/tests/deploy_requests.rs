@@ -12,7 +12,7 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
     let main_id = s.new_database("shop");
     s.sql_ok(
         &main_id,
-        "strata_admin",
+        "strata_root",
         "CREATE TABLE users (id INT PRIMARY KEY, email VARCHAR(100) NOT NULL)",
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
@@ -76,7 +76,7 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
     s.json(&["branch", "safe-migrations", "disable", "shop", "main"]);
     s.sql_ok(
         &main_id,
-        "strata_admin",
+        "strata_root",
         "ALTER TABLE users ADD COLUMN nickname VARCHAR(20)",
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
@@ -198,7 +198,7 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
     s.json(&["branch", "safe-migrations", "disable", "shop", "main"]);
     s.sql_ok(
         &main_id,
-        "strata_admin",
+        "strata_root",
         "CREATE TABLE audit (id INT PRIMARY KEY)",
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
@@ -271,7 +271,7 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
     s.json(&["branch", "safe-migrations", "disable", "shop", "main"]);
     s.sql_ok(
         &main_id,
-        "strata_admin",
+        "strata_root",
         "CREATE TABLE logs (id INT PRIMARY KEY, line VARCHAR(100)); CREATE VIEW recent AS SELECT id FROM audit",
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);

@@ -205,7 +205,7 @@ fn setup(s: &Strata) -> (String, String) {
     let main_id = s.new_database("shop");
     s.sql_ok(
         &main_id,
-        "strata_admin",
+        "strata_root",
         &format!(
             "CREATE TABLE shop.t (id INT NOT NULL PRIMARY KEY, v VARCHAR(32) NOT NULL, n INT NOT NULL) ENGINE=InnoDB;
              INSERT INTO shop.t (id, v, n) SELECT seq, 'init', seq FROM seq_1_to_{ROWS};"
@@ -674,7 +674,7 @@ fn every_kind_of_change_deploys_exactly_and_reverts() {
     let main_id = s.new_database("shop");
     s.sql_ok(
         &main_id,
-        "strata_admin",
+        "strata_root",
         "CREATE TABLE shop.users (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, name VARCHAR(50) NOT NULL);
          INSERT INTO shop.users (name) SELECT CONCAT('u', seq) FROM seq_1_to_500;
          CREATE TABLE shop.legacy (id INT PRIMARY KEY, note TEXT);
@@ -952,7 +952,7 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
     // unchanged; once the row is fixed, the same request deploys.
     s.sql_ok(
         &main_id,
-        "strata_admin",
+        "strata_root",
         "CREATE TABLE shop.parents (id BIGINT PRIMARY KEY);
          CREATE TABLE shop.kids (id BIGINT PRIMARY KEY, parent_id BIGINT, KEY (parent_id));
          INSERT INTO shop.parents VALUES (1);
@@ -1006,7 +1006,7 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
     // over a row without a parent.
     s.sql_ok(
         &main_id,
-        "strata_admin",
+        "strata_root",
         "CREATE TABLE shop.t (id BIGINT PRIMARY KEY, kid_id BIGINT, KEY (kid_id));
          INSERT INTO shop.t VALUES (1, 1);",
     );
@@ -1180,7 +1180,7 @@ fn artifacts_are_out_of_reach_and_a_view_that_cannot_exist_reverts_the_deploy() 
     let main_id = s.new_database("shop");
     s.sql_ok(
         &main_id,
-        "strata_admin",
+        "strata_root",
         "CREATE TABLE shop.users (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, name VARCHAR(20) NOT NULL);
          INSERT INTO shop.users (name) SELECT CONCAT('u', seq) FROM seq_1_to_300;",
     );
@@ -1290,7 +1290,7 @@ fn a_request_deploys_what_was_queued_and_keeps_its_record() {
     let main_id = s.new_database("shop");
     s.sql_ok(
         &main_id,
-        "strata_admin",
+        "strata_root",
         "CREATE TABLE shop.a (id BIGINT PRIMARY KEY); CREATE TABLE shop.b (id BIGINT PRIMARY KEY)",
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);

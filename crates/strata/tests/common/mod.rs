@@ -445,6 +445,12 @@ pub fn schema_of(s: &Strata, branch: &str) -> Vec<(String, String)> {
                     .trim_start_matches(|c: char| c.is_ascii_digit());
             }
             out.push_str(rest);
+            // A view's definer is whoever created it there, not part of the schema.
+            if let Some(i) = out.find(" DEFINER=`") {
+                if let Some(j) = out[i + 1..].find(' ') {
+                    out.replace_range(i..i + 1 + j, "");
+                }
+            }
             (o["name"].as_str().unwrap().to_string(), out)
         })
         .collect()
