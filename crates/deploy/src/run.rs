@@ -451,9 +451,11 @@ async fn check_warnings(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
     if conn.get_warnings() > 0 {
         let warnings: Vec<(String, u32, String)> = conn.query("SHOW WARNINGS").await?;
         let key = format!("for key '{}'", a.key_index);
+        // 1364: a new NOT NULL column without a default gets its type's implicit default (0, '',
+        // …), exactly what an ALTER TABLE … ADD COLUMN gives the rows already there.
         if let Some((_, code, message)) = warnings
             .into_iter()
-            .find(|(_, code, m)| !(*code == 1062 && m.contains(&key)))
+            .find(|(_, code, m)| !(*code == 1062 && m.contains(&key)) && *code != 1364)
         {
             return Err(DeployError::CopyRejected {
                 table: a.table.clone(),

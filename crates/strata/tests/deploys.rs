@@ -703,6 +703,10 @@ fn every_kind_of_change_deploys_exactly_and_reverts() {
              DROP VIEW shop.names;
              CREATE TABLE shop.orders (id BIGINT PRIMARY KEY)",
         ),
+        (
+            "not null columns without a default (as Django adds them)",
+            "ALTER TABLE shop.users ADD COLUMN nick VARCHAR(20) NOT NULL, ADD COLUMN score INT NOT NULL",
+        ),
         ("drop table", "DROP VIEW shop.stale; DROP TABLE shop.legacy"),
         (
             "table replaced by a view",
