@@ -1081,10 +1081,11 @@ impl Session {
         self.mark_busy(&lease);
         let limits = self.gw.cfg.limits.clone();
         let mut t = Tracker::new(expect, lease.backend.capabilities);
-        // Text results leave deployment artifacts out of schema listings (binary rows, from
-        // prepared statements, are passed as they are).
-        let mut listing = (expect == Expect::ResultSets && stmt.is_none())
-            .then(strata_wire::listing::ArtifactRows::default);
+        // Results leave deployment artifacts out of schema listings (text rows, and binary rows of
+        // prepared statements).
+        let mut listing =
+            (expect == Expect::ResultSets).then(strata_wire::listing::ArtifactRows::default);
+        let binary = stmt.is_some();
         let mut bytes: u64 = 0;
         let deadline = timeout.map(|d| Instant::now() + d);
         let mut killed = false;
@@ -1165,7 +1166,7 @@ impl Session {
             if let Some(l) = listing.as_mut() {
                 match ev {
                     Event::Column => l.column(f.payload()),
-                    Event::Row if !f.continues() && l.hide(f.payload()) => continue,
+                    Event::Row if !f.continues() && l.hide(f.payload(), binary) => continue,
                     Event::Terminal { .. } => l.end_of_result(),
                     _ => {}
                 }

@@ -1113,6 +1113,42 @@ fn listings_leave_out_artifacts(s: &Strata, main_id: &str, when: &str) {
                 assert_eq!(out.trim(), "users", "{when}, {role}: {sql}");
             }
         }
+        // Prepared statements (binary rows), as mysql2's execute() and Go's database/sql send.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let names: Vec<String> = rt.block_on(async {
+            let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+                .ip_or_hostname("127.0.0.1")
+                .tcp_port(s.mysql_port)
+                .user(Some(user.clone()))
+                .pass(Some(pw.clone()))
+                .db_name(Some("shop"))
+                .prefer_socket(false)
+                .into();
+            let mut c = mysql_async::Conn::new(opts).await.unwrap();
+            let mut all: Vec<String> = c
+                .exec(
+                    "SELECT TABLE_ROWS, CREATE_TIME, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+                    ("shop",),
+                )
+                .await
+                .map(|rows: Vec<(Option<u64>, Option<mysql_async::Value>, String)>| {
+                    rows.into_iter().map(|r| r.2).collect()
+                })
+                .unwrap();
+            let shown: Vec<String> = c.exec("SHOW TABLES", ()).await.unwrap();
+            all.extend(shown);
+            let triggers: Vec<String> = c
+                .exec("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS", ())
+                .await
+                .unwrap();
+            all.extend(triggers);
+            c.disconnect().await.unwrap();
+            all
+        });
+        assert!(
+            names.iter().all(|n| !n.contains("strata_")) && names.contains(&"users".to_string()),
+            "{when}, {role}: prepared listings: {names:?}"
+        );
         // The HTTP SQL endpoint the serverless driver speaks.
         let ca = common::data_dir(&s.root).join("tls/ca.pem");
         let out = std::process::Command::new("curl")

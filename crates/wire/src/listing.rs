@@ -72,11 +72,83 @@ pub fn row_names_artifact(row: &[u8], columns: &[usize]) -> bool {
     false
 }
 
+/// The column type byte of a column definition (after its six strings and the 0x0C length).
+fn column_type(column_definition: &[u8]) -> Option<u8> {
+    let mut r = Reader::new(column_definition);
+    for _ in 0..6 {
+        r.lenenc_bytes().ok()?;
+    }
+    r.lenenc_int().ok()?;
+    r.u16().ok()?;
+    r.u32().ok()?;
+    r.u8().ok()
+}
+
+/// The size of a binary-protocol value of `column_type` at the start of `rest`, if it can be told.
+fn binary_value_len(column_type: u8, rest: &[u8]) -> Option<usize> {
+    match column_type {
+        0x01 => Some(1),               // TINY
+        0x02 | 0x0D => Some(2),        // SHORT, YEAR
+        0x03 | 0x09 | 0x04 => Some(4), // LONG, INT24, FLOAT
+        0x08 | 0x05 => Some(8),        // LONGLONG, DOUBLE
+        0x07 | 0x0A | 0x0B | 0x0C | 0x11 | 0x12 | 0x13 => {
+            // DATE, TIME, DATETIME, TIMESTAMP (and their 2 forms): a length byte, then that much.
+            rest.first().map(|n| 1 + *n as usize)
+        }
+        0x06 => Some(0), // NULL type
+        _ => {
+            // Strings, decimals, blobs, JSON, enum, set, bit, geometry: length-encoded.
+            let mut r = Reader::new(rest);
+            let n = r.lenenc_int().ok()?;
+            let header = rest.len() - r.remaining().len();
+            usize::try_from(n).ok().map(|n| header + n)
+        }
+    }
+}
+
+/// True when a binary-protocol row (`0x00`, NULL bitmap, values) holds an artifact's name in one of
+/// `columns`, read with the result's column `types`.
+pub fn binary_row_names_artifact(row: &[u8], types: &[u8], columns: &[usize]) -> bool {
+    let Some(&last) = columns.last() else {
+        return false;
+    };
+    if row.first() != Some(&0x00) || last >= types.len() {
+        return false;
+    }
+    let bitmap_len = (types.len() + 7 + 2) / 8;
+    let Some(bitmap) = row.get(1..1 + bitmap_len) else {
+        return false;
+    };
+    let mut at = 1 + bitmap_len;
+    for (i, &t) in types.iter().enumerate().take(last + 1) {
+        let bit = i + 2;
+        if bitmap[bit / 8] & (1 << (bit % 8)) != 0 {
+            continue; // NULL
+        }
+        let Some(rest) = row.get(at..) else {
+            return false;
+        };
+        let Some(len) = binary_value_len(t, rest) else {
+            return false;
+        };
+        if columns.contains(&i) {
+            let mut r = Reader::new(rest);
+            if r.lenenc_bytes().is_ok_and(is_artifact_name) {
+                return true;
+            }
+        }
+        at += len;
+    }
+    false
+}
+
 /// Follows one response (column definitions, rows, possibly several result sets) and says which
 /// rows to leave out.
 #[derive(Debug, Default, Clone)]
 pub struct ArtifactRows {
     columns: Vec<usize>,
+    /// Every column's type, for binary-protocol rows.
+    types: Vec<u8>,
     seen: usize,
     in_rows: bool,
     /// Rows left out so far.
@@ -89,19 +161,25 @@ impl ArtifactRows {
         if self.in_rows {
             // The next result set's definitions.
             self.columns.clear();
+            self.types.clear();
             self.seen = 0;
             self.in_rows = false;
         }
         if names_objects(definition) {
             self.columns.push(self.seen);
         }
+        self.types.push(column_type(definition).unwrap_or(0xFE));
         self.seen += 1;
     }
 
-    /// A text row arrived: true when it is to be left out.
-    pub fn hide(&mut self, row: &[u8]) -> bool {
+    /// A row arrived (`binary`: of a prepared statement): true when it is to be left out.
+    pub fn hide(&mut self, row: &[u8], binary: bool) -> bool {
         self.in_rows = true;
-        let hide = row_names_artifact(row, &self.columns);
+        let hide = if binary {
+            binary_row_names_artifact(row, &self.types, &self.columns)
+        } else {
+            row_names_artifact(row, &self.columns)
+        };
         if hide {
             self.hidden += 1;
         }
@@ -174,17 +252,65 @@ mod tests {
         assert!(!row_names_artifact(&row, &[7]));
     }
 
+    impl ArtifactRows {
+        fn hide_text(&mut self, row: &[u8]) -> bool {
+            self.hide(row, false)
+        }
+    }
+
+    #[test]
+    fn binary_rows() {
+        let defs = [
+            def_typed("information_schema", "TABLE_CATALOG", 0xFD),
+            def_typed("information_schema", "TABLE_ROWS", 0x08),
+            def_typed("information_schema", "CREATE_TIME", 0x0C),
+            def_typed("information_schema", "TABLE_NAME", 0xFD),
+        ];
+        let mut f = ArtifactRows::default();
+        for d in &defs {
+            f.column(d);
+        }
+        let row = |name: &[u8], rows_null: bool| {
+            let mut out = vec![0x00];
+            // 4 columns + 2 offset bits: one byte of NULL bitmap.
+            out.push(if rows_null { 1 << 3 } else { 0 });
+            put_lenenc_bytes(&mut out, b"def");
+            if !rows_null {
+                out.extend_from_slice(&42u64.to_le_bytes());
+            }
+            out.extend_from_slice(&[7, 0xEA, 0x07, 12, 6, 5, 1, 2]);
+            put_lenenc_bytes(&mut out, name);
+            out
+        };
+        assert!(f.hide(&row(b"~strata_1_t_old", false), true));
+        assert!(f.hide(&row(b"_strata_1_t_fi", true), true));
+        assert!(!f.hide(&row(b"orders", false), true));
+        // Cut short: never hidden, never a panic.
+        let whole = row(b"~strata_1_t_old", false);
+        for n in 0..whole.len() - 1 {
+            let _ = f.hide(&whole[..n], true);
+        }
+        assert!(!f.hide(&whole[..whole.len() - 4], true));
+    }
+
+    fn def_typed(schema: &str, org_name: &str, t: u8) -> Vec<u8> {
+        let mut d = def(schema, org_name);
+        let at = d.len() - 6;
+        d[at] = t;
+        d
+    }
+
     #[test]
     fn follows_several_result_sets() {
         let mut f = ArtifactRows::default();
         f.column(&def("information_schema", "TABLE_NAME"));
         f.column(&def("information_schema", "TABLE_TYPE"));
-        assert!(f.hide(&text_row(&[Some(b"~strata_1_t_old"), Some(b"BASE TABLE")])));
-        assert!(!f.hide(&text_row(&[Some(b"t"), Some(b"BASE TABLE")])));
+        assert!(f.hide_text(&text_row(&[Some(b"~strata_1_t_old"), Some(b"BASE TABLE")])));
+        assert!(!f.hide_text(&text_row(&[Some(b"t"), Some(b"BASE TABLE")])));
         f.end_of_result();
         // The second result set reads other columns: the first one's positions no longer apply.
         f.column(&def("shop", "name"));
-        assert!(!f.hide(&text_row(&[Some(b"~strata_1_t_old")])));
+        assert!(!f.hide_text(&text_row(&[Some(b"~strata_1_t_old")])));
         assert_eq!(f.hidden, 1);
     }
 }
