@@ -17,6 +17,7 @@ use strata_catalog::{Database, DeployRequest, Deployment};
 use strata_deploy::run::{self, Placement};
 use strata_deploy::{DeployError, Plan, Progress, TableProgress};
 use strata_engine::mysql_async::{prelude::Queryable, Conn};
+use strata_engine::SchemaObject;
 use strata_model::{ids, timefmt::now_millis};
 
 /// A cut-over or revert waits at most this long for the table locks per attempt, so writers are
@@ -88,6 +89,18 @@ fn progress_of(d: &Deployment) -> Progress {
 
 fn set_progress(d: &mut Deployment, p: &Progress) {
     d.progress = serde_json::to_string(p).unwrap_or_default();
+}
+
+/// A digest of a schema as the server prints it (counters left out): equal digests, same schema.
+fn schema_digest(objects: &[SchemaObject]) -> String {
+    let mut h = crc32fast::Hasher::new();
+    for o in objects {
+        h.update(o.name.as_bytes());
+        h.update(&[0]);
+        h.update(strata_engine::admin::strip_auto_increment(&o.create).as_bytes());
+        h.update(&[0]);
+    }
+    format!("{:08x}", h.finalize())
 }
 
 /// The longest a deployment's statement waits for a table's metadata lock.
@@ -569,6 +582,23 @@ impl Platform {
         }
     }
 
+    /// The deployment's target schema as its server has it now (artifacts left out).
+    async fn target_schema(
+        &self,
+        database: &Database,
+        d: &Deployment,
+    ) -> Result<Vec<SchemaObject>> {
+        let into = self
+            .catalog()
+            .branch(&database.id, &d.into_branch)
+            .map_err(|_| {
+                ControlError::Unprocessable(format!("Branch '{}' was deleted", d.into_branch))
+            })?;
+        self.schema_in(database, &into)
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))
+    }
+
     async fn deploy_conn(&self, database: &Database, d: &Deployment) -> Result<Conn> {
         let into = self
             .catalog()
@@ -688,8 +718,9 @@ impl Platform {
         }
         let (target, result) = status.schemas.unwrap_or_default();
         let tag = format!("{:08x}", crc32fast::hash(d.id.as_bytes()));
-        let plan = strata_deploy::plan(&tag, &target, &result, &status.changes)
+        let mut plan = strata_deploy::plan(&tag, &target, &result, &status.changes)
             .map_err(|e| ControlError::Unprocessable(e.to_string()))?;
+        plan.target_digest = Some(schema_digest(&self.target_schema(&database, &d).await?));
         d.plan = serde_json::to_string(&plan).map_err(|e| ControlError::Internal(e.to_string()))?;
         d.started_at = Some(now_millis());
         d.error = None;
@@ -1031,6 +1062,22 @@ impl Platform {
         let plan = plan_of(&d)?;
         let mut p = progress_of(&d);
         let mut conn = self.deploy_conn(&database, &d).await?;
+        // The swap puts the shadows in place of the tables as they were when the deploy started:
+        // a table changed directly on the target since (safe migrations switched off) would lose
+        // that change, unseen by any review. Nothing is swapped then; the deployment ends.
+        if let Some(want) = &plan.target_digest {
+            let placed = run::placement(&mut conn, &database.name, &plan)
+                .await
+                .map_err(deploy_err)?;
+            if placed == Placement::Before
+                && &schema_digest(&self.target_schema(&database, &d).await?) != want
+            {
+                return Err(ControlError::Unprocessable(format!(
+                    "the schema of `{}` changed directly since the deploy started: nothing was deployed; look at the request's diff and deploy it again",
+                    d.into_branch
+                )));
+            }
+        }
         p.phase = "cutting_over".into();
         set_progress(&mut d, &p);
         self.save(&mut d)?;

@@ -32,6 +32,11 @@ pub struct Plan {
     /// metadata-lock cycle whose victim was the application (1213).
     #[serde(default)]
     pub blocked_per_table: bool,
+    /// A digest of the target's schema when the deployment started: the cut-over goes ahead only
+    /// over that schema (a table changed directly on the target meanwhile would be lost in the
+    /// swap). Plans stored before have none.
+    #[serde(default)]
+    pub target_digest: Option<String>,
 }
 
 /// Where a deployment's tables are, as its marker table's name records it.
@@ -402,6 +407,7 @@ pub fn plan(
         steps,
         marked: true,
         blocked_per_table: true,
+        target_digest: None,
     })
 }
 

@@ -704,6 +704,7 @@ mod tests {
             steps: Vec::new(),
             marked: true,
             blocked_per_table: true,
+            target_digest: None,
         };
         assert_eq!(
             renames_from(&cutover_groups(&views_only), 0),

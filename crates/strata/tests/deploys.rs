@@ -1417,3 +1417,64 @@ fn a_request_deploys_what_was_queued_and_keeps_its_record() {
     let list = s.json(&["deploy-request", "list", "shop"]);
     assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
 }
+
+/// A table changed directly on production (safe migrations switched off) while a gated deploy of
+/// it waits for its cut-over: applying it swaps nothing and ends the deployment with the reason,
+/// and the direct change and its data stay.
+#[test]
+fn a_direct_change_on_the_target_stops_the_cut_over() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let main_id = s.new_database("shop");
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.c (id INT PRIMARY KEY); INSERT INTO shop.c VALUES (1), (2)",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let dev_id = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.c ADD COLUMN a INT",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev",
+        "--disable-auto-apply",
+    ]);
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    wait_state(&s, "1", &["pending_cutover"], 120);
+    s.json(&["branch", "safe-migrations", "disable", "shop", "main"]);
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "ALTER TABLE shop.c ADD COLUMN b INT DEFAULT 5; INSERT INTO shop.c VALUES (12, 9)",
+    );
+    s.json(&["deploy-request", "apply", "shop", "1"]);
+    let d = wait_state(&s, "1", &["complete_error"], 120);
+    assert!(
+        d["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("changed directly"),
+        "{d}"
+    );
+    let c = s.sql_ok(&main_id, "strata_root", "SHOW CREATE TABLE shop.c");
+    assert!(c.contains("`b` int") && !c.contains("`a` int"), "{c}");
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_root",
+            "SELECT b FROM shop.c WHERE id = 12"
+        )
+        .trim(),
+        "9"
+    );
+    assert_no_artifacts(&s, &main_id, "after a cut-over refused");
+}
