@@ -584,6 +584,11 @@ impl Session {
                     .await
             }
             command::FIELD_LIST => {
+                // The table name, NUL-terminated: a deployment's tables are not listed either.
+                let table = packet[1..].split(|b| *b == 0).next().unwrap_or_default();
+                if strata_wire::listing::is_artifact_name(table) {
+                    return self.reply_err(artifact_refused()).await;
+                }
                 self.forward(packet, Expect::FieldList, false, None, None)
                     .await
             }

@@ -33,15 +33,28 @@ fn is_word_byte(b: u8) -> bool {
 /// Splits `sql` into tokens, skipping whitespace and comments; the contents of executable comments
 /// (`/*! … */`, `/*M! … */`) are scanned as code.
 pub fn tokens(sql: &str) -> Vec<Token<'_>> {
+    tokens_with(sql, true)
+}
+
+/// [`tokens`], reading a backslash in a string as an escape or (`NO_BACKSLASH_ESCAPES`, or a
+/// multi-byte charset whose characters may end in 0x5C) as itself.
+pub fn tokens_with(sql: &str, backslash_escapes: bool) -> Vec<Token<'_>> {
     let mut out = Vec::new();
-    scan(sql, &mut out);
+    scan(sql, &mut out, backslash_escapes);
     out
 }
 
-fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>) {
+/// Characters the server may take for whitespace in some charset (latin1's no-break space, or a
+/// byte that was not UTF-8 and reached the lexer replaced): they separate words here too.
+const ODD_SPACES: &[&str] = &["\u{A0}", "\u{FFFD}", "\u{2000}", "\u{3000}"];
+
+fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>, backslash_escapes: bool) {
     let b = sql.as_bytes();
     let n = b.len();
     let mut i = 0;
+    // Executable comments (`/*!…`, `/*M!…`) open, whose contents are code: the server ends one at
+    // the first `*/` outside a string, not at the first `*/` of the text.
+    let mut executable = 0usize;
     // Slicing only ever happens at ASCII bytes, so every slice is valid UTF-8.
     let push = |kind: TokenKind, start: usize, end: usize, out: &mut Vec<Token<'a>>| {
         if let Some(text) = sql.get(start..end) {
@@ -50,7 +63,15 @@ fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>) {
     };
     while i < n {
         let c = b[i];
-        if c.is_ascii_whitespace() {
+        if let Some(sp) = ODD_SPACES
+            .iter()
+            .find(|sp| sql.get(i..).is_some_and(|r| r.starts_with(**sp)))
+        {
+            i += sp.len();
+        } else if executable > 0 && c == b'*' && b.get(i + 1) == Some(&b'/') {
+            executable -= 1;
+            i += 2;
+        } else if c.is_ascii_whitespace() {
             i += 1;
         } else if c == b'#'
             || (c == b'-'
@@ -63,24 +84,26 @@ fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>) {
             }
         } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
             let body_start = i + 2;
-            let end = find(b, body_start, b"*/").unwrap_or(n);
-            let body = &b[body_start..end];
+            let body = &b[body_start..];
             if body.first() == Some(&b'!') || body.starts_with(b"M!") {
                 let mut s = body_start + if body[0] == b'!' { 1 } else { 2 };
-                while s < end && b[s].is_ascii_digit() {
+                while s < n && b[s].is_ascii_digit() {
                     s += 1;
                 }
-                if let Some(inner) = sql.get(s..end) {
-                    scan(inner, out);
-                }
-            } else if body.len() >= 3 && body[..3].eq_ignore_ascii_case(b"vt+") {
+                executable += 1;
+                i = s;
+                continue;
+            }
+            let end = find(b, body_start, b"*/").unwrap_or(n);
+            let body = &b[body_start..end];
+            if body.len() >= 3 && body[..3].eq_ignore_ascii_case(b"vt+") {
                 push(TokenKind::Directive, body_start + 3, end, out);
             }
             i = (end + 2).min(n);
         } else if c == b'\'' || c == b'"' || c == b'`' {
             // Strings allow backslash escapes; identifiers do not; both double their quote.
             let start = i;
-            i = end_of_quoted(b, i, c, c != b'`');
+            i = end_of_quoted(b, i, c, c != b'`' && backslash_escapes);
             let kind = if c == b'`' {
                 TokenKind::QuotedIdent
             } else {
@@ -116,7 +139,12 @@ fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>) {
             push(TokenKind::Number, start, i, out);
         } else if is_word_byte(c) {
             let start = i;
-            while i < n && is_word_byte(b[i]) {
+            while i < n
+                && is_word_byte(b[i])
+                && !ODD_SPACES
+                    .iter()
+                    .any(|sp| sql.get(i..).is_some_and(|r| r.starts_with(*sp)))
+            {
                 i += 1;
             }
             // Never split inside a multi-byte character.

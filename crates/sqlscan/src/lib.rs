@@ -9,7 +9,7 @@
 
 mod lexer;
 
-pub use lexer::{tokens, Token, TokenKind};
+pub use lexer::{tokens, tokens_with, Token, TokenKind};
 
 /// What the gateway needs to know about one query text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -128,9 +128,26 @@ fn word_is(t: Option<&Token<'_>>, w: &str) -> bool {
     t.is_some_and(|t| t.kind == TokenKind::Word && t.text.eq_ignore_ascii_case(w))
 }
 
-/// Analyses a query text.
+/// Analyses a query text. A text with a backslash is also read as the server reads it without
+/// backslash escapes (`NO_BACKSLASH_ESCAPES`, or a multi-byte charset where 0x5C ends a
+/// character): whatever either reading finds is found.
 pub fn analyze(sql: &str) -> Analysis {
-    let toks = tokens(sql);
+    let mut a = analyze_with(sql, true);
+    if sql.as_bytes().contains(&b'\\') {
+        let other = analyze_with(sql, false);
+        let flagged = |s: &Statement| {
+            s.ddl || s.opaque || s.foreign_key || s.artifact || s.routine || s.rebuild || s.database
+        };
+        if other.statements.iter().any(flagged) || other.statements.len() > a.statements.len() {
+            a.statements.extend(other.statements);
+            a.consolidable = false;
+        }
+    }
+    a
+}
+
+fn analyze_with(sql: &str, backslash_escapes: bool) -> Analysis {
+    let toks = tokens_with(sql, backslash_escapes);
     let mut a = Analysis::default();
     for t in &toks {
         if let TokenKind::Directive = t.kind {

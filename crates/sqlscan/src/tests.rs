@@ -408,3 +408,51 @@ fn database_changes_are_seen() {
         assert_eq!(analyze(sql).changes_database(), yes, "{sql:?}");
     }
 }
+
+/// Texts the server reads differently from a naive lexer: each must be judged as the server runs it.
+#[test]
+fn read_as_the_server_reads() {
+    let cases: &[(&str, bool, bool)] = &[
+        // (text, touches an artifact, has DDL)
+        (
+            "SELECT /*!'*/'*/, x.* FROM `~strata_1_0_new_t` x LIMIT 3 #'",
+            true,
+            false,
+        ),
+        (
+            "SELECT /*!'*/'*/; DELETE FROM `~strata_1_0_new_t` WHERE id = 1 #'",
+            true,
+            false,
+        ),
+        (
+            "SELECT /*!'*/'*/; ALTER TABLE t ADD COLUMN evil INT #'",
+            false,
+            true,
+        ),
+        (
+            "SELECT /*!50000 1 */, 2; ALTER TABLE t ADD c INT",
+            false,
+            true,
+        ),
+        // NO_BACKSLASH_ESCAPES (or gbk's 0xBF5C): the backslash ends nothing.
+        (
+            "SELECT '\\'; DELETE FROM `~strata_1_0_old_t`; #'",
+            true,
+            false,
+        ),
+        ("SELECT '\\'; ALTER TABLE t ADD c INT; #'", false, true),
+        // latin1 no-break space, or a non-UTF-8 byte replaced.
+        ("ALTER\u{A0}TABLE t ADD COLUMN z INT", false, true),
+        ("ALTER\u{FFFD}TABLE t ADD COLUMN z INT", false, true),
+        ("CREATE\u{FFFD}PROCEDURE p() SELECT 1", false, true),
+        // Plain texts are unchanged.
+        ("SELECT 'it''s \\' fine'", false, false),
+        ("SELECT /* a */ 1 /*! , 2 */", false, false),
+    ];
+    for (sql, artifact, ddl) in cases {
+        let a = analyze(sql);
+        assert_eq!(a.touches_artifact(), *artifact, "artifact: {sql:?}");
+        assert_eq!(a.has_ddl(), *ddl, "ddl: {sql:?}");
+    }
+    assert!(analyze("CREATE\u{A0}PROCEDURE p() SELECT 1").has_routine());
+}

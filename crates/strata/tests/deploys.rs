@@ -291,8 +291,9 @@ fn online_deploy_and_revert_keep_every_acknowledged_write() {
     let (ok, errors, worst, model) = writers.stop(&rt);
     eprintln!("writes across the revert: {ok}, errors {errors}, worst latency {worst:?}, revert stall {} ms", reverted["deployment"]["revert_stall_ms"]);
     assert_eq!(errors, 0);
-    assert!(reverted["deployment"]["revert_stall_ms"].as_u64().unwrap() <= 1000);
+    // The revert may still be finishing when the command answers: its stall is read once done.
     let d = wait_state(&s, "1", &["complete_revert"], 60);
+    assert!(d["revert_stall_ms"].as_u64().unwrap() <= 1000, "{d}");
     assert_eq!(d["revertable"], false, "reverted already: {d}");
     assert_eq!(columns(&s, &main_id), "id,v,n");
     check_rows(&s, &main_id, &model.lock().unwrap());
