@@ -582,30 +582,29 @@ impl Platform {
         }
     }
 
+    /// The branch the deployment changes.
+    fn target_branch(&self, database: &Database, d: &Deployment) -> Result<strata_catalog::Branch> {
+        self.catalog()
+            .branch(&database.id, &d.into_branch)
+            .map_err(|_| {
+                ControlError::Unprocessable(format!("Branch '{}' was deleted", d.into_branch))
+            })
+    }
+
     /// The deployment's target schema as its server has it now (artifacts left out).
     async fn target_schema(
         &self,
         database: &Database,
         d: &Deployment,
     ) -> Result<Vec<SchemaObject>> {
-        let into = self
-            .catalog()
-            .branch(&database.id, &d.into_branch)
-            .map_err(|_| {
-                ControlError::Unprocessable(format!("Branch '{}' was deleted", d.into_branch))
-            })?;
+        let into = self.target_branch(database, d)?;
         self.schema_in(database, &into)
             .await
             .map_err(|e| ControlError::Internal(e.to_string()))
     }
 
     async fn deploy_conn(&self, database: &Database, d: &Deployment) -> Result<Conn> {
-        let into = self
-            .catalog()
-            .branch(&database.id, &d.into_branch)
-            .map_err(|_| {
-                ControlError::Unprocessable(format!("Branch '{}' was deleted", d.into_branch))
-            })?;
+        let into = self.target_branch(database, d)?;
         let mut conn = self
             .connect_branch(database, &into)
             .await

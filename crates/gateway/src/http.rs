@@ -644,42 +644,11 @@ impl HttpSql {
         sql: &str,
     ) -> Result<QueryResult, RpcError> {
         let a = strata_sqlscan::analyze(sql);
-        if a.has_ddl() && self.gw.platform.safe_migrations(&login.branch.id) {
-            return Err(RpcError::mysql(1105, "HY000", "direct DDL is disabled"));
-        }
-        if a.has_foreign_key() && !self.gw.platform.foreign_keys_allowed(&login.branch.id) {
+        if let Some(e) = crate::session::refusal(&self.gw.platform, login, &a) {
             return Err(RpcError::mysql(
-                1105,
-                "HY000",
-                crate::session::FOREIGN_KEYS_REFUSED,
-            ));
-        }
-        if a.touches_artifact() {
-            return Err(RpcError::mysql(
-                1142,
-                "42000",
-                crate::session::ARTIFACT_REFUSED,
-            ));
-        }
-        if a.has_routine() {
-            return Err(RpcError::mysql(
-                1235,
-                "42000",
-                crate::session::ROUTINES_REFUSED,
-            ));
-        }
-        if a.changes_database() {
-            return Err(RpcError::mysql(
-                1105,
-                "HY000",
-                crate::session::DATABASE_REFUSED,
-            ));
-        }
-        if a.rebuilds_tables() && login.password.role != strata_model::Role::Admin {
-            return Err(RpcError::mysql(
-                1142,
-                "42000",
-                &crate::session::rebuild_refused_message(login.password.role),
+                e.code,
+                &String::from_utf8_lossy(&e.state),
+                &e.message,
             ));
         }
         if a.statements

@@ -623,25 +623,8 @@ impl Session {
     async fn query(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
         let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
         let a = strata_sqlscan::analyze(&sql);
-        if a.has_ddl() && self.gw.platform.safe_migrations(&self.login.branch.id) {
-            return self.reply_err(ddl_disabled()).await;
-        }
-        if a.has_foreign_key() && !self.gw.platform.foreign_keys_allowed(&self.login.branch.id) {
-            return self.reply_err(foreign_keys_refused()).await;
-        }
-        if a.touches_artifact() {
-            return self.reply_err(artifact_refused()).await;
-        }
-        if a.has_routine() {
-            return self.reply_err(routines_refused()).await;
-        }
-        if a.changes_database() {
-            return self.reply_err(database_refused()).await;
-        }
-        if a.rebuilds_tables() && self.login.password.role != strata_model::Role::Admin {
-            return self
-                .reply_err(rebuild_refused(self.login.password.role))
-                .await;
+        if let Some(e) = refusal(&self.gw.platform, &self.login, &a) {
+            return self.reply_err(e).await;
         }
         if a.statements.len() > 1 && self.client.caps & caps::MULTI_STATEMENTS == 0 {
             return self.reply_err(ErrPacket::new(1064, "42000", "You have an error in your SQL syntax: multiple statements need CLIENT_MULTI_STATEMENTS")).await;
@@ -708,25 +691,8 @@ impl Session {
     async fn prepare(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
         let sql = packet.slice(1..);
         let a = strata_sqlscan::analyze(&String::from_utf8_lossy(&sql));
-        if a.has_ddl() && self.gw.platform.safe_migrations(&self.login.branch.id) {
-            return self.reply_err(ddl_disabled()).await;
-        }
-        if a.has_foreign_key() && !self.gw.platform.foreign_keys_allowed(&self.login.branch.id) {
-            return self.reply_err(foreign_keys_refused()).await;
-        }
-        if a.touches_artifact() {
-            return self.reply_err(artifact_refused()).await;
-        }
-        if a.has_routine() {
-            return self.reply_err(routines_refused()).await;
-        }
-        if a.changes_database() {
-            return self.reply_err(database_refused()).await;
-        }
-        if a.rebuilds_tables() && self.login.password.role != strata_model::Role::Admin {
-            return self
-                .reply_err(rebuild_refused(self.login.password.role))
-                .await;
+        if let Some(e) = refusal(&self.gw.platform, &self.login, &a) {
+            return self.reply_err(e).await;
         }
         if a.pins_session.is_some() {
             self.sticky = true;
@@ -1321,13 +1287,40 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
+/// The gateway's refusals of a statement, the same on the MySQL protocol and HTTP SQL: direct DDL
+/// under safe migrations, foreign keys where the database does not allow them, deployment
+/// artifacts, routines, databases, and table rebuilds below the admin role.
+pub(crate) fn refusal(
+    platform: &strata_control::Platform,
+    login: &Login,
+    a: &strata_sqlscan::Analysis,
+) -> Option<ErrPacket> {
+    let branch = &login.branch.id;
+    let role = login.password.role;
+    if a.has_ddl() && platform.safe_migrations(branch) {
+        Some(ddl_disabled())
+    } else if a.has_foreign_key() && !platform.foreign_keys_allowed(branch) {
+        Some(foreign_keys_refused())
+    } else if a.touches_artifact() {
+        Some(artifact_refused())
+    } else if a.has_routine() {
+        Some(routines_refused())
+    } else if a.changes_database() {
+        Some(database_refused())
+    } else if a.rebuilds_tables() && role != strata_model::Role::Admin {
+        Some(rebuild_refused(role))
+    } else {
+        None
+    }
+}
+
 fn ddl_disabled() -> ErrPacket {
     ErrPacket::new(1105, "HY000", "direct DDL is disabled")
 }
 
 /// Vitess's refusal, on every branch of a database that does not allow foreign keys (the setting is
 /// the database's: a branch that could make them would hold a schema no deploy request can ship).
-pub(crate) const FOREIGN_KEYS_REFUSED: &str = "VT10001: foreign key constraints are not allowed";
+const FOREIGN_KEYS_REFUSED: &str = "VT10001: foreign key constraints are not allowed";
 
 fn foreign_keys_refused() -> ErrPacket {
     ErrPacket::new(1105, "HY000", FOREIGN_KEYS_REFUSED)
@@ -1335,17 +1328,17 @@ fn foreign_keys_refused() -> ErrPacket {
 
 /// Deployment tables and triggers (`~strata_…`, `_strata_…`) belong to the deployment alone: a
 /// write to one would change what its cut-over or revert puts in place, unseen by any review.
-pub(crate) const ARTIFACT_REFUSED: &str =
+const ARTIFACT_REFUSED: &str =
     "names starting with ~strata_ or _strata_ are reserved for deployments and cannot be used";
 
 /// Stored routines, triggers and events are not part of a branch's schema (no diff shows them, no
 /// deploy carries them), as on PlanetScale.
-pub(crate) const ROUTINES_REFUSED: &str =
+const ROUTINES_REFUSED: &str =
     "VT12001: unsupported: stored routines, triggers and events are not supported";
 
 /// OPTIMIZE and REPAIR need only read and write privileges on the server, yet rebuild whole
 /// tables: an administration statement, for admin passwords only.
-pub(crate) fn rebuild_refused_message(role: strata_model::Role) -> String {
+fn rebuild_refused_message(role: strata_model::Role) -> String {
     format!("OPTIMIZE and REPAIR rebuild tables: not allowed for a {role} password (use an admin password)")
 }
 
@@ -1354,7 +1347,7 @@ fn rebuild_refused(role: strata_model::Role) -> ErrPacket {
 }
 
 /// Databases are made and deleted through the API and the CLI, as on PlanetScale.
-pub(crate) const DATABASE_REFUSED: &str = "VT12001: unsupported: CREATE, ALTER and DROP DATABASE; databases are created and deleted with the API or the CLI (strata database create|delete)";
+const DATABASE_REFUSED: &str = "VT12001: unsupported: CREATE, ALTER and DROP DATABASE; databases are created and deleted with the API or the CLI (strata database create|delete)";
 
 fn database_refused() -> ErrPacket {
     ErrPacket::new(1105, "HY000", DATABASE_REFUSED)

@@ -1426,21 +1426,11 @@ fn a_request_deploys_what_was_queued_and_keeps_its_record() {
 fn a_direct_change_on_the_target_stops_the_cut_over() {
     let root = tempfile::tempdir().unwrap();
     let s = Strata::start(root.path());
-    let main_id = s.new_database("shop");
-    s.sql_ok(
-        &main_id,
-        "strata_root",
-        "CREATE TABLE shop.c (id INT PRIMARY KEY); INSERT INTO shop.c VALUES (1), (2)",
-    );
-    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
-    let dev_id = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (main_id, dev_id) = setup(&s);
     s.sql_ok(
         &dev_id,
         "strata_admin",
-        "ALTER TABLE shop.c ADD COLUMN a INT",
+        "ALTER TABLE shop.t ADD COLUMN a INT",
     );
     s.json(&[
         "deploy-request",
@@ -1455,7 +1445,7 @@ fn a_direct_change_on_the_target_stops_the_cut_over() {
     s.sql_ok(
         &main_id,
         "strata_admin",
-        "ALTER TABLE shop.c ADD COLUMN b INT DEFAULT 5; INSERT INTO shop.c VALUES (12, 9)",
+        "ALTER TABLE shop.t ADD COLUMN b INT DEFAULT 5; INSERT INTO shop.t VALUES (0, 'direct', 0, 9)",
     );
     s.json(&["deploy-request", "apply", "shop", "1"]);
     let d = wait_state(&s, "1", &["complete_error"], 120);
@@ -1466,15 +1456,11 @@ fn a_direct_change_on_the_target_stops_the_cut_over() {
             .contains("changed directly"),
         "{d}"
     );
-    let c = s.sql_ok(&main_id, "strata_root", "SHOW CREATE TABLE shop.c");
-    assert!(c.contains("`b` int") && !c.contains("`a` int"), "{c}");
+    let t = s.sql_ok(&main_id, "strata_root", "SHOW CREATE TABLE shop.t");
+    assert!(t.contains("`b` int") && !t.contains("`a` int"), "{t}");
     assert_eq!(
-        s.sql_ok(
-            &main_id,
-            "strata_root",
-            "SELECT b FROM shop.c WHERE id = 12"
-        )
-        .trim(),
+        s.sql_ok(&main_id, "strata_root", "SELECT b FROM shop.t WHERE id = 0")
+            .trim(),
         "9"
     );
     assert_no_artifacts(&s, &main_id, "after a cut-over refused");
