@@ -1227,7 +1227,7 @@ impl Platform {
         // and the migration log (both steps are safe to repeat).
         if end == "complete_revert" && matches!(placement, Placement::Swapped | Placement::Reverted)
         {
-            run::revert(
+            let stall = run::revert(
                 &mut conn,
                 &database.name,
                 &plan,
@@ -1242,9 +1242,10 @@ impl Platform {
                     .await
                     .map_err(deploy_err)?;
             }
-            // Finished here (a revert resumed by the worker): its phase says so, as when the
-            // revert command finishes it.
+            // Finished here (a revert resumed by the worker): its phase and stall say so, as when
+            // the revert command finishes it (a RENAME already done adds no stall).
             p.phase = "reverted".into();
+            p.revert_stall_ms = Some(p.revert_stall_ms.unwrap_or(0) + stall.as_millis() as u64);
             set_progress(&mut d, &p);
         }
         if end == "complete_cancel" && placement == Placement::Swapped {
