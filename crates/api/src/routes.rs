@@ -686,10 +686,13 @@ pub async fn get_branch_schema(
     let objects = st.platform.branch_schema(&c, &org, &db, &branch).await?;
     let data = objects
         .into_iter()
-        .map(|o| SchemaEntry {
-            html: format!("<pre>{}</pre>", html_escape(&o.create)),
-            name: o.name,
-            raw: o.create,
+        .map(|o| {
+            let raw = strata_control::Platform::shown_statement(&o);
+            SchemaEntry {
+                html: format!("<pre>{}</pre>", html_escape(&raw)),
+                name: o.name,
+                raw,
+            }
         })
         .collect();
     Ok(Json(SchemaList { data }))
@@ -800,21 +803,45 @@ pub struct CreateReview {
     pub body: Option<String>,
 }
 
+/// The list's filters, as PlanetScale's: `pscale deploy-request show <db> <branch>` finds a
+/// branch's open request with `?branch=<name>&state=open`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct DeployRequestFilter {
+    /// `open` or `closed`.
+    pub state: Option<String>,
+    /// Only requests from this branch.
+    pub branch: Option<String>,
+    /// Only requests into this branch.
+    pub into_branch: Option<String>,
+}
+
 #[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests", tag = "deploy requests",
-    responses((status = 200, body = Page<views::DeployRequestView>)))]
+    params(DeployRequestFilter),
+    responses((status = 200, body = Page<views::DeployRequestView>), (status = 422, body = ApiError)))]
 pub async fn list_deploy_requests(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
     Path((org, db)): OrgDb,
     Query(q): Query<PageQuery>,
+    Query(f): Query<DeployRequestFilter>,
 ) -> ApiResult<Json<Page<views::DeployRequestView>>> {
     let (page, per) = q.parse()?;
+    if let Some(s) = f.state.as_deref() {
+        if s != "open" && s != "closed" {
+            return Err(ApiError::invalid("state must be `open` or `closed`"));
+        }
+    }
     let list = st
         .platform
         .deploy_requests(&c, &org, &db)
         .await?
         .iter()
         .map(|s| views::deploy_request(&st.api_url, &org, &db, s))
+        .filter(|v| {
+            f.state.as_deref().is_none_or(|s| v.state == s)
+                && f.branch.as_deref().is_none_or(|b| v.branch == b)
+                && f.into_branch.as_deref().is_none_or(|b| v.into_branch == b)
+        })
         .collect();
     Ok(Json(views::page(
         list,

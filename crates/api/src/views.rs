@@ -583,7 +583,7 @@ pub struct DeploymentView {
     pub auto_cutover: bool,
     /// 0 (no throttling) to 95.
     pub throttle_ratio: i64,
-    /// `preparing`, `copying` (each chunk verified as it is copied), `building_keys`, `in_sync`, `cutting_over`, `cut_over`, `reverted`.
+    /// `queued`, `preparing`, `copying` (each chunk verified as it is copied), `building_keys`, `in_sync`, `cutting_over`, `cut_over`, `reverting`, `reverted`, `cancelled`, `failed`.
     pub phase: String,
     pub tables: Vec<TableProgressView>,
     pub rows_copied: u64,
@@ -593,6 +593,7 @@ pub struct DeploymentView {
     /// How long the cut-over held the application's writers, in milliseconds.
     pub cutover_stall_ms: Option<u64>,
     pub revert_stall_ms: Option<u64>,
+    /// True while a revert can be asked for: in the revert window of a revertable deploy.
     pub revertable: bool,
     pub revert_expires_at: Option<String>,
     pub error: Option<String>,
@@ -611,24 +612,8 @@ pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
     let p: strata_deploy::Progress = serde_json::from_str(&d.progress).unwrap_or_default();
     let plan: Option<strata_deploy::Plan> = serde_json::from_str(&d.plan).ok();
     let (rows_copied, rows_total) = p.rows();
-    let copying = matches!(d.state.as_str(), "queued" | "in_progress");
-    // Nothing to copy (new tables, views, in-place changes): done once past the copy.
-    let percent = if p.tables.is_empty()
-        && !copying
-        && !matches!(
-            d.state.as_str(),
-            "complete_error" | "complete_cancel" | "cancelled"
-        ) {
-        100.0
-    } else {
-        p.percent()
-    };
-    // The phase a deployment that ended was in is history: say how it ended.
-    let phase = match d.state.as_str() {
-        "complete_cancel" | "cancelled" => "cancelled".to_string(),
-        "complete_error" => "failed".to_string(),
-        _ => p.phase.clone(),
-    };
+    let copying = d.state == "in_progress" && p.phase == "copying";
+    let (phase, percent) = p.shown(&d.state);
     DeploymentView {
         id: d.id.clone(),
         kind_type: "Deployment",
@@ -656,17 +641,10 @@ pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
         eta_seconds: p.eta_seconds.filter(|_| copying),
         cutover_stall_ms: p.cutover_stall_ms,
         revert_stall_ms: p.revert_stall_ms,
-        // Whether this deployment can still be reverted: not once its window has closed or it ended.
+        // Whether a revert can be asked for now: only in the revert window.
         revertable: !d.instant
             && plan.is_some_and(|p| p.revertable())
-            && matches!(
-                d.state.as_str(),
-                "queued"
-                    | "in_progress"
-                    | "pending_cutover"
-                    | "in_progress_cutover"
-                    | "complete_pending_revert"
-            ),
+            && d.state == "complete_pending_revert",
         // Only while the window is open: a closed window has no expiry left to show.
         revert_expires_at: ts_opt(d.revert_expires_at)
             .filter(|_| d.state == "complete_pending_revert"),

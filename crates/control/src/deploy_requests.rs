@@ -356,8 +356,18 @@ impl Platform {
         let merge = three_way(&base, &ours, &target, &status.request.into_branch);
         status.problems.extend(merge.conflicts.iter().cloned());
         status.problems.extend(merge.invalid.iter().cloned());
-        let changes = strata_schema::changes(&target, &merge.result)
+        let mut changes = strata_schema::changes(&target, &merge.result)
             .map_err(|e| ControlError::Unprocessable(e.to_string()))?;
+        // A conflicted object is left out of the merge; the diff still shows what the branch
+        // changed in it, so the reviewer sees the conflict, not "no changes".
+        if !merge.conflicted.is_empty() {
+            let own = strata_schema::changes(&base, &ours)
+                .map_err(|e| ControlError::Unprocessable(e.to_string()))?;
+            changes.extend(
+                own.into_iter()
+                    .filter(|c| merge.conflicted.contains(&c.object)),
+            );
+        }
         let digest = changes_digest(&changes);
         let approvals: Vec<&Review> = reviews.iter().filter(|r| r.state == "approved").collect();
         // Once deployed there is nothing left to change: the approval given stands.

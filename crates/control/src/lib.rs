@@ -907,6 +907,17 @@ impl Platform {
         Ok(objects)
     }
 
+    /// A schema object's statement as a person reads it in the branch's schema: without the
+    /// table's `AUTO_INCREMENT=n` counter or the view's `DEFINER` (an internal user), neither of
+    /// which is schema.
+    pub fn shown_statement(o: &SchemaObject) -> String {
+        match o.kind {
+            admin::ObjectKind::Table => admin::strip_auto_increment(&o.create),
+            admin::ObjectKind::View => strata_schema::without_definer(&o.create),
+            admin::ObjectKind::Sequence => o.create.clone(),
+        }
+    }
+
     /// What the branch changed against its parent: per table or view, the statements that take the
     /// parent's schema to the branch's.
     pub async fn branch_diff(
@@ -924,7 +935,23 @@ impl Platform {
         })?;
         let to = model(self.branch_schema(caller, org, db, name).await?)?;
         let from = model(self.branch_schema(caller, org, db, &parent).await?)?;
-        strata_schema::changes(&from, &to).map_err(|e| ControlError::Unprocessable(e.to_string()))
+        let unreadable = |e: strata_schema::SchemaError| ControlError::Unprocessable(e.to_string());
+        if branch.base_schema.is_none() {
+            return strata_schema::changes(&from, &to).map_err(unreadable);
+        }
+        // The branch's own changes, as its deploy request would carry them: what the parent
+        // changed since the branch was made is not shown as the branch undoing it.
+        let base = model(Platform::base_schema(&branch))?;
+        let merge = strata_schema::merge::three_way(&base, &to, &from, &parent);
+        let mut changes = strata_schema::changes(&from, &merge.result).map_err(unreadable)?;
+        if !merge.conflicted.is_empty() {
+            let own = strata_schema::changes(&base, &to).map_err(unreadable)?;
+            changes.extend(
+                own.into_iter()
+                    .filter(|c| merge.conflicted.contains(&c.object)),
+            );
+        }
+        Ok(changes)
     }
 
     /// Deployability findings for a branch: its schema (charsets, engines, keys, foreign keys against

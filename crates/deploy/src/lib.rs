@@ -165,6 +165,28 @@ impl Progress {
         }
         (c as f64 * 100.0 / t as f64).min(99.9)
     }
+
+    /// What a person is shown for a deployment in `state`: the phase it is in and how far along
+    /// it is. 100 % means the change is in sync or done: never while queued, copying rows or
+    /// building keys, whatever the row counts say.
+    pub fn shown(&self, state: &str) -> (String, f64) {
+        let copy = self.percent().min(99.9);
+        match state {
+            "pending" | "ready" | "queued" | "submitting" => ("queued".into(), 0.0),
+            "complete_cancel" | "cancelled" | "in_progress_cancel" => ("cancelled".into(), copy),
+            "complete_error" | "error" => ("failed".into(), copy),
+            "in_progress" => match self.phase.as_str() {
+                "" | "preparing" => ("preparing".into(), 0.0),
+                // Nothing to copy: the change is made in place once prepared.
+                "copying" if self.tables.is_empty() => ("copying".into(), 0.0),
+                phase => (phase.into(), copy),
+            },
+            "in_progress_revert" => ("reverting".into(), 100.0),
+            "complete_revert" | "complete_revert_error" => ("reverted".into(), 100.0),
+            _ if self.phase.is_empty() => (state.into(), 100.0),
+            _ => (self.phase.clone(), 100.0),
+        }
+    }
 }
 
 /// The pause after a chunk that took `busy`, for a throttle ratio in 0..=95 (PlanetScale's scale):
@@ -268,5 +290,92 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(fresh.percent(), 0.0);
+    }
+
+    #[test]
+    fn progress_shown_by_state() {
+        let table = |copied: u64, total: u64, done: bool| TableProgress {
+            rows_copied: copied,
+            rows_total: total,
+            copied: done,
+            ..Default::default()
+        };
+        let with = |phase: &str, tables: Vec<TableProgress>| Progress {
+            phase: phase.into(),
+            tables,
+            ..Default::default()
+        };
+        let half = || vec![table(50, 100, false)];
+        let all = || vec![table(100, 100, true)];
+        let cases: Vec<(&str, Progress, &str, f64)> = vec![
+            // Queued: nothing has happened yet, whatever an earlier count said.
+            ("queued", Progress::default(), "queued", 0.0),
+            ("queued", with("", all()), "queued", 0.0),
+            ("in_progress", Progress::default(), "preparing", 0.0),
+            ("in_progress", with("preparing", half()), "preparing", 0.0),
+            ("in_progress", with("copying", half()), "copying", 50.0),
+            // In place: nothing to copy, not done until in sync.
+            ("in_progress", with("copying", Vec::new()), "copying", 0.0),
+            // Rows copied but keys still being built: not 100 yet.
+            (
+                "in_progress",
+                with("building_keys", all()),
+                "building_keys",
+                99.9,
+            ),
+            ("pending_cutover", with("in_sync", all()), "in_sync", 100.0),
+            (
+                "pending_cutover",
+                with("in_sync", Vec::new()),
+                "in_sync",
+                100.0,
+            ),
+            (
+                "in_progress_cutover",
+                with("cutting_over", all()),
+                "cutting_over",
+                100.0,
+            ),
+            (
+                "complete_pending_revert",
+                with("cut_over", all()),
+                "cut_over",
+                100.0,
+            ),
+            ("complete", with("cut_over", Vec::new()), "cut_over", 100.0),
+            ("complete", Progress::default(), "complete", 100.0),
+            (
+                "in_progress_revert",
+                with("cut_over", all()),
+                "reverting",
+                100.0,
+            ),
+            (
+                "complete_revert",
+                with("reverted", all()),
+                "reverted",
+                100.0,
+            ),
+            ("complete_error", with("copying", half()), "failed", 50.0),
+            (
+                "complete_error",
+                with("building_keys", all()),
+                "failed",
+                99.9,
+            ),
+            (
+                "complete_cancel",
+                with("copying", half()),
+                "cancelled",
+                50.0,
+            ),
+        ];
+        for (state, p, phase, percent) in cases {
+            assert_eq!(
+                p.shown(state),
+                (phase.to_string(), percent),
+                "{state} {p:?}"
+            );
+        }
     }
 }

@@ -15,6 +15,6 @@ mod model;
 
 pub use diff::{changes, create_table_named, diff, inherits_charset, same, table_charset, Change};
 pub use model::{
-    parse_table, Column, ForeignKeyParts, Index, Partition, Partitioning, Schema, SchemaError,
-    Table, View,
+    parse_table, without_definer, Column, ForeignKeyParts, Index, Partition, Partitioning, Schema,
+    SchemaError, Table, View,
 };

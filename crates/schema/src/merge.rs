@@ -11,6 +11,8 @@ pub struct Merge {
     pub result: Schema,
     /// Objects changed on both sides since the base, differently.
     pub conflicts: Vec<String>,
+    /// The names of those objects (tables and views).
+    pub conflicted: std::collections::BTreeSet<String>,
     /// References the result breaks.
     pub invalid: Vec<String>,
 }
@@ -27,6 +29,7 @@ fn same_table(a: Option<&Table>, b: Option<&Table>) -> bool {
 pub fn three_way(base: &Schema, ours: &Schema, target: &Schema, into: &str) -> Merge {
     let mut result = target.clone();
     let mut conflicts = Vec::new();
+    let mut conflicted = std::collections::BTreeSet::new();
     let names: std::collections::BTreeSet<&String> =
         base.tables.keys().chain(ours.tables.keys()).collect();
     for n in names {
@@ -36,6 +39,7 @@ pub fn three_way(base: &Schema, ours: &Schema, target: &Schema, into: &str) -> M
         }
         if !same_table(b, t) && !same_table(o, t) {
             conflicts.push(format!("table `{n}` was changed on this branch and, differently, on `{into}` since the branch was made"));
+            conflicted.insert(n.clone());
             continue;
         }
         match o {
@@ -56,6 +60,7 @@ pub fn three_way(base: &Schema, ours: &Schema, target: &Schema, into: &str) -> M
         }
         if b != t && o != t {
             conflicts.push(format!("view `{n}` was changed on this branch and, differently, on `{into}` since the branch was made"));
+            conflicted.insert(n.clone());
             continue;
         }
         match o {
@@ -72,6 +77,7 @@ pub fn three_way(base: &Schema, ours: &Schema, target: &Schema, into: &str) -> M
     Merge {
         result,
         conflicts,
+        conflicted,
         invalid,
     }
 }
@@ -198,6 +204,7 @@ mod tests {
         );
         assert_eq!(m.conflicts.len(), 1);
         assert!(m.conflicts[0].contains("`users`"));
+        assert!(m.conflicted.contains("users"));
     }
 
     #[test]

@@ -827,10 +827,11 @@ pub enum DeployRequestCmd {
         #[arg(long)]
         disable_auto_apply: bool,
     },
-    /// Put a deploy request in the deploy queue.
+    /// Put a deploy request in the deploy queue (by its number, or its branch's open request).
     Deploy {
         database: String,
-        number: i64,
+        #[arg(value_name = "NUMBER|BRANCH")]
+        number: String,
         /// Apply every change with ALGORITHM=INSTANT (only when all qualify; not revertable).
         #[arg(long)]
         instant: bool,
@@ -887,8 +888,13 @@ pub enum DeployRequestCmd {
     /// List the deploy requests of a database.
     #[command(alias = "ls")]
     List { database: String },
-    /// Show a deploy request: its state, whether it is deployable and why not.
-    Show { database: String, number: i64 },
+    /// Show a deploy request (by its number, or its branch's open request): its state, whether it
+    /// is deployable and why not.
+    Show {
+        database: String,
+        #[arg(value_name = "NUMBER|BRANCH")]
+        number: String,
+    },
     /// Show the statements a deploy request would run on its target.
     Diff { database: String, number: i64 },
     /// Approve or comment on a deploy request.
@@ -979,6 +985,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             ctx.show_list(DEPLOY_REQUEST, &items);
         }
         DeployRequestCmd::Show { database, number } => {
+            let number = request_number(ctx, &base(&database), &number).await?;
             let v = ctx
                 .client
                 .get(&format!("{}/{number}", base(&database)))
@@ -992,6 +999,14 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
                 .get(&format!("{}/{number}/diff", base(&database)))
                 .await?;
             ctx.show_statements(&v, "No changes.", true)?;
+            // Conflicts and other blockers, so a diff that cannot deploy says why.
+            if ctx.format == Format::Human {
+                let r = ctx
+                    .client
+                    .get(&format!("{}/{number}", base(&database)))
+                    .await?;
+                print_problems(ctx, &r);
+            }
         }
         DeployRequestCmd::Review {
             database,
@@ -1039,6 +1054,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             instant,
             wait,
         } => {
+            let number = request_number(ctx, &base(&database), &number).await?;
             let v = ctx
                 .client
                 .send(
@@ -1090,9 +1106,17 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             number,
             wait,
         } => {
-            action(ctx, &base(&database), number, "revert", "was reverted").await?;
             if wait {
+                ctx.client
+                    .send(
+                        Method::POST,
+                        &format!("{}/{number}/revert", base(&database)),
+                        json!({}),
+                    )
+                    .await?;
                 follow(ctx, &base(&database), number).await?;
+            } else {
+                action(ctx, &base(&database), number, "revert", "was reverted").await?;
             }
         }
         DeployRequestCmd::SkipRevert { database, number } => {
@@ -1184,6 +1208,31 @@ const DEPLOYMENT: &[Column] = &[
     ("ERROR", "/error"),
 ];
 
+/// A deploy request's number, from a number or a branch name (the branch's open request), as
+/// `pscale deploy-request deploy|show <db> <number|branch>` take it.
+async fn request_number(ctx: &Ctx, base: &str, given: &str) -> Result<i64> {
+    if let Ok(n) = given.parse::<i64>() {
+        return Ok(n);
+    }
+    if strata_model::names::validate_branch_name(given).is_err() {
+        bail!("'{given}' is neither a deploy request number nor a branch name");
+    }
+    let open = ctx
+        .client
+        .list(&format!("{base}?branch={given}&state=open"))
+        .await?;
+    match open.as_slice() {
+        [one] => one["number"]
+            .as_i64()
+            .ok_or_else(|| anyhow!("the API answered without a deploy request number")),
+        [] => bail!("branch '{given}' has no open deploy request"),
+        _ => bail!(
+            "branch '{given}' has {} open deploy requests: name one by its number",
+            open.len()
+        ),
+    }
+}
+
 /// A bodyless action on a deploy request.
 async fn action(ctx: &Ctx, base: &str, number: i64, verb: &str, done: &str) -> Result<()> {
     let v = ctx
@@ -1217,12 +1266,15 @@ async fn follow(ctx: &Ctx, base: &str, number: i64) -> Result<()> {
         let state = d["state"].as_str().unwrap_or_default().to_string();
         let pct = d["progress_percentage"].as_f64().unwrap_or(0.0);
         bar.set_position((pct * 10.0) as u64);
-        bar.set_message(format!("{state} ({})", d["phase"].as_str().unwrap_or("")));
+        bar.set_message(format!("{state} ({})", d["phase"].as_str().unwrap_or("?")));
+        // Row counts while rows are being copied; an in-place change or a revert copies none.
+        let phase = d["phase"].as_str().unwrap_or_default();
+        let rows = format!("{}/{} rows", d["rows_copied"], d["rows_total"]);
+        let has_rows = d["tables"].as_array().is_some_and(|t| !t.is_empty());
         bar.set_prefix(match d["eta_seconds"].as_u64() {
-            Some(s) if state == "in_progress" => {
-                format!("{}/{} rows, ETA {s}s", d["rows_copied"], d["rows_total"])
-            }
-            _ => format!("{}/{} rows", d["rows_copied"], d["rows_total"]),
+            Some(s) if has_rows && phase == "copying" => format!("{rows}, ETA {s}s"),
+            _ if has_rows && matches!(phase, "copying" | "building_keys") => rows,
+            _ => String::new(),
         });
         bar.tick();
         // In sync with auto-apply on (or just applied): the cut-over is about to start.

@@ -94,6 +94,25 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
             && p.contains("changed on this branch and, differently, on `main`")),
         "{problems:?}"
     );
+    // The diff still shows the branch's change to the conflicted table, and says why it cannot
+    // deploy; the request is found by its branch's name too.
+    let diff = s.json(&["deploy-request", "diff", "shop", "1"]);
+    assert!(
+        diff.to_string().contains("ADD COLUMN `name`"),
+        "the conflicted change is shown: {diff}"
+    );
+    let human = s.ok(&["deploy-request", "diff", "shop", "1", "--format", "human"]);
+    assert!(
+        human.contains("ADD COLUMN `name`") && human.contains("Not deployable:"),
+        "{human}"
+    );
+    assert_eq!(
+        s.json(&["deploy-request", "show", "shop", "dev"])["number"],
+        1
+    );
+    assert!(s
+        .fails(&["deploy-request", "show", "shop", "main"])
+        .contains("no open deploy request"));
 
     // Reviews: approving your own request is refused once another admin exists.
     assert!(s
@@ -202,15 +221,15 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
         "CREATE TABLE audit (id INT PRIMARY KEY)",
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    // The branch's diff is its own change, not an undoing of what `main` did since.
     let before = s.json(&["branch", "diff", "shop", "r1"]);
-    assert!(
-        before
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["raw"] == "DROP TABLE `audit`;"),
-        "{before}"
-    );
+    let names: Vec<&str> = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["r1t"], "{before}");
     s.json(&["branch", "rebase", "shop", "r1"]);
     assert!(s
         .sql_ok(&r1, "strata_admin", "SHOW TABLES")

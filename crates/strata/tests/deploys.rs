@@ -248,6 +248,10 @@ fn online_deploy_and_revert_keep_every_acknowledged_write() {
     let started = Instant::now();
     let dr = s.json(&["deploy-request", "deploy", "shop", "1"]);
     assert_eq!(dr["deployment"]["state"], "queued", "{dr}");
+    // Queued is not done, whatever was counted.
+    assert_eq!(dr["deployment"]["phase"], "queued", "{dr}");
+    assert_eq!(dr["deployment"]["progress_percentage"], 0.0, "{dr}");
+    assert_eq!(dr["deployment"]["revertable"], false, "{dr}");
     let d = wait_state(&s, "1", &["complete_pending_revert"], 300);
     let took = started.elapsed();
     std::thread::sleep(Duration::from_millis(500));

@@ -165,6 +165,27 @@ fn databases_branches_and_passwords() {
     );
     assert_eq!(st, 200);
     assert!(v["data"][0]["html"].as_str().unwrap().starts_with("<pre>"));
+    // A counter and an internal definer are not schema: the schema shown has neither.
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "CREATE TABLE counters (id INT AUTO_INCREMENT PRIMARY KEY) COMMENT 'AUTO_INCREMENT=7 stays'; INSERT INTO counters VALUES (), (); CREATE VIEW counted AS SELECT id FROM counters",
+    );
+    let shown = s.json(&["branch", "schema", "shop", "dev"]).to_string();
+    assert!(
+        !shown.contains("AUTO_INCREMENT=3") && !shown.contains("DEFINER="),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("AUTO_INCREMENT PRIMARY KEY") || shown.contains("NOT NULL AUTO_INCREMENT"),
+        "the column's attribute stays: {shown}"
+    );
+    assert!(shown.contains("AUTO_INCREMENT=7 stays"), "{shown}");
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "DROP VIEW counted; DROP TABLE counters",
+    );
     // A branch of a branch, by --from.
     let feat = s.json(&[
         "branch", "create", "shop", "feat", "--from", "dev", "--wait",
