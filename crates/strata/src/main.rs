@@ -1,6 +1,7 @@
 //! The `strata` binary: `strata up` runs the platform; every other command is a client of its API,
 //! shaped like `pscale`.
 
+mod api_server;
 mod cli;
 mod client;
 mod config;

@@ -2,7 +2,7 @@
 //! SIGTERM stops the API, then every instance cleanly, and the process exits.
 
 use crate::config::{config_path, CliConfig};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -229,18 +229,24 @@ pub async fn run(args: UpArgs) -> Result<()> {
         let _ = stop_tx.send(true);
     });
     let mut api_stop = stop_rx.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    let admission = strata_gateway::admission::Admission::new(
+        args.gateway.prelogin_max,
+        args.gateway.prelogin_per_address,
+    );
+    crate::api_server::serve(
+        listener,
+        app,
+        args.gateway.login_timeout,
+        admission,
+        async move {
             let _ = api_stop.wait_for(|v| *v).await;
-        })
-        .await;
+        },
+    )
+    .await;
     let _ = gw_task.await;
     let _ = http_task.await;
     println!("Stopping: waiting for instances to shut down cleanly…");
     platform.shutdown().await;
     println!("Stopped.");
-    if let Err(e) = served {
-        bail!("the API server failed: {e}");
-    }
     Ok(())
 }

@@ -1262,9 +1262,10 @@ fn change_user_switches_password_role_and_state() {
     });
 }
 
-/// Thousands of sockets that never log in (slow-loris), on both SQL listeners: turned away past the
-/// bounds, closed at the login deadline; meanwhile the REST API, a logged-in client, new logins from
-/// other addresses and the HTTP SQL endpoint all answer.
+/// Thousands of sockets that never log in or never finish their headers (slow-loris), on both SQL
+/// listeners and the REST API: turned away past the bounds, closed at the login deadline; meanwhile
+/// the REST API, a logged-in client, new logins from other addresses and the HTTP SQL endpoint all
+/// answer.
 #[test]
 fn idle_sockets_before_login_starve_nobody() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -1281,22 +1282,28 @@ fn idle_sockets_before_login_starve_nobody() {
     let started = Instant::now();
     let mut held = Vec::new();
     let attacker: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
-    for i in 0..3000 {
-        let port = if i % 2 == 0 {
-            s.mysql_port
-        } else {
-            s.http_port
-        };
+    let api_port: u16 = s
+        .api_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("the API's port");
+    for i in 0..4500 {
+        let port = [s.mysql_port, s.http_port, api_port][i % 3];
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.bind(attacker).expect("bind 127.0.0.2");
         let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         if let Ok(stream) = rt.block_on(socket.connect(to)) {
-            let stream = stream.into_std().unwrap();
+            let mut stream = stream.into_std().unwrap();
             stream.set_nonblocking(false).unwrap();
+            if port == api_port && i % 2 == 0 {
+                // Slow headers: a request line and never the blank line.
+                let _ = stream.write_all(b"GET /v1/organizations HTTP/1.1\r\nhost: x\r\n");
+            }
             held.push((port, stream));
         }
     }
-    assert!(held.len() > 2000, "connected {}", held.len());
+    assert!(held.len() > 3000, "connected {}", held.len());
 
     // Everyone else is served.
     let dbs = s.json(&["database", "list"]);

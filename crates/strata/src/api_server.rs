@@ -1,0 +1,67 @@
+//! The REST API's accept loop: the router on hyper's HTTP/1.1 server with the limits
+//! `axum::serve` does not set. A connection must send its request headers within the login
+//! timeout, and connections not yet at their first request are bounded in all and per source
+//! address (the gateway's admission), so idle or slow sockets cannot take the descriptors the API
+//! and the gateway share.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use strata_gateway::admission::Admission;
+use tokio::net::TcpListener;
+
+/// How long a stop waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    admission: Arc<Admission>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of descriptors, say: the loop must not spin on the error.
+                Err(e) => {
+                    tracing::warn!(error = %e, "the API cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Past the bound on connections not yet at their first request: closed.
+        let Some(ticket) = admission.enter(peer.ip()) else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        // The place is given back once the first request's headers are in.
+        let ticket = Arc::new(Mutex::new(Some(ticket)));
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                ticket.lock().unwrap_or_else(|e| e.into_inner()).take();
+                tower_service::Service::call(&mut app.clone(), req)
+            });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        let watched = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = watched.await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("API requests still running after {DRAIN:?} were cut off");
+    }
+}
