@@ -1,9 +1,9 @@
 // mysql2 against the Strata gateway, unmodified, TLS verified with the gateway's CA.
-// Usage: node node_client.mjs PORT USER PASSWORD CA
+// Usage: node node_client.mjs PORT USER PASSWORD CA [TRANSACTION_TIMEOUT_SECONDS]
 import fs from 'node:fs';
 import mysql from 'mysql2/promise';
 
-const [port, user, password, ca] = process.argv.slice(2);
+const [port, user, password, ca, txLimit] = process.argv.slice(2);
 const conn = await mysql.createConnection({
   host: '127.0.0.1', port: Number(port), user, password, database: 'shop',
   ssl: { ca: fs.readFileSync(ca), rejectUnauthorized: true },
@@ -37,6 +37,27 @@ try {
   assert(false, 'expected an error');
 } catch (e) {
   assert(e.errno === 1146 && e.sqlState === '42S02', `${e.errno} ${e.sqlState}`);
+}
+// A transaction past the gateway's time limit: the next statement in it fails, nothing of it is
+// stored, and the connection goes on.
+if (txLimit) {
+  for (const explicit of [true, false]) {
+    if (explicit) await conn.beginTransaction(); else await conn.query('SET autocommit = 0');
+    await conn.execute("INSERT INTO node_t (v, n) VALUES ('before limit', 0)");
+    await new Promise((r) => setTimeout(r, (Number(txLimit) + 1.5) * 1000));
+    let failed = null;
+    try {
+      await conn.execute("INSERT INTO node_t (v, n) VALUES ('after limit', 0)");
+      await conn.commit();
+    } catch (e) {
+      failed = e;
+    }
+    assert(failed && failed.errno === 1105 && /exceeded timeout/.test(failed.message), `past the limit (explicit ${explicit}): ${failed}`);
+    await conn.rollback();
+    if (!explicit) await conn.query('SET autocommit = 1');
+    const [[{ n }]] = await conn.query("SELECT COUNT(*) AS n FROM node_t WHERE v LIKE '% limit'");
+    assert(n === 0, `rows of the aborted transaction: ${n}`);
+  }
 }
 await conn.end();
 console.log('mysql2 ok');

@@ -1,7 +1,8 @@
 """PyMySQL and mysqlclient (MySQLdb) against the Strata gateway, unmodified, TLS verified with the
-gateway's CA. Usage: py_clients.py PORT USER PASSWORD CA"""
+gateway's CA. Usage: py_clients.py PORT USER PASSWORD CA [TRANSACTION_TIMEOUT_SECONDS]"""
 
 import sys
+import time
 
 import MySQLdb
 import pymysql
@@ -58,6 +59,31 @@ c.commit()
 cur.execute("SELECT v FROM py_pymysql WHERE id = 1")
 assert cur.fetchone()[0] == "kept"
 c.close()
+
+# A transaction past the gateway's time limit (when the platform runs with one): the very next
+# statement in it fails with Vitess's words, nothing of it is stored, and the connection goes on.
+if len(sys.argv) > 5:
+    limit = float(sys.argv[5])
+    for explicit in (True, False):
+        c = pymysql.connect(host="127.0.0.1", port=port, user=user, password=password, database="shop")
+        cur = c.cursor()
+        if explicit:
+            c.begin()
+        # PyMySQL's default autocommit=0: without begin() the INSERT opens the transaction itself.
+        cur.execute("INSERT INTO py_pymysql (v) VALUES ('before the limit')")
+        time.sleep(limit + 1.5)
+        try:
+            cur.execute("INSERT INTO py_pymysql (v) VALUES ('after the limit')")
+            c.commit()
+            raise AssertionError("a transaction past the limit was accepted (explicit=%s)" % explicit)
+        except pymysql.err.MySQLError as e:
+            assert e.args[0] == 1105 and "exceeded timeout" in e.args[1], e.args
+        c.rollback()
+        cur.execute("SELECT COUNT(*) FROM py_pymysql WHERE v LIKE '%the limit'")
+        assert cur.fetchone()[0] == 0, "nothing of the aborted transaction is stored"
+        cur.execute("INSERT INTO py_pymysql (v) VALUES ('next')")
+        c.commit()
+        c.close()
 
 m = MySQLdb.connect(host="127.0.0.1", port=port, user=user, password=password, database="shop",
                     ssl={"ca": ca}, ssl_mode="VERIFY_IDENTITY", autocommit=True)

@@ -927,7 +927,7 @@ fn shell_and_connect_use_short_lived_passwords() {
 
 #[test]
 fn unmodified_clients_pymysql_mysqlclient_mysql2() {
-    let (_root, s) = setup(&[]);
+    let (_root, s) = setup(&["--transaction-timeout", "2"]);
     let (user, pw, _) = password(&s, "shop", "main", "admin");
     let port = s.mysql_port.to_string();
     let ca = s.ca().display().to_string();
@@ -935,7 +935,7 @@ fn unmodified_clients_pymysql_mysqlclient_mysql2() {
     for (program, script) in [("python3", "py_clients.py"), ("node", "node_client.mjs")] {
         let o = std::process::Command::new(program)
             .arg(clients.join(script))
-            .args([&port, &user, &pw, &ca])
+            .args([&port, &user, &pw, &ca, "2"])
             .current_dir(&clients)
             .output()
             .unwrap();
