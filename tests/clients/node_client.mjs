@@ -32,6 +32,19 @@ await conn.rollback();
 await conn.query('SET autocommit = 1');
 const [[kept]] = await conn.query('SELECT v, (SELECT COUNT(*) FROM node_t) AS c FROM node_t WHERE id = 1');
 assert(kept.v === 'x' && kept.c === 21, `after rollback with autocommit=0: ${JSON.stringify(kept)}`);
+// JSON columns (LONGTEXT with a json_valid check on MariaDB) and JSON functions' results are typed
+// JSON as on MySQL 8: mysql2 hands back parsed values, in text and binary results alike.
+await conn.query('DROP TABLE IF EXISTS node_j');
+await conn.query('CREATE TABLE node_j (id INT PRIMARY KEY, doc JSON, note LONGTEXT)');
+await conn.execute('INSERT INTO node_j VALUES (?, ?, ?)', [1, JSON.stringify({ a: [1, 2], b: 'x' }), '{"not":"json typed"}']);
+for (const [how, run] of [['text', (q) => conn.query(q)], ['binary', (q) => conn.execute(q)]]) {
+  const [[r], fields] = await run("SELECT doc, note, JSON_OBJECT('k', 5) AS made FROM node_j WHERE id = 1");
+  assert(typeof r.doc === 'object' && r.doc.a[1] === 2 && r.doc.b === 'x', `${how} JSON column: ${JSON.stringify(r.doc)}`);
+  assert(typeof r.made === 'object' && r.made.k === 5, `${how} JSON_OBJECT(): ${JSON.stringify(r.made)}`);
+  assert(typeof r.note === 'string', `${how} plain LONGTEXT stays a string: ${typeof r.note}`);
+  assert(fields[0].columnType === 245 && fields[0].name === 'doc' && fields[0].table === 'node_j', `${how} column definition: ${JSON.stringify(fields[0])}`);
+}
+await conn.query('DROP TABLE node_j');
 try {
   await conn.query('SELECT * FROM missing_table');
   assert(false, 'expected an error');

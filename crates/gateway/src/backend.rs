@@ -47,6 +47,9 @@ pub struct Backend {
     rbuf: BytesMut,
     pub thread_id: u32,
     pub capabilities: u32,
+    /// Column definitions carry MariaDB's extended metadata, which the gateway takes out (and
+    /// reads JSON columns from) before a client sees them: see [`strata_wire::packets::column_for_client`].
+    pub extended_metadata: bool,
     pub addr: SocketAddr,
     pub last_used: Instant,
     /// When the server last read this connection's database privileges (login, or `USE`): it
@@ -103,6 +106,7 @@ impl Backend {
             rbuf: BytesMut::with_capacity(16 * 1024),
             thread_id: 0,
             capabilities: 0,
+            extended_metadata: false,
             addr,
             last_used: Instant::now(),
             privileges_read: Instant::now(),
@@ -114,8 +118,21 @@ impl Backend {
         b.thread_id = greeting.connection_id;
         let wanted = BASE_CAPS | (profile_caps & caps::PROFILE);
         b.capabilities = wanted & greeting.capabilities;
+        // A MariaDB server (no CLIENT_MYSQL in its greeting) types JSON only in the extended
+        // metadata, asked for by leaving CLIENT_MYSQL out too; MySQL 8 types JSON itself.
+        let mariadb = greeting.capabilities & caps::LONG_PASSWORD == 0;
+        b.extended_metadata =
+            mariadb && greeting.mariadb_capabilities & caps::mariadb::EXTENDED_METADATA != 0;
+        if b.extended_metadata {
+            b.capabilities &= !caps::LONG_PASSWORD;
+        }
         let response = HandshakeResponse {
             capabilities: b.capabilities,
+            mariadb_capabilities: if b.extended_metadata {
+                caps::mariadb::EXTENDED_METADATA
+            } else {
+                0
+            },
             max_packet: 1 << 30,
             charset,
             username: user.to_string(),

@@ -354,6 +354,7 @@ impl Gateway {
             charset: 45,
             status: caps::status::AUTOCOMMIT,
             auth_plugin: NATIVE_PASSWORD.into(),
+            mariadb_capabilities: 0,
         };
         // The first exchange happens on the bare socket: it may be upgraded to TLS next.
         let mut out = bytes::BytesMut::new();

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use strata_control::Login;
 use strata_engine::config::ROOT_USER;
 use strata_wire::caps::{self, command, status};
-use strata_wire::packets::{column_definition, column_type, eof, text_row, ErrPacket, OkPacket};
+use strata_wire::packets::{
+    column_definition, column_type, eof, is_eof, text_row, ErrPacket, OkPacket,
+};
 use strata_wire::tracker::{Event, Expect, Tracker};
 
 enum Flow {
@@ -926,14 +928,20 @@ impl Session {
                         .await;
                 }
             };
-            if t.feed(&f).is_err() {
-                self.clear_busy();
-                self.settle(lease, true);
-                return self
-                    .reply_err(unavailable("unexpected reply from the instance"))
-                    .await;
+            match t.feed(&f) {
+                // DELETE … RETURNING has a result set.
+                Ok(Event::Column) if lease.backend.extended_metadata => {
+                    frames.push(client_column(f))
+                }
+                Ok(_) => frames.push(f),
+                Err(_) => {
+                    self.clear_busy();
+                    self.settle(lease, true);
+                    return self
+                        .reply_err(unavailable("unexpected reply from the instance"))
+                        .await;
+                }
             }
-            frames.push(f);
         }
         self.clear_busy();
         let over = t.affected_rows > self.gw.cfg.limits.max_rows;
@@ -1130,6 +1138,11 @@ impl Session {
                         .reply_err(unavailable("unexpected reply from the instance"))
                         .await;
                 }
+            };
+            let f = if ev == Event::Column && lease.backend.extended_metadata {
+                client_column(f)
+            } else {
+                f
             };
             if exceeded.is_some() || client_gone {
                 continue; // draining what is left
@@ -1430,10 +1443,31 @@ async fn prepare_on(
     let mut frames = Vec::new();
     while !t.done() {
         let f = backend.next_frame().await?;
-        t.feed(&f)?;
-        frames.push(f);
+        let definition = t.feed(&f)? == Event::Column && !is_eof(f.payload());
+        frames.push(if definition && backend.extended_metadata {
+            client_column(f)
+        } else {
+            f
+        });
     }
     Ok(frames)
+}
+
+/// A column definition as the client reads it: without MariaDB's extended metadata, JSON typed
+/// (see [`strata_wire::packets::column_for_client`]). One the gateway cannot read goes as it came.
+fn client_column(f: strata_wire::codec::Frame) -> strata_wire::codec::Frame {
+    match strata_wire::packets::column_for_client(f.payload()) {
+        Ok(payload) => {
+            let mut raw = BytesMut::with_capacity(payload.len() + 4);
+            let mut seq = f.seq;
+            strata_wire::codec::put_packet(&mut raw, &mut seq, &payload);
+            strata_wire::codec::Frame {
+                seq: f.seq,
+                raw: raw.freeze(),
+            }
+        }
+        Err(_) => f,
+    }
 }
 
 /// `KILL QUERY` on the instance, from a side connection as the control plane's user.

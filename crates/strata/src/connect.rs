@@ -275,6 +275,7 @@ async fn login_upstream(
         database: Some(m.database.clone()),
         auth_plugin: Some(NATIVE_PASSWORD.into()),
         attributes: Vec::new(),
+        mariadb_capabilities: 0,
     };
     let mut stream: Box<dyn Io> = match tls {
         Some(cfg) if server.capabilities & caps::SSL != 0 => {
@@ -329,6 +330,7 @@ async fn relay(
         charset: 45,
         status: caps::status::AUTOCOMMIT,
         auth_plugin: NATIVE_PASSWORD.into(),
+        mariadb_capabilities: 0,
     };
     let mut seq = 0;
     write_packet(&mut local, &mut seq, &greeting.encode()).await?;

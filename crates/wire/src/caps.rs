@@ -52,6 +52,14 @@ pub const GATEWAY: u32 = LONG_PASSWORD
 /// serves only clients that negotiated the same ones.
 pub const PROFILE: u32 = FOUND_ROWS | MULTI_STATEMENTS | DEPRECATE_EOF | IGNORE_SPACE;
 
+/// MariaDB's extended capabilities: the last four bytes of the greeting's and the handshake
+/// response's reserved filler, read only when the client leaves `LONG_PASSWORD` (MariaDB's
+/// `CLIENT_MYSQL`) unset.
+pub mod mariadb {
+    /// Column definitions carry the data type's name and format (e.g. `json`).
+    pub const EXTENDED_METADATA: u32 = 1 << 3;
+}
+
 pub mod status {
     pub const IN_TRANS: u16 = 1;
     pub const AUTOCOMMIT: u16 = 1 << 1;

@@ -24,6 +24,8 @@ pub struct Greeting {
     pub charset: u8,
     pub status: u16,
     pub auth_plugin: String,
+    /// MariaDB's extended capabilities (see [`caps::mariadb`]); 0 from MySQL.
+    pub mariadb_capabilities: u32,
 }
 
 impl Greeting {
@@ -42,7 +44,13 @@ impl Greeting {
         out.extend_from_slice(&self.status.to_le_bytes());
         out.extend_from_slice(&((self.capabilities >> 16) as u16).to_le_bytes());
         out.push((self.nonce.len() + 1) as u8);
-        out.extend_from_slice(&[0; 10]);
+        out.extend_from_slice(&[0; 6]);
+        let extended = if self.capabilities & caps::LONG_PASSWORD == 0 {
+            self.mariadb_capabilities
+        } else {
+            0
+        };
+        out.extend_from_slice(&extended.to_le_bytes());
         out.extend_from_slice(part2);
         out.extend(std::iter::repeat_n(0, 12usize.saturating_sub(part2.len())));
         out.push(0);
@@ -66,7 +74,12 @@ impl Greeting {
         let upper = r.u16()? as u32;
         let capabilities = lower | (upper << 16);
         let data_len = r.u8()? as usize;
-        r.bytes(10)?;
+        let reserved = r.bytes(10)?;
+        let mariadb_capabilities = if capabilities & caps::LONG_PASSWORD == 0 {
+            u32::from_le_bytes([reserved[6], reserved[7], reserved[8], reserved[9]])
+        } else {
+            0
+        };
         if capabilities & caps::SECURE_CONNECTION != 0 {
             let n = data_len.saturating_sub(9).max(12);
             let part2 = r.bytes(n.min(r.remaining().len()))?;
@@ -90,6 +103,7 @@ impl Greeting {
             charset,
             status,
             auth_plugin,
+            mariadb_capabilities,
         })
     }
 }
@@ -105,6 +119,8 @@ pub struct HandshakeResponse {
     pub database: Option<String>,
     pub auth_plugin: Option<String>,
     pub attributes: Vec<(String, String)>,
+    /// MariaDB's extended capabilities, sent only without `LONG_PASSWORD` (see [`caps::mariadb`]).
+    pub mariadb_capabilities: u32,
 }
 
 /// COM_CHANGE_USER's body (after the command byte), read with the session's capabilities.
@@ -173,7 +189,12 @@ impl HandshakeResponse {
         }
         let max_packet = r.u32()?;
         let charset = r.u8()?;
-        r.bytes(23)?;
+        let filler = r.bytes(23)?;
+        let mariadb_capabilities = if capabilities & caps::LONG_PASSWORD == 0 {
+            u32::from_le_bytes([filler[19], filler[20], filler[21], filler[22]])
+        } else {
+            0
+        };
         let username = String::from_utf8_lossy(r.nul_terminated()?).into_owned();
         let auth_response = if capabilities & caps::PLUGIN_AUTH_LENENC_DATA != 0 {
             r.lenenc_bytes()?.to_vec()
@@ -214,6 +235,7 @@ impl HandshakeResponse {
             database,
             auth_plugin,
             attributes,
+            mariadb_capabilities,
         })
     }
 
@@ -222,7 +244,13 @@ impl HandshakeResponse {
         out.extend_from_slice(&self.capabilities.to_le_bytes());
         out.extend_from_slice(&self.max_packet.to_le_bytes());
         out.push(self.charset);
-        out.extend_from_slice(&[0; 23]);
+        out.extend_from_slice(&[0; 19]);
+        let extended = if self.capabilities & caps::LONG_PASSWORD == 0 {
+            self.mariadb_capabilities
+        } else {
+            0
+        };
+        out.extend_from_slice(&extended.to_le_bytes());
         out.extend_from_slice(self.username.as_bytes());
         out.push(0);
         if self.capabilities & caps::PLUGIN_AUTH_LENENC_DATA != 0 {
@@ -314,6 +342,7 @@ mod tests {
             charset: 45,
             status: caps::status::AUTOCOMMIT,
             auth_plugin: CACHING_SHA2_PASSWORD.into(),
+            mariadb_capabilities: 0,
         }
     }
 
@@ -321,6 +350,24 @@ mod tests {
     fn greeting_round_trip() {
         let g = greeting();
         assert_eq!(Greeting::parse(&g.encode()).unwrap(), g);
+        // MariaDB's: no CLIENT_MYSQL, extended capabilities in the filler.
+        let m = Greeting {
+            capabilities: caps::GATEWAY & !caps::LONG_PASSWORD,
+            mariadb_capabilities: caps::mariadb::EXTENDED_METADATA | 1,
+            ..greeting()
+        };
+        assert_eq!(Greeting::parse(&m.encode()).unwrap(), m);
+        // With CLIENT_MYSQL set the filler means nothing.
+        let mysql = Greeting {
+            mariadb_capabilities: caps::mariadb::EXTENDED_METADATA,
+            ..greeting()
+        };
+        assert_eq!(
+            Greeting::parse(&mysql.encode())
+                .unwrap()
+                .mariadb_capabilities,
+            0
+        );
     }
 
     #[test]
@@ -334,8 +381,15 @@ mod tests {
             database: Some("shop".into()),
             auth_plugin: Some(CACHING_SHA2_PASSWORD.into()),
             attributes: vec![("_client_name".into(), "test".into())],
+            mariadb_capabilities: 0,
         };
         assert_eq!(HandshakeResponse::parse(&r.encode()).unwrap(), r);
+        let m = HandshakeResponse {
+            capabilities: caps::GATEWAY & !caps::LONG_PASSWORD,
+            mariadb_capabilities: caps::mariadb::EXTENDED_METADATA,
+            ..r.clone()
+        };
+        assert_eq!(HandshakeResponse::parse(&m.encode()).unwrap(), m);
         let ssl = r.ssl_request();
         assert!(is_ssl_request(&ssl));
         assert!(!is_ssl_request(&r.encode()));

@@ -161,10 +161,52 @@ pub fn eof_status(payload: &[u8]) -> Option<u16> {
     }
 }
 
-/// Column types the gateway uses in results it makes itself.
+/// Column types the gateway uses in results it makes itself, or types a column as.
 pub mod column_type {
     pub const LONGLONG: u8 = 0x08;
+    pub const JSON: u8 = 0xF5;
     pub const VAR_STRING: u8 = 0xFD;
+}
+
+/// A column definition from a backend that sent MariaDB's extended metadata
+/// (`MARIADB_CLIENT_EXTENDED_METADATA`), as a client that did not ask for it reads it: the metadata
+/// removed, and a column MariaDB marks `format=json` (a JSON column is a LONGTEXT with a
+/// `json_valid` check there, a JSON function's result a string) typed JSON, as MySQL 8 and
+/// PlanetScale type it, so drivers such as mysql2 hand the application parsed values.
+pub fn column_for_client(definition: &[u8]) -> Result<Vec<u8>> {
+    let mut r = Reader::new(definition);
+    // catalog, schema, table, org_table, name, org_name
+    for _ in 0..6 {
+        r.lenenc_bytes()?;
+    }
+    let head = definition.len() - r.remaining().len();
+    let extended = r.lenenc_bytes()?;
+    let fixed = r.rest();
+    if fixed.first() != Some(&0x0C) || fixed.len() < 13 {
+        return Err(WireError::Malformed("column definition"));
+    }
+    let mut out = Vec::with_capacity(head + fixed.len());
+    out.extend_from_slice(&definition[..head]);
+    out.extend_from_slice(fixed);
+    if extended_format(extended)? == Some(&b"json"[..]) {
+        // 0x0C, charset (2), length (4), then the type.
+        out[head + 7] = column_type::JSON;
+    }
+    Ok(out)
+}
+
+/// The `format` entry (type 1) of MariaDB's extended metadata: pairs of a type byte and a
+/// length-encoded value (type 0 is the data type's name, e.g. `inet6`).
+fn extended_format(extended: &[u8]) -> Result<Option<&[u8]>> {
+    let mut r = Reader::new(extended);
+    while !r.is_empty() {
+        let kind = r.u8()?;
+        let value = r.lenenc_bytes()?;
+        if kind == 1 {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
 }
 
 /// A column definition (protocol 41) for a result the gateway makes itself.
@@ -204,6 +246,56 @@ pub fn text_row(values: &[Option<&[u8]>]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A column definition with MariaDB's extended metadata after `org_name`.
+    fn extended_definition(name: &str, extended: &[u8], ty: u8) -> Vec<u8> {
+        let plain = column_definition(name, ty, 45, 0xFFFF_FFFF, 0x10);
+        let mut r = Reader::new(&plain);
+        for _ in 0..6 {
+            r.lenenc_bytes().unwrap();
+        }
+        let head = plain.len() - r.remaining().len();
+        let mut out = plain[..head].to_vec();
+        put_lenenc_bytes(&mut out, extended);
+        out.extend_from_slice(&plain[head..]);
+        out
+    }
+
+    #[test]
+    fn extended_metadata_is_removed_and_json_typed() {
+        const BLOB: u8 = 0xFC;
+        let json = [&[1u8, 4][..], b"json"].concat();
+        let inet6 = [&[0u8, 5][..], b"inet6"].concat();
+        let both = [&inet6[..], &json[..]].concat();
+        let cases: Vec<(Vec<u8>, u8, u8)> = vec![
+            // (extended metadata, type sent, type the client reads)
+            (Vec::new(), BLOB, BLOB),
+            (json.clone(), BLOB, column_type::JSON),
+            (json.clone(), column_type::VAR_STRING, column_type::JSON),
+            (
+                inet6.clone(),
+                column_type::VAR_STRING,
+                column_type::VAR_STRING,
+            ),
+            (both, BLOB, column_type::JSON),
+            ([&[1u8, 3][..], b"xml"].concat(), BLOB, BLOB),
+        ];
+        for (extended, sent, read) in cases {
+            let def = extended_definition("j", &extended, sent);
+            let out = column_for_client(&def).unwrap();
+            assert_eq!(
+                out,
+                column_definition("j", read, 45, 0xFFFF_FFFF, 0x10),
+                "{extended:?}"
+            );
+        }
+        // Malformed input is an error, never a panic.
+        let good = extended_definition("j", &json, BLOB);
+        for cut in 0..good.len() {
+            let _ = column_for_client(&good[..cut]);
+        }
+        assert!(column_for_client(&extended_definition("j", &[1, 9, b'x'], BLOB)).is_err());
+    }
 
     #[test]
     fn ok_info_is_length_encoded_without_session_tracking() {
