@@ -126,7 +126,7 @@ impl Credentials {
 }
 
 /// MySQL's stored form of a mysql_native_password password: `*` + hex(SHA1(SHA1(pw))).
-fn native_hash(password: &str) -> String {
+pub fn native_hash(password: &str) -> String {
     let h = strata_model::credentials::PasswordHashes::from_plaintext(password);
     format!(
         "*{}",
@@ -186,6 +186,15 @@ pub fn init_sql(
     }
     out.push("FLUSH PRIVILEGES".into());
     out.into_iter().map(|s| s + ";\n").collect()
+}
+
+/// The statement that puts a role user's credential back (see [`init_sql`]).
+pub fn restore_role_password(flavour: &Flavour, role: Role, password: &str) -> String {
+    format!(
+        "ALTER USER '{}'@'{INTERNAL_HOST}' {}",
+        role.internal_user(),
+        identified(flavour, password)
+    )
 }
 
 /// A `[client]` option file for one internal user, for `mariadb --defaults-extra-file=…`.

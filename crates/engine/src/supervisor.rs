@@ -310,6 +310,42 @@ impl Instance {
         Ok(())
     }
 
+    /// Puts back any role user's credential changed on the server (`SET PASSWORD` needs no
+    /// privilege for one's own account, so any password could change the credential its role's
+    /// clients share, locking them out and learning a login to the instance). Returns the roles
+    /// whose credential was restored. MariaDB only: MySQL 8's salted hashes cannot be compared.
+    pub async fn restore_credentials(&self) -> Result<Vec<Role>> {
+        if !matches!(self.binaries.flavour, crate::flavour::Flavour::MariaDb) {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.connect().await?;
+        let rows: Vec<(String, String)> = conn
+            .exec(
+                "SELECT User, authentication_string FROM mysql.user WHERE Host = ? AND User LIKE 'strata\\_%'",
+                (config::INTERNAL_HOST,),
+            )
+            .await?;
+        let mut restored = Vec::new();
+        for role in Role::ALL {
+            let user = role.internal_user();
+            let want = config::native_hash(self.creds.password(role));
+            let changed = rows
+                .iter()
+                .any(|(u, hash)| *u == user && !hash.eq_ignore_ascii_case(&want));
+            if changed {
+                conn.query_drop(config::restore_role_password(
+                    &self.binaries.flavour,
+                    role,
+                    self.creds.password(role),
+                ))
+                .await?;
+                restored.push(role);
+            }
+        }
+        conn.disconnect().await?;
+        Ok(restored)
+    }
+
     /// Connection options for an internal user of this instance.
     pub fn opts(&self, user: &str, password: &str) -> mysql_async::Opts {
         let port = self.status().port;
@@ -569,9 +605,19 @@ async fn supervise(
                     s.ready_at = Some(now_millis());
                     s.last_error = None;
                 });
-                let event = tokio::select! {
-                    exit = child.wait() => Event::Exited(describe_exit(exit)),
-                    _ = stop.wait_for(|v| *v) => Event::Stop,
+                let event = loop {
+                    tokio::select! {
+                        exit = child.wait() => break Event::Exited(describe_exit(exit)),
+                        // The guard `wait_for` returns is not `Send`: not kept across the check's awaits.
+                        _ = async { let _ = stop.wait_for(|v| *v).await; } => break Event::Stop,
+                        _ = tokio::time::sleep(CREDENTIALS_CHECK) => {
+                            match inst.restore_credentials().await {
+                                Ok(roles) if !roles.is_empty() => tracing::warn!(instance = %spec.id, ?roles, "a role user's credential was changed on the server; restored"),
+                                Ok(_) => {}
+                                Err(e) => tracing::debug!(instance = %spec.id, error = %e, "credential check skipped"),
+                            }
+                        }
+                    }
                 };
                 match event {
                     Event::Exited(what) => {
@@ -625,6 +671,9 @@ async fn supervise(
         s.pid = None;
     });
 }
+
+/// How often a running instance's role credentials are checked (see [`Instance::restore_credentials`]).
+const CREDENTIALS_CHECK: Duration = Duration::from_secs(2);
 
 /// Sleeps for `d`; true if a stop was requested meanwhile.
 async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {

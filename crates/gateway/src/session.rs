@@ -1310,7 +1310,9 @@ pub(crate) fn refusal(
 ) -> Option<ErrPacket> {
     let branch = &login.branch.id;
     let role = login.password.role;
-    if a.has_ddl() && platform.safe_migrations(branch) {
+    if a.manages_credentials() {
+        Some(credentials_refused())
+    } else if a.has_ddl() && platform.safe_migrations(branch) {
         Some(ddl_disabled())
     } else if a.has_foreign_key() && !platform.foreign_keys_allowed(branch) {
         Some(foreign_keys_refused())
@@ -1325,6 +1327,17 @@ pub(crate) fn refusal(
     } else {
         None
     }
+}
+
+/// Accounts are the platform's: a password is created, renewed and deleted with the API or the
+/// CLI. (The server refuses all of these but `SET PASSWORD` on one's own account, which the
+/// instance's supervisor also undoes within seconds.)
+fn credentials_refused() -> ErrPacket {
+    ErrPacket::new(
+        1227,
+        "42000",
+        "Access denied; passwords, users and grants are managed with the API or the CLI (strata password create|renew|delete)",
+    )
 }
 
 fn ddl_disabled() -> ErrPacket {

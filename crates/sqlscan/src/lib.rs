@@ -53,6 +53,9 @@ pub struct Statement {
     pub rebuild: bool,
     /// Creates, alters or drops a database (`DATABASE` or `SCHEMA`), also in prepared text.
     pub database: bool,
+    /// Manages accounts: `SET PASSWORD`, `CREATE|ALTER|DROP|RENAME USER|ROLE`, `GRANT`, `REVOKE`,
+    /// `SET DEFAULT ROLE`, also in prepared text. Passwords are managed with the API.
+    pub credentials: bool,
 }
 
 impl Analysis {
@@ -79,6 +82,11 @@ impl Analysis {
     /// True when any statement declares a foreign key.
     pub fn has_foreign_key(&self) -> bool {
         self.statements.iter().any(|s| s.foreign_key)
+    }
+
+    /// True when any statement manages accounts or their credentials.
+    pub fn manages_credentials(&self) -> bool {
+        self.statements.iter().any(|s| s.credentials)
     }
 
     /// True when any statement names a deployment's table or trigger: those belong to the
@@ -136,7 +144,14 @@ pub fn analyze(sql: &str) -> Analysis {
     if sql.as_bytes().contains(&b'\\') {
         let other = analyze_with(sql, false);
         let flagged = |s: &Statement| {
-            s.ddl || s.opaque || s.foreign_key || s.artifact || s.routine || s.rebuild || s.database
+            s.ddl
+                || s.opaque
+                || s.foreign_key
+                || s.artifact
+                || s.routine
+                || s.rebuild
+                || s.database
+                || s.credentials
         };
         if other.statements.iter().any(flagged) || other.statements.len() > a.statements.len() {
             a.statements.extend(other.statements);
@@ -194,6 +209,15 @@ fn analyze_with(sql: &str, backslash_escapes: bool) -> Analysis {
             st.opaque |= has(&["PREPARE", "EXECUTE"]);
             st.foreign_key |= has(&["FOREIGN", "REFERENCES"]);
             st.rebuild |= has(&["OPTIMIZE", "REPAIR"]);
+            st.credentials |= has(&["GRANT", "REVOKE"])
+                || s.windows(2).any(|p| {
+                    (word_is(Some(p[0]), "SET")
+                        && (word_is(Some(p[1]), "PASSWORD") || word_is(Some(p[1]), "DEFAULT")))
+                        || ((word_is(Some(p[1]), "USER") || word_is(Some(p[1]), "ROLE"))
+                            && ["CREATE", "ALTER", "DROP", "RENAME"]
+                                .iter()
+                                .any(|w| word_is(Some(p[0]), w)))
+                });
             st.artifact |= s.iter().any(|t| {
                 t.kind == TokenKind::String && {
                     let v = unquote(t.text).to_ascii_lowercase();
@@ -338,7 +362,13 @@ fn statement(s: &[&Token]) -> Statement {
             .find_map(|t| OBJECT_KINDS.iter().find(|k| word_is(Some(t), k)).copied());
         st.routine = matches!(kind, Some("TRIGGER" | "FUNCTION" | "PROCEDURE" | "EVENT"));
         st.database = matches!(kind, Some("DATABASE" | "SCHEMA"));
+        st.credentials = matches!(kind, Some("USER" | "ROLE"));
     }
+    st.credentials |= matches!(keyword.as_str(), "GRANT" | "REVOKE")
+        || (keyword == "RENAME" && word_is(s.get(1).copied(), "USER"))
+        || (keyword == "SET"
+            && (word_is(s.get(1).copied(), "PASSWORD")
+                || (word_is(s.get(1).copied(), "DEFAULT") && word_is(s.get(2).copied(), "ROLE"))));
     // PREPARE name FROM 'text' | @var ; EXECUTE IMMEDIATE 'text' | @var
     let source = if keyword == "PREPARE" && word_is(s.get(2).copied(), "FROM") {
         Some(3)
@@ -362,6 +392,7 @@ fn statement(s: &[&Token]) -> Statement {
                 st.routine = inner.has_routine();
                 st.rebuild = inner.rebuilds_tables();
                 st.database = inner.changes_database();
+                st.credentials = inner.manages_credentials();
                 st.artifact |= inner.touches_artifact();
             }
             _ => st.opaque = true,

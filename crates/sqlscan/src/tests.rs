@@ -409,6 +409,39 @@ fn database_changes_are_seen() {
     }
 }
 
+#[test]
+fn account_management_is_seen() {
+    for (sql, yes) in [
+        ("SET PASSWORD = PASSWORD('x')", true),
+        ("set password for current_user() = password('x')", true),
+        ("SET PASSWORD = 'x'", true),
+        ("EXECUTE IMMEDIATE 'SET PASSWORD = PASSWORD(''x'')'", true),
+        ("PREPARE s FROM 'set ' 'password = ''x'''", true),
+        (
+            "SET STATEMENT max_statement_time=1 FOR SET PASSWORD = 'x'",
+            true,
+        ),
+        ("/*!50000 SET PASSWORD = 'x' */", true),
+        ("BEGIN NOT ATOMIC SET PASSWORD = 'x'; END", true),
+        ("ALTER USER CURRENT_USER() IDENTIFIED BY 'x'", true),
+        ("CREATE USER 'a'@'%'", true),
+        ("DROP USER IF EXISTS a", true),
+        ("RENAME USER a TO b", true),
+        ("CREATE ROLE r", true),
+        ("GRANT SELECT ON *.* TO a", true),
+        ("REVOKE ALL ON *.* FROM a", true),
+        ("SET DEFAULT ROLE r", true),
+        ("SET ROLE NONE", false),
+        ("SELECT password FROM users", false),
+        ("UPDATE users SET password = 'x' WHERE id = 1", false),
+        ("INSERT INTO users (user, role) VALUES ('a', 'b')", false),
+        ("SET @password = 'x'", false),
+        ("CREATE TABLE user (id INT)", false),
+    ] {
+        assert_eq!(analyze(sql).manages_credentials(), yes, "{sql:?}");
+    }
+}
+
 /// Texts the server reads differently from a naive lexer: each must be judged as the server runs it.
 #[test]
 fn read_as_the_server_reads() {

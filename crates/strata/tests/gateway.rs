@@ -1359,3 +1359,86 @@ fn idle_sockets_before_login_starve_nobody() {
     let _ = rt.block_on(logged_in.disconnect());
     let _ = rt.block_on(fresh.disconnect());
 }
+
+/// A password cannot change the credential its role's clients share on the instance: `SET PASSWORD`
+/// (and every account statement) is refused by the gateway, and the form the gateway cannot read
+/// (a statement prepared from a variable), which the server allows on one's own account, is undone
+/// by the instance's supervisor within seconds: other clients of the role keep logging in, and
+/// the changed credential stops working.
+#[test]
+fn a_password_cannot_take_its_roles_credential() {
+    let (_root, s) = setup(&[]);
+    let main_id = s.wait_branch("shop", "main")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (reader, reader_pw, _) = password(&s, "shop", "main", "reader");
+    let (other, other_pw, _) = password(&s, "shop", "main", "reader");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = mysql_async::Conn::new(opts(&s, &reader, &reader_pw))
+            .await
+            .unwrap();
+        for sql in [
+            "SET PASSWORD = PASSWORD('stolen')",
+            "EXECUTE IMMEDIATE 'SET PASSWORD = PASSWORD(''stolen'')'",
+            "ALTER USER CURRENT_USER() IDENTIFIED BY 'stolen'",
+            "GRANT ALL ON *.* TO CURRENT_USER()",
+        ] {
+            let e = c.query_drop(sql).await.unwrap_err();
+            assert!(e.to_string().contains("managed with the API"), "{sql}: {e}");
+        }
+        // Hidden from the gateway: the server runs it.
+        c.query_drop("SET @q = CONCAT('SET PASSWORD = PASSWORD(', QUOTE('stolen'), ')')")
+            .await
+            .unwrap();
+        c.query_drop("PREPARE s FROM @q").await.unwrap();
+        c.query_drop("EXECUTE s").await.unwrap();
+        c.disconnect().await.unwrap();
+    });
+    // The role's own credential logs in again within seconds, and the stolen one does not.
+    let started = Instant::now();
+    let mut refused = 0;
+    while !s
+        .mariadb(&main_id, "strata_reader", "SELECT 1")
+        .status
+        .success()
+    {
+        refused += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the role's credential was not restored"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("the role's credential was refused {refused} times before it was restored");
+    let port: u16 =
+        std::fs::read_to_string(s.instance_dir(&main_id).join("client-strata_reader.cnf"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("port=")?.parse().ok())
+            .unwrap();
+    let stolen = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("strata_reader"))
+        .pass(Some("stolen"))
+        .prefer_socket(false);
+    rt.block_on(async {
+        assert!(
+            mysql_async::Conn::new(stolen).await.is_err(),
+            "the changed credential still logs in"
+        );
+        // Every other client of the role is served, on new backend connections too.
+        let mut pinned = mysql_async::Conn::new(opts(&s, &other, &other_pw))
+            .await
+            .unwrap();
+        pinned.query_drop("BEGIN").await.unwrap();
+        let mut fresh = mysql_async::Conn::new(opts(&s, &other, &other_pw))
+            .await
+            .unwrap();
+        let one: Option<i64> = fresh.query_first("SELECT 1").await.unwrap();
+        assert_eq!(one, Some(1));
+        pinned.query_drop("ROLLBACK").await.unwrap();
+    });
+}
