@@ -52,9 +52,92 @@ pub struct AppState {
         routes::delete_backup_policy,
     ),
     components(schemas(ApiError)),
-    modifiers(&ServiceTokenAuth),
+    modifiers(&ServiceTokenAuth, &PathParameters),
 )]
 pub struct ApiDoc;
+
+/// Declares each operation's path parameters from its path (`{organization}`, `{number}`, …) and
+/// the errors every call can meet (401 without a valid token; 404 for a path naming something that
+/// is not there), so the document is exact without repeating them on sixty handlers.
+struct PathParameters;
+impl utoipa::Modify for PathParameters {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, ResponseBuilder};
+        let error = |what: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(what)
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ApiError")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in api.paths.paths.iter_mut() {
+            let names: Vec<String> = path
+                .split('/')
+                .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+                .map(str::to_string)
+                .collect();
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let params = op.parameters.get_or_insert_with(Vec::new);
+                for name in &names {
+                    let declared = params
+                        .iter()
+                        .any(|p| p.name == *name && p.parameter_in == ParameterIn::Path);
+                    if declared {
+                        continue;
+                    }
+                    let (ty, description) = path_parameter(name);
+                    params.push(
+                        ParameterBuilder::new()
+                            .name(name)
+                            .parameter_in(ParameterIn::Path)
+                            .required(Required::True)
+                            .description(Some(description))
+                            .schema(Some(ObjectBuilder::new().schema_type(ty)))
+                            .build(),
+                    );
+                }
+                let responses = &mut op.responses.responses;
+                responses.entry("401".into()).or_insert_with(|| {
+                    error("No valid service token (`Authorization: <id>:<token>`)")
+                });
+                if !names.is_empty() {
+                    responses.entry("404".into()).or_insert_with(|| {
+                        error("What the path names does not exist, or the token may not see it")
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The type and meaning of a path parameter, by name.
+fn path_parameter(name: &str) -> (utoipa::openapi::Type, &'static str) {
+    use utoipa::openapi::Type;
+    match name {
+        "organization" => (Type::String, "The organization's name"),
+        "database" => (Type::String, "The database's name"),
+        "branch" => (Type::String, "The branch's name"),
+        "number" => (Type::Integer, "The deploy request's number"),
+        "id" => (Type::String, "The object's id"),
+        _ => (Type::String, "Names the object the call is about"),
+    }
+}
 
 struct ServiceTokenAuth;
 impl utoipa::Modify for ServiceTokenAuth {
@@ -300,4 +383,41 @@ pub fn router(state: AppState) -> Router {
             },
         ))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every operation declares each parameter of its path, and the errors any call can meet.
+    #[test]
+    fn the_document_declares_every_path_parameter() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths.len() > 30);
+        for (path, item) in paths {
+            let names: Vec<&str> = path
+                .split('/')
+                .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            for (method, op) in item.as_object().unwrap() {
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                for name in &names {
+                    let p = params
+                        .iter()
+                        .find(|p| p["name"] == *name && p["in"] == "path")
+                        .unwrap_or_else(|| panic!("{method} {path}: no path parameter {name}"));
+                    assert_eq!(p["required"], true, "{method} {path} {name}");
+                    let ty = if *name == "number" {
+                        "integer"
+                    } else {
+                        "string"
+                    };
+                    assert_eq!(p["schema"]["type"], ty, "{method} {path} {name}");
+                }
+                assert!(op["responses"]["401"].is_object(), "{method} {path}");
+                if !names.is_empty() {
+                    assert!(op["responses"]["404"].is_object(), "{method} {path}");
+                }
+            }
+        }
+    }
 }
