@@ -108,8 +108,14 @@ pub struct OnlineAlter {
     pub shadow_create: String,
     pub old_columns: Vec<String>,
     pub new_columns: Vec<String>,
-    /// Columns present on both sides: copied, and mirrored both ways.
+    /// Columns present on both sides that the new schema does not generate: copied, and
+    /// mirrored into the shadow.
     pub shared: Vec<String>,
+    /// Columns present on both sides that the old schema does not generate: mirrored back into
+    /// the old table for a revert. Empty in plans made before generated columns were told apart
+    /// (`shared` then).
+    #[serde(default)]
+    pub shared_back: Vec<String>,
     /// Shared columns with the same definition on both sides: compared value by value.
     pub compared: Vec<String>,
     /// The key rows are matched and chunked by (non-null, unique, on both sides).
@@ -128,6 +134,17 @@ pub enum PlanError {
     NoSharedKey(String),
     #[error("table `{0}` is changed but missing from the target or the result schema")]
     Missing(String),
+}
+
+impl OnlineAlter {
+    /// The columns the reverse triggers write into the old table.
+    pub fn back_columns(&self) -> &[String] {
+        if self.shared_back.is_empty() {
+            &self.shared
+        } else {
+            &self.shared_back
+        }
+    }
 }
 
 impl Plan {
@@ -349,10 +366,24 @@ pub fn plan(
                     shared_key(old, new).ok_or_else(|| PlanError::NoSharedKey(name.clone()))?;
                 let old_columns = column_names(old);
                 let new_columns = column_names(new);
-                let shared: Vec<String> = old_columns
+                // A generated column is computed by the server, which refuses values written
+                // to it: left out of what is written to the side that generates it.
+                let generated = |t: &Table, c: &String| {
+                    t.columns.iter().any(|x| &x.name == c && x.is_generated())
+                };
+                let both: Vec<&String> = old_columns
                     .iter()
                     .filter(|c| new_columns.contains(c))
-                    .cloned()
+                    .collect();
+                let shared: Vec<String> = both
+                    .iter()
+                    .filter(|c| !generated(new, c))
+                    .map(|c| (*c).clone())
+                    .collect();
+                let shared_back: Vec<String> = both
+                    .iter()
+                    .filter(|c| !generated(old, c))
+                    .map(|c| (*c).clone())
                     .collect();
                 // A column printed the same on both sides still holds other bytes when it takes
                 // the table's character set and that changed: compared only by the exact join.
@@ -394,6 +425,7 @@ pub fn plan(
                     old_columns,
                     new_columns,
                     shared,
+                    shared_back,
                     compared,
                     key,
                     key_index,

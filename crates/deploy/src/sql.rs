@@ -84,15 +84,15 @@ pub fn forward_triggers(tag: &str, step: usize, a: &OnlineAlter) -> Vec<String> 
 pub fn reverse_triggers(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String> {
     let s = q(&a.shadow);
     let o = q(&a.old);
-    let cols = list(&a.shared);
-    let new_vals = prefixed("NEW", &a.shared);
+    let cols = list(a.back_columns());
+    let new_vals = prefixed("NEW", a.back_columns());
     let handler = format!(
         "DECLARE why TEXT DEFAULT ''; DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN GET DIAGNOSTICS CONDITION 1 why = MESSAGE_TEXT; INSERT IGNORE INTO {} (`table_name`, `reason`) VALUES ('{}', why); END;",
         q(&plan.revert_blocked_for(step)),
         sql_string(&a.table)
     );
     let sets = a
-        .shared
+        .back_columns()
         .iter()
         .map(|c| format!("{} = NEW.{}", q(c), q(c)))
         .collect::<Vec<_>>()

@@ -18,6 +18,33 @@ pub struct Column {
     pub definition: String,
 }
 
+impl Column {
+    /// True for a generated column (`GENERATED ALWAYS AS (…) VIRTUAL|STORED|PERSISTENT`): the
+    /// server computes its values, and refuses (error 1906) or ignores any written to it.
+    pub fn is_generated(&self) -> bool {
+        // Outside quoted text: a default or a comment may hold the words.
+        let mut quote = None;
+        let bytes = self.definition.as_bytes();
+        for (i, &b) in bytes.iter().enumerate() {
+            match quote {
+                Some(q) if b == q => quote = None,
+                Some(_) => {}
+                None if b == b'\'' || b == b'"' || b == b'`' => quote = Some(b),
+                None => {
+                    let rest = &self.definition[i..];
+                    if (i == 0 || bytes[i - 1] == b' ')
+                        && rest.len() >= 19
+                        && rest[..19].eq_ignore_ascii_case("GENERATED ALWAYS AS")
+                    {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+}
+
 /// A key, foreign key or check constraint, with the line that defines it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Index {
@@ -466,6 +493,34 @@ pub fn parse_table(create: &str) -> Result<Table, SchemaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_columns_are_told_apart() {
+        let col = |d: &str| Column {
+            name: "c".into(),
+            definition: d.into(),
+        };
+        for (definition, generated) in [
+            ("int(11) GENERATED ALWAYS AS (`a` * 2) VIRTUAL", true),
+            ("int(11) GENERATED ALWAYS AS (`a` * 2) STORED", true),
+            ("int GENERATED ALWAYS AS ((`a` * 2)) VIRTUAL", true),
+            (
+                "varchar(40) GENERATED ALWAYS AS (concat(`a`,'x')) PERSISTENT",
+                true,
+            ),
+            ("int(11) DEFAULT NULL", false),
+            (
+                "varchar(40) DEFAULT ' GENERATED ALWAYS AS ' COMMENT 'x'",
+                false,
+            ),
+            (
+                "int(11) DEFAULT NULL COMMENT 'GENERATED ALWAYS AS (1)'",
+                false,
+            ),
+        ] {
+            assert_eq!(col(definition).is_generated(), generated, "{definition}");
+        }
+    }
 
     const USERS: &str = "CREATE TABLE `users` (\n  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n  `name` varchar(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL DEFAULT '',\n  `email` varchar(320) DEFAULT NULL COMMENT 'user''s, email',\n  `data` longtext CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL CHECK (json_valid(`data`)),\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `uk_email` (`email`),\n  KEY `idx_name` (`name`(10)) USING BTREE,\n  CONSTRAINT `fk_x` FOREIGN KEY (`id`) REFERENCES `other` (`id`) ON DELETE CASCADE,\n  CONSTRAINT `chk_score` CHECK (`id` >= 0)\n) ENGINE=InnoDB AUTO_INCREMENT=42 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci COMMENT='users table'";
 

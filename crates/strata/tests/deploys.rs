@@ -686,10 +686,23 @@ fn every_kind_of_change_deploys_exactly_and_reverts() {
          INSERT INTO shop.legacy VALUES (1, 'old');
          CREATE TABLE shop.audit (id INT PRIMARY KEY, what VARCHAR(20));
          CREATE VIEW shop.names AS SELECT id, name FROM shop.users;
-         CREATE VIEW shop.stale AS SELECT id FROM shop.legacy;",
+         CREATE VIEW shop.stale AS SELECT id FROM shop.legacy;
+         CREATE TABLE shop.priced (id INT PRIMARY KEY, qty INT NOT NULL, price INT NOT NULL,
+           total INT AS (qty * price) VIRTUAL, label VARCHAR(30) AS (CONCAT('#', id)) STORED);
+         INSERT INTO shop.priced (id, qty, price) SELECT seq, seq % 7, seq % 11 FROM seq_1_to_300;",
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
     let before = schema_of(&s, "main");
+    let priced = |s: &Strata| {
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT COUNT(*), SUM(qty * price), SUM(total), COUNT(DISTINCT label) FROM shop.priced",
+        )
+        .trim()
+        .to_string()
+    };
+    let priced_before = priced(&s);
 
     // One kind at a time, then everything at once; each deployed, checked, reverted, checked.
     let cases: &[(&str, &str)] = &[
@@ -725,6 +738,12 @@ fn every_kind_of_change_deploys_exactly_and_reverts() {
             "views",
             "CREATE OR REPLACE VIEW shop.names AS SELECT id, UPPER(name) AS name FROM shop.users;
              CREATE VIEW shop.counted AS SELECT COUNT(*) AS n FROM shop.names",
+        ),
+        (
+            "generated columns (the server computes them: never copied into)",
+            "ALTER TABLE shop.priced ADD COLUMN note VARCHAR(20),
+               MODIFY total BIGINT AS (qty * price * 2) VIRTUAL,
+               ADD COLUMN cents BIGINT AS (price * 100) STORED",
         ),
         (
             "everything",
@@ -764,9 +783,24 @@ fn every_kind_of_change_deploys_exactly_and_reverts() {
                 "{what}"
             );
         }
+        if what.starts_with("generated") {
+            let (count, sum) = priced_before
+                .split_once('\t')
+                .map(|(c, rest)| (c.to_string(), rest.split('\t').next().unwrap().to_string()))
+                .unwrap();
+            let doubled: i64 = sum.parse::<i64>().unwrap() * 2;
+            assert_eq!(
+                priced(&s),
+                format!("{count}\t{sum}\t{doubled}\t{count}"),
+                "{what}: the rows, with the new expression's values"
+            );
+        } else {
+            assert_eq!(priced(&s), priced_before, "{what}");
+        }
         let out = s.ok(&["deploy-request", "revert", "shop", &number, "--wait"]);
         assert!(out.contains("complete_revert"), "{what}: {out}");
         assert_eq!(schema_of(&s, "main"), before, "{what}: the revert");
+        assert_eq!(priced(&s), priced_before, "{what}: the revert");
         assert_eq!(
             s.sql_ok(&main_id, "strata_admin", "SELECT note FROM shop.legacy")
                 .trim(),
