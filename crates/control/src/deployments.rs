@@ -1197,7 +1197,7 @@ impl Platform {
             set_progress(&mut d, p);
             self.save(&mut d)?;
         }
-        run::replace_rows(conn, &database.name, &rows)
+        run::merge_rows(conn, &database.name, &rows)
             .await
             .map_err(deploy_err)?;
         p.migration_rows_copied = true;

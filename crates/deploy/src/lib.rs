@@ -189,6 +189,43 @@ impl Progress {
     }
 }
 
+/// The rows of `source` that `target` lacks, matched on the columns both have except
+/// `counters` (auto-increment ids, which each server numbers itself), as rows of those columns.
+/// Rows are SQL literals as read from the servers.
+pub fn rows_to_add(
+    target: &run::TableRows,
+    source: &run::TableRows,
+    counters: &[String],
+) -> run::TableRows {
+    let columns: Vec<String> = source
+        .columns
+        .iter()
+        .filter(|c| target.columns.contains(c) && !counters.contains(c))
+        .cloned()
+        .collect();
+    let pick = |t: &run::TableRows, row: &[String]| -> Vec<String> {
+        columns
+            .iter()
+            .filter_map(|c| t.columns.iter().position(|x| x == c))
+            .filter_map(|i| row.get(i).cloned())
+            .collect()
+    };
+    let have: std::collections::HashSet<Vec<String>> =
+        target.rows.iter().map(|r| pick(target, r)).collect();
+    let mut seen = std::collections::HashSet::new();
+    let rows = source
+        .rows
+        .iter()
+        .map(|r| pick(source, r))
+        .filter(|r| !have.contains(r) && seen.insert(r.clone()))
+        .collect();
+    run::TableRows {
+        table: source.table.clone(),
+        columns,
+        rows,
+    }
+}
+
 /// The pause after a chunk that took `busy`, for a throttle ratio in 0..=95 (PlanetScale's scale):
 /// at ratio r the copy works (100 - r)% of the time.
 pub fn throttle_pause(ratio: u8, busy: Duration) -> Duration {
@@ -290,6 +327,58 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(fresh.percent(), 0.0);
+    }
+
+    #[test]
+    fn migration_rows_merge_by_content() {
+        let t = |cols: &[&str], rows: &[&[&str]]| run::TableRows {
+            table: "django_migrations".into(),
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+            rows: rows
+                .iter()
+                .map(|r| r.iter().map(|v| v.to_string()).collect())
+                .collect(),
+        };
+        let cols = ["id", "app", "name"];
+        // Main has 1..3 and a migration deployed from another branch as id 4; this branch made
+        // its own id 4. Its migration is added (numbered by main), the other branch's stays.
+        let main = t(
+            &cols,
+            &[
+                &["1", "'a'", "'0001'"],
+                &["2", "'a'", "'0002'"],
+                &["4", "'a'", "'0003_x'"],
+            ],
+        );
+        let branch = t(
+            &cols,
+            &[
+                &["1", "'a'", "'0001'"],
+                &["2", "'a'", "'0002'"],
+                &["4", "'a'", "'0003_y'"],
+            ],
+        );
+        let added = rows_to_add(&main, &branch, &["id".to_string()]);
+        assert_eq!(added.columns, ["app", "name"]);
+        assert_eq!(added.rows, [["'a'", "'0003_y'"]]);
+        // Nothing new: nothing added; duplicates in the source added once.
+        assert!(rows_to_add(&main, &main, &["id".to_string()])
+            .rows
+            .is_empty());
+        let versions = |rows: &[&[&str]]| t(&["version"], rows);
+        let added = rows_to_add(
+            &versions(&[&["'1'"]]),
+            &versions(&[&["'1'"], &["'2'"], &["'2'"]]),
+            &[],
+        );
+        assert_eq!(added.rows, [["'2'"]]);
+        // A column only one side has is not compared (the table changed in between).
+        let wider = t(&["version", "note"], &[&["'1'", "NULL"], &["'3'", "'x'"]]);
+        let added = rows_to_add(&versions(&[&["'1'"]]), &wider, &[]);
+        assert_eq!(
+            (added.columns.clone(), added.rows),
+            (vec!["version".to_string()], vec![vec!["'3'".to_string()]])
+        );
     }
 
     #[test]

@@ -1279,6 +1279,56 @@ pub async fn replace_rows(conn: &mut Conn, schema: &str, rows: &TableRows) -> Re
     }
 }
 
+/// Adds to the target's migration log the rows of `rows` (the source branch's) it lacks, matched
+/// on every column but an auto-increment id (each server numbers its own), in one transaction; a
+/// table of heads (see [`strata_model::migration_data::keeps_heads`]) is replaced instead.
+pub async fn merge_rows(conn: &mut Conn, schema: &str, rows: &TableRows) -> Result<()> {
+    if strata_model::migration_data::keeps_heads(&rows.table) {
+        return replace_rows(conn, schema, rows).await;
+    }
+    let Some(target) = read_rows(conn, schema, &rows.table).await? else {
+        return Ok(());
+    };
+    let counters: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND EXTRA LIKE '%auto_increment%'",
+            (schema, &rows.table),
+        )
+        .await?;
+    let added = crate::rows_to_add(&target, rows, &counters);
+    if added.rows.is_empty() {
+        return Ok(());
+    }
+    let table = format!("{}.{}", q(schema), q(&rows.table));
+    let cols = added
+        .columns
+        .iter()
+        .map(|c| q(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    conn.query_drop("BEGIN").await?;
+    let result = async {
+        for chunk in added.rows.chunks(500) {
+            let values = chunk
+                .iter()
+                .map(|r| format!("({})", r.join(", ")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            conn.query_drop(format!("INSERT INTO {table} ({cols}) VALUES {values}"))
+                .await?;
+        }
+        Ok::<(), strata_engine::mysql_async::Error>(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(conn.query_drop("COMMIT").await?),
+        Err(e) => {
+            let _ = conn.query_drop("ROLLBACK").await;
+            Err(e.into())
+        }
+    }
+}
+
 async fn read_columns(conn: &mut Conn, schema: &str, table: &str) -> Result<Option<Vec<String>>> {
     if exists(conn, schema, table).await?.is_none() {
         return Ok(None);

@@ -40,6 +40,14 @@ pub fn framework(name: &str) -> Result<&'static str, MigrationDataError> {
         .ok_or_else(|| MigrationDataError::UnknownFramework(name.to_string()))
 }
 
+/// True for a table that holds the applied heads rather than a log of every migration
+/// (Alembic's `alembic_version`: a branch's row replaces its parent's). A deploy makes the target's
+/// such table the branch's; every other migration table gets the branch's rows it lacks, so
+/// migrations deployed from other branches stay recorded.
+pub fn keeps_heads(table: &str) -> bool {
+    table.eq_ignore_ascii_case("alembic_version")
+}
+
 /// Checks a table name given for the setting.
 pub fn validate_table(name: &str) -> Result<(), MigrationDataError> {
     let ok = !name.is_empty()

@@ -1503,3 +1503,97 @@ fn a_direct_change_on_the_target_stops_the_cut_over() {
     );
     assert_no_artifacts(&s, &main_id, "after a cut-over refused");
 }
+
+/// Two branches made from `main` each add a migration; deployed one after the other, both stay
+/// recorded on `main` (a log gains the rows it lacks; it is not replaced by the last branch's).
+#[test]
+fn migration_logs_of_two_branches_both_reach_main() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let main_id = s.new_database("shop");
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.schema_migrations (version VARCHAR(64) NOT NULL PRIMARY KEY);
+         INSERT INTO shop.schema_migrations VALUES ('1'), ('2');
+         CREATE TABLE shop.django_migrations (id INT AUTO_INCREMENT PRIMARY KEY, app VARCHAR(50), name VARCHAR(100));
+         INSERT INTO shop.django_migrations (app, name) VALUES ('a', '0001'), ('a', '0002');",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    s.json(&[
+        "database",
+        "update",
+        "shop",
+        "--automatic-migrations",
+        "true",
+        "--migration-framework",
+        "rails",
+    ]);
+    let mut branches = Vec::new();
+    for b in ["ra", "rb"] {
+        let id = s.json(&["branch", "create", "shop", b, "--wait"])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        branches.push((b, id));
+    }
+    for (n, (b, id)) in branches.iter().enumerate() {
+        s.sql_ok(
+            id,
+            "strata_admin",
+            &format!(
+                "CREATE TABLE shop.t_{b} (id INT PRIMARY KEY); INSERT INTO shop.schema_migrations VALUES ('3{b}')"
+            ),
+        );
+        s.json(&["deploy-request", "create", "shop", b]);
+        let number = (n + 1).to_string();
+        let out = s.ok(&["deploy-request", "deploy", "shop", &number, "--wait"]);
+        assert!(out.contains("complete_pending_revert"), "{b}: {out}");
+    }
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT GROUP_CONCAT(version ORDER BY version) FROM shop.schema_migrations"
+        )
+        .trim(),
+        "1,2,3ra,3rb"
+    );
+    // A log numbered by AUTO_INCREMENT: the same check with Django's table.
+    s.json(&[
+        "database",
+        "update",
+        "shop",
+        "--migration-framework",
+        "django",
+    ]);
+    for b in ["da", "db"] {
+        let id = s.json(&["branch", "create", "shop", b, "--wait"])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        branches.push((b, id));
+    }
+    for (n, (b, id)) in branches[2..].iter().enumerate() {
+        s.sql_ok(
+            id,
+            "strata_admin",
+            &format!(
+                "CREATE TABLE shop.t_{b} (id INT PRIMARY KEY); INSERT INTO shop.django_migrations (app, name) VALUES ('a', '0003_{b}')"
+            ),
+        );
+        s.json(&["deploy-request", "create", "shop", b]);
+        let number = (n + 3).to_string();
+        let out = s.ok(&["deploy-request", "deploy", "shop", &number, "--wait"]);
+        assert!(out.contains("complete_pending_revert"), "{b}: {out}");
+    }
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT GROUP_CONCAT(name ORDER BY name) FROM shop.django_migrations"
+        )
+        .trim(),
+        "0001,0002,0003_da,0003_db"
+    );
+}
