@@ -193,14 +193,17 @@ impl Platform {
         number: i64,
     ) -> Result<DeployRequestStatus> {
         let (database, mut r) = self.numbered(caller, org, db, number)?;
-        if r.state != "closed" {
-            let now = now_millis();
-            r.state = "closed".into();
-            r.closed_at = Some(now);
-            r.closed_by = Some(caller.token_id.clone());
-            r.updated_at = now;
-            self.catalog().update_deploy_request(&r)?;
+        if r.state == "closed" {
+            return Err(ControlError::Unprocessable(format!(
+                "Deploy request #{number} is already closed"
+            )));
         }
+        let now = now_millis();
+        r.state = "closed".into();
+        r.closed_at = Some(now);
+        r.closed_by = Some(caller.token_id.clone());
+        r.updated_at = now;
+        self.catalog().update_deploy_request(&r)?;
         self.status_of(&database, r).await
     }
 
@@ -425,8 +428,11 @@ impl Platform {
             "ready"
         };
         let ready = status.deployment_state == "ready";
-        // A deploy of a request that still needs its approval is refused: not deployable yet.
-        status.deployable = ready && (status.approved || !database.require_approval_for_deploy);
+        // A deploy of a request that still needs its approval is refused: not deployable yet. A
+        // closed request (deployed, reverted or closed by hand) deploys nothing more.
+        status.deployable = ready
+            && status.request.state == "open"
+            && (status.approved || !database.require_approval_for_deploy);
         if ready {
             // The data a deploy changes besides the schema, for the reviewer to see.
             if let Some(t) = crate::deployments::migration_table(database) {

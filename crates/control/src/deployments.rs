@@ -280,6 +280,17 @@ impl Platform {
         on: bool,
     ) -> Result<DeployRequestStatus> {
         let (database, mut request) = self.numbered(caller, org, db, number)?;
+        let active = self.catalog().deployment(&request.id).is_ok_and(|d| {
+            matches!(
+                d.state.as_str(),
+                "queued" | "in_progress" | "pending_cutover"
+            )
+        });
+        if request.state == "closed" && !active {
+            return Err(ControlError::Unprocessable(format!(
+                "Deploy request #{number} is closed: its auto-apply setting no longer matters"
+            )));
+        }
         request.auto_cutover = on;
         request.updated_at = now_millis();
         self.catalog().update_deploy_request(&request)?;

@@ -842,27 +842,38 @@ pub enum DeployRequestCmd {
     /// Cut a gated deployment over.
     Apply {
         database: String,
-        number: i64,
+        #[arg(value_name = "NUMBER|BRANCH")]
+        number: String,
         /// Follow the cut-over until it is done, and print the state it ends in.
         #[arg(long)]
         wait: bool,
     },
     /// Cancel a deployment that has not cut over.
-    Cancel { database: String, number: i64 },
+    Cancel {
+        database: String,
+        #[arg(value_name = "NUMBER|BRANCH")]
+        number: String,
+    },
     /// Undo a deployment within its revert window, keeping the writes made since.
     Revert {
         database: String,
-        number: i64,
+        #[arg(value_name = "NUMBER|BRANCH")]
+        number: String,
         /// Follow the revert until its clean-up is done.
         #[arg(long)]
         wait: bool,
     },
     /// Close the revert window now: the deployment becomes permanent.
-    SkipRevert { database: String, number: i64 },
+    SkipRevert {
+        database: String,
+        #[arg(value_name = "NUMBER|BRANCH")]
+        number: String,
+    },
     /// Change a deploy request's auto-apply setting.
     Edit {
         database: String,
-        number: i64,
+        #[arg(value_name = "NUMBER|BRANCH")]
+        number: String,
         #[arg(
             long,
             conflicts_with = "disable_auto_apply",
@@ -875,14 +886,16 @@ pub enum DeployRequestCmd {
     /// Show a deployment's progress (add --wait to follow it with a progress bar).
     Progress {
         database: String,
-        number: i64,
+        #[arg(value_name = "NUMBER|BRANCH")]
+        number: String,
         #[arg(long)]
         wait: bool,
     },
     /// Show or set how much a deployment's copy yields: 0 (no throttling) to 95.
     Throttle {
         database: String,
-        number: i64,
+        #[arg(value_name = "NUMBER|BRANCH")]
+        number: String,
         ratio: Option<i64>,
     },
     /// List the deploy requests of a database.
@@ -896,11 +909,16 @@ pub enum DeployRequestCmd {
         number: String,
     },
     /// Show the statements a deploy request would run on its target.
-    Diff { database: String, number: i64 },
+    Diff {
+        database: String,
+        #[arg(value_name = "NUMBER|BRANCH")]
+        number: String,
+    },
     /// Approve or comment on a deploy request.
     Review {
         database: String,
-        number: i64,
+        #[arg(value_name = "NUMBER|BRANCH")]
+        number: String,
         #[arg(long, conflicts_with = "comment")]
         approve: bool,
         /// A comment (with --approve: the approval's note).
@@ -908,7 +926,11 @@ pub enum DeployRequestCmd {
         comment: Option<String>,
     },
     /// Close a deploy request without deploying it.
-    Close { database: String, number: i64 },
+    Close {
+        database: String,
+        #[arg(value_name = "NUMBER|BRANCH")]
+        number: String,
+    },
 }
 
 const DEPLOY_REQUEST: &[Column] = &[
@@ -994,6 +1016,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             print_problems(ctx, &v);
         }
         DeployRequestCmd::Diff { database, number } => {
+            let number = request_number(ctx, &base(&database), &number).await?;
             let v = ctx
                 .client
                 .get(&format!("{}/{number}/diff", base(&database)))
@@ -1014,6 +1037,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             approve,
             comment,
         } => {
+            let number = request_number(ctx, &base(&database), &number).await?;
             if !approve && comment.is_none() {
                 bail!("say what the review is: --approve, or --comment \"…\"");
             }
@@ -1037,6 +1061,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             }
         }
         DeployRequestCmd::Close { database, number } => {
+            let number = request_number(ctx, &base(&database), &number).await?;
             let v = ctx
                 .client
                 .send(
@@ -1068,7 +1093,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
                 if instant { " (instant)" } else { "" }
             ));
             if wait {
-                follow(ctx, &base(&database), number).await?;
+                follow(ctx, &database, number).await?;
             } else {
                 ctx.show(DEPLOY_REQUEST, &v);
             }
@@ -1078,6 +1103,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             number,
             wait,
         } => {
+            let number = request_number(ctx, &base(&database), &number).await?;
             if wait {
                 ctx.client
                     .send(
@@ -1086,7 +1112,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
                         json!({}),
                     )
                     .await?;
-                follow(ctx, &base(&database), number).await?;
+                follow(ctx, &database, number).await?;
             } else {
                 action(
                     ctx,
@@ -1099,6 +1125,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             }
         }
         DeployRequestCmd::Cancel { database, number } => {
+            let number = request_number(ctx, &base(&database), &number).await?;
             action(ctx, &base(&database), number, "cancel", "was cancelled").await?;
         }
         DeployRequestCmd::Revert {
@@ -1106,6 +1133,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             number,
             wait,
         } => {
+            let number = request_number(ctx, &base(&database), &number).await?;
             if wait {
                 ctx.client
                     .send(
@@ -1114,12 +1142,13 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
                         json!({}),
                     )
                     .await?;
-                follow(ctx, &base(&database), number).await?;
+                follow(ctx, &database, number).await?;
             } else {
                 action(ctx, &base(&database), number, "revert", "was reverted").await?;
             }
         }
         DeployRequestCmd::SkipRevert { database, number } => {
+            let number = request_number(ctx, &base(&database), &number).await?;
             action(
                 ctx,
                 &base(&database),
@@ -1135,6 +1164,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             enable_auto_apply,
             disable_auto_apply: _,
         } => {
+            let number = request_number(ctx, &base(&database), &number).await?;
             let v = ctx
                 .client
                 .send(
@@ -1154,8 +1184,9 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             number,
             wait,
         } => {
+            let number = request_number(ctx, &base(&database), &number).await?;
             if wait {
-                follow(ctx, &base(&database), number).await?;
+                follow(ctx, &database, number).await?;
             } else {
                 let v = ctx
                     .client
@@ -1169,6 +1200,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             number,
             ratio,
         } => {
+            let number = request_number(ctx, &base(&database), &number).await?;
             let path = format!("{}/{number}/throttler", base(&database));
             throttle(ctx, &path, ratio, &format!("Deploy request #{number} is")).await?;
         }
@@ -1208,8 +1240,9 @@ const DEPLOYMENT: &[Column] = &[
     ("ERROR", "/error"),
 ];
 
-/// A deploy request's number, from a number or a branch name (the branch's open request), as
-/// `pscale deploy-request deploy|show <db> <number|branch>` take it.
+/// A deploy request's number, from a number or a branch name, as `pscale deploy-request
+/// deploy|show <db> <number|branch>` take it: the branch's open request, else its latest one (the
+/// one deployed, to revert or follow).
 async fn request_number(ctx: &Ctx, base: &str, given: &str) -> Result<i64> {
     if let Ok(n) = given.parse::<i64>() {
         return Ok(n);
@@ -1217,15 +1250,19 @@ async fn request_number(ctx: &Ctx, base: &str, given: &str) -> Result<i64> {
     if strata_model::names::validate_branch_name(given).is_err() {
         bail!("'{given}' is neither a deploy request number nor a branch name");
     }
-    let open = ctx
-        .client
-        .list(&format!("{base}?branch={given}&state=open"))
-        .await?;
-    match open.as_slice() {
-        [one] => one["number"]
+    let number = |v: &Value| {
+        v["number"]
             .as_i64()
-            .ok_or_else(|| anyhow!("the API answered without a deploy request number")),
-        [] => bail!("branch '{given}' has no open deploy request"),
+            .ok_or_else(|| anyhow!("the API answered without a deploy request number"))
+    };
+    let all = ctx.client.list(&format!("{base}?branch={given}")).await?;
+    let open: Vec<&Value> = all.iter().filter(|r| r["state"] == "open").collect();
+    match open.as_slice() {
+        [one] => number(one),
+        [] => match all.iter().max_by_key(|r| r["number"].as_i64()) {
+            Some(latest) => number(latest),
+            None => bail!("branch '{given}' has no deploy request"),
+        },
         _ => bail!(
             "branch '{given}' has {} open deploy requests: name one by its number",
             open.len()
@@ -1246,7 +1283,8 @@ async fn action(ctx: &Ctx, base: &str, number: i64, verb: &str, done: &str) -> R
 
 /// Follows a deployment with a progress bar until it stops moving on its own: cut over, waiting to
 /// be applied, or ended.
-async fn follow(ctx: &Ctx, base: &str, number: i64) -> Result<()> {
+async fn follow(ctx: &Ctx, database: &str, number: i64) -> Result<()> {
+    let base = ctx.org_path(&format!("databases/{database}/deploy-requests"));
     let human = ctx.format == Format::Human && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let bar = indicatif::ProgressBar::new(1000);
     if human {
@@ -1296,7 +1334,7 @@ async fn follow(ctx: &Ctx, base: &str, number: i64) -> Result<()> {
                     d["error"].as_str().unwrap_or("unknown error")
                 ),
                 "pending_cutover" => ctx.say(&format!(
-                    "Deploy request #{number} is in sync and waits to be applied: strata deploy-request apply <database> {number}"
+                    "Deploy request #{number} is in sync and waits to be applied: strata deploy-request apply {database} {number}"
                 )),
                 _ => ctx.say(&format!("Deploy request #{number}: {state}.")),
             }

@@ -112,7 +112,8 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
     );
     assert!(s
         .fails(&["deploy-request", "show", "shop", "main"])
-        .contains("no open deploy request"));
+        .contains("has no deploy request"));
+    assert_eq!(s.json(&["deploy-request", "diff", "shop", "dev"]), diff);
 
     // Reviews: approving your own request is refused once another admin exists.
     assert!(s
@@ -186,6 +187,16 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
     let closed = s.json(&["deploy-request", "close", "shop", "1"]);
     assert_eq!(closed["state"], "closed");
     assert!(closed["closed_at"].is_string());
+    assert_eq!(
+        closed["deployable"], false,
+        "a closed request deploys nothing: {closed}"
+    );
+    assert!(s
+        .fails(&["deploy-request", "close", "shop", "1"])
+        .contains("already closed"));
+    assert!(s
+        .fails(&["deploy-request", "edit", "shop", "1", "--enable-auto-apply"])
+        .contains("is closed"));
     assert!(s
         .fails(&["deploy-request", "review", "shop", "1", "--comment", "late"])
         .contains("closed"));

@@ -797,7 +797,8 @@ fn every_kind_of_change_deploys_exactly_and_reverts() {
         } else {
             assert_eq!(priced(&s), priced_before, "{what}");
         }
-        let out = s.ok(&["deploy-request", "revert", "shop", &number, "--wait"]);
+        // By the branch's name: its latest (deployed, closed) request.
+        let out = s.ok(&["deploy-request", "revert", "shop", &branch, "--wait"]);
         assert!(out.contains("complete_revert"), "{what}: {out}");
         assert_eq!(schema_of(&s, "main"), before, "{what}: the revert");
         assert_eq!(priced(&s), priced_before, "{what}: the revert");
