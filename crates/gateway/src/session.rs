@@ -1320,6 +1320,8 @@ pub(crate) fn refusal(
         Some(artifact_refused())
     } else if a.has_routine() {
         Some(routines_refused())
+    } else if a.makes_undeployable() {
+        Some(ErrPacket::new(1235, "42000", UNDEPLOYABLE_REFUSED))
     } else if a.changes_database() {
         Some(database_refused())
     } else if a.rebuilds_tables() && role != strata_model::Role::Admin {
@@ -1361,6 +1363,11 @@ const ARTIFACT_REFUSED: &str =
 /// deploy carries them), as on PlanetScale.
 const ROUTINES_REFUSED: &str =
     "VT12001: unsupported: stored routines, triggers and events are not supported";
+
+/// Sequences and system-versioned tables: the schema engine cannot diff them, so no deploy request
+/// could carry one to production; refused where they would be made, not found at deploy time.
+const UNDEPLOYABLE_REFUSED: &str =
+    "VT12001: unsupported: sequences and system-versioned tables cannot be deployed";
 
 /// OPTIMIZE and REPAIR need only read and write privileges on the server, yet rebuild whole
 /// tables: an administration statement, for admin passwords only.

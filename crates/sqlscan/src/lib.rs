@@ -53,6 +53,9 @@ pub struct Statement {
     pub rebuild: bool,
     /// Creates, alters or drops a database (`DATABASE` or `SCHEMA`), also in prepared text.
     pub database: bool,
+    /// Creates a sequence or a system-versioned table (`CREATE|ALTER SEQUENCE`, `WITH|ADD SYSTEM
+    /// VERSIONING`): objects no deploy request can carry, also in prepared text.
+    pub undeployable: bool,
     /// Manages accounts: `SET PASSWORD`, `CREATE|ALTER|DROP|RENAME USER|ROLE`, `GRANT`, `REVOKE`,
     /// `SET DEFAULT ROLE`, also in prepared text. Passwords are managed with the API.
     pub credentials: bool,
@@ -82,6 +85,11 @@ impl Analysis {
     /// True when any statement declares a foreign key.
     pub fn has_foreign_key(&self) -> bool {
         self.statements.iter().any(|s| s.foreign_key)
+    }
+
+    /// True when any statement creates a sequence or a system-versioned table.
+    pub fn makes_undeployable(&self) -> bool {
+        self.statements.iter().any(|s| s.undeployable)
     }
 
     /// True when any statement manages accounts or their credentials.
@@ -152,6 +160,7 @@ pub fn analyze(sql: &str) -> Analysis {
                 || s.rebuild
                 || s.database
                 || s.credentials
+                || s.undeployable
         };
         if other.statements.iter().any(flagged) || other.statements.len() > a.statements.len() {
             a.statements.extend(other.statements);
@@ -209,6 +218,9 @@ fn analyze_with(sql: &str, backslash_escapes: bool) -> Analysis {
             st.opaque |= has(&["PREPARE", "EXECUTE"]);
             st.foreign_key |= has(&["FOREIGN", "REFERENCES"]);
             st.rebuild |= has(&["OPTIMIZE", "REPAIR"]);
+            st.undeployable |= has(&["SEQUENCE"])
+                || s.windows(2)
+                    .any(|p| word_is(Some(p[0]), "SYSTEM") && word_is(Some(p[1]), "VERSIONING"));
             st.credentials |= has(&["GRANT", "REVOKE"])
                 || s.windows(2).any(|p| {
                     (word_is(Some(p[0]), "SET")
@@ -363,6 +375,14 @@ fn statement(s: &[&Token]) -> Statement {
         st.routine = matches!(kind, Some("TRIGGER" | "FUNCTION" | "PROCEDURE" | "EVENT"));
         st.database = matches!(kind, Some("DATABASE" | "SCHEMA"));
         st.credentials = matches!(kind, Some("USER" | "ROLE"));
+        // `WITH` or `ADD SYSTEM VERSIONING` (dropping it makes a table deployable again).
+        st.undeployable = keyword != "DROP"
+            && (kind == Some("SEQUENCE")
+                || s.windows(3).any(|p| {
+                    !word_is(Some(p[0]), "DROP")
+                        && word_is(Some(p[1]), "SYSTEM")
+                        && word_is(Some(p[2]), "VERSIONING")
+                }));
     }
     st.credentials |= matches!(keyword.as_str(), "GRANT" | "REVOKE")
         || (keyword == "RENAME" && word_is(s.get(1).copied(), "USER"))
@@ -393,6 +413,7 @@ fn statement(s: &[&Token]) -> Statement {
                 st.rebuild = inner.rebuilds_tables();
                 st.database = inner.changes_database();
                 st.credentials = inner.manages_credentials();
+                st.undeployable = inner.makes_undeployable();
                 st.artifact |= inner.touches_artifact();
             }
             _ => st.opaque = true,

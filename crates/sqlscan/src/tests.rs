@@ -410,6 +410,25 @@ fn database_changes_are_seen() {
 }
 
 #[test]
+fn undeployable_objects_are_seen() {
+    for (sql, yes) in [
+        ("CREATE SEQUENCE s START WITH 1", true),
+        ("create or replace sequence s", true),
+        ("CREATE SEQUENCE IF NOT EXISTS s", true),
+        ("ALTER SEQUENCE s RESTART 5", true),
+        ("CREATE TABLE t (id INT) WITH SYSTEM VERSIONING", true),
+        ("ALTER TABLE t ADD SYSTEM VERSIONING", true),
+        ("EXECUTE IMMEDIATE 'CREATE SEQUENCE s'", true),
+        ("DROP SEQUENCE s", false),
+        ("ALTER TABLE t DROP SYSTEM VERSIONING", false),
+        ("SELECT NEXTVAL(s)", false),
+        ("CREATE TABLE sequence_log (id INT)", false),
+    ] {
+        assert_eq!(analyze(sql).makes_undeployable(), yes, "{sql:?}");
+    }
+}
+
+#[test]
 fn account_management_is_seen() {
     for (sql, yes) in [
         ("SET PASSWORD = PASSWORD('x')", true),

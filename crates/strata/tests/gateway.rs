@@ -341,6 +341,9 @@ fn safe_migrations_refuse_direct_ddl() {
         "DROP SCHEMA IF EXISTS shop",
         "CREATE DATABASE other",
         "PREPARE s FROM 'DROP DATABASE shop'",
+        // Objects no deploy request can carry: refused where they would be made.
+        "CREATE SEQUENCE s1",
+        "CREATE TABLE hist (id INT PRIMARY KEY) WITH SYSTEM VERSIONING",
     ] {
         let o = s.gateway_sql(&admin, &pw, &["shop"], sql);
         assert!(err(&o).contains("VT12001"), "{sql}: {}", err(&o));
