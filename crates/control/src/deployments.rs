@@ -666,7 +666,12 @@ impl Platform {
                 }
                 Ok(d)
             }
-            "in_progress_cutover" => self.cut_over(database, d).await,
+            "in_progress_cutover" => {
+                // Outside the cut-over's lock (closing a window takes it too). A revert made
+                // before this is found by the cut-over's digest check; after it, refused.
+                self.close_earlier_windows(&database, &d).await?;
+                self.cut_over(database, d).await
+            }
             "complete_pending_revert" => {
                 if d.revert_expires_at.is_some_and(|t| now_millis() < t) {
                     return Ok(d);
@@ -714,17 +719,9 @@ impl Platform {
                 request.number
             )));
         }
-        // An earlier deploy's revert window on this branch closes when the next deploy starts: a
-        // revert must never undo a schema a later deploy built on. Only here, once this deploy is
-        // known to go ahead: one that failed its checks leaves the window open.
-        for earlier in self.catalog().active_deployments()? {
-            if earlier.database_id == d.database_id
-                && earlier.into_branch == d.into_branch
-                && earlier.state == "complete_pending_revert"
-            {
-                self.close_window(database.clone(), earlier, "complete")
-                    .await?;
-            }
+        // An instant deploy changes the target now: an earlier revert window closes first.
+        if d.instant {
+            self.close_earlier_windows(&database, &d).await?;
         }
         let (target, result) = status.schemas.unwrap_or_default();
         let tag = format!("{:08x}", crc32fast::hash(d.id.as_bytes()));
@@ -763,6 +760,25 @@ impl Platform {
         }
         self.save(&mut d)?;
         Ok(d)
+    }
+
+    /// Closes the revert window of earlier deploys into the same branch: a revert must never undo
+    /// a schema a later deploy built on. Called only when the later deploy changes the target (its
+    /// cut-over, or an instant deploy): one cancelled or failed before leaves the window open. A
+    /// revert made while the later deploy copies changes the target under it, which its cut-over
+    /// finds (the target's digest) and refuses.
+    async fn close_earlier_windows(&self, database: &Database, d: &Deployment) -> Result<()> {
+        for earlier in self.catalog().active_deployments()? {
+            if earlier.id != d.id
+                && earlier.database_id == d.database_id
+                && earlier.into_branch == d.into_branch
+                && earlier.state == "complete_pending_revert"
+            {
+                self.close_window(database.clone(), earlier, "complete")
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// The deploy request is done: closed, as PlanetScale closes a deployed request.

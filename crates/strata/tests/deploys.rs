@@ -1598,3 +1598,49 @@ fn migration_logs_of_two_branches_both_reach_main() {
         "0001,0002,0003_da,0003_db"
     );
 }
+
+/// A deploy's revert window stays open while a later deploy of the same branch copies, waits to
+/// be applied or is cancelled; it closes when the later one cuts over.
+#[test]
+fn a_revert_window_stays_open_until_the_next_deploy_cuts_over() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let (_main_id, dev_id) = setup(&s);
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD COLUMN a1 INT NULL",
+    );
+    s.json(&["deploy-request", "create", "shop", "dev"]);
+    s.ok(&["deploy-request", "deploy", "shop", "1", "--wait"]);
+    wait_state(&s, "1", &["complete_pending_revert"], 120);
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD COLUMN a2 INT NULL",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev",
+        "--disable-auto-apply",
+    ]);
+    s.json(&["deploy-request", "deploy", "shop", "2"]);
+    wait_state(&s, "2", &["pending_cutover"], 300);
+    let first = s.json(&["deploy-request", "progress", "shop", "1"]);
+    assert_eq!(first["state"], "complete_pending_revert", "{first}");
+    assert_eq!(first["revertable"], true, "{first}");
+    s.json(&["deploy-request", "cancel", "shop", "2"]);
+    wait_state(&s, "2", &["complete_cancel", "cancelled"], 60);
+    let first = s.json(&["deploy-request", "progress", "shop", "1"]);
+    assert_eq!(
+        first["revertable"], true,
+        "a cancelled deploy leaves it open: {first}"
+    );
+    s.json(&["deploy-request", "edit", "shop", "2", "--enable-auto-apply"]);
+    s.ok(&["deploy-request", "deploy", "shop", "2", "--wait"]);
+    wait_state(&s, "2", &["complete_pending_revert"], 300);
+    let first = wait_state(&s, "1", &["complete"], 60);
+    assert_eq!(first["revertable"], false, "{first}");
+}
