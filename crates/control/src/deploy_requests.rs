@@ -391,6 +391,40 @@ impl Platform {
         }
         let touched: std::collections::BTreeSet<&str> =
             changes.iter().map(|c| c.object.as_str()).collect();
+        // A view the change breaks (a column it reads renamed or dropped) fails the deploy only at
+        // its cut-over, after production was changed: found here instead, on the branch, where
+        // the view and the change both are.
+        let suspects: Vec<String> = ours
+            .views
+            .values()
+            .filter(|v| {
+                touched.contains(v.name.as_str())
+                    || touched
+                        .iter()
+                        .any(|t| strata_schema::merge::view_reads(&v.create, t))
+            })
+            .map(|v| v.name.clone())
+            .collect();
+        if !suspects.is_empty() {
+            if let Ok(mut conn) = self.connect_branch(database, &branch).await {
+                use strata_engine::mysql_async::prelude::Queryable;
+                for v in suspects {
+                    let probe = format!(
+                        "SELECT * FROM {} LIMIT 0",
+                        strata_model::role::quote_ident(&v)
+                    );
+                    if let Err(strata_engine::mysql_async::Error::Server(e)) =
+                        conn.query_drop(probe).await
+                    {
+                        status.problems.push(format!(
+                            "view `{v}` does not work on branch `{}`: {}",
+                            status.request.branch, e.message
+                        ));
+                    }
+                }
+                let _ = conn.disconnect().await;
+            }
+        }
         for f in lint(&merge.result, database.allow_foreign_key_constraints) {
             if !touched.contains(f.table.as_str()) {
                 continue;
