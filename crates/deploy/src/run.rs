@@ -888,13 +888,16 @@ async fn check_new_foreign_keys(conn: &mut Conn, schema: &str, plan: &Plan) -> R
 /// reference), after its rows are checked once more there: a row without a parent written
 /// between the first check and the ALTER (which adds the key unchecked) fails the deploy too.
 /// Writers of those tables wait for that second check, bounded like every lock wait here.
+/// Returns how long writers were held: the locked checks, and every ALTER the server could not
+/// make without blocking writes (tried first with `LOCK=NONE`).
 async fn direct_alters(
     conn: &mut Conn,
     schema: &str,
     plan: &Plan,
     timeout: Duration,
     attempts: u32,
-) -> Result<()> {
+) -> Result<Duration> {
+    let mut held = Duration::ZERO;
     for s in &plan.steps {
         if let Step::DirectAlter {
             table,
@@ -918,7 +921,7 @@ async fn direct_alters(
             let keys = new_foreign_keys(conn, schema, plan, table, create).await?;
             if keys.is_empty() {
                 for st in statements {
-                    conn.query_drop(st).await?;
+                    held += alter_without_blocking(conn, st).await?;
                 }
                 continue;
             }
@@ -926,6 +929,7 @@ async fn direct_alters(
                 .iter()
                 .map(|k| (!k.parent_is_new).then_some(k.parts.table.as_str()))
                 .collect();
+            let locked = Instant::now();
             ddl_with_timeout(
                 conn,
                 &sql::orphan_check_lock(table, &parents),
@@ -947,15 +951,39 @@ async fn direct_alters(
                 }
             }
             conn.query_drop("UNLOCK TABLES").await?;
+            held += locked.elapsed();
             result?;
         }
     }
-    Ok(())
+    Ok(held)
+}
+
+/// Runs one in-place ALTER, first as `ALGORITHM=INPLACE, LOCK=NONE` (writers go on while it
+/// runs); when the server cannot make the change so (a column type change that copies the table,
+/// say), as the server chooses, and then its whole duration held the table's writers: returned.
+async fn alter_without_blocking(conn: &mut Conn, statement: &str) -> Result<Duration> {
+    // Partition operations take no algorithm clause after them.
+    if !statement.to_ascii_uppercase().contains("PARTITION") {
+        let online = format!(
+            "{}, ALGORITHM=INPLACE, LOCK=NONE",
+            statement.trim_end_matches(';')
+        );
+        match conn.query_drop(online).await {
+            Ok(()) => return Ok(Duration::ZERO),
+            // ER_ALTER_OPERATION_NOT_SUPPORTED(_REASON), ER_PARSE_ERROR: not so; as chosen below.
+            Err(strata_engine::mysql_async::Error::Server(e))
+                if matches!(e.code, 1064 | 1845 | 1846) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let started = Instant::now();
+    conn.query_drop(statement).await?;
+    Ok(started.elapsed())
 }
 
 /// The cut-over: in-place alters and dropped views first, then one atomic RENAME swapping every
 /// table (writers wait at most `timeout` per attempt), then new and changed views. Returns how long
-/// the RENAME held writers.
+/// writers were held: the RENAMEs, and in-place alters that could not run beside them.
 pub async fn cut_over(
     conn: &mut Conn,
     schema: &str,
@@ -986,7 +1014,7 @@ pub async fn cut_over(
     if done == 0 {
         finish_shadows(conn, schema, plan).await?;
         check_new_foreign_keys(conn, schema, plan).await?;
-        direct_alters(conn, schema, plan, timeout, attempts).await?;
+        stall += direct_alters(conn, schema, plan, timeout, attempts).await?;
         for s in &plan.steps {
             if let Step::View { statement, .. } = s {
                 if statement.starts_with("DROP VIEW ") {
@@ -996,7 +1024,7 @@ pub async fn cut_over(
         }
         carry_auto_increment(conn, schema, plan).await?;
         same_row_counts(conn, plan).await?;
-        stall = renames(conn, &sql::cutover_groups(plan), 0, timeout, attempts).await?;
+        stall += renames(conn, &sql::cutover_groups(plan), 0, timeout, attempts).await?;
     }
     for s in &plan.steps {
         if let Step::View {

@@ -1044,6 +1044,31 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
         kids.contains("CONSTRAINT `fk_parent` FOREIGN KEY"),
         "{kids}"
     );
+    // A table with a foreign key is altered in place: online where the server can (a column
+    // added), else as the server chooses (a character set converted copies the table), the time
+    // it held writers counted in the cut-over's stall.
+    let kids2 = s.json(&["branch", "create", "shop", "kids-more", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &kids2,
+        "strata_admin",
+        "ALTER TABLE shop.kids ADD COLUMN note VARCHAR(10) NULL; ALTER TABLE shop.kids MODIFY parent_id BIGINT NULL COMMENT 'parent', CONVERT TO CHARACTER SET latin1",
+    );
+    let wanted = schema_of(&s, "kids-more");
+    let r = s.json(&["deploy-request", "create", "shop", "kids-more"]);
+    assert!(
+        r["warnings"]
+            .to_string()
+            .contains("holds the table's writers"),
+        "{r}"
+    );
+    let n = r["number"].to_string();
+    s.ok(&["deploy-request", "deploy", "shop", &n, "--wait"]);
+    let d = wait_state(&s, &n, &["complete"], 60);
+    assert!(d["cutover_stall_ms"].is_u64(), "{d}");
+    assert_eq!(schema_of(&s, "main"), wanted);
 
     // A row without a parent written after the first check, while the cut-over waits for a long
     // transaction: it is refused once the key exists, or the deploy fails naming it. Never a key
