@@ -1312,6 +1312,10 @@ pub(crate) fn refusal(
     let role = login.password.role;
     if a.manages_credentials() {
         Some(credentials_refused())
+    } else if a.has_xa() {
+        Some(ErrPacket::new(1235, "42000", XA_REFUSED))
+    } else if a.kills_others() {
+        Some(ErrPacket::new(1235, "42000", KILL_REFUSED))
     } else if a.has_ddl() && platform.safe_migrations(branch) {
         Some(ddl_disabled())
     } else if a.has_foreign_key() && !platform.foreign_keys_allowed(branch) {
@@ -1363,6 +1367,14 @@ const ARTIFACT_REFUSED: &str =
 /// deploy carries them), as on PlanetScale.
 const ROUTINES_REFUSED: &str =
     "VT12001: unsupported: stored routines, triggers and events are not supported";
+
+/// The gateway's connection ids are what `KILL` takes; the instance's users are shared by the
+/// passwords of a role, so a KILL by user or query id would reach other clients' work.
+const KILL_REFUSED: &str = "VT12001: unsupported: KILL USER, KILL QUERY ID and KILL among other statements; use KILL [QUERY] <connection id>";
+
+/// A prepared XA transaction outlives its connection, the gateway's transaction limit and the
+/// platform's restarts, holding its row locks (and every deploy of the table behind them).
+const XA_REFUSED: &str = "VT12001: unsupported: XA transactions";
 
 /// Sequences and system-versioned tables: the schema engine cannot diff them, so no deploy request
 /// could carry one to production; refused where they would be made, not found at deploy time.

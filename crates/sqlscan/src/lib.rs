@@ -24,7 +24,7 @@ pub struct Analysis {
     pub last_insert_id_query: bool,
     /// `SET workload = olap|oltp|dba` alone.
     pub set_workload: Option<String>,
-    /// `KILL [QUERY|CONNECTION] n`: (query only, id).
+    /// `KILL [HARD|SOFT] [QUERY|CONNECTION] n`: (query only, id).
     pub kill: Option<(bool, u64)>,
     /// A single SELECT that neither locks rows, nor writes, nor touches session state: safe to share
     /// with identical queries in flight.
@@ -56,6 +56,13 @@ pub struct Statement {
     /// Creates a sequence or a system-versioned table (`CREATE|ALTER SEQUENCE`, `WITH|ADD SYSTEM
     /// VERSIONING`): objects no deploy request can carry, also in prepared text.
     pub undeployable: bool,
+    /// A KILL the gateway cannot take as its own connection ids (`KILL USER …`, `KILL QUERY ID …`,
+    /// one among other statements, in a compound statement or in prepared text): it would reach
+    /// other clients' work on the instance.
+    pub foreign_kill: bool,
+    /// An XA statement: a prepared XA transaction outlives its connection and the platform's
+    /// restarts, holding its row locks, so it is not offered (as on Vitess). Also in prepared text.
+    pub xa: bool,
     /// Manages accounts: `SET PASSWORD`, `CREATE|ALTER|DROP|RENAME USER|ROLE`, `GRANT`, `REVOKE`,
     /// `SET DEFAULT ROLE`, also in prepared text. Passwords are managed with the API.
     pub credentials: bool,
@@ -90,6 +97,16 @@ impl Analysis {
     /// True when any statement creates a sequence or a system-versioned table.
     pub fn makes_undeployable(&self) -> bool {
         self.statements.iter().any(|s| s.undeployable)
+    }
+
+    /// True when any statement is a KILL the gateway cannot take as its own.
+    pub fn kills_others(&self) -> bool {
+        self.statements.iter().any(|s| s.foreign_kill)
+    }
+
+    /// True when any statement is an XA statement.
+    pub fn has_xa(&self) -> bool {
+        self.statements.iter().any(|s| s.xa)
     }
 
     /// True when any statement manages accounts or their credentials.
@@ -161,6 +178,8 @@ pub fn analyze(sql: &str) -> Analysis {
                 || s.database
                 || s.credentials
                 || s.undeployable
+                || s.xa
+                || s.foreign_kill
         };
         if other.statements.iter().any(flagged) || other.statements.len() > a.statements.len() {
             a.statements.extend(other.statements);
@@ -218,6 +237,8 @@ fn analyze_with(sql: &str, backslash_escapes: bool) -> Analysis {
             st.opaque |= has(&["PREPARE", "EXECUTE"]);
             st.foreign_key |= has(&["FOREIGN", "REFERENCES"]);
             st.rebuild |= has(&["OPTIMIZE", "REPAIR"]);
+            st.xa |= has(&["XA"]);
+            st.foreign_kill |= has(&["KILL"]);
             st.undeployable |= has(&["SEQUENCE"])
                 || s.windows(2)
                     .any(|p| word_is(Some(p[0]), "SYSTEM") && word_is(Some(p[1]), "VERSIONING"));
@@ -236,6 +257,9 @@ fn analyze_with(sql: &str, backslash_escapes: bool) -> Analysis {
                     v.contains("~strata_") || v.contains("_strata_")
                 }
             });
+        }
+        if stmts.len() > 1 && word_is(s.first().copied(), "KILL") {
+            st.foreign_kill = true;
         }
         a.statements.push(st);
         if [
@@ -311,16 +335,20 @@ fn analyze_with(sql: &str, backslash_escapes: bool) -> Analysis {
                 );
             }
         }
-        // KILL [QUERY|CONNECTION] n
+        // KILL [HARD|SOFT] [QUERY|CONNECTION] n
         if w.first() == Some(&"KILL") {
-            let (query, idx) = match w.get(1) {
-                Some(&"QUERY") => (true, 2),
-                Some(&"CONNECTION") => (false, 2),
-                _ => (false, 1),
+            let skip = usize::from(matches!(w.get(1), Some(&"HARD") | Some(&"SOFT")));
+            let (query, idx) = match w.get(1 + skip) {
+                Some(&"QUERY") => (true, 2 + skip),
+                Some(&"CONNECTION") => (false, 2 + skip),
+                _ => (false, 1 + skip),
             };
-            if let Some(id) = w.get(idx).and_then(|n| n.parse::<u64>().ok()) {
-                if w.len() == idx + 1 {
-                    a.kill = Some((query, id));
+            match w.get(idx).and_then(|n| n.parse::<u64>().ok()) {
+                Some(id) if w.len() == idx + 1 => a.kill = Some((query, id)),
+                _ => {
+                    if let Some(st) = a.statements.first_mut() {
+                        st.foreign_kill = true;
+                    }
                 }
             }
         }
@@ -384,6 +412,7 @@ fn statement(s: &[&Token]) -> Statement {
                         && word_is(Some(p[2]), "VERSIONING")
                 }));
     }
+    st.xa = keyword == "XA";
     st.credentials |= matches!(keyword.as_str(), "GRANT" | "REVOKE")
         || (keyword == "RENAME" && word_is(s.get(1).copied(), "USER"))
         || (keyword == "SET"
@@ -414,6 +443,8 @@ fn statement(s: &[&Token]) -> Statement {
                 st.database = inner.changes_database();
                 st.credentials = inner.manages_credentials();
                 st.undeployable = inner.makes_undeployable();
+                st.xa = inner.has_xa();
+                st.foreign_kill = inner.kill.is_some() || inner.kills_others();
                 st.artifact |= inner.touches_artifact();
             }
             _ => st.opaque = true,

@@ -429,6 +429,43 @@ fn undeployable_objects_are_seen() {
 }
 
 #[test]
+fn kills_of_others_are_seen() {
+    for (sql, virtual_id, foreign) in [
+        ("KILL 7", Some((false, 7)), false),
+        ("KILL QUERY 7", Some((true, 7)), false),
+        ("KILL HARD QUERY 7", Some((true, 7)), false),
+        ("kill soft connection 7", Some((false, 7)), false),
+        ("KILL USER strata_readwriter", None, true),
+        ("KILL QUERY USER strata_readwriter", None, true),
+        ("KILL QUERY ID 12", None, true),
+        ("SELECT 1; KILL USER x", None, true),
+        ("SELECT 1; KILL 7", None, true),
+        ("EXECUTE IMMEDIATE 'KILL 7'", None, true),
+        ("BEGIN NOT ATOMIC KILL USER x; END", None, true),
+        ("SELECT kill FROM t", None, false),
+    ] {
+        let a = analyze(sql);
+        assert_eq!((a.kill, a.kills_others()), (virtual_id, foreign), "{sql:?}");
+    }
+}
+
+#[test]
+fn xa_is_seen() {
+    for (sql, yes) in [
+        ("XA START 'p1'", true),
+        ("xa prepare 'p1'", true),
+        ("XA RECOVER", true),
+        ("/*!50000 XA ROLLBACK 'x' */", true),
+        ("EXECUTE IMMEDIATE 'XA RECOVER'", true),
+        ("SET STATEMENT max_statement_time=1 FOR XA RECOVER", true),
+        ("SELECT xa FROM t", false),
+        ("BEGIN", false),
+    ] {
+        assert_eq!(analyze(sql).has_xa(), yes, "{sql:?}");
+    }
+}
+
+#[test]
 fn account_management_is_seen() {
     for (sql, yes) in [
         ("SET PASSWORD = PASSWORD('x')", true),

@@ -1391,6 +1391,19 @@ fn a_password_cannot_take_its_roles_credential() {
             let e = c.query_drop(sql).await.unwrap_err();
             assert!(e.to_string().contains("managed with the API"), "{sql}: {e}");
         }
+        // What would reach other passwords' work on the shared role user, or outlive the
+        // connection with its locks: refused.
+        for sql in [
+            "KILL USER strata_reader",
+            "KILL QUERY USER strata_reader",
+            "KILL QUERY ID 1",
+            "SELECT 1; KILL 1",
+            "XA START 'x'",
+            "XA RECOVER",
+        ] {
+            let e = c.query_drop(sql).await.unwrap_err();
+            assert!(e.to_string().contains("VT12001"), "{sql}: {e}");
+        }
         // Hidden from the gateway: the server runs it.
         c.query_drop("SET @q = CONCAT('SET PASSWORD = PASSWORD(', QUOTE('stolen'), ')')")
             .await
