@@ -801,7 +801,27 @@ impl Platform {
         ) else {
             return Ok(());
         };
-        let objects = self.schema_in(database, &into).await?;
+        let now = self.schema_in(database, &into).await?;
+        // Only what the deploy touched takes the target's version now (the branch's after a
+        // deploy, the old one after a revert); everything else keeps the branch's base. Taking the
+        // whole target made changes deployed from other branches look like the branch's own
+        // removals of them, and its next request undid them.
+        let touched: Option<std::collections::BTreeSet<String>> = self
+            .catalog()
+            .deployment(&request.id)
+            .ok()
+            .and_then(|d| crate::deploy_requests::decode_changes(&d.changes))
+            .map(|changes| changes.into_iter().map(|c| c.object).collect());
+        let objects = match touched {
+            Some(touched) if branch.base_schema.is_some() => {
+                let mut base = Platform::base_schema(&branch);
+                base.retain(|o| !touched.contains(&o.name));
+                base.extend(now.into_iter().filter(|o| touched.contains(&o.name)));
+                base.sort_by(|a, b| a.name.cmp(&b.name));
+                base
+            }
+            _ => now,
+        };
         branch.base_schema = Some(
             serde_json::to_string(&objects).map_err(|e| ControlError::Internal(e.to_string()))?,
         );

@@ -1667,3 +1667,64 @@ fn a_revert_window_stays_open_until_the_next_deploy_cuts_over() {
     let first = wait_state(&s, "1", &["complete"], 60);
     assert_eq!(first["revertable"], false, "{first}");
 }
+
+/// A branch's next request holds only its own changes after a deploy and after a revert: a column
+/// another branch deployed meanwhile is never shown (or deployed) as this branch dropping it.
+#[test]
+fn after_a_deploy_or_a_revert_a_branch_never_undoes_another_branchs_change() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let main_id = s.new_database("shop");
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.shared (id INT PRIMARY KEY); CREATE TABLE shop.mine (id INT PRIMARY KEY)",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let branch = |name: &str| {
+        s.json(&["branch", "create", "shop", name, "--wait"])["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (other, mine) = (branch("other"), branch("mine"));
+    // Another team adds a column to `shared` and deploys it.
+    s.sql_ok(
+        &other,
+        "strata_admin",
+        "ALTER TABLE shop.shared ADD COLUMN team INT NULL",
+    );
+    s.json(&["deploy-request", "create", "shop", "other"]);
+    s.ok(&["deploy-request", "deploy", "shop", "1", "--wait"]);
+    s.ok(&["deploy-request", "skip-revert", "shop", "1"]);
+    // This branch changes only `mine`: deployed, reverted, deployed again.
+    s.sql_ok(
+        &mine,
+        "strata_admin",
+        "ALTER TABLE shop.mine ADD COLUMN a INT NULL",
+    );
+    let mut number = 2;
+    for step in ["deploy", "after its revert", "after a second deploy"] {
+        let r = s.json(&["deploy-request", "create", "shop", "mine"]);
+        let diff = s.json(&["deploy-request", "diff", "shop", &number.to_string()]);
+        assert!(
+            !diff.to_string().contains("team"),
+            "{step}: the request would undo the other branch's column: {diff} {r}"
+        );
+        if step == "after a second deploy" {
+            // Nothing of this branch's is left to deploy.
+            assert_eq!(r["deployment_state"], "no_changes", "{step}: {r}");
+            break;
+        }
+        let n = number.to_string();
+        s.ok(&["deploy-request", "deploy", "shop", &n, "--wait"]);
+        if step == "deploy" {
+            s.ok(&["deploy-request", "revert", "shop", &n, "--wait"]);
+        } else {
+            s.ok(&["deploy-request", "skip-revert", "shop", &n]);
+        }
+        number += 1;
+    }
+    let shared = s.sql_ok(&main_id, "strata_admin", "SHOW CREATE TABLE shop.shared");
+    assert!(shared.contains("`team`"), "{shared}");
+}
