@@ -1703,8 +1703,7 @@ fn after_a_deploy_or_a_revert_a_branch_never_undoes_another_branchs_change() {
         "strata_admin",
         "ALTER TABLE shop.mine ADD COLUMN a INT NULL",
     );
-    let mut number = 2;
-    for step in ["deploy", "after its revert", "after a second deploy"] {
+    for (number, step) in (2..).zip(["deploy", "after its revert", "after a second deploy"]) {
         let r = s.json(&["deploy-request", "create", "shop", "mine"]);
         let diff = s.json(&["deploy-request", "diff", "shop", &number.to_string()]);
         assert!(
@@ -1723,7 +1722,6 @@ fn after_a_deploy_or_a_revert_a_branch_never_undoes_another_branchs_change() {
         } else {
             s.ok(&["deploy-request", "skip-revert", "shop", &n]);
         }
-        number += 1;
     }
     let shared = s.sql_ok(&main_id, "strata_admin", "SHOW CREATE TABLE shop.shared");
     assert!(shared.contains("`team`"), "{shared}");
