@@ -41,6 +41,8 @@ pub enum DeployError {
         /// The first offending row's key columns and values, e.g. `user_id = 999`.
         example: String,
     },
+    #[error("table `{table}`: a write during the deploy does not fit the new schema ({reason}); nothing was swapped: fix such rows, then deploy again")]
+    WriteRefused { table: String, reason: String },
     #[error("the deployment's tables are not on the instance (they were removed outside the deployment)")]
     NotPrepared,
     #[error("could not take the table locks in time (long-running transactions hold them): {statement}: {detail}")]

@@ -37,6 +37,12 @@ pub struct Plan {
     /// swap). Plans stored before have none.
     #[serde(default)]
     pub target_digest: Option<String>,
+    /// The forward triggers record a write the new schema refuses (a new NOT NULL or CHECK) in
+    /// the step's deploy-blocked table instead of failing the application's write; the cut-over
+    /// then fails with that reason unless the rows match after all. Plans stored before have
+    /// `false` (their triggers have no handler).
+    #[serde(default)]
+    pub forward_guarded: bool,
 }
 
 /// Where a deployment's tables are, as its marker table's name records it.
@@ -187,6 +193,13 @@ impl Plan {
         } else {
             self.revert_blocked_table()
         }
+    }
+
+    /// Where the forward triggers of step `step` record a write the new schema refused (see
+    /// [`Plan::forward_guarded`]).
+    pub fn deploy_blocked_for(&self, step: usize) -> Option<String> {
+        self.forward_guarded
+            .then(|| format!("{}{}_{step}_deploy_blocked", self.table_prefix(), self.tag))
     }
 
     /// Every table a revert's blockers are read from: the deployment's own (which also says it
@@ -440,6 +453,7 @@ pub fn plan(
         marked: true,
         blocked_per_table: true,
         target_digest: None,
+        forward_guarded: true,
     })
 }
 

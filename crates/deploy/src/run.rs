@@ -166,7 +166,10 @@ pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     }
     conn.query_drop("SET SESSION foreign_key_checks = 0")
         .await?;
-    for create in sql::revert_blocked_tables(plan) {
+    for create in sql::revert_blocked_tables(plan)
+        .into_iter()
+        .chain(sql::deploy_blocked_tables(plan))
+    {
         conn.query_drop(create).await?;
     }
     for (i, step) in plan.steps.iter().enumerate() {
@@ -187,15 +190,18 @@ pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
                 ];
                 statements.extend(sql::reverse_triggers(plan, i, a));
                 statements.push("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'".into());
-                statements.extend(sql::forward_triggers(&plan.tag, i, a));
-                triggers_under_lock(
-                    conn,
-                    &[&a.table, &a.shadow, &a.old, &plan.revert_blocked_for(i)],
-                    &statements,
-                    Duration::from_millis(500),
-                    20,
-                )
-                .await?;
+                statements.extend(sql::forward_triggers(plan, i, a));
+                let revert_blocked = plan.revert_blocked_for(i);
+                let deploy_blocked = plan.deploy_blocked_for(i);
+                let mut locked = vec![
+                    a.table.as_str(),
+                    a.shadow.as_str(),
+                    a.old.as_str(),
+                    revert_blocked.as_str(),
+                ];
+                locked.extend(deploy_blocked.as_deref());
+                triggers_under_lock(conn, &locked, &statements, Duration::from_millis(500), 20)
+                    .await?;
             }
             _ => {}
         }
@@ -631,6 +637,29 @@ async fn exact(
     Ok(())
 }
 
+/// A write the new schema refused (recorded by the forward triggers' handler) fails the cut-over
+/// with the server's reason, unless the shadow matches its table after all (the row was changed
+/// or deleted since into one the new schema takes): checked then in one snapshot.
+async fn forward_blockers(conn: &mut Conn, plan: &Plan) -> Result<()> {
+    for (i, step) in plan.steps.iter().enumerate() {
+        let (Step::AlterTable(a), Some(blocked)) = (step, plan.deploy_blocked_for(i)) else {
+            continue;
+        };
+        let reason: Option<String> = conn
+            .query_first(format!("SELECT `reason` FROM {} LIMIT 1", q(&blocked)))
+            .await?;
+        let Some(reason) = reason else { continue };
+        if verify(conn, a).await.is_err() {
+            return Err(DeployError::WriteRefused {
+                table: a.table.clone(),
+                // The server names the shadow: the reviewer knows the table.
+                reason: reason.replace(&a.shadow, &a.table),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The last check before the swap: in one snapshot, each shadow holds as many rows as its table.
 /// The forward triggers `REPLACE` by the shared key, so a write that breaks a unique key new in the
 /// shadow replaced another row there instead of failing the application: such a deploy must not
@@ -1023,6 +1052,7 @@ pub async fn cut_over(
             }
         }
         carry_auto_increment(conn, schema, plan).await?;
+        forward_blockers(conn, plan).await?;
         same_row_counts(conn, plan).await?;
         stall += renames(conn, &sql::cutover_groups(plan), 0, timeout, attempts).await?;
     }

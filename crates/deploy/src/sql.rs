@@ -47,9 +47,40 @@ pub fn revert_blocked_tables(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
+/// The deploy-blocked tables of a plan's changed tables (see [`Plan::forward_guarded`]).
+pub fn deploy_blocked_tables(plan: &Plan) -> Vec<String> {
+    plan.steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s, Step::AlterTable(_)))
+        .filter_map(|(i, _)| plan.deploy_blocked_for(i))
+        .map(|t| {
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (`table_name` VARCHAR(64) NOT NULL PRIMARY KEY, `reason` TEXT NOT NULL) ENGINE=InnoDB",
+                q(&t)
+            )
+        })
+        .collect()
+}
+
 /// Forward triggers (on the old table, into the shadow). Created with an empty sql_mode: a value the
 /// new schema cannot hold must never fail the application's write; the verification catches it.
-pub fn forward_triggers(tag: &str, step: usize, a: &OnlineAlter) -> Vec<String> {
+/// What even that mode refuses (NULL into a new NOT NULL column, a new CHECK) is caught by a
+/// handler that records why in the step's deploy-blocked table, so the application's write still
+/// succeeds and the cut-over says why it cannot go ahead.
+pub fn forward_triggers(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String> {
+    let tag = plan.tag.as_str();
+    let (open, close) = match plan.deploy_blocked_for(step) {
+        Some(blocked) => (
+            format!(
+                "BEGIN DECLARE why TEXT DEFAULT ''; DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN GET DIAGNOSTICS CONDITION 1 why = MESSAGE_TEXT; INSERT IGNORE INTO {} (`table_name`, `reason`) VALUES ('{}', why); END; ",
+                q(&blocked),
+                sql_string(&a.table)
+            ),
+            " END".to_string(),
+        ),
+        None => (String::new(), String::new()),
+    };
     let t = q(&a.table);
     let s = q(&a.shadow);
     let cols = list(&a.shared);
@@ -60,20 +91,31 @@ pub fn forward_triggers(tag: &str, step: usize, a: &OnlineAlter) -> Vec<String> 
         .map(|c| format!("NOT (OLD.{} <=> NEW.{})", q(c), q(c)))
         .collect::<Vec<_>>()
         .join(" OR ");
+    let body = |statements: String| {
+        if open.is_empty() {
+            statements
+        } else {
+            format!("{open}{statements};{close}")
+        }
+    };
     vec![
         format!(
-            "CREATE TRIGGER {} AFTER INSERT ON {t} FOR EACH ROW REPLACE INTO {s} ({cols}) VALUES ({new_vals})",
-            q(&trigger_name(tag, step, 'f', "i"))
+            "CREATE TRIGGER {} AFTER INSERT ON {t} FOR EACH ROW {}",
+            q(&trigger_name(tag, step, 'f', "i")),
+            body(format!("REPLACE INTO {s} ({cols}) VALUES ({new_vals})"))
         ),
         format!(
-            "CREATE TRIGGER {} AFTER UPDATE ON {t} FOR EACH ROW BEGIN IF {key_changed} THEN DELETE FROM {s} WHERE {}; END IF; REPLACE INTO {s} ({cols}) VALUES ({new_vals}); END",
+            "CREATE TRIGGER {} AFTER UPDATE ON {t} FOR EACH ROW {}",
             q(&trigger_name(tag, step, 'f', "u")),
-            key_match(&a.key, "OLD")
+            body(format!(
+                "BEGIN IF {key_changed} THEN DELETE FROM {s} WHERE {}; END IF; REPLACE INTO {s} ({cols}) VALUES ({new_vals}); END",
+                key_match(&a.key, "OLD")
+            ))
         ),
         format!(
-            "CREATE TRIGGER {} AFTER DELETE ON {t} FOR EACH ROW DELETE FROM {s} WHERE {}",
+            "CREATE TRIGGER {} AFTER DELETE ON {t} FOR EACH ROW {}",
             q(&trigger_name(tag, step, 'f', "d")),
-            key_match(&a.key, "OLD")
+            body(format!("DELETE FROM {s} WHERE {}", key_match(&a.key, "OLD")))
         ),
     ]
 }
@@ -667,7 +709,13 @@ mod tests {
         assert!(end.ends_with("WHERE ((`a` > 1) OR (`a` = 1 AND `b` > 2)) AND NOT ((`a` > 7) OR (`a` = 7 AND `b` > 0)) ORDER BY `a`, `b` LIMIT 1 OFFSET 99"), "{end}");
         let copy = copy_chunk(&a, Some(&["1".into(), "2".into()]), None);
         assert!(copy.starts_with(&format!("INSERT IGNORE INTO `{}` (`a`, `b`, `v`) SELECT `a`, `b`, `v` FROM `t` FORCE INDEX (`PRIMARY`) WHERE ((`a` > 1) OR (`a` = 1 AND `b` > 2))", a.shadow)), "{copy}");
-        let f = forward_triggers(&p.tag, 0, &a);
+        let f = forward_triggers(&p, 0, &a);
+        assert!(
+            f[0].contains("DECLARE EXIT HANDLER FOR SQLEXCEPTION")
+                && f[0].contains("_0_deploy_blocked"),
+            "{}",
+            f[0]
+        );
         assert!(
             f[1].contains("IF NOT (OLD.`a` <=> NEW.`a`) OR NOT (OLD.`b` <=> NEW.`b`) THEN DELETE")
         );
@@ -705,6 +753,7 @@ mod tests {
             marked: true,
             blocked_per_table: true,
             target_digest: None,
+            forward_guarded: true,
         };
         assert_eq!(
             renames_from(&cutover_groups(&views_only), 0),

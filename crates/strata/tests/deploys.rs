@@ -1726,3 +1726,53 @@ fn after_a_deploy_or_a_revert_a_branch_never_undoes_another_branchs_change() {
     let shared = s.sql_ok(&main_id, "strata_admin", "SHOW CREATE TABLE shop.shared");
     assert!(shared.contains("`team`"), "{shared}");
 }
+
+/// A write the live schema takes but the new one refuses (a new CHECK) while a gated deploy waits
+/// in sync: the application's write succeeds, and the cut-over fails with the reason, naming the
+/// table, with nothing swapped. Once the row fits, the same request deploys.
+#[test]
+fn a_write_the_new_schema_refuses_never_fails_the_application() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let (main_id, dev_id) = setup(&s);
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD CONSTRAINT ck_n CHECK (n < 1000000)",
+    );
+    let wanted = schema_of(&s, "dev");
+    let before = schema_of(&s, "main");
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev",
+        "--disable-auto-apply",
+    ]);
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    wait_state(&s, "1", &["pending_cutover"], 300);
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "INSERT INTO shop.t VALUES (900001, 'too big', 5000000); UPDATE shop.t SET n = 7000000 WHERE id = 3",
+    );
+    s.json(&["deploy-request", "apply", "shop", "1"]);
+    let d = wait_state(&s, "1", &["complete_error"], 60);
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("table `t`") && error.contains("ck_n") && !error.contains("strata_"),
+        "{d}"
+    );
+    assert_eq!(schema_of(&s, "main"), before, "nothing was swapped");
+    common::assert_no_artifacts(&s, &main_id, "after a refused write");
+    // The rows made to fit: the same request deploys.
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "DELETE FROM shop.t WHERE id = 900001; UPDATE shop.t SET n = 3 WHERE id = 3",
+    );
+    s.ok(&["deploy-request", "deploy", "shop", "1", "--wait"]);
+    s.json(&["deploy-request", "apply", "shop", "1"]);
+    wait_state(&s, "1", &["complete_pending_revert"], 300);
+    assert_eq!(schema_of(&s, "main"), wanted);
+}
