@@ -101,9 +101,12 @@ impl Ctx {
             }
             Format::Human => {
                 for o in &items {
-                    let raw = o.get("raw").and_then(Value::as_str).unwrap_or_default();
+                    let raw =
+                        output::visible(o.get("raw").and_then(Value::as_str).unwrap_or_default());
                     if headed {
-                        let name = o.get("name").and_then(Value::as_str).unwrap_or_default();
+                        let name = output::visible(
+                            o.get("name").and_then(Value::as_str).unwrap_or_default(),
+                        );
                         println!("-- `{name}`\n{raw}\n");
                     } else {
                         println!("{raw};\n");
@@ -116,7 +119,7 @@ impl Ctx {
 
     fn say(&self, text: &str) {
         if self.format == Format::Human {
-            println!("{text}");
+            println!("{}", output::visible(text));
         }
     }
 
@@ -952,7 +955,7 @@ fn print_problems(ctx: &Ctx, v: &Value) {
     // The last deployment's failure, with its reason.
     if let Some(e) = v.pointer("/deployment/error").and_then(Value::as_str) {
         if v.pointer("/deployment/state").and_then(Value::as_str) == Some("complete_error") {
-            println!("Last deployment failed:\n  - {e}");
+            println!("Last deployment failed:\n  - {}", output::visible(e));
         }
     }
     for (title, key) in [("Not deployable:", "problems"), ("Warnings:", "warnings")] {
@@ -964,7 +967,7 @@ fn print_problems(ctx: &Ctx, v: &Value) {
         if !list.is_empty() {
             println!("{title}");
             for p in list {
-                println!("  - {}", p.as_str().unwrap_or_default());
+                println!("  - {}", output::visible(p.as_str().unwrap_or_default()));
             }
         }
     }

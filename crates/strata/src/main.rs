@@ -340,7 +340,7 @@ fn main() -> std::process::ExitCode {
             if format == Format::Json {
                 println!("{}", serde_json::json!({"status": "error", "error": msg}));
             } else {
-                eprintln!("Error: {msg}");
+                eprintln!("Error: {}", output::visible(&msg));
             }
             std::process::ExitCode::FAILURE
         }

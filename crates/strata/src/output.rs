@@ -103,9 +103,31 @@ pub const SERVICE_TOKEN_CREATED: &[Column] = &[
 fn cell(v: &Value, pointer: &str) -> String {
     match v.pointer(pointer) {
         None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => visible(s),
         Some(other) => other.to_string(),
     }
+}
+
+/// Text from the server as a terminal may show it: control characters (an escape sequence in a
+/// table comment could erase or hide the lines a reviewer reads) and Unicode's bidirectional
+/// overrides (which reorder what is shown) are written out as escapes; newlines and tabs stay.
+pub fn visible(text: &str) -> String {
+    let hidden = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
+    };
+    if !text.chars().any(hidden) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if hidden(c) {
+                format!("\\u{{{:04x}}}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn csv_field(s: &str) -> String {
@@ -178,5 +200,14 @@ mod tests {
         assert!(render(Format::Human, DATABASE, &items, true).contains("shop"));
         assert_eq!(render(Format::Human, DATABASE, &[], true), "No results.");
         assert_eq!(csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
+    }
+
+    #[test]
+    fn hidden_characters_are_shown() {
+        assert_eq!(visible("plain\ttext\n"), "plain\ttext\n");
+        assert_eq!(visible("zz\x1b[8m"), "zz\\u{001b}[8m");
+        assert_eq!(visible("a\u{202E}b\rc"), "a\\u{202e}b\\u{000d}c");
+        let items = vec![json!({"name": "x\u{1b}[2K"})];
+        assert!(!render(Format::Human, &[("NAME", "/name")], &items, true).contains('\u{1b}'));
     }
 }
