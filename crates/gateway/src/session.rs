@@ -42,6 +42,9 @@ struct Session {
     /// Status flags of the last response.
     status: u16,
     transaction_started: Option<Instant>,
+    /// Since when the session holds `LOCK TABLES`: bounded by the transaction time limit too (an
+    /// idle lock held every other writer of the table, and a deploy's cut-over, indefinitely).
+    tables_locked: Option<Instant>,
     olap: bool,
     last_insert_id: u64,
     shared: Arc<crate::SessionShared>,
@@ -148,6 +151,7 @@ pub(crate) async fn run(
         aborted: None,
         status: status::AUTOCOMMIT,
         transaction_started: None,
+        tables_locked: None,
         olap: false,
         last_insert_id: 0,
         shared,
@@ -163,7 +167,11 @@ pub(crate) async fn run(
             Killed,
             TransactionTimeout,
         }
-        let deadline = match s.transaction_started {
+        let held = match (s.transaction_started, s.tables_locked) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let deadline = match held {
             Some(t) if s.pinned.is_some() => Some(t + s.gw.cfg.limits.transaction_timeout),
             _ => None,
         };
@@ -303,6 +311,7 @@ impl Session {
             self.sticky = false;
             self.status &= !status::IN_TRANS;
             self.transaction_started = None;
+            self.tables_locked = None;
             return;
         }
         if self.status & status::IN_TRANS != 0 {
@@ -323,12 +332,17 @@ impl Session {
         }
     }
 
-    /// A transaction outlived its limit while the client was idle: roll it back.
+    /// A transaction (or table locks) outlived the limit while the client was idle: roll it back
+    /// and release them.
     async fn abort_transaction(&mut self) {
         if let Some(mut lease) = self.pinned.take() {
-            let ok = lease.backend.query("ROLLBACK").await.is_ok();
+            let mut ok = lease.backend.query("ROLLBACK").await.is_ok();
+            if self.tables_locked.take().is_some() {
+                ok &= lease.backend.query("UNLOCK TABLES").await.is_ok();
+            }
             self.status &= !status::IN_TRANS;
             self.transaction_started = None;
+            self.tables_locked = None;
             tracing::info!(
                 id = self.id,
                 "transaction rolled back after exceeding the transaction timeout"
@@ -340,6 +354,7 @@ impl Session {
             ));
         }
         self.transaction_started = None;
+        self.tables_locked = None;
     }
 
     async fn finish(mut self) {
@@ -414,6 +429,7 @@ impl Session {
         self.last_insert_id = 0;
         self.status = status::AUTOCOMMIT;
         self.transaction_started = None;
+        self.tables_locked = None;
         self.key = PoolKey {
             branch_id: login.branch.id.clone(),
             role: login.password.role,
@@ -684,8 +700,25 @@ impl Session {
         {
             return self.consolidated(packet, timeout).await;
         }
-        self.forward(packet, Expect::ResultSets, !self.olap, timeout, None)
-            .await
+        // LOCK TABLES is bounded like a transaction; UNLOCK TABLES (or a transaction started,
+        // which releases them) ends that.
+        let locks = match a.statements.last().map(|s| s.keyword.as_str()) {
+            Some("LOCK") => Some(true),
+            Some("UNLOCK" | "BEGIN" | "START") => Some(false),
+            _ => None,
+        };
+        self.last_ok = false;
+        let r = self
+            .forward(packet, Expect::ResultSets, !self.olap, timeout, None)
+            .await;
+        match locks {
+            Some(true) if self.last_ok && self.pinned.is_some() => {
+                self.tables_locked.get_or_insert_with(Instant::now);
+            }
+            Some(false) if self.last_ok => self.tables_locked = None,
+            _ => {}
+        }
+        r
     }
 
     /// COM_STMT_PREPARE: prepared on a pooled connection, then known to the client by a gateway id,

@@ -692,6 +692,21 @@ fn query_limits_and_kill() {
             .unwrap();
         assert!(r.unwrap_err().to_string().contains("interrupted"));
         drop(victim);
+
+        // Table locks held idle are bounded like a transaction: released at the limit (1 s), so
+        // another writer goes on, and the holder's next statement hears it.
+        let mut holder = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        holder.query_drop("LOCK TABLES t WRITE").await.unwrap();
+        let started = Instant::now();
+        d.query_drop("UPDATE t SET v = 4 WHERE id = 1").await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the other writer waited {:?}",
+            started.elapsed()
+        );
+        let e = holder.query_drop("UPDATE t SET v = 5 WHERE id = 2").await.unwrap_err();
+        assert!(e.to_string().contains("exceeded timeout"), "{e}");
+        holder.query_drop("SELECT 1").await.unwrap();
     });
 }
 
