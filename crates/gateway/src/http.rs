@@ -31,6 +31,13 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The largest request body (SQL with big literal inserts); PlanetScale's clients allow ~100 MiB.
 const MAX_BODY: usize = 64 << 20;
+/// Bodies being read, in all, in KiB: a few largest ones at a time, so slow or unfinished uploads
+/// cannot take the process's memory.
+const BODY_BUDGET_KIB: usize = 4 * (MAX_BODY >> 10);
+/// How long a request's body may take to arrive.
+const BODY_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a request waits for room in the body budget.
+const BODY_BUDGET_WAIT: Duration = Duration::from_secs(5);
 /// JSON column names per table are re-read this often (a deploy may add some).
 const JSON_COLUMNS_TTL: Duration = Duration::from_secs(5);
 
@@ -66,6 +73,8 @@ pub struct HttpSql {
     next_id: std::sync::atomic::AtomicU64,
     /// Connections whose first request has not arrived yet.
     prelogin: Arc<crate::admission::Admission>,
+    /// Room for request bodies being read (see [`BODY_BUDGET_KIB`]).
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 type BackendKey = (String, Role);
@@ -194,6 +203,7 @@ impl HttpSql {
                 gw.cfg.prelogin_max,
                 gw.cfg.prelogin_per_address,
             ),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),
             gw,
         })
     }
@@ -352,7 +362,39 @@ impl HttpSql {
             self.gw.record_failure(ip);
             return fail("unauthenticated", "invalid auth credentials", gzip);
         };
-        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        // The declared size (or the largest allowed) is held from the budget while the body is read.
+        let declared = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .unwrap_or(MAX_BODY)
+            .min(MAX_BODY);
+        let kib = u32::try_from((declared >> 10) + 1).unwrap_or(u32::MAX);
+        let room = tokio::time::timeout(
+            BODY_BUDGET_WAIT,
+            self.body_budget.clone().acquire_many_owned(kib),
+        )
+        .await;
+        let Ok(Ok(_room)) = room else {
+            return fail(
+                "resource_exhausted",
+                "too many large requests are being received: retry shortly",
+                gzip,
+            );
+        };
+        let read = tokio::time::timeout(
+            BODY_DEADLINE,
+            Limited::new(req.into_body(), MAX_BODY).collect(),
+        )
+        .await;
+        let Ok(read) = read else {
+            return fail(
+                "deadline_exceeded",
+                &format!("the request body did not arrive within {BODY_DEADLINE:?}"),
+                gzip,
+            );
+        };
+        let body = match read {
             Ok(b) => b.to_bytes(),
             Err(e) => {
                 return if e.is::<http_body_util::LengthLimitError>() {
