@@ -698,13 +698,18 @@ fn query_limits_and_kill() {
         let mut holder = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
         holder.query_drop("LOCK TABLES t WRITE").await.unwrap();
         let started = Instant::now();
-        d.query_drop("UPDATE t SET v = 4 WHERE id = 1").await.unwrap();
+        d.query_drop("UPDATE t SET v = 4 WHERE id = 1")
+            .await
+            .unwrap();
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "the other writer waited {:?}",
             started.elapsed()
         );
-        let e = holder.query_drop("UPDATE t SET v = 5 WHERE id = 2").await.unwrap_err();
+        let e = holder
+            .query_drop("UPDATE t SET v = 5 WHERE id = 2")
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("exceeded timeout"), "{e}");
         holder.query_drop("SELECT 1").await.unwrap();
     });
@@ -1472,4 +1477,79 @@ fn a_password_cannot_take_its_roles_credential() {
         assert_eq!(one, Some(1));
         pinned.query_drop("ROLLBACK").await.unwrap();
     });
+}
+
+/// Request bodies on the HTTP SQL endpoint are bounded in flight: of four unfinished uploads
+/// declaring the largest size, three fit the budget and the fourth gets `resource_exhausted`
+/// instead of the process's memory; small requests are served meanwhile.
+#[test]
+fn unfinished_http_bodies_cannot_take_the_memory() {
+    let (_root, s) = setup(&[]);
+    let (user, pw, _) = password(&s, "shop", "main", "reader");
+    let auth = {
+        use std::fmt::Write as _;
+        let raw = format!("{user}:{pw}");
+        // Base64 by hand: the test crate has no encoder.
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in raw.as_bytes().chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        let mut h = String::new();
+        let _ = write!(h, "Basic {out}");
+        h
+    };
+    let request = |length: usize, body: &str| {
+        format!(
+            "POST /psdb.v1alpha1.Database/Execute HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n{body}"
+        )
+    };
+    let small = r#"{"query":"SELECT 1","session":null}"#;
+    let ask = || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.http_port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(request(small.len(), small).as_bytes()).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = c.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    assert!(ask().contains("\"rows\""), "served at first");
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.http_port)).unwrap();
+        c.write_all(request(64 << 20, "{\"query\":\"").as_bytes())
+            .unwrap();
+        held.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        ask().contains("\"rows\""),
+        "small requests are served meanwhile"
+    );
+    // One of the four (the last to ask) was refused once it had waited for room (5 s); the
+    // others still upload.
+    let mut refused = 0;
+    for c in held.iter_mut().rev() {
+        c.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        let mut buf = vec![0u8; 4096];
+        if let Ok(n) = c.read(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.contains("resource_exhausted") {
+                refused += 1;
+            }
+        }
+        if refused > 0 {
+            break;
+        }
+    }
+    assert_eq!(refused, 1, "one upload past the budget is refused");
 }
