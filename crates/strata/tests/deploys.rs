@@ -1775,4 +1775,55 @@ fn a_write_the_new_schema_refuses_never_fails_the_application() {
     s.json(&["deploy-request", "apply", "shop", "1"]);
     wait_state(&s, "1", &["complete_pending_revert"], 300);
     assert_eq!(schema_of(&s, "main"), wanted);
+
+    // A new NOT NULL: an UPDATE setting only that column to NULL leaves the shadow's row as it
+    // was, which no comparison of the (changed) column can see: the apply fails all the same, and
+    // the acknowledged write stays.
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.u (id INT PRIMARY KEY, a VARCHAR(20) NULL); INSERT INTO shop.u SELECT seq, CONCAT('a', seq) FROM seq_1_to_50",
+    );
+    let nn = s.json(&["branch", "create", "shop", "nn", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &nn,
+        "strata_admin",
+        "ALTER TABLE shop.u MODIFY a VARCHAR(20) NOT NULL DEFAULT ''",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "nn",
+        "--disable-auto-apply",
+    ]);
+    s.json(&["deploy-request", "deploy", "shop", "2"]);
+    wait_state(&s, "2", &["pending_cutover"], 300);
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "UPDATE shop.u SET a = NULL WHERE id = 7",
+    );
+    s.json(&["deploy-request", "apply", "shop", "2"]);
+    let d = wait_state(&s, "2", &["complete_error"], 60);
+    assert!(
+        d["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("table `u`"),
+        "{d}"
+    );
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT COUNT(*) FROM shop.u WHERE id = 7 AND a IS NULL"
+        )
+        .trim(),
+        "1",
+        "the acknowledged write stays"
+    );
 }
