@@ -74,6 +74,7 @@ pub fn three_way(base: &Schema, ours: &Schema, target: &Schema, into: &str) -> M
     }
     let mut invalid = broken_references(&result);
     invalid.extend(broken_views(&result, &[base, ours, target]));
+    invalid.extend(broken_view_columns(&result, &[base, ours, target]));
     Merge {
         result,
         conflicts,
@@ -130,6 +131,44 @@ pub fn broken_views(schema: &Schema, known: &[&Schema]) -> Vec<String> {
     out
 }
 
+/// Views of `schema` reading a column of one of its tables that the table no longer has (one of
+/// `known`'s versions of the table had it): a view kept on the target while a branch drops or
+/// renames a column it reads. The server qualifies a column by its table (`table`.`column`)
+/// unless the view names the table by an alias, which this does not follow.
+pub fn broken_view_columns(schema: &Schema, known: &[&Schema]) -> Vec<String> {
+    let mut gone: Vec<(&String, &String)> = Vec::new();
+    for (name, table) in &schema.tables {
+        let have: std::collections::BTreeSet<&String> =
+            table.columns.iter().map(|c| &c.name).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for k in known {
+            if let Some(t) = k.tables.get(name) {
+                for c in &t.columns {
+                    if !have.contains(&c.name) && seen.insert(&c.name) {
+                        gone.push((name, &c.name));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for v in schema.views.values() {
+        let body = match v.create.to_ascii_lowercase().find(" as ") {
+            Some(i) => &v.create[i..],
+            None => v.create.as_str(),
+        };
+        for (table, column) in &gone {
+            if body.contains(&format!("`{table}`.`{column}`")) {
+                out.push(format!(
+                    "view `{}` reads `{table}`.`{column}`, which would not exist",
+                    v.name
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Whether a view, as the server prints it, reads table or view `name`: the server qualifies every
 /// table it reads (`db`.`name` after FROM, JOIN or a comma) and every column of it
 /// (`db`.`name`.`column`), so a column merely called `name` does not count.
@@ -170,6 +209,50 @@ mod tests {
     const POSTS: &str = "CREATE TABLE `posts` (\n  `id` int(11) NOT NULL,\n  `u` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `fk` (`u`),\n  CONSTRAINT `fk` FOREIGN KEY (`u`) REFERENCES `users` (`id`)\n) ENGINE=InnoDB";
     const TAGS: &str =
         "CREATE TABLE `tags` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
+
+    #[test]
+    fn a_view_reading_a_removed_column_is_found() {
+        let v = "CREATE VIEW `v_email` AS select `shop`.`users`.`id` AS `id`,`shop`.`users`.`email` AS `email` from `shop`.`users`";
+        let v_id = "CREATE VIEW `v_id` AS select `shop`.`users`.`id` AS `id` from `shop`.`users`";
+        const USERS_NO_EMAIL: &str = "CREATE TABLE `users` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
+        let with_views = |tables: &[&str], views: &[(&str, &str)]| {
+            let mut s = schema(tables);
+            for (name, create) in views {
+                s.views.insert(
+                    name.to_string(),
+                    crate::View {
+                        name: name.to_string(),
+                        create: create.to_string(),
+                    },
+                );
+            }
+            s
+        };
+        // The branch (made before the view existed) drops the column; the target has the view.
+        let base = schema(&[USERS]);
+        let ours = schema(&[USERS_NO_EMAIL]);
+        let target = with_views(&[USERS], &[("v_email", v), ("v_id", v_id)]);
+        let m = three_way(&base, &ours, &target, "main");
+        assert_eq!(
+            m.invalid,
+            ["view `v_email` reads `users`.`email`, which would not exist"]
+        );
+        // A column added, or one the view does not read, breaks nothing.
+        let m = three_way(
+            &base,
+            &schema(&[USERS_NAME]),
+            &with_views(&[USERS], &[("v_email", v)]),
+            "main",
+        );
+        assert!(m.invalid.is_empty(), "{:?}", m.invalid);
+        let m = three_way(
+            &base,
+            &ours,
+            &with_views(&[USERS], &[("v_id", v_id)]),
+            "main",
+        );
+        assert!(m.invalid.is_empty(), "{:?}", m.invalid);
+    }
 
     #[test]
     fn independent_changes_merge() {

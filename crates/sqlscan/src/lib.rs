@@ -404,8 +404,15 @@ fn statement(s: &[&Token]) -> Statement {
         st.database = matches!(kind, Some("DATABASE" | "SCHEMA"));
         st.credentials = matches!(kind, Some("USER" | "ROLE"));
         // `WITH` or `ADD SYSTEM VERSIONING` (dropping it makes a table deployable again).
+        // `CREATE TABLE … SEQUENCE=1` makes a sequence too.
+        let sequence_option = s
+            .windows(3)
+            .any(|p| word_is(Some(p[0]), "SEQUENCE") && p[1].text == "=" && p[2].text != "0")
+            || s.windows(2)
+                .any(|p| word_is(Some(p[0]), "SEQUENCE") && p[1].text == "1");
         st.undeployable = keyword != "DROP"
             && (kind == Some("SEQUENCE")
+                || sequence_option
                 || s.windows(3).any(|p| {
                     !word_is(Some(p[0]), "DROP")
                         && word_is(Some(p[1]), "SYSTEM")
