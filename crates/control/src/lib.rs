@@ -1019,6 +1019,28 @@ impl Platform {
                     });
                 }
             }
+            // Views that no longer work (a table or column they read gone): a deploy request
+            // carrying them is refused, so the lint says so first.
+            for v in schema.views.keys() {
+                let probe = format!(
+                    "SELECT * FROM {} LIMIT 0",
+                    strata_model::role::quote_ident(v)
+                );
+                if let Err(strata_engine::mysql_async::Error::Server(e)) =
+                    conn.query_drop(probe).await
+                {
+                    out.push(Finding {
+                        code: "BROKEN_VIEW",
+                        severity: Severity::Error,
+                        table: v.clone(),
+                        column: None,
+                        charset: None,
+                        engine: None,
+                        foreign_key_columns: Vec::new(),
+                        description: format!("The view `{v}` does not work: {}", e.message),
+                    });
+                }
+            }
             let _ = conn.disconnect().await;
         }
         Ok(out)

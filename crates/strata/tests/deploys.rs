@@ -1382,6 +1382,11 @@ fn artifacts_are_out_of_reach_and_a_view_that_cannot_exist_is_refused_up_front()
     let shown = s.json(&["deploy-request", "show", "shop", "2"]);
     assert_eq!(shown["deployable"], false, "{shown}");
     assert!(shown["deployment"].is_null(), "nothing was queued: {shown}");
+    let lint = s.json(&["branch", "lint", "shop", "dev2"]).to_string();
+    assert!(
+        lint.contains("BROKEN_VIEW") && lint.contains("v_gone"),
+        "the lint says it first: {lint}"
+    );
     assert_eq!(schema_of(&s, "main"), before, "production untouched");
     common::assert_no_artifacts(&s, &main_id, "");
 }
