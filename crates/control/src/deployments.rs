@@ -1119,7 +1119,7 @@ impl Platform {
                 && &schema_digest(&self.target_schema(&database, &d).await?) != want
             {
                 return Err(ControlError::Unprocessable(format!(
-                    "the schema of `{}` changed directly since the deploy started: nothing was deployed; look at the request's diff and deploy it again",
+                    "the schema of `{}` changed since the deploy started (changed directly, or an earlier deploy reverted): nothing was deployed; look at the request's diff and deploy it again",
                     d.into_branch
                 )));
             }
