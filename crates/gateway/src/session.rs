@@ -1345,12 +1345,14 @@ pub(crate) fn refusal(
     let role = login.password.role;
     if a.manages_credentials() {
         Some(credentials_refused())
+    } else if a.has_ddl() && platform.safe_migrations(branch) {
+        Some(ddl_disabled())
+    } else if a.runs_hidden_text() {
+        Some(ErrPacket::new(1235, "42000", HIDDEN_TEXT_REFUSED))
     } else if a.has_xa() {
         Some(ErrPacket::new(1235, "42000", XA_REFUSED))
     } else if a.kills_others() {
         Some(ErrPacket::new(1235, "42000", KILL_REFUSED))
-    } else if a.has_ddl() && platform.safe_migrations(branch) {
-        Some(ddl_disabled())
     } else if a.has_foreign_key() && !platform.foreign_keys_allowed(branch) {
         Some(foreign_keys_refused())
     } else if a.touches_artifact() {
@@ -1404,6 +1406,11 @@ const ROUTINES_REFUSED: &str =
 /// The gateway's connection ids are what `KILL` takes; the instance's users are shared by the
 /// passwords of a role, so a KILL by user or query id would reach other clients' work.
 const KILL_REFUSED: &str = "VT12001: unsupported: KILL USER, KILL QUERY ID and KILL among other statements; use KILL [QUERY] <connection id>";
+
+/// Text built at run time cannot be judged by any reading of the query: the rules the gateway
+/// keeps (accounts, XA, KILL, table locks, safe migrations) would not hold for it. Statements from
+/// a literal and the protocol's own prepared statements are read and allowed.
+const HIDDEN_TEXT_REFUSED: &str = "VT12001: unsupported: PREPARE or EXECUTE IMMEDIATE of text built at run time (a variable or an expression); use a string literal, or your driver's prepared statements";
 
 /// A prepared XA transaction outlives its connection, the gateway's transaction limit and the
 /// platform's restarts, holding its row locks (and every deploy of the table behind them).

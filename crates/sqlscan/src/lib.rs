@@ -74,6 +74,12 @@ impl Analysis {
         self.statements.iter().any(|s| s.ddl || s.opaque)
     }
 
+    /// True when any statement runs text built at run time (`PREPARE … FROM @v`, `EXECUTE
+    /// IMMEDIATE CONCAT(…)`), which no reading of the query can judge.
+    pub fn runs_hidden_text(&self) -> bool {
+        self.statements.iter().any(|s| s.opaque)
+    }
+
     /// True when any statement creates, alters or drops a stored routine, trigger or event.
     pub fn has_routine(&self) -> bool {
         self.statements.iter().any(|s| s.routine)

@@ -64,6 +64,15 @@ fn ddl_detection() {
     }
     let opaque = analyze("PREPARE s FROM @sql");
     assert!(opaque.has_ddl() && opaque.statements[0].opaque);
+    for sql in [
+        "EXECUTE IMMEDIATE CONCAT('XA', ' START ''p''')",
+        "EXECUTE IMMEDIATE @q",
+        "PREPARE s FROM CONCAT('KI', 'LL 1')",
+    ] {
+        assert!(analyze(sql).runs_hidden_text(), "{sql}");
+    }
+    assert!(!analyze("PREPARE s FROM 'SELECT 1'").runs_hidden_text());
+    assert!(!analyze("EXECUTE s USING @a").runs_hidden_text());
 }
 
 #[test]
