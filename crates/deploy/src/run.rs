@@ -1302,23 +1302,37 @@ pub async fn replace_rows(conn: &mut Conn, schema: &str, rows: &TableRows) -> Re
     let keep: Vec<usize> = (0..rows.columns.len())
         .filter(|&i| now.contains(&rows.columns[i]))
         .collect();
-    let table = format!("{}.{}", q(schema), q(&rows.table));
+    let cols: Vec<String> = keep.iter().map(|&i| rows.columns[i].clone()).collect();
+    let tuples: Vec<Vec<String>> = rows
+        .rows
+        .iter()
+        .map(|r| keep.iter().map(|&i| r[i].clone()).collect())
+        .collect();
+    write_rows(conn, schema, &rows.table, true, &cols, &tuples).await
+}
+
+/// Inserts `tuples` (SQL literals for `cols`) into the table in one transaction, after deleting
+/// its rows when `replace`; rolled back whole on any error.
+async fn write_rows(
+    conn: &mut Conn,
+    schema: &str,
+    table: &str,
+    replace: bool,
+    cols: &[String],
+    tuples: &[Vec<String>],
+) -> Result<()> {
+    let table = format!("{}.{}", q(schema), q(table));
+    let cols = cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
     conn.query_drop("BEGIN").await?;
     let result = async {
-        conn.query_drop(format!("DELETE FROM {table}")).await?;
-        if !keep.is_empty() {
-            let cols = keep
-                .iter()
-                .map(|&i| q(&rows.columns[i]))
-                .collect::<Vec<_>>()
-                .join(", ");
-            for chunk in rows.rows.chunks(500) {
+        if replace {
+            conn.query_drop(format!("DELETE FROM {table}")).await?;
+        }
+        if !cols.is_empty() {
+            for chunk in tuples.chunks(500) {
                 let values = chunk
                     .iter()
-                    .map(|r| {
-                        let v: Vec<&str> = keep.iter().map(|&i| r[i].as_str()).collect();
-                        format!("({})", v.join(", "))
-                    })
+                    .map(|r| format!("({})", r.join(", ")))
                     .collect::<Vec<_>>()
                     .join(", ");
                 conn.query_drop(format!("INSERT INTO {table} ({cols}) VALUES {values}"))
@@ -1357,34 +1371,15 @@ pub async fn merge_rows(conn: &mut Conn, schema: &str, rows: &TableRows) -> Resu
     if added.rows.is_empty() {
         return Ok(());
     }
-    let table = format!("{}.{}", q(schema), q(&rows.table));
-    let cols = added
-        .columns
-        .iter()
-        .map(|c| q(c))
-        .collect::<Vec<_>>()
-        .join(", ");
-    conn.query_drop("BEGIN").await?;
-    let result = async {
-        for chunk in added.rows.chunks(500) {
-            let values = chunk
-                .iter()
-                .map(|r| format!("({})", r.join(", ")))
-                .collect::<Vec<_>>()
-                .join(", ");
-            conn.query_drop(format!("INSERT INTO {table} ({cols}) VALUES {values}"))
-                .await?;
-        }
-        Ok::<(), strata_engine::mysql_async::Error>(())
-    }
-    .await;
-    match result {
-        Ok(()) => Ok(conn.query_drop("COMMIT").await?),
-        Err(e) => {
-            let _ = conn.query_drop("ROLLBACK").await;
-            Err(e.into())
-        }
-    }
+    write_rows(
+        conn,
+        schema,
+        &rows.table,
+        false,
+        &added.columns,
+        &added.rows,
+    )
+    .await
 }
 
 async fn read_columns(conn: &mut Conn, schema: &str, table: &str) -> Result<Option<Vec<String>>> {
