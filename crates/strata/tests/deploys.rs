@@ -1558,27 +1558,36 @@ fn migration_logs_of_two_branches_both_reach_main() {
         "--migration-framework",
         "rails",
     ]);
-    let mut branches = Vec::new();
-    for b in ["ra", "rb"] {
+    // A branch made from main now, with one migration of its own, deployed as request `number`.
+    let migrate = |b: &str, number: u32, insert: &str| {
         let id = s.json(&["branch", "create", "shop", b, "--wait"])["id"]
             .as_str()
             .unwrap()
             .to_string();
-        branches.push((b, id));
-    }
-    for (n, (b, id)) in branches.iter().enumerate() {
+        (id, b.to_string(), number, insert.to_string())
+    };
+    let deploy = |(id, b, number, insert): (String, String, u32, String)| {
         s.sql_ok(
-            id,
+            &id,
             "strata_admin",
-            &format!(
-                "CREATE TABLE shop.t_{b} (id INT PRIMARY KEY); INSERT INTO shop.schema_migrations VALUES ('3{b}')"
-            ),
+            &format!("CREATE TABLE shop.t_{b} (id INT PRIMARY KEY); {insert}"),
         );
-        s.json(&["deploy-request", "create", "shop", b]);
-        let number = (n + 1).to_string();
-        let out = s.ok(&["deploy-request", "deploy", "shop", &number, "--wait"]);
+        s.json(&["deploy-request", "create", "shop", &b]);
+        let out = s.ok(&[
+            "deploy-request",
+            "deploy",
+            "shop",
+            &number.to_string(),
+            "--wait",
+        ]);
         assert!(out.contains("complete_pending_revert"), "{b}: {out}");
-    }
+    };
+    // Both branches are made before either deploys.
+    let made = [
+        migrate("ra", 1, "INSERT INTO shop.schema_migrations VALUES ('3ra')"),
+        migrate("rb", 2, "INSERT INTO shop.schema_migrations VALUES ('3rb')"),
+    ];
+    made.into_iter().for_each(deploy);
     assert_eq!(
         s.sql_ok(
             &main_id,
@@ -1596,26 +1605,14 @@ fn migration_logs_of_two_branches_both_reach_main() {
         "--migration-framework",
         "django",
     ]);
-    for b in ["da", "db"] {
-        let id = s.json(&["branch", "create", "shop", b, "--wait"])["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        branches.push((b, id));
-    }
-    for (n, (b, id)) in branches[2..].iter().enumerate() {
-        s.sql_ok(
-            id,
-            "strata_admin",
-            &format!(
-                "CREATE TABLE shop.t_{b} (id INT PRIMARY KEY); INSERT INTO shop.django_migrations (app, name) VALUES ('a', '0003_{b}')"
-            ),
-        );
-        s.json(&["deploy-request", "create", "shop", b]);
-        let number = (n + 3).to_string();
-        let out = s.ok(&["deploy-request", "deploy", "shop", &number, "--wait"]);
-        assert!(out.contains("complete_pending_revert"), "{b}: {out}");
-    }
+    let insert = |name: &str| {
+        format!("INSERT INTO shop.django_migrations (app, name) VALUES ('a', '{name}')")
+    };
+    let made = [
+        migrate("da", 3, &insert("0003_da")),
+        migrate("db", 4, &insert("0003_db")),
+    ];
+    made.into_iter().for_each(deploy);
     assert_eq!(
         s.sql_ok(
             &main_id,
