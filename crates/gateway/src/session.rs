@@ -702,11 +702,16 @@ impl Session {
         }
         // LOCK TABLES is bounded like a transaction; UNLOCK TABLES (or a transaction started,
         // which releases them) ends that.
-        let locks = match a.statements.last().map(|s| s.keyword.as_str()) {
-            Some("LOCK") => Some(true),
-            Some("UNLOCK" | "BEGIN" | "START") => Some(false),
-            _ => None,
-        };
+        // The last of them in a multi-statement text decides.
+        let locks = a
+            .statements
+            .iter()
+            .rev()
+            .find_map(|s| match s.keyword.as_str() {
+                "LOCK" => Some(true),
+                "UNLOCK" | "BEGIN" | "START" => Some(false),
+                _ => None,
+            });
         self.last_ok = false;
         let r = self
             .forward(packet, Expect::ResultSets, !self.olap, timeout, None)

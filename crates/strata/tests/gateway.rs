@@ -696,7 +696,11 @@ fn query_limits_and_kill() {
         // Table locks held idle are bounded like a transaction: released at the limit (1 s), so
         // another writer goes on, and the holder's next statement hears it.
         let mut holder = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
-        holder.query_drop("LOCK TABLES t WRITE").await.unwrap();
+        // Also when other statements follow it in the same text.
+        holder
+            .query_drop("LOCK TABLES t WRITE; SELECT 1")
+            .await
+            .unwrap();
         let started = Instant::now();
         d.query_drop("UPDATE t SET v = 4 WHERE id = 1")
             .await
