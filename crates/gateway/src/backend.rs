@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use strata_model::credentials::scramble_native;
 use strata_wire::caps;
 use strata_wire::codec::{put_packet, take_frame, Frame};
@@ -59,6 +59,8 @@ pub struct Backend {
     statements: std::collections::HashMap<bytes::Bytes, u32>,
     /// COM_STMT_CLOSE packets to send before the next command (they get no answer).
     pending_close: Vec<Vec<u8>>,
+    /// The session's statement time limit (`max_statement_time`), set again after a reset.
+    statement_limit: Option<Duration>,
 }
 
 /// Server-side prepared statements kept per backend connection before the oldest are closed.
@@ -112,6 +114,7 @@ impl Backend {
             privileges_read: Instant::now(),
             statements: std::collections::HashMap::new(),
             pending_close: Vec::new(),
+            statement_limit: None,
         };
         let greeting_frame = b.next_frame().await?;
         let greeting = Greeting::parse(greeting_frame.payload())?;
@@ -217,6 +220,16 @@ impl Backend {
         }
     }
 
+    /// An idle connection the instance closed (it restarted, or ended the session) or that has
+    /// unexpected bytes waiting: unusable. Costs no system call while the socket is quiet.
+    pub fn idle_unusable(&self) -> bool {
+        if !self.rbuf.is_empty() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// A frame already buffered, if any (lets a forwarder batch writes).
     pub fn buffered_frame(&mut self) -> Option<Frame> {
         take_frame(&mut self.rbuf)
@@ -281,6 +294,28 @@ impl Backend {
                 "still in a transaction after reset",
             )));
         }
+        // The reset restored the server's defaults, without the connection's time limit.
+        if let Some(limit) = self.statement_limit {
+            self.set_statement_limit(Some(limit)).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, lifts) the session's statement time limit; it survives a reset.
+    pub async fn set_statement_limit(
+        &mut self,
+        limit: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        let seconds = limit.map_or(0.0, |d| d.as_secs_f64());
+        self.query(&format!("SET SESSION max_statement_time = {seconds}"))
+            .await?;
+        self.statement_limit = limit;
+        Ok(())
+    }
+
+    /// Lifts the time limit for this session only, until [`Backend::reset`] (OLAP sessions).
+    pub async fn lift_statement_limit(&mut self) -> Result<(), BackendError> {
+        self.query("SET SESSION max_statement_time = 0").await?;
         Ok(())
     }
 }

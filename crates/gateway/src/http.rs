@@ -11,22 +11,27 @@
 //! one session are served in turn. Idle sessions expire: an open transaction is rolled back, and a
 //! later call on it is told so.
 
+use crate::link::{self, Failed, Link, ResultLimits};
+use crate::pool::Lease;
 use crate::{allowed_from, Gateway, FAILURES_BEFORE_BLOCK};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use strata_control::Login;
-use strata_engine::mysql_async::{self, prelude::Queryable};
 use strata_httpsql::{
     execute_response, http_error_body, http_status, vitess_type, ExecuteRequest, Field,
-    QueryResult, Row, RpcError, SessionSigner, BINARY_CHARSET, CREATE_SESSION, EXECUTE,
+    QueryResult, Row, RpcError, SessionSigner, CREATE_SESSION, EXECUTE,
 };
 use strata_model::Role;
+use strata_wire::caps::{self, status};
+use strata_wire::codec::Frame;
+use strata_wire::packets::{ColumnDef, ErrPacket, OkPacket};
+use strata_wire::tracker::{Event, Tracker};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The largest request body (SQL with big literal inserts); PlanetScale's clients allow ~100 MiB.
@@ -38,12 +43,17 @@ const BODY_BUDGET_KIB: usize = 4 * (MAX_BODY >> 10);
 const BODY_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a request waits for room in the body budget.
 const BODY_BUDGET_WAIT: Duration = Duration::from_secs(5);
-/// JSON column names per table are re-read this often (a deploy may add some).
-const JSON_COLUMNS_TTL: Duration = Duration::from_secs(5);
+/// How the endpoint's backend connections are made: rows affected counts rows matched, as on
+/// PlanetScale; utf8mb4 (utf8mb4_general_ci). Connections with this profile are shared with MySQL
+/// port clients that negotiated the same.
+const PROFILE: u32 = caps::FOUND_ROWS | caps::DEPRECATE_EOF;
+const CHARSET: u8 = 45;
 
 struct HttpSession {
     password_id: String,
-    conn: Option<Leased>,
+    conn: Option<Lease>,
+    /// The server's status flags after the last statement (autocommit, transaction open).
+    status: u16,
     in_transaction: bool,
     /// When the open transaction began (transactions are limited in time, as on the MySQL port).
     tx_started: Option<Instant>,
@@ -54,17 +64,12 @@ struct HttpSession {
 }
 
 type SessionRef = Arc<tokio::sync::Mutex<HttpSession>>;
-/// (branch, schema, table) → when read, and the table's JSON columns.
-type JsonColumns = HashMap<(String, String, String), (Instant, HashSet<String>)>;
 
 pub struct HttpSql {
     gw: Arc<Gateway>,
     signer: SessionSigner,
     idle: Duration,
     sessions: Mutex<HashMap<String, SessionRef>>,
-    /// Idle backend connections without session state, per (branch, role).
-    pools: Mutex<HashMap<BackendKey, Backends>>,
-    json_columns: Mutex<JsonColumns>,
     /// Recent logins: username → (when checked, SHA-256 of the password that passed, the login, when
     /// its use was last recorded). Serverless clients authenticate every call; this spares the
     /// catalog lookups for a second.
@@ -75,25 +80,6 @@ pub struct HttpSql {
     prelogin: Arc<crate::admission::Admission>,
     /// Room for request bodies being read (see [`BODY_BUDGET_KIB`]).
     body_budget: Arc<tokio::sync::Semaphore>,
-}
-
-type BackendKey = (String, Role);
-
-struct Backends {
-    /// The instance port the options (and idle connections) are for.
-    port: u16,
-    /// When the idle connections' privileges were last known current.
-    since: Instant,
-    opts: mysql_async::Opts,
-    idle: Vec<mysql_async::Conn>,
-}
-
-/// A backend connection and the pool it goes back to.
-struct Leased {
-    key: BackendKey,
-    conn: mysql_async::Conn,
-    /// Taken from the idle list (it may have gone stale while idle).
-    reused: bool,
 }
 
 struct CachedLogin {
@@ -172,14 +158,8 @@ fn percent_decoded(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn backend_error(e: mysql_async::Error) -> RpcError {
-    match e {
-        mysql_async::Error::Server(s) => RpcError::mysql(s.code, &s.state, &s.message),
-        other => RpcError {
-            code: "UNAVAILABLE",
-            message: format!("branch is not available right now, retry shortly: {other}"),
-        },
-    }
+fn rpc_error(e: &ErrPacket) -> RpcError {
+    RpcError::mysql(e.code, &String::from_utf8_lossy(&e.state), &e.message)
 }
 
 /// Statements PlanetScale's edge answers itself; apps send them to any PlanetScale endpoint.
@@ -194,8 +174,6 @@ impl HttpSql {
             signer: SessionSigner::new(session_key),
             idle,
             sessions: Mutex::new(HashMap::new()),
-            pools: Mutex::new(HashMap::new()),
-            json_columns: Mutex::new(HashMap::new()),
             logins: Mutex::new(HashMap::new()),
             id_prefix: strata_model::ids::public_id(),
             next_id: std::sync::atomic::AtomicU64::new(1),
@@ -326,14 +304,9 @@ impl HttpSql {
             }
             _ => true,
         });
-        // Idle connections of branches that no longer run (deleted, or stopped) are closed.
-        let platform = &self.gw.platform;
-        lock(&self.pools).retain(|(branch, _), _| platform.instance(branch).is_some());
         for l in held {
             // Closing it ends its transaction (rolled back) and its session state.
-            tokio::spawn(async move {
-                let _ = l.conn.disconnect().await;
-            });
+            l.discard();
         }
     }
 
@@ -574,6 +547,7 @@ impl HttpSql {
         Arc::new(tokio::sync::Mutex::new(HttpSession {
             password_id: login.password.id.clone(),
             conn: None,
+            status: status::AUTOCOMMIT,
             in_transaction: false,
             tx_started: None,
             pinned: false,
@@ -589,94 +563,6 @@ impl HttpSql {
             .entry(id.to_string())
             .or_insert(s)
             .clone()
-    }
-
-    /// A backend connection for the login's branch and role: an idle one, or a new one.
-    async fn lease(&self, login: &Login) -> Result<Leased, RpcError> {
-        let role = login.password.role;
-        let key = (login.branch.id.clone(), role);
-        // The common case first: an idle connection (a stale one is retried by the caller).
-        // Connections older than the branch's last grants change (safe migrations switched) hold
-        // the privileges they read at login: they are closed instead.
-        let changed = self.gw.platform.grants_changed_at(&login.branch.id);
-        if let Some(b) = lock(&self.pools).get_mut(&key) {
-            if changed.is_some_and(|at| at > b.since) {
-                b.idle.clear();
-                b.since = Instant::now();
-            }
-            if let Some(conn) = b.idle.pop() {
-                return Ok(Leased {
-                    key,
-                    conn,
-                    reused: true,
-                });
-            }
-        }
-        let unavailable = |detail: String| RpcError {
-            code: "UNAVAILABLE",
-            message: format!("branch is not available right now, retry shortly: {detail}"),
-        };
-        let inst = self
-            .gw
-            .platform
-            .instance(&login.branch.id)
-            .ok_or_else(|| unavailable("the branch has no running instance".into()))?;
-        let st = inst.status();
-        if st.state != strata_engine::InstanceState::Running {
-            return Err(unavailable(
-                format!("its instance is {:?}", st.state).to_lowercase(),
-            ));
-        }
-        let opts = {
-            let mut pools = lock(&self.pools);
-            let fresh = || Backends {
-                port: st.port,
-                since: Instant::now(),
-                opts: mysql_async::OptsBuilder::default()
-                    .ip_or_hostname("127.0.0.1")
-                    .tcp_port(st.port)
-                    .user(Some(role.internal_user()))
-                    .pass(Some(inst.credentials().password(role).to_string()))
-                    .db_name(Some(login.database.name.clone()))
-                    .prefer_socket(false)
-                    .client_found_rows(true)
-                    .init(vec![
-                        "SET NAMES utf8mb4".to_string(),
-                        format!(
-                            "SET SESSION max_statement_time = {}",
-                            self.gw.cfg.limits.query_timeout.as_secs_f64()
-                        ),
-                    ])
-                    .into(),
-                idle: Vec::new(),
-            };
-            let b = pools.entry(key.clone()).or_insert_with(fresh);
-            if b.port != st.port {
-                // The instance moved: the idle connections are for the old one.
-                *b = fresh();
-            }
-            b.opts.clone()
-        };
-        Ok(Leased {
-            key,
-            conn: mysql_async::Conn::new(opts).await.map_err(backend_error)?,
-            reused: false,
-        })
-    }
-
-    /// Puts a connection without session state back (or closes it when enough are idle).
-    fn release(&self, l: Leased) {
-        let mut pools = lock(&self.pools);
-        if let Some(b) = pools.get_mut(&l.key) {
-            if b.idle.len() < self.gw.cfg.pool_size.max(1) {
-                b.idle.push(l.conn);
-                return;
-            }
-        }
-        drop(pools);
-        tokio::spawn(async move {
-            let _ = l.conn.disconnect().await;
-        });
     }
 
     async fn run(
@@ -733,9 +619,7 @@ impl HttpSql {
         {
             // Closing the connection rolls the transaction back.
             if let Some(l) = s.conn.take() {
-                tokio::spawn(async move {
-                    let _ = l.conn.disconnect().await;
-                });
+                l.discard();
             }
             s.in_transaction = false;
             s.tx_started = None;
@@ -748,377 +632,228 @@ impl HttpSql {
                 ),
             });
         }
-        // The default time limit is the backend session's `max_statement_time` (set when the
-        // connection is made, no cost per query); a shorter one asked for by directive is timed
-        // here, and the query killed when it passes.
-        let timeout = a
-            .query_timeout_ms
-            .map(|ms| Duration::from_millis(ms).min(limits.query_timeout));
-        let olap_read = s.olap && a.is(&["SELECT"]);
+        if s.conn.is_none() {
+            // A new lease starts from the login's defaults.
+            s.status = status::AUTOCOMMIT;
+        }
+        let mut link = Link::new(self.gw.clone(), login, PROFILE, CHARSET);
+        let left = s
+            .tx_started
+            .map(|t| (t + limits.transaction_timeout).saturating_duration_since(Instant::now()));
+        let timeout = link::statement_timeout(limits, a.query_timeout_ms, s.in_transaction, left);
+        let deadline = timeout.map(|d| Instant::now() + d);
+        // The default time limit is the connection's on the instance; OLAP lifts it for reads.
         let unlimited;
-        let sql = if olap_read && timeout.is_none() {
+        let sql = if s.olap && a.is(&["SELECT"]) && timeout.is_none() {
             unlimited = format!("SET STATEMENT max_statement_time=0 FOR {sql}");
             unlimited.as_str()
         } else {
             sql
         };
-        let dml = a.is(&["UPDATE", "DELETE"]);
-        let mut leased = match s.conn.take() {
+        let mut lease = match s.conn.take() {
             Some(c) => c,
-            None => self.lease(login).await?,
+            None => link.lease().await.map_err(|e| rpc_error(&e))?,
         };
-        let mut result = self
-            .limited(&mut leased.conn, login, sql, s, timeout, dml)
-            .await;
-        if matches!(&result, Err((_, true))) && leased.reused && !s.in_transaction && !s.pinned {
-            // An idle connection that went stale (the instance restarted; the other idle ones are
-            // stale too): once more, on a new one.
-            if let Some(b) = lock(&self.pools).get_mut(&leased.key) {
-                b.idle.clear();
+        let root = link.root_target();
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(caps::command::QUERY);
+        payload.extend_from_slice(sql.as_bytes());
+        // With autocommit off an UPDATE or DELETE opens (or continues) the client's transaction:
+        // the row-limit guard is then a savepoint, never a commit.
+        let dml = a.is(&["UPDATE", "DELETE"]);
+        let guarded_in_tx = s.in_transaction || s.status & status::AUTOCOMMIT == 0;
+        let outcome = if dml {
+            let max = limits.max_rows;
+            let b = &mut lease.backend;
+            link::row_limited(b, &payload, guarded_in_tx, max, deadline, root, |_| {}).await
+        } else {
+            let max_bytes = if s.olap {
+                // OLAP lifts the byte limit only so far: the answer is held in memory before it goes.
+                limits.max_result_bytes.saturating_mul(4)
+            } else {
+                limits.max_result_bytes
+            };
+            let limits = ResultLimits {
+                max_rows: (!s.olap).then_some(limits.max_rows),
+                max_bytes: Some(max_bytes),
+            };
+            link::collect(&mut lease.backend, &payload, deadline, root, limits).await
+        };
+        let collected = match outcome {
+            Ok(c) => c,
+            Err(Failed::Broken(e)) => {
+                // The connection is gone, and with it any transaction and session state.
+                lease.discard();
+                link.forget_instance();
+                let was_in_transaction = s.in_transaction;
+                s.in_transaction = false;
+                s.tx_started = None;
+                s.pinned = false;
+                if was_in_transaction {
+                    return Err(RpcError {
+                        code: "ABORTED",
+                        message: format!("transaction ended: {}; it was rolled back", e.message),
+                    });
+                }
+                return Err(rpc_error(&e));
             }
-            leased = self.lease(login).await?;
-            leased.reused = false;
-            result = self
-                .limited(&mut leased.conn, login, sql, s, timeout, dml)
-                .await;
+            Err(Failed::Refused(e)) => {
+                self.settle(s, lease);
+                return Err(rpc_error(&e));
+            }
+        };
+        let t = &collected.tracker;
+        let mut status_now = if t.error || !t.status_seen {
+            None
+        } else if dml && !guarded_in_tx {
+            // The guard's own transaction was committed.
+            Some(t.status & !status::IN_TRANS)
+        } else {
+            Some(t.status)
+        };
+        if status_now.is_none() && (s.in_transaction || s.pinned) {
+            // A failed statement inside a transaction may have ended it (a deadlock rolls it back):
+            // asked of the server, never guessed.
+            match link::status_now(&mut lease.backend).await {
+                Ok(st) => status_now = Some(st),
+                Err(_) => {
+                    lease.discard();
+                    s.in_transaction = false;
+                    s.tx_started = None;
+                    s.pinned = false;
+                    return Err(RpcError {
+                        code: "ABORTED",
+                        message: "transaction ended: its connection was closed and the transaction rolled back".into(),
+                    });
+                }
+            }
         }
+        if let Some(st) = status_now {
+            s.status = st;
+            let open = st & status::IN_TRANS != 0;
+            if open && !s.in_transaction {
+                s.tx_started = Some(Instant::now());
+            }
+            s.in_transaction = open;
+            if !open {
+                s.tx_started = None;
+            }
+        }
+        let result = query_result(&collected.frames, t, lease.backend.capabilities);
         if a.has_ddl() && result.is_ok() {
             self.gw.platform.schema_changed(&login.branch.id);
         }
-        let mut lost = matches!(&result, Err((_, true)));
-        // Whether a transaction is open is asked of the server whenever the statement could have
-        // changed it (transaction control, SET, locks, routines, DDL's implicit commit, an error
-        // inside a transaction such as a deadlock), never guessed from the text alone: a connection
-        // with an open transaction must not go back to the shared pool.
-        let may_change = a.has_ddl()
-            || a.is(&[
-                "BEGIN",
-                "START",
-                "COMMIT",
-                "ROLLBACK",
-                "SET",
-                "LOCK",
-                "UNLOCK",
-                "CALL",
-                "EXECUTE",
-                "XA",
-                "SAVEPOINT",
-                "RELEASE",
-                "FLUSH",
-            ])
-            || (s.in_transaction && result.is_err());
-        if !lost && may_change {
-            match leased
-                .conn
-                .query_first::<i64, _>("SELECT @@in_transaction")
-                .await
-            {
-                Ok(v) => {
-                    let open = v == Some(1);
-                    if open && !s.in_transaction {
-                        s.tx_started = Some(Instant::now());
-                    }
-                    s.in_transaction = open;
-                    if !open {
-                        s.tx_started = None;
-                    }
-                }
-                Err(_) => lost = true,
-            }
-        }
+        // Session state on the connection keeps it for this session: told by the server's flags
+        // (autocommit off, state changed) and by what the statement is.
         let creates_temporary = a.is(&["CREATE"]) && !a.has_ddl();
         if a.pins_session.is_some()
             || creates_temporary
+            || s.status & status::AUTOCOMMIT == 0
+            || (t.status_seen && t.status & status::SESSION_STATE_CHANGED != 0)
             || a.is(&[
                 "SET", "USE", "LOCK", "PREPARE", "HANDLER", "XA", "CALL", "EXECUTE", "FLUSH",
             ])
         {
             s.pinned = true;
         }
-        if lost {
-            // The connection is gone, and with it any transaction and session state.
-            s.in_transaction = false;
-            s.tx_started = None;
-            s.pinned = false;
-        } else if s.in_transaction || s.pinned {
-            leased.reused = false;
-            s.conn = Some(leased);
-        } else {
-            self.release(leased);
-        }
-        result.map_err(|(e, _)| e)
+        self.settle(s, lease);
+        result
     }
 
-    /// Runs one statement within the limits: a time limit (the query is killed on the instance
-    /// when it passes), and for UPDATE and DELETE the row limit, checked inside a transaction (or a
-    /// savepoint) that is rolled back when the statement touched too many rows.
-    async fn limited(
-        &self,
-        conn: &mut mysql_async::Conn,
-        login: &Login,
-        sql: &str,
-        s: &HttpSession,
-        timeout: Option<Duration>,
-        dml: bool,
-    ) -> Result<QueryResult, (RpcError, bool)> {
-        let lost = |e: mysql_async::Error| {
-            let gone = !matches!(e, mysql_async::Error::Server(_));
-            (backend_error(e), gone)
-        };
-        // Inside a transaction, or on a pinned session with autocommit off, a savepoint; a BEGIN
-        // there would commit the client's pending work.
-        let nested = s.in_transaction
-            || (dml
-                && s.pinned
-                && conn
-                    .query_first::<i64, _>("SELECT @@autocommit")
-                    .await
-                    .map_err(lost)?
-                    == Some(0));
-        let (open, keep, undo) = if nested {
-            (
-                "SAVEPOINT strata_row_limit",
-                "RELEASE SAVEPOINT strata_row_limit",
-                "ROLLBACK TO SAVEPOINT strata_row_limit",
-            )
+    /// After a statement: the session keeps the connection while it holds state, else it goes
+    /// back to the pool.
+    fn settle(&self, s: &mut HttpSession, lease: Lease) {
+        if s.in_transaction || s.pinned {
+            s.conn = Some(lease);
         } else {
-            ("BEGIN", "COMMIT", "ROLLBACK")
-        };
-        if dml {
-            conn.query_drop(open).await.map_err(lost)?;
+            lease.release();
         }
-        let thread = conn.id();
-        let result = {
-            let q = self.query(conn, login, sql, s.olap);
-            tokio::pin!(q);
-            match timeout {
-                None => q.await,
-                Some(t) => {
-                    tokio::select! {
-                        r = &mut q => r,
-                        _ = tokio::time::sleep(t) => {
-                            self.kill_query(login, thread).await;
-                            q.await
-                        }
-                    }
+    }
+}
+
+/// The endpoint's answer from a response's frames: its first result (a statement's OK, an error,
+/// or a result set with its fields typed as Vitess types them).
+fn query_result(
+    frames: &[(Event, Frame)],
+    t: &Tracker,
+    backend_caps: u32,
+) -> Result<QueryResult, RpcError> {
+    let malformed = || RpcError::mysql(2027, "HY000", "Malformed packet from the instance");
+    let mut fields = Vec::new();
+    let mut rows = Vec::new();
+    let mut row: Option<Vec<u8>> = None;
+    let mut columns = false;
+    let finish_row = |row: &mut Option<Vec<u8>>, rows: &mut Vec<Row>| -> Result<(), RpcError> {
+        if let Some(r) = row.take() {
+            let values = strata_wire::packets::text_row_values(&r).map_err(|_| malformed())?;
+            rows.push(Row::encode(&values));
+        }
+        Ok(())
+    };
+    for (ev, f) in frames {
+        match ev {
+            Event::Error => {
+                let e = ErrPacket::parse(f.payload()).map_err(|_| malformed())?;
+                return Err(rpc_error(&e));
+            }
+            Event::Column => {
+                columns = true;
+                let c = ColumnDef::parse(f.payload()).map_err(|_| malformed())?;
+                fields.push(field(&c));
+            }
+            Event::Row => {
+                finish_row(&mut row, &mut rows)?;
+                row = Some(f.payload().to_vec());
+            }
+            Event::Continuation => {
+                if let Some(r) = row.as_mut() {
+                    r.extend_from_slice(f.payload());
                 }
             }
-        };
-        if !dml {
-            return result;
-        }
-        let max = self.gw.cfg.limits.max_rows;
-        match result {
-            Ok(r)
-                if r.rows_affected
-                    .as_deref()
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0)
-                    > max =>
-            {
-                conn.query_drop(undo).await.map_err(lost)?;
-                Err((
-                    RpcError::mysql(1105, "HY000", &format!("Row count exceeded {max}")),
-                    false,
-                ))
-            }
-            Ok(r) => {
-                conn.query_drop(keep).await.map_err(lost)?;
-                Ok(r)
-            }
-            Err((e, true)) => Err((e, true)),
-            Err((e, false)) => {
-                // The statement's own error is what the client needs (a deadlock has already
-                // rolled the whole transaction back, and the savepoint with it).
-                let _ = conn.query_drop(undo).await;
-                Err((e, false))
-            }
-        }
-    }
-
-    /// Stops a running query on the instance (a user may kill its own threads).
-    async fn kill_query(&self, login: &Login, thread: u32) {
-        if let Ok(mut side) = self.lease(login).await {
-            let ok = side
-                .conn
-                .query_drop(format!("KILL QUERY {thread}"))
-                .await
-                .is_ok();
-            if ok {
-                self.release(side);
-            }
-        }
-    }
-
-    /// Runs one statement; on failure also says whether the connection was lost.
-    async fn query(
-        &self,
-        conn: &mut mysql_async::Conn,
-        login: &Login,
-        sql: &str,
-        olap: bool,
-    ) -> Result<QueryResult, (RpcError, bool)> {
-        let limits = &self.gw.cfg.limits;
-        let lost = |e: mysql_async::Error| {
-            let gone = !matches!(e, mysql_async::Error::Server(_));
-            (backend_error(e), gone)
-        };
-        let mut r = conn.query_iter(sql).await.map_err(lost)?;
-        let columns = r.columns();
-        let Some(columns) = columns.filter(|c| !c.is_empty()) else {
-            let out = QueryResult::ok(r.affected_rows(), r.last_insert_id().unwrap_or(0));
-            r.drop_result().await.map_err(lost)?;
-            return Ok(out);
-        };
-        // Deployment artifacts are left out of schema listings, as on the MySQL protocol.
-        let names: Vec<usize> = columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| {
-                strata_wire::listing::reads_object_names(c.schema_ref(), c.org_name_ref())
-            })
-            .map(|(i, _)| i)
-            .collect();
-        let mut rows = Vec::new();
-        let mut bytes = 0u64;
-        let mut exceeded = None;
-        while let Some(row) = r.next().await.map_err(lost)? {
-            if exceeded.is_some() {
-                continue;
-            }
-            let values = row.unwrap();
-            let raw: Vec<Option<&[u8]>> = values
-                .iter()
-                .map(|v| match v {
-                    mysql_async::Value::Bytes(b) => Some(b.as_slice()),
-                    _ => None,
-                })
-                .collect();
-            if names.iter().any(|&i| {
-                raw.get(i)
-                    .copied()
-                    .flatten()
-                    .is_some_and(strata_wire::listing::is_artifact_name)
-            }) {
-                continue;
-            }
-            bytes += raw.iter().flatten().map(|v| v.len() as u64).sum::<u64>();
-            if !olap && rows.len() as u64 >= limits.max_rows {
-                exceeded = Some(RpcError::mysql(
-                    1105,
-                    "HY000",
-                    &format!("Row count exceeded {}", limits.max_rows),
-                ));
-                continue;
-            }
-            // OLAP lifts the byte limit only so far: the answer is held in memory before it goes.
-            let max_bytes = if olap {
-                limits.max_result_bytes.saturating_mul(4)
-            } else {
-                limits.max_result_bytes
-            };
-            if bytes > max_bytes {
-                exceeded = Some(RpcError::mysql(
-                    1105,
-                    "HY000",
-                    &format!(
-                        "resource_exhausted: result set larger than max ({bytes} vs. {max_bytes})"
-                    ),
-                ));
-                continue;
-            }
-            rows.push(Row::encode(&raw));
-        }
-        r.drop_result().await.map_err(lost)?;
-        if let Some(e) = exceeded {
-            return Err((e, false));
-        }
-        let mut fields = Vec::with_capacity(columns.len());
-        for c in columns.iter() {
-            let wire = c.column_type() as u8;
-            let flags = c.flags().bits();
-            let charset = c.character_set();
-            let org_table = c.org_table_str().to_string();
-            let org_name = c.org_name_str().to_string();
-            let schema = c.schema_str().to_string();
-            let json = wire == 252
-                && charset != BINARY_CHARSET
-                && !org_table.is_empty()
-                && self
-                    .json_columns(login, &schema, &org_table)
-                    .await
-                    .contains(&org_name);
-            // MariaDB types an integer literal INT, with its digits as length; MySQL 8 (so
-            // PlanetScale) says BIGINT. An INT column read through an expression keeps its display
-            // width (11, or 10 unsigned), and stays INT.
-            let width = if flags & strata_httpsql::flags::UNSIGNED != 0 {
-                10
-            } else {
-                11
-            };
-            let literal = wire == 3 && org_table.is_empty() && c.column_length() < width;
-            fields.push(Field {
-                name: c.name_str().to_string(),
-                kind: vitess_type(wire, flags, json, literal),
-                table: c.table_str().to_string(),
-                org_table,
-                database: schema,
-                org_name,
-                column_length: u64::from(c.column_length()),
-                charset: u64::from(charset),
-                decimals: u64::from(c.decimals()),
-                flags: u64::from(flags),
-            });
-        }
-        Ok(QueryResult {
-            fields,
-            rows,
-            ..Default::default()
-        })
-    }
-
-    /// The JSON columns of a table: MariaDB keeps JSON as LONGTEXT with a `json_valid` check, and
-    /// the driver parses a column only when it is typed JSON, as PlanetScale (MySQL 8) types it.
-    async fn json_columns(&self, login: &Login, schema: &str, table: &str) -> HashSet<String> {
-        let key = (
-            login.branch.id.clone(),
-            schema.to_string(),
-            table.to_string(),
-        );
-        if let Some((at, cols)) = lock(&self.json_columns).get(&key) {
-            if at.elapsed() < JSON_COLUMNS_TTL {
-                return cols.clone();
-            }
-        }
-        let mut cols = HashSet::new();
-        if let Ok(mut leased) = self.lease(login).await {
-            {
-                let c = &mut leased.conn;
-                let checks: Vec<String> = c
-                    .exec(
-                        "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?",
-                        (schema, table),
-                    )
-                    .await
-                    .unwrap_or_default();
-                for clause in checks {
-                    let mut rest = clause.as_str();
-                    while let Some(i) = rest.find("json_valid(`") {
-                        rest = &rest[i + 12..];
-                        if let Some(end) = rest.find('`') {
-                            cols.insert(rest[..end].to_string());
-                        }
-                    }
+            Event::Terminal { .. } => {
+                finish_row(&mut row, &mut rows)?;
+                if !columns {
+                    let ok = OkPacket::parse(f.payload(), backend_caps).map_err(|_| malformed())?;
+                    return Ok(QueryResult::ok(ok.affected_rows, ok.last_insert_id));
                 }
+                break;
             }
-            self.release(leased);
+            Event::Other => {}
         }
-        let mut cache = lock(&self.json_columns);
-        if cache.len() > 10_000 {
-            cache.retain(|_, (at, _)| at.elapsed() < JSON_COLUMNS_TTL);
-        }
-        cache.insert(key, (Instant::now(), cols.clone()));
-        cols
+    }
+    finish_row(&mut row, &mut rows)?;
+    if !columns {
+        return Ok(QueryResult::ok(t.affected_rows, t.last_insert_id));
+    }
+    Ok(QueryResult {
+        fields,
+        rows,
+        ..Default::default()
+    })
+}
+
+/// A result column as Vitess describes it. MariaDB types an integer literal INT, with its digits as
+/// length; MySQL 8 (so PlanetScale) says BIGINT. An INT column read through an expression keeps its
+/// display width (11, or 10 unsigned), and stays INT.
+fn field(c: &ColumnDef) -> Field {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let width = if c.flags & strata_httpsql::flags::UNSIGNED != 0 {
+        10
+    } else {
+        11
+    };
+    let literal = c.column_type == 3 && c.org_table.is_empty() && c.length < width;
+    Field {
+        name: text(c.name),
+        kind: vitess_type(c.column_type, c.flags, false, literal),
+        table: text(c.table),
+        org_table: text(c.org_table),
+        database: text(c.schema),
+        org_name: text(c.org_name),
+        column_length: u64::from(c.length),
+        charset: u64::from(c.charset),
+        decimals: u64::from(c.decimals),
+        flags: u64::from(c.flags),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod admission;
 pub mod backend;
 mod client;
 pub mod http;
+mod link;
 mod pool;
 mod session;
 pub mod tls;

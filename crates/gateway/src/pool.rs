@@ -30,6 +30,9 @@ pub struct Target {
     pub user: String,
     pub password: String,
     pub schema: String,
+    /// The session's `max_statement_time` on the instance: the default statement time limit,
+    /// enforced by the server at no cost per query.
+    pub statement_limit: Option<Duration>,
 }
 
 pub struct Pool {
@@ -117,7 +120,11 @@ impl Pools {
         loop {
             let candidate = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             match candidate {
-                Some(b) if b.addr == target.addr && b.last_used.elapsed() < IDLE_MAX => {
+                Some(b)
+                    if b.addr == target.addr
+                        && b.last_used.elapsed() < IDLE_MAX
+                        && !b.idle_unusable() =>
+                {
                     return Ok(Lease {
                         backend: b,
                         pool,
@@ -125,7 +132,8 @@ impl Pools {
                     });
                 }
                 Some(_) => {
-                    // Stale (old instance address or idle too long): close it.
+                    // Stale (old instance address, idle too long, or closed by the instance):
+                    // close it.
                     pool.open.fetch_sub(1, Ordering::Relaxed);
                 }
                 None => break,
@@ -141,6 +149,13 @@ impl Pools {
         )
         .await?;
         pool.open.fetch_add(1, Ordering::Relaxed);
+        let mut b = b;
+        if let Some(limit) = target.statement_limit {
+            if let Err(e) = b.set_statement_limit(Some(limit)).await {
+                pool.open.fetch_sub(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        }
         Ok(Lease {
             backend: b,
             pool,

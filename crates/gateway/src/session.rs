@@ -7,14 +7,14 @@
 
 use crate::backend::{Backend, BackendError};
 use crate::client::{ClientConn, ClientError};
-use crate::pool::{Lease, PoolError, PoolKey, Target};
+use crate::link::{self, client_column, kill_backend_query, next_frame_until, unavailable, Link};
+use crate::pool::Lease;
 use crate::Gateway;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_control::Login;
-use strata_engine::config::ROOT_USER;
 use strata_wire::caps::{self, command, status};
 use strata_wire::packets::{
     column_definition, column_type, eof, is_eof, text_row, ErrPacket, OkPacket,
@@ -34,7 +34,8 @@ struct Session {
     nonce: Vec<u8>,
     id: u32,
     peer: SocketAddr,
-    key: PoolKey,
+    /// The way to the branch's instance: pooled connections as the role's user.
+    link: Link,
     /// The connection this session holds across commands (transaction or session state).
     pinned: Option<Lease>,
     /// Session state lives on the pinned connection: keep it until the session resets or ends.
@@ -51,10 +52,6 @@ struct Session {
     /// Prepared statements by the ids this client knows; backends get them prepared on demand.
     stmts: std::collections::HashMap<u32, ClientStmt>,
     next_stmt: u32,
-    /// Where the branch's instance is, for the role user and for the control plane's user; looked up
-    /// once and again only after a backend connection breaks (the instance may have moved).
-    role_target: Option<Arc<Target>>,
-    root_target: Option<Arc<Target>>,
     /// While this session runs a query others wait on: the response, kept to share.
     capture: Option<Captured>,
     /// The last forwarded command ended without an error.
@@ -108,14 +105,6 @@ fn unknown_statement(id: u32, what: &str) -> ErrPacket {
     )
 }
 
-fn unavailable(detail: impl std::fmt::Display) -> ErrPacket {
-    ErrPacket::new(
-        1105,
-        "HY000",
-        format!("branch is not available right now, retry shortly: {detail}"),
-    )
-}
-
 pub(crate) async fn run(
     gw: Arc<Gateway>,
     client: ClientConn,
@@ -124,12 +113,12 @@ pub(crate) async fn run(
     id: u32,
     peer: SocketAddr,
 ) {
-    let key = PoolKey {
-        branch_id: login.branch.id.clone(),
-        role: login.password.role,
-        profile: client.caps & caps::PROFILE,
-        charset: client.charset,
-    };
+    let link = Link::new(
+        gw.clone(),
+        &login,
+        client.caps & caps::PROFILE,
+        client.charset,
+    );
     let shared = gw
         .sessions
         .lock()
@@ -144,7 +133,7 @@ pub(crate) async fn run(
         nonce,
         id,
         peer,
-        key,
+        link,
         pinned: None,
         sticky: false,
         last_ok: false,
@@ -157,8 +146,6 @@ pub(crate) async fn run(
         shared,
         stmts: std::collections::HashMap::new(),
         next_stmt: 1,
-        role_target: None,
-        root_target: None,
         capture: None,
     };
     loop {
@@ -223,91 +210,32 @@ pub(crate) async fn run(
 }
 
 impl Session {
-    fn target(&self, user: &str) -> Result<Target, ErrPacket> {
-        let inst = self
-            .gw
-            .platform
-            .instance(&self.login.branch.id)
-            .ok_or_else(|| unavailable("the branch has no running instance"))?;
-        let st = inst.status();
-        if st.state != strata_engine::InstanceState::Running {
-            return Err(unavailable(
-                format!("its instance is {:?}", st.state).to_lowercase(),
-            ));
-        }
-        let password = if user == ROOT_USER {
-            inst.credentials().root.clone()
-        } else {
-            inst.credentials()
-                .password(self.login.password.role)
-                .to_string()
-        };
-        Ok(Target {
-            addr: SocketAddr::from(([127, 0, 0, 1], st.port)),
-            user: user.to_string(),
-            password,
-            schema: self.login.database.name.clone(),
-        })
+    fn root_target(&mut self) -> Option<Arc<crate::pool::Target>> {
+        self.link.root_target()
     }
 
-    fn role_target(&mut self) -> Result<Arc<Target>, ErrPacket> {
-        if let Some(t) = &self.role_target {
-            return Ok(t.clone());
-        }
-        let t = Arc::new(self.target(&self.login.password.role.internal_user())?);
-        self.role_target = Some(t.clone());
-        Ok(t)
-    }
-
-    fn root_target(&mut self) -> Option<Arc<Target>> {
-        if self.root_target.is_none() {
-            self.root_target = self.target(ROOT_USER).ok().map(Arc::new);
-        }
-        self.root_target.clone()
-    }
-
+    /// The pinned connection, or one from the pool. An OLAP session's connection has the
+    /// default statement time limit lifted, so it stays with the session (reset when it ends).
     async fn lease(&mut self) -> Result<Lease, ErrPacket> {
         if let Some(l) = self.pinned.take() {
             return Ok(l);
         }
-        let target = self.role_target()?;
-        match self.gw.pools.acquire(&self.key, &target).await {
-            Ok(mut l) => {
-                // The branch's grants changed (safe migrations switched) since this connection
-                // read its privileges: the server reads them again on USE.
-                if self
-                    .gw
-                    .platform
-                    .grants_changed_at(&self.login.branch.id)
-                    .is_some_and(|at| at > l.backend.privileges_read)
-                {
-                    let use_db = format!(
-                        "USE {}",
-                        strata_model::role::quote_ident(&self.login.database.name)
-                    );
-                    if let Err(e) = l.backend.query(&use_db).await {
-                        l.discard();
-                        return Err(unavailable(e));
-                    }
-                    l.backend.privileges_read = Instant::now();
-                }
-                Ok(l)
+        let mut l = self.link.lease().await?;
+        if self.olap {
+            if let Err(e) = l.backend.lift_statement_limit().await {
+                l.discard();
+                return Err(unavailable(e));
             }
-            Err(PoolError::Exhausted(d)) => Err(ErrPacket::new(
-                1105,
-                "HY000",
-                format!("resource pool timed out: no backend connection became free within {d:?} (transaction pool connection limit exceeded)"),
-            )),
-            Err(PoolError::Backend(e)) => Err(unavailable(e)),
+            self.sticky = true;
         }
+        Ok(l)
     }
 
     /// After a command: keep the connection, or give it back.
     fn settle(&mut self, lease: Lease, broken: bool) {
         if broken {
             lease.discard();
-            self.role_target = None;
-            self.root_target = None;
+            self.link.forget_instance();
             self.sticky = false;
             self.status &= !status::IN_TRANS;
             self.transaction_started = None;
@@ -430,14 +358,12 @@ impl Session {
         self.status = status::AUTOCOMMIT;
         self.transaction_started = None;
         self.tables_locked = None;
-        self.key = PoolKey {
-            branch_id: login.branch.id.clone(),
-            role: login.password.role,
-            profile: self.key.profile,
-            charset: self.key.charset,
-        };
-        self.role_target = None;
-        self.root_target = None;
+        self.link = Link::new(
+            self.gw.clone(),
+            &login,
+            self.link.key.profile,
+            self.link.key.charset,
+        );
         *self
             .shared
             .username
@@ -451,22 +377,11 @@ impl Session {
     /// A statement's time limit: the directive's, else the autocommit limit outside transactions
     /// and OLAP sessions.
     fn statement_timeout(&self, directive_ms: Option<u64>, in_tx: bool) -> Option<Duration> {
-        let asked = match directive_ms {
-            Some(ms) => Some(Duration::from_millis(ms).min(self.gw.cfg.limits.query_timeout)),
-            None if in_tx || self.olap => None,
-            None => Some(self.gw.cfg.limits.query_timeout),
-        };
-        // Inside a transaction a statement also ends when the transaction's time is up (the
-        // transaction is then rolled back before the client's next statement is read).
-        let left = self.transaction_started.filter(|_| in_tx).map(|t| {
-            (t + self.gw.cfg.limits.transaction_timeout)
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1))
-        });
-        match (asked, left) {
-            (Some(a), Some(l)) => Some(a.min(l)),
-            (a, l) => a.or(l),
-        }
+        let limits = &self.gw.cfg.limits;
+        let left = self
+            .transaction_started
+            .map(|t| (t + limits.transaction_timeout).saturating_duration_since(Instant::now()));
+        link::statement_timeout(limits, directive_ms, in_tx, left)
     }
 
     async fn reply_err(&mut self, e: ErrPacket) -> Result<Flow, ClientError> {
@@ -650,11 +565,26 @@ impl Session {
         if let Some(w) = &a.set_workload {
             return match w.as_str() {
                 "olap" => {
-                    self.olap = true;
+                    if !self.olap {
+                        self.olap = true;
+                        if let Some(l) = self.pinned.as_mut() {
+                            if let Err(e) = l.backend.lift_statement_limit().await {
+                                return self.reply_err(unavailable(e)).await;
+                            }
+                        }
+                    }
                     self.reply_ok().await
                 }
                 "oltp" | "dba" => {
-                    self.olap = false;
+                    if self.olap {
+                        self.olap = false;
+                        let limit = self.gw.cfg.limits.query_timeout;
+                        if let Some(l) = self.pinned.as_mut() {
+                            if let Err(e) = l.backend.set_statement_limit(Some(limit)).await {
+                                return self.reply_err(unavailable(e)).await;
+                            }
+                        }
+                    }
                     self.reply_ok().await
                 }
                 other => {
@@ -933,90 +863,43 @@ impl Session {
             Ok(l) => l,
             Err(e) => return self.reply_err(e).await,
         };
-        let guard = if in_tx {
-            "SAVEPOINT strata_row_limit"
-        } else {
-            "BEGIN"
-        };
-        if let Err(e) = lease.backend.query(guard).await {
-            self.settle(lease, true);
-            return self.reply_err(unavailable(e)).await;
-        }
-        if lease.backend.send_command(&packet).await.is_err() {
-            self.settle(lease, true);
-            return self
-                .reply_err(unavailable("the instance connection broke"))
-                .await;
-        }
-        self.mark_busy(&lease);
-        let mut t = Tracker::new(Expect::ResultSets, lease.backend.capabilities);
-        let mut frames = Vec::new();
         let deadline = timeout.map(|d| Instant::now() + d);
-        let mut killed = false;
-        while !t.done() {
-            let f = match next_frame_until(&mut lease.backend, deadline, &mut killed, root.clone())
-                .await
-            {
-                Ok(f) => f,
-                Err(_) => {
-                    self.clear_busy();
-                    self.settle(lease, true);
-                    return self
-                        .reply_err(unavailable("the instance connection broke"))
-                        .await;
-                }
-            };
-            match t.feed(&f) {
-                // DELETE … RETURNING has a result set.
-                Ok(Event::Column) if lease.backend.extended_metadata => {
-                    frames.push(client_column(f))
-                }
-                Ok(_) => frames.push(f),
-                Err(_) => {
-                    self.clear_busy();
-                    self.settle(lease, true);
-                    return self
-                        .reply_err(unavailable("unexpected reply from the instance"))
-                        .await;
-                }
-            }
-        }
-        self.clear_busy();
-        let over = t.affected_rows > self.gw.cfg.limits.max_rows;
-        // A failed statement was already undone by the server (a deadlock even rolls back the whole
-        // transaction, savepoint included): only an over-limit one needs undoing here.
-        let finish = match (in_tx, over, t.error) {
-            (true, true, _) => Some("ROLLBACK TO SAVEPOINT strata_row_limit"),
-            (true, false, _) => None,
-            (false, true, _) | (false, false, true) => Some("ROLLBACK"),
-            (false, false, false) => Some("COMMIT"),
-        };
-        if let Some(sql) = finish {
-            if let Err(e) = lease.backend.query(sql).await {
+        let shared = self.shared.clone();
+        let busy = move |b| *shared.busy.lock().unwrap_or_else(|e| e.into_inner()) = b;
+        let max_rows = self.gw.cfg.limits.max_rows;
+        let collected = link::row_limited(
+            &mut lease.backend,
+            &packet,
+            in_tx,
+            max_rows,
+            deadline,
+            root,
+            busy,
+        )
+        .await;
+        let (frames, t) = match collected {
+            Ok(c) => (c.frames, c.tracker),
+            Err(link::Failed::Broken(e)) => {
                 self.settle(lease, true);
-                return self.reply_err(unavailable(e)).await;
+                return self.reply_err(e).await;
             }
-        }
+            Err(link::Failed::Refused(e)) => {
+                if !in_tx {
+                    self.status &= !status::IN_TRANS;
+                }
+                self.settle(lease, false);
+                return self.reply_err(e).await;
+            }
+        };
         if !in_tx {
             self.status &= !status::IN_TRANS;
-        }
-        if over {
-            self.settle(lease, false);
-            let limit = self.gw.cfg.limits.max_rows;
-            return self
-                .reply_err(ErrPacket::new(
-                    1105,
-                    "HY000",
-                    format!("Row count exceeded {limit}"),
-                ))
-                .await;
         }
         self.last_insert_id = if t.last_insert_id != 0 {
             t.last_insert_id
         } else {
             self.last_insert_id
         };
-        for f in &frames {
+        for (_, f) in &frames {
             self.queue_for_client(f, lease.backend.capabilities, !in_tx);
         }
         if !t.error {
@@ -1274,7 +1157,7 @@ impl Session {
         timeout: Option<Duration>,
     ) -> Result<Flow, ClientError> {
         let key = crate::InflightKey {
-            pool: self.key.clone(),
+            pool: self.link.key.clone(),
             sql: packet.clone(),
         };
         let existing = self
@@ -1483,30 +1366,6 @@ fn artifact_refused() -> ErrPacket {
     ErrPacket::new(1142, "42000", ARTIFACT_REFUSED)
 }
 
-/// Reads the next frame, stopping the query on the instance once `deadline` passes (the instance then
-/// answers with its "query execution was interrupted" error, which is forwarded).
-async fn next_frame_until(
-    backend: &mut Backend,
-    deadline: Option<Instant>,
-    killed: &mut bool,
-    root: Option<Arc<Target>>,
-) -> Result<strata_wire::codec::Frame, BackendError> {
-    match deadline {
-        Some(d) if !*killed => {
-            let (addr, thread) = (backend.addr, backend.thread_id);
-            match tokio::time::timeout_at(d.into(), backend.next_frame()).await {
-                Ok(r) => r,
-                Err(_) => {
-                    *killed = true;
-                    kill_backend_query(root, addr, thread).await;
-                    backend.next_frame().await
-                }
-            }
-        }
-        _ => backend.next_frame().await,
-    }
-}
-
 /// Prepares `sql` on a backend connection and returns the whole response.
 async fn prepare_on(
     backend: &mut Backend,
@@ -1528,34 +1387,6 @@ async fn prepare_on(
         });
     }
     Ok(frames)
-}
-
-/// A column definition as the client reads it: without MariaDB's extended metadata, JSON typed
-/// (see [`strata_wire::packets::column_for_client`]). One the gateway cannot read goes as it came.
-fn client_column(f: strata_wire::codec::Frame) -> strata_wire::codec::Frame {
-    match strata_wire::packets::column_for_client(f.payload()) {
-        Ok(payload) => {
-            let mut raw = BytesMut::with_capacity(payload.len() + 4);
-            let mut seq = f.seq;
-            strata_wire::codec::put_packet(&mut raw, &mut seq, &payload);
-            strata_wire::codec::Frame {
-                seq: f.seq,
-                raw: raw.freeze(),
-            }
-        }
-        Err(_) => f,
-    }
-}
-
-/// `KILL QUERY` on the instance, from a side connection as the control plane's user.
-async fn kill_backend_query(root: Option<Arc<Target>>, addr: SocketAddr, thread: u32) {
-    let Some(root) = root else { return };
-    match Backend::connect(addr, &root.user, &root.password, &root.schema, 0, 45).await {
-        Ok(mut c) => {
-            let _ = c.query(&format!("KILL QUERY {thread}")).await;
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot stop a query on the instance"),
-    }
 }
 
 #[allow(dead_code)]

@@ -231,6 +231,65 @@ pub fn column_definition(
     out
 }
 
+/// A column definition (protocol 41, as [`column_for_client`] leaves it), read: what a result's
+/// consumer needs to describe the column (the HTTP SQL endpoint's fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnDef<'a> {
+    pub schema: &'a [u8],
+    pub table: &'a [u8],
+    pub org_table: &'a [u8],
+    pub name: &'a [u8],
+    pub org_name: &'a [u8],
+    pub charset: u16,
+    pub length: u32,
+    pub column_type: u8,
+    pub flags: u16,
+    pub decimals: u8,
+}
+
+impl<'a> ColumnDef<'a> {
+    pub fn parse(definition: &'a [u8]) -> Result<ColumnDef<'a>> {
+        let mut r = Reader::new(definition);
+        let _catalog = r.lenenc_bytes()?;
+        let schema = r.lenenc_bytes()?;
+        let table = r.lenenc_bytes()?;
+        let org_table = r.lenenc_bytes()?;
+        let name = r.lenenc_bytes()?;
+        let org_name = r.lenenc_bytes()?;
+        if r.lenenc_int()? != 0x0C {
+            return Err(WireError::Malformed("column definition"));
+        }
+        Ok(ColumnDef {
+            schema,
+            table,
+            org_table,
+            name,
+            org_name,
+            charset: r.u16()?,
+            length: r.u32()?,
+            column_type: r.u8()?,
+            flags: r.u16()?,
+            decimals: r.u8()?,
+        })
+    }
+}
+
+/// The values of a text-protocol row (`None` for NULL).
+pub fn text_row_values(row: &[u8]) -> Result<Vec<Option<&[u8]>>> {
+    let mut r = Reader::new(row);
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        out.push(match r.lenenc()? {
+            None => None,
+            Some(n) => {
+                let n = usize::try_from(n).map_err(|_| WireError::Malformed("length overflow"))?;
+                Some(r.bytes(n)?)
+            }
+        });
+    }
+    Ok(out)
+}
+
 /// A text-protocol row.
 pub fn text_row(values: &[Option<&[u8]>]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -326,6 +385,30 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn column_definitions_read_back() {
+        let d = column_definition("total", column_type::LONGLONG, 63, 21, 0x20 | 0x80);
+        let c = ColumnDef::parse(&d).unwrap();
+        assert_eq!(c.name, b"total");
+        assert_eq!(c.schema, b"");
+        assert_eq!(
+            (c.charset, c.length, c.column_type, c.flags, c.decimals),
+            (63, 21, column_type::LONGLONG, 0xA0, 0)
+        );
+        assert!(ColumnDef::parse(&d[..d.len() - 4]).is_err());
+        assert!(ColumnDef::parse(b"").is_err());
+    }
+
+    #[test]
+    fn text_rows_read_back() {
+        let long = vec![b'x'; 300];
+        let values: Vec<Option<&[u8]>> = vec![Some(b"1"), None, Some(b""), Some(&long)];
+        assert_eq!(text_row_values(&text_row(&values)).unwrap(), values);
+        assert_eq!(text_row_values(b"").unwrap(), Vec::<Option<&[u8]>>::new());
+        // A value longer than the row is an error, not a panic.
+        assert!(text_row_values(&[5, b'a']).is_err());
+    }
+
+    #[test]
     fn ok_round_trips() {
         let with_state = OkPacket {
             header: 0,
@@ -375,6 +458,9 @@ mod tests {
             let _ = OkPacket::parse(&data, c);
             let _ = ErrPacket::parse(&data);
             let _ = eof_status(&data);
+            let _ = ColumnDef::parse(&data);
+            let _ = text_row_values(&data);
+            let _ = column_for_client(&data);
         }
     }
 }

@@ -1,0 +1,498 @@
+//! The backend layer both front doors use — the MySQL port's sessions and the HTTP SQL endpoint:
+//! where a login's branch runs, pooled connections as its role user (each pool bounded), the
+//! statement time limits, the row-limit guard on UPDATE and DELETE, stopping a query on the
+//! instance, and the errors a client hears when the branch cannot be reached. Each rule is written
+//! here once; the edges only translate (MySQL packets, or the HTTP endpoint's JSON).
+
+use crate::backend::{Backend, BackendError};
+use crate::pool::{Lease, PoolError, PoolKey, Target};
+use crate::{Gateway, Limits};
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strata_control::Login;
+use strata_engine::config::ROOT_USER;
+use strata_wire::codec::Frame;
+use strata_wire::packets::ErrPacket;
+use strata_wire::tracker::{Event, Expect, Tracker};
+
+/// The error a client hears when its branch cannot serve it right now.
+pub(crate) fn unavailable(detail: impl std::fmt::Display) -> ErrPacket {
+    ErrPacket::new(
+        1105,
+        "HY000",
+        format!("branch is not available right now, retry shortly: {detail}"),
+    )
+}
+
+pub(crate) fn row_count_exceeded(max: u64) -> ErrPacket {
+    ErrPacket::new(1105, "HY000", format!("Row count exceeded {max}"))
+}
+
+pub(crate) fn result_too_large(bytes: u64, max: u64) -> ErrPacket {
+    ErrPacket::new(
+        1105,
+        "HY000",
+        format!("resource_exhausted: result set larger than max ({bytes} vs. {max})"),
+    )
+}
+
+/// The time limit the gateway itself puts on a statement (the query is stopped on the instance
+/// when it passes): a directive's shorter one, and inside a transaction what is left of the
+/// transaction's time (the transaction is then rolled back before the client's next statement is
+/// read). The default limit is not timed here: it is each role connection's `max_statement_time`
+/// on the instance (lifted for OLAP sessions), which costs nothing per query.
+pub(crate) fn statement_timeout(
+    limits: &Limits,
+    directive_ms: Option<u64>,
+    in_tx: bool,
+    transaction_left: Option<Duration>,
+) -> Option<Duration> {
+    let asked = directive_ms
+        .map(Duration::from_millis)
+        .filter(|d| *d < limits.query_timeout);
+    let left = transaction_left
+        .filter(|_| in_tx)
+        .map(|l| l.max(Duration::from_millis(1)));
+    match (asked, left) {
+        (Some(a), Some(l)) => Some(a.min(l)),
+        (a, l) => a.or(l),
+    }
+}
+
+/// How the row-limit guard around an UPDATE or DELETE ends: inside the client's transaction (or
+/// with autocommit off) a savepoint was taken, else a transaction was opened. A failed statement
+/// was already undone by the server (a deadlock even rolls back the whole transaction, savepoint
+/// included): only one over the limit needs undoing here.
+pub(crate) fn row_limit_end(in_tx: bool, over: bool, failed: bool) -> Option<&'static str> {
+    match (in_tx, over, failed) {
+        (true, true, _) => Some("ROLLBACK TO SAVEPOINT strata_row_limit"),
+        (true, false, _) => None,
+        (false, true, _) | (false, false, true) => Some("ROLLBACK"),
+        (false, false, false) => Some("COMMIT"),
+    }
+}
+
+fn row_limit_start(in_tx: bool) -> &'static str {
+    if in_tx {
+        "SAVEPOINT strata_row_limit"
+    } else {
+        "BEGIN"
+    }
+}
+
+/// A login's way to its branch: the instance's address for the role's user and for the control
+/// plane's user (looked up once, and again after a connection breaks: the instance may have
+/// moved), and the pool its connections come from.
+pub(crate) struct Link {
+    gw: Arc<Gateway>,
+    pub key: PoolKey,
+    branch_id: String,
+    role: strata_model::Role,
+    database: String,
+    role_target: Option<Arc<Target>>,
+    root_target: Option<Arc<Target>>,
+}
+
+impl Link {
+    pub fn new(gw: Arc<Gateway>, login: &Login, profile: u32, charset: u8) -> Link {
+        Link {
+            gw,
+            key: PoolKey {
+                branch_id: login.branch.id.clone(),
+                role: login.password.role,
+                profile,
+                charset,
+            },
+            branch_id: login.branch.id.clone(),
+            role: login.password.role,
+            database: login.database.name.clone(),
+            role_target: None,
+            root_target: None,
+        }
+    }
+
+    fn target(&self, user: &str) -> Result<Target, ErrPacket> {
+        let inst = self
+            .gw
+            .platform
+            .instance(&self.branch_id)
+            .ok_or_else(|| unavailable("the branch has no running instance"))?;
+        let st = inst.status();
+        if st.state != strata_engine::InstanceState::Running {
+            return Err(unavailable(
+                format!("its instance is {:?}", st.state).to_lowercase(),
+            ));
+        }
+        let password = if user == ROOT_USER {
+            inst.credentials().root.clone()
+        } else {
+            inst.credentials().password(self.role).to_string()
+        };
+        Ok(Target {
+            addr: SocketAddr::from(([127, 0, 0, 1], st.port)),
+            user: user.to_string(),
+            password,
+            schema: self.database.clone(),
+            statement_limit: (user != ROOT_USER).then_some(self.gw.cfg.limits.query_timeout),
+        })
+    }
+
+    fn role_target(&mut self) -> Result<Arc<Target>, ErrPacket> {
+        if let Some(t) = &self.role_target {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(self.target(&self.role.internal_user())?);
+        self.role_target = Some(t.clone());
+        Ok(t)
+    }
+
+    /// The control plane's user on the instance: it stops queries (`KILL QUERY`).
+    pub fn root_target(&mut self) -> Option<Arc<Target>> {
+        if self.root_target.is_none() {
+            self.root_target = self.target(ROOT_USER).ok().map(Arc::new);
+        }
+        self.root_target.clone()
+    }
+
+    /// A connection broke: the instance is looked up again for the next one.
+    pub fn forget_instance(&mut self) {
+        self.role_target = None;
+        self.root_target = None;
+    }
+
+    /// A connection as the role's user: an idle one of the pool, a new one while the pool has
+    /// room, else one that comes back within the pool's wait.
+    pub async fn lease(&mut self) -> Result<Lease, ErrPacket> {
+        let target = self.role_target()?;
+        match self.gw.pools.acquire(&self.key, &target).await {
+            Ok(mut l) => {
+                // The branch's grants changed (safe migrations switched) since this connection
+                // read its privileges: the server reads them again on USE.
+                if self
+                    .gw
+                    .platform
+                    .grants_changed_at(&self.branch_id)
+                    .is_some_and(|at| at > l.backend.privileges_read)
+                {
+                    let use_db = format!(
+                        "USE {}",
+                        strata_model::role::quote_ident(&self.database)
+                    );
+                    if let Err(e) = l.backend.query(&use_db).await {
+                        l.discard();
+                        return Err(unavailable(e));
+                    }
+                    l.backend.privileges_read = Instant::now();
+                }
+                Ok(l)
+            }
+            Err(PoolError::Exhausted(d)) => Err(ErrPacket::new(
+                1105,
+                "HY000",
+                format!("resource pool timed out: no backend connection became free within {d:?} (transaction pool connection limit exceeded)"),
+            )),
+            Err(PoolError::Backend(e)) => {
+                self.forget_instance();
+                Err(unavailable(e))
+            }
+        }
+    }
+}
+
+/// The next frame of a response; past the deadline the query is stopped on the instance (once)
+/// and its response read to the end.
+pub(crate) async fn next_frame_until(
+    backend: &mut Backend,
+    deadline: Option<Instant>,
+    killed: &mut bool,
+    root: Option<Arc<Target>>,
+) -> Result<Frame, BackendError> {
+    match deadline {
+        Some(d) if !*killed => {
+            let (addr, thread) = (backend.addr, backend.thread_id);
+            match tokio::time::timeout_at(d.into(), backend.next_frame()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    *killed = true;
+                    kill_backend_query(root, addr, thread).await;
+                    backend.next_frame().await
+                }
+            }
+        }
+        _ => backend.next_frame().await,
+    }
+}
+
+/// `KILL QUERY` on the instance, from a side connection as the control plane's user.
+pub(crate) async fn kill_backend_query(root: Option<Arc<Target>>, addr: SocketAddr, thread: u32) {
+    let Some(root) = root else { return };
+    match Backend::connect(addr, &root.user, &root.password, &root.schema, 0, 45).await {
+        Ok(mut c) => {
+            let _ = c.query(&format!("KILL QUERY {thread}")).await;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot stop a query on the instance"),
+    }
+}
+
+/// A column definition as the client reads it: without MariaDB's extended metadata, JSON typed
+/// (see [`strata_wire::packets::column_for_client`]). One the gateway cannot read goes as it came.
+pub(crate) fn client_column(f: Frame) -> Frame {
+    match strata_wire::packets::column_for_client(f.payload()) {
+        Ok(payload) => {
+            let mut raw = BytesMut::with_capacity(payload.len() + 4);
+            let mut seq = f.seq;
+            strata_wire::codec::put_packet(&mut raw, &mut seq, &payload);
+            Frame {
+                seq: f.seq,
+                raw: raw.freeze(),
+            }
+        }
+        Err(_) => f,
+    }
+}
+
+/// A whole response, read.
+pub(crate) struct Collected {
+    /// Its frames and what each is, column definitions as the client reads them.
+    pub frames: Vec<(Event, Frame)>,
+    pub tracker: Tracker,
+}
+
+/// Why a statement got no answer to pass on.
+pub(crate) enum Failed {
+    /// The connection is unusable (broken, or in an unknown state): discard it.
+    Broken(ErrPacket),
+    /// Refused by a limit; the connection is clean and usable.
+    Refused(ErrPacket),
+}
+
+/// Sends an UPDATE or DELETE (a COM_QUERY or COM_STMT_EXECUTE payload) under the row limit: inside
+/// a transaction it opens (or a savepoint in the client's own), undone when the statement touched
+/// more rows than allowed. `in_tx`: the client has a transaction open, or autocommit off (the
+/// statement then opens or continues the client's transaction: it is only guarded by a savepoint,
+/// never committed here). `busy` is told which backend thread runs it (for the client's KILL).
+pub(crate) async fn row_limited(
+    backend: &mut Backend,
+    payload: &[u8],
+    in_tx: bool,
+    max_rows: u64,
+    deadline: Option<Instant>,
+    root: Option<Arc<Target>>,
+    busy: impl Fn(Option<(SocketAddr, u32)>),
+) -> Result<Collected, Failed> {
+    if let Err(e) = backend.query(row_limit_start(in_tx)).await {
+        return Err(Failed::Broken(unavailable(e)));
+    }
+    if backend.send_command(payload).await.is_err() {
+        return Err(Failed::Broken(unavailable("the instance connection broke")));
+    }
+    busy(Some((backend.addr, backend.thread_id)));
+    let read = read_response(backend, deadline, root).await;
+    busy(None);
+    let collected = read?;
+    let t = &collected.tracker;
+    let over = t.affected_rows > max_rows;
+    if let Some(sql) = row_limit_end(in_tx, over, t.error) {
+        if let Err(e) = backend.query(sql).await {
+            return Err(Failed::Broken(unavailable(e)));
+        }
+    }
+    if over {
+        return Err(Failed::Refused(row_count_exceeded(max_rows)));
+    }
+    Ok(collected)
+}
+
+/// Reads a whole COM_QUERY/COM_STMT_EXECUTE response, stopping the query at the deadline.
+async fn read_response(
+    backend: &mut Backend,
+    deadline: Option<Instant>,
+    root: Option<Arc<Target>>,
+) -> Result<Collected, Failed> {
+    let mut t = Tracker::new(Expect::ResultSets, backend.capabilities);
+    let mut frames = Vec::new();
+    let mut killed = false;
+    while !t.done() {
+        let f = next_frame_until(backend, deadline, &mut killed, root.clone())
+            .await
+            .map_err(|_| Failed::Broken(unavailable("the instance connection broke")))?;
+        match t.feed(&f) {
+            // DELETE … RETURNING has a result set.
+            Ok(Event::Column) if backend.extended_metadata => {
+                frames.push((Event::Column, client_column(f)))
+            }
+            Ok(ev) => frames.push((ev, f)),
+            Err(_) => {
+                return Err(Failed::Broken(unavailable(
+                    "unexpected reply from the instance",
+                )))
+            }
+        }
+    }
+    Ok(Collected { frames, tracker: t })
+}
+
+/// The limits a result is read under (`None`: unlimited in that respect).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResultLimits {
+    pub max_rows: Option<u64>,
+    pub max_bytes: Option<u64>,
+}
+
+/// Sends a statement and reads its first result whole, for an edge that answers with the whole
+/// result at once (the HTTP endpoint): deployment artifacts left out of schema listings, rows and
+/// bytes counted against the limits (past one, the query is stopped on the instance and the rest
+/// drained), results after the first read and dropped.
+pub(crate) async fn collect(
+    backend: &mut Backend,
+    payload: &[u8],
+    deadline: Option<Instant>,
+    root: Option<Arc<Target>>,
+    limits: ResultLimits,
+) -> Result<Collected, Failed> {
+    if backend.send_command(payload).await.is_err() {
+        return Err(Failed::Broken(unavailable("cannot reach the instance")));
+    }
+    let mut t = Tracker::new(Expect::ResultSets, backend.capabilities);
+    let mut listing = strata_wire::listing::ArtifactRows::default();
+    let mut frames = Vec::new();
+    let mut killed = false;
+    let mut bytes = 0u64;
+    let mut rows = 0u64;
+    let mut exceeded = None;
+    let mut first_done = false;
+    // The frames of a row larger than one frame are held until the row is complete.
+    let mut hiding_row = false;
+    while !t.done() {
+        let f = next_frame_until(backend, deadline, &mut killed, root.clone())
+            .await
+            .map_err(|_| Failed::Broken(unavailable("the instance connection broke")))?;
+        let ev = t
+            .feed(&f)
+            .map_err(|_| Failed::Broken(unavailable("unexpected reply from the instance")))?;
+        if first_done || exceeded.is_some() {
+            continue; // draining what is left
+        }
+        let f = if ev == Event::Column && backend.extended_metadata {
+            client_column(f)
+        } else {
+            f
+        };
+        match ev {
+            Event::Column => listing.column(f.payload()),
+            Event::Row => {
+                hiding_row = !f.continues() && listing.hide(f.payload(), false);
+                if hiding_row {
+                    continue;
+                }
+                rows += 1;
+            }
+            Event::Continuation if hiding_row => continue,
+            Event::Terminal { .. } | Event::Error => first_done = true,
+            _ => {}
+        }
+        bytes += f.raw.len() as u64;
+        if limits.max_rows.is_some_and(|m| rows > m) {
+            exceeded = Some(row_count_exceeded(limits.max_rows.unwrap_or_default()));
+        } else if let Some(m) = limits.max_bytes.filter(|m| bytes > *m) {
+            exceeded = Some(result_too_large(bytes, m));
+        }
+        if exceeded.is_some() {
+            frames.clear();
+            if !killed {
+                killed = true;
+                kill_backend_query(root.clone(), backend.addr, backend.thread_id).await;
+            }
+            continue;
+        }
+        frames.push((ev, f));
+    }
+    if let Some(e) = exceeded {
+        return Err(Failed::Refused(e));
+    }
+    Ok(Collected { frames, tracker: t })
+}
+
+/// The server's status flags now (a COM_PING's OK carries them): whether a transaction is open
+/// after a statement that failed inside one (a deadlock rolls it back).
+pub(crate) async fn status_now(backend: &mut Backend) -> Result<u16, BackendError> {
+    backend
+        .send_command(&[strata_wire::caps::command::PING])
+        .await?;
+    Ok(backend.drain(Expect::Simple).await?.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_limits() {
+        let limits = Limits {
+            query_timeout: Duration::from_secs(900),
+            ..Default::default()
+        };
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // (directive ms, in a transaction, transaction time left) → the gateway's own limit
+        type Case = (Option<u64>, bool, Option<Duration>, Option<Duration>);
+        let cases: &[Case] = &[
+            // The default is the instance's (max_statement_time), not timed here.
+            (None, false, None, None),
+            (None, true, Some(s(5)), Some(s(5))),
+            (Some(100), false, None, Some(ms(100))),
+            // A directive at or above the default leaves it to the instance.
+            (Some(900_000), false, None, None),
+            (Some(10_000_000), false, None, None),
+            (Some(100), true, Some(s(5)), Some(ms(100))),
+            (Some(10_000), true, Some(s(5)), Some(s(5))),
+            // A transaction whose time is up still gets a moment (the statement is stopped).
+            (None, true, Some(Duration::ZERO), Some(ms(1))),
+            // Time left only counts inside a transaction.
+            (None, false, Some(s(5)), None),
+        ];
+        for &(directive, in_tx, left, want) in cases {
+            assert_eq!(
+                statement_timeout(&limits, directive, in_tx, left),
+                want,
+                "{directive:?} {in_tx} {left:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn row_limit_guard_ends() {
+        // (in the client's transaction, over the limit, failed) → what ends the guard
+        let cases = [
+            (false, false, false, Some("COMMIT")),
+            (false, true, false, Some("ROLLBACK")),
+            (false, false, true, Some("ROLLBACK")),
+            (false, true, true, Some("ROLLBACK")),
+            (true, false, false, None),
+            (true, false, true, None),
+            (
+                true,
+                true,
+                false,
+                Some("ROLLBACK TO SAVEPOINT strata_row_limit"),
+            ),
+            (
+                true,
+                true,
+                true,
+                Some("ROLLBACK TO SAVEPOINT strata_row_limit"),
+            ),
+        ];
+        for (in_tx, over, failed, want) in cases {
+            assert_eq!(
+                row_limit_end(in_tx, over, failed),
+                want,
+                "{in_tx} {over} {failed}"
+            );
+        }
+        assert_eq!(row_limit_start(true), "SAVEPOINT strata_row_limit");
+        assert_eq!(row_limit_start(false), "BEGIN");
+    }
+}
