@@ -19,8 +19,15 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Body(T::default()));
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => return Ok(Body(T::default())),
+            // serde would also read a struct from an array of its fields in order.
+            Some(b'{') => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "the request body must be a JSON object",
+                ))
+            }
         }
         serde_json::from_slice(&bytes).map(Body).map_err(|e| {
             ApiError::bad_request(format!(

@@ -3,6 +3,7 @@
 //! OpenAPI document and the health check needs a service token, sent as PlanetScale sends it:
 //! `Authorization: <token id>:<token>`.
 
+mod contract;
 mod error;
 mod extract;
 mod routes;
@@ -77,6 +78,22 @@ impl utoipa::Modify for PathParameters {
                     .build(),
             )
         };
+        // Request bodies whose every field is optional may be left out (an empty body means the
+        // defaults); the others are required.
+        let optional_bodies: Vec<String> = api
+            .components
+            .as_ref()
+            .map(|c| {
+                c.schemas
+                    .iter()
+                    .filter(|(_, s)| match s {
+                        RefOr::T(utoipa::openapi::Schema::Object(o)) => o.required.is_empty(),
+                        _ => false,
+                    })
+                    .map(|(name, _)| format!("#/components/schemas/{name}"))
+                    .collect()
+            })
+            .unwrap_or_default();
         for (path, item) in api.paths.paths.iter_mut() {
             let names: Vec<String> = path
                 .split('/')
@@ -102,17 +119,42 @@ impl utoipa::Modify for PathParameters {
                         continue;
                     }
                     let (ty, description) = path_parameter(name);
+                    let mut schema = ObjectBuilder::new().schema_type(ty.clone());
+                    if ty == utoipa::openapi::Type::Integer {
+                        schema = schema
+                            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                                utoipa::openapi::KnownFormat::Int64,
+                            )))
+                            .minimum(Some(1))
+                            .maximum(Some(i64::MAX));
+                    }
                     params.push(
                         ParameterBuilder::new()
                             .name(name)
                             .parameter_in(ParameterIn::Path)
                             .required(Required::True)
                             .description(Some(description))
-                            .schema(Some(ObjectBuilder::new().schema_type(ty)))
+                            .schema(Some(schema))
                             .build(),
                     );
                 }
+                if let Some(body) = op.request_body.as_mut() {
+                    let optional = body.content.values().all(|c| {
+                        matches!(&c.schema, Some(RefOr::Ref(r)) if optional_bodies.contains(&r.ref_location))
+                    });
+                    body.required = Some(if optional {
+                        Required::False
+                    } else {
+                        Required::True
+                    });
+                }
                 let responses = &mut op.responses.responses;
+                responses.entry("400".into()).or_insert_with(|| {
+                    error("The request cannot be read: a body that is not JSON of this call's shape, or a parameter of the wrong type")
+                });
+                responses.entry("422".into()).or_insert_with(|| {
+                    error("A value is not acceptable (the message says which and why)")
+                });
                 responses.entry("401".into()).or_insert_with(|| {
                     error("No valid service token (`Authorization: <id>:<token>`)")
                 });

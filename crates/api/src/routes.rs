@@ -77,8 +77,11 @@ pub async fn get_organization(
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreateServiceToken {
+    #[schema(pattern = "^(?=[\\s\\S]*[^\\s])[^\\x00-\\x1f\\x7f-\\x9f]{1,255}$")]
     pub name: Option<String>,
     /// Seconds until the token expires; absent: never.
+    #[serde(default, deserialize_with = "crate::contract::whole_number")]
+    #[schema(minimum = 1, maximum = 3_153_600_000_i64)]
     pub ttl: Option<i64>,
 }
 
@@ -150,13 +153,20 @@ fn database_view(st: &AppState, org: &str, d: &Database) -> ApiResult<views::Dat
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreateDatabase {
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^(?!(mysql|information_schema|performance_schema|sys)$)[a-z0-9][a-z0-9_-]{0,63}$"
+    )]
     pub name: Option<String>,
     /// Accepted for compatibility; Strata has one region, `local`.
+    #[schema(schema_with = crate::contract::region)]
     pub region: Option<String>,
     /// Accepted for pscale compatibility; instance sizing follows the branch kind.
     #[allow(dead_code)]
     pub cluster_size: Option<String>,
     /// `mysql` (the default) is the only kind served.
+    #[schema(schema_with = crate::contract::database_kind)]
     pub kind: Option<String>,
 }
 
@@ -231,6 +241,7 @@ pub struct UpdateDatabase {
     /// Copy the migration table's rows from the deployed branch with each deploy.
     pub automatic_migrations: Option<bool>,
     /// rails, phoenix, laravel, django, dotnet, sequelize or other.
+    #[schema(schema_with = crate::contract::migration_framework)]
     pub migration_framework: Option<String>,
     /// The migration table (for `other`, or to override the framework's).
     pub migration_table_name: Option<String>,
@@ -276,14 +287,21 @@ pub async fn delete_database(
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreateBranch {
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^[a-z0-9][a-z0-9_-]{0,63}$"
+    )]
     pub name: Option<String>,
     /// Defaults to the database's default branch.
     pub parent_branch: Option<String>,
+    #[schema(schema_with = crate::contract::region)]
     pub region: Option<String>,
     /// Accepted for pscale compatibility; instance sizing follows the branch kind.
     #[allow(dead_code)]
     pub cluster_size: Option<String>,
     pub backup_id: Option<String>,
+    #[schema(schema_with = crate::contract::seed_data)]
     pub seed_data: Option<String>,
 }
 
@@ -440,6 +458,7 @@ pub async fn demote_branch(
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct SafeMigrations {
+    #[schema(required = true, nullable = false)]
     pub safe_migrations: Option<bool>,
 }
 
@@ -502,8 +521,11 @@ pub async fn disable_safe_migrations(
 pub struct CreatePassword {
     pub name: Option<String>,
     /// reader, writer, readwriter or admin (default).
+    #[schema(schema_with = crate::contract::password_role)]
     pub role: Option<String>,
     /// Seconds until the password expires; 0 or absent: never.
+    #[serde(default, deserialize_with = "crate::contract::whole_number")]
+    #[schema(minimum = 0, maximum = 3_153_600_000_i64)]
     pub ttl: Option<i64>,
     pub cidrs: Option<Vec<String>>,
     pub replica: Option<bool>,
@@ -748,6 +770,11 @@ type OrgDbNumber = Path<(String, String, i64)>;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreateDeployRequest {
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^[a-z0-9][a-z0-9_-]{0,63}$"
+    )]
     pub branch: Option<String>,
     /// Defaults to the branch's parent, else the database's default branch.
     pub into_branch: Option<String>,
@@ -761,17 +788,21 @@ pub struct QueueDeployRequest {
     /// Apply every change with ALGORITHM=INSTANT (not revertable).
     pub instant_ddl: Option<bool>,
     /// `serial` (the only strategy: tables are copied one after another).
+    #[schema(schema_with = crate::contract::deploy_strategy)]
     pub strategy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct UpdateAutoApply {
+    #[schema(required = true, nullable = false)]
     pub enable: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct UpdateThrottler {
     /// 0 (no throttling) to 95.
+    #[serde(default, deserialize_with = "crate::contract::whole_number")]
+    #[schema(minimum = 0, maximum = 95)]
     pub ratio: Option<i64>,
     /// PlanetScale's per-keyspace form: the first entry's ratio is used.
     pub configurations: Option<Vec<ThrottlerConfiguration>>,
@@ -780,6 +811,8 @@ pub struct UpdateThrottler {
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct ThrottlerConfiguration {
     pub keyspace_name: Option<String>,
+    #[serde(deserialize_with = "crate::contract::whole")]
+    #[schema(minimum = 0, maximum = 95)]
     pub ratio: i64,
 }
 
@@ -793,12 +826,14 @@ pub struct ThrottlerConfigurations {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct UpdateDeployRequest {
     /// Only `closed`.
+    #[schema(required = true, schema_with = crate::contract::close_state)]
     pub state: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreateReview {
     /// `approve` or `comment`.
+    #[schema(required = true, schema_with = crate::contract::review_state)]
     pub state: Option<String>,
     pub body: Option<String>,
 }
@@ -808,6 +843,7 @@ pub struct CreateReview {
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 pub struct DeployRequestFilter {
     /// `open` or `closed`.
+    #[param(schema_with = crate::contract::request_state)]
     pub state: Option<String>,
     /// Only requests from this branch.
     pub branch: Option<String>,
@@ -1179,16 +1215,33 @@ pub async fn update_database_throttler(
     Path((org, db)): OrgDb,
     Body(b): Body<UpdateThrottler>,
 ) -> ApiResult<Json<ThrottlerConfigurations>> {
-    let ratio = throttle_ratio(b)?;
+    let Some(ratio) = throttle_ratio(b)? else {
+        // Nothing to change (PlanetScale's fields are both optional): the settings as they are.
+        return Ok(Json(throttler(
+            st.platform.database_throttle(&c, &org, &db)?,
+        )));
+    };
     Ok(Json(throttler(
         st.platform.set_database_throttle(&c, &org, &db, ratio)?,
     )))
 }
 
-fn throttle_ratio(b: UpdateThrottler) -> ApiResult<i64> {
-    b.ratio
-        .or_else(|| b.configurations.and_then(|c| c.first().map(|c| c.ratio)))
-        .ok_or_else(|| ApiError::invalid("ratio (0 to 95) is required"))
+/// The ratio a body sets: `ratio`, else the first of PlanetScale's per-keyspace `configurations`
+/// (every ratio given is checked, used or not).
+fn throttle_ratio(b: UpdateThrottler) -> ApiResult<Option<i64>> {
+    let given = b.configurations.iter().flatten().map(|c| c.ratio);
+    if let Some(bad) = b
+        .ratio
+        .into_iter()
+        .chain(given)
+        .find(|r| !(0..=95).contains(r))
+    {
+        return Err(ApiError::invalid(format!(
+            "ratio must be from 0 to 95 (got {bad})"
+        )));
+    }
+    Ok(b.ratio
+        .or_else(|| b.configurations.and_then(|c| c.first().map(|c| c.ratio))))
 }
 
 #[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/throttler", tag = "deploy requests",
@@ -1211,10 +1264,12 @@ pub async fn update_deploy_request_throttler(
     Path((org, db, number)): OrgDbNumber,
     Body(b): Body<UpdateThrottler>,
 ) -> ApiResult<Json<ThrottlerConfigurations>> {
-    let ratio = throttle_ratio(b)?;
-    let d = st
-        .platform
-        .set_deploy_throttle(&c, &org, &db, number, ratio)?;
+    let d = match throttle_ratio(b)? {
+        Some(ratio) => st
+            .platform
+            .set_deploy_throttle(&c, &org, &db, number, ratio)?,
+        None => st.platform.deployment(&c, &org, &db, number)?,
+    };
     Ok(Json(throttler(d.throttle_ratio)))
 }
 
@@ -1232,9 +1287,13 @@ fn backup_view(
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreateBackup {
+    #[schema(pattern = "^(?=[\\s\\S]*[^\\s])[^\\x00-\\x1f\\x7f-\\x9f]{1,255}$")]
     pub name: Option<String>,
     /// `hour`, `day`, `week`, `month` or `year` (also `minute`, `second`).
+    #[schema(schema_with = crate::contract::time_unit)]
     pub retention_unit: Option<String>,
+    #[serde(default, deserialize_with = "crate::contract::whole_number")]
+    #[schema(minimum = 1, maximum = 100_000)]
     pub retention_value: Option<i64>,
     /// Accepted for compatibility; every backup runs at once.
     #[allow(dead_code)]
@@ -1250,7 +1309,8 @@ pub struct BackupListQuery {
 }
 
 #[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/branches/{branch}/backups", tag = "backups",
-    params(("state" = Option<String>, Query, description = "only backups in this state")),
+    params(("state" = Option<String>, Query, description = "only backups in this state: pending, running, success, failed or canceled",
+        pattern = "^(pending|running|success|failed|canceled)$")),
     responses((status = 200, body = Page<views::BackupView>), (status = 404, body = ApiError)))]
 pub async fn list_backups(
     State(st): State<AppState>,
@@ -1372,12 +1432,20 @@ pub async fn validate_backup(
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct BackupPolicyBody {
+    #[schema(pattern = "^(?=[\\s\\S]*[^\\s])[^\\x00-\\x1f\\x7f-\\x9f]{1,255}$")]
     pub name: Option<String>,
     /// `production` or `development`.
+    #[schema(schema_with = crate::contract::policy_target)]
     pub target: Option<String>,
+    #[serde(default, deserialize_with = "crate::contract::whole_number")]
+    #[schema(minimum = 1, maximum = 100_000)]
     pub retention_value: Option<i64>,
+    #[schema(schema_with = crate::contract::time_unit)]
     pub retention_unit: Option<String>,
+    #[serde(default, deserialize_with = "crate::contract::whole_number")]
+    #[schema(minimum = 1, maximum = 100_000)]
     pub frequency_value: Option<i64>,
+    #[schema(schema_with = crate::contract::time_unit)]
     pub frequency_unit: Option<String>,
 }
 

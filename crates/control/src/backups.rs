@@ -29,15 +29,18 @@ pub fn unit_millis(unit: &str) -> Option<i64> {
     })
 }
 
+/// The largest count of units in a schedule or a retention (100,000 years at most).
+pub const MAX_SPAN_VALUE: i64 = 100_000;
+
 fn span(value: i64, unit: &str, what: &str) -> Result<i64> {
     let ms = unit_millis(unit).ok_or_else(|| {
         ControlError::Invalid(format!(
             "{what}_unit must be one of second, minute, hour, day, week, month, year (got '{unit}')"
         ))
     })?;
-    if value < 1 {
+    if !(1..=MAX_SPAN_VALUE).contains(&value) {
         return Err(ControlError::Invalid(format!(
-            "{what}_value must be at least 1"
+            "{what}_value must be from 1 to {MAX_SPAN_VALUE}"
         )));
     }
     value
@@ -104,12 +107,10 @@ impl Platform {
             (v, u) => span(v.unwrap_or(1), u.unwrap_or("day"), "retention")?,
         };
         let name = match req.name {
-            Some(n) if n.trim().is_empty() || n.len() > 255 => {
-                return Err(ControlError::Invalid(
-                    "name must be 1 to 255 characters".into(),
-                ))
+            Some(n) => {
+                strata_model::names::validate_display_name("Backup", &n)?;
+                n
             }
-            Some(n) => n,
             None => default_name(now_millis()),
         };
         self.queue_backup(&b, name, None, Some(caller.token_id.clone()), retention)
@@ -724,11 +725,7 @@ impl Platform {
 
 fn apply_policy(p: &mut BackupPolicy, req: PolicyRequest) -> Result<()> {
     if let Some(n) = req.name {
-        if n.trim().is_empty() || n.len() > 255 {
-            return Err(ControlError::Invalid(
-                "name must be 1 to 255 characters".into(),
-            ));
-        }
+        strata_model::names::validate_display_name("Backup policy", &n)?;
         p.name = n;
     }
     if let Some(t) = req.target {

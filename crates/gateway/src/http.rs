@@ -41,6 +41,10 @@ const MAX_BODY: usize = 64 << 20;
 const BODY_BUDGET_KIB: usize = 4 * (MAX_BODY >> 10);
 /// How long a request's body may take to arrive.
 const BODY_DEADLINE: Duration = Duration::from_secs(60);
+/// Results being held (read from the instance, not yet answered), in all, in MiB: with results of
+/// up to 64 MiB each (256 MiB for OLAP reads), concurrent large reads wait, then are refused,
+/// instead of taking the process's memory.
+const RESULT_MEMORY_MIB: usize = 512;
 /// How long a request waits for room in the body budget.
 const BODY_BUDGET_WAIT: Duration = Duration::from_secs(5);
 /// How the endpoint's backend connections are made: rows affected counts rows matched, as on
@@ -80,6 +84,8 @@ pub struct HttpSql {
     prelogin: Arc<crate::admission::Admission>,
     /// Room for request bodies being read (see [`BODY_BUDGET_KIB`]).
     body_budget: Arc<tokio::sync::Semaphore>,
+    /// Room for results being held (see [`RESULT_MEMORY_MIB`]).
+    result_memory: Arc<tokio::sync::Semaphore>,
 }
 
 struct CachedLogin {
@@ -182,6 +188,7 @@ impl HttpSql {
                 gw.cfg.prelogin_per_address,
             ),
             body_budget: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),
+            result_memory: Arc::new(tokio::sync::Semaphore::new(RESULT_MEMORY_MIB)),
             gw,
         })
     }
@@ -445,7 +452,9 @@ impl HttpSql {
         if s.password_id != login.password.id {
             return fail("invalid_argument", "invalid session", gzip);
         }
-        let result = self.run(&mut s, &login, &request.query).await;
+        // The result's share of the shared result memory, given back once the answer is made.
+        let mut held = None;
+        let result = self.run(&mut s, &login, &request.query, &mut held).await;
         s.last_used = Instant::now();
         let token = self.signer.token(&id, s.in_transaction);
         // A session that holds nothing is not kept: its token stays valid, and a later call with it
@@ -465,11 +474,13 @@ impl HttpSql {
                 sessions.remove(&id);
             }
         }
-        reply(
+        let answer = reply(
             200,
             &execute_response(token, result, started.elapsed().as_secs_f64()),
             gzip,
-        )
+        );
+        drop(held);
+        answer
     }
 
     fn authenticate(&self, req: &Request<Incoming>, ip: std::net::IpAddr) -> Option<Arc<Login>> {
@@ -570,6 +581,7 @@ impl HttpSql {
         s: &mut HttpSession,
         login: &Login,
         sql: &str,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<QueryResult, RpcError> {
         let a = strata_sqlscan::analyze(sql);
         if let Some(e) = crate::session::refusal(&self.gw.platform, login, &a) {
@@ -654,7 +666,6 @@ impl HttpSql {
             Some(c) => c,
             None => link.lease().await.map_err(|e| rpc_error(&e))?,
         };
-        let root = link.root_target();
         let mut payload = Vec::with_capacity(sql.len() + 1);
         payload.push(caps::command::QUERY);
         payload.extend_from_slice(sql.as_bytes());
@@ -665,7 +676,7 @@ impl HttpSql {
         let outcome = if dml {
             let max = limits.max_rows;
             let b = &mut lease.backend;
-            link::row_limited(b, &payload, guarded_in_tx, max, deadline, root, |_| {}).await
+            link::row_limited(b, &payload, guarded_in_tx, max, deadline, &mut link, |_| {}).await
         } else {
             let max_bytes = if s.olap {
                 // OLAP lifts the byte limit only so far: the answer is held in memory before it goes.
@@ -676,10 +687,11 @@ impl HttpSql {
             let limits = ResultLimits {
                 max_rows: (!s.olap).then_some(limits.max_rows),
                 max_bytes: Some(max_bytes),
+                memory: Some(&self.result_memory),
             };
-            link::collect(&mut lease.backend, &payload, deadline, root, limits).await
+            link::collect(&mut lease.backend, &payload, deadline, &mut link, limits).await
         };
-        let collected = match outcome {
+        let mut collected = match outcome {
             Ok(c) => c,
             Err(Failed::Broken(e)) => {
                 // The connection is gone, and with it any transaction and session state.
@@ -702,6 +714,7 @@ impl HttpSql {
                 return Err(rpc_error(&e));
             }
         };
+        *held = collected.memory.take();
         let t = &collected.tracker;
         let mut status_now = if t.error || !t.status_seen {
             None

@@ -258,6 +258,8 @@ pub(crate) struct Collected {
     /// Its frames and what each is, column definitions as the client reads them.
     pub frames: Vec<(Event, Frame)>,
     pub tracker: Tracker,
+    /// Its share of the shared result memory, held until the answer is out.
+    pub memory: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Why a statement got no answer to pass on.
@@ -279,9 +281,11 @@ pub(crate) async fn row_limited(
     in_tx: bool,
     max_rows: u64,
     deadline: Option<Instant>,
-    root: Option<Arc<Target>>,
+    link: &mut Link,
     busy: impl Fn(Option<(SocketAddr, u32)>),
 ) -> Result<Collected, Failed> {
+    // Only a timed statement may need to be stopped.
+    let root = deadline.and_then(|_| link.root_target());
     if let Err(e) = backend.query(row_limit_start(in_tx)).await {
         return Err(Failed::Broken(unavailable(e)));
     }
@@ -331,15 +335,25 @@ async fn read_response(
             }
         }
     }
-    Ok(Collected { frames, tracker: t })
+    Ok(Collected {
+        frames,
+        tracker: t,
+        memory: None,
+    })
 }
 
 /// The limits a result is read under (`None`: unlimited in that respect).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ResultLimits {
+pub(crate) struct ResultLimits<'a> {
     pub max_rows: Option<u64>,
     pub max_bytes: Option<u64>,
+    /// Memory shared by every result being held at once, in MiB: a result takes its share as it
+    /// grows and keeps it until it has been answered (see [`Collected::memory`]).
+    pub memory: Option<&'a Arc<tokio::sync::Semaphore>>,
 }
+
+/// How long a growing result waits for room in the shared result memory.
+const MEMORY_WAIT: Duration = Duration::from_secs(5);
 
 /// Sends a statement and reads its first result whole, for an edge that answers with the whole
 /// result at once (the HTTP endpoint): deployment artifacts left out of schema listings, rows and
@@ -349,9 +363,12 @@ pub(crate) async fn collect(
     backend: &mut Backend,
     payload: &[u8],
     deadline: Option<Instant>,
-    root: Option<Arc<Target>>,
-    limits: ResultLimits,
+    link: &mut Link,
+    limits: ResultLimits<'_>,
 ) -> Result<Collected, Failed> {
+    let mut memory: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut reserved_mib = 0u64;
+    let root = deadline.and_then(|_| link.root_target());
     if backend.send_command(payload).await.is_err() {
         return Err(Failed::Broken(unavailable("cannot reach the instance")));
     }
@@ -398,12 +415,37 @@ pub(crate) async fn collect(
             exceeded = Some(row_count_exceeded(limits.max_rows.unwrap_or_default()));
         } else if let Some(m) = limits.max_bytes.filter(|m| bytes > *m) {
             exceeded = Some(result_too_large(bytes, m));
+        } else if let Some(shared) = limits.memory.filter(|_| bytes >> 20 >= reserved_mib) {
+            // One more MiB of the shared result memory (the first as the result starts).
+            let more = match shared.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => tokio::time::timeout(MEMORY_WAIT, shared.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+            };
+            match more {
+                Some(p) => {
+                    reserved_mib += 1;
+                    match memory.as_mut() {
+                        Some(held) => held.merge(p),
+                        None => memory = Some(p),
+                    }
+                }
+                _ => {
+                    exceeded = Some(ErrPacket::new(
+                        1105,
+                        "HY000",
+                        "resource_exhausted: too many large results are being held: retry shortly",
+                    ))
+                }
+            }
         }
         if exceeded.is_some() {
             frames.clear();
             if !killed {
                 killed = true;
-                kill_backend_query(root.clone(), backend.addr, backend.thread_id).await;
+                kill_backend_query(link.root_target(), backend.addr, backend.thread_id).await;
             }
             continue;
         }
@@ -412,7 +454,11 @@ pub(crate) async fn collect(
     if let Some(e) = exceeded {
         return Err(Failed::Refused(e));
     }
-    Ok(Collected { frames, tracker: t })
+    Ok(Collected {
+        frames,
+        tracker: t,
+        memory,
+    })
 }
 
 /// The server's status flags now (a COM_PING's OK carries them): whether a transaction is open

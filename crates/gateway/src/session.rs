@@ -858,7 +858,6 @@ impl Session {
         // With autocommit off, the statement opens (or continues) the client's transaction even
         // when none is open yet: it must not be committed here, only guarded by a savepoint.
         let in_tx = in_tx || self.status & status::AUTOCOMMIT == 0;
-        let root = self.root_target();
         let (mut lease, packet) = match self.lease_for(&packet, stmt).await {
             Ok(l) => l,
             Err(e) => return self.reply_err(e).await,
@@ -873,7 +872,7 @@ impl Session {
             in_tx,
             max_rows,
             deadline,
-            root,
+            &mut self.link,
             busy,
         )
         .await;
