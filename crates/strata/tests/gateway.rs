@@ -484,6 +484,48 @@ fn pooling_transactions_session_state_and_binary_protocol() {
     });
 }
 
+/// The default statement time limit is each role connection's own on the instance (no timer per
+/// query in the gateway): a long query ends with the server's 1969, in text and prepared form; an
+/// OLAP session has it lifted on its connection, which is reset before anyone else gets it.
+#[test]
+fn the_default_time_limit_holds_and_olap_lifts_it_for_its_session_only() {
+    let (_root, s) = setup(&["--query-timeout", "1"]);
+    let (admin, pw, _) = password(&s, "shop", "main", "admin");
+    let slow = "SELECT SLEEP(1.5) AS s";
+    let o = s.gateway_sql(&admin, &pw, &["shop"], slow);
+    assert!(err(&o).contains("max_statement_time"), "{}", err(&o));
+    let o = s.gateway_sql(
+        &admin,
+        &pw,
+        &["shop"],
+        &format!("SET workload = olap; {slow}"),
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let o = s.gateway_sql(
+        &admin,
+        &pw,
+        &["shop"],
+        &format!("SET workload = olap; SET workload = oltp; {slow}"),
+    );
+    assert!(err(&o).contains("max_statement_time"), "{}", err(&o));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // An OLAP session, then plain sessions on the same pool: the lifted limit stayed with the
+        // OLAP session's connection and was put back when it ended.
+        let mut olap = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        olap.query_drop("SET workload = olap").await.unwrap();
+        let v: Option<i64> = olap.exec_first("SELECT SLEEP(?)", (1.5,)).await.unwrap();
+        assert_eq!(v, Some(0));
+        olap.disconnect().await.unwrap();
+        for _ in 0..3 {
+            let mut c = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+            let e = c.exec_drop("SELECT SLEEP(?)", (1.5,)).await.unwrap_err();
+            assert!(e.to_string().contains("max_statement_time"), "{e}");
+            c.disconnect().await.unwrap();
+        }
+    });
+}
+
 #[test]
 fn query_limits_and_kill() {
     let (_root, s) = setup(&["--max-rows", "100", "--transaction-timeout", "1"]);
