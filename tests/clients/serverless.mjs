@@ -132,6 +132,15 @@ const syntax = await fails(conn.execute('selec 1'));
 check(syntax.body.code === 'INVALID_ARGUMENT' && /errno 1064/.test(syntax.message), 'syntax error', syntax.body);
 const missing = await fails(conn.execute('SELECT * FROM nowhere'));
 check(missing.body.code === 'NOT_FOUND', 'missing table', missing.body);
+// Another client never reads this one's warnings or errors off a pooled connection (they quote
+// values and names).
+await conn.execute("SELECT CAST('card-4111111111111111' AS SIGNED) AS v");
+await fails(conn.execute('SELECT * FROM secret_table_name'));
+for (let i = 0; i < 4; i++) {
+  const other = new Client(config);
+  const seen = JSON.stringify([(await other.execute('SHOW WARNINGS')).rows, (await other.execute('SHOW ERRORS')).rows]);
+  check(!/card-4111|secret_table_name/.test(seen), "another session does not see this one's warnings or errors", seen);
+}
 const multi = await fails(conn.execute('SELECT 1; SELECT 2'));
 check(/one statement per call/.test(multi.message), 'one statement per call', multi.message);
 

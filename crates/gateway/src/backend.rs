@@ -61,6 +61,9 @@ pub struct Backend {
     pending_close: Vec<Vec<u8>>,
     /// The session's statement time limit (`max_statement_time`), set again after a reset.
     statement_limit: Option<Duration>,
+    /// The server holds warnings or an error of a statement run here (`SHOW WARNINGS`, `SHOW
+    /// ERRORS`): they name tables and values, so they are cleared before anyone else gets it.
+    pub diagnostics: bool,
 }
 
 /// Server-side prepared statements kept per backend connection before the oldest are closed.
@@ -115,6 +118,7 @@ impl Backend {
             statements: std::collections::HashMap::new(),
             pending_close: Vec::new(),
             statement_limit: None,
+            diagnostics: false,
         };
         let greeting_frame = b.next_frame().await?;
         let greeting = Greeting::parse(greeting_frame.payload())?;
@@ -289,6 +293,7 @@ impl Backend {
         self.statements.clear();
         self.pending_close.clear();
         let t = self.drain(Expect::Simple).await?;
+        self.diagnostics = false;
         if t.status & caps::status::IN_TRANS != 0 {
             return Err(BackendError::Wire(strata_wire::WireError::Malformed(
                 "still in a transaction after reset",
@@ -310,6 +315,20 @@ impl Backend {
         self.query(&format!("SET SESSION max_statement_time = {seconds}"))
             .await?;
         self.statement_limit = limit;
+        Ok(())
+    }
+
+    /// Notes what a statement's response leaves in the server's diagnostics area.
+    pub fn note(&mut self, t: &Tracker) {
+        self.diagnostics |= t.error || t.warnings > 0;
+    }
+
+    /// Empties the server's warnings and errors. Only a statement that reads a table does (a bare
+    /// `SELECT 1` or `DO 0` leaves them), hence the empty read of a table every user can see.
+    pub async fn clear_diagnostics(&mut self) -> Result<(), BackendError> {
+        self.query("DO (SELECT 1 FROM information_schema.ENGINES LIMIT 0)")
+            .await?;
+        self.diagnostics = false;
         Ok(())
     }
 

@@ -296,6 +296,7 @@ pub(crate) async fn row_limited(
     let read = read_response(backend, deadline, root).await;
     busy(None);
     let collected = read?;
+    backend.note(&collected.tracker);
     let t = &collected.tracker;
     let over = t.affected_rows > max_rows;
     if let Some(sql) = row_limit_end(in_tx, over, t.error) {
@@ -451,7 +452,10 @@ pub(crate) async fn collect(
         }
         frames.push((ev, f));
     }
+    backend.note(&t);
     if let Some(e) = exceeded {
+        // The stopped query's error is in the diagnostics area.
+        backend.diagnostics = true;
         return Err(Failed::Refused(e));
     }
     Ok(Collected {

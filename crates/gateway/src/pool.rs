@@ -57,8 +57,19 @@ pub enum PoolError {
 }
 
 impl Lease {
-    /// Returns a clean connection (not in a transaction, no session state) to the pool.
-    pub fn release(self) {
+    /// Returns a clean connection (not in a transaction, no session state) to the pool; one
+    /// holding a statement's warnings or error has them cleared first (in the background, so the
+    /// client is not kept waiting; its pool slot is held until then).
+    pub fn release(mut self) {
+        if self.backend.diagnostics {
+            tokio::spawn(async move {
+                match self.backend.clear_diagnostics().await {
+                    Ok(()) => self.release(),
+                    Err(_) => self.discard(),
+                }
+            });
+            return;
+        }
         let mut b = self.backend;
         b.last_used = Instant::now();
         self.pool

@@ -40,6 +40,9 @@ struct Session {
     pinned: Option<Lease>,
     /// Session state lives on the pinned connection: keep it until the session resets or ends.
     sticky: bool,
+    /// The last statement left warnings or an error: the connection stays for the client's next
+    /// statement (its `SHOW WARNINGS`), and is cleared before it goes back to the pool.
+    keep_for_diagnostics: bool,
     /// Status flags of the last response.
     status: u16,
     transaction_started: Option<Instant>,
@@ -136,6 +139,7 @@ pub(crate) async fn run(
         link,
         pinned: None,
         sticky: false,
+        keep_for_diagnostics: false,
         last_ok: false,
         aborted: None,
         status: status::AUTOCOMMIT,
@@ -237,6 +241,7 @@ impl Session {
             lease.discard();
             self.link.forget_instance();
             self.sticky = false;
+            self.keep_for_diagnostics = false;
             self.status &= !status::IN_TRANS;
             self.transaction_started = None;
             self.tables_locked = None;
@@ -253,7 +258,7 @@ impl Session {
         {
             self.sticky = true;
         }
-        if self.sticky || self.status & status::IN_TRANS != 0 {
+        if self.sticky || self.keep_for_diagnostics || self.status & status::IN_TRANS != 0 {
             self.pinned = Some(lease);
         } else {
             lease.release();
@@ -349,6 +354,7 @@ impl Session {
         // A clean slate, on the old pool, before the identity changes.
         if let Some(mut lease) = self.pinned.take() {
             let ok = lease.backend.reset().await.is_ok();
+            self.keep_for_diagnostics = false;
             self.settle(lease, !ok);
         }
         self.stmts.clear();
@@ -532,6 +538,7 @@ impl Session {
             command::RESET_CONNECTION => {
                 if let Some(mut lease) = self.pinned.take() {
                     let ok = lease.backend.reset().await.is_ok();
+                    self.keep_for_diagnostics = false;
                     self.status = status::AUTOCOMMIT;
                     self.sticky = false;
                     self.settle(lease, !ok);
@@ -705,10 +712,13 @@ impl Session {
                 self.client.queue_frame(&f.raw);
             }
         } else {
+            // The error (quoting the statement) is in the connection's diagnostics now.
+            lease.backend.diagnostics = true;
             for f in &frames {
                 self.client.queue_frame(&f.raw);
             }
         }
+        self.keep_for_diagnostics = lease.backend.diagnostics;
         self.settle(lease, false);
         self.client.flush().await?;
         Ok(Flow::Continue)
@@ -766,6 +776,7 @@ impl Session {
                     lease.backend.remember_statement(sql, backend_id);
                     Ok((lease, with_stmt_id(packet, backend_id)))
                 } else {
+                    lease.backend.diagnostics = true;
                     self.settle(lease, false);
                     Err(ErrPacket::parse(p)
                         .unwrap_or_else(|_| unavailable("cannot prepare the statement")))
@@ -886,6 +897,7 @@ impl Session {
                 if !in_tx {
                     self.status &= !status::IN_TRANS;
                 }
+                self.keep_for_diagnostics = true;
                 self.settle(lease, false);
                 return self.reply_err(e).await;
             }
@@ -904,6 +916,7 @@ impl Session {
         if !t.error {
             self.status = t.status & !(if in_tx { 0 } else { status::IN_TRANS });
         }
+        self.keep_for_diagnostics = t.error || t.warnings > 0;
         self.settle(lease, false);
         self.client.flush().await?;
         Ok(Flow::Continue)
@@ -1125,6 +1138,11 @@ impl Session {
             }
         }
         self.clear_busy();
+        lease.backend.note(&t);
+        if exceeded.is_some() || client_gone {
+            lease.backend.diagnostics = true;
+        }
+        self.keep_for_diagnostics = t.error || t.warnings > 0 || exceeded.is_some();
         self.last_ok = !t.error && exceeded.is_none();
         if !t.error && t.status_seen {
             self.status = t.status;

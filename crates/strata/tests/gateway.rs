@@ -526,6 +526,50 @@ fn the_default_time_limit_holds_and_olap_lifts_it_for_its_session_only() {
     });
 }
 
+/// Warnings and errors quote values and names: a client reads its own (`SHOW WARNINGS` after its
+/// statement), never another password's left on a pooled connection.
+#[test]
+fn warnings_and_errors_stay_with_their_client() {
+    let (_root, s) = setup(&[]);
+    let (a, a_pw, _) = password(&s, "shop", "main", "readwriter");
+    let (b, b_pw, _) = password(&s, "shop", "main", "readwriter");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for binary in [false, true] {
+            let mut mine = mysql_async::Conn::new(opts(&s, &a, &a_pw)).await.unwrap();
+            let sql = "SELECT CAST('card-4111111111111111' AS INT)";
+            if binary {
+                mine.exec_drop(sql, ()).await.unwrap();
+            } else {
+                mine.query_drop(sql).await.unwrap();
+            }
+            let own: Vec<(String, u32, String)> = mine.query("SHOW WARNINGS").await.unwrap();
+            assert!(own.iter().any(|w| w.2.contains("card-4111")), "{own:?}");
+            let _ = mine.query_drop("SELECT * FROM secret_table_name").await;
+            let own: Vec<(String, u32, String)> = mine.query("SHOW ERRORS").await.unwrap();
+            assert!(
+                own.iter().any(|w| w.2.contains("secret_table_name")),
+                "{own:?}"
+            );
+            // Left as is: the connection goes back to the pool when the session ends.
+            let _ = mine.query_drop("SELECT * FROM secret_table_name").await;
+            mine.disconnect().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for _ in 0..4 {
+                let mut other = mysql_async::Conn::new(opts(&s, &b, &b_pw)).await.unwrap();
+                let w: Vec<(String, u32, String)> = other.query("SHOW WARNINGS").await.unwrap();
+                let e: Vec<(String, u32, String)> = other.query("SHOW ERRORS").await.unwrap();
+                let count: Option<u64> = other.query_first("SELECT @@warning_count").await.unwrap();
+                assert!(
+                    w.is_empty() && e.is_empty() && count == Some(0),
+                    "{w:?} {e:?} {count:?}"
+                );
+                other.disconnect().await.unwrap();
+            }
+        }
+    });
+}
+
 #[test]
 fn query_limits_and_kill() {
     let (_root, s) = setup(&["--max-rows", "100", "--transaction-timeout", "1"]);

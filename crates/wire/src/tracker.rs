@@ -66,6 +66,9 @@ pub struct Tracker {
     pub last_insert_id: u64,
     /// True when the response ended with an ERR packet.
     pub error: bool,
+    /// Warnings the server holds for the statement, summed over its results (OK/EOF counts): with
+    /// an error, what `SHOW WARNINGS` would show the connection's next user.
+    pub warnings: u32,
 }
 
 impl Tracker {
@@ -86,6 +89,7 @@ impl Tracker {
             affected_rows: 0,
             last_insert_id: 0,
             error: false,
+            warnings: 0,
         }
     }
 
@@ -99,6 +103,7 @@ impl Tracker {
 
     fn finish_ok(&mut self, payload: &[u8]) -> Result<u16> {
         let ok = OkPacket::parse(payload, self.capabilities)?;
+        self.warnings = self.warnings.saturating_add(u32::from(ok.warnings));
         self.affected_rows = self.affected_rows.saturating_add(ok.affected_rows);
         if ok.last_insert_id != 0 {
             self.last_insert_id = ok.last_insert_id;
@@ -110,6 +115,11 @@ impl Tracker {
         if self.deprecate_eof() && payload.len() > 5 {
             self.finish_ok(payload)
         } else {
+            if let Some(w) = payload.get(1..3) {
+                self.warnings = self
+                    .warnings
+                    .saturating_add(u32::from(u16::from_le_bytes([w[0], w[1]])));
+            }
             eof_status(payload).ok_or(WireError::Malformed("short EOF packet"))
         }
     }
@@ -310,6 +320,32 @@ mod tests {
             (t.affected_rows, t.last_insert_id, t.status),
             (2, 9, status::IN_TRANS)
         );
+    }
+
+    #[test]
+    fn warnings_are_counted_from_oks_and_eofs() {
+        let mut warned = OkPacket {
+            warnings: 2,
+            status: status::MORE_RESULTS_EXISTS,
+            ..Default::default()
+        }
+        .encode(caps::SESSION_TRACK);
+        let (t, _) = run(
+            Expect::ResultSets,
+            caps::SESSION_TRACK,
+            &[
+                warned.clone(),
+                vec![1],
+                col("a"),
+                eof(0, 0),
+                row("1"),
+                eof(3, 0),
+            ],
+        );
+        assert_eq!(t.warnings, 5);
+        warned = ok(0, 1, 0);
+        let (t, _) = run(Expect::ResultSets, caps::SESSION_TRACK, &[warned]);
+        assert_eq!(t.warnings, 0);
     }
 
     #[test]
