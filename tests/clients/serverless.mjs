@@ -177,7 +177,7 @@ const longTx = await fails(
     for (let i = 0; i < 4; i++) await tx.execute('SELECT SLEEP(0.9)');
   }),
 );
-check(longTx.body && longTx.body.code === 'ABORTED' && /transaction timeout/.test(longTx.message), 'transaction time limit', longTx.body);
+check(longTx.body && longTx.body.code === 'ABORTED' && /exceeded timeout: 2s/.test(longTx.message) && /errno 1105/.test(longTx.message), 'transaction time limit, in Vitess words', longTx.body);
 
 // 6. Bad input, answered in the protocol's error form; the server keeps serving.
 const bad = await fails(connect({ ...config, password: 'wrong' }).execute('SELECT 1'));
@@ -214,5 +214,29 @@ const expired = await fails(
 );
 check(expired.body && expired.body.code === 'ABORTED' && /rolled back/.test(expired.message), 'expired session: its transaction rolled back', expired.body);
 check((await conn.execute("SELECT COUNT(*) AS n FROM people WHERE name = 'never'")).rows[0].n === '0', 'the expired transaction left nothing');
+
+// 9. A transaction or table locks held idle end at the transaction time limit (2 s here): other
+// writers are not held until the session expires.
+const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+const holder = connect(config);
+await holder.execute('BEGIN');
+await holder.execute("UPDATE people SET name = 'held' WHERE id = 1");
+const locker = connect(config);
+await locker.execute('LOCK TABLES many WRITE');
+await sleep(3500);
+const freed = await connect(config).execute('SELECT id FROM people WHERE id = 1 FOR UPDATE NOWAIT');
+check(freed.rows.length === 1, 'an idle transaction past the limit no longer holds its row locks');
+const heard = await fails(holder.execute('SELECT 1'));
+check(heard.body && heard.body.code === 'ABORTED' && /exceeded timeout|rolled back/.test(heard.message), "the holder's next call hears its transaction ended", heard.body);
+check((await conn.execute("SELECT COUNT(*) AS n FROM people WHERE name = 'held'")).rows[0].n === '0', 'nothing of it committed');
+const unlocked = await connect(config).execute('SET STATEMENT lock_wait_timeout = 1 FOR SELECT COUNT(*) AS n FROM many');
+check(unlocked.rows.length === 1, 'idle table locks end at the transaction time limit');
+// 10. A session that held state (SET, temporary tables) and expired says so once, then goes on.
+const stateful = connect(config);
+await stateful.execute('SET @kept = 5');
+await sleep((Number(env.PS_IDLE_SECS) + 2.5) * 1000);
+const lost = await fails(stateful.execute('SELECT @kept AS k'));
+check(lost.body && lost.body.code === 'ABORTED' && /session state/.test(lost.message), 'an expired session with state says it lost it', lost.body);
+check((await stateful.execute('SELECT 1 AS one')).rows[0].one === '1', 'and then goes on afresh');
 
 console.log(`serverless driver ok (${checks} checks)`);

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use strata_control::Login;
 use strata_httpsql::{
     execute_response, http_error_body, http_status, vitess_type, ExecuteRequest, Field,
-    QueryResult, Row, RpcError, SessionSigner, CREATE_SESSION, EXECUTE,
+    QueryResult, Row, RpcError, SessionSigner, SessionState, CREATE_SESSION, EXECUTE,
 };
 use strata_model::Role;
 use strata_wire::caps::{self, status};
@@ -61,6 +61,10 @@ struct HttpSession {
     in_transaction: bool,
     /// When the open transaction began (transactions are limited in time, as on the MySQL port).
     tx_started: Option<Instant>,
+    /// Since when the session holds `LOCK TABLES`: bounded by the transaction time limit too.
+    locked_at: Option<Instant>,
+    /// What ended the session's transaction or locks while it was idle: the next call hears it.
+    ended: Option<RpcError>,
     /// Session state lives on the connection (SET, temporary tables, locks, …): keep it.
     pinned: bool,
     olap: bool,
@@ -299,15 +303,41 @@ impl HttpSql {
     }
 
     /// Drops sessions idle for longer than the limit, closing the connection they held.
+    /// Also ends transactions and table locks held idle past the transaction time limit (as on
+    /// the MySQL port: they hold other writers and a deploy's cut-over); the session's next call
+    /// hears it.
     fn expire(&self) {
         let idle = self.idle;
+        let limit = self.gw.cfg.limits.transaction_timeout;
         let mut held = Vec::new();
-        lock(&self.sessions).retain(|_, s| match s.try_lock() {
+        lock(&self.sessions).retain(|id, s| match s.try_lock() {
             Ok(mut s) if s.last_used.elapsed() > idle => {
                 // The flags stay: a call that cloned this session before the sweep finds its
                 // connection gone with them set, and `run` tells the client.
                 held.extend(s.conn.take());
                 false
+            }
+            Ok(mut s) if s.conn.is_some() => {
+                let since = match (s.tx_started.filter(|_| s.in_transaction), s.locked_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                if since.is_some_and(|t| t.elapsed() > limit) {
+                    held.extend(s.conn.take());
+                    s.ended = Some(RpcError {
+                        code: "ABORTED",
+                        message: format!(
+                            "{} (errno 1105) (sqlstate HY000)",
+                            link::transaction_aborted(id, limit)
+                        ),
+                    });
+                    s.in_transaction = false;
+                    s.tx_started = None;
+                    s.locked_at = None;
+                    s.pinned = false;
+                    tracing::info!(session = %id, "transaction or table locks rolled back after exceeding the transaction timeout");
+                }
+                true
             }
             _ => true,
         });
@@ -393,7 +423,7 @@ impl HttpSql {
         };
         if path == CREATE_SESSION {
             let id = self.new_session(&login);
-            let token = self.signer.token(&id, false);
+            let token = self.signer.token(&id, SessionState::FRESH);
             let role = match login.password.role {
                 Role::Reader => "reader",
                 Role::Writer => "writer",
@@ -426,18 +456,31 @@ impl HttpSql {
                 let found = lock(&self.sessions).get(&c.id).cloned();
                 match found {
                     Some(s) => (c.id, s, true),
-                    None if c.in_transaction => {
-                        // Expired with a transaction open: it was rolled back. Say so, in-band, so
-                        // the driver's rollback path runs; the session goes on without it.
+                    None if c.in_transaction || c.in_reserved_conn => {
+                        // Expired holding a transaction (rolled back) or session state (SET,
+                        // temporary tables, locks: gone with its connection). Say so, in-band, so
+                        // the driver's error path runs; the session goes on without them.
                         let s = self.session_with_id(&c.id, &login);
                         drop(s);
+                        let what = if c.in_transaction {
+                            "its transaction was rolled back"
+                        } else {
+                            "the session state set on it (SET, temporary tables, locks, prepared statements) was dropped"
+                        };
                         let r = Err(RpcError {
                             code: "ABORTED",
-                            message: "transaction ended: the session expired and its transaction was rolled back".into(),
+                            message: format!(
+                                "session expired after {} s idle: {what} (errno 1105) (sqlstate HY000)",
+                                self.idle.as_secs()
+                            ),
                         });
                         return reply(
                             200,
-                            &execute_response(self.signer.token(&c.id, false), r, 0.0),
+                            &execute_response(
+                                self.signer.token(&c.id, SessionState::FRESH),
+                                r,
+                                0.0,
+                            ),
                             gzip,
                         );
                     }
@@ -454,9 +497,18 @@ impl HttpSql {
         }
         // The result's share of the shared result memory, given back once the answer is made.
         let mut held = None;
-        let result = self.run(&mut s, &login, &request.query, &mut held).await;
+        let result = self
+            .run(&mut s, &id, &login, &request.query, &mut held)
+            .await;
         s.last_used = Instant::now();
-        let token = self.signer.token(&id, s.in_transaction);
+        let token = self.signer.token(
+            &id,
+            SessionState {
+                in_transaction: s.in_transaction,
+                in_reserved_conn: s.pinned,
+                autocommit: s.status & status::AUTOCOMMIT != 0,
+            },
+        );
         // A session that holds nothing is not kept: its token stays valid, and a later call with it
         // simply starts afresh (which is all `Client.execute`, a new session per call, needs).
         let empty = s.conn.is_none() && !s.in_transaction && !s.pinned && !s.olap;
@@ -559,6 +611,8 @@ impl HttpSql {
             password_id: login.password.id.clone(),
             conn: None,
             status: status::AUTOCOMMIT,
+            locked_at: None,
+            ended: None,
             in_transaction: false,
             tx_started: None,
             pinned: false,
@@ -579,6 +633,7 @@ impl HttpSql {
     async fn run(
         &self,
         s: &mut HttpSession,
+        id: &str,
         login: &Login,
         sql: &str,
         held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
@@ -611,6 +666,13 @@ impl HttpSql {
             return Ok(QueryResult::default());
         }
         let limits = &self.gw.cfg.limits;
+        if let Some(e) = s.ended.take() {
+            // A `ROLLBACK` is what the gateway already did.
+            if a.is(&["ROLLBACK"]) {
+                return Ok(QueryResult::default());
+            }
+            return Err(e);
+        }
         if s.conn.is_none() && (s.in_transaction || s.pinned) {
             // The session's connection is gone (the session expired while this call waited, or an
             // earlier call was cut off): its transaction and state went with it. Say so once.
@@ -618,6 +680,7 @@ impl HttpSql {
             s.in_transaction = false;
             s.tx_started = None;
             s.pinned = false;
+            s.locked_at = None;
             if was_in_transaction {
                 return Err(RpcError {
                     code: "ABORTED",
@@ -635,12 +698,13 @@ impl HttpSql {
             }
             s.in_transaction = false;
             s.tx_started = None;
+            s.locked_at = None;
             s.pinned = false;
             return Err(RpcError {
                 code: "ABORTED",
                 message: format!(
-                    "transaction rolled back: it was open longer than the transaction timeout ({} s)",
-                    limits.transaction_timeout.as_secs()
+                    "{} (errno 1105) (sqlstate HY000)",
+                    link::transaction_aborted(id, limits.transaction_timeout)
                 ),
             });
         }
@@ -701,6 +765,7 @@ impl HttpSql {
                 s.in_transaction = false;
                 s.tx_started = None;
                 s.pinned = false;
+                s.locked_at = None;
                 if was_in_transaction {
                     return Err(RpcError {
                         code: "ABORTED",
@@ -734,6 +799,7 @@ impl HttpSql {
                     s.in_transaction = false;
                     s.tx_started = None;
                     s.pinned = false;
+                    s.locked_at = None;
                     return Err(RpcError {
                         code: "ABORTED",
                         message: "transaction ended: its connection was closed and the transaction rolled back".into(),
@@ -753,6 +819,13 @@ impl HttpSql {
             }
         }
         let result = query_result(&collected.frames, t, lease.backend.capabilities);
+        if result.is_ok() {
+            if a.is(&["LOCK"]) {
+                s.locked_at.get_or_insert_with(Instant::now);
+            } else if a.is(&["UNLOCK", "BEGIN", "START"]) {
+                s.locked_at = None;
+            }
+        }
         if a.has_ddl() && result.is_ok() {
             self.gw.platform.schema_changed(&login.branch.id);
         }

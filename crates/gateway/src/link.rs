@@ -38,6 +38,15 @@ pub(crate) fn result_too_large(bytes: u64, max: u64) -> ErrPacket {
     )
 }
 
+/// A transaction the gateway rolled back at its time limit, in Vitess's words: what the client's
+/// next statement in it hears, on either front door.
+pub(crate) fn transaction_aborted(id: &str, limit: Duration) -> String {
+    format!(
+        "vttablet: rpc error: code = Aborted desc = transaction {id}: ended (exceeded timeout: {}s): it was rolled back and nothing of it was committed",
+        limit.as_secs()
+    )
+}
+
 /// The time limit the gateway itself puts on a statement (the query is stopped on the instance
 /// when it passes): a directive's shorter one, and inside a transaction what is left of the
 /// transaction's time (the transaction is then rolled back before the client's next statement is

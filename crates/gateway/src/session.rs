@@ -1353,10 +1353,7 @@ fn transaction_aborted(id: u32, limit: Duration) -> ErrPacket {
     ErrPacket::new(
         1105,
         "HY000",
-        format!(
-            "vttablet: rpc error: code = Aborted desc = transaction {id}: ended (exceeded timeout: {}s): it was rolled back and nothing of it was committed",
-            limit.as_secs()
-        ),
+        link::transaction_aborted(&id.to_string(), limit),
     )
 }
 

@@ -285,6 +285,10 @@ fn is_false(b: &bool) -> bool {
 pub struct VitessSession {
     #[serde(rename = "inTransaction", skip_serializing_if = "is_false")]
     pub in_transaction: bool,
+    /// The session holds a connection with state on it (Vitess's reserved connection): `SET`,
+    /// temporary tables, locks. Told back, so a session that lost it can be told so.
+    #[serde(rename = "inReservedConn", skip_serializing_if = "is_false")]
+    pub in_reserved_conn: bool,
     pub autocommit: bool,
     pub options: SessionOptions,
     #[serde(rename = "DDLStrategy")]
@@ -308,6 +312,24 @@ pub struct SessionOptions {
 pub struct SessionClaim {
     pub id: String,
     pub in_transaction: bool,
+    pub in_reserved_conn: bool,
+}
+
+/// What a session holds, as its token tells the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionState {
+    pub in_transaction: bool,
+    pub in_reserved_conn: bool,
+    pub autocommit: bool,
+}
+
+impl SessionState {
+    /// A session holding nothing.
+    pub const FRESH: SessionState = SessionState {
+        in_transaction: false,
+        in_reserved_conn: false,
+        autocommit: true,
+    };
 }
 
 /// Signs and checks session tokens: `signature` is an HMAC-SHA256 of the session id, so a client can
@@ -329,12 +351,13 @@ impl SessionSigner {
     }
 
     /// The session value sent back with every response, in PlanetScale's shape.
-    pub fn token(&self, id: &str, in_transaction: bool) -> SessionToken {
+    pub fn token(&self, id: &str, state: SessionState) -> SessionToken {
         SessionToken {
             signature: B64.encode(self.mac(id)),
             vitess_session: VitessSession {
-                in_transaction,
-                autocommit: true,
+                in_transaction: state.in_transaction,
+                in_reserved_conn: state.in_reserved_conn,
+                autocommit: state.autocommit,
                 options: SessionOptions {
                     included_fields: "ALL",
                     client_found_rows: true,
@@ -367,6 +390,7 @@ impl SessionSigner {
         Ok(Some(SessionClaim {
             id: id.to_string(),
             in_transaction: vitess["inTransaction"].as_bool().unwrap_or(false),
+            in_reserved_conn: vitess["inReservedConn"].as_bool().unwrap_or(false),
         }))
     }
 }
@@ -530,17 +554,27 @@ mod tests {
         let s = SessionSigner::new(b"key");
         assert_eq!(s.claim(None).unwrap(), None);
         assert_eq!(s.claim(Some(&Value::Null)).unwrap(), None);
-        let t = serde_json::to_value(s.token("abc", true)).unwrap();
+        let open = SessionState {
+            in_transaction: true,
+            in_reserved_conn: true,
+            autocommit: false,
+        };
+        let t = serde_json::to_value(s.token("abc", open)).unwrap();
         assert_eq!(t["vitessSession"]["SessionUUID"], "abc");
         assert_eq!(t["vitessSession"]["inTransaction"], true);
-        let idle = serde_json::to_value(s.token("abc", false)).unwrap();
+        assert_eq!(t["vitessSession"]["inReservedConn"], true);
+        assert_eq!(t["vitessSession"]["autocommit"], false);
+        let idle = serde_json::to_value(s.token("abc", SessionState::FRESH)).unwrap();
         assert!(idle["vitessSession"].get("inTransaction").is_none());
+        assert!(idle["vitessSession"].get("inReservedConn").is_none());
+        assert_eq!(idle["vitessSession"]["autocommit"], true);
         assert_eq!(idle["vitessSession"]["options"]["clientFoundRows"], true);
         assert_eq!(
             s.claim(Some(&t)).unwrap(),
             Some(SessionClaim {
                 id: "abc".into(),
-                in_transaction: true
+                in_transaction: true,
+                in_reserved_conn: true,
             })
         );
         // Another id under the same signature, another server's key, junk: refused.
@@ -556,7 +590,7 @@ mod tests {
             Err(RequestError::Session)
         );
         let r = execute_response(
-            s.token("abc", false),
+            s.token("abc", SessionState::FRESH),
             Err(RpcError::mysql(1064, "42000", "bad")),
             0.5,
         );

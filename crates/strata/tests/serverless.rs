@@ -13,8 +13,10 @@ fn the_serverless_driver_works_unmodified() {
         root.path(),
         "127.0.0.1:0",
         &[
+            // Longer than the transaction limit: an idle transaction ends at that limit, not
+            // when its session expires.
             "--http-session-idle",
-            "2",
+            "5",
             "--max-rows",
             "50",
             "--transaction-timeout",
@@ -51,7 +53,7 @@ fn the_serverless_driver_works_unmodified() {
         .env("PS_READER_PASS", &reader_pass)
         .env("PS_MAIN_USER", &main_user)
         .env("PS_MAIN_PASS", &main_pass)
-        .env("PS_IDLE_SECS", "2")
+        .env("PS_IDLE_SECS", "5")
         .env("PS_MAX_ROWS", "50")
         .output()
         .expect("node installed");
