@@ -199,6 +199,13 @@ r = await post('Execute', JSON.stringify({ query: "SELECT REPEAT('a', 5000) AS b
 check(r.headers.get('content-encoding') === 'gzip' && (await r.json()).result.rows.length === 1, 'gzip when the client accepts it');
 check((await conn.execute('SELECT 1 AS ok')).rows[0].ok === '1', 'still serving');
 
+// 6b. A burst from one application server (more concurrent requests than the per-address bound
+// on connections not yet at their first request, 64) is served in full.
+const burst = await Promise.all(
+  Array.from({ length: 150 }, (_, i) => new Client(config).execute('SELECT ? AS i', [i]).then((r) => Number(r.rows[0].i), (e) => `error: ${e.message}`)),
+);
+check(burst.every((v, i) => v === i), 'a burst of 150 concurrent requests is served', burst.filter((v, i) => v !== i).slice(0, 3));
+
 // 7. Plain HTTP from loopback through `url`, as for local development.
 const plain = connect({ url: `http://${env.PS_USER}:${env.PS_PASS}@127.0.0.1:${env.PS_PORT}` });
 check((await plain.execute('SELECT 2 AS two')).rows[0].two === '2', 'plain HTTP on loopback via url');

@@ -1,16 +1,27 @@
 //! Admission of connections that have not logged in yet: a bound on how many there are in all and
 //! per source address, so idle or slow sockets cannot take every descriptor of the process (which
-//! the REST API and logged-in clients share).
+//! the REST API and logged-in clients share). A connection over a bound waits a moment for a place
+//! (a burst from one application server is normal, and each place is held only until its login or
+//! first request is read); waiting connections are bounded too.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a connection over a bound waits for a place before it is refused.
+pub const WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct Admission {
     total_max: usize,
     per_address_max: usize,
     state: Mutex<State>,
+    /// Told when a place is given back.
+    freed: tokio::sync::Notify,
+    /// Connections waiting for a place.
+    waiting: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -32,7 +43,41 @@ impl Admission {
             total_max: total_max.max(1),
             per_address_max: per_address_max.max(1),
             state: Mutex::new(State::default()),
+            freed: tokio::sync::Notify::new(),
+            waiting: AtomicUsize::new(0),
         })
+    }
+
+    /// A place, waiting up to `wait` for one to be given back when the bounds are reached. At most
+    /// as many connections wait as may hold places; past that, or at the deadline, `None`.
+    pub async fn enter_within(self: &Arc<Self>, address: IpAddr, wait: Duration) -> Option<Ticket> {
+        if let Some(t) = self.enter(address) {
+            return Some(t);
+        }
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.total_max {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let _waiting = Waiting(&self.waiting);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking, so a place given back in between is not missed.
+            freed.as_mut().enable();
+            if let Some(t) = self.enter(address) {
+                return Some(t);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return self.enter(address);
+            }
+        }
     }
 
     /// A place for a connection from `address`, unless the bounds are reached.
@@ -66,6 +111,8 @@ impl Drop for Ticket {
                 s.by_address.remove(&self.address);
             }
         }
+        drop(s);
+        self.owner.freed.notify_waiters();
     }
 }
 
@@ -94,6 +141,47 @@ mod tests {
             a.enter(ip("10.0.0.1")).is_some(),
             "a place freed is taken again"
         );
+    }
+
+    #[tokio::test]
+    async fn a_burst_waits_for_places_and_waiting_is_bounded() {
+        let a = Admission::new(2, 1);
+        let held = a.enter(ip("10.0.0.1")).unwrap();
+        // A second connection from the address waits, and gets the place once it is given back.
+        let waiter = {
+            let a = a.clone();
+            tokio::spawn(
+                async move { a.enter_within(ip("10.0.0.1"), Duration::from_secs(5)).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held);
+        assert!(waiter.await.unwrap().is_some());
+        // Nobody gives it back: refused at the deadline.
+        let _t = a.enter(ip("10.0.0.2")).unwrap();
+        let started = std::time::Instant::now();
+        assert!(a
+            .enter_within(ip("10.0.0.2"), Duration::from_millis(100))
+            .await
+            .is_none());
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        // No more waiters than places: the rest are refused at once.
+        let b = Admission::new(1, 1);
+        let _h = b.enter(ip("10.0.0.3")).unwrap();
+        let w = {
+            let b = b.clone();
+            tokio::spawn(
+                async move { b.enter_within(ip("10.0.0.3"), Duration::from_secs(5)).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        assert!(b
+            .enter_within(ip("10.0.0.3"), Duration::from_secs(5))
+            .await
+            .is_none());
+        assert!(started.elapsed() < Duration::from_secs(1));
+        w.abort();
     }
 
     #[test]

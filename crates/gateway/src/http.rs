@@ -127,6 +127,34 @@ fn reply(status: u16, body: &impl serde::Serialize, gzip: bool) -> Response<Full
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
+/// The answer to a connection refused before its first request: 503 with the error body, unless it
+/// speaks TLS (no handshake is spent on it then).
+async fn busy(tcp: TcpStream, peer: SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+    let mut first = [0u8; 1];
+    let tls = matches!(
+        tokio::time::timeout(Duration::from_millis(500), tcp.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] == 0x16
+    );
+    if tls {
+        return;
+    }
+    let body = http_error_body(
+        "resource_exhausted",
+        &format!(
+            "too many connections from {} have not sent their first request yet: retry shortly",
+            peer.ip()
+        ),
+    )
+    .to_string();
+    let mut tcp = tcp;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(answer.as_bytes())).await;
+}
+
 fn fail(code: &str, message: &str, gzip: bool) -> Response<Full<Bytes>> {
     reply(http_status(code), &http_error_body(code, message), gzip)
 }
@@ -230,11 +258,17 @@ impl HttpSql {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => {
                     let Ok((tcp, peer)) = accepted else { continue };
-                    // Past the bound on connections not yet at their first request: closed.
-                    let Some(ticket) = self.prelogin.enter(peer.ip()) else { continue };
                     let me = self.clone();
                     let tls = tls.clone();
-                    tokio::spawn(async move { me.connection(tcp, peer, tls, ticket).await });
+                    tokio::spawn(async move {
+                        // Past the bound on connections not yet at their first request, after a
+                        // moment's wait: refused (503 in plain HTTP; a TLS client is closed).
+                        let wait = crate::admission::WAIT;
+                        match me.prelogin.enter_within(peer.ip(), wait).await {
+                            Some(ticket) => me.connection(tcp, peer, tls, ticket).await,
+                            None => busy(tcp, peer).await,
+                        }
+                    });
                 }
             }
         }

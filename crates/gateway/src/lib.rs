@@ -256,12 +256,14 @@ impl Gateway {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
-                        let Some(ticket) = self.prelogin.enter(peer.ip()) else {
-                            tokio::spawn(too_many_connections(tcp));
-                            continue;
-                        };
                         let me = self.clone();
-                        tokio::spawn(async move { me.connection(tcp, peer, ticket).await });
+                        tokio::spawn(async move {
+                            let wait = admission::WAIT;
+                            match me.prelogin.enter_within(peer.ip(), wait).await {
+                                Some(ticket) => me.connection(tcp, peer, ticket).await,
+                                None => too_many_connections(tcp).await,
+                            }
+                        });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: keep serving the others.

@@ -35,13 +35,10 @@ pub async fn serve(
                 }
             },
         };
-        // Past the bound on connections not yet at their first request: closed.
-        let Some(ticket) = admission.enter(peer.ip()) else {
-            continue;
-        };
         let _ = tcp.set_nodelay(true);
         // The place is given back once the first request's headers are in.
-        let ticket = Arc::new(Mutex::new(Some(ticket)));
+        let ticket = Arc::new(Mutex::new(None));
+        let held = ticket.clone();
         let app = app.clone();
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -53,7 +50,17 @@ pub async fn serve(
             .header_read_timeout(header_timeout)
             .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
         let watched = graceful.watch(conn);
+        let admission = admission.clone();
         tokio::spawn(async move {
+            // Past the bound on connections not yet at their first request, after a moment's
+            // wait: closed.
+            let Some(place) = admission
+                .enter_within(peer.ip(), strata_gateway::admission::WAIT)
+                .await
+            else {
+                return;
+            };
+            *held.lock().unwrap_or_else(|e| e.into_inner()) = Some(place);
             let _ = watched.await;
         });
     }
