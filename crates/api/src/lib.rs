@@ -126,7 +126,7 @@ impl utoipa::Modify for PathParameters {
                                 utoipa::openapi::KnownFormat::Int64,
                             )))
                             .minimum(Some(1))
-                            .maximum(Some(i64::MAX));
+                            .maximum(Some(MAX_JSON_INTEGER));
                     }
                     params.push(
                         ParameterBuilder::new()
@@ -167,6 +167,9 @@ impl utoipa::Modify for PathParameters {
         }
     }
 }
+
+/// The largest integer a JSON document states exactly (2^53 − 1): i64::MAX would print rounded up.
+const MAX_JSON_INTEGER: i64 = (1 << 53) - 1;
 
 /// The type and meaning of a path parameter, by name.
 fn path_parameter(name: &str) -> (utoipa::openapi::Type, &'static str) {

@@ -519,6 +519,7 @@ pub async fn disable_safe_migrations(
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreatePassword {
+    #[schema(pattern = "^(?=[\\s\\S]*[^\\s])[^\\x00-\\x1f\\x7f-\\x9f]{1,255}$")]
     pub name: Option<String>,
     /// reader, writer, readwriter or admin (default).
     #[schema(schema_with = crate::contract::password_role)]
@@ -531,8 +532,12 @@ pub struct CreatePassword {
     pub replica: Option<bool>,
 }
 
+/// A password's role cannot change (its grants are the server user's): a body naming anything but
+/// these fields is refused rather than half applied.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdatePassword {
+    #[schema(pattern = "^(?=[\\s\\S]*[^\\s])[^\\x00-\\x1f\\x7f-\\x9f]{1,255}$")]
     pub name: Option<String>,
     pub cidrs: Option<Vec<String>>,
 }

@@ -204,7 +204,11 @@ impl Platform {
         let p = self
             .catalog()
             .password(&b.id, id)
-            .map_err(|_| not_found("Password", id))?;
+            .map_err(|_| {
+                ControlError::NotFound(format!(
+                    "Password '{id}' not found on branch '{branch}': passwords are named by their id (strata password list {db} {branch})"
+                ))
+            })?;
         Ok((p, b))
     }
 
