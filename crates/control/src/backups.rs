@@ -261,7 +261,7 @@ impl Platform {
         // A validation cut short leaves its scratch server registered: stop it.
         let scratch = lock(&self.instances).remove(&format!("validate-{id}"));
         if let Some(inst) = scratch {
-            inst.stop().await;
+            inst.discard().await;
             let dir = self.scratch_dir().join(id);
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
         }

@@ -543,11 +543,12 @@ impl Platform {
             )));
         }
         self.catalog.delete_database(&db.id)?;
-        for b in branches {
-            self.teardown(&b.id).await;
-        }
+        // Backups first: a backup running against an instance holds it up.
         for bk in backups {
             self.drop_backup_job_and_files(&bk.id).await;
+        }
+        for b in branches {
+            self.teardown(&b.id).await;
         }
         Ok(())
     }
@@ -1409,7 +1410,8 @@ impl Platform {
         }
         let inst = lock(&self.instances).remove(branch_id);
         if let Some(inst) = inst {
-            inst.stop().await;
+            // Its data goes next: no clean shutdown to wait for.
+            inst.discard().await;
         }
         let dir = self.instances_dir().join(branch_id);
         if let Err(e) = tokio::task::spawn_blocking(move || supervisor::destroy(&dir)).await {

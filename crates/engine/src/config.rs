@@ -25,16 +25,32 @@ pub struct OptionFile<'a> {
     pub run_as_root: bool,
 }
 
+/// The server's `max_connections`: production branches take more clients.
+pub fn max_connections(production: bool) -> usize {
+    if production {
+        1000
+    } else {
+        300
+    }
+}
+
+/// Backend connections the gateway may hold to one instance, over all its pools: four fifths, so
+/// deploys, backups and the control plane always find room.
+pub fn gateway_connections(production: bool) -> usize {
+    max_connections(production) * 4 / 5
+}
+
 impl OptionFile<'_> {
     /// Production branches get more memory and full durability; development branches are small and
     /// relax flushing (they hold no production data), which keeps hundreds of them cheap on one host.
     pub fn render(&self) -> String {
         // A production redo log large enough that a deploy's bulk copy or a data load does not
         // force a checkpoint every few megabytes (MariaDB resizes it at start when this changes).
-        let (buffer_pool, max_connections, flush, sync_binlog, redo) = if self.production {
-            ("128M", 1000, 1, 1, "256M")
+        let max_connections = max_connections(self.production);
+        let (buffer_pool, flush, sync_binlog, redo) = if self.production {
+            ("128M", 1, 1, "256M")
         } else {
-            ("32M", 300, 2, 0, "16M")
+            ("32M", 2, 0, "16M")
         };
         let section = match self.flavour {
             Flavour::MariaDb => "mariadbd",

@@ -79,6 +79,8 @@ pub struct Instance {
     status: watch::Receiver<InstanceStatus>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Stop without a clean shutdown: the instance's data is about to be destroyed.
+    abandon: std::sync::atomic::AtomicBool,
 }
 
 fn data_dir(dir: &Path) -> PathBuf {
@@ -203,6 +205,7 @@ impl Instance {
             status: status_rx,
             stop: stop_tx,
             task: Mutex::new(None),
+            abandon: std::sync::atomic::AtomicBool::new(false),
         });
         let task = tokio::spawn(supervise(inst.clone(), status_tx, stop_rx));
         *inst.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
@@ -240,6 +243,14 @@ impl Instance {
                 })
             }
         }
+    }
+
+    /// Kills the server (no clean shutdown, which can take up to a minute while a backup or a long
+    /// statement finishes) and ends supervision: for an instance whose data is being destroyed.
+    pub async fn discard(&self) {
+        self.abandon
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop().await;
     }
 
     /// Stops the server cleanly and ends supervision.
@@ -508,6 +519,15 @@ fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
     }
 }
 
+/// Ends the server as the stop asked: cleanly, or at once for a discarded instance.
+async fn end(inst: &Instance, child: &mut Child) {
+    if inst.abandon.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = child.kill().await;
+    } else {
+        terminate(child).await;
+    }
+}
+
 async fn terminate(child: &mut Child) {
     if let Some(pid) = child.id() {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
@@ -633,7 +653,7 @@ async fn supervise(
                     }
                     _ => {
                         status.send_modify(|s| s.state = InstanceState::Stopping);
-                        terminate(&mut child).await;
+                        end(&inst, &mut child).await;
                         break;
                     }
                 }
@@ -656,7 +676,7 @@ async fn supervise(
             }
             Event::Stop => {
                 status.send_modify(|s| s.state = InstanceState::Stopping);
-                terminate(&mut child).await;
+                end(&inst, &mut child).await;
                 break;
             }
         }

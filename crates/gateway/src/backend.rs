@@ -121,6 +121,12 @@ impl Backend {
             diagnostics: false,
         };
         let greeting_frame = b.next_frame().await?;
+        if greeting_frame.payload().first() == Some(&0xFF) {
+            // Refused before the greeting (e.g. 1040 Too many connections).
+            return Err(BackendError::Server(ErrPacket::parse(
+                greeting_frame.payload(),
+            )?));
+        }
         let greeting = Greeting::parse(greeting_frame.payload())?;
         b.thread_id = greeting.connection_id;
         let wanted = BASE_CAPS | (profile_caps & caps::PROFILE);

@@ -251,9 +251,12 @@ impl Gateway {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        // Idle backend connections a burst opened go back to the instances.
+        let mut reap = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = reap.tick() => self.pools.reap(pool::IDLE_MAX),
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         let me = self.clone();

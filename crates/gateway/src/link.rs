@@ -145,6 +145,7 @@ impl Link {
             password,
             schema: self.database.clone(),
             statement_limit: (user != ROOT_USER).then_some(self.gw.cfg.limits.query_timeout),
+            branch_max: strata_engine::config::gateway_connections(inst.spec().production),
         })
     }
 
@@ -201,6 +202,11 @@ impl Link {
                 1105,
                 "HY000",
                 format!("resource pool timed out: no backend connection became free within {d:?} (transaction pool connection limit exceeded)"),
+            )),
+            Err(PoolError::BranchFull(n)) => Err(ErrPacket::new(
+                1040,
+                "08004",
+                format!("Too many connections: the branch's {n} backend connections are all in use; retry shortly"),
             )),
             Err(PoolError::Backend(e)) => {
                 self.forget_instance();

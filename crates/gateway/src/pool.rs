@@ -2,6 +2,11 @@
 //! connections share at most `size` backend connections each. A connection goes back to the pool only
 //! in a clean state; a session that changed state keeps its connection (pinned) until it ends, and the
 //! connection is reset before anyone else gets it.
+//!
+//! All pools of one branch together hold at most the branch's share of its instance's connections
+//! (`Target::branch_max`): past it, idle connections of the branch's other pools are closed to make
+//! room, else the caller is refused. Idle connections are closed after a minute unused, so what a
+//! burst opened goes back to the instance.
 
 use crate::backend::{Backend, BackendError};
 use std::collections::HashMap;
@@ -12,8 +17,11 @@ use std::time::{Duration, Instant};
 use strata_model::Role;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Idle connections older than this are closed instead of reused.
-const IDLE_MAX: Duration = Duration::from_secs(300);
+/// Idle connections unused this long are closed (by [`Pools::reap`], and when found at acquire).
+pub const IDLE_MAX: Duration = Duration::from_secs(60);
+
+/// Open backend connections per branch, over all its pools.
+type BranchCounts = Arc<Mutex<HashMap<String, usize>>>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -33,12 +41,37 @@ pub struct Target {
     /// The session's `max_statement_time` on the instance: the default statement time limit,
     /// enforced by the server at no cost per query.
     pub statement_limit: Option<Duration>,
+    /// Connections all the branch's pools may hold to its instance together.
+    pub branch_max: usize,
 }
 
 pub struct Pool {
     idle: Mutex<Vec<Backend>>,
     slots: Arc<Semaphore>,
     open: AtomicUsize,
+    branch_id: String,
+    branches: BranchCounts,
+}
+
+impl Pool {
+    /// `n` of this pool's connections were closed.
+    fn closed(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.open.fetch_sub(n, Ordering::Relaxed);
+        let mut counts = self.branches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = counts.get_mut(&self.branch_id) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                counts.remove(&self.branch_id);
+            }
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Backend>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A backend connection on loan from a pool.
@@ -52,6 +85,8 @@ pub struct Lease {
 pub enum PoolError {
     #[error("connection pool for this branch is exhausted: no backend connection became free within {0:?}")]
     Exhausted(Duration),
+    #[error("the branch's instance has no room for more connections from the gateway ({0} are open, all in use)")]
+    BranchFull(usize),
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -81,7 +116,7 @@ impl Lease {
 
     /// Closes the connection instead of returning it (broken, or in an unknown state).
     pub fn discard(self) {
-        self.pool.open.fetch_sub(1, Ordering::Relaxed);
+        self.pool.closed(1);
     }
 }
 
@@ -89,6 +124,7 @@ pub struct Pools {
     size: usize,
     wait: Duration,
     map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    branches: BranchCounts,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -104,7 +140,56 @@ impl Pools {
             size: size.max(1),
             wait,
             map: Mutex::new(HashMap::new()),
+            branches: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Counts a new connection of the branch, if it has room; else closes an idle connection of
+    /// one of its pools to make room.
+    fn reserve(&self, branch_id: &str, max: usize) -> bool {
+        for _ in 0..2 {
+            {
+                let mut counts = self.branches.lock().unwrap_or_else(|e| e.into_inner());
+                let c = counts.entry(branch_id.to_string()).or_insert(0);
+                if *c < max.max(1) {
+                    *c += 1;
+                    return true;
+                }
+            }
+            let pools: Vec<Arc<Pool>> = self
+                .map
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(k, _)| k.branch_id == branch_id)
+                .map(|(_, p)| p.clone())
+                .collect();
+            let evicted = pools.iter().find_map(|p| {
+                let b = p.idle().pop()?;
+                drop(b);
+                Some(p.clone())
+            });
+            match evicted {
+                Some(p) => p.closed(1),
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// Closes idle connections unused for `older_than` (and pools left with nothing).
+    pub fn reap(&self, older_than: Duration) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for p in map.values() {
+            let closed = {
+                let mut idle = p.idle();
+                let before = idle.len();
+                idle.retain(|b| b.last_used.elapsed() < older_than);
+                before - idle.len()
+            };
+            p.closed(closed);
+        }
+        map.retain(|_, p| p.open.load(Ordering::Relaxed) > 0 || Arc::strong_count(p) > 1);
     }
 
     fn pool(&self, key: &PoolKey) -> Arc<Pool> {
@@ -115,6 +200,8 @@ impl Pools {
                     idle: Mutex::new(Vec::new()),
                     slots: Arc::new(Semaphore::new(self.size)),
                     open: AtomicUsize::new(0),
+                    branch_id: key.branch_id.clone(),
+                    branches: self.branches.clone(),
                 })
             })
             .clone()
@@ -145,12 +232,16 @@ impl Pools {
                 Some(_) => {
                     // Stale (old instance address, idle too long, or closed by the instance):
                     // close it.
-                    pool.open.fetch_sub(1, Ordering::Relaxed);
+                    pool.closed(1);
                 }
                 None => break,
             }
         }
-        let b = Backend::connect(
+        if !self.reserve(&key.branch_id, target.branch_max) {
+            return Err(PoolError::BranchFull(target.branch_max));
+        }
+        pool.open.fetch_add(1, Ordering::Relaxed);
+        let connected = Backend::connect(
             target.addr,
             &target.user,
             &target.password,
@@ -158,12 +249,17 @@ impl Pools {
             key.profile,
             key.charset,
         )
-        .await?;
-        pool.open.fetch_add(1, Ordering::Relaxed);
-        let mut b = b;
+        .await;
+        let mut b = match connected {
+            Ok(b) => b,
+            Err(e) => {
+                pool.closed(1);
+                return Err(e.into());
+            }
+        };
         if let Some(limit) = target.statement_limit {
             if let Err(e) = b.set_statement_limit(Some(limit)).await {
-                pool.open.fetch_sub(1, Ordering::Relaxed);
+                pool.closed(1);
                 return Err(e.into());
             }
         }

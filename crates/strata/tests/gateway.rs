@@ -570,6 +570,74 @@ fn warnings_and_errors_stay_with_their_client() {
     });
 }
 
+/// All pools of a branch together keep to the branch's share of its instance's connections (240 of
+/// a development branch's 300): one role cannot take the instance's connections from the others,
+/// and what a burst left idle is handed over at once when another role needs room.
+#[test]
+fn a_branch_pools_share_a_bound_and_idle_connections_make_room() {
+    let (_root, s) = setup(&[]);
+    s.json(&["branch", "create", "shop", "dev", "--wait"]);
+    let roles = ["admin", "readwriter", "reader", "writer"];
+    let pws: Vec<(String, String)> = roles
+        .iter()
+        .map(|r| {
+            let (u, p, _) = password(&s, "shop", "dev", r);
+            (u, p)
+        })
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // 64 pinned connections of one password, at once: (connections, errors).
+        let burst = |u: &str, p: &str| {
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..64 {
+                let o = opts(&s, u, p);
+                set.spawn(async move {
+                    let mut c = mysql_async::Conn::new(o).await?;
+                    // Session state: the connection stays with this client.
+                    c.query_drop("SET @held = 1").await?;
+                    Ok::<_, mysql_async::Error>(c)
+                });
+            }
+            async move {
+                let (mut ok, mut err) = (Vec::new(), Vec::new());
+                while let Some(r) = set.join_next().await {
+                    match r.unwrap() {
+                        Ok(c) => ok.push(c),
+                        Err(e) => err.push(e.to_string()),
+                    }
+                }
+                (ok, err)
+            }
+        };
+        let mut held = Vec::new();
+        let mut refused = Vec::new();
+        for (u, p) in &pws {
+            let (ok, err) = burst(u, p).await;
+            held.extend(ok);
+            refused.extend(err);
+        }
+        assert_eq!(held.len(), 240, "refused: {:?}", refused.first());
+        assert_eq!(refused.len(), 16);
+        assert!(
+            refused.iter().all(|e| e.contains("Too many connections")),
+            "{refused:?}"
+        );
+        for c in held.drain(..) {
+            c.disconnect().await.unwrap();
+        }
+        // Every pool is now idle at the bound: the writer, refused before, gets room at once from
+        // the others' idle connections.
+        let (u, p) = &pws[3];
+        let (ok, err) = burst(u, p).await;
+        assert!(err.is_empty(), "{err:?}");
+        for c in ok {
+            c.disconnect().await.unwrap();
+        }
+    });
+    s.json(&["branch", "show", "shop", "dev"]);
+}
+
 #[test]
 fn query_limits_and_kill() {
     let (_root, s) = setup(&["--max-rows", "100", "--transaction-timeout", "1"]);
