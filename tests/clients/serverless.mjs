@@ -141,6 +141,12 @@ for (let i = 0; i < 4; i++) {
   const seen = JSON.stringify([(await other.execute('SHOW WARNINGS')).rows, (await other.execute('SHOW ERRORS')).rows]);
   check(!/card-4111|secret_table_name/.test(seen), "another session does not see this one's warnings or errors", seen);
 }
+// KILL reaches no other client's work from here (the instance's threads are shared by the role's
+// passwords): every form is refused.
+for (const k of ['KILL QUERY 5', 'KILL 5', 'kill hard query 5', '/*!KILL QUERY 5*/', 'KILL CONNECTION 5']) {
+  const killed = await fails(conn.execute(k));
+  check(killed instanceof DatabaseError && /errno (1094|1235|1227)/.test(killed.message), `HTTP refuses ${k}`, killed.message);
+}
 const multi = await fails(conn.execute('SELECT 1; SELECT 2'));
 check(/one statement per call/.test(multi.message), 'one statement per call', multi.message);
 

@@ -358,12 +358,14 @@ impl HttpSql {
                 };
                 if since.is_some_and(|t| t.elapsed() > limit) {
                     held.extend(s.conn.take());
+                    let what = if s.in_transaction {
+                        link::transaction_aborted(id, limit)
+                    } else {
+                        link::locks_released(limit)
+                    };
                     s.ended = Some(RpcError {
                         code: "ABORTED",
-                        message: format!(
-                            "{} (errno 1105) (sqlstate HY000)",
-                            link::transaction_aborted(id, limit)
-                        ),
+                        message: format!("{what} (errno 1105) (sqlstate HY000)"),
                     });
                     s.in_transaction = false;
                     s.tx_started = None;
@@ -694,6 +696,15 @@ impl HttpSql {
         }
         if planetscale_noop(sql) {
             return Ok(QueryResult::default());
+        }
+        if let Some((_, id)) = a.kill {
+            // The endpoint has no connection ids of its own to kill, and the instance's threads
+            // are shared by the role's passwords.
+            return Err(RpcError::mysql(
+                1094,
+                "HY000",
+                &format!("Unknown thread id: {id}"),
+            ));
         }
         if let Some(w) = &a.set_workload {
             s.olap = w == "olap";

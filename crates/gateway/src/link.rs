@@ -47,6 +47,15 @@ pub(crate) fn transaction_aborted(id: &str, limit: Duration) -> String {
     )
 }
 
+/// Table locks (`LOCK TABLES`, outside a transaction) the gateway released at the transaction time
+/// limit: what ran under them was committed statement by statement, and stays.
+pub(crate) fn locks_released(limit: Duration) -> String {
+    format!(
+        "table locks held longer than the transaction timeout ({}s) were released (UNLOCK TABLES); statements run under them had already committed",
+        limit.as_secs()
+    )
+}
+
 /// The time limit the gateway itself puts on a statement (the query is stopped on the instance
 /// when it passes): a directive's shorter one, and inside a transaction what is left of the
 /// transaction's time (the transaction is then rolled back before the client's next statement is
@@ -432,17 +441,21 @@ pub(crate) async fn collect(
         } else if let Some(m) = limits.max_bytes.filter(|m| bytes > *m) {
             exceeded = Some(result_too_large(bytes, m));
         } else if let Some(shared) = limits.memory.filter(|_| bytes >> 20 >= reserved_mib) {
-            // One more MiB of the shared result memory (the first as the result starts).
-            let more = match shared.clone().try_acquire_owned() {
+            // The shared result memory the result has grown into (a MiB as it starts, then as
+            // many as a large row adds).
+            let need = u32::try_from((bytes >> 20) + 1 - reserved_mib).unwrap_or(u32::MAX);
+            let more = match shared.clone().try_acquire_many_owned(need) {
                 Ok(p) => Some(p),
-                Err(_) => tokio::time::timeout(MEMORY_WAIT, shared.clone().acquire_owned())
-                    .await
-                    .ok()
-                    .and_then(Result::ok),
+                Err(_) => {
+                    tokio::time::timeout(MEMORY_WAIT, shared.clone().acquire_many_owned(need))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
             };
             match more {
                 Some(p) => {
-                    reserved_mib += 1;
+                    reserved_mib += u64::from(need);
                     match memory.as_mut() {
                         Some(held) => held.merge(p),
                         None => memory = Some(p),

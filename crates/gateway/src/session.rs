@@ -269,6 +269,7 @@ impl Session {
     /// and release them.
     async fn abort_transaction(&mut self) {
         if let Some(mut lease) = self.pinned.take() {
+            let in_transaction = self.status & status::IN_TRANS != 0;
             let mut ok = lease.backend.query("ROLLBACK").await.is_ok();
             if self.tables_locked.take().is_some() {
                 ok &= lease.backend.query("UNLOCK TABLES").await.is_ok();
@@ -281,10 +282,12 @@ impl Session {
                 "transaction rolled back after exceeding the transaction timeout"
             );
             self.settle(lease, !ok);
-            self.aborted = Some(transaction_aborted(
-                self.id,
-                self.gw.cfg.limits.transaction_timeout,
-            ));
+            let limit = self.gw.cfg.limits.transaction_timeout;
+            self.aborted = Some(if in_transaction {
+                transaction_aborted(self.id, limit)
+            } else {
+                ErrPacket::new(1105, "HY000", link::locks_released(limit))
+            });
         }
         self.transaction_started = None;
         self.tables_locked = None;
