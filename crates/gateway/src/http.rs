@@ -783,9 +783,8 @@ impl HttpSql {
         let dml = a.is(&["UPDATE", "DELETE"]);
         let guarded_in_tx = s.in_transaction || s.status & status::AUTOCOMMIT == 0;
         let outcome = if dml {
-            let max = limits.max_rows;
             let b = &mut lease.backend;
-            link::row_limited(b, &payload, guarded_in_tx, max, deadline, &mut link, |_| {}).await
+            link::row_limited(b, &payload, guarded_in_tx, limits, deadline, &mut link, |_| {}).await
         } else {
             let max_bytes = if s.olap {
                 // OLAP lifts the byte limit only so far: the answer is held in memory before it goes.

@@ -82,13 +82,14 @@ pub(crate) fn statement_timeout(
 /// How the row-limit guard around an UPDATE or DELETE ends: inside the client's transaction (or
 /// with autocommit off) a savepoint was taken, else a transaction was opened. A failed statement
 /// was already undone by the server (a deadlock even rolls back the whole transaction, savepoint
-/// included): only one over the limit needs undoing here.
-pub(crate) fn row_limit_end(in_tx: bool, over: bool, failed: bool) -> Option<&'static str> {
-    match (in_tx, over, failed) {
-        (true, true, _) => Some("ROLLBACK TO SAVEPOINT strata_row_limit"),
-        (true, false, _) => None,
-        (false, true, _) | (false, false, true) => Some("ROLLBACK"),
-        (false, false, false) => Some("COMMIT"),
+/// included): only one over the limit needs undoing here. Outside a transaction what succeeded
+/// before a failure in the same text is committed, as autocommit would have.
+pub(crate) fn row_limit_end(in_tx: bool, over: bool, _failed: bool) -> Option<&'static str> {
+    match (in_tx, over) {
+        (true, true) => Some("ROLLBACK TO SAVEPOINT strata_row_limit"),
+        (true, false) => None,
+        (false, true) => Some("ROLLBACK"),
+        (false, false) => Some("COMMIT"),
     }
 }
 
@@ -303,11 +304,12 @@ pub(crate) async fn row_limited(
     backend: &mut Backend,
     payload: &[u8],
     in_tx: bool,
-    max_rows: u64,
+    limits: &Limits,
     deadline: Option<Instant>,
     link: &mut Link,
     busy: impl Fn(Option<(SocketAddr, u32)>),
 ) -> Result<Collected, Failed> {
+    let max_rows = limits.max_rows;
     // Only a timed statement may need to be stopped.
     let root = deadline.and_then(|_| link.root_target());
     if let Err(e) = backend.query(row_limit_start(in_tx)).await {
@@ -317,54 +319,83 @@ pub(crate) async fn row_limited(
         return Err(Failed::Broken(unavailable("the instance connection broke")));
     }
     busy(Some((backend.addr, backend.thread_id)));
-    let read = read_response(backend, deadline, root).await;
+    let read = read_response(backend, deadline, root, limits, link).await;
     busy(None);
-    let collected = read?;
+    let (collected, past_limit) = read?;
     backend.note(&collected.tracker);
     let t = &collected.tracker;
-    let over = t.affected_rows > max_rows;
+    // Rows changed, and rows returned (`DELETE … RETURNING` reports no count of changed rows).
+    let over = past_limit.is_some() || t.affected_rows.max(t.rows) > max_rows;
     if let Some(sql) = row_limit_end(in_tx, over, t.error) {
         if let Err(e) = backend.query(sql).await {
             return Err(Failed::Broken(unavailable(e)));
         }
     }
     if over {
-        return Err(Failed::Refused(row_count_exceeded(max_rows)));
+        return Err(Failed::Refused(
+            past_limit.unwrap_or_else(|| row_count_exceeded(max_rows)),
+        ));
     }
     Ok(collected)
 }
 
-/// Reads a whole COM_QUERY/COM_STMT_EXECUTE response, stopping the query at the deadline.
+/// Reads a whole COM_QUERY/COM_STMT_EXECUTE response, stopping the query at the deadline, and
+/// when what it returns (`DELETE … RETURNING`) passes the row or byte limit: the rest is drained
+/// and dropped, and the limit passed is returned with it.
 async fn read_response(
     backend: &mut Backend,
     deadline: Option<Instant>,
     root: Option<Arc<Target>>,
-) -> Result<Collected, Failed> {
+    limits: &Limits,
+    link: &mut Link,
+) -> Result<(Collected, Option<ErrPacket>), Failed> {
     let mut t = Tracker::new(Expect::ResultSets, backend.capabilities);
     let mut frames = Vec::new();
     let mut killed = false;
+    let mut bytes = 0u64;
+    let mut past_limit = None;
     while !t.done() {
         let f = next_frame_until(backend, deadline, &mut killed, root.clone())
             .await
             .map_err(|_| Failed::Broken(unavailable("the instance connection broke")))?;
-        match t.feed(&f) {
-            // DELETE … RETURNING has a result set.
-            Ok(Event::Column) if backend.extended_metadata => {
-                frames.push((Event::Column, client_column(f)))
-            }
-            Ok(ev) => frames.push((ev, f)),
-            Err(_) => {
-                return Err(Failed::Broken(unavailable(
-                    "unexpected reply from the instance",
-                )))
-            }
+        let ev = t
+            .feed(&f)
+            .map_err(|_| Failed::Broken(unavailable("unexpected reply from the instance")))?;
+        if past_limit.is_some() {
+            continue;
         }
+        bytes += f.raw.len() as u64;
+        if t.rows > limits.max_rows {
+            past_limit = Some(row_count_exceeded(limits.max_rows));
+        } else if bytes > limits.max_result_bytes {
+            past_limit = Some(result_too_large(bytes, limits.max_result_bytes));
+        }
+        if past_limit.is_some() {
+            frames.clear();
+            if !killed {
+                killed = true;
+                kill_backend_query(link.root_target(), backend.addr, backend.thread_id).await;
+            }
+            continue;
+        }
+        // DELETE … RETURNING has a result set.
+        frames.push(if ev == Event::Column && backend.extended_metadata {
+            (ev, client_column(f))
+        } else {
+            (ev, f)
+        });
     }
-    Ok(Collected {
-        frames,
-        tracker: t,
-        memory: None,
-    })
+    if past_limit.is_some() {
+        backend.diagnostics = true;
+    }
+    Ok((
+        Collected {
+            frames,
+            tracker: t,
+            memory: None,
+        },
+        past_limit,
+    ))
 }
 
 /// The limits a result is read under (`None`: unlimited in that respect).
@@ -546,7 +577,7 @@ mod tests {
         let cases = [
             (false, false, false, Some("COMMIT")),
             (false, true, false, Some("ROLLBACK")),
-            (false, false, true, Some("ROLLBACK")),
+            (false, false, true, Some("COMMIT")),
             (false, true, true, Some("ROLLBACK")),
             (true, false, false, None),
             (true, false, true, None),

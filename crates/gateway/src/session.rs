@@ -618,8 +618,32 @@ impl Session {
         }
         let in_tx = self.status & status::IN_TRANS != 0;
         let timeout = self.statement_timeout(a.query_timeout_ms, in_tx);
-        let dml = a.statements.len() == 1 && a.is(&["UPDATE", "DELETE"]);
-        if dml {
+        // Any UPDATE or DELETE in the text, not only a first one: the whole text runs under the
+        // row limit (its rows changed summed). A text that also controls the transaction would
+        // end the limit's own transaction halfway: it is refused.
+        let changes_rows = a
+            .statements
+            .iter()
+            .any(|s| matches!(s.keyword.as_str(), "UPDATE" | "DELETE"));
+        if changes_rows && a.statements.len() > 1 {
+            let controls = a.statements.iter().any(|s| {
+                matches!(
+                    s.keyword.as_str(),
+                    "BEGIN" | "START" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "SET"
+                        | "XA" | "LOCK" | "UNLOCK"
+                )
+            });
+            if controls {
+                return self
+                    .reply_err(ErrPacket::new(
+                        1105,
+                        "HY000",
+                        "UPDATE and DELETE cannot share a text with transaction control or SET (the row limit runs them in a transaction of its own): send them as separate statements",
+                    ))
+                    .await;
+            }
+        }
+        if changes_rows {
             return self.checked_dml(packet, in_tx, timeout, None).await;
         }
         if a.has_ddl() {
@@ -879,12 +903,12 @@ impl Session {
         let deadline = timeout.map(|d| Instant::now() + d);
         let shared = self.shared.clone();
         let busy = move |b| *shared.busy.lock().unwrap_or_else(|e| e.into_inner()) = b;
-        let max_rows = self.gw.cfg.limits.max_rows;
+        let limits = self.gw.cfg.limits.clone();
         let collected = link::row_limited(
             &mut lease.backend,
             &packet,
             in_tx,
-            max_rows,
+            &limits,
             deadline,
             &mut self.link,
             busy,

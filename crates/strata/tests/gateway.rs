@@ -669,6 +669,9 @@ fn query_limits_and_kill() {
         "UPDATE t SET v = 1",
         "SET workload = olap; UPDATE t SET v = 1",
         "DELETE FROM t",
+        // Rows returned count too: DELETE … RETURNING reports no count of rows changed.
+        "DELETE FROM t RETURNING id",
+        "SET workload = olap; DELETE FROM t RETURNING id",
     ] {
         let o = s.gateway_sql(&admin, &pw, &["shop"], sql);
         assert!(
@@ -681,6 +684,40 @@ fn query_limits_and_kill() {
         out(&s.gateway_sql(&admin, &pw, &["shop"], "SELECT COUNT(*), SUM(v) FROM t")),
         "150\t0"
     );
+    // Not only a text's first statement (one COM_QUERY holding several: the mariadb client
+    // would split them); a text that would end the limit's own transaction is refused whole.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        for text in [
+            "DO 0; DELETE FROM t",
+            "SELECT 1; UPDATE t SET v = 1 WHERE id > 0",
+        ] {
+            let e = c.query_drop(text).await.unwrap_err();
+            assert!(e.to_string().contains("Row count exceeded 100"), "{text}: {e}");
+        }
+        let e = c
+            .query_drop("SET @a = 1; DELETE FROM t; COMMIT")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("cannot share a text"), "{e}");
+        c.disconnect().await.unwrap();
+    });
+    drop(rt);
+    assert_eq!(
+        out(&s.gateway_sql(&admin, &pw, &["shop"], "SELECT COUNT(*) FROM t")),
+        "150"
+    );
+    // The byte limit holds for what DELETE … RETURNING returns (from a temporary table, so only
+    // the caller's own rows are at stake); nothing is deleted.
+    let o = s.gateway_sql(
+        &admin,
+        &pw,
+        &["shop"],
+        "CREATE TEMPORARY TABLE tt SELECT seq AS id FROM seq_1_to_30; \
+         DELETE FROM tt RETURNING id, REPEAT('z', 10000000); SELECT COUNT(*) FROM tt",
+    );
+    assert!(err(&o).contains("result set larger than max"), "{}", err(&o));
     // ... also inside a transaction, which stays usable.
     let o = s.gateway_sql(
         &admin,
