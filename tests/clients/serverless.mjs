@@ -194,6 +194,12 @@ r = await post('Execute', '{"session": null}');
 check(r.status === 400, 'missing query: 400');
 r = await post('Execute', JSON.stringify({ query: 'SELECT 1', session: { signature: 'AAAA', vitessSession: { SessionUUID: 'made-up' } } }));
 check(r.status === 400 && /invalid session/.test((await r.json()).error.message), 'forged session: 400');
+// A session given to one password is not another's to use.
+const mine = await (await post('Execute', JSON.stringify({ query: 'SELECT 1', session: null }))).json();
+r = await post('Execute', JSON.stringify({ query: 'SELECT 1', session: mine.session }), {
+  authorization: 'Basic ' + btoa(`${env.PS_READER_USER}:${env.PS_READER_PASS}`),
+});
+check(r.status === 400 && /invalid session/.test((await r.json()).error.message), "another password's session: 400");
 r = await post('Execute', '{"query":"SELECT 1"}', { authorization: 'Bearer x' });
 check(r.status === 401, 'no Basic auth: 401');
 r = await post('Execute', JSON.stringify({ query: 'SELECT ' + 'x'.repeat(70 << 20) }));

@@ -5,6 +5,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
+/// How long a request body may take to arrive.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A JSON body; an empty body means the type's default (so `POST …/passwords` with no body works).
 pub struct Body<T>(pub T);
 
@@ -16,8 +19,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
+        // A body sent slowly would hold its connection (and a descriptor) for ever.
+        let bytes = tokio::time::timeout(BODY_DEADLINE, Bytes::from_request(req, state))
             .await
+            .map_err(|_| {
+                ApiError::bad_request(format!(
+                    "the request body did not arrive within {} s",
+                    BODY_DEADLINE.as_secs()
+                ))
+            })?
             .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
         match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
             None => return Ok(Body(T::default())),

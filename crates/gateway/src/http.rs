@@ -45,6 +45,8 @@ const BODY_DEADLINE: Duration = Duration::from_secs(60);
 /// up to 64 MiB each (256 MiB for OLAP reads), concurrent large reads wait, then are refused,
 /// instead of taking the process's memory.
 const RESULT_MEMORY_MIB: usize = 512;
+/// Bodies up to this size are read without taking from the budget.
+const SMALL_BODY: usize = 1 << 20;
 /// How long a request waits for room in the body budget.
 const BODY_BUDGET_WAIT: Duration = Duration::from_secs(5);
 /// How the endpoint's backend connections are made: rows affected counts rows matched, as on
@@ -416,11 +418,18 @@ impl HttpSql {
             .unwrap_or(MAX_BODY)
             .min(MAX_BODY);
         let kib = u32::try_from((declared >> 10) + 1).unwrap_or(u32::MAX);
-        let room = tokio::time::timeout(
-            BODY_BUDGET_WAIT,
-            self.body_budget.clone().acquire_many_owned(kib),
-        )
-        .await;
+        // Small bodies (every ordinary query) are not held up behind large uploads: only bodies
+        // declared over 1 MiB (or undeclared) take from the budget.
+        let room = if declared <= SMALL_BODY {
+            Ok(Ok(None))
+        } else {
+            tokio::time::timeout(
+                BODY_BUDGET_WAIT,
+                self.body_budget.clone().acquire_many_owned(kib),
+            )
+            .await
+            .map(|r| r.map(Some))
+        };
         let Ok(Ok(_room)) = room else {
             return fail(
                 "resource_exhausted",
@@ -459,7 +468,9 @@ impl HttpSql {
         };
         if path == CREATE_SESSION {
             let id = self.new_session(&login);
-            let token = self.signer.token(&id, SessionState::FRESH);
+            let token = self
+                .signer
+                .token(&id, &login.password.id, SessionState::FRESH);
             let role = match login.password.role {
                 Role::Reader => "reader",
                 Role::Writer => "writer",
@@ -480,7 +491,10 @@ impl HttpSql {
             Ok(r) => r,
             Err(e) => return fail("invalid_argument", &e.to_string(), gzip),
         };
-        let claim = match self.signer.claim(request.session.as_ref()) {
+        let claim = match self
+            .signer
+            .claim(request.session.as_ref(), &login.password.id)
+        {
             Ok(c) => c,
             Err(e) => return fail("invalid_argument", &e.to_string(), gzip),
         };
@@ -513,7 +527,8 @@ impl HttpSql {
                         return reply(
                             200,
                             &execute_response(
-                                self.signer.token(&c.id, SessionState::FRESH),
+                                self.signer
+                                    .token(&c.id, &login.password.id, SessionState::FRESH),
                                 r,
                                 0.0,
                             ),
@@ -539,6 +554,7 @@ impl HttpSql {
         s.last_used = Instant::now();
         let token = self.signer.token(
             &id,
+            &login.password.id,
             SessionState {
                 in_transaction: s.in_transaction,
                 in_reserved_conn: s.pinned,
@@ -784,7 +800,16 @@ impl HttpSql {
         let guarded_in_tx = s.in_transaction || s.status & status::AUTOCOMMIT == 0;
         let outcome = if dml {
             let b = &mut lease.backend;
-            link::row_limited(b, &payload, guarded_in_tx, limits, deadline, &mut link, |_| {}).await
+            link::row_limited(
+                b,
+                &payload,
+                guarded_in_tx,
+                limits,
+                deadline,
+                &mut link,
+                |_| {},
+            )
+            .await
         } else {
             let max_bytes = if s.olap {
                 // OLAP lifts the byte limit only so far: the answer is held in memory before it goes.

@@ -629,8 +629,16 @@ impl Session {
             let controls = a.statements.iter().any(|s| {
                 matches!(
                     s.keyword.as_str(),
-                    "BEGIN" | "START" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "SET"
-                        | "XA" | "LOCK" | "UNLOCK"
+                    "BEGIN"
+                        | "START"
+                        | "COMMIT"
+                        | "ROLLBACK"
+                        | "SAVEPOINT"
+                        | "RELEASE"
+                        | "SET"
+                        | "XA"
+                        | "LOCK"
+                        | "UNLOCK"
                 )
             });
             if controls {

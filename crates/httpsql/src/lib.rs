@@ -332,8 +332,9 @@ impl SessionState {
     };
 }
 
-/// Signs and checks session tokens: `signature` is an HMAC-SHA256 of the session id, so a client can
-/// hand back its own sessions but not make up another's.
+/// Signs and checks session tokens: `signature` is an HMAC-SHA256 of the session id and the
+/// password it belongs to, so a client can hand back its own sessions but not make up another's,
+/// nor use one another password was given.
 pub struct SessionSigner {
     key: Vec<u8>,
 }
@@ -343,17 +344,19 @@ impl SessionSigner {
         SessionSigner { key: key.to_vec() }
     }
 
-    fn mac(&self, id: &str) -> Vec<u8> {
+    fn mac(&self, id: &str, owner: &str) -> Vec<u8> {
         // HMAC takes keys of any length.
         let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        m.update(owner.as_bytes());
+        m.update(b"\0");
         m.update(id.as_bytes());
         m.finalize().into_bytes().to_vec()
     }
 
     /// The session value sent back with every response, in PlanetScale's shape.
-    pub fn token(&self, id: &str, state: SessionState) -> SessionToken {
+    pub fn token(&self, id: &str, owner: &str, state: SessionState) -> SessionToken {
         SessionToken {
-            signature: B64.encode(self.mac(id)),
+            signature: B64.encode(self.mac(id, owner)),
             vitess_session: VitessSession {
                 in_transaction: state.in_transaction,
                 in_reserved_conn: state.in_reserved_conn,
@@ -371,7 +374,11 @@ impl SessionSigner {
 
     /// Reads a session value a client sent back: `Ok(None)` for a new session (`null`, absent),
     /// an error for anything not signed by this server.
-    pub fn claim(&self, session: Option<&Value>) -> Result<Option<SessionClaim>, RequestError> {
+    pub fn claim(
+        &self,
+        session: Option<&Value>,
+        owner: &str,
+    ) -> Result<Option<SessionClaim>, RequestError> {
         let Some(s) = session.filter(|s| !s.is_null()) else {
             return Ok(None);
         };
@@ -384,7 +391,7 @@ impl SessionSigner {
             .and_then(|b| B64.decode(b).ok())
             .ok_or(RequestError::Session)?;
         use subtle::ConstantTimeEq;
-        if !bool::from(self.mac(id).ct_eq(&signature)) {
+        if !bool::from(self.mac(id, owner).ct_eq(&signature)) {
             return Err(RequestError::Session);
         }
         Ok(Some(SessionClaim {
@@ -552,45 +559,47 @@ mod tests {
     #[test]
     fn sessions_are_signed() {
         let s = SessionSigner::new(b"key");
-        assert_eq!(s.claim(None).unwrap(), None);
-        assert_eq!(s.claim(Some(&Value::Null)).unwrap(), None);
+        assert_eq!(s.claim(None, "pw1").unwrap(), None);
+        assert_eq!(s.claim(Some(&Value::Null), "pw1").unwrap(), None);
         let open = SessionState {
             in_transaction: true,
             in_reserved_conn: true,
             autocommit: false,
         };
-        let t = serde_json::to_value(s.token("abc", open)).unwrap();
+        let t = serde_json::to_value(s.token("abc", "pw1", open)).unwrap();
         assert_eq!(t["vitessSession"]["SessionUUID"], "abc");
         assert_eq!(t["vitessSession"]["inTransaction"], true);
         assert_eq!(t["vitessSession"]["inReservedConn"], true);
         assert_eq!(t["vitessSession"]["autocommit"], false);
-        let idle = serde_json::to_value(s.token("abc", SessionState::FRESH)).unwrap();
+        let idle = serde_json::to_value(s.token("abc", "pw1", SessionState::FRESH)).unwrap();
         assert!(idle["vitessSession"].get("inTransaction").is_none());
         assert!(idle["vitessSession"].get("inReservedConn").is_none());
         assert_eq!(idle["vitessSession"]["autocommit"], true);
         assert_eq!(idle["vitessSession"]["options"]["clientFoundRows"], true);
         assert_eq!(
-            s.claim(Some(&t)).unwrap(),
+            s.claim(Some(&t), "pw1").unwrap(),
             Some(SessionClaim {
                 id: "abc".into(),
                 in_transaction: true,
                 in_reserved_conn: true,
             })
         );
-        // Another id under the same signature, another server's key, junk: refused.
+        // Another password handing it back, another id under the same signature, another
+        // server's key, junk: refused.
+        assert_eq!(s.claim(Some(&t), "pw2"), Err(RequestError::Session));
         let mut forged = t.clone();
         forged["vitessSession"]["SessionUUID"] = "abd".into();
-        assert_eq!(s.claim(Some(&forged)), Err(RequestError::Session));
+        assert_eq!(s.claim(Some(&forged), "pw1"), Err(RequestError::Session));
         assert_eq!(
-            SessionSigner::new(b"other").claim(Some(&t)),
+            SessionSigner::new(b"other").claim(Some(&t), "pw1"),
             Err(RequestError::Session)
         );
         assert_eq!(
-            s.claim(Some(&serde_json::json!(42))),
+            s.claim(Some(&serde_json::json!(42)), "pw1"),
             Err(RequestError::Session)
         );
         let r = execute_response(
-            s.token("abc", SessionState::FRESH),
+            s.token("abc", "pw1", SessionState::FRESH),
             Err(RpcError::mysql(1064, "42000", "bad")),
             0.5,
         );

@@ -694,7 +694,10 @@ fn query_limits_and_kill() {
             "SELECT 1; UPDATE t SET v = 1 WHERE id > 0",
         ] {
             let e = c.query_drop(text).await.unwrap_err();
-            assert!(e.to_string().contains("Row count exceeded 100"), "{text}: {e}");
+            assert!(
+                e.to_string().contains("Row count exceeded 100"),
+                "{text}: {e}"
+            );
         }
         let e = c
             .query_drop("SET @a = 1; DELETE FROM t; COMMIT")
@@ -717,7 +720,11 @@ fn query_limits_and_kill() {
         "CREATE TEMPORARY TABLE tt SELECT seq AS id FROM seq_1_to_30; \
          DELETE FROM tt RETURNING id, REPEAT('z', 10000000); SELECT COUNT(*) FROM tt",
     );
-    assert!(err(&o).contains("result set larger than max"), "{}", err(&o));
+    assert!(
+        err(&o).contains("result set larger than max"),
+        "{}",
+        err(&o)
+    );
     // ... also inside a transaction, which stays usable.
     let o = s.gateway_sql(
         &admin,
@@ -907,7 +914,8 @@ fn query_limits_and_kill() {
             .unwrap_err();
         // Outside a transaction what ran under the locks had committed: the error says so.
         assert!(
-            e.to_string().contains("table locks held longer than the transaction timeout")
+            e.to_string()
+                .contains("table locks held longer than the transaction timeout")
                 && e.to_string().contains("had already committed"),
             "{e}"
         );
