@@ -1242,7 +1242,7 @@ fn throttle_ratio(b: UpdateThrottler) -> ApiResult<Option<i64>> {
         .find(|r| !(0..=95).contains(r))
     {
         return Err(ApiError::invalid(format!(
-            "ratio must be from 0 to 95 (got {bad})"
+            "throttle ratio {bad} is out of range: use 0 (no throttling) to 95"
         )));
     }
     Ok(b.ratio
