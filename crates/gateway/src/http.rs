@@ -73,6 +73,19 @@ struct HttpSession {
     last_used: Instant,
 }
 
+impl HttpSession {
+    /// The session's connection is gone (closed, expired, rolled back at a limit), and with it any
+    /// transaction, table locks and session state. Returns whether a transaction was open.
+    fn forget_connection_state(&mut self) -> bool {
+        let was_in_transaction = self.in_transaction;
+        self.in_transaction = false;
+        self.tx_started = None;
+        self.locked_at = None;
+        self.pinned = false;
+        was_in_transaction
+    }
+}
+
 type SessionRef = Arc<tokio::sync::Mutex<HttpSession>>;
 
 pub struct HttpSql {
@@ -369,10 +382,7 @@ impl HttpSql {
                         code: "ABORTED",
                         message: format!("{what} (errno 1105) (sqlstate HY000)"),
                     });
-                    s.in_transaction = false;
-                    s.tx_started = None;
-                    s.locked_at = None;
-                    s.pinned = false;
+                    s.forget_connection_state();
                     tracing::info!(session = %id, "transaction or table locks rolled back after exceeding the transaction timeout");
                 }
                 true
@@ -737,11 +747,7 @@ impl HttpSql {
         if s.conn.is_none() && (s.in_transaction || s.pinned) {
             // The session's connection is gone (the session expired while this call waited, or an
             // earlier call was cut off): its transaction and state went with it. Say so once.
-            let was_in_transaction = s.in_transaction;
-            s.in_transaction = false;
-            s.tx_started = None;
-            s.pinned = false;
-            s.locked_at = None;
+            let was_in_transaction = s.forget_connection_state();
             if was_in_transaction {
                 return Err(RpcError {
                     code: "ABORTED",
@@ -757,10 +763,7 @@ impl HttpSql {
             if let Some(l) = s.conn.take() {
                 l.discard();
             }
-            s.in_transaction = false;
-            s.tx_started = None;
-            s.locked_at = None;
-            s.pinned = false;
+            s.forget_connection_state();
             return Err(RpcError {
                 code: "ABORTED",
                 message: format!(
@@ -830,11 +833,7 @@ impl HttpSql {
                 // The connection is gone, and with it any transaction and session state.
                 lease.discard();
                 link.forget_instance();
-                let was_in_transaction = s.in_transaction;
-                s.in_transaction = false;
-                s.tx_started = None;
-                s.pinned = false;
-                s.locked_at = None;
+                let was_in_transaction = s.forget_connection_state();
                 if was_in_transaction {
                     return Err(RpcError {
                         code: "ABORTED",
@@ -863,16 +862,15 @@ impl HttpSql {
             // asked of the server, never guessed.
             match link::status_now(&mut lease.backend).await {
                 Ok(st) => status_now = Some(st),
-                Err(_) => {
+                Err(e) => {
                     lease.discard();
-                    s.in_transaction = false;
-                    s.tx_started = None;
-                    s.pinned = false;
-                    s.locked_at = None;
-                    return Err(RpcError {
-                        code: "ABORTED",
-                        message: "transaction ended: its connection was closed and the transaction rolled back".into(),
-                    });
+                    if s.forget_connection_state() {
+                        return Err(RpcError {
+                            code: "ABORTED",
+                            message: "transaction ended: its connection was closed and the transaction rolled back".into(),
+                        });
+                    }
+                    return Err(rpc_error(&link::unavailable(e)));
                 }
             }
         }

@@ -339,6 +339,23 @@ pub(crate) async fn row_limited(
     Ok(collected)
 }
 
+/// The next frame of a response and what it is, as a statement runner needs it.
+async fn next_event(
+    backend: &mut Backend,
+    t: &mut Tracker,
+    deadline: Option<Instant>,
+    killed: &mut bool,
+    root: Option<Arc<Target>>,
+) -> Result<(Event, Frame), Failed> {
+    let f = next_frame_until(backend, deadline, killed, root)
+        .await
+        .map_err(|_| Failed::Broken(unavailable("the instance connection broke")))?;
+    let ev = t
+        .feed(&f)
+        .map_err(|_| Failed::Broken(unavailable("unexpected reply from the instance")))?;
+    Ok((ev, f))
+}
+
 /// Reads a whole COM_QUERY/COM_STMT_EXECUTE response, stopping the query at the deadline, and
 /// when what it returns (`DELETE … RETURNING`) passes the row or byte limit: the rest is drained
 /// and dropped, and the limit passed is returned with it.
@@ -355,12 +372,7 @@ async fn read_response(
     let mut bytes = 0u64;
     let mut past_limit = None;
     while !t.done() {
-        let f = next_frame_until(backend, deadline, &mut killed, root.clone())
-            .await
-            .map_err(|_| Failed::Broken(unavailable("the instance connection broke")))?;
-        let ev = t
-            .feed(&f)
-            .map_err(|_| Failed::Broken(unavailable("unexpected reply from the instance")))?;
+        let (ev, f) = next_event(backend, &mut t, deadline, &mut killed, root.clone()).await?;
         if past_limit.is_some() {
             continue;
         }
@@ -439,12 +451,7 @@ pub(crate) async fn collect(
     // The frames of a row larger than one frame are held until the row is complete.
     let mut hiding_row = false;
     while !t.done() {
-        let f = next_frame_until(backend, deadline, &mut killed, root.clone())
-            .await
-            .map_err(|_| Failed::Broken(unavailable("the instance connection broke")))?;
-        let ev = t
-            .feed(&f)
-            .map_err(|_| Failed::Broken(unavailable("unexpected reply from the instance")))?;
+        let (ev, f) = next_event(backend, &mut t, deadline, &mut killed, root.clone()).await?;
         if first_done || exceeded.is_some() {
             continue; // draining what is left
         }

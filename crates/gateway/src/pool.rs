@@ -20,6 +20,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Idle connections unused this long are closed (by [`Pools::reap`], and when found at acquire).
 pub const IDLE_MAX: Duration = Duration::from_secs(60);
 
+/// How long a new connection waits for room under the branch's bound.
+const BRANCH_FULL_WAIT: Duration = Duration::from_secs(2);
+
 /// Open backend connections per branch, over all its pools.
 type BranchCounts = Arc<Mutex<HashMap<String, usize>>>;
 
@@ -237,8 +240,14 @@ impl Pools {
                 None => break,
             }
         }
-        if !self.reserve(&key.branch_id, target.branch_max) {
-            return Err(PoolError::BranchFull(target.branch_max));
+        // At the branch's bound, a connection about to come back (a session ending) is waited for
+        // a moment before the caller is refused.
+        let deadline = Instant::now() + BRANCH_FULL_WAIT;
+        while !self.reserve(&key.branch_id, target.branch_max) {
+            if Instant::now() >= deadline {
+                return Err(PoolError::BranchFull(target.branch_max));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         pool.open.fetch_add(1, Ordering::Relaxed);
         let connected = Backend::connect(

@@ -626,27 +626,29 @@ impl Session {
             .iter()
             .any(|s| matches!(s.keyword.as_str(), "UPDATE" | "DELETE"));
         if changes_rows && a.statements.len() > 1 {
+            // DDL commits implicitly, which would end the limit's transaction just the same.
             let controls = a.statements.iter().any(|s| {
-                matches!(
-                    s.keyword.as_str(),
-                    "BEGIN"
-                        | "START"
-                        | "COMMIT"
-                        | "ROLLBACK"
-                        | "SAVEPOINT"
-                        | "RELEASE"
-                        | "SET"
-                        | "XA"
-                        | "LOCK"
-                        | "UNLOCK"
-                )
+                s.ddl
+                    || matches!(
+                        s.keyword.as_str(),
+                        "BEGIN"
+                            | "START"
+                            | "COMMIT"
+                            | "ROLLBACK"
+                            | "SAVEPOINT"
+                            | "RELEASE"
+                            | "SET"
+                            | "XA"
+                            | "LOCK"
+                            | "UNLOCK"
+                    )
             });
             if controls {
                 return self
                     .reply_err(ErrPacket::new(
                         1105,
                         "HY000",
-                        "UPDATE and DELETE cannot share a text with transaction control or SET (the row limit runs them in a transaction of its own): send them as separate statements",
+                        "UPDATE and DELETE cannot share a text with transaction control, SET or DDL (the row limit runs them in a transaction of its own): send them as separate statements",
                     ))
                     .await;
             }
