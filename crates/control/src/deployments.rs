@@ -369,7 +369,14 @@ impl Platform {
             if !blockers.is_empty() {
                 let why: Vec<String> = blockers
                     .iter()
-                    .map(|(t, r)| format!("table `{t}`: a write since the deploy does not fit the old schema ({r})"))
+                    .map(|(t, r, n)| {
+                        let rows = if *n == 1 {
+                            "a row written since the deploy does".to_string()
+                        } else {
+                            format!("{n} rows written since the deploy do")
+                        };
+                        format!("table `{t}`: {rows} not fit the old schema ({r})")
+                    })
                     .collect();
                 return Err(ControlError::Unprocessable(format!(
                     "Deploy request #{number} cannot be reverted without losing data: {}",

@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 use strata_schema::lint::{key_columns, row_identifying_keys};
-use strata_schema::{create_table_named, inherits_charset, table_charset, Change, Schema, Table};
+use strata_schema::{
+    create_table_named, inherits_charset, is_character_type, table_charset, Change, Schema, Table,
+};
 
 /// Every artifact (shadow tables, placeholders, tables set aside, triggers) starts with this.
 pub use strata_engine::admin::{ARTIFACT_PREFIX, LEGACY_ARTIFACT_PREFIX};
@@ -43,6 +45,14 @@ pub struct Plan {
     /// `false` (their triggers have no handler).
     #[serde(default)]
     pub forward_guarded: bool,
+    /// The blocked tables hold one record per row (keyed by a hash of the row's key), which a
+    /// later write that fits, or the row's deletion, takes back: only rows wrong *now* block. The
+    /// triggers insert rather than replace (a new unique key's duplicate is recorded, never
+    /// resolved by replacing another row), and the reverse ones check that what they wrote into
+    /// the old table reads back exactly (a value rounded to fit blocks the revert, as PlanetScale's
+    /// does). Plans stored before have `false`: one record per table, kept.
+    #[serde(default)]
+    pub keyed_blockers: bool,
 }
 
 /// Where a deployment's tables are, as its marker table's name records it.
@@ -122,6 +132,10 @@ pub struct OnlineAlter {
     /// (`shared` then).
     #[serde(default)]
     pub shared_back: Vec<String>,
+    /// Columns written back into the old table whose definition changed: the reverse triggers
+    /// read each back and compare it with what was written (see [`Plan::keyed_blockers`]).
+    #[serde(default)]
+    pub fit_checks: Vec<FitCheck>,
     /// Shared columns with the same definition on both sides: compared value by value.
     pub compared: Vec<String>,
     /// The key rows are matched and chunked by (non-null, unique, on both sides).
@@ -132,6 +146,16 @@ pub struct OnlineAlter {
     /// (a sorted build is much faster than row-by-row maintenance): `(name, definition)`.
     #[serde(default)]
     pub deferred_keys: Vec<(String, String)>,
+}
+
+/// A column whose value must read back from the old table exactly as written to the new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FitCheck {
+    pub column: String,
+    /// Either side is a character type: compared as utf8mb4 code points without padding or case
+    /// folding (two collations could not be compared as they are, and trailing spaces or case
+    /// would otherwise pass as equal); other types compare as their values.
+    pub textual: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -401,7 +425,7 @@ pub fn plan(
                 // A column printed the same on both sides still holds other bytes when it takes
                 // the table's character set and that changed: compared only by the exact join.
                 let charset_changed = table_charset(&old.options) != table_charset(&new.options);
-                let compared = shared
+                let compared: Vec<String> = shared
                     .iter()
                     .filter(|c| {
                         let def = |t: &Table| {
@@ -414,6 +438,22 @@ pub fn plan(
                         same && !(charset_changed && def(new).is_some_and(|d| inherits_charset(&d)))
                     })
                     .cloned()
+                    .collect();
+                let definition = |t: &Table, c: &String| {
+                    t.columns
+                        .iter()
+                        .find(|x| &x.name == c)
+                        .map(|x| x.definition.clone())
+                        .unwrap_or_default()
+                };
+                let fit_checks = shared_back
+                    .iter()
+                    .filter(|c| !compared.contains(*c))
+                    .map(|c| FitCheck {
+                        column: c.clone(),
+                        textual: is_character_type(&definition(old, c))
+                            || is_character_type(&definition(new, c)),
+                    })
                     .collect();
                 let shadow = artifact(tag, i, "new", name);
                 let deferred = |d: &str| d.starts_with("KEY ");
@@ -439,6 +479,7 @@ pub fn plan(
                     new_columns,
                     shared,
                     shared_back,
+                    fit_checks,
                     compared,
                     key,
                     key_index,
@@ -454,6 +495,7 @@ pub fn plan(
         blocked_per_table: true,
         target_digest: None,
         forward_guarded: true,
+        keyed_blockers: true,
     })
 }
 

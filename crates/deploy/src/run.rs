@@ -1095,15 +1095,20 @@ async fn renames(
     Ok(stall)
 }
 
-/// Why a revert would lose data, per table (empty: it would not).
-pub async fn revert_blockers(conn: &mut Conn, plan: &Plan) -> Result<Vec<(String, String)>> {
+/// Why a revert would lose data, per table: the first reason recorded and how many rows are
+/// recorded (empty: it would not).
+pub async fn revert_blockers(conn: &mut Conn, plan: &Plan) -> Result<Vec<(String, String, u64)>> {
     let union = plan
         .revert_blocked_tables()
         .iter()
         .map(|t| format!("SELECT `table_name`, `reason` FROM {}", q(t)))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let rows = conn.query(format!("{union} ORDER BY `table_name`")).await;
+    let rows = conn
+        .query(format!(
+            "SELECT `table_name`, MIN(`reason`), COUNT(*) FROM ({union}) b GROUP BY `table_name` ORDER BY `table_name`"
+        ))
+        .await;
     match rows {
         Ok(rows) => Ok(rows),
         // The deployment's artifacts are gone (dropped by hand): the old tables with them.

@@ -38,13 +38,56 @@ pub fn placeholder(name: &str, cols: &[String]) -> String {
 pub fn revert_blocked_tables(plan: &Plan) -> Vec<String> {
     plan.revert_blocked_tables()
         .iter()
-        .map(|t| {
-            format!(
-                "CREATE TABLE IF NOT EXISTS {} (`table_name` VARCHAR(64) NOT NULL PRIMARY KEY, `reason` TEXT NOT NULL) ENGINE=InnoDB",
-                q(t)
-            )
-        })
+        .map(|t| blocked_table(plan, t))
         .collect()
+}
+
+/// A blocked table: one record per row (see [`Plan::keyed_blockers`]) or, in older plans, per
+/// table.
+fn blocked_table(plan: &Plan, name: &str) -> String {
+    if plan.keyed_blockers {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (`row_key` BINARY(32) NOT NULL PRIMARY KEY, `table_name` VARCHAR(64) NOT NULL, `reason` TEXT NOT NULL) ENGINE=InnoDB",
+            q(name)
+        )
+    } else {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (`table_name` VARCHAR(64) NOT NULL PRIMARY KEY, `reason` TEXT NOT NULL) ENGINE=InnoDB",
+            q(name)
+        )
+    }
+}
+
+/// A row's identity in a blocked table: a hash of its key's values (length-prefixed, so no two
+/// keys give the same text).
+fn row_key(key: &[String], row: &str) -> String {
+    let parts = key
+        .iter()
+        .map(|c| format!("LENGTH({row}.{c}), {row}.{c}", c = q(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("UNHEX(SHA2(CONCAT_WS('#', {parts}), 256))")
+}
+
+/// Records (or replaces) why the row `row` is wrong on the other side.
+fn record(blocked: &str, table: &str, key: &[String], row: &str, why: &str) -> String {
+    format!(
+        "REPLACE INTO {} (`row_key`, `table_name`, `reason`) VALUES ({}, '{}', {why})",
+        q(blocked),
+        row_key(key, row),
+        sql_string(table)
+    )
+}
+
+/// Takes back a record of the row `row` (it is right on the other side now, or gone). The
+/// existence check is a plain read: a missing record, the usual case, takes no gap lock that two
+/// writers' records could deadlock on.
+fn clear(blocked: &str, key: &[String], row: &str) -> String {
+    let k = row_key(key, row);
+    format!(
+        "IF EXISTS (SELECT 1 FROM {b} WHERE `row_key` = {k}) THEN DELETE FROM {b} WHERE `row_key` = {k}; END IF",
+        b = q(blocked)
+    )
 }
 
 /// The deploy-blocked tables of a plan's changed tables (see [`Plan::forward_guarded`]).
@@ -54,12 +97,7 @@ pub fn deploy_blocked_tables(plan: &Plan) -> Vec<String> {
         .enumerate()
         .filter(|(_, s)| matches!(s, Step::AlterTable(_)))
         .filter_map(|(i, _)| plan.deploy_blocked_for(i))
-        .map(|t| {
-            format!(
-                "CREATE TABLE IF NOT EXISTS {} (`table_name` VARCHAR(64) NOT NULL PRIMARY KEY, `reason` TEXT NOT NULL) ENGINE=InnoDB",
-                q(&t)
-            )
-        })
+        .map(|t| blocked_table(plan, &t))
         .collect()
 }
 
@@ -69,6 +107,11 @@ pub fn deploy_blocked_tables(plan: &Plan) -> Vec<String> {
 /// handler that records why in the step's deploy-blocked table, so the application's write still
 /// succeeds and the cut-over says why it cannot go ahead.
 pub fn forward_triggers(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String> {
+    if plan.keyed_blockers {
+        if let Some(blocked) = plan.deploy_blocked_for(step) {
+            return forward_triggers_keyed(plan, step, a, &blocked);
+        }
+    }
     let tag = plan.tag.as_str();
     let (open, close) = match plan.deploy_blocked_for(step) {
         Some(blocked) => (
@@ -124,6 +167,9 @@ pub fn forward_triggers(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String
 /// cannot hold is not applied there; the handler records why in the revert-blocked table instead of
 /// failing the application's write, and a revert is then refused with that reason.
 pub fn reverse_triggers(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String> {
+    if plan.keyed_blockers {
+        return reverse_triggers_keyed(plan, step, a);
+    }
     let s = q(&a.shadow);
     let o = q(&a.old);
     let cols = list(a.back_columns());
@@ -160,6 +206,156 @@ pub fn reverse_triggers(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String
             "CREATE TRIGGER IF NOT EXISTS {} AFTER DELETE ON {s} FOR EACH ROW BEGIN {guard} {handler} DELETE FROM {o} WHERE {}; END; END IF; END",
             q(&trigger_name(&plan.tag, step, 'r', "d")),
             key_match(&a.key, "OLD")
+        ),
+    ]
+}
+
+/// The handler every keyed trigger opens with: a failed write is recorded against the row (and,
+/// for `extra`, more is done) instead of failing the application's write.
+fn keyed_handler(blocked: &str, table: &str, key: &[String], row: &str, extra: &str) -> String {
+    format!(
+        "DECLARE why TEXT DEFAULT ''; DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN GET DIAGNOSTICS CONDITION 1 why = MESSAGE_TEXT; {extra}{}; END;",
+        record(blocked, table, key, row, "why")
+    )
+}
+
+/// `NOT (OLD.k1 <=> NEW.k1) OR …`
+fn key_changed(key: &[String]) -> String {
+    key.iter()
+        .map(|c| format!("NOT (OLD.{} <=> NEW.{})", q(c), q(c)))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// Forward triggers of a plan with keyed blockers (see [`Plan::keyed_blockers`]). An insert is
+/// mirrored by an INSERT (the row cannot be in the shadow yet), so a duplicate on a unique key
+/// new in the shadow is recorded against the row instead of taking another row's place; an
+/// update still replaces (its row may not be copied yet, and a delete of a missing row would take
+/// a gap lock two writers could deadlock on): the cut-over's row counts catch a row it displaced.
+fn forward_triggers_keyed(plan: &Plan, step: usize, a: &OnlineAlter, blocked: &str) -> Vec<String> {
+    let tag = plan.tag.as_str();
+    let t = q(&a.table);
+    let s = q(&a.shadow);
+    let (cols, values) = (list(&a.shared), prefixed("NEW", &a.shared));
+    let handler = |row: &str| keyed_handler(blocked, &a.table, &a.key, row, "");
+    vec![
+        format!(
+            "CREATE TRIGGER {} AFTER INSERT ON {t} FOR EACH ROW BEGIN {} INSERT INTO {s} ({cols}) VALUES ({values}); {}; END",
+            q(&trigger_name(tag, step, 'f', "i")),
+            handler("NEW"),
+            clear(blocked, &a.key, "NEW"),
+        ),
+        format!(
+            "CREATE TRIGGER {} AFTER UPDATE ON {t} FOR EACH ROW BEGIN {} IF {} THEN DELETE FROM {s} WHERE {}; {}; END IF; REPLACE INTO {s} ({cols}) VALUES ({values}); {}; END",
+            q(&trigger_name(tag, step, 'f', "u")),
+            handler("NEW"),
+            key_changed(&a.key),
+            key_match(&a.key, "OLD"),
+            clear(blocked, &a.key, "OLD"),
+            clear(blocked, &a.key, "NEW"),
+        ),
+        format!(
+            "CREATE TRIGGER {} AFTER DELETE ON {t} FOR EACH ROW BEGIN {} DELETE FROM {s} WHERE {}; {}; END",
+            q(&trigger_name(tag, step, 'f', "d")),
+            handler("OLD"),
+            key_match(&a.key, "OLD"),
+            clear(blocked, &a.key, "OLD"),
+        ),
+    ]
+}
+
+/// After a write into the old table: its columns whose definition changed read back as written,
+/// or the row is recorded (a revert would round or cut them); else any record of it is taken
+/// back. A row not found (the old table is still a placeholder, before the cut-over) is no verdict.
+fn fit_verdict(a: &OnlineAlter, blocked: &str) -> String {
+    let clear_new = clear(blocked, &a.key, "NEW");
+    if a.fit_checks.is_empty() {
+        return format!("{clear_new};");
+    }
+    let misfits = a
+        .fit_checks
+        .iter()
+        .map(|f| {
+            let c = q(&f.column);
+            let same = if f.textual {
+                format!("CONVERT(o.{c} USING utf8mb4) COLLATE utf8mb4_nopad_bin <=> CONVERT(NEW.{c} USING utf8mb4) COLLATE utf8mb4_nopad_bin")
+            } else {
+                format!("o.{c} <=> NEW.{c}")
+            };
+            format!("IF({same}, NULL, '{}')", sql_string(&c))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let on = a
+        .key
+        .iter()
+        .map(|c| format!("o.{c} = NEW.{c}", c = q(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "SET misfit = (SELECT NULLIF(CONCAT_WS(', ', {misfits}), '') FROM {} o WHERE {on}); IF misfit IS NULL THEN {clear_new}; ELSE {}; END IF;",
+        q(&a.old),
+        record(
+            blocked,
+            &a.table,
+            &a.key,
+            "NEW",
+            "CONCAT('the old schema cannot hold a value written since the deploy exactly (column ', misfit, ')')"
+        )
+    )
+}
+
+/// Reverse triggers of a plan with keyed blockers (see [`Plan::keyed_blockers`]). A row missing
+/// from the old table (its insert was refused) is inserted by a later update that fits.
+fn reverse_triggers_keyed(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String> {
+    let blocked = plan.revert_blocked_for(step);
+    let s = q(&a.shadow);
+    let o = q(&a.old);
+    let cols = list(a.back_columns());
+    let insert = format!(
+        "INSERT INTO {o} ({cols}) VALUES ({})",
+        prefixed("NEW", a.back_columns())
+    );
+    let sets = a
+        .back_columns()
+        .iter()
+        .map(|c| format!("{} = NEW.{}", q(c), q(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let guard = format!(
+        "IF SUBSTRING_INDEX(USER(), CHAR(64), 1) <> '{}' THEN BEGIN DECLARE misfit TEXT DEFAULT NULL;",
+        sql_string(strata_engine::config::ROOT_USER)
+    );
+    let verdict = fit_verdict(a, &blocked);
+    // An update moving the row to another key that the old table refuses: the row at the old
+    // key is gone from the application's table, so it goes from the old table too.
+    let moved = format!(
+        "IF {} THEN DELETE FROM {o} WHERE {}; {}; END IF; ",
+        key_changed(&a.key),
+        key_match(&a.key, "OLD"),
+        clear(&blocked, &a.key, "OLD")
+    );
+    vec![
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS {} AFTER INSERT ON {s} FOR EACH ROW BEGIN {guard} {} {insert}; {verdict} END; END IF; END",
+            q(&trigger_name(&plan.tag, step, 'r', "i")),
+            keyed_handler(&blocked, &a.table, &a.key, "NEW", ""),
+        ),
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS {} AFTER UPDATE ON {s} FOR EACH ROW BEGIN {guard} {} IF {} THEN {}; END IF; UPDATE {o} SET {sets} WHERE {}; IF ROW_COUNT() = 0 AND NOT EXISTS (SELECT 1 FROM {o} WHERE {}) THEN {insert}; END IF; {verdict} END; END IF; END",
+            q(&trigger_name(&plan.tag, step, 'r', "u")),
+            keyed_handler(&blocked, &a.table, &a.key, "NEW", &moved),
+            key_changed(&a.key),
+            clear(&blocked, &a.key, "OLD"),
+            key_match(&a.key, "OLD"),
+            key_match(&a.key, "NEW"),
+        ),
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS {} AFTER DELETE ON {s} FOR EACH ROW BEGIN {guard} {} DELETE FROM {o} WHERE {}; {}; END; END IF; END",
+            q(&trigger_name(&plan.tag, step, 'r', "d")),
+            keyed_handler(&blocked, &a.table, &a.key, "OLD", ""),
+            key_match(&a.key, "OLD"),
+            clear(&blocked, &a.key, "OLD"),
         ),
     ]
 }
@@ -754,6 +950,7 @@ mod tests {
             blocked_per_table: true,
             target_digest: None,
             forward_guarded: true,
+            keyed_blockers: true,
         };
         assert_eq!(
             renames_from(&cutover_groups(&views_only), 0),
@@ -780,6 +977,64 @@ mod tests {
             placeholder("x", &["a".into()]),
             "CREATE TABLE `x` (`a` LONGBLOB NULL) ENGINE=BLACKHOLE"
         );
+    }
+
+    #[test]
+    fn keyed_triggers_record_rows_and_check_what_a_revert_reads_back() {
+        let (p, a) = alter();
+        assert!(p.keyed_blockers);
+        // `v` changed (varchar 10 → 20); `a` and `b` did not; `w` is new.
+        assert_eq!(
+            a.fit_checks,
+            [crate::plan::FitCheck {
+                column: "v".into(),
+                textual: true
+            }]
+        );
+        let f = forward_triggers(&p, 0, &a);
+        let key =
+            "UNHEX(SHA2(CONCAT_WS('#', LENGTH(NEW.`a`), NEW.`a`, LENGTH(NEW.`b`), NEW.`b`), 256))";
+        assert!(
+            f[0].contains(&format!(
+                "INSERT INTO `{}` (`a`, `b`, `v`) VALUES (NEW.`a`, NEW.`b`, NEW.`v`)",
+                a.shadow
+            )),
+            "{}",
+            f[0]
+        );
+        assert!(
+            !f[0].contains("REPLACE INTO `~strata_abcdef01_0_new"),
+            "{}",
+            f[0]
+        );
+        assert!(f[0].contains(&format!("REPLACE INTO `~strata_abcdef01_0_deploy_blocked` (`row_key`, `table_name`, `reason`) VALUES ({key}, 't', why)")), "{}", f[0]);
+        assert!(f[0].contains(&format!("IF EXISTS (SELECT 1 FROM `~strata_abcdef01_0_deploy_blocked` WHERE `row_key` = {key}) THEN DELETE")), "{}", f[0]);
+        assert!(f[2].contains("LENGTH(OLD.`a`)"), "{}", f[2]);
+        let r = reverse_triggers(&p, 0, &a);
+        assert!(r[0].contains("CONVERT(o.`v` USING utf8mb4) COLLATE utf8mb4_nopad_bin <=> CONVERT(NEW.`v` USING utf8mb4) COLLATE utf8mb4_nopad_bin"), "{}", r[0]);
+        assert!(
+            r[1].contains("IF ROW_COUNT() = 0 AND NOT EXISTS"),
+            "{}",
+            r[1]
+        );
+        assert!(
+            r[1].contains(&format!(
+                "DELETE FROM `{}` WHERE `a` = OLD.`a` AND `b` = OLD.`b`",
+                a.old
+            )),
+            "{}",
+            r[1]
+        );
+        assert!(revert_blocked_tables(&p)
+            .iter()
+            .all(|t| t.contains("`row_key` BINARY(32) NOT NULL PRIMARY KEY")));
+        // Plans stored before keep their triggers' text.
+        let old = Plan {
+            keyed_blockers: false,
+            ..p.clone()
+        };
+        assert!(forward_triggers(&old, 0, &a)[0].contains("REPLACE INTO"));
+        assert!(!reverse_triggers(&old, 0, &a)[0].contains("misfit"));
     }
 
     #[test]

@@ -170,6 +170,21 @@ const CHARACTER_TYPES: &[&str] = &[
     "set",
 ];
 
+/// True when a column definition's type holds characters (CHAR, VARCHAR, the TEXTs, ENUM, SET;
+/// MariaDB's JSON is a LONGTEXT).
+pub fn is_character_type(definition: &str) -> bool {
+    let ty = split_top_level(definition, ' ')
+        .first()
+        .copied()
+        .unwrap_or_default();
+    let base = ty
+        .split('(')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    CHARACTER_TYPES.contains(&base.as_str())
+}
+
 /// A column of a character type printed without its own character set or collation: it has the
 /// table's.
 pub fn inherits_charset(definition: &str) -> bool {

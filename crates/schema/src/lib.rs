@@ -13,7 +13,10 @@ pub mod lint;
 pub mod merge;
 mod model;
 
-pub use diff::{changes, create_table_named, diff, inherits_charset, same, table_charset, Change};
+pub use diff::{
+    changes, create_table_named, diff, inherits_charset, is_character_type, same, table_charset,
+    Change,
+};
 pub use model::{
     parse_table, without_definer, Column, ForeignKeyParts, Index, Partition, Partitioning, Schema,
     SchemaError, Table, View,

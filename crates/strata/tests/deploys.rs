@@ -1829,3 +1829,124 @@ fn a_write_the_new_schema_refuses_never_fails_the_application() {
         "the acknowledged write stays"
     );
 }
+
+/// A row only blocks while it is wrong: a refused write taken back (the row fixed or deleted)
+/// lets the cut-over and the revert go ahead. A value the old schema would round (DECIMAL scale,
+/// fractional seconds) blocks the revert as one too long does, as PlanetScale's revert refuses.
+#[test]
+fn a_row_blocks_only_while_it_does_not_fit_and_a_revert_never_rounds() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let (main_id, dev_id) = setup(&s);
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.p (id INT PRIMARY KEY, price DECIMAL(10,2) NOT NULL, at DATETIME NULL, label VARCHAR(10) NULL);
+         INSERT INTO shop.p SELECT seq, seq / 4, '2026-01-01 10:00:00', CONCAT('l', seq) FROM seq_1_to_200",
+    );
+    let pb = s.json(&["branch", "create", "shop", "pb", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Forward: a write the new CHECK refuses, then taken back, no longer blocks the cut-over.
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD CONSTRAINT ck_n CHECK (n < 1000000)",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev",
+        "--disable-auto-apply",
+    ]);
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    wait_state(&s, "1", &["pending_cutover"], 300);
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "INSERT INTO shop.t VALUES (900001, 'too big', 5000000); UPDATE shop.t SET n = 7000000 WHERE id = 3; UPDATE shop.t SET n = 8000000 WHERE id = 4",
+    );
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "DELETE FROM shop.t WHERE id = 900001; UPDATE shop.t SET n = 3 WHERE id = 3; UPDATE shop.t SET id = 900004, n = 4 WHERE id = 4",
+    );
+    s.json(&["deploy-request", "apply", "shop", "1"]);
+    wait_state(&s, "1", &["complete_pending_revert"], 120);
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT COUNT(*), SUM(n) FROM shop.t WHERE id IN (3, 4, 900001, 900004)"
+        )
+        .trim(),
+        "2\t7"
+    );
+    s.json(&["deploy-request", "skip-revert", "shop", "1"]);
+    wait_state(&s, "1", &["complete"], 60);
+
+    // Reverse: wider types deployed; values only they hold block the revert while they are there.
+    s.sql_ok(
+        &pb,
+        "strata_admin",
+        "ALTER TABLE shop.p MODIFY price DECIMAL(12,4) NOT NULL, MODIFY at DATETIME(6) NULL, MODIFY label VARCHAR(40) NULL",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "pb",
+        "--enable-auto-apply",
+    ]);
+    s.ok(&["deploy-request", "deploy", "shop", "2", "--wait"]);
+    wait_state(&s, "2", &["complete_pending_revert"], 120);
+    let refused_with = |why: &str| {
+        let refused = s.fails(&["deploy-request", "revert", "shop", "2"]);
+        assert!(
+            refused.contains("cannot be reverted without losing data") && refused.contains(why),
+            "{why}: {refused}"
+        );
+    };
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "INSERT INTO shop.p VALUES (1000, 1.2345, NULL, 'a')",
+    );
+    refused_with("`price`");
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "UPDATE shop.p SET price = 1.23 WHERE id = 1000; UPDATE shop.p SET at = '2026-02-02 10:00:00.5' WHERE id = 5",
+    );
+    refused_with("`at`");
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "UPDATE shop.p SET at = '2026-02-02 10:00:01' WHERE id = 5; INSERT INTO shop.p VALUES (1001, 2, NULL, 'a label longer than ten characters')",
+    );
+    refused_with("Data too long");
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "UPDATE shop.p SET id = 1002, label = 'short' WHERE id = 1001; UPDATE shop.p SET label = 'trailing  ' WHERE id = 6",
+    );
+    s.ok(&["deploy-request", "revert", "shop", "2", "--wait"]);
+    wait_state(&s, "2", &["complete_revert"], 120);
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT CONCAT_WS('|', id, price, at, label) FROM shop.p WHERE id IN (5, 6, 1000, 1001, 1002) ORDER BY id"
+        )
+        .trim(),
+        "5|1.25|2026-02-02 10:00:01|l5\n6|1.50|2026-01-01 10:00:00|trailing  \n1000|1.23|a\n1002|2.00|short"
+    );
+    assert_eq!(
+        s.sql_ok(&main_id, "strata_admin", "SELECT COUNT(*) FROM shop.p")
+            .trim(),
+        "202"
+    );
+}
