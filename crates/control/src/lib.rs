@@ -236,7 +236,7 @@ impl Platform {
                     let spec = self.spec(&b, &db);
                     match Instance::start(self.binaries.clone(), spec) {
                         Ok(inst) => {
-                            lock(&self.instances).insert(b.id.clone(), inst.clone());
+                            self.register_instance(&b.id, inst.clone());
                             self.persist_port_when_ready(b.id.clone(), inst);
                         }
                         Err(e) => {
@@ -591,6 +591,35 @@ impl Platform {
     }
 
     /// The instance of a branch (for internal users such as the gateway).
+    /// Keeps a branch's running instance, with its passwords' server users to maintain.
+    fn register_instance(&self, branch_id: &str, inst: Arc<Instance>) {
+        lock(&self.instances).insert(branch_id.to_string(), inst);
+        self.password_users_changed(branch_id);
+    }
+
+    /// Tells the branch's instance which passwords it has now (see
+    /// [`Instance::set_password_users`]).
+    pub(crate) fn password_users_changed(&self, branch_id: &str) {
+        let Some(inst) = self.instance(branch_id) else {
+            return;
+        };
+        match self.catalog.passwords_of_branch(branch_id) {
+            Ok(passwords) => inst.set_password_users(
+                passwords
+                    .into_iter()
+                    .map(|p| strata_engine::PasswordUser {
+                        id: p.id,
+                        role: p.role,
+                        expires_at: p.expires_at,
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(branch = %branch_id, error = %e, "passwords not read for the instance")
+            }
+        }
+    }
+
     pub fn instance(&self, branch_id: &str) -> Option<Arc<Instance>> {
         lock(&self.instances).get(branch_id).cloned()
     }
@@ -1358,7 +1387,7 @@ impl Platform {
             ..Default::default()
         });
         let inst = Instance::start(self.binaries.clone(), spec)?;
-        lock(&self.instances).insert(branch.id.clone(), inst.clone());
+        self.register_instance(&branch.id, inst.clone());
         inst.wait_ready(READY_TIMEOUT).await?;
         tracing::info!(branch = %branch.name, method, data_ms = filled.as_millis() as u64, ready_ms = (t.elapsed() - filled).as_millis() as u64, "branch data in place");
         Ok(inst)
@@ -1380,7 +1409,7 @@ impl Platform {
             .map_err(|e| ControlError::Internal(e.to_string()))??;
         let cloned = t.elapsed();
         let inst = Instance::start(self.binaries.clone(), spec)?;
-        lock(&self.instances).insert(branch.id.clone(), inst.clone());
+        self.register_instance(&branch.id, inst.clone());
         inst.wait_ready(READY_TIMEOUT).await?;
         tracing::debug!(branch = %branch.name, clone_ms = cloned.as_millis() as u64, ready_ms = (t.elapsed() - cloned).as_millis() as u64, "instance started");
         Ok(inst)

@@ -154,6 +154,7 @@ impl Platform {
             last_used_at: None,
         };
         self.catalog().create_password(&password)?;
+        self.password_users_changed(&password.branch_id);
         Ok(NewPassword {
             password,
             plaintext,
@@ -244,7 +245,9 @@ impl Platform {
         id: &str,
     ) -> Result<()> {
         let (p, _) = self.password(caller, org, db, branch, id)?;
-        Ok(self.catalog().delete_password(&p.id)?)
+        self.catalog().delete_password(&p.id)?;
+        self.password_users_changed(&p.branch_id);
+        Ok(())
     }
 
     /// Extends a password with a TTL by another TTL from now.
@@ -272,6 +275,7 @@ impl Platform {
         }
         p.expires_at = Some(now + ttl * 1000);
         self.catalog().update_password(&p)?;
+        self.password_users_changed(&p.branch_id);
         Ok((p, b))
     }
 }

@@ -204,6 +204,57 @@ pub fn init_sql(
     out.into_iter().map(|s| s + ";\n").collect()
 }
 
+/// The server user of one branch password. Each password has its own, with its role's
+/// privileges: the server then keeps passwords apart in its processlist and for KILL, which one
+/// shared user per role could not.
+pub fn password_user(password_id: &str) -> String {
+    format!("{PASSWORD_USER_PREFIX}{password_id}")
+}
+
+/// Every password user's name starts with this.
+pub const PASSWORD_USER_PREFIX: &str = "strata_p_";
+
+/// The statements that make a password's user (or make it whole again): its credential and its
+/// role's privileges, granted to it directly (a server role would not do: MariaDB does not apply
+/// a definer's default role, so a view the password made would lose its rights), then unlocked.
+pub fn create_password_user(
+    flavour: &Flavour,
+    id: &str,
+    role: Role,
+    secret: &str,
+    schema: &str,
+    safe_migrations: bool,
+) -> Vec<String> {
+    let user = format!("'{}'@'{INTERNAL_HOST}'", password_user(id));
+    // Unlocked last: a login in between is refused as locked (and retried), never let in with
+    // privileges half given.
+    vec![
+        format!(
+            "CREATE USER IF NOT EXISTS {user} {} ACCOUNT LOCK",
+            identified(flavour, secret)
+        ),
+        format!("REVOKE ALL PRIVILEGES, GRANT OPTION FROM {user}"),
+        format!(
+            "GRANT {} ON {}.* TO {user}",
+            role.privileges(safe_migrations),
+            quote_ident(schema)
+        ),
+        format!(
+            "ALTER USER {user} {} ACCOUNT UNLOCK",
+            identified(flavour, secret)
+        ),
+    ]
+}
+
+/// A password deleted or expired: its user can no longer log in. It is kept (locked, still
+/// holding its role), so views it defined keep working.
+pub fn lock_password_user(user: &str) -> String {
+    format!(
+        "ALTER USER '{}'@'{INTERNAL_HOST}' ACCOUNT LOCK",
+        sql_string(user)
+    )
+}
+
 /// The statement that puts a role user's credential back (see [`init_sql`]).
 pub fn restore_role_password(flavour: &Flavour, role: Role, password: &str) -> String {
     format!(

@@ -18,7 +18,7 @@ pub mod template;
 pub use admin::SchemaObject;
 pub use flavour::{Flavour, ServerBinaries};
 pub use mysql_async;
-pub use supervisor::{Instance, InstanceState, InstanceStatus};
+pub use supervisor::{Instance, InstanceState, InstanceStatus, PasswordUser};
 
 use std::path::PathBuf;
 use thiserror::Error;

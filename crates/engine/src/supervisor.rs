@@ -81,6 +81,24 @@ pub struct Instance {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Stop without a clean shutdown: the instance's data is about to be destroyed.
     abandon: std::sync::atomic::AtomicBool,
+    /// The branch's passwords, whose server users the supervisor keeps in step (see
+    /// [`Instance::set_password_users`]); `None` until the control plane says.
+    password_users: Mutex<Option<Vec<PasswordUser>>>,
+    /// One reconciliation of users at a time.
+    users_sync: tokio::sync::Mutex<()>,
+    /// Wakes the supervisor's user check at once (a password was created or deleted).
+    users_changed: tokio::sync::Notify,
+    /// Every live password user's grants were asserted since the server last started.
+    grants_ready: std::sync::atomic::AtomicBool,
+}
+
+/// A branch password as its server user needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordUser {
+    pub id: String,
+    pub role: Role,
+    /// Epoch milliseconds after which the password no longer logs in.
+    pub expires_at: Option<i64>,
 }
 
 fn data_dir(dir: &Path) -> PathBuf {
@@ -206,6 +224,10 @@ impl Instance {
             stop: stop_tx,
             task: Mutex::new(None),
             abandon: std::sync::atomic::AtomicBool::new(false),
+            password_users: Mutex::new(None),
+            users_sync: tokio::sync::Mutex::new(()),
+            users_changed: tokio::sync::Notify::new(),
+            grants_ready: std::sync::atomic::AtomicBool::new(false),
         });
         let task = tokio::spawn(supervise(inst.clone(), status_tx, stop_rx));
         *inst.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
@@ -317,6 +339,37 @@ impl Instance {
         };
         let mut conn = self.connect().await?;
         conn.query_drop(statement).await?;
+        // The same for the admin passwords' own users.
+        let admins: Vec<String> = self
+            .password_users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flatten()
+            .filter(|p| p.role == Role::Admin)
+            .map(|p| config::password_user(&p.id))
+            .collect();
+        let _one = self.users_sync.lock().await;
+        for user in admins {
+            let user = format!("'{user}'@'{}'", config::INTERNAL_HOST);
+            let statement = if on {
+                format!(
+                    "REVOKE {} ON {}.* FROM {user}",
+                    strata_model::role::SCHEMA_CHANGES,
+                    quote_ident(&schema)
+                )
+            } else {
+                format!(
+                    "GRANT {} ON {}.* TO {user}",
+                    strata_model::role::SCHEMA_CHANGES,
+                    quote_ident(&schema)
+                )
+            };
+            // A user not made yet gets its grants when it is.
+            if let Err(e) = conn.query_drop(statement).await {
+                tracing::debug!(error = %e, "safe migrations not switched for a password user");
+            }
+        }
         conn.disconnect().await?;
         Ok(())
     }
@@ -355,6 +408,131 @@ impl Instance {
         }
         conn.disconnect().await?;
         Ok(restored)
+    }
+
+    /// The branch's passwords now: their users are made, unlocked or locked to match (at once,
+    /// then at every check), and the connections of a password gone or expired are ended.
+    pub fn set_password_users(&self, users: Vec<PasswordUser>) {
+        *self
+            .password_users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(users);
+        self.users_changed.notify_one();
+    }
+
+    /// The server user and internal credential a branch password's connections log in with.
+    pub fn password_login(&self, password_id: &str) -> (String, String) {
+        (
+            config::password_user(password_id),
+            strata_model::credentials::password_user_secret(&self.creds.root, password_id),
+        )
+    }
+
+    /// Brings the password users on the server in line with [`Instance::set_password_users`]:
+    /// each live password's user exists with its credential and role, unlocked; every other
+    /// password user (deleted, expired, or a parent branch's, copied with its data) is locked and
+    /// its connections ended. Returns how many users were changed.
+    pub async fn sync_password_users(&self) -> Result<usize> {
+        let Some(wanted) = self
+            .password_users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return Ok(0);
+        };
+        let _one = self.users_sync.lock().await;
+        let mut conn = self.connect().await?;
+        let result = self.reconcile_users(&mut conn, &wanted).await;
+        let _ = conn.disconnect().await;
+        result
+    }
+
+    async fn reconcile_users(
+        &self,
+        conn: &mut mysql_async::Conn,
+        wanted: &[PasswordUser],
+    ) -> Result<usize> {
+        let flavour = &self.binaries.flavour;
+        let mariadb = matches!(flavour, crate::flavour::Flavour::MariaDb);
+        let asserted = self.grants_ready.load(std::sync::atomic::Ordering::Acquire);
+        let like = format!("{}%", config::PASSWORD_USER_PREFIX.replace('_', "\\_"));
+        // MariaDB keeps the lock in `global_priv`'s JSON (its `mysql.user` view has no column).
+        let read = if mariadb {
+            "SELECT User, IFNULL(JSON_VALUE(Priv, '$.authentication_string'), ''), IF(IFNULL(JSON_VALUE(Priv, '$.account_locked'), '0') IN ('1', 'true'), 'Y', 'N') FROM mysql.global_priv WHERE Host = ? AND User LIKE ?"
+        } else {
+            "SELECT User, authentication_string, account_locked FROM mysql.user WHERE Host = ? AND User LIKE ?"
+        };
+        let present: Vec<(String, String, String)> =
+            conn.exec(read, (config::INTERNAL_HOST, &like)).await?;
+        let now = now_millis();
+        let live: Vec<&PasswordUser> = wanted
+            .iter()
+            .filter(|p| p.expires_at.is_none_or(|t| t > now))
+            .collect();
+        let mut changed = 0;
+        for p in &live {
+            let (user, secret) = self.password_login(&p.id);
+            let whole = present.iter().any(|(u, hash, locked)| {
+                *u == user
+                    && asserted
+                    && locked.eq_ignore_ascii_case("N")
+                    && (!mariadb || hash.eq_ignore_ascii_case(&config::native_hash(&secret)))
+            });
+            if !whole {
+                let spec = self.spec();
+                for st in config::create_password_user(
+                    flavour,
+                    &p.id,
+                    p.role,
+                    &secret,
+                    &spec.schema,
+                    spec.safe_migrations,
+                ) {
+                    conn.query_drop(st).await?;
+                }
+                changed += 1;
+            }
+        }
+        if !asserted {
+            self.grants_ready
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        let mut ended = Vec::new();
+        for (user, _, locked) in &present {
+            let wanted_live = live.iter().any(|p| config::password_user(&p.id) == *user);
+            if wanted_live {
+                continue;
+            }
+            if !locked.eq_ignore_ascii_case("Y") {
+                conn.query_drop(config::lock_password_user(user)).await?;
+                changed += 1;
+            }
+            ended.push(user.clone());
+        }
+        if !ended.is_empty() {
+            // Connections made before the lock: ended, so a deleted password stops working now.
+            let threads: Vec<(u64, String)> = conn
+                .exec(
+                    "SELECT ID, USER FROM information_schema.PROCESSLIST WHERE USER LIKE ?",
+                    (&like,),
+                )
+                .await?;
+            for (id, user) in threads {
+                if ended.contains(&user) {
+                    let _ = conn.query_drop(format!("KILL CONNECTION {id}")).await;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn check_password_users(&self, id: &str) {
+        match self.sync_password_users().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(instance = %id, users = n, "password users brought in line"),
+            Err(e) => tracing::warn!(instance = %id, error = %e, "password users not checked"),
+        }
     }
 
     /// Connection options for an internal user of this instance.
@@ -620,11 +798,15 @@ async fn supervise(
         match event {
             Event::Ready(Ok(())) => {
                 tracing::info!(instance = %spec.id, port, ms = started.elapsed().as_millis() as u64, "instance ready");
+                inst.grants_ready
+                    .store(false, std::sync::atomic::Ordering::Release);
                 status.send_modify(|s| {
                     s.state = InstanceState::Running;
                     s.ready_at = Some(now_millis());
                     s.last_error = None;
                 });
+                // The roles and password users, before clients are let in (and at every check).
+                inst.check_password_users(&spec.id).await;
                 let event = loop {
                     tokio::select! {
                         exit = child.wait() => break Event::Exited(describe_exit(exit)),
@@ -636,7 +818,9 @@ async fn supervise(
                                 Ok(_) => {}
                                 Err(e) => tracing::debug!(instance = %spec.id, error = %e, "credential check skipped"),
                             }
+                            inst.check_password_users(&spec.id).await;
                         }
+                        _ = inst.users_changed.notified() => inst.check_password_users(&spec.id).await,
                     }
                 };
                 match event {

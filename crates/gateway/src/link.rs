@@ -108,7 +108,6 @@ pub(crate) struct Link {
     gw: Arc<Gateway>,
     pub key: PoolKey,
     branch_id: String,
-    role: strata_model::Role,
     database: String,
     role_target: Option<Arc<Target>>,
     root_target: Option<Arc<Target>>,
@@ -120,19 +119,20 @@ impl Link {
             gw,
             key: PoolKey {
                 branch_id: login.branch.id.clone(),
+                password_id: login.password.id.clone(),
                 role: login.password.role,
                 profile,
                 charset,
             },
             branch_id: login.branch.id.clone(),
-            role: login.password.role,
             database: login.database.name.clone(),
             role_target: None,
             root_target: None,
         }
     }
 
-    fn target(&self, user: &str) -> Result<Target, ErrPacket> {
+    /// As the control plane's user (`root`) or as the password's own user.
+    fn target(&self, root: bool) -> Result<Target, ErrPacket> {
         let inst = self
             .gw
             .platform
@@ -144,17 +144,17 @@ impl Link {
                 format!("its instance is {:?}", st.state).to_lowercase(),
             ));
         }
-        let password = if user == ROOT_USER {
-            inst.credentials().root.clone()
+        let (user, password) = if root {
+            (ROOT_USER.to_string(), inst.credentials().root.clone())
         } else {
-            inst.credentials().password(self.role).to_string()
+            inst.password_login(&self.key.password_id)
         };
         Ok(Target {
             addr: SocketAddr::from(([127, 0, 0, 1], st.port)),
-            user: user.to_string(),
             password,
+            user,
             schema: self.database.clone(),
-            statement_limit: (user != ROOT_USER).then_some(self.gw.cfg.limits.query_timeout),
+            statement_limit: (!root).then_some(self.gw.cfg.limits.query_timeout),
             branch_max: strata_engine::config::gateway_connections(inst.spec().production),
         })
     }
@@ -163,7 +163,7 @@ impl Link {
         if let Some(t) = &self.role_target {
             return Ok(t.clone());
         }
-        let t = Arc::new(self.target(&self.role.internal_user())?);
+        let t = Arc::new(self.target(false)?);
         self.role_target = Some(t.clone());
         Ok(t)
     }
@@ -171,7 +171,7 @@ impl Link {
     /// The control plane's user on the instance: it stops queries (`KILL QUERY`).
     pub fn root_target(&mut self) -> Option<Arc<Target>> {
         if self.root_target.is_none() {
-            self.root_target = self.target(ROOT_USER).ok().map(Arc::new);
+            self.root_target = self.target(true).ok().map(Arc::new);
         }
         self.root_target.clone()
     }
@@ -186,7 +186,19 @@ impl Link {
     /// room, else one that comes back within the pool's wait.
     pub async fn lease(&mut self) -> Result<Lease, ErrPacket> {
         let target = self.role_target()?;
-        match self.gw.pools.acquire(&self.key, &target).await {
+        let mut acquired = self.gw.pools.acquire(&self.key, &target).await;
+        if let Err(PoolError::Backend(BackendError::Server(e))) = &acquired {
+            // A password made a moment ago may not have its server user yet: made now, once.
+            // (1044/4151: its user is being made right now.)
+            if matches!(e.code, 1044 | 1045 | 4151) {
+                if let Some(inst) = self.gw.platform.instance(&self.branch_id) {
+                    if inst.sync_password_users().await.is_ok() {
+                        acquired = self.gw.pools.acquire(&self.key, &target).await;
+                    }
+                }
+            }
+        }
+        match acquired {
             Ok(mut l) => {
                 // The branch's grants changed (safe migrations switched) since this connection
                 // read its privileges: the server reads them again on USE.
@@ -218,6 +230,14 @@ impl Link {
                 "08004",
                 format!("Too many connections: the branch's {n} backend connections are all in use; retry shortly"),
             )),
+            // The password was deleted or has expired: its server user is locked.
+            Err(PoolError::Backend(BackendError::Server(e))) if matches!(e.code, 1044 | 1045 | 4151) => {
+                Err(ErrPacket::new(
+                    1045,
+                    "28000",
+                    "Access denied: this password was deleted or has expired",
+                ))
+            }
             Err(PoolError::Backend(e)) => {
                 self.forget_instance();
                 Err(unavailable(e))

@@ -29,6 +29,8 @@ type BranchCounts = Arc<Mutex<HashMap<String, usize>>>;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     pub branch_id: String,
+    /// Each password has its own server user, so its own pools.
+    pub password_id: String,
     pub role: Role,
     pub profile: u32,
     pub charset: u8,

@@ -108,6 +108,18 @@ pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// The internal credential of one branch password's server user on an instance: derived from the
+/// instance's own control credential and the password's id, so nothing more is stored and no
+/// two instances share it.
+pub fn password_user_secret(instance_root: &str, password_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"strata password user\0");
+    h.update(instance_root.as_bytes());
+    h.update(b"\0");
+    h.update(password_id.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +161,14 @@ mod tests {
             prop_assert!(h.verify_native(&nonce, &scramble_native(&nonce, &pw)));
             prop_assert!(h.verify_caching_sha2(&nonce, &scramble_caching_sha2(&nonce, &pw)));
         }
+    }
+
+    #[test]
+    fn password_user_secrets_differ_by_instance_and_password() {
+        let a = password_user_secret("root-a", "p1");
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, password_user_secret("root-a", "p1"));
+        assert_ne!(a, password_user_secret("root-b", "p1"));
+        assert_ne!(a, password_user_secret("root-a", "p2"));
     }
 }

@@ -1776,3 +1776,123 @@ fn unfinished_http_bodies_cannot_take_the_memory() {
     }
     assert_eq!(refused, 1, "one upload past the budget is refused");
 }
+
+/// Each password has its own user on the instance: the server shows a password only its own
+/// work (processlist), stops only its own (KILL), ends a deleted password's connections, and
+/// keeps the views a deleted password defined working. A branch made from another never lets the
+/// parent's password users in.
+#[test]
+fn the_server_keeps_passwords_apart() {
+    let (_root, s) = setup(&[]);
+    let main_id = s.wait_branch("shop", "main")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (a, a_pw, a_id) = password(&s, "shop", "main", "admin");
+    let (b, b_pw, _) = password(&s, "shop", "main", "admin");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut ca = mysql_async::Conn::new(opts(&s, &a, &a_pw)).await.unwrap();
+        let mut cb = mysql_async::Conn::new(opts(&s, &b, &b_pw)).await.unwrap();
+        ca.query_drop("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1), (2); CREATE VIEW v AS SELECT COUNT(*) AS n FROM t")
+            .await
+            .unwrap();
+        let ua: String = ca.query_first("SELECT USER()").await.unwrap().unwrap();
+        let ub: String = cb.query_first("SELECT USER()").await.unwrap().unwrap();
+        assert_ne!(ua, ub, "one server user per password");
+        // A's long query: invisible to B, and out of B's reach.
+        let mut cs = mysql_async::Conn::new(opts(&s, &a, &a_pw)).await.unwrap();
+        let slow = tokio::spawn(async move {
+            let r: Result<Option<i64>, _> = cs.query_first("SELECT SLEEP(4) AS marker_a1").await;
+            (cs, r)
+        });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let seen_by_b: Vec<(u64, String)> = cb
+            .query("SELECT ID, USER FROM information_schema.PROCESSLIST WHERE INFO LIKE CONCAT('%marker', '_a1%')")
+            .await
+            .unwrap();
+        assert!(seen_by_b.is_empty(), "B sees A's query: {seen_by_b:?}");
+        let listed: Vec<mysql_async::Row> = cb.query("SHOW FULL PROCESSLIST").await.unwrap();
+        for row in &listed {
+            let user: Option<String> = row.get(1);
+            assert_eq!(user.as_deref(), Some(ub.split('@').next().unwrap()), "{row:?}");
+        }
+        let seen_by_a: Vec<(u64, String)> = ca
+            .query("SELECT ID, USER FROM information_schema.PROCESSLIST WHERE INFO LIKE CONCAT('%marker', '_a1%')")
+            .await
+            .unwrap();
+        assert_eq!(seen_by_a.len(), 1, "A sees its own query");
+        let e = cb
+            .query_drop(format!("KILL QUERY {}", seen_by_a[0].0))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("not owner of thread")
+                || e.to_string().contains("Unknown thread id"),
+            "{e}"
+        );
+        let (cs, r) = slow.await.unwrap();
+        assert_eq!(r.unwrap(), Some(0), "A's query ran to its end");
+        drop(cs);
+    });
+    // Deleting A ends its connections and its logins; the view it made keeps working.
+    rt.block_on(async {
+        let mut ca = mysql_async::Conn::new(opts(&s, &a, &a_pw)).await.unwrap();
+        ca.query_drop("BEGIN").await.unwrap();
+        ca.query_drop("SELECT * FROM t FOR UPDATE").await.unwrap();
+        s.ok(&["password", "delete", "shop", "main", &a_id, "--force"]);
+        let started = Instant::now();
+        loop {
+            match ca.query_drop("SELECT 1").await {
+                Err(_) => break,
+                Ok(()) => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(5),
+                        "a deleted password's connection still works"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        assert!(mysql_async::Conn::new(opts(&s, &a, &a_pw)).await.is_err());
+        let mut cb = mysql_async::Conn::new(opts(&s, &b, &b_pw)).await.unwrap();
+        // A's transaction was rolled back with its connection: its row locks are gone.
+        cb.query_drop("SET SESSION innodb_lock_wait_timeout = 2")
+            .await
+            .unwrap();
+        cb.query_drop("UPDATE t SET id = 3 WHERE id = 2")
+            .await
+            .unwrap();
+        let n: Option<i64> = cb.query_first("SELECT n FROM v").await.unwrap();
+        assert_eq!(n, Some(2), "the deleted password's view still works");
+    });
+    let locked = s.sql_ok(
+        &main_id,
+        "strata_root",
+        &format!(
+            "SELECT IF(JSON_VALUE(Priv, '$.account_locked') IN ('1', 'true'), 'Y', 'N') FROM mysql.global_priv WHERE User = 'strata_p_{a_id}'"
+        ),
+    );
+    assert_eq!(locked.trim(), "Y");
+    // A branch made from main: main's password users are there (copied with the data) but locked.
+    let dev = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = Instant::now();
+    loop {
+        let open = s.sql_ok(
+            &dev,
+            "strata_root",
+            "SELECT COUNT(*) FROM mysql.global_priv WHERE User LIKE 'strata\\_p\\_%' AND IFNULL(JSON_VALUE(Priv, '$.account_locked'), '0') NOT IN ('1', 'true')",
+        );
+        if open.trim() == "0" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the parent's password users log in on the child"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
