@@ -13,7 +13,7 @@
 
 use crate::link::{self, Failed, Link, ResultLimits};
 use crate::pool::Lease;
-use crate::{allowed_from, Gateway, FAILURES_BEFORE_BLOCK};
+use crate::{allowed_from, Gateway};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -409,15 +409,16 @@ impl HttpSql {
             return fail("invalid_argument", "use POST", gzip);
         }
         let ip = peer.ip();
-        if self.gw.failure_count(ip) >= FAILURES_BEFORE_BLOCK {
+        let username = basic_auth(&req).map(|(u, _)| u).unwrap_or_default();
+        if self.gw.blocked(ip, &username) {
             return fail(
                 "resource_exhausted",
-                &format!("Host '{ip}' is blocked because of many failed logins; try again later"),
+                &crate::login_blocked(&username, ip).message,
                 gzip,
             );
         }
         let Some(login) = self.authenticate(&req, ip) else {
-            self.gw.record_failure(ip);
+            self.gw.failed_login(ip, &username).await;
             return fail("unauthenticated", "invalid auth credentials", gzip);
         };
         // The declared size (or the largest allowed) is held from the budget while the body is read.

@@ -123,7 +123,9 @@ pub struct Gateway {
     pub(crate) pools: pool::Pools,
     pub(crate) sessions: Mutex<HashMap<u32, Arc<SessionShared>>>,
     next_id: AtomicU32,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Failed logins per address (slows its failures) and per (address, username) (blocks it).
+    failures: FailureCounts<IpAddr>,
+    user_failures: FailureCounts<(IpAddr, String)>,
     server_version: String,
     pub(crate) inflight: Mutex<HashMap<InflightKey, Shared>>,
     /// Queries answered from another session's identical query in flight.
@@ -157,11 +159,69 @@ async fn too_many_connections(mut tcp: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&out)).await;
 }
 
-/// After this many failed logins from one address, answers from it are slowed down.
+/// After this many failed logins from one address, its failures are answered ever more slowly.
 const FAILURES_BEFORE_BACKOFF: u32 = 5;
-/// After this many, the address is refused outright until the window passes.
+/// After this many failed logins of one username from one address, that username is refused
+/// from that address until the window passes. Never a whole address: a stranger behind the same
+/// address (a NAT, a shared application server) must not lock the others out.
 const FAILURES_BEFORE_BLOCK: u32 = 100;
 const FAILURE_WINDOW: Duration = Duration::from_secs(600);
+
+/// Failures per key within [`FAILURE_WINDOW`].
+struct FailureCounts<K>(Mutex<HashMap<K, (u32, Instant)>>);
+
+impl<K: std::hash::Hash + Eq> FailureCounts<K> {
+    fn new() -> Self {
+        FailureCounts(Mutex::new(HashMap::new()))
+    }
+
+    fn count(&self, key: &K) -> u32 {
+        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match f.get(key) {
+            Some((n, since)) if since.elapsed() < FAILURE_WINDOW => *n,
+            Some(_) => {
+                f.remove(key);
+                0
+            }
+            None => 0,
+        }
+    }
+
+    /// Counts one more; returns the count before it.
+    fn record(&self, key: K) -> u32 {
+        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if f.len() > 100_000 {
+            f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let e = f.entry(key).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= FAILURE_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+        e.0 - 1
+    }
+}
+
+/// How long a failed login from an address that failed `before` times already is held before
+/// its answer.
+fn failure_delay(before: u32) -> Duration {
+    if before < FAILURES_BEFORE_BACKOFF {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(100u64 << (before - FAILURES_BEFORE_BACKOFF).min(7))
+}
+
+/// The answer to a username refused from an address after many failed logins.
+pub(crate) fn login_blocked(username: &str, ip: IpAddr) -> ErrPacket {
+    ErrPacket::new(
+        1129,
+        "HY000",
+        format!(
+            "User '{}' is blocked from '{ip}' because of many failed logins; try again later",
+            username.escape_debug()
+        ),
+    )
+}
 
 fn random_nonce() -> Vec<u8> {
     // Printable bytes only: the greeting carries the nonce NUL-terminated.
@@ -221,7 +281,8 @@ impl Gateway {
             tls,
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
-            failures: Mutex::new(HashMap::new()),
+            failures: FailureCounts::new(),
+            user_failures: FailureCounts::new(),
             server_version: format!("5.5.5-{server_version}-strata"),
             inflight: Mutex::new(HashMap::new()),
             consolidated: std::sync::atomic::AtomicU64::new(0),
@@ -278,28 +339,19 @@ impl Gateway {
         }
     }
 
-    fn failure_count(&self, ip: IpAddr) -> u32 {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match f.get(&ip) {
-            Some((n, since)) if since.elapsed() < FAILURE_WINDOW => *n,
-            Some(_) => {
-                f.remove(&ip);
-                0
-            }
-            None => 0,
-        }
+    /// True when this username is refused from this address for its failed logins.
+    pub(crate) fn blocked(&self, ip: IpAddr, username: &str) -> bool {
+        self.user_failures.count(&(ip, username.to_string())) >= FAILURES_BEFORE_BLOCK
     }
 
-    fn record_failure(&self, ip: IpAddr) {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if f.len() > 100_000 {
-            f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+    /// Counts a failed login and holds its answer back as the address's failures grow.
+    pub(crate) async fn failed_login(&self, ip: IpAddr, username: &str) {
+        self.user_failures.record((ip, username.to_string()));
+        let before = self.failures.record(ip);
+        let delay = failure_delay(before);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
-        let e = f.entry(ip).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= FAILURE_WINDOW {
-            *e = (0, Instant::now());
-        }
-        e.0 += 1;
     }
 
     async fn connection(
@@ -336,17 +388,6 @@ impl Gateway {
     ) -> Result<Option<(ClientConn, Login, Vec<u8>)>, client::ClientError> {
         let ip = peer.ip();
         let mut tcp = tcp;
-        let failures = self.failure_count(ip);
-        if failures >= FAILURES_BEFORE_BLOCK {
-            let mut c = ClientConn::new(Box::new(tcp), self.cfg.max_packet);
-            c.send_err(&ErrPacket::new(
-                1129,
-                "HY000",
-                format!("Host '{ip}' is blocked because of many failed logins; try again later"),
-            ))
-            .await?;
-            return Ok(None);
-        }
         let nonce = random_nonce();
         let mut capabilities = caps::GATEWAY;
         if self.tls.is_some() {
@@ -439,6 +480,10 @@ impl Gateway {
             client.caps &= !caps::COMPRESS;
         }
 
+        if self.blocked(ip, &resp.username) {
+            client.send_err(&login_blocked(&resp.username, ip)).await?;
+            return Ok(None);
+        }
         let login = self.platform.login(&resp.username);
         let hashes = login.as_ref().map(password_hashes);
         // Unknown users are checked against a dummy verifier so timing does not tell them apart.
@@ -498,20 +543,16 @@ impl Gateway {
             }
             _ => false,
         };
-        if failures >= FAILURES_BEFORE_BACKOFF {
-            let exp = (failures - FAILURES_BEFORE_BACKOFF).min(7);
-            tokio::time::sleep(Duration::from_millis(100u64 << exp)).await;
-        }
         let login = match login {
             Some(l) if verified => l,
             _ => {
-                self.record_failure(ip);
+                self.failed_login(ip, &resp.username).await;
                 client.send_err(&access_denied(&resp.username, ip)).await?;
                 return Ok(None);
             }
         };
         if !allowed_from(&login, ip) {
-            self.record_failure(ip);
+            self.failed_login(ip, &resp.username).await;
             client.send_err(&access_denied(&resp.username, ip)).await?;
             return Ok(None);
         }
@@ -546,5 +587,39 @@ impl Gateway {
             );
         client.charset = resp.charset;
         Ok(Some((client, login, nonce)))
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    #[test]
+    fn failures_slow_an_address_and_block_only_a_username() {
+        assert_eq!(failure_delay(0), Duration::ZERO);
+        assert_eq!(failure_delay(FAILURES_BEFORE_BACKOFF - 1), Duration::ZERO);
+        assert_eq!(
+            failure_delay(FAILURES_BEFORE_BACKOFF),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            failure_delay(FAILURES_BEFORE_BACKOFF + 3),
+            Duration::from_millis(800)
+        );
+        assert_eq!(failure_delay(10_000), Duration::from_millis(12_800));
+        let per_user: FailureCounts<(IpAddr, String)> = FailureCounts::new();
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        for i in 0..FAILURES_BEFORE_BLOCK {
+            assert_eq!(per_user.record((ip, "stranger".into())), i);
+        }
+        assert_eq!(
+            per_user.count(&(ip, "stranger".into())),
+            FAILURES_BEFORE_BLOCK
+        );
+        assert_eq!(per_user.count(&(ip, "colleague".into())), 0);
+        assert_eq!(
+            per_user.count(&([10, 0, 0, 2].into(), "stranger".into())),
+            0
+        );
     }
 }

@@ -322,6 +322,12 @@ impl Session {
             return Ok(Flow::Close);
         };
         let ip = self.peer.ip();
+        if self.gw.blocked(ip, &cu.username) {
+            self.client
+                .send_err(&crate::login_blocked(&cu.username, ip))
+                .await?;
+            return Ok(Flow::Close);
+        }
         let login = self.gw.platform.login(&cu.username);
         let plugin = cu.auth_plugin.as_deref().unwrap_or(NATIVE_PASSWORD);
         let verified = login.as_ref().is_some_and(|l| {
@@ -334,7 +340,7 @@ impl Session {
             ok && crate::allowed_from(l, ip)
         });
         let Some(login) = login.filter(|_| verified) else {
-            self.gw.record_failure(ip);
+            self.gw.failed_login(ip, &cu.username).await;
             self.client
                 .send_err(&crate::access_denied(&cu.username, ip))
                 .await?;

@@ -1896,3 +1896,39 @@ fn the_server_keeps_passwords_apart() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Failed logins slow down their address's failures and block a username only: a stranger's
+/// failures from the same address never delay or lock out another password.
+#[test]
+fn failed_logins_of_a_stranger_do_not_lock_out_the_others() {
+    let (_root, s) = setup(&[]);
+    let (user, pw, _) = password(&s, "shop", "main", "reader");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for i in 0..9 {
+            let e = mysql_async::Conn::new(opts(&s, "nobody", &format!("wrong{i}")))
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("Access denied"), "{e}");
+        }
+        let started = Instant::now();
+        let mut c = mysql_async::Conn::new(opts(&s, &user, &pw)).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "a good login waited {:?} behind another's failures",
+            started.elapsed()
+        );
+        let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+        assert_eq!(one, Some(1));
+        // The address's failures are slowed down.
+        let started = Instant::now();
+        assert!(mysql_async::Conn::new(opts(&s, &user, "wrong"))
+            .await
+            .is_err());
+        assert!(
+            started.elapsed() >= Duration::from_millis(1000),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}
