@@ -702,7 +702,9 @@ impl HttpSql {
         held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<QueryResult, RpcError> {
         let a = strata_sqlscan::analyze(sql);
-        if let Some(e) = crate::session::refusal(&self.gw.platform, login, &a) {
+        if let Some(e) = crate::session::refusal(&self.gw.platform, login, &a)
+            .or_else(|| crate::link::time_limit_refusal(&a, &self.gw.cfg.limits, s.olap))
+        {
             return Err(RpcError::mysql(
                 e.code,
                 &String::from_utf8_lossy(&e.state),

@@ -79,6 +79,32 @@ pub(crate) fn statement_timeout(
     }
 }
 
+/// A text that would lift the statement time limit: `max_statement_time` set to 0 (none), past
+/// the query timeout, or to anything but a plain number (`DEFAULT` is the instance's, which has
+/// none). Only an OLAP session runs without it (`SET workload = olap`), as on PlanetScale.
+pub(crate) fn time_limit_refusal(
+    a: &strata_sqlscan::Analysis,
+    limits: &Limits,
+    olap: bool,
+) -> Option<ErrPacket> {
+    if olap {
+        return None;
+    }
+    let max = limits.query_timeout.as_millis() as u64;
+    a.time_limits()
+        .any(|v| v.is_none_or(|ms| ms == 0 || ms > max))
+        .then(|| {
+            ErrPacket::new(
+                1105,
+                "HY000",
+                format!(
+                    "max_statement_time can be set only to a number of seconds up to the query timeout ({} s); SET workload = olap lifts the limit",
+                    limits.query_timeout.as_secs()
+                ),
+            )
+        })
+}
+
 /// How the row-limit guard around an UPDATE or DELETE ends: inside the client's transaction (or
 /// with autocommit off) a savepoint was taken, else a transaction was opened. A failed statement
 /// was already undone by the server (a deadlock even rolls back the whole transaction, savepoint
@@ -563,6 +589,45 @@ pub(crate) async fn status_now(backend: &mut Backend) -> Result<u16, BackendErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_limit_can_be_lowered_never_lifted() {
+        let limits = Limits {
+            query_timeout: Duration::from_secs(900),
+            ..Default::default()
+        };
+        for (sql, olap, refused) in [
+            ("SELECT 1", false, false),
+            ("SET max_statement_time = 5", false, false),
+            ("SET max_statement_time = 900", false, false),
+            ("SET max_statement_time = 900.001", false, true),
+            ("SET max_statement_time = 0", false, true),
+            ("SET max_statement_time = 0", true, false),
+            ("SET SESSION max_statement_time = DEFAULT", false, true),
+            (
+                "SET STATEMENT max_statement_time=0 FOR SELECT SLEEP(1000)",
+                false,
+                true,
+            ),
+            (
+                "SET STATEMENT max_statement_time=1 FOR SELECT SLEEP(1000)",
+                false,
+                false,
+            ),
+            (
+                "EXECUTE IMMEDIATE 'SET @@max_statement_time = 1e6'",
+                false,
+                true,
+            ),
+        ] {
+            let a = strata_sqlscan::analyze(sql);
+            assert_eq!(
+                time_limit_refusal(&a, &limits, olap).is_some(),
+                refused,
+                "{sql} (olap {olap})"
+            );
+        }
+    }
 
     #[test]
     fn time_limits() {

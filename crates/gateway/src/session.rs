@@ -7,7 +7,10 @@
 
 use crate::backend::{Backend, BackendError};
 use crate::client::{ClientConn, ClientError};
-use crate::link::{self, client_column, kill_backend_query, next_frame_until, unavailable, Link};
+use crate::link::{
+    self, client_column, kill_backend_query, next_frame_until, time_limit_refusal, unavailable,
+    Link,
+};
 use crate::pool::Lease;
 use crate::Gateway;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -572,7 +575,9 @@ impl Session {
     async fn query(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
         let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
         let a = strata_sqlscan::analyze(&sql);
-        if let Some(e) = refusal(&self.gw.platform, &self.login, &a) {
+        if let Some(e) = refusal(&self.gw.platform, &self.login, &a)
+            .or_else(|| time_limit_refusal(&a, &self.gw.cfg.limits, self.olap))
+        {
             return self.reply_err(e).await;
         }
         if a.statements.len() > 1 && self.client.caps & caps::MULTI_STATEMENTS == 0 {
@@ -711,7 +716,9 @@ impl Session {
     async fn prepare(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
         let sql = packet.slice(1..);
         let a = strata_sqlscan::analyze(&String::from_utf8_lossy(&sql));
-        if let Some(e) = refusal(&self.gw.platform, &self.login, &a) {
+        if let Some(e) = refusal(&self.gw.platform, &self.login, &a)
+            .or_else(|| time_limit_refusal(&a, &self.gw.cfg.limits, self.olap))
+        {
             return self.reply_err(e).await;
         }
         if a.pins_session.is_some() {

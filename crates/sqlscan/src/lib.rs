@@ -66,6 +66,10 @@ pub struct Statement {
     /// Manages accounts: `SET PASSWORD`, `CREATE|ALTER|DROP|RENAME USER|ROLE`, `GRANT`, `REVOKE`,
     /// `SET DEFAULT ROLE`, also in prepared text. Passwords are managed with the API.
     pub credentials: bool,
+    /// Values the statement gives `max_statement_time` (`SET [SESSION|LOCAL] …`, `SET @@…`, `SET
+    /// STATEMENT … FOR`, also in prepared text and compound statements), in milliseconds; `None` for
+    /// anything but a plain number (an expression, a variable, `DEFAULT`).
+    pub time_limits: Vec<Option<u64>>,
 }
 
 impl Analysis {
@@ -124,6 +128,13 @@ impl Analysis {
     /// deployment alone (a write to one would change what the cut-over or a revert puts in place).
     pub fn touches_artifact(&self) -> bool {
         self.statements.iter().any(|s| s.artifact)
+    }
+
+    /// Every value the text gives `max_statement_time` (see [`Statement::time_limits`]).
+    pub fn time_limits(&self) -> impl Iterator<Item = Option<u64>> + '_ {
+        self.statements
+            .iter()
+            .flat_map(|s| s.time_limits.iter().copied())
     }
 
     /// True when the first statement's keyword is one of `keywords`.
@@ -186,6 +197,7 @@ pub fn analyze(sql: &str) -> Analysis {
                 || s.undeployable
                 || s.xa
                 || s.foreign_kill
+                || !s.time_limits.is_empty()
         };
         if other.statements.iter().any(flagged) || other.statements.len() > a.statements.len() {
             a.statements.extend(other.statements);
@@ -219,19 +231,38 @@ fn analyze_with(sql: &str, backslash_escapes: bool) -> Analysis {
         }
     }
     stmts.push(current);
-    // `SET STATEMENT var = value [, …] FOR stmt` runs `stmt`: it is judged as itself.
+    let compound = stmts.iter().any(|s| opens_compound(s));
+    // `SET STATEMENT var = value [, …] FOR stmt` runs `stmt`: it is judged as itself, with the
+    // time limit its prefix gives.
+    let mut limits: Vec<Vec<Option<u64>>> = Vec::new();
     let mut stmts: Vec<Vec<&Token>> = stmts
         .into_iter()
-        .map(|s| without_set_statement(&s).to_vec())
+        .filter_map(|s| {
+            let body = without_set_statement(&s).to_vec();
+            let mut given = time_limits(&s);
+            if compound && given.is_empty() && s.iter().any(|t| names_time_limit(t)) {
+                given.push(None);
+            }
+            if body.is_empty() {
+                // Nothing left to run; a limit it gives still counts.
+                if let (Some(last), false) = (limits.last_mut(), given.is_empty()) {
+                    last.extend(given);
+                }
+                return None;
+            }
+            limits.push(given);
+            Some(body)
+        })
         .collect();
     stmts.retain(|s| !s.is_empty());
 
     // A compound statement (`BEGIN NOT ATOMIC … END`, `IF … END IF`, loops, labels) runs the
     // statements inside it, which the split on `;` separates from their opening keyword: in a
     // text holding one, every piece is judged by every word it contains.
-    let compound = stmts.iter().any(|s| opens_compound(s));
-    for s in &stmts {
+    for (n, s) in stmts.iter().enumerate() {
         let mut st = statement(s);
+        st.time_limits
+            .extend(limits.get(n).into_iter().flatten().copied());
         if compound {
             let has = |words: &[&str]| {
                 s.iter().any(|t| {
@@ -458,6 +489,7 @@ fn statement(s: &[&Token]) -> Statement {
                 st.undeployable = inner.makes_undeployable();
                 st.xa = inner.has_xa();
                 st.foreign_kill = inner.kill.is_some() || inner.kills_others();
+                st.time_limits.extend(inner.time_limits());
                 st.artifact |= inner.touches_artifact();
             }
             _ => st.opaque = true,
@@ -479,6 +511,54 @@ fn opens_compound(s: &[&Token<'_>]) -> bool {
         || ["IF", "CASE", "LOOP", "WHILE", "REPEAT", "FOR", "DECLARE"]
             .iter()
             .any(|k| word_is(first, k))
+}
+
+/// True for a name of the `max_statement_time` variable in any of its spellings.
+fn names_time_limit(t: &Token<'_>) -> bool {
+    let text = match t.kind {
+        TokenKind::Word | TokenKind::Variable => t.text.to_ascii_lowercase(),
+        TokenKind::QuotedIdent => unquote(t.text).to_ascii_lowercase(),
+        _ => return false,
+    };
+    let name = text.trim_start_matches("@@");
+    let name = ["session.", "local.", "global."]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .unwrap_or(name)
+        .trim_matches('`');
+    name == "max_statement_time"
+}
+
+/// The values a SET statement gives `max_statement_time` (see [`Statement::time_limits`]).
+fn time_limits(s: &[&Token<'_>]) -> Vec<Option<u64>> {
+    if !word_is(s.first().copied(), "SET") {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, t) in s.iter().enumerate() {
+        if !names_time_limit(t) {
+            continue;
+        }
+        if !s
+            .get(i + 1)
+            .is_some_and(|n| n.text == "=" || n.text == ":=")
+        {
+            continue;
+        }
+        let value = s.get(i + 2);
+        let after = s.get(i + 3);
+        let plain = value.is_some_and(|v| v.kind == TokenKind::Number)
+            && after.is_none_or(|a| a.text == "," || word_is(Some(a), "FOR"));
+        out.push(if plain {
+            value
+                .and_then(|v| v.text.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map(|v| (v * 1000.0).round().min(u64::MAX as f64) as u64)
+        } else {
+            None
+        });
+    }
+    out
 }
 
 /// The statement a `SET STATEMENT … FOR` prefix (any number of them) runs.

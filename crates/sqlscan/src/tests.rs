@@ -562,3 +562,50 @@ fn read_as_the_server_reads() {
     }
     assert!(analyze("CREATE\u{A0}PROCEDURE p() SELECT 1").has_routine());
 }
+
+#[test]
+fn time_limits_given_in_every_spelling() {
+    let cases: &[(&str, &[Option<u64>])] = &[
+        ("SELECT 1", &[]),
+        ("SELECT @@max_statement_time = 0", &[]),
+        ("SET max_statement_time = 0", &[Some(0)]),
+        ("SET SESSION max_statement_time=1.5", &[Some(1500)]),
+        ("SET LOCAL max_statement_time := 10", &[Some(10_000)]),
+        ("set @@max_statement_time = 0", &[Some(0)]),
+        (
+            "SET @@session.max_statement_time = 1e9",
+            &[Some(1_000_000_000_000)],
+        ),
+        ("SET @@SESSION.`max_statement_time` = 3", &[Some(3000)]),
+        ("SET SESSION `max_statement_time` = 3", &[Some(3000)]),
+        ("SET a = 1, max_statement_time = 0", &[Some(0)]),
+        ("SET max_statement_time = DEFAULT", &[None]),
+        ("SET max_statement_time = @v", &[None]),
+        ("SET max_statement_time = 1 + 1", &[None]),
+        ("SET max_statement_time = (SELECT 0)", &[None]),
+        (
+            "SET STATEMENT max_statement_time=0 FOR SELECT SLEEP(5)",
+            &[Some(0)],
+        ),
+        (
+            "SET STATEMENT sql_mode='', max_statement_time=2 FOR SELECT 1",
+            &[Some(2000)],
+        ),
+        ("SET STATEMENT max_statement_time=@x FOR SELECT 1", &[None]),
+        ("PREPARE s FROM 'SET max_statement_time=0'", &[Some(0)]),
+        (
+            "EXECUTE IMMEDIATE 'SET max_' 'statement_time=0'",
+            &[Some(0)],
+        ),
+        (
+            "BEGIN NOT ATOMIC SET max_statement_time=0; SELECT SLEEP(5); END",
+            &[None],
+        ),
+        ("IF 1 THEN SET max_statement_time = 0; END IF", &[None]),
+        ("SELECT 1; SET max_statement_time = 0", &[Some(0)]),
+    ];
+    for (sql, want) in cases {
+        let got: Vec<Option<u64>> = analyze(sql).time_limits().collect();
+        assert_eq!(&got, want, "{sql}");
+    }
+}

@@ -523,6 +523,30 @@ fn the_default_time_limit_holds_and_olap_lifts_it_for_its_session_only() {
             assert!(e.to_string().contains("max_statement_time"), "{e}");
             c.disconnect().await.unwrap();
         }
+        // The limit cannot be lifted by setting the variable, in any spelling.
+        let mut c = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        for sql in [
+            "SET SESSION max_statement_time = 0",
+            "SET @@max_statement_time = DEFAULT",
+            "SET STATEMENT max_statement_time = 0 FOR SELECT SLEEP(1.5)",
+            "EXECUTE IMMEDIATE 'SET max_statement_time = 3600'",
+        ] {
+            let e = c.query_drop(sql).await.unwrap_err();
+            assert!(
+                e.to_string().contains("up to the query timeout"),
+                "{sql}: {e}"
+            );
+        }
+        c.query_drop("SET SESSION max_statement_time = 0.5")
+            .await
+            .unwrap();
+        let e = c.query_drop("SELECT SLEEP(0.8)").await.unwrap_err();
+        assert!(e.to_string().contains("max_statement_time"), "{e}");
+        c.query_drop("SET workload = olap").await.unwrap();
+        c.query_drop("SET SESSION max_statement_time = 0")
+            .await
+            .unwrap();
+        c.disconnect().await.unwrap();
     });
 }
 
