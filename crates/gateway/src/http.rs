@@ -890,9 +890,14 @@ impl HttpSql {
         }
         let result = query_result(&collected.frames, t, lease.backend.capabilities);
         if result.is_ok() {
-            if a.is(&["LOCK"]) {
+            let backup = |w: &str| {
+                a.statements
+                    .first()
+                    .is_some_and(|st| st.keyword == "BACKUP" && st.second == w)
+            };
+            if a.is(&["LOCK"]) || backup("LOCK") {
                 s.locked_at.get_or_insert_with(Instant::now);
-            } else if a.is(&["UNLOCK", "BEGIN", "START"]) {
+            } else if a.is(&["UNLOCK", "BEGIN", "START"]) || backup("UNLOCK") {
                 s.locked_at = None;
             }
         }
@@ -908,6 +913,7 @@ impl HttpSql {
             || (t.status_seen && t.status & status::SESSION_STATE_CHANGED != 0)
             || a.is(&[
                 "SET", "USE", "LOCK", "PREPARE", "HANDLER", "XA", "CALL", "EXECUTE", "FLUSH",
+                "BACKUP",
             ])
         {
             s.pinned = true;

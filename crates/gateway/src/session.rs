@@ -276,6 +276,7 @@ impl Session {
             let mut ok = lease.backend.query("ROLLBACK").await.is_ok();
             if self.tables_locked.take().is_some() {
                 ok &= lease.backend.query("UNLOCK TABLES").await.is_ok();
+                ok &= lease.backend.query("BACKUP UNLOCK").await.is_ok();
             }
             self.status &= !status::IN_TRANS;
             self.transaction_started = None;
@@ -688,15 +689,17 @@ impl Session {
         // LOCK TABLES is bounded like a transaction; UNLOCK TABLES (or a transaction started,
         // which releases them) ends that.
         // The last of them in a multi-statement text decides.
-        let locks = a
-            .statements
-            .iter()
-            .rev()
-            .find_map(|s| match s.keyword.as_str() {
-                "LOCK" => Some(true),
-                "UNLOCK" | "BEGIN" | "START" => Some(false),
-                _ => None,
-            });
+        let locks =
+            a.statements
+                .iter()
+                .rev()
+                .find_map(|s| match (s.keyword.as_str(), s.second.as_str()) {
+                    ("LOCK", _) | ("BACKUP", "LOCK") => Some(true),
+                    ("UNLOCK", _) | ("BEGIN", _) | ("START", _) | ("BACKUP", "UNLOCK") => {
+                        Some(false)
+                    }
+                    _ => None,
+                });
         self.last_ok = false;
         let r = self
             .forward(packet, Expect::ResultSets, !self.olap, timeout, None)

@@ -35,6 +35,8 @@ pub struct Analysis {
 pub struct Statement {
     /// The first keyword, upper-cased ("SELECT", "ALTER", …); empty for an empty statement.
     pub keyword: String,
+    /// The second word, upper-cased, when it is a word (`LOCK` in `BACKUP LOCK`).
+    pub second: String,
     /// True for statements that change the schema (CREATE, ALTER, DROP, RENAME, TRUNCATE, OPTIMIZE,
     /// not temporary tables), including those prepared or executed from a string.
     pub ddl: bool,
@@ -301,6 +303,7 @@ fn analyze_with(sql: &str, backslash_escapes: bool) -> Analysis {
         a.statements.push(st);
         if [
             "LOCK",
+            "BACKUP",
             "PREPARE",
             "EXECUTE",
             "HANDLER",
@@ -411,6 +414,7 @@ fn statement(s: &[&Token]) -> Statement {
     let keyword = kw(0);
     let mut st = Statement {
         keyword: keyword.clone(),
+        second: kw(1),
         artifact: s.iter().any(|t| is_artifact_name(t)),
         ..Default::default()
     };
