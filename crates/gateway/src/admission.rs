@@ -2,7 +2,9 @@
 //! per source address, so idle or slow sockets cannot take every descriptor of the process (which
 //! the REST API and logged-in clients share). A connection over a bound waits a moment for a place
 //! (a burst from one application server is normal, and each place is held only until its login or
-//! first request is read); waiting connections are bounded too.
+//! first request is read); waiting connections are bounded too. When every place is taken, a
+//! newcomer from an address holding fewer than another makes that address's oldest connection
+//! give its place up: sockets held open from a few addresses cannot keep everyone else out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,7 +29,16 @@ pub struct Admission {
 #[derive(Debug, Default)]
 struct State {
     total: usize,
-    by_address: HashMap<IpAddr, usize>,
+    next_id: u64,
+    /// The places each address holds, oldest first.
+    by_address: HashMap<IpAddr, Vec<Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
+    id: u64,
+    eviction: Arc<tokio::sync::Notify>,
+    evicted: bool,
 }
 
 /// A place held until dropped (the login finished, or the connection ended).
@@ -35,6 +46,16 @@ struct State {
 pub struct Ticket {
     owner: Arc<Admission>,
     address: IpAddr,
+    id: u64,
+    eviction: Arc<tokio::sync::Notify>,
+}
+
+impl Ticket {
+    /// Told when this place is wanted by a connection from an address holding fewer: the
+    /// connection should end (it has not logged in yet).
+    pub fn eviction(&self) -> Arc<tokio::sync::Notify> {
+        self.eviction.clone()
+    }
 }
 
 impl Admission {
@@ -80,18 +101,44 @@ impl Admission {
         }
     }
 
-    /// A place for a connection from `address`, unless the bounds are reached.
+    /// A place for a connection from `address`, unless the bounds are reached. When only the
+    /// bound in all is, the address holding the most places (more than one more than this one
+    /// does) is told to give its oldest up, which a wait then takes.
     pub fn enter(self: &Arc<Self>, address: IpAddr) -> Option<Ticket> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let here = s.by_address.get(&address).copied().unwrap_or(0);
-        if s.total >= self.total_max || here >= self.per_address_max {
+        let here = s.by_address.get(&address).map_or(0, Vec::len);
+        if here >= self.per_address_max {
+            return None;
+        }
+        if s.total >= self.total_max {
+            let live = |v: &Vec<Held>| v.iter().filter(|h| !h.evicted).count();
+            if let Some(heaviest) = s
+                .by_address
+                .values_mut()
+                .max_by_key(|v| live(v))
+                .filter(|v| live(v) > here + 1)
+            {
+                if let Some(h) = heaviest.iter_mut().find(|h| !h.evicted) {
+                    h.evicted = true;
+                    h.eviction.notify_one();
+                }
+            }
             return None;
         }
         s.total += 1;
-        s.by_address.insert(address, here + 1);
+        s.next_id += 1;
+        let id = s.next_id;
+        let eviction = Arc::new(tokio::sync::Notify::new());
+        s.by_address.entry(address).or_default().push(Held {
+            id,
+            eviction: eviction.clone(),
+            evicted: false,
+        });
         Some(Ticket {
             owner: self.clone(),
             address,
+            id,
+            eviction,
         })
     }
 
@@ -105,9 +152,9 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let mut s = self.owner.state.lock().unwrap_or_else(|e| e.into_inner());
         s.total = s.total.saturating_sub(1);
-        if let Some(n) = s.by_address.get_mut(&self.address) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(v) = s.by_address.get_mut(&self.address) {
+            v.retain(|h| h.id != self.id);
+            if v.is_empty() {
                 s.by_address.remove(&self.address);
             }
         }
@@ -182,6 +229,39 @@ mod tests {
             .is_none());
         assert!(started.elapsed() < Duration::from_secs(1));
         w.abort();
+    }
+
+    #[tokio::test]
+    async fn a_few_addresses_cannot_keep_the_others_out() {
+        let a = Admission::new(4, 4);
+        let hog: Vec<Ticket> = (0..4).filter_map(|_| a.enter(ip("10.0.0.66"))).collect();
+        assert_eq!(hog.len(), 4);
+        let oldest = hog[0].eviction();
+        // A newcomer from elsewhere: the hog's oldest place is asked back, then taken.
+        let newcomer = {
+            let a = a.clone();
+            tokio::spawn(
+                async move { a.enter_within(ip("10.0.0.7"), Duration::from_secs(5)).await },
+            )
+        };
+        tokio::time::timeout(Duration::from_secs(1), oldest.notified())
+            .await
+            .expect("the oldest place is asked back");
+        let mut hog = hog.into_iter();
+        drop(hog.next());
+        assert!(newcomer.await.unwrap().is_some());
+        // Balanced addresses do not take from each other.
+        let b = Admission::new(2, 2);
+        let t1 = b.enter(ip("10.0.0.1")).unwrap();
+        let _t2 = b.enter(ip("10.0.0.2")).unwrap();
+        assert!(b.enter(ip("10.0.0.3")).is_none());
+        let asked = t1.eviction();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), asked.notified())
+                .await
+                .is_err(),
+            "one place each: nobody gives up theirs"
+        );
     }
 
     #[test]

@@ -280,7 +280,27 @@ impl HttpSql {
                         // moment's wait: refused (503 in plain HTTP; a TLS client is closed).
                         let wait = crate::admission::WAIT;
                         match me.prelogin.enter_within(peer.ip(), wait).await {
-                            Some(ticket) => me.connection(tcp, peer, tls, ticket).await,
+                            Some(ticket) => {
+                                let eviction = ticket.eviction();
+                                let held = Arc::new(Mutex::new(Some(ticket)));
+                                let evicted = {
+                                    let held = held.clone();
+                                    async move {
+                                        loop {
+                                            eviction.notified().await;
+                                            // Only before the first request: after it the
+                                            // place is given back already.
+                                            if lock(&held).is_some() {
+                                                break;
+                                            }
+                                        }
+                                    }
+                                };
+                                tokio::select! {
+                                    _ = me.connection(tcp, peer, tls, held) => {}
+                                    _ = evicted => tracing::debug!(%peer, "no request yet, closed to make room for another address"),
+                                }
+                            }
                             None => busy(tcp, peer).await,
                         }
                     });
@@ -295,7 +315,7 @@ impl HttpSql {
         tcp: TcpStream,
         peer: SocketAddr,
         tls: Option<tokio_rustls::TlsAcceptor>,
-        ticket: crate::admission::Ticket,
+        ticket: Arc<Mutex<Option<crate::admission::Ticket>>>,
     ) {
         let _ = tcp.set_nodelay(true);
         let deadline = self.gw.cfg.login_timeout;
@@ -306,7 +326,6 @@ impl HttpSql {
             _ => return,
         };
         // The place is given back when the first request's headers are in (or the connection ends).
-        let ticket = Arc::new(Mutex::new(Some(ticket)));
         let me = self.clone();
         let service = hyper::service::service_fn(move |req| {
             let me = me.clone();

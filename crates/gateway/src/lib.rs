@@ -362,16 +362,22 @@ impl Gateway {
     ) {
         let _ = tcp.set_nodelay(true);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let login =
-            tokio::time::timeout(self.cfg.login_timeout, self.handshake(tcp, peer, id)).await;
+        let eviction = ticket.eviction();
+        let login = tokio::select! {
+            login = tokio::time::timeout(self.cfg.login_timeout, self.handshake(tcp, peer, id)) => Some(login),
+            _ = eviction.notified() => None,
+        };
         drop(ticket);
         match login {
-            Ok(Ok(Some((client, login, nonce)))) => {
+            Some(Ok(Ok(Some((client, login, nonce))))) => {
                 session::run(self.clone(), client, login, nonce, id, peer).await
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended during login"),
-            Err(_) => tracing::debug!(%peer, "login not finished in time: connection closed"),
+            Some(Ok(Ok(None))) => {}
+            Some(Ok(Err(e))) => tracing::debug!(%peer, error = %e, "connection ended during login"),
+            Some(Err(_)) => tracing::debug!(%peer, "login not finished in time: connection closed"),
+            None => {
+                tracing::debug!(%peer, "not logged in yet, closed to make room for another address")
+            }
         }
         self.sessions
             .lock()

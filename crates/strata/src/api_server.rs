@@ -60,8 +60,21 @@ pub async fn serve(
             else {
                 return;
             };
+            let eviction = place.eviction();
             *held.lock().unwrap_or_else(|e| e.into_inner()) = Some(place);
-            let _ = watched.await;
+            let evicted = async {
+                loop {
+                    eviction.notified().await;
+                    // Only before the first request: after it the place is given back already.
+                    if held.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = watched => {}
+                _ = evicted => tracing::debug!(%peer, "no request yet, closed to make room for another address"),
+            }
         });
     }
     drop(listener);

@@ -1969,3 +1969,52 @@ fn failed_logins_of_a_stranger_do_not_lock_out_the_others() {
         );
     });
 }
+
+/// Sockets held open before login from a few addresses fill a listener's bound: a newcomer from
+/// another address still gets in, as the address holding the most gives up its oldest place.
+#[test]
+fn a_few_addresses_cannot_fill_the_login_places_for_everyone() {
+    let (_root, s) = setup(&[
+        "--login-timeout",
+        "20",
+        "--max-logins",
+        "60",
+        "--max-logins-per-address",
+        "50",
+    ]);
+    let (admin, pw, _) = password(&s, "shop", "main", "admin");
+    let api_port: u16 = s
+        .api_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("the API's port");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut held = Vec::new();
+    for port in [s.mysql_port, api_port] {
+        for (from, n) in [("127.0.0.2", 50), ("127.0.0.3", 10)] {
+            for _ in 0..n {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+                let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+                held.push(rt.block_on(socket.connect(to)).unwrap());
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut c = rt
+        .block_on(mysql_async::Conn::new(opts(&s, &admin, &pw)))
+        .expect("a login from another address");
+    let one: Option<i64> = rt.block_on(c.query_first("SELECT 1")).unwrap();
+    assert_eq!(one, Some(1));
+    let dbs = s.json(&["database", "list"]);
+    assert_eq!(dbs.as_array().map(Vec::len), Some(1), "{dbs}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = rt.block_on(c.disconnect());
+    drop(held);
+}
