@@ -379,10 +379,16 @@ impl Instance {
     /// clients share, locking them out and learning a login to the instance). Returns the roles
     /// whose credential was restored. MariaDB only: MySQL 8's salted hashes cannot be compared.
     pub async fn restore_credentials(&self) -> Result<Vec<Role>> {
+        let mut conn = self.connect().await?;
+        let restored = self.restore_credentials_on(&mut conn).await;
+        let _ = conn.disconnect().await;
+        restored
+    }
+
+    async fn restore_credentials_on(&self, conn: &mut mysql_async::Conn) -> Result<Vec<Role>> {
         if !matches!(self.binaries.flavour, crate::flavour::Flavour::MariaDb) {
             return Ok(Vec::new());
         }
-        let mut conn = self.connect().await?;
         let rows: Vec<(String, String)> = conn
             .exec(
                 "SELECT User, authentication_string FROM mysql.user WHERE Host = ? AND User LIKE 'strata\\_%'",
@@ -406,7 +412,6 @@ impl Instance {
                 restored.push(role);
             }
         }
-        conn.disconnect().await?;
         Ok(restored)
     }
 
@@ -527,12 +532,39 @@ impl Instance {
         Ok(changed)
     }
 
-    async fn check_password_users(&self, id: &str) {
-        match self.sync_password_users().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(instance = %id, users = n, "password users brought in line"),
-            Err(e) => tracing::warn!(instance = %id, error = %e, "password users not checked"),
+    /// The supervisor's check of the instance's users, on one connection: role users'
+    /// credentials put back if changed, password users brought in line.
+    async fn check_users(&self, id: &str) {
+        let mut conn = match self.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(instance = %id, error = %e, "users not checked");
+                return;
+            }
+        };
+        match self.restore_credentials_on(&mut conn).await {
+            Ok(roles) if !roles.is_empty() => {
+                tracing::warn!(instance = %id, ?roles, "a role user's credential was changed on the server; restored")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(instance = %id, error = %e, "credential check skipped"),
         }
+        let wanted = self
+            .password_users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(wanted) = wanted {
+            let _one = self.users_sync.lock().await;
+            match self.reconcile_users(&mut conn, &wanted).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(instance = %id, users = n, "password users brought in line")
+                }
+                Err(e) => tracing::warn!(instance = %id, error = %e, "password users not checked"),
+            }
+        }
+        let _ = conn.disconnect().await;
     }
 
     /// Connection options for an internal user of this instance.
@@ -806,21 +838,14 @@ async fn supervise(
                     s.last_error = None;
                 });
                 // The roles and password users, before clients are let in (and at every check).
-                inst.check_password_users(&spec.id).await;
+                inst.check_users(&spec.id).await;
                 let event = loop {
                     tokio::select! {
                         exit = child.wait() => break Event::Exited(describe_exit(exit)),
                         // The guard `wait_for` returns is not `Send`: not kept across the check's awaits.
                         _ = async { let _ = stop.wait_for(|v| *v).await; } => break Event::Stop,
-                        _ = tokio::time::sleep(CREDENTIALS_CHECK) => {
-                            match inst.restore_credentials().await {
-                                Ok(roles) if !roles.is_empty() => tracing::warn!(instance = %spec.id, ?roles, "a role user's credential was changed on the server; restored"),
-                                Ok(_) => {}
-                                Err(e) => tracing::debug!(instance = %spec.id, error = %e, "credential check skipped"),
-                            }
-                            inst.check_password_users(&spec.id).await;
-                        }
-                        _ = inst.users_changed.notified() => inst.check_password_users(&spec.id).await,
+                        _ = tokio::time::sleep(CREDENTIALS_CHECK) => inst.check_users(&spec.id).await,
+                        _ = inst.users_changed.notified() => inst.check_users(&spec.id).await,
                     }
                 };
                 match event {
