@@ -256,6 +256,11 @@ impl Link {
                 "08004",
                 format!("Too many connections: the branch's {n} backend connections are all in use; retry shortly"),
             )),
+            Err(PoolError::PasswordFull(n)) => Err(ErrPacket::new(
+                1040,
+                "08004",
+                format!("Too many connections: this password holds {n} backend connections, its share of the branch's; retry shortly"),
+            )),
             // The password was deleted or has expired: its server user is locked.
             Err(PoolError::Backend(BackendError::Server(e))) if matches!(e.code, 1044 | 1045 | 4151) => {
                 Err(ErrPacket::new(

@@ -5,8 +5,9 @@
 //!
 //! All pools of one branch together hold at most the branch's share of its instance's connections
 //! (`Target::branch_max`): past it, idle connections of the branch's other pools are closed to make
-//! room, else the caller is refused. Idle connections are closed after a minute unused, so what a
-//! burst opened goes back to the instance.
+//! room, else the caller is refused. One password's pools hold at most three quarters of that
+//! bound, so one application cannot take every connection its branch has from the others. Idle
+//! connections are closed after a minute unused, so what a burst opened goes back to the instance.
 
 use crate::backend::{Backend, BackendError};
 use std::collections::HashMap;
@@ -23,8 +24,19 @@ pub const IDLE_MAX: Duration = Duration::from_secs(60);
 /// How long a new connection waits for room under the branch's bound.
 const BRANCH_FULL_WAIT: Duration = Duration::from_secs(2);
 
-/// Open backend connections per branch, over all its pools.
-type BranchCounts = Arc<Mutex<HashMap<String, usize>>>;
+/// Open backend connections per branch, over all its pools, and per (branch, password).
+type BranchCounts = Arc<Mutex<Counts>>;
+
+#[derive(Debug, Default)]
+struct Counts {
+    branches: HashMap<String, usize>,
+    passwords: HashMap<(String, String), usize>,
+}
+
+/// One password's share of its branch's bound.
+pub fn password_max(branch_max: usize) -> usize {
+    (branch_max * 3 / 4).max(1)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -55,6 +67,7 @@ pub struct Pool {
     slots: Arc<Semaphore>,
     open: AtomicUsize,
     branch_id: String,
+    password_id: String,
     branches: BranchCounts,
 }
 
@@ -66,10 +79,17 @@ impl Pool {
         }
         self.open.fetch_sub(n, Ordering::Relaxed);
         let mut counts = self.branches.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = counts.get_mut(&self.branch_id) {
+        if let Some(c) = counts.branches.get_mut(&self.branch_id) {
             *c = c.saturating_sub(n);
             if *c == 0 {
-                counts.remove(&self.branch_id);
+                counts.branches.remove(&self.branch_id);
+            }
+        }
+        let key = (self.branch_id.clone(), self.password_id.clone());
+        if let Some(c) = counts.passwords.get_mut(&key) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                counts.passwords.remove(&key);
             }
         }
     }
@@ -92,6 +112,8 @@ pub enum PoolError {
     Exhausted(Duration),
     #[error("the branch's instance has no room for more connections from the gateway ({0} are open, all in use)")]
     BranchFull(usize),
+    #[error("this password holds its whole share of the branch's connections ({0}, all in use)")]
+    PasswordFull(usize),
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -132,6 +154,12 @@ pub struct Pools {
     branches: BranchCounts,
 }
 
+enum Reserved {
+    Yes,
+    BranchFull,
+    PasswordFull,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PoolStats {
     pub pools: usize,
@@ -145,28 +173,39 @@ impl Pools {
             size: size.max(1),
             wait,
             map: Mutex::new(HashMap::new()),
-            branches: Arc::new(Mutex::new(HashMap::new())),
+            branches: Arc::new(Mutex::new(Counts::default())),
         }
     }
 
-    /// Counts a new connection of the branch, if it has room; else closes an idle connection of
-    /// one of its pools to make room.
-    fn reserve(&self, branch_id: &str, max: usize) -> bool {
+    /// Counts a new connection of the branch and password, if both have room; else closes an
+    /// idle connection of one of the branch's pools (of the password's own, when its share is
+    /// what is full) to make room.
+    fn reserve(&self, key: &PoolKey, max: usize) -> Reserved {
+        let mine = (key.branch_id.clone(), key.password_id.clone());
         for _ in 0..2 {
-            {
+            let own_share_full = {
                 let mut counts = self.branches.lock().unwrap_or_else(|e| e.into_inner());
-                let c = counts.entry(branch_id.to_string()).or_insert(0);
-                if *c < max.max(1) {
-                    *c += 1;
-                    return true;
+                let branch = counts.branches.get(&key.branch_id).copied().unwrap_or(0);
+                let password = counts.passwords.get(&mine).copied().unwrap_or(0);
+                if password >= password_max(max) {
+                    true
+                } else if branch < max.max(1) {
+                    *counts.branches.entry(key.branch_id.clone()).or_insert(0) += 1;
+                    *counts.passwords.entry(mine.clone()).or_insert(0) += 1;
+                    return Reserved::Yes;
+                } else {
+                    false
                 }
-            }
+            };
             let pools: Vec<Arc<Pool>> = self
                 .map
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
-                .filter(|(k, _)| k.branch_id == branch_id)
+                .filter(|(k, _)| {
+                    k.branch_id == key.branch_id
+                        && (!own_share_full || k.password_id == key.password_id)
+                })
                 .map(|(_, p)| p.clone())
                 .collect();
             let evicted = pools.iter().find_map(|p| {
@@ -176,10 +215,11 @@ impl Pools {
             });
             match evicted {
                 Some(p) => p.closed(1),
-                None => return false,
+                None if own_share_full => return Reserved::PasswordFull,
+                None => return Reserved::BranchFull,
             }
         }
-        false
+        Reserved::BranchFull
     }
 
     /// Closes idle connections unused for `older_than` (and pools left with nothing).
@@ -206,6 +246,7 @@ impl Pools {
                     slots: Arc::new(Semaphore::new(self.size)),
                     open: AtomicUsize::new(0),
                     branch_id: key.branch_id.clone(),
+                    password_id: key.password_id.clone(),
                     branches: self.branches.clone(),
                 })
             })
@@ -245,9 +286,14 @@ impl Pools {
         // At the branch's bound, a connection about to come back (a session ending) is waited for
         // a moment before the caller is refused.
         let deadline = Instant::now() + BRANCH_FULL_WAIT;
-        while !self.reserve(&key.branch_id, target.branch_max) {
+        loop {
+            let full = match self.reserve(key, target.branch_max) {
+                Reserved::Yes => break,
+                Reserved::BranchFull => PoolError::BranchFull(target.branch_max),
+                Reserved::PasswordFull => PoolError::PasswordFull(password_max(target.branch_max)),
+            };
             if Instant::now() >= deadline {
-                return Err(PoolError::BranchFull(target.branch_max));
+                return Err(full);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -662,6 +662,51 @@ fn a_branch_pools_share_a_bound_and_idle_connections_make_room() {
     s.json(&["branch", "show", "shop", "dev"]);
 }
 
+/// One password holds at most three quarters of its branch's backend connections: another
+/// application on the branch still gets its own.
+#[test]
+fn one_password_cannot_take_every_connection_of_its_branch() {
+    let (_root, s) = setup(&["--pool-size", "300"]);
+    s.json(&["branch", "create", "shop", "dev", "--wait"]);
+    let (greedy, greedy_pw, _) = password(&s, "shop", "dev", "reader");
+    let (other, other_pw, _) = password(&s, "shop", "dev", "reader");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            let o = opts(&s, &greedy, &greedy_pw);
+            set.spawn(async move {
+                let mut c = mysql_async::Conn::new(o).await?;
+                c.query_drop("SET @held = 1").await?;
+                Ok::<_, mysql_async::Error>(c)
+            });
+        }
+        let (mut held, mut refused) = (Vec::new(), Vec::new());
+        while let Some(r) = set.join_next().await {
+            match r.unwrap() {
+                Ok(c) => held.push(c),
+                Err(e) => refused.push(e.to_string()),
+            }
+        }
+        // 3/4 of a development branch's 240.
+        assert_eq!(held.len(), 180, "refused: {:?}", refused.first());
+        assert!(
+            refused.iter().all(|e| e.contains("its share")),
+            "{refused:?}"
+        );
+        let mut c = mysql_async::Conn::new(opts(&s, &other, &other_pw))
+            .await
+            .unwrap();
+        c.query_drop("SET @mine = 1").await.unwrap();
+        let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+        assert_eq!(one, Some(1));
+        c.disconnect().await.unwrap();
+        for c in held {
+            c.disconnect().await.unwrap();
+        }
+    });
+}
+
 #[test]
 fn query_limits_and_kill() {
     let (_root, s) = setup(&["--max-rows", "100", "--transaction-timeout", "1"]);
