@@ -828,6 +828,7 @@ impl HttpSql {
             link::row_limited(
                 b,
                 &payload,
+                &[],
                 guarded_in_tx,
                 limits,
                 deadline,

@@ -351,9 +351,13 @@ pub(crate) enum Failed {
 /// more rows than allowed. `in_tx`: the client has a transaction open, or autocommit off (the
 /// statement then opens or continues the client's transaction: it is only guarded by a savepoint,
 /// never committed here). `busy` is told which backend thread runs it (for the client's KILL).
+/// `counted`: per statement of the text, whether the rows it changes count (an INSERT's do not;
+/// empty: every statement's do). The limit is per statement, as if each came alone.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn row_limited(
     backend: &mut Backend,
     payload: &[u8],
+    counted: &[bool],
     in_tx: bool,
     limits: &Limits,
     deadline: Option<Instant>,
@@ -375,8 +379,11 @@ pub(crate) async fn row_limited(
     let (collected, past_limit) = read?;
     backend.note(&collected.tracker);
     let t = &collected.tracker;
-    // Rows changed, and rows returned (`DELETE … RETURNING` reports no count of changed rows).
-    let over = past_limit.is_some() || t.affected_rows.max(t.rows) > max_rows;
+    // Rows one counted statement changed, and rows returned (`DELETE … RETURNING` reports no
+    // count of changed rows).
+    let over = past_limit.is_some()
+        || t.rows > max_rows
+        || most_changed(&collected.frames, counted, backend.capabilities) > max_rows;
     if let Some(sql) = row_limit_end(in_tx, over, t.error) {
         if let Err(e) = backend.query(sql).await {
             return Err(Failed::Broken(unavailable(e)));
@@ -388,6 +395,24 @@ pub(crate) async fn row_limited(
         ));
     }
     Ok(collected)
+}
+
+/// The most rows one counted statement of a response changed: each result's OK is its
+/// statement's (see [`row_limited`]).
+fn most_changed(frames: &[(Event, Frame)], counted: &[bool], capabilities: u32) -> u64 {
+    frames
+        .iter()
+        .filter(|(ev, _)| matches!(ev, Event::Terminal { .. }))
+        .enumerate()
+        .filter(|(i, (_, f))| {
+            counted.get(*i).copied().unwrap_or(true) && f.payload().first() == Some(&0)
+        })
+        .filter_map(|(_, (_, f))| {
+            strata_wire::packets::OkPacket::parse(f.payload(), capabilities).ok()
+        })
+        .map(|ok| ok.affected_rows)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The next frame of a response and what it is, as a statement runner needs it.

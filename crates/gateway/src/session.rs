@@ -480,7 +480,9 @@ impl Session {
                 let in_tx = self.status & status::IN_TRANS != 0;
                 let timeout = self.statement_timeout(timeout_ms, in_tx);
                 if dml {
-                    return self.checked_dml(packet, in_tx, timeout, Some(id)).await;
+                    return self
+                        .checked_dml(packet, in_tx, timeout, Some(id), Vec::new())
+                        .await;
                 }
                 self.forward(packet, Expect::ResultSets, !self.olap, timeout, Some(id))
                     .await
@@ -666,7 +668,14 @@ impl Session {
             }
         }
         if changes_rows {
-            return self.checked_dml(packet, in_tx, timeout, None).await;
+            let counted = a
+                .statements
+                .iter()
+                .map(|s| !matches!(s.keyword.as_str(), "INSERT" | "REPLACE"))
+                .collect();
+            return self
+                .checked_dml(packet, in_tx, timeout, None, counted)
+                .await;
         }
         if a.has_ddl() {
             self.last_ok = false;
@@ -918,6 +927,7 @@ impl Session {
         in_tx: bool,
         timeout: Option<Duration>,
         stmt: Option<u32>,
+        counted: Vec<bool>,
     ) -> Result<Flow, ClientError> {
         // With autocommit off, the statement opens (or continues) the client's transaction even
         // when none is open yet: it must not be committed here, only guarded by a savepoint.
@@ -933,6 +943,7 @@ impl Session {
         let collected = link::row_limited(
             &mut lease.backend,
             &packet,
+            &counted,
             in_tx,
             &limits,
             deadline,

@@ -775,6 +775,18 @@ fn query_limits_and_kill() {
             let e = c.query_drop(text).await.unwrap_err();
             assert!(e.to_string().contains("cannot share a text"), "{text}: {e}");
         }
+        // The limit is per statement, as if each came alone: many rows inserted beside a small
+        // update, or two updates each within it, pass.
+        c.query_drop("CREATE TEMPORARY TABLE w (id INT PRIMARY KEY, v INT)")
+            .await
+            .unwrap();
+        c.query_drop(
+            "INSERT INTO w SELECT seq, 0 FROM seq_1_to_150; UPDATE w SET v = 1 WHERE id <= 60; UPDATE w SET v = 2 WHERE id > 60 AND id <= 120",
+        )
+        .await
+        .unwrap();
+        let sum: Option<i64> = c.query_first("SELECT SUM(v) FROM w").await.unwrap();
+        assert_eq!(sum, Some(180));
         c.disconnect().await.unwrap();
     });
     drop(rt);
