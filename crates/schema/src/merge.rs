@@ -133,8 +133,8 @@ pub fn broken_views(schema: &Schema, known: &[&Schema]) -> Vec<String> {
 
 /// Views of `schema` reading a column of one of its tables that the table no longer has (one of
 /// `known`'s versions of the table had it): a view kept on the target while a branch drops or
-/// renames a column it reads. The server qualifies a column by its table (`table`.`column`)
-/// unless the view names the table by an alias, which this does not follow.
+/// renames a column it reads. The server qualifies a column by its table (`table`.`column`), or
+/// by the alias the view gives the table (`db`.`table` `alias`), which is followed.
 pub fn broken_view_columns(schema: &Schema, known: &[&Schema]) -> Vec<String> {
     let mut gone: Vec<(&String, &String)> = Vec::new();
     for (name, table) in &schema.tables {
@@ -158,7 +158,12 @@ pub fn broken_view_columns(schema: &Schema, known: &[&Schema]) -> Vec<String> {
             None => v.create.as_str(),
         };
         for (table, column) in &gone {
-            if body.contains(&format!("`{table}`.`{column}`")) {
+            let mut names = vec![(*table).clone()];
+            names.extend(aliases(body, table));
+            if names
+                .iter()
+                .any(|n| body.contains(&format!("`{n}`.`{column}`")))
+            {
                 out.push(format!(
                     "view `{}` reads `{table}`.`{column}`, which would not exist",
                     v.name
@@ -167,6 +172,23 @@ pub fn broken_view_columns(schema: &Schema, known: &[&Schema]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The aliases a view, as the server prints it, gives table `table` (`db`.`table` [AS] `alias`).
+fn aliases(body: &str, table: &str) -> Vec<String> {
+    let needle = format!("`.`{table}` ");
+    body.match_indices(&needle)
+        .filter_map(|(i, _)| {
+            let rest = &body[i + needle.len()..];
+            let rest = rest
+                .strip_prefix("AS ")
+                .or_else(|| rest.strip_prefix("as "))
+                .unwrap_or(rest);
+            let rest = rest.strip_prefix('`')?;
+            let end = rest.find('`')?;
+            Some(rest[..end].to_string())
+        })
+        .collect()
 }
 
 /// Whether a view, as the server prints it, reads table or view `name`: the server qualifies every
@@ -249,6 +271,26 @@ mod tests {
             &base,
             &ours,
             &with_views(&[USERS], &[("v_id", v_id)]),
+            "main",
+        );
+        assert!(m.invalid.is_empty(), "{:?}", m.invalid);
+        // A view naming the table by an alias (as MariaDB prints it) is followed too.
+        let aliased = "CREATE VIEW `v_a` AS select `u`.`id` AS `id`,`u`.`email` AS `e` from `shop`.`users` `u` join `shop`.`users` AS `w` on `w`.`id` = `u`.`id`";
+        let m = three_way(
+            &base,
+            &ours,
+            &with_views(&[USERS], &[("v_a", aliased)]),
+            "main",
+        );
+        assert_eq!(
+            m.invalid,
+            ["view `v_a` reads `users`.`email`, which would not exist"]
+        );
+        let aliased_id = "CREATE VIEW `v_b` AS select `u`.`id` AS `email` from `shop`.`users` `u`";
+        let m = three_way(
+            &base,
+            &ours,
+            &with_views(&[USERS], &[("v_b", aliased_id)]),
             "main",
         );
         assert!(m.invalid.is_empty(), "{:?}", m.invalid);
