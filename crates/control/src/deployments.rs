@@ -375,7 +375,10 @@ impl Platform {
                         } else {
                             format!("{n} rows written since the deploy do")
                         };
-                        format!("table `{t}`: {rows} not fit the old schema ({r})")
+                        format!(
+                            "table `{t}`: {rows} not fit the old schema ({})",
+                            run::plain_names(&plan, r)
+                        )
                     })
                     .collect();
                 return Err(ControlError::Unprocessable(format!(
@@ -395,12 +398,11 @@ impl Platform {
             .await
             .map_err(deploy_err)?;
             let mut p = progress_of(&d);
-            if let Some(before) = &p.migration_rows_before {
-                // The migration log as it was, so the framework sees the deploy's migrations undone.
-                run::replace_rows(&mut conn, &database.name, before)
-                    .await
-                    .map_err(deploy_err)?;
-            }
+            // The deploy's migrations undone in the log, so the framework sees them so; rows
+            // the application recorded since stay.
+            run::undo_migration_rows(&mut conn, &database.name, &p)
+                .await
+                .map_err(deploy_err)?;
             p.phase = "reverted".into();
             p.revert_stall_ms = Some(stall.as_millis() as u64);
             set_progress(&mut d, &p);
@@ -1251,7 +1253,7 @@ impl Platform {
             set_progress(&mut d, p);
             self.save(&mut d)?;
         }
-        run::merge_rows(conn, &database.name, &rows)
+        p.migration_rows_added = run::merge_rows(conn, &database.name, &rows)
             .await
             .map_err(deploy_err)?;
         p.migration_rows_copied = true;
@@ -1291,11 +1293,9 @@ impl Platform {
             .await
             .map_err(deploy_err)?;
             let mut p = progress_of(&d);
-            if let Some(before) = &p.migration_rows_before {
-                run::replace_rows(&mut conn, &database.name, before)
-                    .await
-                    .map_err(deploy_err)?;
-            }
+            run::undo_migration_rows(&mut conn, &database.name, &p)
+                .await
+                .map_err(deploy_err)?;
             // Finished here (a revert resumed by the worker): its phase and stall say so, as when
             // the revert command finishes it (a RENAME already done adds no stall).
             p.phase = "reverted".into();

@@ -43,6 +43,8 @@ pub enum DeployError {
     },
     #[error("table `{table}`: a write during the deploy does not fit the new schema ({reason}); nothing was swapped: fix such rows, then deploy again")]
     WriteRefused { table: String, reason: String },
+    #[error("table `{table}`: a write since the deploy does not fit the old schema ({reason}); nothing was reverted: fix such rows, then revert again")]
+    RevertRefused { table: String, reason: String },
     #[error("the deployment's tables are not on the instance (they were removed outside the deployment)")]
     NotPrepared,
     #[error("could not take the table locks in time (long-running transactions hold them): {statement}: {detail}")]
@@ -68,6 +70,10 @@ pub struct Progress {
     /// True once the source branch's migration rows are in the target's table.
     #[serde(default)]
     pub migration_rows_copied: bool,
+    /// The rows the deploy added to the target's migration log (a log merged row by row): all a
+    /// revert takes out, so what the application recorded there meanwhile stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_rows_added: Option<run::TableRows>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

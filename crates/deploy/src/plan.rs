@@ -148,6 +148,29 @@ pub struct OnlineAlter {
     pub deferred_keys: Vec<(String, String)>,
 }
 
+/// True when a column definition's type is a number (integers, DECIMAL, FLOAT, DOUBLE).
+fn is_number_type(definition: &str) -> bool {
+    let ty = definition
+        .split(|c: char| c == '(' || c.is_whitespace())
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    [
+        "tinyint",
+        "smallint",
+        "mediumint",
+        "int",
+        "integer",
+        "bigint",
+        "decimal",
+        "numeric",
+        "float",
+        "double",
+        "real",
+    ]
+    .contains(&ty.as_str())
+}
+
 /// A column whose value must read back from the old table exactly as written to the new one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FitCheck {
@@ -156,6 +179,10 @@ pub struct FitCheck {
     /// folding (two collations could not be compared as they are, and trailing spaces or case
     /// would otherwise pass as equal); other types compare as their values.
     pub textual: bool,
+    /// Either side is a number type (and neither holds characters): compared as DECIMAL(65,30),
+    /// exact for every integer and DECIMAL and for what a DOUBLE holds.
+    #[serde(default)]
+    pub numeric: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -449,10 +476,14 @@ pub fn plan(
                 let fit_checks = shared_back
                     .iter()
                     .filter(|c| !compared.contains(*c))
-                    .map(|c| FitCheck {
-                        column: c.clone(),
-                        textual: is_character_type(&definition(old, c))
-                            || is_character_type(&definition(new, c)),
+                    .map(|c| {
+                        let (o, n) = (definition(old, c), definition(new, c));
+                        let textual = is_character_type(&o) || is_character_type(&n);
+                        FitCheck {
+                            column: c.clone(),
+                            textual,
+                            numeric: !textual && (is_number_type(&o) || is_number_type(&n)),
+                        }
                     })
                     .collect();
                 let shadow = artifact(tag, i, "new", name);

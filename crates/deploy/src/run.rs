@@ -22,8 +22,17 @@ pub async fn ensure_blackhole(conn: &mut Conn) -> Result<()> {
     Ok(())
 }
 
-/// Runs a DDL statement that needs an exclusive metadata lock, giving up after `timeout` so the
-/// writers queued behind it are never stalled longer; retried up to `attempts` times.
+/// How long a DDL first tries for its locks without queueing for them: meanwhile no writer ever
+/// waits behind it, and none can be chosen as the victim of a metadata-lock deadlock with it (a
+/// transaction that read the table and then writes it would wait for the pending DDL, which waits
+/// for that transaction: MariaDB ends the transaction with 1213).
+const PATIENT: Duration = Duration::from_secs(10);
+
+/// Runs a DDL statement that needs an exclusive metadata lock. First it only takes the locks when
+/// they are free (`lock_wait_timeout=0`, tried again and again for [`PATIENT`]); then it queues,
+/// giving up after `timeout` so the writers queued behind it are never stalled longer, retried
+/// up to `attempts` times. Returns how long writers were held: every queued wait, and the
+/// statement itself.
 ///
 /// Any statement but `LOCK TABLES` (RENAMEs, trigger drops, ALTERs) is bounded by
 /// `lock_wait_timeout` instead (whole seconds, at least one): that bounds only the wait for its
@@ -52,11 +61,27 @@ pub async fn ddl_with_timeout(
             timeout.as_secs_f64().ceil().max(1.0) as u64
         )
     };
+    let unqueued = format!("SET STATEMENT lock_wait_timeout=0 FOR {statement}");
+    // Often: under busy autocommit writers the table is free only between their statements.
+    let patient_until = Instant::now() + PATIENT.min(timeout * attempts.max(1));
+    loop {
+        let started = Instant::now();
+        match conn.query_drop(unqueued.as_str()).await {
+            Ok(()) => return Ok(started.elapsed()),
+            Err(e) if lock_timeout(&e) && Instant::now() < patient_until => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) if lock_timeout(&e) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut stall = Duration::ZERO;
     for attempt in 0..attempts.max(1) {
         let started = Instant::now();
         let r = conn.query_drop(bounded.as_str()).await;
+        stall += started.elapsed();
         match r {
-            Ok(()) => return Ok(started.elapsed()),
+            Ok(()) => return Ok(stall),
             Err(e) if lock_timeout(&e) => {
                 last = Some(e);
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
@@ -653,7 +678,7 @@ async fn forward_blockers(conn: &mut Conn, plan: &Plan) -> Result<()> {
             return Err(DeployError::WriteRefused {
                 table: a.table.clone(),
                 // The server names the shadow: the reviewer knows the table.
-                reason: reason.replace(&a.shadow, &a.table),
+                reason: plain_names(plan, &reason),
             });
         }
     }
@@ -1038,7 +1063,15 @@ pub async fn cut_over(
             of = pairs.len(),
             "finishing a cut-over stopped in the middle"
         );
-        stall = renames(conn, &sql::cutover_groups(plan), done, timeout, attempts).await?;
+        stall = renames(
+            conn,
+            &sql::cutover_groups(plan),
+            &group_checks(plan, false),
+            done,
+            timeout,
+            attempts,
+        )
+        .await?;
     }
     if done == 0 {
         finish_shadows(conn, schema, plan).await?;
@@ -1054,7 +1087,15 @@ pub async fn cut_over(
         carry_auto_increment(conn, schema, plan).await?;
         forward_blockers(conn, plan).await?;
         same_row_counts(conn, plan).await?;
-        stall += renames(conn, &sql::cutover_groups(plan), 0, timeout, attempts).await?;
+        stall += renames(
+            conn,
+            &sql::cutover_groups(plan),
+            &group_checks(plan, false),
+            0,
+            timeout,
+            attempts,
+        )
+        .await?;
     }
     for s in &plan.steps {
         if let Step::View {
@@ -1080,19 +1121,205 @@ pub async fn cut_over(
 }
 
 /// Runs the RENAMEs of `groups` after the first `done` pairs, one table at a time (see
-/// [`sql::renames_from`]); returns the time writers were held, summed.
+/// [`sql::renames_from`]); returns the time writers were held, summed. A whole group with a
+/// blocked table (`checks`, by group) is renamed only if that table is empty at the very moment
+/// of the RENAME (see [`checked_rename`]).
 async fn renames(
     conn: &mut Conn,
     groups: &[Vec<(String, String)>],
+    checks: &[Option<Check>],
     done: usize,
     timeout: Duration,
     attempts: u32,
 ) -> Result<Duration> {
     let mut stall = Duration::ZERO;
-    for rename in sql::renames_from(groups, done) {
-        stall += ddl_with_timeout(conn, &rename, timeout, attempts).await?;
+    let mut skip = done;
+    for (i, g) in groups.iter().enumerate() {
+        if skip >= g.len() {
+            skip -= g.len();
+            continue;
+        }
+        let whole = skip == 0;
+        let rest = sql::renames_from(std::slice::from_ref(g), skip);
+        skip = 0;
+        match (whole, checks.get(i).cloned().flatten(), rest.first()) {
+            (true, Some(check), Some(rename)) => {
+                let tables: Vec<&str> = g.iter().map(|(from, _)| from.as_str()).collect();
+                stall += checked_rename(conn, &tables, &check, rename, timeout, attempts).await?;
+            }
+            _ => {
+                for rename in rest {
+                    stall += ddl_with_timeout(conn, &rename, timeout, attempts).await?;
+                }
+            }
+        }
     }
     Ok(stall)
+}
+
+/// The check of each group of [`sql::cutover_groups`] (or [`sql::revert_groups`]): a changed
+/// table's blocked table, when the plan has one.
+fn group_checks(plan: &Plan, revert: bool) -> Vec<Option<Check>> {
+    plan.steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s {
+            Step::AlterTable(a) => Some(
+                if revert {
+                    plan.blocked_per_table.then(|| plan.revert_blocked_for(i))
+                } else {
+                    plan.deploy_blocked_for(i)
+                }
+                .map(|blocked| Check {
+                    table: a.table.clone(),
+                    blocked,
+                    revert,
+                    names: [&a.shadow, &a.old, &a.stub]
+                        .iter()
+                        .map(|n| (n.to_string(), a.table.clone()))
+                        .collect(),
+                }),
+            ),
+            Step::CreateTable { .. } | Step::DropTable { .. } => Some(None),
+            Step::DirectAlter { .. } | Step::View { .. } => None,
+        })
+        .collect()
+}
+
+/// What must hold at the instant a table is swapped: its blocked table (forward or revert
+/// triggers' records of writes the other side refused) is empty.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub table: String,
+    pub blocked: String,
+    pub revert: bool,
+    /// Artifact names the server's reasons use, and the table the reviewer knows instead.
+    pub names: Vec<(String, String)>,
+}
+
+/// `text` (a server's message) with every artifact name of the plan's changed tables replaced by
+/// the table's own name.
+pub fn plain_names(plan: &Plan, text: &str) -> String {
+    // A trigger's statement writes one row: the server's "at row 1" says nothing.
+    let text = text.replace(" at row 1", "");
+    plan.online_alters().fold(text, |t, a| {
+        [&a.shadow, &a.old, &a.stub, &a.aside, &a.reverted]
+            .iter()
+            .fold(t, |t, n| t.replace(n.as_str(), &a.table))
+    })
+}
+
+/// One table's RENAME with its blockers read at the very moment of the swap: `LOCK TABLES` on
+/// the group's tables and the blocked table (taken only when free, as any DDL here), the blocked
+/// table read under it (no write can land meanwhile), then the RENAME sent on a second connection,
+/// where it queues behind the locks, and the locks released once it waits: a pending exclusive
+/// lock goes before the writers that queued meanwhile, so nothing is written between the check and
+/// the swap. (MariaDB refuses RENAME under `LOCK TABLES` itself.) Writers are held from the lock
+/// to the end of the RENAME.
+async fn checked_rename(
+    conn: &mut Conn,
+    tables: &[&str],
+    check: &Check,
+    rename: &str,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
+    let mut other = Conn::new(conn.opts().clone()).await?;
+    let result = async {
+        other
+            .query_drop("SET SESSION foreign_key_checks = 0")
+            .await?;
+        let other_id = other.id();
+        let mut locked: Vec<&str> = tables.to_vec();
+        locked.push(&check.blocked);
+        let locks = locked
+            .iter()
+            .map(|t| format!("{} WRITE", q(t)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let waited =
+            ddl_with_timeout(conn, &format!("LOCK TABLES {locks}"), timeout, attempts).await?;
+        let held = Instant::now();
+        let reason: std::result::Result<Option<String>, _> = conn
+            .query_first(format!(
+                "SELECT `reason` FROM {} LIMIT 1",
+                q(&check.blocked)
+            ))
+            .await;
+        let reason = match reason {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = conn.query_drop("UNLOCK TABLES").await;
+                return Err(e.into());
+            }
+        };
+        if let Some(reason) = reason {
+            conn.query_drop("UNLOCK TABLES").await?;
+            let reason = check
+                .names
+                .iter()
+                .fold(reason.replace(" at row 1", ""), |r, (artifact, table)| {
+                    r.replace(artifact, table)
+                });
+            return Err(if check.revert {
+                DeployError::RevertRefused {
+                    table: check.table.clone(),
+                    reason,
+                }
+            } else {
+                DeployError::WriteRefused {
+                    table: check.table.clone(),
+                    reason,
+                }
+            });
+        }
+        let bounded = format!(
+            "SET STATEMENT lock_wait_timeout={} FOR {rename}",
+            timeout.as_secs_f64().ceil().max(1.0) as u64 + 5
+        );
+        let swap = other.query_drop(bounded);
+        tokio::pin!(swap);
+        // Released once the RENAME is seen queued (or after a moment regardless).
+        let mut watcher = Conn::new(conn.opts().clone()).await;
+        let queued_by = Instant::now() + Duration::from_secs(1);
+        let mut swapped = None;
+        loop {
+            tokio::select! {
+                r = &mut swap => { swapped = Some(r); break; }
+                _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+            }
+            let waiting = match watcher.as_mut() {
+                Ok(w) => w
+                    .exec_first::<Option<String>, _, _>(
+                        "SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ?",
+                        (other_id,),
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .flatten()
+                    .is_some_and(|s| s.contains("metadata lock")),
+                Err(_) => false,
+            };
+            if waiting || Instant::now() >= queued_by {
+                break;
+            }
+        }
+        if let Ok(w) = watcher {
+            let _ = w.disconnect().await;
+        }
+        let unlocked = conn.query_drop("UNLOCK TABLES").await;
+        let swapped = match swapped {
+            Some(r) => r,
+            None => swap.await,
+        };
+        unlocked?;
+        swapped?;
+        Ok(waited + held.elapsed())
+    }
+    .await;
+    let _ = other.disconnect().await;
+    result
 }
 
 /// Why a revert would lose data, per table: the first reason recorded and how many rows are
@@ -1154,7 +1381,15 @@ pub async fn revert(
                 "finishing a revert stopped in the middle"
             );
         }
-        stall = renames(conn, &sql::revert_groups(plan), done, timeout, attempts).await?;
+        stall = renames(
+            conn,
+            &sql::revert_groups(plan),
+            &group_checks(plan, true),
+            done,
+            timeout,
+            attempts,
+        )
+        .await?;
     }
     for s in plan.steps.iter().rev() {
         if let Step::View { name, old, .. } = s {
@@ -1359,12 +1594,17 @@ async fn write_rows(
 /// Adds to the target's migration log the rows of `rows` (the source branch's) it lacks, matched
 /// on every column but an auto-increment id (each server numbers its own), in one transaction; a
 /// table of heads (see [`strata_model::migration_data::keeps_heads`]) is replaced instead.
-pub async fn merge_rows(conn: &mut Conn, schema: &str, rows: &TableRows) -> Result<()> {
+pub async fn merge_rows(
+    conn: &mut Conn,
+    schema: &str,
+    rows: &TableRows,
+) -> Result<Option<TableRows>> {
     if strata_model::migration_data::keeps_heads(&rows.table) {
-        return replace_rows(conn, schema, rows).await;
+        replace_rows(conn, schema, rows).await?;
+        return Ok(None);
     }
     let Some(target) = read_rows(conn, schema, &rows.table).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let counters: Vec<String> = conn
         .exec(
@@ -1373,18 +1613,59 @@ pub async fn merge_rows(conn: &mut Conn, schema: &str, rows: &TableRows) -> Resu
         )
         .await?;
     let added = crate::rows_to_add(&target, rows, &counters);
-    if added.rows.is_empty() {
-        return Ok(());
+    if !added.rows.is_empty() {
+        write_rows(
+            conn,
+            schema,
+            &rows.table,
+            false,
+            &added.columns,
+            &added.rows,
+        )
+        .await?;
     }
-    write_rows(
-        conn,
-        schema,
-        &rows.table,
-        false,
-        &added.columns,
-        &added.rows,
-    )
-    .await
+    Ok(Some(added))
+}
+
+/// Takes rows [`merge_rows`] added back out (one matching row each), in one transaction.
+pub async fn delete_rows(conn: &mut Conn, schema: &str, rows: &TableRows) -> Result<()> {
+    let table = format!("{}.{}", q(schema), q(&rows.table));
+    conn.query_drop("BEGIN").await?;
+    let result = async {
+        for r in &rows.rows {
+            let matches = rows
+                .columns
+                .iter()
+                .zip(r)
+                .map(|(c, v)| format!("{} <=> {v}", q(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            if matches.is_empty() {
+                continue;
+            }
+            conn.query_drop(format!("DELETE FROM {table} WHERE {matches} LIMIT 1"))
+                .await?;
+        }
+        Ok::<_, DeployError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(conn.query_drop("COMMIT").await?),
+        Err(e) => {
+            let _ = conn.query_drop("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// What a revert does to the target's migration log: the rows the deploy added taken out, or
+/// (a log of heads, or a deployment from before rows were tracked) the log put back as it was.
+pub async fn undo_migration_rows(conn: &mut Conn, schema: &str, p: &crate::Progress) -> Result<()> {
+    match (&p.migration_rows_added, &p.migration_rows_before) {
+        (Some(added), _) => delete_rows(conn, schema, added).await,
+        (None, Some(before)) => replace_rows(conn, schema, before).await,
+        (None, None) => Ok(()),
+    }
 }
 
 async fn read_columns(conn: &mut Conn, schema: &str, table: &str) -> Result<Option<Vec<String>>> {

@@ -210,11 +210,39 @@ pub fn reverse_triggers(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String
     ]
 }
 
+/// The conditions a keyed trigger records instead of failing the application's write: every
+/// error, and what says a value did not fit as written. 1265 (data truncated) has SQLSTATE 01000,
+/// a warning's class, even where strict mode makes it an error, so `SQLEXCEPTION` alone misses it
+/// (a value a widened ENUM or SET took failed the application's write). Forward triggers run
+/// relaxed, where a value that does not fit is a warning (the row written cut, clamped or
+/// emptied): those warnings are listed too. Not `SQLWARNING` as a class: writes into a
+/// BLACKHOLE placeholder warn about binary logging, which says nothing of the row.
+const REVERSE_CONDITIONS: &str = "SQLEXCEPTION, 1261, 1262, 1265";
+const FORWARD_CONDITIONS: &str =
+    "SQLEXCEPTION, 1048, 1261, 1262, 1263, 1264, 1265, 1292, 1366, 1406";
+
 /// The handler every keyed trigger opens with: a failed write is recorded against the row (and,
-/// for `extra`, more is done) instead of failing the application's write.
-fn keyed_handler(blocked: &str, table: &str, key: &[String], row: &str, extra: &str) -> String {
+/// for `extra`, more is done) instead of failing the application's write. The reason is the first
+/// condition that is not 1364 (a new NOT NULL column's implicit default, which forward triggers
+/// accept as the copy does).
+fn keyed_handler(
+    blocked: &str,
+    table: &str,
+    key: &[String],
+    row: &str,
+    extra: &str,
+    forward: bool,
+) -> String {
+    let (conditions, implicit_defaults) = if forward {
+        (
+            FORWARD_CONDITIONS,
+            "DECLARE CONTINUE HANDLER FOR 1364 BEGIN END; ",
+        )
+    } else {
+        (REVERSE_CONDITIONS, "")
+    };
     format!(
-        "DECLARE why TEXT DEFAULT ''; DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN GET DIAGNOSTICS CONDITION 1 why = MESSAGE_TEXT; {extra}{}; END;",
+        "DECLARE why TEXT DEFAULT ''; {implicit_defaults}DECLARE EXIT HANDLER FOR {conditions} BEGIN DECLARE i INT DEFAULT 1; DECLARE n INT DEFAULT 0; DECLARE code INT DEFAULT 0; GET DIAGNOSTICS n = NUMBER; WHILE i <= n DO GET DIAGNOSTICS CONDITION i code = MYSQL_ERRNO, why = MESSAGE_TEXT; IF code <> 1364 THEN SET i = n; END IF; SET i = i + 1; END WHILE; {extra}{}; END;",
         record(blocked, table, key, row, "why")
     )
 }
@@ -237,7 +265,7 @@ fn forward_triggers_keyed(plan: &Plan, step: usize, a: &OnlineAlter, blocked: &s
     let t = q(&a.table);
     let s = q(&a.shadow);
     let (cols, values) = (list(&a.shared), prefixed("NEW", &a.shared));
-    let handler = |row: &str| keyed_handler(blocked, &a.table, &a.key, row, "");
+    let handler = |row: &str| keyed_handler(blocked, &a.table, &a.key, row, "", true);
     vec![
         format!(
             "CREATE TRIGGER {} AFTER INSERT ON {t} FOR EACH ROW BEGIN {} INSERT INTO {s} ({cols}) VALUES ({values}); {}; END",
@@ -246,11 +274,13 @@ fn forward_triggers_keyed(plan: &Plan, step: usize, a: &OnlineAlter, blocked: &s
             clear(blocked, &a.key, "NEW"),
         ),
         format!(
-            "CREATE TRIGGER {} AFTER UPDATE ON {t} FOR EACH ROW BEGIN {} IF {} THEN DELETE FROM {s} WHERE {}; {}; END IF; REPLACE INTO {s} ({cols}) VALUES ({values}); {}; END",
+            "CREATE TRIGGER {} AFTER UPDATE ON {t} FOR EACH ROW BEGIN {} IF {} THEN DELETE FROM {s} WHERE {}; END IF; {}; REPLACE INTO {s} ({cols}) VALUES ({values}); {}; END",
             q(&trigger_name(tag, step, 'f', "u")),
             handler("NEW"),
             key_changed(&a.key),
             key_match(&a.key, "OLD"),
+            // Always: a key changed only in case or trailing spaces is the same key to the
+            // server (`<=>`) but another hash here.
             clear(blocked, &a.key, "OLD"),
             clear(blocked, &a.key, "NEW"),
         ),
@@ -279,6 +309,9 @@ fn fit_verdict(a: &OnlineAlter, blocked: &str) -> String {
             let c = q(&f.column);
             let same = if f.textual {
                 format!("CONVERT(o.{c} USING utf8mb4) COLLATE utf8mb4_nopad_bin <=> CONVERT(NEW.{c} USING utf8mb4) COLLATE utf8mb4_nopad_bin")
+            } else if f.numeric {
+                // Not as DOUBLE, which a DECIMAL's digits past its 17th would pass.
+                format!("CAST(o.{c} AS DECIMAL(65,30)) <=> CAST(NEW.{c} AS DECIMAL(65,30))")
             } else {
                 format!("o.{c} <=> NEW.{c}")
             };
@@ -330,7 +363,7 @@ fn reverse_triggers_keyed(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<Stri
     // An update moving the row to another key that the old table refuses: the row at the old
     // key is gone from the application's table, so it goes from the old table too.
     let moved = format!(
-        "IF {} THEN DELETE FROM {o} WHERE {}; {}; END IF; ",
+        "IF {} THEN DELETE FROM {o} WHERE {}; END IF; {}; ",
         key_changed(&a.key),
         key_match(&a.key, "OLD"),
         clear(&blocked, &a.key, "OLD")
@@ -339,13 +372,12 @@ fn reverse_triggers_keyed(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<Stri
         format!(
             "CREATE TRIGGER IF NOT EXISTS {} AFTER INSERT ON {s} FOR EACH ROW BEGIN {guard} {} {insert}; {verdict} END; END IF; END",
             q(&trigger_name(&plan.tag, step, 'r', "i")),
-            keyed_handler(&blocked, &a.table, &a.key, "NEW", ""),
+            keyed_handler(&blocked, &a.table, &a.key, "NEW", "", false),
         ),
         format!(
-            "CREATE TRIGGER IF NOT EXISTS {} AFTER UPDATE ON {s} FOR EACH ROW BEGIN {guard} {} IF {} THEN {}; END IF; UPDATE {o} SET {sets} WHERE {}; IF ROW_COUNT() = 0 AND NOT EXISTS (SELECT 1 FROM {o} WHERE {}) THEN {insert}; END IF; {verdict} END; END IF; END",
+            "CREATE TRIGGER IF NOT EXISTS {} AFTER UPDATE ON {s} FOR EACH ROW BEGIN {guard} {} {}; UPDATE {o} SET {sets} WHERE {}; IF ROW_COUNT() = 0 AND NOT EXISTS (SELECT 1 FROM {o} WHERE {}) THEN {insert}; END IF; {verdict} END; END IF; END",
             q(&trigger_name(&plan.tag, step, 'r', "u")),
-            keyed_handler(&blocked, &a.table, &a.key, "NEW", &moved),
-            key_changed(&a.key),
+            keyed_handler(&blocked, &a.table, &a.key, "NEW", &moved, false),
             clear(&blocked, &a.key, "OLD"),
             key_match(&a.key, "OLD"),
             key_match(&a.key, "NEW"),
@@ -353,7 +385,7 @@ fn reverse_triggers_keyed(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<Stri
         format!(
             "CREATE TRIGGER IF NOT EXISTS {} AFTER DELETE ON {s} FOR EACH ROW BEGIN {guard} {} DELETE FROM {o} WHERE {}; {}; END; END IF; END",
             q(&trigger_name(&plan.tag, step, 'r', "d")),
-            keyed_handler(&blocked, &a.table, &a.key, "OLD", ""),
+            keyed_handler(&blocked, &a.table, &a.key, "OLD", "", false),
             key_match(&a.key, "OLD"),
             clear(&blocked, &a.key, "OLD"),
         ),
@@ -988,7 +1020,8 @@ mod tests {
             a.fit_checks,
             [crate::plan::FitCheck {
                 column: "v".into(),
-                textual: true
+                textual: true,
+                numeric: false,
             }]
         );
         let f = forward_triggers(&p, 0, &a);

@@ -1622,6 +1622,23 @@ fn migration_logs_of_two_branches_both_reach_main() {
         .trim(),
         "0001,0002,0003_da,0003_db"
     );
+    // A revert takes out only what its deploy added: a row the application recorded meanwhile
+    // (and the other deploy's) stays.
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "INSERT INTO shop.django_migrations (app, name) VALUES ('b', '0001_by_app')",
+    );
+    s.ok(&["deploy-request", "revert", "shop", "4", "--wait"]);
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT GROUP_CONCAT(name ORDER BY name) FROM shop.django_migrations"
+        )
+        .trim(),
+        "0001,0001_by_app,0002,0003_da"
+    );
 }
 
 /// A deploy's revert window stays open while a later deploy of the same branch copies, waits to
@@ -1842,7 +1859,9 @@ fn a_row_blocks_only_while_it_does_not_fit_and_a_revert_never_rounds() {
         &main_id,
         "strata_root",
         "CREATE TABLE shop.p (id INT PRIMARY KEY, price DECIMAL(10,2) NOT NULL, at DATETIME NULL, label VARCHAR(10) NULL);
-         INSERT INTO shop.p SELECT seq, seq / 4, '2026-01-01 10:00:00', CONCAT('l', seq) FROM seq_1_to_200",
+         INSERT INTO shop.p SELECT seq, seq / 4, '2026-01-01 10:00:00', CONCAT('l', seq) FROM seq_1_to_200;
+         CREATE TABLE shop.e (k VARCHAR(10) PRIMARY KEY, s ENUM('open','closed') NOT NULL, d DOUBLE NULL, v VARCHAR(5) NULL);
+         INSERT INTO shop.e VALUES ('a', 'open', 0.5, 'x'), ('b', 'closed', NULL, NULL)",
     );
     let pb = s.json(&["branch", "create", "shop", "pb", "--wait"])["id"]
         .as_str()
@@ -1892,7 +1911,8 @@ fn a_row_blocks_only_while_it_does_not_fit_and_a_revert_never_rounds() {
     s.sql_ok(
         &pb,
         "strata_admin",
-        "ALTER TABLE shop.p MODIFY price DECIMAL(12,4) NOT NULL, MODIFY at DATETIME(6) NULL, MODIFY label VARCHAR(40) NULL",
+        "ALTER TABLE shop.p MODIFY price DECIMAL(12,4) NOT NULL, MODIFY at DATETIME(6) NULL, MODIFY label VARCHAR(40) NULL;
+         ALTER TABLE shop.e MODIFY s ENUM('open','closed','on_hold') NOT NULL, MODIFY d DECIMAL(30,10) NULL, MODIFY v VARCHAR(40) NULL",
     );
     s.json(&[
         "deploy-request",
@@ -1910,12 +1930,44 @@ fn a_row_blocks_only_while_it_does_not_fit_and_a_revert_never_rounds() {
             "{why}: {refused}"
         );
     };
+    // A value only the widened ENUM holds: the application's write succeeds (error 1265 has a
+    // warning's SQLSTATE), the revert is refused.
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "INSERT INTO shop.e VALUES ('x1', 'on_hold', NULL, NULL)",
+    );
+    refused_with("Data truncated for column 's'");
+    let refused = s.fails(&["deploy-request", "revert", "shop", "2"]);
+    assert!(
+        !refused.contains("~strata") && !refused.contains("at row 1"),
+        "{refused}"
+    );
+    // Digits a DOUBLE would lose.
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "UPDATE shop.e SET s = 'open' WHERE k = 'x1'; INSERT INTO shop.e VALUES ('x2', 'open', 12345678901234567890.0123456789, NULL)",
+    );
+    refused_with("`d`");
+    // A key changed only in case is the same row: its record goes with the fix.
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "UPDATE shop.e SET d = 1.5 WHERE k = 'x2'; INSERT INTO shop.e VALUES ('Abc', 'open', NULL, REPEAT('L', 30))",
+    );
+    refused_with("Data too long");
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "UPDATE shop.e SET k = 'abc', v = 'fit' WHERE k = 'Abc'",
+    );
     s.sql_ok(
         &main_id,
         "strata_admin",
         "INSERT INTO shop.p VALUES (1000, 1.2345, NULL, 'a')",
     );
-    refused_with("`price`");
+    refused_with("'price'");
     s.sql_ok(
         &main_id,
         "strata_admin",
@@ -1948,5 +2000,56 @@ fn a_row_blocks_only_while_it_does_not_fit_and_a_revert_never_rounds() {
         s.sql_ok(&main_id, "strata_admin", "SELECT COUNT(*) FROM shop.p")
             .trim(),
         "202"
+    );
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT GROUP_CONCAT(CONCAT_WS('|', k, s, d, v) ORDER BY k) FROM shop.e"
+        )
+        .trim(),
+        "a|open|0.5|x,abc|open|fit,b|closed,x1|open,x2|open|1.5"
+    );
+
+    // Forward: a value the narrowed column would cut, written while the deploy waits in sync,
+    // fails the apply (nothing swapped) instead of landing cut.
+    let nar = s.json(&["branch", "create", "shop", "nar", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &nar,
+        "strata_admin",
+        "ALTER TABLE shop.t MODIFY v VARCHAR(6) NOT NULL",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "nar",
+        "--disable-auto-apply",
+    ]);
+    s.json(&["deploy-request", "deploy", "shop", "3"]);
+    wait_state(&s, "3", &["pending_cutover"], 300);
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "UPDATE shop.t SET v = '0123456789' WHERE id = 7",
+    );
+    s.json(&["deploy-request", "apply", "shop", "3"]);
+    let d = wait_state(&s, "3", &["complete_error"], 60);
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("table `t`") && error.contains("'v'") && !error.contains("strata_"),
+        "{d}"
+    );
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT v FROM shop.t WHERE id = 7"
+        )
+        .trim(),
+        "0123456789"
     );
 }
