@@ -1314,6 +1314,12 @@ pub(crate) fn refusal(
     let role = login.password.role;
     if a.manages_credentials() {
         Some(credentials_refused())
+    } else if a.unchecks() {
+        Some(ErrPacket::new(
+            1227,
+            "42000",
+            "check_constraint_checks cannot be changed: CHECK constraints always hold",
+        ))
     } else if a.has_ddl() && platform.safe_migrations(branch) {
         Some(ddl_disabled())
     } else if a.runs_hidden_text() {

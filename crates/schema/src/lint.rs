@@ -319,13 +319,38 @@ pub fn lint_changes(from: &Schema, to: &Schema, changes: &[Change]) -> Vec<Findi
             };
             if let (Some(a), Some(b)) = (column_type(&oc.definition), column_type(&nc.definition)) {
                 if narrows(&a, &b) {
+                    let what = if rounds_silently(&a, &b) {
+                        "values are rounded to the new precision without an error, as ALTER TABLE does"
+                    } else {
+                        "a value that does not fit fails the deploy; check the data first"
+                    };
                     let mut f = Finding::new(
                         "NARROWING_CHANGE",
                         Severity::Warning,
                         name,
                         format!(
-                            "Column `{name}`.`{}` changes from {} to {}: a value that does not fit fails the deploy; check the data first",
+                            "Column `{name}`.`{}` changes from {} to {}: {what}",
                             nc.name, a.text, b.text
+                        ),
+                    );
+                    f.column = Some(nc.name.clone());
+                    out.push(f);
+                    continue;
+                }
+            }
+            let (from_cs, to_cs) = (
+                column_charset(&oc.definition, &old.options),
+                column_charset(&nc.definition, &new.options),
+            );
+            if let (Some(x), Some(y)) = (from_cs, to_cs) {
+                if charset_narrows(&x, &y) {
+                    let mut f = Finding::new(
+                        "NARROWING_CHANGE",
+                        Severity::Warning,
+                        name,
+                        format!(
+                            "Column `{name}`.`{}` changes from character set {x} to {y}: a character {y} cannot hold fails the deploy; check the data first",
+                            nc.name
                         ),
                     );
                     f.column = Some(nc.name.clone());
@@ -405,6 +430,48 @@ fn column_type(definition: &str) -> Option<ColumnType> {
     })
 }
 
+/// The character set a column holds its values in: its own, or the table's it inherits (`None`
+/// for a type without characters, or a table printed without one).
+fn column_charset(definition: &str, table_options: &str) -> Option<String> {
+    if !crate::diff::is_character_type(definition) {
+        return None;
+    }
+    let words: Vec<&str> = definition.split_whitespace().collect();
+    if let Some(i) = words
+        .windows(2)
+        .position(|w| w[0].eq_ignore_ascii_case("CHARACTER") && w[1].eq_ignore_ascii_case("SET"))
+    {
+        return words.get(i + 2).map(|c| c.to_ascii_lowercase());
+    }
+    if let Some(i) = words.iter().position(|w| w.eq_ignore_ascii_case("COLLATE")) {
+        return words
+            .get(i + 1)
+            .and_then(|c| c.split('_').next())
+            .map(str::to_ascii_lowercase);
+    }
+    crate::diff::table_charset(table_options)
+        .0
+        .map(|c| c.to_ascii_lowercase())
+}
+
+/// True when character set `a` holds characters `b` does not (a Unicode set to a smaller one).
+fn charset_narrows(a: &str, b: &str) -> bool {
+    let rank = |c: &str| match c {
+        "utf8mb4" | "utf16" | "utf16le" | "utf32" => 2,
+        "utf8mb3" | "utf8" | "ucs2" => 1,
+        _ => 0,
+    };
+    a != b && rank(b) < rank(a)
+}
+
+/// True for a narrowing the server makes by rounding, with neither error nor warning: fewer
+/// fractional seconds, DOUBLE to FLOAT.
+fn rounds_silently(a: &ColumnType, b: &ColumnType) -> bool {
+    let times = ["datetime", "timestamp", "time"];
+    (times.contains(&a.base.as_str()) && a.base == b.base)
+        || (["double", "real"].contains(&a.base.as_str()) && b.base == "float")
+}
+
 /// True when some value of type `a` has no place in type `b` (within one family; a change of
 /// family is the server's to judge).
 fn narrows(a: &ColumnType, b: &ColumnType) -> bool {
@@ -413,7 +480,13 @@ fn narrows(a: &ColumnType, b: &ColumnType) -> bool {
     const BLOBS: [&str; 4] = ["tinyblob", "blob", "mediumblob", "longblob"];
     let rank = |list: &[&str], t: &str| list.iter().position(|x| *x == t);
     if let (Some(x), Some(y)) = (rank(&INTS, &a.base), rank(&INTS, &b.base)) {
-        return y < x || a.unsigned != b.unsigned;
+        return match (a.unsigned, b.unsigned) {
+            // Negative values have no place.
+            (false, true) => true,
+            // An unsigned type's values fit a strictly larger signed one.
+            (true, false) => y <= x,
+            _ => y < x,
+        };
     }
     for list in [&TEXTS[..], &BLOBS[..]] {
         if let (Some(x), Some(y)) = (rank(list, &a.base), rank(list, &b.base)) {
@@ -625,7 +698,41 @@ mod tests {
                 "enum('a b','c,d','e') DEFAULT NULL",
                 false,
             ),
+            // Unsigned into a strictly larger signed type fits; into the same size it does not.
+            (
+                "int(10) unsigned DEFAULT NULL",
+                "bigint(20) DEFAULT NULL",
+                false,
+            ),
+            (
+                "int(10) unsigned DEFAULT NULL",
+                "int(11) DEFAULT NULL",
+                true,
+            ),
+            (
+                "int(11) DEFAULT NULL",
+                "bigint(20) unsigned DEFAULT NULL",
+                true,
+            ),
+            // Character sets.
+            (
+                "varchar(10) DEFAULT NULL",
+                "varchar(10) CHARACTER SET latin1 COLLATE latin1_swedish_ci DEFAULT NULL",
+                true,
+            ),
+            (
+                "varchar(10) CHARACTER SET latin1 COLLATE latin1_swedish_ci DEFAULT NULL",
+                "varchar(10) DEFAULT NULL",
+                false,
+            ),
+            (
+                "varchar(10) DEFAULT NULL",
+                "varchar(10) COLLATE utf8mb4_bin DEFAULT NULL",
+                false,
+            ),
         ];
+        let t =
+            |cols: &str| t(cols).replace("ENGINE=InnoDB", "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4");
         for (from, to, warned) in cases {
             let a = schema(&[&t(&format!("  `c` {from}"))]);
             let b = schema(&[&t(&format!("  `c` {to}"))]);

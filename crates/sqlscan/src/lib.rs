@@ -72,6 +72,9 @@ pub struct Statement {
     /// STATEMENT … FOR`, also in prepared text and compound statements), in milliseconds; `None` for
     /// anything but a plain number (an expression, a variable, `DEFAULT`).
     pub time_limits: Vec<Option<u64>>,
+    /// Sets `check_constraint_checks` (which, off, lets rows past CHECK constraints), also in
+    /// prepared text and compound statements.
+    pub unchecks: bool,
 }
 
 impl Analysis {
@@ -130,6 +133,11 @@ impl Analysis {
     /// deployment alone (a write to one would change what the cut-over or a revert puts in place).
     pub fn touches_artifact(&self) -> bool {
         self.statements.iter().any(|s| s.artifact)
+    }
+
+    /// True when any statement sets `check_constraint_checks`.
+    pub fn unchecks(&self) -> bool {
+        self.statements.iter().any(|s| s.unchecks)
     }
 
     /// Every value the text gives `max_statement_time` (see [`Statement::time_limits`]).
@@ -200,6 +208,7 @@ pub fn analyze(sql: &str) -> Analysis {
                 || s.xa
                 || s.foreign_kill
                 || !s.time_limits.is_empty()
+                || s.unchecks
         };
         if other.statements.iter().any(flagged) || other.statements.len() > a.statements.len() {
             a.statements.extend(other.statements);
@@ -237,22 +246,30 @@ fn analyze_with(sql: &str, backslash_escapes: bool) -> Analysis {
     // `SET STATEMENT var = value [, …] FOR stmt` runs `stmt`: it is judged as itself, with the
     // time limit its prefix gives.
     let mut limits: Vec<Vec<Option<u64>>> = Vec::new();
+    let mut unchecked: Vec<bool> = Vec::new();
     let mut stmts: Vec<Vec<&Token>> = stmts
         .into_iter()
         .filter_map(|s| {
             let body = without_set_statement(&s).to_vec();
             let mut given = time_limits(&s);
-            if compound && given.is_empty() && s.iter().any(|t| names_time_limit(t)) {
+            if compound && given.is_empty() && s.iter().any(|t| names_variable(t, TIME_LIMIT)) {
                 given.push(None);
             }
+            let unchecks = (compound || word_is(s.first().copied(), "SET"))
+                && s.iter()
+                    .any(|t| names_variable(t, "check_constraint_checks"));
             if body.is_empty() {
                 // Nothing left to run; a limit it gives still counts.
                 if let (Some(last), false) = (limits.last_mut(), given.is_empty()) {
                     last.extend(given);
                 }
+                if let Some(last) = unchecked.last_mut() {
+                    *last |= unchecks;
+                }
                 return None;
             }
             limits.push(given);
+            unchecked.push(unchecks);
             Some(body)
         })
         .collect();
@@ -265,6 +282,7 @@ fn analyze_with(sql: &str, backslash_escapes: bool) -> Analysis {
         let mut st = statement(s);
         st.time_limits
             .extend(limits.get(n).into_iter().flatten().copied());
+        st.unchecks |= unchecked.get(n).copied().unwrap_or(false);
         if compound {
             let has = |words: &[&str]| {
                 s.iter().any(|t| {
@@ -494,6 +512,7 @@ fn statement(s: &[&Token]) -> Statement {
                 st.xa = inner.has_xa();
                 st.foreign_kill = inner.kill.is_some() || inner.kills_others();
                 st.time_limits.extend(inner.time_limits());
+                st.unchecks |= inner.unchecks();
                 st.artifact |= inner.touches_artifact();
             }
             _ => st.opaque = true,
@@ -517,8 +536,10 @@ fn opens_compound(s: &[&Token<'_>]) -> bool {
             .any(|k| word_is(first, k))
 }
 
-/// True for a name of the `max_statement_time` variable in any of its spellings.
-fn names_time_limit(t: &Token<'_>) -> bool {
+const TIME_LIMIT: &str = "max_statement_time";
+
+/// True for a name of system variable `variable` (lower case) in any of its spellings.
+fn names_variable(t: &Token<'_>, variable: &str) -> bool {
     let text = match t.kind {
         TokenKind::Word | TokenKind::Variable => t.text.to_ascii_lowercase(),
         TokenKind::QuotedIdent => unquote(t.text).to_ascii_lowercase(),
@@ -530,7 +551,7 @@ fn names_time_limit(t: &Token<'_>) -> bool {
         .find_map(|p| name.strip_prefix(p))
         .unwrap_or(name)
         .trim_matches('`');
-    name == "max_statement_time"
+    name == variable
 }
 
 /// The values a SET statement gives `max_statement_time` (see [`Statement::time_limits`]).
@@ -540,7 +561,7 @@ fn time_limits(s: &[&Token<'_>]) -> Vec<Option<u64>> {
     }
     let mut out = Vec::new();
     for (i, t) in s.iter().enumerate() {
-        if !names_time_limit(t) {
+        if !names_variable(t, TIME_LIMIT) {
             continue;
         }
         if !s

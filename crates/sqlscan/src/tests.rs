@@ -609,3 +609,25 @@ fn time_limits_given_in_every_spelling() {
         assert_eq!(&got, want, "{sql}");
     }
 }
+
+#[test]
+fn check_constraints_cannot_be_switched_off() {
+    for (sql, unchecks) in [
+        ("SET check_constraint_checks = 0", true),
+        ("SET SESSION check_constraint_checks=OFF", true),
+        ("SET @@check_constraint_checks = 0", true),
+        (
+            "SET STATEMENT check_constraint_checks=0 FOR INSERT INTO t VALUES (1)",
+            true,
+        ),
+        ("EXECUTE IMMEDIATE 'SET check_constraint_checks = 0'", true),
+        (
+            "BEGIN NOT ATOMIC SET check_constraint_checks = 0; INSERT INTO t VALUES (1); END",
+            true,
+        ),
+        ("SELECT @@check_constraint_checks", false),
+        ("SET foreign_key_checks = 0", false),
+    ] {
+        assert_eq!(analyze(sql).unchecks(), unchecks, "{sql}");
+    }
+}

@@ -787,6 +787,12 @@ fn query_limits_and_kill() {
         .unwrap();
         let sum: Option<i64> = c.query_first("SELECT SUM(v) FROM w").await.unwrap();
         assert_eq!(sum, Some(180));
+        // CHECK constraints cannot be switched off for a session.
+        let e = c
+            .query_drop("SET SESSION check_constraint_checks = 0")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("always hold"), "{e}");
         c.disconnect().await.unwrap();
     });
     drop(rt);
