@@ -428,7 +428,11 @@ impl HttpSql {
             return fail("invalid_argument", "use POST", gzip);
         }
         let ip = peer.ip();
-        let username = basic_auth(&req).map(|(u, _)| u).unwrap_or_default();
+        let credentials = basic_auth(&req);
+        let username = credentials
+            .as_ref()
+            .map(|(u, _)| u.clone())
+            .unwrap_or_default();
         if self.gw.blocked(ip, &username) {
             return fail(
                 "resource_exhausted",
@@ -436,7 +440,7 @@ impl HttpSql {
                 gzip,
             );
         }
-        let Some(login) = self.authenticate(&req, ip) else {
+        let Some(login) = credentials.and_then(|(u, p)| self.authenticate(u, &p, ip)) else {
             self.gw.failed_login(ip, &username).await;
             return fail("unauthenticated", "invalid auth credentials", gzip);
         };
@@ -617,9 +621,13 @@ impl HttpSql {
         answer
     }
 
-    fn authenticate(&self, req: &Request<Incoming>, ip: std::net::IpAddr) -> Option<Arc<Login>> {
+    fn authenticate(
+        &self,
+        user: String,
+        password: &str,
+        ip: std::net::IpAddr,
+    ) -> Option<Arc<Login>> {
         use sha2::Digest;
-        let (user, password) = basic_auth(req)?;
         let secret: [u8; 32] = sha2::Sha256::digest(password.as_bytes()).into();
         {
             let mut cache = lock(&self.logins);
@@ -633,7 +641,7 @@ impl HttpSql {
                 }
             }
         }
-        let login = Arc::new(self.authenticate_slow(&user, &password, ip)?);
+        let login = Arc::new(self.authenticate_slow(&user, password, ip)?);
         self.gw.platform.password_used(&login.password);
         let mut cache = lock(&self.logins);
         if cache.len() > 10_000 {

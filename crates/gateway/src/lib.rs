@@ -177,6 +177,9 @@ impl<K: std::hash::Hash + Eq> FailureCounts<K> {
 
     fn count(&self, key: &K) -> u32 {
         let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_empty() {
+            return 0;
+        }
         match f.get(key) {
             Some((n, since)) if since.elapsed() < FAILURE_WINDOW => *n,
             Some(_) => {
