@@ -50,6 +50,19 @@ while not os.path.exists(stop_file):
             cur.execute("DELETE FROM `%s` WHERE id = %%s" % t, (i,))
             if cur.rowcount == 1:
                 changes.append((t, i, None))
+        elif op < 0.9:
+            # Read, think, then write the row read, in one transaction: the transaction holds the
+            # table's metadata lock from its read on, which a queued DDL would deadlock against.
+            i = rng.randint(1, 2000) * mod + rem
+            cur.execute("SELECT w FROM `%s` WHERE id = %%s" % t, (i,))
+            cur.fetchall()
+            think = rng.uniform(0.005, 0.03)
+            time.sleep(think)
+            started += think
+            w = rng.randint(1, 1_000_000)
+            cur.execute("UPDATE `%s` SET w = %%s WHERE id = %%s" % t, (w, i))
+            if cur.rowcount == 1:
+                changes.append((t, i, w))
         else:
             # A transaction of several statements, committed together.
             w = rng.randint(1, 1_000_000)

@@ -388,7 +388,7 @@ impl Platform {
             }
             d.state = "in_progress_revert".into();
             self.save(&mut d)?;
-            let stall = run::revert(
+            let stall = match run::revert(
                 &mut conn,
                 &database.name,
                 &plan,
@@ -396,7 +396,39 @@ impl Platform {
                 SWAP_ATTEMPTS,
             )
             .await
-            .map_err(deploy_err)?;
+            {
+                Ok(stall) => stall,
+                Err(e) => {
+                    // Refused at the swap (a write that arrived after the check), or no moment
+                    // free of transactions: nothing was swapped, so the deployment stays as it
+                    // was, its window open, and the caller is told why.
+                    if run::revert_untouched(&mut conn, &database.name, &plan)
+                        .await
+                        .unwrap_or(false)
+                    {
+                        d.state = "complete_pending_revert".into();
+                        self.save(&mut d)?;
+                        return Err(ControlError::Unprocessable(format!(
+                            "Deploy request #{number} was not reverted: {}",
+                            run::plain_names(&plan, &e.to_string())
+                        )));
+                    }
+                    if matches!(e, strata_deploy::DeployError::RevertRefused { .. }) {
+                        // Other tables are reverted already: the worker finishes once the row is
+                        // fixed (the deployment stays `in_progress_revert`, with this reason).
+                        let why = format!(
+                            "{}; the other tables are reverted already: the revert finishes once such rows are fixed",
+                            run::plain_names(&plan, &e.to_string())
+                        );
+                        d.error = Some(why.clone());
+                        self.save(&mut d)?;
+                        return Err(ControlError::Unprocessable(format!(
+                            "Deploy request #{number} is partly reverted: {why}"
+                        )));
+                    }
+                    return Err(deploy_err(e));
+                }
+            };
             let mut p = progress_of(&d);
             // The deploy's migrations undone in the log, so the framework sees them so; rows
             // the application recorded since stay.
@@ -1163,6 +1195,18 @@ impl Platform {
                     "{e}; the deployment was reverted"
                 )));
             }
+            // Refused after other tables were swapped (a write that arrived in the milliseconds
+            // before this table's swap): tried again until the row is fixed, never left half.
+            Err(e @ DeployError::WriteRefused { .. })
+                if !run::cutover_untouched(&mut conn, &database.name, &plan)
+                    .await
+                    .unwrap_or(true) =>
+            {
+                return Err(ControlError::Internal(format!(
+                    "{}; the other tables are cut over already: the cut-over finishes once such rows are fixed",
+                    run::plain_names(&plan, &e.to_string())
+                )));
+            }
             Err(e) => return Err(deploy_err(e)),
         };
         tracing::info!(deployment = %d.id, stall_ms = stall.as_millis() as u64, seconds = started.elapsed().as_secs_f64(), "deployment cut over");
@@ -1283,7 +1327,7 @@ impl Platform {
         // and the migration log (both steps are safe to repeat).
         if end == "complete_revert" && matches!(placement, Placement::Swapped | Placement::Reverted)
         {
-            let stall = run::revert(
+            let stall = match run::revert(
                 &mut conn,
                 &database.name,
                 &plan,
@@ -1291,7 +1335,32 @@ impl Platform {
                 SWAP_ATTEMPTS,
             )
             .await
-            .map_err(deploy_err)?;
+            {
+                Ok(stall) => stall,
+                Err(e @ strata_deploy::DeployError::RevertRefused { .. })
+                    if run::revert_untouched(&mut conn, &database.name, &plan)
+                        .await
+                        .unwrap_or(false) =>
+                {
+                    // A resumed revert refused before its first swap: the deployment stays, its
+                    // window open.
+                    tracing::warn!(deployment = %d.id, error = %e, "revert refused at the swap");
+                    d.state = "complete_pending_revert".into();
+                    d.error = Some(run::plain_names(&plan, &e.to_string()));
+                    self.save(&mut d)?;
+                    return Ok(d);
+                }
+                // Refused after other tables were reverted (a write that arrived in the
+                // milliseconds before this table's swap): tried again until the row is fixed,
+                // never half undone.
+                Err(e @ strata_deploy::DeployError::RevertRefused { .. }) => {
+                    return Err(ControlError::Internal(format!(
+                        "{}; the other tables are reverted already: the revert finishes once such rows are fixed",
+                        run::plain_names(&plan, &e.to_string())
+                    )))
+                }
+                Err(e) => return Err(deploy_err(e)),
+            };
             let mut p = progress_of(&d);
             run::undo_migration_rows(&mut conn, &database.name, &p)
                 .await

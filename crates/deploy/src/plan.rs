@@ -138,8 +138,15 @@ pub struct OnlineAlter {
     pub fit_checks: Vec<FitCheck>,
     /// Shared columns with the same definition on both sides: compared value by value.
     pub compared: Vec<String>,
-    /// The key rows are matched and chunked by (non-null, unique, on both sides).
+    /// The key rows are matched and chunked by: the old table's (non-null, unique there), its
+    /// columns on both sides.
     pub key: Vec<String>,
+    /// What the reverse triggers match a row of the old table by: `key` and the columns of a new
+    /// identifying key. `key` alone may not be unique in the new table (a primary key widened
+    /// from `(a)` to `(a, b)`), where two rows share it: by it alone, deleting one of them deleted
+    /// the other's old row. Empty in plans made before (`key` then).
+    #[serde(default)]
+    pub back_match: Vec<String>,
     /// The old table's index over `key` (`PRIMARY` or a unique key's name).
     pub key_index: String,
     /// Non-unique keys of the new schema, left out of the shadow during the copy and built after it
@@ -193,7 +200,20 @@ pub enum PlanError {
     Missing(String),
 }
 
+fn has_column(t: &Table, c: &String) -> bool {
+    t.columns.iter().any(|x| &x.name == c)
+}
+
 impl OnlineAlter {
+    /// The columns the reverse triggers match an old row by (see [`OnlineAlter::back_match`]).
+    pub fn back_key(&self) -> &[String] {
+        if self.back_match.is_empty() {
+            &self.key
+        } else {
+            &self.back_match
+        }
+    }
+
     /// The columns the reverse triggers write into the old table.
     pub fn back_columns(&self) -> &[String] {
         if self.shared_back.is_empty() {
@@ -496,6 +516,19 @@ pub fn plan(
                     .collect();
                 let mut lean = new.clone();
                 lean.indexes.retain(|ix| !deferred(&ix.definition));
+                let back_match = {
+                    let mut m = key.clone();
+                    // Only columns that hold the same values on both sides (unchanged
+                    // definitions): a converted value would match nothing.
+                    if let Some(n) = row_identifying_keys(new).into_iter().find(|n| {
+                        n.iter().all(|c| {
+                            has_column(old, c) && (key.contains(c) || compared.contains(c))
+                        })
+                    }) {
+                        m.extend(n.into_iter().filter(|c| !key.contains(c)));
+                    }
+                    m
+                };
                 steps.push(Step::AlterTable(Box::new(OnlineAlter {
                     table: name.clone(),
                     statement: change.statement.clone(),
@@ -512,6 +545,7 @@ pub fn plan(
                     shared_back,
                     fit_checks,
                     compared,
+                    back_match,
                     key,
                     key_index,
                 })));
@@ -553,6 +587,39 @@ fn is_view_statement(statement: &str) -> bool {
 pub(crate) mod tests {
     use super::*;
     use strata_schema::{changes, parse_table, Change};
+
+    #[test]
+    fn old_rows_are_matched_by_the_new_key_columns_too() {
+        let t = |keys: &str| {
+            format!("CREATE TABLE `acct` (\n  `user_id` int(11) NOT NULL,\n  `tenant` varchar(10) NOT NULL,\n  `bal` int(11) DEFAULT NULL,\n  {keys}\n) ENGINE=InnoDB")
+        };
+        let old = schema(&[&t("PRIMARY KEY (`user_id`)")]);
+        // The primary key widened: `user_id` alone is no longer unique in the new table, so the
+        // reverse triggers match the old row by both columns (by `user_id` alone, deleting one of
+        // two new rows deleted the other's old row).
+        let wider = schema(&[&t("PRIMARY KEY (`user_id`,`tenant`)")]);
+        let p = plan("0000beef", &old, &wider, &changes(&old, &wider).unwrap()).unwrap();
+        let a = p.online_alters().next().unwrap();
+        assert_eq!(a.key, ["user_id"]);
+        assert_eq!(a.back_key(), ["user_id", "tenant"]);
+        let r = crate::sql::reverse_triggers(&p, 0, a);
+        assert!(
+            r[2].contains("WHERE `user_id` = OLD.`user_id` AND `tenant` = OLD.`tenant`"),
+            "{}",
+            r[2]
+        );
+        // A new key column whose definition changed is left out (its values differ).
+        let changed = schema(&[&t("PRIMARY KEY (`user_id`,`tenant`)")
+            .replace("`tenant` varchar(10)", "`tenant` varchar(20)")]);
+        let p = plan(
+            "0000beef",
+            &old,
+            &changed,
+            &changes(&old, &changed).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(p.online_alters().next().unwrap().back_key(), ["user_id"]);
+    }
 
     /// A schema of the given `SHOW CREATE TABLE` texts (shared by this crate's tests).
     pub(crate) fn schema(tables: &[&str]) -> Schema {

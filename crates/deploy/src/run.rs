@@ -22,77 +22,44 @@ pub async fn ensure_blackhole(conn: &mut Conn) -> Result<()> {
     Ok(())
 }
 
-/// How long a DDL first tries for its locks without queueing for them: meanwhile no writer ever
-/// waits behind it, and none can be chosen as the victim of a metadata-lock deadlock with it (a
-/// transaction that read the table and then writes it would wait for the pending DDL, which waits
-/// for that transaction: MariaDB ends the transaction with 1213).
-const PATIENT: Duration = Duration::from_secs(10);
-
-/// Runs a DDL statement that needs an exclusive metadata lock. First it only takes the locks when
-/// they are free (`lock_wait_timeout=0`, tried again and again for [`PATIENT`]); then it queues,
-/// giving up after `timeout` so the writers queued behind it are never stalled longer, retried
-/// up to `attempts` times. Returns how long writers were held: every queued wait, and the
-/// statement itself.
+/// Runs a DDL statement that needs an exclusive metadata lock, taking its locks only when they are
+/// free (`lock_wait_timeout=0`, tried every 2 ms for `timeout × attempts`), never queueing for
+/// them: a queued DDL stalls every writer behind it, and a transaction that read the table and
+/// then writes it would wait for the DDL, which waits for that transaction, and MariaDB's
+/// metadata-lock deadlock detector ends the application's transaction (1213), never the DDL.
+/// Past that time it gives up (`LockTimeout`, a passing condition: the deployment's step is tried
+/// again later; a revert asks to be retried), without having interrupted anyone. Returns how long
+/// writers were held: the statement itself.
 ///
-/// Any statement but `LOCK TABLES` (RENAMEs, trigger drops, ALTERs) is bounded by
-/// `lock_wait_timeout` instead (whole seconds, at least one): that bounds only the wait for its
-/// locks, while a
-/// `max_statement_time` can also end it after it took them, in the middle of its work, and
-/// MariaDB 10.11 then undoes a RENAME of a table with triggers leaving its trigger file empty
-/// (every statement on the table fails with 1343 until repaired by hand; seen once under writers
-/// holding `SELECT … FOR UPDATE` transactions during a revert). `LOCK TABLES`, the other user,
-/// does nothing but wait, so a timer ending it is harmless and keeps the finer bound.
+/// (`lock_wait_timeout` also bounds only the wait for locks, never the work once they are held: a
+/// `max_statement_time` can end a RENAME in the middle, and MariaDB 10.11 then undoes a RENAME of a
+/// table with triggers leaving its trigger file empty.)
 pub async fn ddl_with_timeout(
     conn: &mut Conn,
     statement: &str,
     timeout: Duration,
     attempts: u32,
 ) -> Result<Duration> {
-    let mut last = None;
-    let upper = statement.trim_start().to_ascii_uppercase();
-    let bounded = if upper.starts_with("LOCK TABLES") {
-        format!(
-            "SET STATEMENT max_statement_time={:.3} FOR {statement}",
-            timeout.as_secs_f64()
-        )
-    } else {
-        format!(
-            "SET STATEMENT lock_wait_timeout={} FOR {statement}",
-            timeout.as_secs_f64().ceil().max(1.0) as u64
-        )
-    };
     let unqueued = format!("SET STATEMENT lock_wait_timeout=0 FOR {statement}");
     // Often: under busy autocommit writers the table is free only between their statements.
-    let patient_until = Instant::now() + PATIENT.min(timeout * attempts.max(1));
+    let until = Instant::now() + timeout * attempts.max(1);
     loop {
         let started = Instant::now();
         match conn.query_drop(unqueued.as_str()).await {
             Ok(()) => return Ok(started.elapsed()),
-            Err(e) if lock_timeout(&e) && Instant::now() < patient_until => {
+            Err(e) if lock_timeout(&e) && Instant::now() < until => {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            Err(e) if lock_timeout(&e) => break,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let mut stall = Duration::ZERO;
-    for attempt in 0..attempts.max(1) {
-        let started = Instant::now();
-        let r = conn.query_drop(bounded.as_str()).await;
-        stall += started.elapsed();
-        match r {
-            Ok(()) => return Ok(stall),
             Err(e) if lock_timeout(&e) => {
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+                return Err(DeployError::LockTimeout {
+                    statement: statement.chars().take(120).collect(),
+                    detail: "transactions kept the table busy the whole time; none was interrupted"
+                        .into(),
+                })
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(DeployError::LockTimeout {
-        statement: statement.chars().take(120).collect(),
-        detail: last.map(|e| e.to_string()).unwrap_or_default(),
-    })
 }
 
 /// Creates or drops triggers while holding `LOCK TABLES … WRITE` on the table they are on and the
@@ -1342,6 +1309,27 @@ pub async fn revert_blockers(conn: &mut Conn, plan: &Plan) -> Result<Vec<(String
         Err(e) if missing_table(&e) => Err(DeployError::NotPrepared),
         Err(e) => Err(e.into()),
     }
+}
+
+/// True when none of the cut-over's RENAMEs has been made (a marked plan; else `true`).
+pub async fn cutover_untouched(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<bool> {
+    if !plan.marked {
+        return Ok(true);
+    }
+    let pairs = sql::cutover_pairs(plan);
+    let have = existing(conn, schema, &pairs).await?;
+    Ok(sql::renames_done(&pairs, |n| have.contains(n)) == Some(0))
+}
+
+/// True when none of the revert's RENAMEs has been made (a marked plan; else `false`): a revert
+/// that stopped before its first swap leaves the deployment as it was, its window open.
+pub async fn revert_untouched(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<bool> {
+    if !plan.marked {
+        return Ok(false);
+    }
+    let pairs = sql::revert_pairs(plan);
+    let have = existing(conn, schema, &pairs).await?;
+    Ok(sql::renames_done(&pairs, |n| have.contains(n)) == Some(0))
 }
 
 /// The revert: one atomic RENAME puts the old tables back (they hold every write made since the

@@ -307,7 +307,8 @@ fn forward_triggers_keyed(plan: &Plan, step: usize, a: &OnlineAlter, blocked: &s
 /// or the row is recorded (a revert would round or cut them); else any record of it is taken
 /// back. A row not found (the old table is still a placeholder, before the cut-over) is no verdict.
 fn fit_verdict(a: &OnlineAlter, blocked: &str) -> String {
-    let clear_new = clear(blocked, &a.key, "NEW");
+    let key = a.back_key();
+    let clear_new = clear(blocked, key, "NEW");
     if a.fit_checks.is_empty() {
         return format!("{clear_new};");
     }
@@ -328,8 +329,7 @@ fn fit_verdict(a: &OnlineAlter, blocked: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let on = a
-        .key
+    let on = key
         .iter()
         .map(|c| format!("o.{c} = NEW.{c}", c = q(c)))
         .collect::<Vec<_>>()
@@ -340,7 +340,7 @@ fn fit_verdict(a: &OnlineAlter, blocked: &str) -> String {
         record(
             blocked,
             &a.table,
-            &a.key,
+            key,
             "NEW",
             "CONCAT('the old schema cannot hold a value written since the deploy exactly (column ', misfit, ')')"
         )
@@ -350,6 +350,9 @@ fn fit_verdict(a: &OnlineAlter, blocked: &str) -> String {
 /// Reverse triggers of a plan with keyed blockers (see [`Plan::keyed_blockers`]). A row missing
 /// from the old table (its insert was refused) is inserted by a later update that fits.
 fn reverse_triggers_keyed(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String> {
+    // Rows of the old table are matched by its key and the new table's key columns: the old key
+    // alone may be shared by two rows of the new table.
+    let key = a.back_key();
     let blocked = plan.revert_blocked_for(step);
     let s = q(&a.shadow);
     let o = q(&a.old);
@@ -373,31 +376,31 @@ fn reverse_triggers_keyed(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<Stri
     // key is gone from the application's table, so it goes from the old table too.
     let moved = format!(
         "IF {} THEN {}; END IF; {}; ",
-        key_changed(&a.key),
-        delete_found(&o, &a.key, "OLD"),
-        clear(&blocked, &a.key, "OLD")
+        key_changed(key),
+        delete_found(&o, key, "OLD"),
+        clear(&blocked, key, "OLD")
     );
     vec![
         format!(
             "CREATE TRIGGER IF NOT EXISTS {} AFTER INSERT ON {s} FOR EACH ROW BEGIN {guard} {} {insert}; {verdict} END; END IF; END",
             q(&trigger_name(&plan.tag, step, 'r', "i")),
-            keyed_handler(&blocked, &a.table, &a.key, "NEW", "", false),
+            keyed_handler(&blocked, &a.table, key, "NEW", "", false),
         ),
         format!(
             "CREATE TRIGGER IF NOT EXISTS {} AFTER UPDATE ON {s} FOR EACH ROW BEGIN {guard} {} {}; IF EXISTS (SELECT 1 FROM {o} WHERE {} FOR UPDATE) THEN UPDATE {o} SET {sets} WHERE {}; ELSEIF NOT EXISTS (SELECT 1 FROM {o} WHERE {} FOR UPDATE) THEN {insert}; END IF; {verdict} END; END IF; END",
             q(&trigger_name(&plan.tag, step, 'r', "u")),
-            keyed_handler(&blocked, &a.table, &a.key, "NEW", &moved, false),
-            clear(&blocked, &a.key, "OLD"),
-            key_match(&a.key, "OLD"),
-            key_match(&a.key, "OLD"),
-            key_match(&a.key, "NEW"),
+            keyed_handler(&blocked, &a.table, key, "NEW", &moved, false),
+            clear(&blocked, key, "OLD"),
+            key_match(key, "OLD"),
+            key_match(key, "OLD"),
+            key_match(key, "NEW"),
         ),
         format!(
             "CREATE TRIGGER IF NOT EXISTS {} AFTER DELETE ON {s} FOR EACH ROW BEGIN {guard} {} {}; {}; END; END IF; END",
             q(&trigger_name(&plan.tag, step, 'r', "d")),
-            keyed_handler(&blocked, &a.table, &a.key, "OLD", "", false),
-            delete_found(&o, &a.key, "OLD"),
-            clear(&blocked, &a.key, "OLD"),
+            keyed_handler(&blocked, &a.table, key, "OLD", "", false),
+            delete_found(&o, key, "OLD"),
+            clear(&blocked, key, "OLD"),
         ),
     ]
 }

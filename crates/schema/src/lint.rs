@@ -338,6 +338,21 @@ pub fn lint_changes(from: &Schema, to: &Schema, changes: &[Change]) -> Vec<Findi
                     continue;
                 }
             }
+            let nullable = |d: &str| !d.to_ascii_uppercase().contains("NOT NULL");
+            if nullable(&oc.definition) && !nullable(&nc.definition) {
+                let mut f = Finding::new(
+                    "NARROWING_CHANGE",
+                    Severity::Warning,
+                    name,
+                    format!(
+                        "Column `{name}`.`{}` becomes NOT NULL: a row holding NULL fails the deploy; check the data first",
+                        nc.name
+                    ),
+                );
+                f.column = Some(nc.name.clone());
+                out.push(f);
+                continue;
+            }
             let (from_cs, to_cs) = (
                 column_charset(&oc.definition, &old.options),
                 column_charset(&nc.definition, &new.options),
@@ -467,9 +482,13 @@ fn charset_narrows(a: &str, b: &str) -> bool {
 /// True for a narrowing the server makes by rounding, with neither error nor warning: fewer
 /// fractional seconds, DOUBLE to FLOAT.
 fn rounds_silently(a: &ColumnType, b: &ColumnType) -> bool {
+    const INTS: [&str; 5] = ["tinyint", "smallint", "mediumint", "int", "bigint"];
     let times = ["datetime", "timestamp", "time"];
+    let fractional = ["float", "double", "real"].contains(&a.base.as_str())
+        || (a.base == "decimal" && a.args.get(1).copied().unwrap_or(0) > 0);
     (times.contains(&a.base.as_str()) && a.base == b.base)
         || (["double", "real"].contains(&a.base.as_str()) && b.base == "float")
+        || (fractional && INTS.contains(&b.base.as_str()))
 }
 
 /// True when some value of type `a` has no place in type `b` (within one family; a change of
@@ -479,6 +498,22 @@ fn narrows(a: &ColumnType, b: &ColumnType) -> bool {
     const TEXTS: [&str; 4] = ["tinytext", "text", "mediumtext", "longtext"];
     const BLOBS: [&str; 4] = ["tinyblob", "blob", "mediumblob", "longblob"];
     let rank = |list: &[&str], t: &str| list.iter().position(|x| *x == t);
+    // Fractions into whole numbers (rounded), doubles into exact decimals, dates losing their
+    // time, fewer bits.
+    let fractional = ["float", "double", "real"].contains(&a.base.as_str())
+        || (a.base == "decimal" && a.args.get(1).copied().unwrap_or(0) > 0);
+    if fractional && rank(&INTS, &b.base).is_some() {
+        return true;
+    }
+    if ["float", "double", "real"].contains(&a.base.as_str()) && b.base == "decimal" {
+        return true;
+    }
+    if ["datetime", "timestamp"].contains(&a.base.as_str()) && b.base == "date" {
+        return true;
+    }
+    if a.base == "bit" && b.base == "bit" {
+        return b.args.first().copied().unwrap_or(1) < a.args.first().copied().unwrap_or(1);
+    }
     if let (Some(x), Some(y)) = (rank(&INTS, &a.base), rank(&INTS, &b.base)) {
         return match (a.unsigned, b.unsigned) {
             // Negative values have no place.
@@ -678,7 +713,8 @@ mod tests {
                 "decimal(10,1) DEFAULT NULL",
                 true,
             ),
-            ("int(11) DEFAULT NULL", "int(11) NOT NULL DEFAULT 0", false),
+            // Existing NULLs do not fit, default or not.
+            ("int(11) DEFAULT NULL", "int(11) NOT NULL DEFAULT 0", true),
             ("datetime(6) DEFAULT NULL", "datetime DEFAULT NULL", true),
             ("datetime DEFAULT NULL", "datetime(3) DEFAULT NULL", false),
             ("double DEFAULT NULL", "float DEFAULT NULL", true),
@@ -698,6 +734,17 @@ mod tests {
                 "enum('a b','c,d','e') DEFAULT NULL",
                 false,
             ),
+            ("float DEFAULT NULL", "int(11) DEFAULT NULL", true),
+            ("decimal(10,4) DEFAULT NULL", "int(11) DEFAULT NULL", true),
+            (
+                "decimal(10,0) DEFAULT NULL",
+                "bigint(20) DEFAULT NULL",
+                false,
+            ),
+            ("double DEFAULT NULL", "decimal(30,10) DEFAULT NULL", true),
+            ("datetime DEFAULT NULL", "date DEFAULT NULL", true),
+            ("bit(8) DEFAULT NULL", "bit(4) DEFAULT NULL", true),
+            ("int(11) DEFAULT NULL", "int(11) NOT NULL", true),
             // Unsigned into a strictly larger signed type fits; into the same size it does not.
             (
                 "int(10) unsigned DEFAULT NULL",

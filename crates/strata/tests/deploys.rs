@@ -1985,6 +1985,31 @@ fn a_row_blocks_only_while_it_does_not_fit_and_a_revert_never_rounds() {
         "strata_admin",
         "UPDATE shop.p SET id = 1002, label = 'short' WHERE id = 1001; UPDATE shop.p SET label = 'trailing  ' WHERE id = 6",
     );
+    // A misfit committed after the revert's first check, while the revert waits for the table:
+    // caught at the swap, nothing reverted, and the window stays open.
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            s.sql_ok(
+                &main_id,
+                "strata_admin",
+                "BEGIN; INSERT INTO shop.e VALUES ('race', 'open', NULL, 'longer than five'); DO SLEEP(1.5); COMMIT",
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let refused = s.fails(&["deploy-request", "revert", "shop", "2"]);
+        assert!(
+            refused.contains("was not reverted") && refused.contains("Data too long"),
+            "{refused}"
+        );
+        writer.join().unwrap();
+    });
+    let d = wait_state(&s, "2", &["complete_pending_revert"], 10);
+    assert_eq!(d["revertable"], true, "{d}");
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "DELETE FROM shop.e WHERE k = 'race'",
+    );
     s.ok(&["deploy-request", "revert", "shop", "2", "--wait"]);
     wait_state(&s, "2", &["complete_revert"], 120);
     assert_eq!(
@@ -2051,5 +2076,66 @@ fn a_row_blocks_only_while_it_does_not_fit_and_a_revert_never_rounds() {
         )
         .trim(),
         "0123456789"
+    );
+}
+
+/// A primary key widened from `(user_id)` to `(user_id, tenant)`: in the revert window two rows
+/// share `user_id`. The old table's rows are matched by both columns, so deleting one of them
+/// never deletes the other's old row; a row the old key cannot hold blocks the revert until it
+/// can.
+#[test]
+fn a_widened_primary_key_reverts_without_losing_rows() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let main_id = s.new_database("shop");
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.acct (user_id INT NOT NULL, tenant VARCHAR(10) NOT NULL, bal INT, PRIMARY KEY (user_id));
+         INSERT INTO shop.acct VALUES (1, 't1', 100), (2, 't1', 200), (3, 't1', 300)",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let pk = s.json(&["branch", "create", "shop", "pk", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &pk,
+        "strata_admin",
+        "ALTER TABLE shop.acct DROP PRIMARY KEY, ADD PRIMARY KEY (user_id, tenant)",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "pk",
+        "--enable-auto-apply",
+    ]);
+    s.ok(&["deploy-request", "deploy", "shop", "1", "--wait"]);
+    wait_state(&s, "1", &["complete_pending_revert"], 120);
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "INSERT INTO shop.acct VALUES (1, 't2', 150); DELETE FROM shop.acct WHERE user_id = 1 AND tenant = 't2';
+         INSERT INTO shop.acct VALUES (2, 't2', 250); DELETE FROM shop.acct WHERE user_id = 2 AND tenant = 't1'",
+    );
+    let refused = s.fails(&["deploy-request", "revert", "shop", "1"]);
+    assert!(refused.contains("Duplicate entry"), "{refused}");
+    // Written again now that the old key can hold it: the revert goes ahead with every row.
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "UPDATE shop.acct SET bal = 251 WHERE user_id = 2 AND tenant = 't2'",
+    );
+    s.ok(&["deploy-request", "revert", "shop", "1", "--wait"]);
+    wait_state(&s, "1", &["complete_revert"], 60);
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT GROUP_CONCAT(CONCAT_WS('|', user_id, tenant, bal) ORDER BY user_id) FROM shop.acct"
+        )
+        .trim(),
+        "1|t1|100,2|t2|251,3|t1|300"
     );
 }
