@@ -247,10 +247,11 @@ fn keyed_handler(
     )
 }
 
-/// Deletes the row keyed like `row` from `target` if it is there. Looked for first (a locking
-/// read, as the DELETE's own): a target that is still a BLACKHOLE placeholder has no rows, and an
-/// UPDATE or DELETE on one makes the server warn the application's statement about binary
-/// logging, naming the artifact.
+/// Deletes the row keyed like `row` from `target` if it is there (looked for first with a locking
+/// read, as the DELETE's own). Known limit: while `target` is a BLACKHOLE placeholder, the server
+/// still warns the application's UPDATE and DELETE statements that row events for it are not
+/// logged (the warning names the artifact): it comes from the tables the triggers may write,
+/// opened with the statement, not from a write made.
 fn delete_found(target: &str, key: &[String], row: &str) -> String {
     let m = key_match(key, row);
     format!("IF EXISTS (SELECT 1 FROM {target} WHERE {m} FOR UPDATE) THEN DELETE FROM {target} WHERE {m}; END IF")
