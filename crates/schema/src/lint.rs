@@ -320,7 +320,7 @@ pub fn lint_changes(from: &Schema, to: &Schema, changes: &[Change]) -> Vec<Findi
             if let (Some(a), Some(b)) = (column_type(&oc.definition), column_type(&nc.definition)) {
                 if narrows(&a, &b) {
                     let what = if rounds_silently(&a, &b) {
-                        "values are rounded to the new precision without an error, as ALTER TABLE does"
+                        "values are rounded to the new precision (or lose trailing spaces) without an error, as ALTER TABLE does"
                     } else {
                         "a value that does not fit fails the deploy; check the data first"
                     };
@@ -486,9 +486,12 @@ fn rounds_silently(a: &ColumnType, b: &ColumnType) -> bool {
     let times = ["datetime", "timestamp", "time"];
     let fractional = ["float", "double", "real"].contains(&a.base.as_str())
         || (a.base == "decimal" && a.args.get(1).copied().unwrap_or(0) > 0);
+    let exact = INTS.contains(&a.base.as_str()) || a.base == "decimal";
     (times.contains(&a.base.as_str()) && a.base == b.base)
         || (["double", "real"].contains(&a.base.as_str()) && b.base == "float")
         || (fractional && INTS.contains(&b.base.as_str()))
+        || (exact && ["float", "double", "real"].contains(&b.base.as_str()))
+        || (a.base == "varchar" && b.base == "char")
 }
 
 /// True when some value of type `a` has no place in type `b` (within one family; a change of
@@ -506,6 +509,16 @@ fn narrows(a: &ColumnType, b: &ColumnType) -> bool {
         return true;
     }
     if ["float", "double", "real"].contains(&a.base.as_str()) && b.base == "decimal" {
+        return true;
+    }
+    // Exact numbers into floating point: digits past its precision are rounded.
+    if (rank(&INTS, &a.base).is_some() || a.base == "decimal")
+        && ["float", "double", "real"].contains(&b.base.as_str())
+    {
+        return true;
+    }
+    // CHAR drops trailing spaces.
+    if a.base == "varchar" && b.base == "char" {
         return true;
     }
     if ["datetime", "timestamp"].contains(&a.base.as_str()) && b.base == "date" {
@@ -735,6 +748,9 @@ mod tests {
                 false,
             ),
             ("float DEFAULT NULL", "int(11) DEFAULT NULL", true),
+            ("bigint(20) DEFAULT NULL", "double DEFAULT NULL", true),
+            ("decimal(10,2) DEFAULT NULL", "float DEFAULT NULL", true),
+            ("varchar(10) DEFAULT NULL", "char(10) DEFAULT NULL", true),
             ("decimal(10,4) DEFAULT NULL", "int(11) DEFAULT NULL", true),
             (
                 "decimal(10,0) DEFAULT NULL",
