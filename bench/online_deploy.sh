@@ -16,8 +16,8 @@ cargo build --release -q -p strata
 S=target/release/strata
 alter="ADD COLUMN extra INT NULL, ADD INDEX ipad (pad)"
 
-load() { # table
-  mariadb -h127.0.0.1 -P"$direct_port" -ustrata_admin -p"$direct_pass" bench -e "
+load() { # table (as the control plane's user: with safe migrations on, the roles have no DDL)
+  mariadb --defaults-file="$work/data/instances/$branch/client-strata_root.cnf" bench -e "
     DROP TABLE IF EXISTS $1;
     CREATE TABLE $1 (id BIGINT NOT NULL PRIMARY KEY, k INT NOT NULL, c CHAR(120) NOT NULL, pad CHAR(60) NOT NULL, KEY ik (k)) ENGINE=InnoDB;
     INSERT INTO $1 SELECT seq, seq % 100000, CONCAT(MD5(seq), MD5(seq + 1), MD5(seq + 2)), MD5(seq * 7) FROM seq_1_to_$rows;"
