@@ -200,6 +200,13 @@ pub fn init_sql(
             quote_ident(schema)
         ));
     }
+    // No other account may log in: the datadir template comes with `root` (and possibly
+    // anonymous) accounts without a password, reachable on loopback by any local process.
+    out.push(
+        "DELETE FROM mysql.global_priv WHERE User NOT LIKE 'strata\\_%' AND User <> 'mariadb.sys'"
+            .into(),
+    );
+    out.push("DELETE FROM mysql.proxies_priv WHERE User NOT LIKE 'strata\\_%'".into());
     out.push("FLUSH PRIVILEGES".into());
     out.into_iter().map(|s| s + ";\n").collect()
 }

@@ -479,6 +479,11 @@ fn statement(s: &[&Token]) -> Statement {
                 }));
     }
     st.xa = keyword == "XA";
+    // `SET @a = 1, PASSWORD = …`: a password assignment anywhere in a SET.
+    st.credentials |= keyword == "SET"
+        && s.windows(2).any(|w| {
+            word_is(Some(w[0]), "PASSWORD") && (w[1].text == "=" || word_is(Some(w[1]), "FOR"))
+        });
     st.credentials |= matches!(keyword.as_str(), "GRANT" | "REVOKE")
         || (keyword == "RENAME" && word_is(s.get(1).copied(), "USER"))
         || (keyword == "SET"

@@ -631,3 +631,17 @@ fn check_constraints_cannot_be_switched_off() {
         assert_eq!(analyze(sql).unchecks(), unchecks, "{sql}");
     }
 }
+
+#[test]
+fn a_password_set_among_other_assignments_is_an_account_statement() {
+    for sql in [
+        "SET @a = 1, PASSWORD = PASSWORD('x')",
+        "SET NAMES utf8mb4, PASSWORD = 'x'",
+        "SET @x = 1, /*!PASSWORD*/ = PASSWORD('x')",
+        "SET PASSWORD FOR CURRENT_USER() = 'x'",
+    ] {
+        assert!(analyze(sql).manages_credentials(), "{sql}");
+    }
+    assert!(!analyze("SET @password = 1").manages_credentials());
+    assert!(!analyze("SELECT PASSWORD('x') = 'y'").manages_credentials());
+}

@@ -1788,6 +1788,28 @@ fn a_password_cannot_take_its_roles_credential() {
             mysql_async::Conn::new(stolen).await.is_err(),
             "the changed credential still logs in"
         );
+        // No account of the datadir template logs in (root had no password on loopback).
+        for user in ["root", ""] {
+            let o = mysql_async::OptsBuilder::default()
+                .ip_or_hostname("127.0.0.1")
+                .tcp_port(port)
+                .user(Some(user))
+                .prefer_socket(false);
+            assert!(
+                mysql_async::Conn::new(o).await.is_err(),
+                "{user:?} logs into the instance without a password"
+            );
+        }
+        // A password assignment among others in one SET is an account statement too.
+        let mut c = mysql_async::Conn::new(opts(&s, &other, &other_pw))
+            .await
+            .unwrap();
+        let e = c
+            .query_drop("SET @a = 1, PASSWORD = PASSWORD('stolen')")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("managed with the API"), "{e}");
+        drop(c);
         // Every other client of the role is served, on new backend connections too.
         let mut pinned = mysql_async::Conn::new(opts(&s, &other, &other_pw))
             .await
