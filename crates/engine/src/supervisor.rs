@@ -319,26 +319,23 @@ impl Instance {
             spec.safe_migrations = on;
             spec.schema.clone()
         };
-        let user = format!(
-            "'{}'@'{}'",
-            Role::Admin.internal_user(),
-            config::INTERNAL_HOST
-        );
-        let statement = if on {
+        // Schema-change privileges taken from, or given back to, one user.
+        let switch = |user: &str| {
+            let user = format!("'{user}'@'{}'", config::INTERNAL_HOST);
+            let (verb, dir) = if on {
+                ("REVOKE", "FROM")
+            } else {
+                ("GRANT", "TO")
+            };
             format!(
-                "REVOKE {} ON {}.* FROM {user}",
-                strata_model::role::SCHEMA_CHANGES,
-                quote_ident(&schema)
-            )
-        } else {
-            format!(
-                "GRANT {} ON {}.* TO {user}",
+                "{verb} {} ON {}.* {dir} {user}",
                 strata_model::role::SCHEMA_CHANGES,
                 quote_ident(&schema)
             )
         };
         let mut conn = self.connect().await?;
-        conn.query_drop(statement).await?;
+        conn.query_drop(switch(&Role::Admin.internal_user()))
+            .await?;
         // The same for the admin passwords' own users.
         let admins: Vec<String> = self
             .password_users
@@ -351,22 +348,8 @@ impl Instance {
             .collect();
         let _one = self.users_sync.lock().await;
         for user in admins {
-            let user = format!("'{user}'@'{}'", config::INTERNAL_HOST);
-            let statement = if on {
-                format!(
-                    "REVOKE {} ON {}.* FROM {user}",
-                    strata_model::role::SCHEMA_CHANGES,
-                    quote_ident(&schema)
-                )
-            } else {
-                format!(
-                    "GRANT {} ON {}.* TO {user}",
-                    strata_model::role::SCHEMA_CHANGES,
-                    quote_ident(&schema)
-                )
-            };
             // A user not made yet gets its grants when it is.
-            if let Err(e) = conn.query_drop(statement).await {
+            if let Err(e) = conn.query_drop(switch(&user)).await {
                 tracing::debug!(error = %e, "safe migrations not switched for a password user");
             }
         }

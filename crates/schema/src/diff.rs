@@ -173,6 +173,11 @@ const CHARACTER_TYPES: &[&str] = &[
 /// True when a column definition's type holds characters (CHAR, VARCHAR, the TEXTs, ENUM, SET;
 /// MariaDB's JSON is a LONGTEXT).
 pub fn is_character_type(definition: &str) -> bool {
+    CHARACTER_TYPES.contains(&column_type(definition).1.as_str())
+}
+
+/// A column definition's type as written (`varchar(10)`) and its base, lower case (`varchar`).
+fn column_type(definition: &str) -> (&str, String) {
     let ty = split_top_level(definition, ' ')
         .first()
         .copied()
@@ -182,21 +187,13 @@ pub fn is_character_type(definition: &str) -> bool {
         .next()
         .unwrap_or_default()
         .to_ascii_lowercase();
-    CHARACTER_TYPES.contains(&base.as_str())
+    (ty, base)
 }
 
 /// A column of a character type printed without its own character set or collation: it has the
 /// table's.
 pub fn inherits_charset(definition: &str) -> bool {
-    let ty = split_top_level(definition, ' ')
-        .first()
-        .copied()
-        .unwrap_or_default();
-    let base = ty
-        .split('(')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let (ty, base) = column_type(definition);
     let rest = &definition[ty.len()..];
     CHARACTER_TYPES.contains(&base.as_str())
         && !rest.starts_with(" CHARACTER SET ")
