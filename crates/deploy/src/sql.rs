@@ -1068,7 +1068,11 @@ mod tests {
         );
         let r = reverse_triggers(&p, 0, &a);
         assert!(r[0].contains("CONVERT(o.`v` USING utf8mb4) COLLATE utf8mb4_nopad_bin <=> CONVERT(NEW.`v` USING utf8mb4) COLLATE utf8mb4_nopad_bin"), "{}", r[0]);
-        assert!(r[1].contains("IF ROW_COUNT() = 0 AND NOT EXISTS"), "{}", r[1]);
+        assert!(
+            r[1].contains("IF ROW_COUNT() = 0 AND NOT EXISTS"),
+            "{}",
+            r[1]
+        );
         assert!(
             r[1].contains(&format!(
                 "DELETE FROM `{}` WHERE `a` = OLD.`a` AND `b` = OLD.`b`",
