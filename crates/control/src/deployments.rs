@@ -14,6 +14,7 @@ use crate::{lock, Caller, ControlError, Platform, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_catalog::{Database, DeployRequest, Deployment};
+use strata_deploy::gate::{Gate, BRANCH_GATE};
 use strata_deploy::run::{self, Placement};
 use strata_deploy::{DeployError, Plan, Progress, TableProgress};
 use strata_engine::mysql_async::{prelude::Queryable, Conn};
@@ -347,6 +348,25 @@ impl Platform {
         db: &str,
         number: i64,
     ) -> Result<DeployRequestStatus> {
+        let (_, request) = self.numbered(caller, org, db, number)?;
+        let gate = self
+            .deployment_for(&request)
+            .ok()
+            .and_then(|d| self.deploy_gate(&d));
+        self.gated(
+            gate,
+            self.revert_deploy_request_gated(caller, org, db, number),
+        )
+        .await
+    }
+
+    async fn revert_deploy_request_gated(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+    ) -> Result<DeployRequestStatus> {
         let (database, request) = self.numbered(caller, org, db, number)?;
         let reverted = {
             let _guard = self.deploy_lock.lock().await;
@@ -457,6 +477,22 @@ impl Platform {
 
     /// Closes the revert window now: the deploy becomes permanent and its artifacts are dropped.
     pub async fn skip_revert(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+    ) -> Result<DeployRequestStatus> {
+        let (_, request) = self.numbered(caller, org, db, number)?;
+        let gate = self
+            .deployment_for(&request)
+            .ok()
+            .and_then(|d| self.deploy_gate(&d));
+        self.gated(gate, self.skip_revert_gated(caller, org, db, number))
+            .await
+    }
+
+    async fn skip_revert_gated(
         &self,
         caller: &Caller,
         org: &str,
@@ -608,8 +644,33 @@ impl Platform {
         }
     }
 
+    /// The gate of the branch a deployment changes.
+    fn deploy_gate(&self, d: &Deployment) -> Option<Arc<Gate>> {
+        let database = self.catalog().database_by_id(&d.database_id).ok()?;
+        let branch = self.target_branch(&database, d).ok()?;
+        Some(self.gate(&branch.id))
+    }
+
+    /// Runs a deploy step with its branch's gate at hand (see `strata_deploy::gate`).
+    async fn gated<T>(
+        &self,
+        gate: Option<Arc<Gate>>,
+        step: impl std::future::Future<Output = T>,
+    ) -> T {
+        match gate {
+            Some(g) => BRANCH_GATE.scope(g, step).await,
+            None => step.await,
+        }
+    }
+
     /// Moves one deployment on until it must wait; passing failures are retried by a later tick.
     async fn drive(self: Arc<Self>, d: Deployment) {
+        let gate = self.deploy_gate(&d);
+        let me = self.clone();
+        me.gated(gate, self.drive_gated(d)).await
+    }
+
+    async fn drive_gated(self: Arc<Self>, d: Deployment) {
         let mut d = d;
         loop {
             let before = d.state.clone();

@@ -21,6 +21,7 @@ pub use error::{ControlError, Result};
 pub use passwords::{
     expired as password_expired, Login, NewPassword, PasswordRequest, PasswordUpdate,
 };
+pub use strata_deploy::gate;
 
 use error::not_found;
 use std::collections::HashMap;
@@ -113,6 +114,9 @@ pub struct Platform {
     /// When each branch's server grants last changed (safe migrations switched): connections
     /// opened before read their database privileges again before they are used.
     grants_changed: Mutex<HashMap<String, std::time::Instant>>,
+    /// Each branch's gate: deploy steps close it while they wait for a free table, the front doors
+    /// hold new transactions while it is closed (see `strata_deploy::gate`).
+    gates: Mutex<HashMap<String, Arc<strata_deploy::gate::Gate>>>,
 }
 
 /// The longest time to live a password or service token may have: 100 years (an expiry further
@@ -170,6 +174,7 @@ impl Platform {
             data_progress: Mutex::new(HashMap::new()),
             backup_store,
             grants_changed: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -881,6 +886,14 @@ impl Platform {
             lock(&self.grants_changed).insert(b.id.clone(), std::time::Instant::now());
         }
         Ok(b)
+    }
+
+    /// The branch's gate (made on first use).
+    pub fn gate(&self, branch_id: &str) -> Arc<strata_deploy::gate::Gate> {
+        lock(&self.gates)
+            .entry(branch_id.to_string())
+            .or_default()
+            .clone()
     }
 
     /// When the branch's server grants last changed while `strata up` ran.

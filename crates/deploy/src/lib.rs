@@ -7,6 +7,7 @@
 //!
 //! Change capture is by triggers, not the binlog: see ARCHITECTURE.md for why.
 
+pub mod gate;
 pub mod plan;
 pub mod run;
 pub mod sql;

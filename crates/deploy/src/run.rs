@@ -4,6 +4,7 @@
 use crate::plan::{Mark, OnlineAlter, Plan, Step};
 use crate::sql;
 use crate::DeployError;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_engine::mysql_async::prelude::Queryable;
 use strata_engine::mysql_async::{Conn, Row, Value};
@@ -28,8 +29,10 @@ pub async fn ensure_blackhole(conn: &mut Conn) -> Result<()> {
 /// then writes it would wait for the DDL, which waits for that transaction, and MariaDB's
 /// metadata-lock deadlock detector ends the application's transaction (1213), never the DDL.
 /// Past that time it gives up (`LockTimeout`, a passing condition: the deployment's step is tried
-/// again later; a revert asks to be retried), without having interrupted anyone. Returns how long
-/// writers were held: the statement itself.
+/// again later; a revert asks to be retried), without having interrupted anyone. While it tries,
+/// the branch's gate (see [`crate::gate`]) holds new transactions at the front doors for a moment
+/// now and then, so that the ones under way can leave the table free. Returns how long writers
+/// were held: the statement itself, and the gate's closing before it.
 ///
 /// (`lock_wait_timeout` also bounds only the wait for locks, never the work once they are held: a
 /// `max_statement_time` can end a RENAME in the middle, and MariaDB 10.11 then undoes a RENAME of a
@@ -43,11 +46,14 @@ pub async fn ddl_with_timeout(
     let unqueued = format!("SET STATEMENT lock_wait_timeout=0 FOR {statement}");
     // Often: under busy autocommit writers the table is free only between their statements.
     let until = Instant::now() + timeout * attempts.max(1);
+    let gate = crate::gate::BRANCH_GATE.try_with(Arc::clone).ok();
+    let mut closings = crate::gate::Closings::default();
     loop {
         let started = Instant::now();
         match conn.query_drop(unqueued.as_str()).await {
-            Ok(()) => return Ok(started.elapsed()),
+            Ok(()) => return Ok(closings.held().max(started.elapsed())),
             Err(e) if lock_timeout(&e) && Instant::now() < until => {
+                closings.busy(gate.as_ref());
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             Err(e) if lock_timeout(&e) => {

@@ -820,6 +820,10 @@ impl HttpSql {
         } else {
             sql
         };
+        if !s.in_transaction && s.locked_at.is_none() {
+            // As on the MySQL port: a new transaction waits while a deploy step closes the gate.
+            link.pass_gate().await;
+        }
         let mut lease = match s.conn.take() {
             Some(c) => c,
             None => link.lease().await.map_err(|e| rpc_error(&e))?,

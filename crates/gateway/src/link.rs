@@ -137,12 +137,12 @@ pub(crate) struct Link {
     database: String,
     role_target: Option<Arc<Target>>,
     root_target: Option<Arc<Target>>,
+    gate: Arc<strata_control::gate::Gate>,
 }
 
 impl Link {
     pub fn new(gw: Arc<Gateway>, login: &Login, profile: u32, charset: u8) -> Link {
         Link {
-            gw,
             key: PoolKey {
                 branch_id: login.branch.id.clone(),
                 password_id: login.password.id.clone(),
@@ -154,7 +154,15 @@ impl Link {
             database: login.database.name.clone(),
             role_target: None,
             root_target: None,
+            gate: gw.platform.gate(&login.branch.id),
+            gw,
         }
+    }
+
+    /// Before a new transaction (or a statement outside one): waits while a deploy step holds the
+    /// branch's gate closed, a moment at most (see `strata_control::gate`).
+    pub async fn pass_gate(&self) {
+        self.gate.pass(strata_control::gate::GATE_WAIT_MAX).await;
     }
 
     /// As the control plane's user (`root`) or as the password's own user.

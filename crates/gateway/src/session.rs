@@ -224,6 +224,11 @@ impl Session {
     /// The pinned connection, or one from the pool. An OLAP session's connection has the
     /// default statement time limit lifted, so it stays with the session (reset when it ends).
     async fn lease(&mut self) -> Result<Lease, ErrPacket> {
+        // A new transaction waits while a deploy step needs its table free for a moment; one under
+        // way (or table locks held) goes on, or the step would wait for it in vain.
+        if self.status & status::IN_TRANS == 0 && self.tables_locked.is_none() {
+            self.link.pass_gate().await;
+        }
         if let Some(l) = self.pinned.take() {
             return Ok(l);
         }

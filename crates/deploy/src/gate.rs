@@ -1,0 +1,174 @@
+//! The branch's gate: while a deploy step waits for a moment when no transaction holds the table it
+//! changes, the front doors hold back new transactions for a short while, so the ones under way can
+//! finish and leave that moment. Without it, clients that run transaction after transaction on the
+//! table (sysbench's `oltp_read_write` at 4 threads) never leave it free, and the deploy waits for
+//! the load to stop. A DDL is never queued behind them instead: a transaction that read the table
+//! and then writes it would wait for the queued DDL, and the server would end the application's
+//! transaction as a deadlock.
+//!
+//! A client is held at most [`Gate::pass`]'s bound; a transaction under way is never held.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long one closing of the gate lasts at most before it opens again for [`GATE_REST`].
+pub const GATE_HOLD: Duration = Duration::from_millis(250);
+/// How long the gate stays open between two closings while a step still waits.
+pub const GATE_REST: Duration = Duration::from_millis(750);
+/// The longest a client waits at a closed gate, whatever happens to its closer.
+pub const GATE_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// One branch's gate: closed while any [`Closed`] of it lives.
+#[derive(Debug)]
+pub struct Gate {
+    closers: watch::Sender<u32>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            closers: watch::channel(0).0,
+        }
+    }
+}
+
+impl Gate {
+    pub fn new() -> Arc<Gate> {
+        Arc::new(Gate::default())
+    }
+
+    /// Closes the gate until the returned value is dropped.
+    pub fn close(self: &Arc<Self>) -> Closed {
+        self.closers.send_modify(|n| *n += 1);
+        Closed {
+            gate: self.clone(),
+            since: Instant::now(),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closers.borrow() > 0
+    }
+
+    /// Returns once the gate is open, or after `max`.
+    pub async fn pass(&self, max: Duration) {
+        if !self.is_closed() {
+            return;
+        }
+        let mut rx = self.closers.subscribe();
+        let _ = tokio::time::timeout(max, rx.wait_for(|n| *n == 0)).await;
+    }
+}
+
+/// A closing of a [`Gate`]; dropping it opens the gate (unless another closing holds it).
+#[derive(Debug)]
+pub struct Closed {
+    gate: Arc<Gate>,
+    since: Instant,
+}
+
+impl Closed {
+    /// How long the gate has been closed by this closing.
+    pub fn held(&self) -> Duration {
+        self.since.elapsed()
+    }
+}
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        self.gate.closers.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+tokio::task_local! {
+    /// The gate of the branch the current deploy step changes (set by the control plane around
+    /// its steps; DDL without it simply waits for a free moment).
+    pub static BRANCH_GATE: Arc<Gate>;
+}
+
+/// The gate's state while a step keeps trying a DDL: closed on the first failed try, opened again
+/// after [`GATE_HOLD`] for [`GATE_REST`], and so on.
+#[derive(Default)]
+pub struct Closings {
+    held: Option<Closed>,
+    rest_until: Option<Instant>,
+}
+
+impl Closings {
+    /// A try failed because the table was busy.
+    pub fn busy(&mut self, gate: Option<&Arc<Gate>>) {
+        let Some(gate) = gate else { return };
+        let now = Instant::now();
+        match &self.held {
+            Some(c) if c.held() >= GATE_HOLD => {
+                self.held = None;
+                self.rest_until = Some(now + GATE_REST);
+            }
+            Some(_) => {}
+            None if self.rest_until.is_none_or(|r| now >= r) => {
+                self.held = Some(gate.close());
+            }
+            None => {}
+        }
+    }
+
+    /// How long clients have been held by the current closing (zero when open).
+    pub fn held(&self) -> Duration {
+        self.held.as_ref().map_or(Duration::ZERO, Closed::held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn clients_wait_while_closed_and_never_longer_than_the_bound() {
+        let gate = Gate::new();
+        gate.pass(Duration::from_secs(5)).await;
+        let closed = gate.close();
+        let second = gate.close();
+        assert!(gate.is_closed());
+        let t0 = Instant::now();
+        gate.pass(Duration::from_millis(300)).await;
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        drop(closed);
+        assert!(gate.is_closed(), "another closing still holds it");
+        let g = gate.clone();
+        let waiter = tokio::spawn(async move {
+            let t0 = Instant::now();
+            g.pass(Duration::from_secs(5)).await;
+            t0.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        drop(second);
+        let waited = waiter.await.unwrap();
+        assert!(waited >= Duration::from_millis(40) && waited < Duration::from_secs(1));
+        assert!(!gate.is_closed());
+    }
+
+    #[test]
+    fn closings_alternate_hold_and_rest() {
+        let gate = Gate::new();
+        let mut c = Closings::default();
+        c.busy(None);
+        assert!(!gate.is_closed(), "no gate, nothing closed");
+        c.busy(Some(&gate));
+        assert!(gate.is_closed());
+        c.held = Some(Closed {
+            gate: gate.clone(),
+            since: Instant::now() - GATE_HOLD,
+        });
+        // The old closing is dropped with the assignment above: one closer now.
+        c.busy(Some(&gate));
+        assert!(!gate.is_closed(), "opened after the hold");
+        c.busy(Some(&gate));
+        assert!(!gate.is_closed(), "stays open for the rest");
+        c.rest_until = Some(Instant::now());
+        c.busy(Some(&gate));
+        assert!(gate.is_closed(), "closed again");
+        drop(c);
+        assert!(!gate.is_closed(), "a step that ends opens it");
+    }
+}
