@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod backend;
 mod client;
+pub mod clients;
 pub mod http;
 mod link;
 mod pool;
@@ -80,6 +81,10 @@ pub struct GatewayConfig {
     pub prelogin_per_address: usize,
     /// Time to finish the login (TLS and the MySQL handshake; an HTTP request's headers).
     pub login_timeout: Duration,
+    /// Client connections open on both front doors, in all (see `clients`).
+    pub max_clients: usize,
+    /// Logged-in MySQL sessions of one password.
+    pub max_clients_per_password: usize,
 }
 
 impl Default for GatewayConfig {
@@ -94,6 +99,8 @@ impl Default for GatewayConfig {
             prelogin_max: 1024,
             prelogin_per_address: 64,
             login_timeout: Duration::from_secs(10),
+            max_clients: 16_000,
+            max_clients_per_password: 4_000,
         }
     }
 }
@@ -132,6 +139,8 @@ pub struct Gateway {
     pub(crate) consolidated: std::sync::atomic::AtomicU64,
     /// MySQL connections still logging in.
     prelogin: Arc<admission::Admission>,
+    /// Client connections of both front doors, in all and per password.
+    pub(crate) clients: Arc<clients::Clients>,
 }
 
 /// Binds the gateway's listener with a deep accept queue, so a burst of connections waits for the
@@ -157,6 +166,15 @@ async fn too_many_connections(mut tcp: TcpStream) {
         &ErrPacket::new(1040, "08004", "Too many connections").encode(),
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&out)).await;
+}
+
+/// A password holding its share of the gateway's sessions (MySQL's `max_user_connections`).
+pub(crate) fn too_many_user_connections(username: &str, max: usize) -> ErrPacket {
+    ErrPacket::new(
+        1203,
+        "42000",
+        format!("User {username} already has more than 'max_user_connections' active connections ({max} per password)"),
+    )
 }
 
 /// After this many failed logins from one address, its failures are answered ever more slowly.
@@ -280,6 +298,7 @@ impl Gateway {
             platform,
             pools: pool::Pools::new(cfg.pool_size, cfg.pool_wait),
             prelogin: admission::Admission::new(cfg.prelogin_max, cfg.prelogin_per_address),
+            clients: clients::Clients::new(cfg.max_clients, cfg.max_clients_per_password),
             cfg,
             tls,
             sessions: Mutex::new(HashMap::new()),
@@ -325,6 +344,11 @@ impl Gateway {
                     Ok((tcp, peer)) => {
                         let me = self.clone();
                         tokio::spawn(async move {
+                            // Held for the connection's life.
+                            let Some(_open) = me.clients.open() else {
+                                too_many_connections(tcp).await;
+                                return;
+                            };
                             let wait = admission::WAIT;
                             match me.prelogin.enter_within(peer.ip(), wait).await {
                                 Some(ticket) => me.connection(tcp, peer, ticket).await,
@@ -372,8 +396,8 @@ impl Gateway {
         };
         drop(ticket);
         match login {
-            Some(Ok(Ok(Some((client, login, nonce))))) => {
-                session::run(self.clone(), client, login, nonce, id, peer).await
+            Some(Ok(Ok(Some((client, login, nonce, seat))))) => {
+                session::run(self.clone(), client, login, nonce, id, peer, seat).await
             }
             Some(Ok(Ok(None))) => {}
             Some(Ok(Err(e))) => tracing::debug!(%peer, error = %e, "connection ended during login"),
@@ -394,7 +418,7 @@ impl Gateway {
         tcp: TcpStream,
         peer: SocketAddr,
         id: u32,
-    ) -> Result<Option<(ClientConn, Login, Vec<u8>)>, client::ClientError> {
+    ) -> Result<Option<(ClientConn, Login, Vec<u8>, clients::Seat)>, client::ClientError> {
         let ip = peer.ip();
         let mut tcp = tcp;
         let nonce = random_nonce();
@@ -580,6 +604,15 @@ impl Gateway {
                 return Ok(None);
             }
         }
+        let Some(seat) = self.clients.seat(&login.password.id) else {
+            client
+                .send_err(&too_many_user_connections(
+                    &resp.username,
+                    self.clients.per_password_max(),
+                ))
+                .await?;
+            return Ok(None);
+        };
         self.platform.password_used(&login.password);
         client.queue_ok(&OkPacket::simple(caps::status::AUTOCOMMIT));
         client.flush().await?;
@@ -595,7 +628,7 @@ impl Gateway {
                 }),
             );
         client.charset = resp.charset;
-        Ok(Some((client, login, nonce)))
+        Ok(Some((client, login, nonce, seat)))
     }
 }
 

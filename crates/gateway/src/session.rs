@@ -60,6 +60,8 @@ struct Session {
     next_stmt: u32,
     /// While this session runs a query others wait on: the response, kept to share.
     capture: Option<Captured>,
+    /// The session's place among its password's (see `clients`).
+    seat: crate::clients::Seat,
     /// The last forwarded command ended without an error.
     last_ok: bool,
     /// The transaction the gateway rolled back at its time limit: the error the client's next
@@ -118,6 +120,7 @@ pub(crate) async fn run(
     nonce: Vec<u8>,
     id: u32,
     peer: SocketAddr,
+    seat: crate::clients::Seat,
 ) {
     let link = Link::new(
         gw.clone(),
@@ -154,6 +157,7 @@ pub(crate) async fn run(
         stmts: std::collections::HashMap::new(),
         next_stmt: 1,
         capture: None,
+        seat,
     };
     loop {
         enum Wake {
@@ -368,6 +372,25 @@ impl Session {
                 self.client.send_err(&e).await?;
                 return Ok(Flow::Close);
             }
+        }
+        // The new password's share of sessions, before anything changes.
+        let seat = if login.password.id == self.login.password.id {
+            None
+        } else {
+            match self.gw.clients.seat(&login.password.id) {
+                Some(seat) => Some(seat),
+                None => {
+                    let e = crate::too_many_user_connections(
+                        &cu.username,
+                        self.gw.clients.per_password_max(),
+                    );
+                    self.client.send_err(&e).await?;
+                    return Ok(Flow::Close);
+                }
+            }
+        };
+        if let Some(seat) = seat {
+            self.seat = seat;
         }
         // A clean slate, on the old pool, before the identity changes.
         if let Some(mut lease) = self.pinned.take() {

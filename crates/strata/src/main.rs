@@ -106,6 +106,15 @@ enum Command {
         max_logins: usize,
         #[arg(long, default_value_t = 64)]
         max_logins_per_address: usize,
+        /// Client connections open on the gateway (MySQL and HTTP SQL), in all; past it, `1040 Too
+        /// many connections`. Default: four fifths of the process's open-files limit (the rest is
+        /// kept for backend connections and the REST API).
+        #[arg(long)]
+        max_connections: Option<usize>,
+        /// Logged-in MySQL sessions of one password; past it, `1203`. Default: a quarter of
+        /// `--max-connections`.
+        #[arg(long)]
+        max_connections_per_password: Option<usize>,
         /// Seconds an autocommit query may run.
         #[arg(long, default_value_t = 900)]
         query_timeout: u64,
@@ -237,6 +246,8 @@ fn main() -> std::process::ExitCode {
             login_timeout,
             max_logins,
             max_logins_per_address,
+            max_connections,
+            max_connections_per_password,
             revert_window,
             initial_org,
             backup_dir,
@@ -274,6 +285,9 @@ fn main() -> std::process::ExitCode {
                     login_timeout: std::time::Duration::from_secs(login_timeout.max(1)),
                     prelogin_max: max_logins,
                     prelogin_per_address: max_logins_per_address,
+                    // 0: derived from the open-files limit once `strata up` has raised it.
+                    max_clients: max_connections.unwrap_or(0),
+                    max_clients_per_password: max_connections_per_password.unwrap_or(0),
                     ..Default::default()
                 },
                 org: initial_org,

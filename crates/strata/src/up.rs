@@ -57,14 +57,19 @@ async fn shutdown_signal() {
 /// Every client connection, backend connection and instance file is a descriptor of this process
 /// (or its servers): the soft limit (often 1024) is raised to the hard one, so the bounds the
 /// gateway keeps on connections are what limits them, not the kernel's default.
-fn raise_descriptor_limit() {
+/// Returns the limit in force.
+fn raise_descriptor_limit() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
                 tracing::warn!(soft, hard, error = %e, "cannot raise the open-files limit");
+                soft
             }
-        }
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
     }
 }
 
@@ -82,7 +87,20 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .canonicalize()
         .with_context(|| format!("bad data directory {}", args.data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
-    raise_descriptor_limit();
+    let descriptors = raise_descriptor_limit();
+    let mut args = args;
+    if args.gateway.max_clients == 0 {
+        args.gateway.max_clients = strata_gateway::clients::max_for_descriptors(descriptors);
+    }
+    if args.gateway.max_clients_per_password == 0 {
+        args.gateway.max_clients_per_password = (args.gateway.max_clients / 4).max(1);
+    }
+    tracing::info!(
+        descriptors,
+        max_connections = args.gateway.max_clients,
+        per_password = args.gateway.max_clients_per_password,
+        "client connection bounds"
+    );
     let binaries = ServerBinaries::detect().context("cannot find a database server")?;
     tracing::info!(server = %binaries.describe(), data_dir = %data_dir.display(), "starting");
     let catalog = Arc::new(

@@ -2103,3 +2103,91 @@ fn a_few_addresses_cannot_fill_the_login_places_for_everyone() {
     let _ = rt.block_on(c.disconnect());
     drop(held);
 }
+
+/// Logged-in clients are bounded too: one password holds at most its share of the gateway's
+/// sessions (MySQL's `1203`, its idle connections cannot keep the others out), and past the bound
+/// in all a new connection hears `1040` on both front doors while the REST API and the sessions
+/// already open keep answering (the bound leaves descriptors for them).
+#[test]
+fn logged_in_clients_are_bounded_per_password_and_in_all() {
+    let (_root, s) = setup(&[
+        "--max-connections",
+        "24",
+        "--max-connections-per-password",
+        "10",
+    ]);
+    let (app, app_pw, _) = password(&s, "shop", "main", "readwriter");
+    let (other, other_pw, _) = password(&s, "shop", "main", "reader");
+    let (third, third_pw, _) = password(&s, "shop", "main", "admin");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let connect = |u: &str, p: &str| rt.block_on(mysql_async::Conn::new(opts(&s, u, p)));
+
+    let mut held = Vec::new();
+    for i in 0..10 {
+        held.push(connect(&app, &app_pw).unwrap_or_else(|e| panic!("login {i}: {e}")));
+    }
+    let e = connect(&app, &app_pw).expect_err("the 11th session of one password");
+    assert!(
+        matches!(&e, mysql_async::Error::Server(se) if se.code == 1203 && se.message.contains("max_user_connections")),
+        "{e}"
+    );
+    // Another password is not affected, and one session ending gives its place back.
+    held.push(connect(&other, &other_pw).expect("another password logs in"));
+    let _ = rt.block_on(held.remove(0).disconnect());
+    std::thread::sleep(Duration::from_millis(200));
+    held.push(connect(&app, &app_pw).expect("a place given back is taken again"));
+
+    // The bound in all: 24 open connections (20 here, logged in), then 1040 on both doors.
+    for _ in 0..9 {
+        held.push(connect(&other, &other_pw).expect("other password"));
+    }
+    while held.len() < 24 {
+        match connect(&third, &third_pw) {
+            Ok(c) => held.push(c),
+            Err(e) => panic!("{} open: {e}", held.len()),
+        }
+    }
+    let e = connect(&third, &third_pw).expect_err("past the bound in all");
+    assert!(
+        matches!(&e, mysql_async::Error::Server(se) if se.code == 1040),
+        "{e}"
+    );
+    let http = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", "-u", &format!("{third}:{third_pw}")])
+        .args(["-H", "content-type: application/json"])
+        .args(["-d", r#"{"query":"SELECT 3","session":null}"#])
+        .arg(format!(
+            "http://127.0.0.1:{}/psdb.v1alpha1.Database/Execute",
+            s.http_port
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&http.stdout).contains("\"rows\""),
+        "HTTP SQL past the bound is closed"
+    );
+    // The API and the sessions already open keep answering.
+    let dbs = s.json(&["database", "list"]);
+    assert_eq!(dbs.as_array().map(Vec::len), Some(1), "{dbs}");
+    for c in held.iter_mut() {
+        let one: Option<i64> = rt.block_on(c.query_first("SELECT 1")).unwrap();
+        assert_eq!(one, Some(1));
+    }
+    // COM_CHANGE_USER to a password at its share is refused.
+    let mut c = held.pop().unwrap();
+    let r = rt.block_on(
+        c.change_user(
+            mysql_async::ChangeUserOpts::default()
+                .with_user(Some(app.clone()))
+                .with_pass(Some(app_pw.clone())),
+        ),
+    );
+    assert!(r.is_err(), "change_user past the password's share");
+    for c in held {
+        let _ = rt.block_on(c.disconnect());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = connect(&third, &third_pw).expect("places given back");
+    let one: Option<i64> = rt.block_on(c.query_first("SELECT 1")).unwrap();
+    assert_eq!(one, Some(1));
+}
