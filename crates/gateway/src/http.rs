@@ -71,6 +71,8 @@ struct HttpSession {
     pinned: bool,
     olap: bool,
     last_used: Instant,
+    /// Statements prepared with SQL on the session's connection (see `link::SqlPrepared`).
+    sql_prepared: link::SqlPrepared,
 }
 
 impl HttpSession {
@@ -82,6 +84,7 @@ impl HttpSession {
         self.tx_started = None;
         self.locked_at = None;
         self.pinned = false;
+        self.sql_prepared.clear();
         was_in_transaction
     }
 }
@@ -710,6 +713,7 @@ impl HttpSql {
             pinned: false,
             olap: false,
             last_used: Instant::now(),
+            sql_prepared: link::SqlPrepared::default(),
         }))
     }
 
@@ -835,7 +839,8 @@ impl HttpSql {
         payload.extend_from_slice(sql.as_bytes());
         // With autocommit off an UPDATE or DELETE opens (or continues) the client's transaction:
         // the row-limit guard is then a savepoint, never a commit.
-        let dml = a.is(&["UPDATE", "DELETE"]);
+        let dml = a.changes_rows() || s.sql_prepared.executes_rows(&a);
+        s.sql_prepared.follow(&a);
         let guarded_in_tx = s.in_transaction || s.status & status::AUTOCOMMIT == 0;
         let outcome = if dml {
             let b = &mut lease.backend;
@@ -843,7 +848,7 @@ impl HttpSql {
                 b,
                 &payload,
                 &[],
-                guarded_in_tx,
+                link::Guard::new(guarded_in_tx, s.locked_at.is_some()),
                 limits,
                 deadline,
                 &mut link,
@@ -888,9 +893,9 @@ impl HttpSql {
         let t = &collected.tracker;
         let mut status_now = if t.error || !t.status_seen {
             None
-        } else if dml && !guarded_in_tx {
-            // The guard's own transaction was committed.
-            Some(t.status & !status::IN_TRANS)
+        } else if dml {
+            // The guard's own transaction (and its switch of autocommit) are not the client's.
+            Some(link::Guard::new(guarded_in_tx, s.locked_at.is_some()).client_status(t.status))
         } else {
             Some(t.status)
         };

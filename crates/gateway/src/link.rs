@@ -105,25 +105,135 @@ pub(crate) fn time_limit_refusal(
         })
 }
 
-/// How the row-limit guard around an UPDATE or DELETE ends: inside the client's transaction (or
-/// with autocommit off) a savepoint was taken, else a transaction was opened. A failed statement
-/// was already undone by the server (a deadlock even rolls back the whole transaction, savepoint
-/// included): only one over the limit needs undoing here. Outside a transaction what succeeded
-/// before a failure in the same text is committed, as autocommit would have.
-pub(crate) fn row_limit_end(in_tx: bool, over: bool, _failed: bool) -> Option<&'static str> {
-    match (in_tx, over) {
-        (true, true) => Some("ROLLBACK TO SAVEPOINT strata_row_limit"),
-        (true, false) => None,
-        (false, true) => Some("ROLLBACK"),
-        (false, false) => Some("COMMIT"),
+/// Statements a client prepared with SQL (`PREPARE name FROM 'text'`; text built at run time is
+/// refused), by name: whether each changes rows, so its `EXECUTE` runs under the row limit.
+#[derive(Debug, Default)]
+pub(crate) struct SqlPrepared(std::collections::HashMap<String, bool>);
+
+impl SqlPrepared {
+    /// True when the text executes a statement that changes rows, or one never seen prepared.
+    pub fn executes_rows(&self, a: &strata_sqlscan::Analysis) -> bool {
+        a.statements.iter().any(|s| {
+            s.keyword == "EXECUTE"
+                && s.prepared_name
+                    .as_ref()
+                    .is_some_and(|n| self.0.get(n).copied().unwrap_or(true))
+        })
+    }
+
+    /// Follows the text's PREPARE and DEALLOCATE statements.
+    pub fn follow(&mut self, a: &strata_sqlscan::Analysis) {
+        for s in &a.statements {
+            match (s.keyword.as_str(), &s.prepared_name) {
+                ("PREPARE", Some(n)) => {
+                    self.0.insert(n.clone(), s.changes_rows);
+                }
+                ("DEALLOCATE" | "DROP", Some(n)) => {
+                    self.0.remove(n);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
     }
 }
 
-fn row_limit_start(in_tx: bool) -> &'static str {
-    if in_tx {
-        "SAVEPOINT strata_row_limit"
-    } else {
-        "BEGIN"
+/// A text that changes rows under the row limit must not commit (or open a transaction, or end
+/// one) on its own: its other statements may only read and write rows. Otherwise an UPDATE over
+/// the limit would be committed before the limit's ROLLBACK (an ANALYZE, a FLUSH or `EXECUTE
+/// IMMEDIATE 'COMMIT'` commits implicitly) while the client hears the refusal.
+pub(crate) fn row_limit_text_refusal(a: &strata_sqlscan::Analysis) -> Option<ErrPacket> {
+    if a.statements.len() < 2 {
+        return None;
+    }
+    let plain = |s: &strata_sqlscan::Statement| {
+        !s.ddl
+            && matches!(
+                s.keyword.as_str(),
+                "SELECT"
+                    | "INSERT"
+                    | "UPDATE"
+                    | "DELETE"
+                    | "REPLACE"
+                    | "WITH"
+                    | "VALUES"
+                    | "TABLE"
+                    | "DO"
+                    | "SHOW"
+                    | "DESCRIBE"
+                    | "DESC"
+                    | "EXPLAIN"
+            )
+    };
+    let other = a.statements.iter().find(|s| !plain(s))?;
+    Some(ErrPacket::new(
+        1105,
+        "HY000",
+        format!(
+            "UPDATE and DELETE cannot share a text with {}, only with statements that read or write rows (the row limit runs them in a transaction of its own, which that could commit or end): send them as separate statements",
+            if other.keyword.is_empty() { "an empty statement".to_string() } else { other.keyword.clone() }
+        ),
+    ))
+}
+
+/// How the row limit holds an UPDATE or DELETE so it can be undone: a savepoint inside the
+/// client's transaction (or with autocommit off: the statement opens or continues the client's
+/// transaction, which is never committed here), else a transaction of the guard's own. Under
+/// `LOCK TABLES` in autocommit, `BEGIN` would release the client's table locks: autocommit is
+/// switched off for the statement instead (COMMIT and ROLLBACK keep table locks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Guard {
+    Savepoint,
+    Transaction,
+    AutocommitOff,
+}
+
+impl Guard {
+    pub fn new(in_tx: bool, tables_locked: bool) -> Guard {
+        match (in_tx, tables_locked) {
+            (true, _) => Guard::Savepoint,
+            (false, false) => Guard::Transaction,
+            (false, true) => Guard::AutocommitOff,
+        }
+    }
+
+    fn start(self) -> &'static str {
+        match self {
+            Guard::Savepoint => "SAVEPOINT strata_row_limit",
+            Guard::Transaction => "BEGIN",
+            Guard::AutocommitOff => "SET autocommit = 0",
+        }
+    }
+
+    /// What ends the guard. A failed statement was already undone by the server (a deadlock even
+    /// rolls back the whole transaction, savepoint included): only one over the limit needs
+    /// undoing here. Outside a transaction what succeeded before a failure in the same text is
+    /// committed, as autocommit would have.
+    fn end(self, over: bool) -> &'static [&'static str] {
+        match (self, over) {
+            (Guard::Savepoint, true) => &["ROLLBACK TO SAVEPOINT strata_row_limit"],
+            (Guard::Savepoint, false) => &[],
+            (Guard::Transaction, true) => &["ROLLBACK"],
+            (Guard::Transaction, false) => &["COMMIT"],
+            (Guard::AutocommitOff, true) => &["ROLLBACK", "SET autocommit = 1"],
+            (Guard::AutocommitOff, false) => &["COMMIT", "SET autocommit = 1"],
+        }
+    }
+
+    /// The status the client sees after the statement: the guard's own transaction (and its
+    /// switch of autocommit) are not the client's.
+    pub fn client_status(self, status: u16) -> u16 {
+        match self {
+            Guard::Savepoint => status,
+            Guard::Transaction => status & !strata_wire::caps::status::IN_TRANS,
+            Guard::AutocommitOff => {
+                (status & !strata_wire::caps::status::IN_TRANS)
+                    | strata_wire::caps::status::AUTOCOMMIT
+            }
+        }
     }
 }
 
@@ -366,7 +476,7 @@ pub(crate) async fn row_limited(
     backend: &mut Backend,
     payload: &[u8],
     counted: &[bool],
-    in_tx: bool,
+    guard: Guard,
     limits: &Limits,
     deadline: Option<Instant>,
     link: &mut Link,
@@ -375,7 +485,7 @@ pub(crate) async fn row_limited(
     let max_rows = limits.max_rows;
     // Only a timed statement may need to be stopped.
     let root = deadline.and_then(|_| link.root_target());
-    if let Err(e) = backend.query(row_limit_start(in_tx)).await {
+    if let Err(e) = backend.query(guard.start()).await {
         return Err(Failed::Broken(unavailable(e)));
     }
     if backend.send_command(payload).await.is_err() {
@@ -392,7 +502,7 @@ pub(crate) async fn row_limited(
     let over = past_limit.is_some()
         || t.rows > max_rows
         || most_changed(&collected.frames, counted, backend.capabilities) > max_rows;
-    if let Some(sql) = row_limit_end(in_tx, over, t.error) {
+    for sql in guard.end(over) {
         if let Err(e) = backend.query(sql).await {
             return Err(Failed::Broken(unavailable(e)));
         }
@@ -703,35 +813,42 @@ mod tests {
 
     #[test]
     fn row_limit_guard_ends() {
-        // (in the client's transaction, over the limit, failed) → what ends the guard
-        let cases = [
-            (false, false, false, Some("COMMIT")),
-            (false, true, false, Some("ROLLBACK")),
-            (false, false, true, Some("COMMIT")),
-            (false, true, true, Some("ROLLBACK")),
-            (true, false, false, None),
-            (true, false, true, None),
+        use strata_wire::caps::status::{AUTOCOMMIT, IN_TRANS};
+        assert_eq!(Guard::new(true, false), Guard::Savepoint);
+        assert_eq!(Guard::new(true, true), Guard::Savepoint);
+        assert_eq!(Guard::new(false, false), Guard::Transaction);
+        assert_eq!(Guard::new(false, true), Guard::AutocommitOff);
+        let cases: [(Guard, bool, &[&str]); 6] = [
+            (Guard::Transaction, false, &["COMMIT"]),
+            (Guard::Transaction, true, &["ROLLBACK"]),
+            (Guard::Savepoint, false, &[]),
             (
+                Guard::Savepoint,
                 true,
-                true,
-                false,
-                Some("ROLLBACK TO SAVEPOINT strata_row_limit"),
+                &["ROLLBACK TO SAVEPOINT strata_row_limit"],
             ),
             (
+                Guard::AutocommitOff,
+                false,
+                &["COMMIT", "SET autocommit = 1"],
+            ),
+            (
+                Guard::AutocommitOff,
                 true,
-                true,
-                true,
-                Some("ROLLBACK TO SAVEPOINT strata_row_limit"),
+                &["ROLLBACK", "SET autocommit = 1"],
             ),
         ];
-        for (in_tx, over, failed, want) in cases {
-            assert_eq!(
-                row_limit_end(in_tx, over, failed),
-                want,
-                "{in_tx} {over} {failed}"
-            );
+        for (g, over, want) in cases {
+            assert_eq!(g.end(over), want, "{g:?} {over}");
         }
-        assert_eq!(row_limit_start(true), "SAVEPOINT strata_row_limit");
-        assert_eq!(row_limit_start(false), "BEGIN");
+        assert_eq!(Guard::Savepoint.start(), "SAVEPOINT strata_row_limit");
+        assert_eq!(Guard::Transaction.start(), "BEGIN");
+        assert_eq!(Guard::AutocommitOff.start(), "SET autocommit = 0");
+        assert_eq!(
+            Guard::Transaction.client_status(IN_TRANS | AUTOCOMMIT),
+            AUTOCOMMIT
+        );
+        assert_eq!(Guard::AutocommitOff.client_status(IN_TRANS), AUTOCOMMIT);
+        assert_eq!(Guard::Savepoint.client_status(IN_TRANS), IN_TRANS);
     }
 }

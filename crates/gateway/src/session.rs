@@ -62,6 +62,8 @@ struct Session {
     capture: Option<Captured>,
     /// The session's place among its password's (see `clients`).
     seat: crate::clients::Seat,
+    /// Statements the client prepared with SQL (`PREPARE name FROM …`): whether each changes rows.
+    sql_prepared: link::SqlPrepared,
     /// The last forwarded command ended without an error.
     last_ok: bool,
     /// The transaction the gateway rolled back at its time limit: the error the client's next
@@ -158,6 +160,7 @@ pub(crate) async fn run(
         next_stmt: 1,
         capture: None,
         seat,
+        sql_prepared: link::SqlPrepared::default(),
     };
     loop {
         enum Wake {
@@ -399,6 +402,7 @@ impl Session {
             self.settle(lease, !ok);
         }
         self.stmts.clear();
+        self.sql_prepared.clear();
         self.sticky = false;
         self.olap = false;
         self.last_insert_id = 0;
@@ -589,6 +593,7 @@ impl Session {
                 self.olap = false;
                 self.last_insert_id = 0;
                 self.status = status::AUTOCOMMIT;
+                self.sql_prepared.clear();
                 self.reply_ok().await
             }
             command::PROCESS_KILL if packet.len() >= 5 => {
@@ -660,40 +665,17 @@ impl Session {
         }
         let in_tx = self.status & status::IN_TRANS != 0;
         let timeout = self.statement_timeout(a.query_timeout_ms, in_tx);
-        // Any UPDATE or DELETE in the text, not only a first one: the whole text runs under the
-        // row limit (its rows changed summed). A text that also controls the transaction would
-        // end the limit's own transaction halfway: it is refused.
-        let changes_rows = a
-            .statements
-            .iter()
-            .any(|s| matches!(s.keyword.as_str(), "UPDATE" | "DELETE"));
-        if changes_rows && a.statements.len() > 1 {
-            // DDL commits implicitly, which would end the limit's transaction just the same.
-            let controls = a.statements.iter().any(|s| {
-                s.ddl
-                    || matches!(
-                        s.keyword.as_str(),
-                        "BEGIN"
-                            | "START"
-                            | "COMMIT"
-                            | "ROLLBACK"
-                            | "SAVEPOINT"
-                            | "RELEASE"
-                            | "SET"
-                            | "XA"
-                            | "LOCK"
-                            | "UNLOCK"
-                    )
-            });
-            if controls {
-                return self
-                    .reply_err(ErrPacket::new(
-                        1105,
-                        "HY000",
-                        "UPDATE and DELETE cannot share a text with transaction control, SET or DDL (the row limit runs them in a transaction of its own): send them as separate statements",
-                    ))
-                    .await;
-            }
+        // Any UPDATE or DELETE in the text, not only a first one, also run by `EXECUTE` of a
+        // statement prepared from one (or from text not seen): the whole text runs under the row
+        // limit. A text whose other statements could commit would end the limit's transaction
+        // halfway: it is refused (see `link::row_limit_text_refusal`).
+        let changes_rows = a.changes_rows() || self.sql_prepared.executes_rows(&a);
+        self.sql_prepared.follow(&a);
+        if let Some(e) = changes_rows
+            .then(|| link::row_limit_text_refusal(&a))
+            .flatten()
+        {
+            return self.reply_err(e).await;
         }
         if changes_rows {
             let counted = a
@@ -960,6 +942,7 @@ impl Session {
         // With autocommit off, the statement opens (or continues) the client's transaction even
         // when none is open yet: it must not be committed here, only guarded by a savepoint.
         let in_tx = in_tx || self.status & status::AUTOCOMMIT == 0;
+        let guard = link::Guard::new(in_tx, self.tables_locked.is_some());
         let (mut lease, packet) = match self.lease_for(&packet, stmt).await {
             Ok(l) => l,
             Err(e) => return self.reply_err(e).await,
@@ -972,7 +955,7 @@ impl Session {
             &mut lease.backend,
             &packet,
             &counted,
-            in_tx,
+            guard,
             &limits,
             deadline,
             &mut self.link,
@@ -1003,10 +986,10 @@ impl Session {
             self.last_insert_id
         };
         for (_, f) in &frames {
-            self.queue_for_client(f, lease.backend.capabilities, !in_tx);
+            self.queue_for_client(f, lease.backend.capabilities, Some(guard));
         }
         if !t.error {
-            self.status = t.status & !(if in_tx { 0 } else { status::IN_TRANS });
+            self.status = guard.client_status(t.status);
         }
         self.keep_for_diagnostics = t.error || t.warnings > 0;
         self.settle(lease, false);
@@ -1028,16 +1011,18 @@ impl Session {
         &mut self,
         f: &strata_wire::codec::Frame,
         backend_caps: u32,
-        clear_in_trans: bool,
+        guard: Option<link::Guard>,
     ) {
         let p = f.payload();
         let is_ok = (p.first() == Some(&0x00) || (p.first() == Some(&0xFE) && p.len() > 5))
             && p.len() < 0xFFFF;
-        let rewrite = is_ok && (self.client.caps & caps::SESSION_TRACK == 0 || clear_in_trans);
+        let rewrite = is_ok
+            && (self.client.caps & caps::SESSION_TRACK == 0
+                || guard.is_some_and(|g| g != link::Guard::Savepoint));
         if rewrite {
             if let Ok(mut ok) = OkPacket::parse(p, backend_caps) {
-                if clear_in_trans {
-                    ok.status &= !status::IN_TRANS;
+                if let Some(g) = guard {
+                    ok.status = g.client_status(ok.status);
                 }
                 let enc = ok.encode(self.client.caps);
                 self.client.queue(&enc);
@@ -1208,7 +1193,7 @@ impl Session {
             }
             let terminal = matches!(ev, Event::Terminal { .. });
             if terminal {
-                self.queue_for_client(&f, lease.backend.capabilities, false);
+                self.queue_for_client(&f, lease.backend.capabilities, None);
             } else {
                 self.client.queue_frame(&f.raw);
             }
@@ -1288,7 +1273,7 @@ impl Session {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 for (f, terminal) in &result.frames {
                     if *terminal {
-                        self.queue_for_client(f, result.caps, false);
+                        self.queue_for_client(f, result.caps, None);
                     } else {
                         self.client.queue_frame(&f.raw);
                     }
@@ -1352,6 +1337,10 @@ pub(crate) fn refusal(
         Some(ddl_disabled())
     } else if a.runs_hidden_text() {
         Some(ErrPacket::new(1235, "42000", HIDDEN_TEXT_REFUSED))
+    } else if a.hides_locks() {
+        Some(ErrPacket::new(1235, "42000", HIDDEN_LOCKS_REFUSED))
+    } else if a.statements.iter().any(|s| s.compound && s.changes_rows) {
+        Some(ErrPacket::new(1235, "42000", COMPOUND_ROWS_REFUSED))
     } else if a.has_xa() {
         Some(ErrPacket::new(1235, "42000", XA_REFUSED))
     } else if a.kills_others() {
@@ -1413,6 +1402,13 @@ const KILL_REFUSED: &str = "VT12001: unsupported: KILL USER, KILL QUERY ID and K
 /// Text built at run time cannot be judged by any reading of the query: the rules the gateway
 /// keeps (accounts, XA, KILL, table locks, safe migrations) would not hold for it. Statements from
 /// a literal and the protocol's own prepared statements are read and allowed.
+/// Table locks the gateway cannot see it cannot release at the transaction time limit, nor keep
+/// the session's connection for.
+const HIDDEN_LOCKS_REFUSED: &str = "VT12001: unsupported: LOCK TABLES, UNLOCK TABLES, BACKUP LOCK, FLUSH … WITH READ LOCK and HANDLER run only as statements of their own (not prepared, run from a string or inside a compound statement)";
+
+/// The row limit undoes a single statement's changes; inside a compound statement it cannot.
+const COMPOUND_ROWS_REFUSED: &str = "VT12001: unsupported: UPDATE or DELETE inside a compound statement (BEGIN NOT ATOMIC, IF, loops), where the row limit cannot hold it; send it as a statement of its own";
+
 const HIDDEN_TEXT_REFUSED: &str = "VT12001: unsupported: PREPARE or EXECUTE IMMEDIATE of text built at run time (a variable or an expression); use a string literal, or your driver's prepared statements";
 
 /// A prepared XA transaction outlives its connection, the gateway's transaction limit and the

@@ -75,6 +75,17 @@ pub struct Statement {
     /// Sets `check_constraint_checks` (which, off, lets rows past CHECK constraints), also in
     /// prepared text and compound statements.
     pub unchecks: bool,
+    /// An UPDATE or DELETE (the statements the row limit holds), also run from a string
+    /// (`EXECUTE IMMEDIATE`), prepared (`PREPARE … FROM`) or inside a compound statement.
+    pub changes_rows: bool,
+    /// Part of a text holding a compound statement (`BEGIN NOT ATOMIC … END`, `IF …`, loops).
+    pub compound: bool,
+    /// Takes or releases locks the session keeps (`LOCK TABLES`, `UNLOCK TABLES`, `BACKUP
+    /// [UN]LOCK`, `FLUSH … WITH READ LOCK`, `HANDLER`) from a string, a prepared statement or a
+    /// compound statement, where the gateway cannot follow them.
+    pub hidden_locks: bool,
+    /// `PREPARE name FROM …` / `EXECUTE name` / `DEALLOCATE|DROP PREPARE name`: the name, lower-cased.
+    pub prepared_name: Option<String>,
 }
 
 impl Analysis {
@@ -138,6 +149,16 @@ impl Analysis {
     /// True when any statement sets `check_constraint_checks`.
     pub fn unchecks(&self) -> bool {
         self.statements.iter().any(|s| s.unchecks)
+    }
+
+    /// True when any statement is (or runs) an UPDATE or DELETE.
+    pub fn changes_rows(&self) -> bool {
+        self.statements.iter().any(|s| s.changes_rows)
+    }
+
+    /// True when any statement takes or releases session locks out of the gateway's sight.
+    pub fn hides_locks(&self) -> bool {
+        self.statements.iter().any(|s| s.hidden_locks)
     }
 
     /// Every value the text gives `max_statement_time` (see [`Statement::time_limits`]).
@@ -209,6 +230,8 @@ pub fn analyze(sql: &str) -> Analysis {
                 || s.foreign_kill
                 || !s.time_limits.is_empty()
                 || s.unchecks
+                || s.changes_rows
+                || s.hidden_locks
         };
         if other.statements.iter().any(flagged) || other.statements.len() > a.statements.len() {
             a.statements.extend(other.statements);
@@ -290,8 +313,19 @@ fn analyze_with(sql: &str, backslash_escapes: bool) -> Analysis {
                         && words.iter().any(|w| t.text.eq_ignore_ascii_case(w))
                 })
             };
+            st.compound = true;
             st.ddl |= has(DDL);
             st.opaque |= has(&["PREPARE", "EXECUTE"]);
+            st.changes_rows |= has(&["UPDATE", "DELETE"]);
+            st.hidden_locks |= has(&["UNLOCK", "HANDLER"])
+                || s.windows(2).any(|p| {
+                    (word_is(Some(p[0]), "LOCK")
+                        && (word_is(Some(p[1]), "TABLES") || word_is(Some(p[1]), "TABLE")))
+                        || (word_is(Some(p[0]), "BACKUP") && word_is(Some(p[1]), "LOCK"))
+                        || (word_is(Some(p[0]), "READ")
+                            && word_is(Some(p[1]), "LOCK")
+                            && has(&["FLUSH"]))
+                });
             st.foreign_key |= has(&["FOREIGN", "REFERENCES"]);
             st.rebuild |= has(&["OPTIMIZE", "REPAIR"]);
             st.xa |= has(&["XA"]);
@@ -479,6 +513,21 @@ fn statement(s: &[&Token]) -> Statement {
                 }));
     }
     st.xa = keyword == "XA";
+    st.changes_rows = matches!(keyword.as_str(), "UPDATE" | "DELETE");
+    let name_at = |i: usize| {
+        s.get(i)
+            .filter(|t| matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent))
+            .map(|t| match t.kind {
+                TokenKind::QuotedIdent => unquote(t.text).to_ascii_lowercase(),
+                _ => t.text.to_ascii_lowercase(),
+            })
+    };
+    st.prepared_name = match keyword.as_str() {
+        "PREPARE" => name_at(1),
+        "EXECUTE" if !word_is(s.get(1).copied(), "IMMEDIATE") => name_at(1),
+        "DEALLOCATE" | "DROP" if word_is(s.get(1).copied(), "PREPARE") => name_at(2),
+        _ => None,
+    };
     // `SET @a = 1, PASSWORD = …`: a password assignment anywhere in a SET.
     st.credentials |= keyword == "SET"
         && s.windows(2).any(|w| {
@@ -519,6 +568,14 @@ fn statement(s: &[&Token]) -> Statement {
                 st.time_limits.extend(inner.time_limits());
                 st.unchecks |= inner.unchecks();
                 st.artifact |= inner.touches_artifact();
+                st.changes_rows = inner.changes_rows();
+                st.hidden_locks = inner.hides_locks()
+                    || inner.statements.iter().any(|i| {
+                        matches!(i.keyword.as_str(), "LOCK" | "UNLOCK" | "HANDLER")
+                            || (i.keyword == "BACKUP"
+                                && matches!(i.second.as_str(), "LOCK" | "UNLOCK"))
+                            || i.keyword == "FLUSH"
+                    });
             }
             _ => st.opaque = true,
         }

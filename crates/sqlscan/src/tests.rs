@@ -645,3 +645,64 @@ fn a_password_set_among_other_assignments_is_an_account_statement() {
     assert!(!analyze("SET @password = 1").manages_credentials());
     assert!(!analyze("SELECT PASSWORD('x') = 'y'").manages_credentials());
 }
+
+#[test]
+fn rows_changed_and_locks_are_seen_wherever_they_run() {
+    let rows: &[(&str, bool)] = &[
+        ("UPDATE t SET a = 1", true),
+        ("delete from t", true),
+        ("EXECUTE IMMEDIATE 'UPDATE t SET a = 1'", true),
+        ("EXECUTE IMMEDIATE 'DEL' 'ETE FROM t'", true),
+        ("PREPARE s FROM 'DELETE FROM t WHERE a > ?'", true),
+        ("BEGIN NOT ATOMIC UPDATE t SET a = 1; END", true),
+        ("IF 1 THEN DELETE FROM t; END IF", true),
+        (
+            "SET STATEMENT max_statement_time=1 FOR UPDATE t SET a = 1",
+            true,
+        ),
+        ("SELECT 1", false),
+        ("INSERT INTO t VALUES (1)", false),
+        ("EXECUTE IMMEDIATE 'SELECT 1'", false),
+        ("PREPARE s FROM 'SELECT * FROM t'", false),
+        ("SELECT 'UPDATE t SET a = 1'", false),
+    ];
+    for (sql, yes) in rows {
+        assert_eq!(analyze(sql).changes_rows(), *yes, "{sql:?}");
+    }
+    let locks: &[(&str, bool)] = &[
+        ("EXECUTE IMMEDIATE 'LOCK TABLES t WRITE'", true),
+        ("PREPARE s FROM 'lock table t read'", true),
+        ("EXECUTE IMMEDIATE 'BACKUP LOCK t'", true),
+        ("EXECUTE IMMEDIATE 'UNLOCK TABLES'", true),
+        ("PREPARE s FROM 'FLUSH TABLES WITH READ LOCK'", true),
+        ("EXECUTE IMMEDIATE 'HANDLER t OPEN'", true),
+        ("BEGIN NOT ATOMIC LOCK TABLES t WRITE; END", true),
+        ("BEGIN NOT ATOMIC BACKUP LOCK t; END", true),
+        (
+            "BEGIN NOT ATOMIC SELECT * FROM t LOCK IN SHARE MODE; END",
+            false,
+        ),
+        ("LOCK TABLES t WRITE", false),
+        ("BACKUP LOCK t", false),
+        ("EXECUTE IMMEDIATE 'SELECT 1'", false),
+    ];
+    for (sql, yes) in locks {
+        assert_eq!(analyze(sql).hides_locks(), *yes, "{sql:?}");
+    }
+    let names: &[(&str, Option<&str>)] = &[
+        ("PREPARE S1 FROM 'UPDATE t SET a = 1'", Some("s1")),
+        ("EXECUTE s1 USING @a", Some("s1")),
+        ("EXECUTE `S1`", Some("s1")),
+        ("DEALLOCATE PREPARE s1", Some("s1")),
+        ("DROP PREPARE s1", Some("s1")),
+        ("EXECUTE IMMEDIATE 'SELECT 1'", None),
+        ("SELECT 1", None),
+    ];
+    for (sql, name) in names {
+        assert_eq!(
+            analyze(sql).statements[0].prepared_name.as_deref(),
+            *name,
+            "{sql:?}"
+        );
+    }
+}

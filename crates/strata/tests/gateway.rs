@@ -425,10 +425,17 @@ fn pooling_transactions_session_state_and_binary_protocol() {
         let none: Option<Option<i64>> = fresh.query_first("SELECT @mine").await.unwrap();
         assert_eq!(none, Some(None), "a new session never sees another's variables");
 
-        // Table locks stay with their session and end with it, however they were taken.
+        // Table locks stay with their session and end with it, however they were taken; taken
+        // out of the gateway's sight (from a string) they are refused.
+        let mut locker = mysql_async::Conn::new(opts(&s, &rw, &rw_pw)).await.unwrap();
+        let e = locker
+            .query_drop("EXECUTE IMMEDIATE 'LOCK TABLES t WRITE'")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("statements of their own"), "{e}");
+        locker.disconnect().await.unwrap();
         for lock in [
             "LOCK TABLES t WRITE",
-            "EXECUTE IMMEDIATE 'LOCK TABLES t WRITE'",
             "SET STATEMENT max_statement_time=5 FOR LOCK TABLES t WRITE",
         ] {
             let mut locker = mysql_async::Conn::new(opts(&s, &rw, &rw_pw)).await.unwrap();
@@ -2190,4 +2197,143 @@ fn logged_in_clients_are_bounded_per_password_and_in_all() {
     let mut c = connect(&third, &third_pw).expect("places given back");
     let one: Option<i64> = rt.block_on(c.query_first("SELECT 1")).unwrap();
     assert_eq!(one, Some(1));
+}
+
+/// The row limit holds an UPDATE or DELETE however it is run (from a string, prepared with SQL,
+/// inside a compound statement, beside a statement that commits), on both front doors; table
+/// locks the gateway could not follow are refused; and an UPDATE under `LOCK TABLES` keeps the
+/// client's table locks.
+#[test]
+fn the_row_limit_holds_wherever_the_statement_runs() {
+    let (_root, s) = setup(&["--max-rows", "100"]);
+    let (admin, pw, _) = password(&s, "shop", "main", "admin");
+    let o = s.gateway_sql(
+        &admin,
+        &pw,
+        &["shop"],
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t SELECT seq, 0 FROM seq_1_to_150",
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        for (text, expect) in [
+            (
+                "EXECUTE IMMEDIATE 'UPDATE t SET v = 1'",
+                "Row count exceeded 100",
+            ),
+            (
+                "EXECUTE IMMEDIATE 'DEL' 'ETE FROM t'",
+                "Row count exceeded 100",
+            ),
+            (
+                "BEGIN NOT ATOMIC UPDATE t SET v = 1; END",
+                "compound statement",
+            ),
+            ("IF 1 THEN DELETE FROM t; END IF", "compound statement"),
+            ("UPDATE t SET v = 1; ANALYZE TABLE t", "cannot share a text"),
+            ("UPDATE t SET v = 1; FLUSH TABLES", "cannot share a text"),
+            (
+                "DELETE FROM t; EXECUTE IMMEDIATE 'COMMIT'",
+                "cannot share a text",
+            ),
+            ("UPDATE t SET v = 1; CHECK TABLE t", "cannot share a text"),
+            (
+                "EXECUTE IMMEDIATE 'LOCK TABLES t WRITE'",
+                "statements of their own",
+            ),
+            ("PREPARE l FROM 'BACKUP LOCK t'", "statements of their own"),
+            (
+                "BEGIN NOT ATOMIC LOCK TABLES t WRITE; END",
+                "statements of their own",
+            ),
+        ] {
+            let e = c.query_drop(text).await.unwrap_err();
+            assert!(e.to_string().contains(expect), "{text}: {e}");
+        }
+        // Prepared with SQL, then executed: the EXECUTE is held to the limit.
+        c.query_drop("PREPARE d FROM 'DELETE FROM t WHERE id > ?'")
+            .await
+            .unwrap();
+        let e = c
+            .query_drop("SET @n = 0")
+            .await
+            .and(c.query_drop("EXECUTE d USING @n").await);
+        assert!(
+            e.as_ref()
+                .is_err_and(|e| e.to_string().contains("Row count exceeded 100")),
+            "{e:?}"
+        );
+        // Within the limit it runs, and commits.
+        c.query_drop("SET @n = 140").await.unwrap();
+        c.query_drop("EXECUTE d USING @n").await.unwrap();
+        assert_eq!(c.affected_rows(), 10);
+        c.query_drop("PREPARE r FROM 'SELECT COUNT(*) FROM t'")
+            .await
+            .unwrap();
+        let n: Option<i64> = c.query_first("EXECUTE r").await.unwrap();
+        assert_eq!(n, Some(140));
+        c.query_drop("DEALLOCATE PREPARE d").await.unwrap();
+
+        // An UPDATE under LOCK TABLES (autocommit on) keeps the client's table locks: another
+        // client still waits for the table.
+        c.query_drop("LOCK TABLES t WRITE").await.unwrap();
+        c.query_drop("UPDATE t SET v = 5 WHERE id = 1")
+            .await
+            .unwrap();
+        assert_eq!(c.affected_rows(), 1);
+        let e = c.query_drop("UPDATE t SET v = 6").await.unwrap_err();
+        assert!(e.to_string().contains("Row count exceeded 100"), "{e}");
+        let mut other = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        let blocked = other
+            .query_drop("SET STATEMENT lock_wait_timeout = 1 FOR UPDATE t SET v = 7 WHERE id = 2")
+            .await;
+        assert!(
+            blocked.is_err(),
+            "the table is still locked by the first client"
+        );
+        c.query_drop("UNLOCK TABLES").await.unwrap();
+        other
+            .query_drop("UPDATE t SET v = 7 WHERE id = 2")
+            .await
+            .unwrap();
+        // The first UPDATE under the locks was committed; the refused one changed nothing.
+        let sum: Option<(i64, i64)> = other
+            .query_first("SELECT COUNT(*), SUM(v) FROM t")
+            .await
+            .unwrap();
+        assert_eq!(sum, Some((140, 12)));
+        c.disconnect().await.unwrap();
+        other.disconnect().await.unwrap();
+    });
+    // The HTTP SQL endpoint holds the same limit on the same forms.
+    for (sql, expect) in [
+        (
+            "EXECUTE IMMEDIATE 'UPDATE t SET v = 1'",
+            "Row count exceeded 100",
+        ),
+        ("BEGIN NOT ATOMIC DELETE FROM t; END", "compound statement"),
+        (
+            "EXECUTE IMMEDIATE 'LOCK TABLES t WRITE'",
+            "statements of their own",
+        ),
+    ] {
+        let http = std::process::Command::new("curl")
+            .args(["-s", "-u", &format!("{admin}:{pw}")])
+            .args(["-H", "content-type: application/json"])
+            .arg("-d")
+            .arg(serde_json::json!({"query": sql, "session": null}).to_string())
+            .arg(format!(
+                "http://127.0.0.1:{}/psdb.v1alpha1.Database/Execute",
+                s.http_port
+            ))
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&http.stdout);
+        assert!(body.contains(expect), "{sql}: {body}");
+    }
+    assert_eq!(
+        out(&s.gateway_sql(&admin, &pw, &["shop"], "SELECT COUNT(*), SUM(v) FROM t")),
+        "140\t12"
+    );
 }
