@@ -816,7 +816,12 @@ impl HttpSql {
         let left = s
             .tx_started
             .map(|t| (t + limits.transaction_timeout).saturating_duration_since(Instant::now()));
-        let timeout = link::statement_timeout(limits, a.query_timeout_ms, s.in_transaction, left);
+        let timeout = link::compound_timeout(
+            &a,
+            limits,
+            s.olap,
+            link::statement_timeout(limits, a.query_timeout_ms, s.in_transaction, left),
+        );
         let deadline = timeout.map(|d| Instant::now() + d);
         // The default time limit is the connection's on the instance; OLAP lifts it for reads.
         let unlimited;
@@ -831,7 +836,14 @@ impl HttpSql {
             link.pass_gate().await;
         }
         let mut lease = match s.conn.take() {
-            Some(c) => c,
+            Some(mut c) => {
+                if let Err(e) = link.fresh_privileges(&mut c).await {
+                    c.discard();
+                    s.forget_connection_state();
+                    return Err(rpc_error(&e));
+                }
+                c
+            }
             None => link.lease().await.map_err(|e| rpc_error(&e))?,
         };
         let mut payload = Vec::with_capacity(sql.len() + 1);

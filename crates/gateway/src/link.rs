@@ -79,6 +79,20 @@ pub(crate) fn statement_timeout(
     }
 }
 
+/// A compound statement runs its statements each under the instance's `max_statement_time`, so a
+/// loop of them never meets it: the gateway times the whole text instead (but for OLAP sessions).
+pub(crate) fn compound_timeout(
+    a: &strata_sqlscan::Analysis,
+    limits: &Limits,
+    olap: bool,
+    timeout: Option<Duration>,
+) -> Option<Duration> {
+    if olap || !a.statements.iter().any(|s| s.compound) {
+        return timeout;
+    }
+    Some(timeout.map_or(limits.query_timeout, |t| t.min(limits.query_timeout)))
+}
+
 /// A text that would lift the statement time limit: `max_statement_time` set to 0 (none), past
 /// the query timeout, or to anything but a plain number (`DEFAULT` is the instance's, which has
 /// none). Only an OLAP session runs without it (`SET workload = olap`), as on PlanetScale.
@@ -326,6 +340,23 @@ impl Link {
         self.root_target = None;
     }
 
+    /// The branch's grants changed (safe migrations switched) since this connection read its
+    /// privileges: the server reads a database's privileges again only on USE. Also for a
+    /// connection a session keeps (pinned), which never goes back through the pool.
+    pub async fn fresh_privileges(&self, l: &mut Lease) -> Result<(), ErrPacket> {
+        if self
+            .gw
+            .platform
+            .grants_changed_at(&self.branch_id)
+            .is_some_and(|at| at > l.backend.privileges_read)
+        {
+            let use_db = format!("USE {}", strata_model::role::quote_ident(&self.database));
+            l.backend.query(&use_db).await.map_err(unavailable)?;
+            l.backend.privileges_read = Instant::now();
+        }
+        Ok(())
+    }
+
     /// A connection as the role's user: an idle one of the pool, a new one while the pool has
     /// room, else one that comes back within the pool's wait.
     pub async fn lease(&mut self) -> Result<Lease, ErrPacket> {
@@ -343,27 +374,13 @@ impl Link {
             }
         }
         match acquired {
-            Ok(mut l) => {
-                // The branch's grants changed (safe migrations switched) since this connection
-                // read its privileges: the server reads them again on USE.
-                if self
-                    .gw
-                    .platform
-                    .grants_changed_at(&self.branch_id)
-                    .is_some_and(|at| at > l.backend.privileges_read)
-                {
-                    let use_db = format!(
-                        "USE {}",
-                        strata_model::role::quote_ident(&self.database)
-                    );
-                    if let Err(e) = l.backend.query(&use_db).await {
-                        l.discard();
-                        return Err(unavailable(e));
-                    }
-                    l.backend.privileges_read = Instant::now();
+            Ok(mut l) => match self.fresh_privileges(&mut l).await {
+                Ok(()) => Ok(l),
+                Err(e) => {
+                    l.discard();
+                    Err(e)
                 }
-                Ok(l)
-            }
+            },
             Err(PoolError::Exhausted(d)) => Err(ErrPacket::new(
                 1105,
                 "HY000",
@@ -395,36 +412,54 @@ impl Link {
     }
 }
 
-/// The next frame of a response; past the deadline the query is stopped on the instance (once)
-/// and its response read to the end.
+/// How long a query stopped at its deadline has to end before its connection is ended instead:
+/// `KILL QUERY` ends only the statement running, and a compound statement goes on with the next
+/// one (an interrupted `SLEEP` even returns normally).
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// The next frame of a response; past the deadline the query is stopped on the instance (once),
+/// and past the grace after it the instance connection is ended.
 pub(crate) async fn next_frame_until(
     backend: &mut Backend,
     deadline: Option<Instant>,
     killed: &mut bool,
     root: Option<Arc<Target>>,
 ) -> Result<Frame, BackendError> {
-    match deadline {
-        Some(d) if !*killed => {
-            let (addr, thread) = (backend.addr, backend.thread_id);
-            match tokio::time::timeout_at(d.into(), backend.next_frame()).await {
-                Ok(r) => r,
-                Err(_) => {
-                    *killed = true;
-                    kill_backend_query(root, addr, thread).await;
-                    backend.next_frame().await
-                }
+    let Some(d) = deadline else {
+        return backend.next_frame().await;
+    };
+    let (addr, thread) = (backend.addr, backend.thread_id);
+    if !*killed {
+        match tokio::time::timeout_at(d.into(), backend.next_frame()).await {
+            Ok(r) => return r,
+            Err(_) => {
+                *killed = true;
+                kill_backend_query(root.clone(), addr, thread, false).await;
             }
         }
-        _ => backend.next_frame().await,
+    }
+    match tokio::time::timeout_at((d + KILL_GRACE).into(), backend.next_frame()).await {
+        Ok(r) => r,
+        Err(_) => {
+            kill_backend_query(root, addr, thread, true).await;
+            backend.next_frame().await
+        }
     }
 }
 
-/// `KILL QUERY` on the instance, from a side connection as the control plane's user.
-pub(crate) async fn kill_backend_query(root: Option<Arc<Target>>, addr: SocketAddr, thread: u32) {
+/// `KILL QUERY` (or, `connection`, `KILL CONNECTION`) on the instance, from a side connection as
+/// the control plane's user.
+pub(crate) async fn kill_backend_query(
+    root: Option<Arc<Target>>,
+    addr: SocketAddr,
+    thread: u32,
+    connection: bool,
+) {
     let Some(root) = root else { return };
     match Backend::connect(addr, &root.user, &root.password, &root.schema, 0, 45).await {
         Ok(mut c) => {
-            let _ = c.query(&format!("KILL QUERY {thread}")).await;
+            let what = if connection { "CONNECTION" } else { "QUERY" };
+            let _ = c.query(&format!("KILL {what} {thread}")).await;
         }
         Err(e) => tracing::warn!(error = %e, "cannot stop a query on the instance"),
     }
@@ -580,7 +615,8 @@ async fn read_response(
             frames.clear();
             if !killed {
                 killed = true;
-                kill_backend_query(link.root_target(), backend.addr, backend.thread_id).await;
+                kill_backend_query(link.root_target(), backend.addr, backend.thread_id, false)
+                    .await;
             }
             continue;
         }
@@ -706,7 +742,8 @@ pub(crate) async fn collect(
             frames.clear();
             if !killed {
                 killed = true;
-                kill_backend_query(link.root_target(), backend.addr, backend.thread_id).await;
+                kill_backend_query(link.root_target(), backend.addr, backend.thread_id, false)
+                    .await;
             }
             continue;
         }

@@ -236,7 +236,11 @@ impl Session {
         if self.status & status::IN_TRANS == 0 && self.tables_locked.is_none() {
             self.link.pass_gate().await;
         }
-        if let Some(l) = self.pinned.take() {
+        if let Some(mut l) = self.pinned.take() {
+            if let Err(e) = self.link.fresh_privileges(&mut l).await {
+                self.settle(l, true);
+                return Err(e);
+            }
             return Ok(l);
         }
         let mut l = self.link.lease().await?;
@@ -664,7 +668,12 @@ impl Session {
             self.sticky = true;
         }
         let in_tx = self.status & status::IN_TRANS != 0;
-        let timeout = self.statement_timeout(a.query_timeout_ms, in_tx);
+        let timeout = link::compound_timeout(
+            &a,
+            &self.gw.cfg.limits,
+            self.olap,
+            self.statement_timeout(a.query_timeout_ms, in_tx),
+        );
         // Any UPDATE or DELETE in the text, not only a first one, also run by `EXECUTE` of a
         // statement prepared from one (or from text not seen): the whole text runs under the row
         // limit. A text whose other statements could commit would end the limit's transaction
@@ -921,7 +930,7 @@ impl Session {
         };
         let busy = *target.busy.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((addr, thread)) = busy {
-            kill_backend_query(root.clone(), addr, thread).await;
+            kill_backend_query(root.clone(), addr, thread, false).await;
         }
         if !query_only {
             target.kill.notify_one();
@@ -1116,6 +1125,7 @@ impl Session {
                             root.clone(),
                             lease.backend.addr,
                             lease.backend.thread_id,
+                            false,
                         )
                         .await;
                         self.clear_busy();
@@ -1186,8 +1196,13 @@ impl Session {
                 // Stop the query; the rest of its response is drained and dropped.
                 if !killed {
                     killed = true;
-                    kill_backend_query(root.clone(), lease.backend.addr, lease.backend.thread_id)
-                        .await;
+                    kill_backend_query(
+                        root.clone(),
+                        lease.backend.addr,
+                        lease.backend.thread_id,
+                        false,
+                    )
+                    .await;
                 }
                 continue;
             }
@@ -1209,8 +1224,13 @@ impl Session {
                 client_gone = true;
                 if !killed {
                     killed = true;
-                    kill_backend_query(root.clone(), lease.backend.addr, lease.backend.thread_id)
-                        .await;
+                    kill_backend_query(
+                        root.clone(),
+                        lease.backend.addr,
+                        lease.backend.thread_id,
+                        false,
+                    )
+                    .await;
                 }
             }
         }

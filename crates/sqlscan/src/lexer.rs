@@ -39,16 +39,33 @@ pub fn tokens(sql: &str) -> Vec<Token<'_>> {
 /// [`tokens`], reading a backslash in a string as an escape or (`NO_BACKSLASH_ESCAPES`, or a
 /// multi-byte charset whose characters may end in 0x5C) as itself.
 pub fn tokens_with(sql: &str, backslash_escapes: bool) -> Vec<Token<'_>> {
+    tokens_read(sql, backslash_escapes, true)
+}
+
+/// [`tokens_with`], and with `versioned_code` false a versioned executable comment
+/// (`/*!50700 … */`, `/*M!100500 … */`) read as a plain comment: the server runs it only when its
+/// version is at least the one written, which this reading cannot know.
+pub fn tokens_read(sql: &str, backslash_escapes: bool, versioned_code: bool) -> Vec<Token<'_>> {
     let mut out = Vec::new();
-    scan(sql, &mut out, backslash_escapes);
+    scan(sql, &mut out, backslash_escapes, versioned_code);
     out
+}
+
+/// True when the text holds a versioned executable comment.
+pub fn has_versioned_comment(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    b.windows(3).enumerate().any(|(i, w)| {
+        let digit_at = |k: usize| b.get(k).is_some_and(u8::is_ascii_digit);
+        (w == b"/*!" && digit_at(i + 3))
+            || (w == b"/*M" && b.get(i + 3) == Some(&b'!') && digit_at(i + 4))
+    })
 }
 
 /// Characters the server may take for whitespace in some charset (latin1's no-break space, or a
 /// byte that was not UTF-8 and reached the lexer replaced): they separate words here too.
 const ODD_SPACES: &[&str] = &["\u{A0}", "\u{FFFD}", "\u{2000}", "\u{3000}"];
 
-fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>, backslash_escapes: bool) {
+fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>, backslash_escapes: bool, versioned_code: bool) {
     let b = sql.as_bytes();
     let n = b.len();
     let mut i = 0;
@@ -86,13 +103,16 @@ fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>, backslash_escapes: bool) {
             let body_start = i + 2;
             let body = &b[body_start..];
             if body.first() == Some(&b'!') || body.starts_with(b"M!") {
-                let mut s = body_start + if body[0] == b'!' { 1 } else { 2 };
+                let digits_start = body_start + if body[0] == b'!' { 1 } else { 2 };
+                let mut s = digits_start;
                 while s < n && b[s].is_ascii_digit() {
                     s += 1;
                 }
-                executable += 1;
-                i = s;
-                continue;
+                if versioned_code || s == digits_start {
+                    executable += 1;
+                    i = s;
+                    continue;
+                }
             }
             let end = find(b, body_start, b"*/").unwrap_or(n);
             let body = &b[body_start..end];

@@ -9,7 +9,7 @@
 
 mod lexer;
 
-pub use lexer::{tokens, tokens_with, Token, TokenKind};
+pub use lexer::{has_versioned_comment, tokens, tokens_read, tokens_with, Token, TokenKind};
 
 /// What the gateway needs to know about one query text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -213,9 +213,23 @@ fn word_is(t: Option<&Token<'_>>, w: &str) -> bool {
 /// backslash escapes (`NO_BACKSLASH_ESCAPES`, or a multi-byte charset where 0x5C ends a
 /// character): whatever either reading finds is found.
 pub fn analyze(sql: &str) -> Analysis {
-    let mut a = analyze_with(sql, true);
-    if sql.as_bytes().contains(&b'\\') {
-        let other = analyze_with(sql, false);
+    let mut a = analyze_with(sql, true, true);
+    let backslash = sql.as_bytes().contains(&b'\\');
+    let versioned = has_versioned_comment(sql);
+    // The other readings: without backslash escapes, and with versioned comments not run (a
+    // server older than the version written skips them: `CREATE /*!999999 TEMPORARY */ TABLE`).
+    let mut others = Vec::new();
+    if backslash {
+        others.push((false, true));
+    }
+    if versioned {
+        others.push((true, false));
+        if backslash {
+            others.push((false, false));
+        }
+    }
+    for (escapes, versioned_code) in others {
+        let other = analyze_with(sql, escapes, versioned_code);
         let flagged = |s: &Statement| {
             s.ddl
                 || s.opaque
@@ -241,8 +255,8 @@ pub fn analyze(sql: &str) -> Analysis {
     a
 }
 
-fn analyze_with(sql: &str, backslash_escapes: bool) -> Analysis {
-    let toks = tokens_with(sql, backslash_escapes);
+fn analyze_with(sql: &str, backslash_escapes: bool, versioned_code: bool) -> Analysis {
+    let toks = tokens_read(sql, backslash_escapes, versioned_code);
     let mut a = Analysis::default();
     for t in &toks {
         if let TokenKind::Directive = t.kind {

@@ -706,3 +706,22 @@ fn rows_changed_and_locks_are_seen_wherever_they_run() {
         );
     }
 }
+
+#[test]
+fn versioned_comments_are_also_read_as_skipped() {
+    // A server older than the version written skips the comment: this is a real CREATE TABLE.
+    for sql in [
+        "CREATE /*!999999 TEMPORARY */ TABLE t (a INT)",
+        "CREATE /*M!999999 TEMPORARY */ TABLE t (a INT)",
+        "DROP /*!99999 TEMPORARY */ TABLE t",
+        "CREATE /*!99999 TEMPORARY */ TABLE t (a INT)",
+    ] {
+        assert!(analyze(sql).has_ddl(), "{sql}");
+    }
+    // Versioned comments the server runs are still code, and unversioned ones always.
+    assert!(analyze("/*!50000 ALTER TABLE t ADD c INT */").has_ddl());
+    assert!(!analyze("CREATE /*! TEMPORARY */ TABLE t (a INT)").has_ddl());
+    assert!(!analyze("CREATE TEMPORARY TABLE t (a INT)").has_ddl());
+    assert!(!analyze("/*!40101 SET NAMES utf8mb4 */").has_ddl());
+    assert!(analyze("UPDATE t SET v = 1 /*!50000 WHERE id = 1 */").changes_rows());
+}

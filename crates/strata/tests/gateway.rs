@@ -2337,3 +2337,26 @@ fn the_row_limit_holds_wherever_the_statement_runs() {
         "140\t12"
     );
 }
+
+/// A compound statement is timed as a whole: the instance's `max_statement_time` holds each
+/// statement inside it, so a loop of statements each under the limit ran on past it.
+#[test]
+fn a_compound_statement_is_timed_as_a_whole() {
+    let (_root, s) = setup(&["--query-timeout", "2"]);
+    let (admin, pw, _) = password(&s, "shop", "main", "admin");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        let started = Instant::now();
+        let r = c
+            .query_drop("BEGIN NOT ATOMIC DECLARE i INT DEFAULT 0; WHILE i < 6 DO DO SLEEP(1.5); SET i = i + 1; END WHILE; END")
+            .await;
+        let took = started.elapsed();
+        assert!(r.is_err(), "stopped at the query timeout");
+        assert!(took < Duration::from_secs(7), "took {took:?}");
+        // The session goes on.
+        let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+        assert_eq!(one, Some(1));
+        c.disconnect().await.unwrap();
+    });
+}
