@@ -117,6 +117,9 @@ pub struct Platform {
     /// Each branch's gate: deploy steps close it while they wait for a free table, the front doors
     /// hold new transactions while it is closed (see `strata_deploy::gate`).
     gates: Mutex<HashMap<String, Arc<strata_deploy::gate::Gate>>>,
+    /// Passwords deleted (expiry 0) or renewed while `strata up` runs: their expiry now, which
+    /// sessions logged in before read instead of the one they logged in with.
+    password_changes: Mutex<HashMap<String, Option<i64>>>,
 }
 
 /// The longest time to live a password or service token may have: 100 years (an expiry further
@@ -175,6 +178,7 @@ impl Platform {
             backup_store,
             grants_changed: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            password_changes: Mutex::new(HashMap::new()),
         }))
     }
 

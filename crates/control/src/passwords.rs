@@ -55,6 +55,17 @@ pub struct Login {
 }
 
 impl Platform {
+    /// True while a password a session logged in with may still be used: not deleted since, and
+    /// not past its expiry (as renewed since). Checked before each command of a session; memory
+    /// only, no catalog read.
+    pub fn password_current(&self, p: &Password) -> bool {
+        let expires_at = crate::lock(&self.password_changes)
+            .get(&p.id)
+            .copied()
+            .unwrap_or(p.expires_at);
+        expires_at.is_none_or(|t| now_millis() < t)
+    }
+
     /// Looks up a password by its username, for the gateway. Expired passwords are not found.
     pub fn login(&self, username: &str) -> Option<Login> {
         let password = self.catalog().password_by_username(username).ok()?;
@@ -246,6 +257,8 @@ impl Platform {
     ) -> Result<()> {
         let (p, _) = self.password(caller, org, db, branch, id)?;
         self.catalog().delete_password(&p.id)?;
+        // Its sessions end at their next command (a deleted password's expiry is the past).
+        crate::lock(&self.password_changes).insert(p.id.clone(), Some(0));
         self.password_users_changed(&p.branch_id);
         Ok(())
     }
@@ -275,6 +288,7 @@ impl Platform {
         }
         p.expires_at = Some(now + ttl * 1000);
         self.catalog().update_password(&p)?;
+        crate::lock(&self.password_changes).insert(p.id.clone(), p.expires_at);
         self.password_users_changed(&p.branch_id);
         Ok((p, b))
     }

@@ -458,6 +458,18 @@ impl Session {
                 .reply_err(ErrPacket::new(1047, "08S01", "Unknown command"))
                 .await;
         };
+        if cmd != command::QUIT && !self.gw.platform.password_current(&self.login.password) {
+            // Deleted or expired since the login: the session ends, and says why.
+            let _ = self
+                .client
+                .send_err(&ErrPacket::new(
+                    1045,
+                    "28000",
+                    "Access denied: this password was deleted or has expired",
+                ))
+                .await;
+            return Ok(Flow::Close);
+        }
         if let Some(e) = self.aborted.take() {
             match cmd {
                 // The next statement hears that its transaction is gone; a ROLLBACK is what the
