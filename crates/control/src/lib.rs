@@ -120,6 +120,7 @@ pub struct Platform {
     /// Passwords deleted (expiry 0) or renewed while `strata up` runs: their expiry now, which
     /// sessions logged in before read instead of the one they logged in with.
     password_changes: Mutex<HashMap<String, Option<i64>>>,
+    any_password_changes: std::sync::atomic::AtomicBool,
 }
 
 /// The longest time to live a password or service token may have: 100 years (an expiry further
@@ -179,6 +180,7 @@ impl Platform {
             grants_changed: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
             password_changes: Mutex::new(HashMap::new()),
+            any_password_changes: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 

@@ -59,10 +59,17 @@ impl Platform {
     /// not past its expiry (as renewed since). Checked before each command of a session; memory
     /// only, no catalog read.
     pub fn password_current(&self, p: &Password) -> bool {
-        let expires_at = crate::lock(&self.password_changes)
-            .get(&p.id)
-            .copied()
-            .unwrap_or(p.expires_at);
+        let expires_at = if self
+            .any_password_changes
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            crate::lock(&self.password_changes)
+                .get(&p.id)
+                .copied()
+                .unwrap_or(p.expires_at)
+        } else {
+            p.expires_at
+        };
         expires_at.is_none_or(|t| now_millis() < t)
     }
 
@@ -259,6 +266,8 @@ impl Platform {
         self.catalog().delete_password(&p.id)?;
         // Its sessions end at their next command (a deleted password's expiry is the past).
         crate::lock(&self.password_changes).insert(p.id.clone(), Some(0));
+        self.any_password_changes
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.password_users_changed(&p.branch_id);
         Ok(())
     }
@@ -289,6 +298,8 @@ impl Platform {
         p.expires_at = Some(now + ttl * 1000);
         self.catalog().update_password(&p)?;
         crate::lock(&self.password_changes).insert(p.id.clone(), p.expires_at);
+        self.any_password_changes
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.password_users_changed(&p.branch_id);
         Ok((p, b))
     }
