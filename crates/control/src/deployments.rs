@@ -465,11 +465,12 @@ impl Platform {
         };
         // The artifacts go now, so the answer is the final state (a failure here is retried by
         // the worker, which finds the revert already done).
-        if let Err(e) = self
+        match self
             .close_window(database.clone(), reverted, "complete_revert")
             .await
         {
-            tracing::warn!(error = %e, "revert clean-up will be retried");
+            Ok(d) => self.clear_error(&d),
+            Err(e) => tracing::warn!(error = %e, "revert clean-up will be retried"),
         }
         self.wake_deploys();
         self.status_of(&database, request).await
@@ -674,7 +675,12 @@ impl Platform {
         let mut d = d;
         loop {
             let before = d.state.clone();
-            match self.advance(d.clone()).await {
+            let advanced = self.advance(d.clone()).await;
+            if let Ok(next) = &advanced {
+                // A step that went through: the error a failed try left is history.
+                self.clear_error(next);
+            }
+            match advanced {
                 Ok(next) if next.is_active() && next.state != before => d = next,
                 Ok(_) => return,
                 Err(e) if is_final(&e) => {
@@ -691,6 +697,16 @@ impl Platform {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     return;
                 }
+            }
+        }
+    }
+
+    /// Takes back the error a failed try of a step recorded (not a failed deployment's reason).
+    fn clear_error(&self, d: &Deployment) {
+        if let Ok(mut latest) = self.catalog().deployment(&d.deploy_request_id) {
+            if latest.error.is_some() && latest.state != "complete_error" {
+                latest.error = None;
+                let _ = self.save(&mut latest);
             }
         }
     }

@@ -451,23 +451,30 @@ fn info_count(info: &str, label: &str) -> Option<u64> {
         .ok()
 }
 
-async fn check_warnings(conn: &mut Conn, a: &OnlineAlter) -> Result<()> {
-    if conn.get_warnings() > 0 {
-        let warnings: Vec<(String, u32, String)> = conn.query("SHOW WARNINGS").await?;
-        let key = format!("for key '{}'", a.key_index);
-        // 1364: a new NOT NULL column without a default gets its type's implicit default (0, '',
-        // …), exactly what an ALTER TABLE … ADD COLUMN gives the rows already there.
-        if let Some((_, code, message)) = warnings
-            .into_iter()
-            .find(|(_, code, m)| !(*code == 1062 && m.contains(&key)) && *code != 1364)
-        {
-            return Err(DeployError::CopyRejected {
-                table: a.table.clone(),
-                message: format!("{message} (error {code})"),
-            });
-        }
+/// Fails on a copy warning that says the new schema cannot hold a row; returns the first
+/// duplicate-key warning passed over, which may be a row the shadow holds already (copied again)
+/// or, when the new schema has another unique key, a row it refuses (see [`verify_range`]).
+async fn check_warnings(conn: &mut Conn, a: &OnlineAlter) -> Result<Option<String>> {
+    if conn.get_warnings() == 0 {
+        return Ok(None);
     }
-    Ok(())
+    let warnings: Vec<(String, u32, String)> = conn.query("SHOW WARNINGS").await?;
+    let key = format!("for key '{}'", a.key_index);
+    // 1364: a new NOT NULL column without a default gets its type's implicit default (0, '',
+    // …), exactly what an ALTER TABLE … ADD COLUMN gives the rows already there.
+    if let Some((_, code, message)) = warnings
+        .iter()
+        .find(|(_, code, m)| !(*code == 1062 && m.contains(&key)) && *code != 1364)
+    {
+        return Err(DeployError::CopyRejected {
+            table: a.table.clone(),
+            message: format!("{message} (error {code})"),
+        });
+    }
+    Ok(warnings
+        .into_iter()
+        .find(|(_, code, _)| *code == 1062)
+        .map(|(_, _, m)| m))
 }
 
 /// The verification of a copied range, in one consistent snapshot (no locks): the triggers change
@@ -503,7 +510,7 @@ async fn verify_range(
                     }
                     Err(e) => return Err(e.into()),
                 }
-                check_warnings(conn, a).await?;
+                let duplicate = check_warnings(conn, a).await?;
                 if conn.affected_rows() > 0 {
                     copied += 1;
                     break;
@@ -520,6 +527,15 @@ async fn verify_range(
                     .await?;
                 if there.is_some() {
                     break;
+                }
+                // Not held by anyone: refused as a duplicate of another row under a key of the new
+                // schema (the key the rows are copied by may be another unique key there). A retry
+                // would never end.
+                if let Some(message) = duplicate {
+                    return Err(DeployError::CopyRejected {
+                        table: a.table.clone(),
+                        message: format!("{message} (error 1062)"),
+                    });
                 }
                 *retries += 1;
                 if *retries > CHUNK_TRIES {

@@ -1371,6 +1371,8 @@ pub(crate) fn refusal(
         Some(ErrPacket::new(1235, "42000", HIDDEN_TEXT_REFUSED))
     } else if a.hides_locks() {
         Some(ErrPacket::new(1235, "42000", HIDDEN_LOCKS_REFUSED))
+    } else if a.statements.iter().any(|s| s.keyword == "BACKUP") {
+        Some(ErrPacket::new(1235, "42000", BACKUP_REFUSED))
     } else if a.statements.iter().any(|s| s.compound && s.changes_rows) {
         Some(ErrPacket::new(1235, "42000", COMPOUND_ROWS_REFUSED))
     } else if a.has_xa() {
@@ -1437,6 +1439,10 @@ const KILL_REFUSED: &str = "VT12001: unsupported: KILL USER, KILL QUERY ID and K
 /// Table locks the gateway cannot see it cannot release at the transaction time limit, nor keep
 /// the session's connection for.
 const HIDDEN_LOCKS_REFUSED: &str = "VT12001: unsupported: LOCK TABLES, UNLOCK TABLES, BACKUP LOCK, FLUSH … WITH READ LOCK and HANDLER run only as statements of their own (not prepared, run from a string or inside a compound statement)";
+
+/// `BACKUP LOCK` blocks every DDL on a table, a deploy's among them, and writers queue behind a
+/// DDL waiting for it; backups are the platform's (`strata backup create`).
+const BACKUP_REFUSED: &str = "VT12001: unsupported: BACKUP LOCK and BACKUP STAGE; backups are taken by the platform (strata backup create)";
 
 /// The row limit undoes a single statement's changes; inside a compound statement it cannot.
 const COMPOUND_ROWS_REFUSED: &str = "VT12001: unsupported: UPDATE or DELETE inside a compound statement (BEGIN NOT ATOMIC, IF, loops), where the row limit cannot hold it; send it as a statement of its own";

@@ -2261,3 +2261,25 @@ fn transactions_back_to_back_never_fail_and_never_stop_a_deploy() {
     );
     assert_no_artifacts(&s, &main_id, "after the revert window closed under load");
 }
+
+/// A new primary key over a column holding duplicates fails the deploy at once with the server's
+/// words (the rows are copied by the old key, a unique key in the new table): it sat in the copy,
+/// retried as if a transaction held the rows, forever.
+#[test]
+fn a_new_primary_key_over_duplicates_fails_with_the_reason() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let (main_id, dev_id) = setup(&s);
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t DROP PRIMARY KEY, ADD PRIMARY KEY (v), ADD UNIQUE KEY uid (id)",
+    );
+    s.json(&["deploy-request", "create", "shop", "dev"]);
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    let d = wait_state(&s, "1", &["complete_error"], 60);
+    let why = d["error"].as_str().unwrap_or_default();
+    assert!(why.contains("Duplicate entry 'init'"), "{d}");
+    assert_eq!(columns(&s, &main_id), "id,v,n");
+    assert_no_artifacts(&s, &main_id, "after the failed deploy");
+}
