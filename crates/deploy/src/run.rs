@@ -661,7 +661,11 @@ async fn forward_blockers(conn: &mut Conn, plan: &Plan) -> Result<()> {
             continue;
         };
         let reason: Option<String> = conn
-            .query_first(format!("SELECT `reason` FROM {} LIMIT 1", q(&blocked)))
+            .query_first(format!(
+                "SELECT `reason` FROM {} WHERE {} LIMIT 1",
+                q(&blocked),
+                sql::LIVE_RECORDS
+            ))
             .await?;
         if let Some(reason) = reason {
             return Err(DeployError::WriteRefused {
@@ -1231,8 +1235,9 @@ async fn checked_rename(
         let held = Instant::now();
         let reason: std::result::Result<Option<String>, _> = conn
             .query_first(format!(
-                "SELECT `reason` FROM {} LIMIT 1",
-                q(&check.blocked)
+                "SELECT `reason` FROM {} WHERE {} LIMIT 1",
+                q(&check.blocked),
+                sql::LIVE_RECORDS
             ))
             .await;
         let reason = match reason {
@@ -1317,7 +1322,13 @@ pub async fn revert_blockers(conn: &mut Conn, plan: &Plan) -> Result<Vec<(String
     let union = plan
         .revert_blocked_tables()
         .iter()
-        .map(|t| format!("SELECT `table_name`, `reason` FROM {}", q(t)))
+        .map(|t| {
+            format!(
+                "SELECT `table_name`, `reason` FROM {} WHERE {}",
+                q(t),
+                sql::LIVE_RECORDS
+            )
+        })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     let rows = conn

@@ -34,12 +34,29 @@ pub fn placeholder(name: &str, cols: &[String]) -> String {
     format!("CREATE TABLE {} ({defs}) ENGINE=BLACKHOLE", q(name))
 }
 
-/// The tables where reverse triggers record why a revert would lose data.
+/// The tables where reverse triggers record why a revert would lose data (each table's creation,
+/// then its fill: see [`blocked_fill`]).
 pub fn revert_blocked_tables(plan: &Plan) -> Vec<String> {
     plan.revert_blocked_tables()
         .iter()
-        .map(|t| blocked_table(plan, t))
+        .flat_map(|t| [Some(blocked_table(plan, t)), blocked_fill(plan, t)])
+        .flatten()
         .collect()
+}
+
+/// Markers spread over a keyed blocked table's key space, each with an empty reason (never a live
+/// record). A trigger's look-up of a row's record is a locking read (every read is, in a statement
+/// that writes, under REPEATABLE READ), and a record missing locks the gap where it would be: in an
+/// empty table that is the whole table, and two transactions that each looked for one row's record
+/// and then recorded another waited for each other (a deadlock). With 4,096 markers a gap is a
+/// 4,096th of the key space.
+fn blocked_fill(plan: &Plan, name: &str) -> Option<String> {
+    plan.keyed_blockers.then(|| {
+        format!(
+            "INSERT IGNORE INTO {} (`row_key`, `table_name`, `reason`) SELECT UNHEX(CONCAT(LPAD(HEX(seq * 16), 4, '0'), REPEAT('0', 60))), '', '' FROM seq_0_to_4095",
+            q(name)
+        )
+    })
 }
 
 /// A blocked table: one record per row (see [`Plan::keyed_blockers`]) or, in older plans, per
@@ -69,26 +86,33 @@ fn row_key(key: &[String], row: &str) -> String {
     format!("UNHEX(SHA2(CONCAT_WS('#', {parts}), 256))")
 }
 
-/// Records (or replaces) why the row `row` is wrong on the other side.
+/// Records (or replaces) why the row `row` is wrong on the other side. A record taken back is
+/// kept, with an empty reason (see [`clear`]): recording the row again updates it in place.
 fn record(blocked: &str, table: &str, key: &[String], row: &str, why: &str) -> String {
     format!(
-        "REPLACE INTO {} (`row_key`, `table_name`, `reason`) VALUES ({}, '{}', {why})",
+        "INSERT INTO {} (`row_key`, `table_name`, `reason`) VALUES ({}, '{}', IF({why} = '', 'refused', {why})) ON DUPLICATE KEY UPDATE `table_name` = VALUES(`table_name`), `reason` = VALUES(`reason`)",
         q(blocked),
         row_key(key, row),
         sql_string(table)
     )
 }
 
-/// Takes back a record of the row `row` (it is right on the other side now, or gone). The
-/// existence check is a plain read: a missing record, the usual case, takes no gap lock that two
-/// writers' records could deadlock on.
+/// Takes back a record of the row `row` (it is right on the other side now, or gone): its reason
+/// is emptied, the record kept. Deleted, a record left a delete-marked entry, and recording the
+/// row again next to another writer's record locked the gap before it: two transactions that each
+/// wrote a misfit and then a fit (eight at once) deadlocked. The existence check is a locking read
+/// (as every read in a writing statement): a missing record, the usual case, locks only the gap
+/// between two of the table's markers (see [`blocked_fill`]), and only the update writes.
 fn clear(blocked: &str, key: &[String], row: &str) -> String {
     let k = row_key(key, row);
     format!(
-        "IF EXISTS (SELECT 1 FROM {b} WHERE `row_key` = {k}) THEN DELETE FROM {b} WHERE `row_key` = {k}; END IF",
+        "IF EXISTS (SELECT 1 FROM {b} WHERE `row_key` = {k} AND `reason` <> '') THEN UPDATE {b} SET `reason` = '' WHERE `row_key` = {k}; END IF",
         b = q(blocked)
     )
 }
+
+/// The condition a blocked table's live records meet (records taken back keep an empty reason).
+pub const LIVE_RECORDS: &str = "`reason` <> ''";
 
 /// The deploy-blocked tables of a plan's changed tables (see [`Plan::forward_guarded`]).
 pub fn deploy_blocked_tables(plan: &Plan) -> Vec<String> {
@@ -97,7 +121,8 @@ pub fn deploy_blocked_tables(plan: &Plan) -> Vec<String> {
         .enumerate()
         .filter(|(_, s)| matches!(s, Step::AlterTable(_)))
         .filter_map(|(i, _)| plan.deploy_blocked_for(i))
-        .map(|t| blocked_table(plan, &t))
+        .flat_map(|t| [Some(blocked_table(plan, &t)), blocked_fill(plan, &t)])
+        .flatten()
         .collect()
 }
 
@@ -1082,8 +1107,12 @@ mod tests {
             "{}",
             f[0]
         );
-        assert!(f[0].contains(&format!("REPLACE INTO `~strata_abcdef01_0_deploy_blocked` (`row_key`, `table_name`, `reason`) VALUES ({key}, 't', why)")), "{}", f[0]);
-        assert!(f[0].contains(&format!("IF EXISTS (SELECT 1 FROM `~strata_abcdef01_0_deploy_blocked` WHERE `row_key` = {key}) THEN DELETE")), "{}", f[0]);
+        // Recorded in place, taken back by emptying the reason: a record is never deleted.
+        assert!(f[0].contains(&format!("INSERT INTO `~strata_abcdef01_0_deploy_blocked` (`row_key`, `table_name`, `reason`) VALUES ({key}, 't', IF(why = '', 'refused', why)) ON DUPLICATE KEY UPDATE")), "{}", f[0]);
+        assert!(f[0].contains(&format!("IF EXISTS (SELECT 1 FROM `~strata_abcdef01_0_deploy_blocked` WHERE `row_key` = {key} AND `reason` <> '') THEN UPDATE `~strata_abcdef01_0_deploy_blocked` SET `reason` = ''")), "{}", f[0]);
+        assert!(!f
+            .concat()
+            .contains("DELETE FROM `~strata_abcdef01_0_deploy_blocked`"));
         assert!(f[2].contains("LENGTH(OLD.`a`)"), "{}", f[2]);
         // The old row goes by the reverse match key.
         assert!(
@@ -1108,7 +1137,11 @@ mod tests {
         );
         assert!(revert_blocked_tables(&p)
             .iter()
+            .filter(|t| t.starts_with("CREATE"))
             .all(|t| t.contains("`row_key` BINARY(32) NOT NULL PRIMARY KEY")));
+        assert!(revert_blocked_tables(&p)
+            .iter()
+            .any(|t| t.contains("FROM seq_0_to_4095")));
         // Plans stored before keep their triggers' text.
         let old = Plan {
             keyed_blockers: false,

@@ -2283,3 +2283,100 @@ fn a_new_primary_key_over_duplicates_fails_with_the_reason() {
     assert_eq!(columns(&s, &main_id), "id,v,n");
     assert_no_artifacts(&s, &main_id, "after the failed deploy");
 }
+
+/// In the revert window, transactions that write a value the old schema cannot hold and then one
+/// it can (each on its own row, eight at once) never fail: the reverse triggers record the row
+/// and take the record back, and those records must not lock more than the row's own. Then the
+/// revert goes through with every last value.
+#[test]
+fn records_of_rows_that_do_not_fit_never_deadlock_writers() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let (main_id, dev_id) = setup(&s);
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t MODIFY v VARCHAR(64) NOT NULL",
+    );
+    s.json(&["deploy-request", "create", "shop", "dev"]);
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    wait_state(&s, "1", &["complete_pending_revert"], 120);
+    let (user, pw, _) = password(&s, "shop", "main", "readwriter");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..8i64)
+        .map(|w| {
+            let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+                .ip_or_hostname("127.0.0.1")
+                .tcp_port(s.mysql_port)
+                .user(Some(user.clone()))
+                .pass(Some(pw.clone()))
+                .db_name(Some("shop"))
+                .prefer_socket(false)
+                .into();
+            let stop = stop.clone();
+            rt.spawn(async move {
+                let mut conn = mysql_async::Conn::new(opts).await.expect("writer connects");
+                let (mut ok, mut errors) = (0u64, Vec::new());
+                let id = 1000 + w;
+                while !stop.load(Ordering::Relaxed) {
+                    let r: Result<(), mysql_async::Error> = async {
+                        let mut tx = conn.start_transaction(Default::default()).await?;
+                        tx.exec_drop("UPDATE t SET v = ? WHERE id = ?", ("L".repeat(40), id))
+                            .await?;
+                        tx.exec_drop("UPDATE t SET v = ? WHERE id = ?", (format!("s{ok}"), id))
+                            .await?;
+                        tx.commit().await
+                    }
+                    .await;
+                    match r {
+                        Ok(()) => ok += 1,
+                        Err(e) => {
+                            errors.push(e.to_string());
+                            if let Ok(c) = mysql_async::Conn::new(conn.opts().clone()).await {
+                                conn = c;
+                            }
+                        }
+                    }
+                }
+                (ok, errors)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(8));
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut errors) = (0, Vec::new());
+    for t in tasks {
+        let (o, e) = rt.block_on(t).unwrap();
+        ok += o;
+        errors.extend(e);
+    }
+    eprintln!("transactions in the revert window: {ok}");
+    if !errors.is_empty() {
+        let st = s.sql_ok(&main_id, "strata_root", "SHOW ENGINE INNODB STATUS");
+        eprintln!("DEADLOCK {}", st.replace("\\n", "\n"));
+    }
+    assert!(
+        errors.is_empty(),
+        "{} failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert!(ok > 200, "the writers wrote ({ok})");
+    // Every row fits the old schema again: the revert goes through.
+    let r = s.json(&["deploy-request", "revert", "shop", "1"]);
+    assert!(
+        matches!(
+            r["deployment"]["state"].as_str(),
+            Some("in_progress_revert" | "complete_revert")
+        ),
+        "{r}"
+    );
+    wait_state(&s, "1", &["complete_revert"], 60);
+    let long = s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "SELECT COUNT(*) FROM shop.t WHERE id BETWEEN 1000 AND 1007 AND v LIKE 's%'",
+    );
+    assert_eq!(long.trim(), "8");
+}
