@@ -145,10 +145,15 @@ pub async fn cleanup(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
             (schema, plan.artifact_like()),
         )
         .await?;
-    // Artifacts may reference each other by foreign key (new tables of one request): any order.
+    // Artifacts may reference each other by foreign key (new tables of one request): any order,
+    // but the markers last: a clean-up stopped half-way must still say where the tables stand
+    // (a finished revert resumed after a crash is then known as finished).
+    let markers: Vec<String> = Mark::ALL.iter().map(|m| plan.marker(*m)).collect();
+    let (last, first): (Vec<String>, Vec<String>) =
+        tables.into_iter().partition(|t| markers.contains(t));
     conn.query_drop("SET SESSION foreign_key_checks = 0")
         .await?;
-    for t in tables {
+    for t in first.into_iter().chain(last) {
         conn.query_drop(format!("DROP TABLE IF EXISTS {}", q(&t)))
             .await?;
     }
@@ -1388,7 +1393,18 @@ pub async fn revert(
     let pairs = sql::revert_pairs(plan);
     let done = if plan.marked {
         let have = existing(conn, schema, &pairs).await?;
-        sql::renames_done(&pairs, |n| have.contains(n)).ok_or(DeployError::NotPrepared)?
+        match sql::renames_done(&pairs, |n| have.contains(n)) {
+            Some(done) => done,
+            // Swapped back and partly cleaned up (stopped during the clean-up): the marker,
+            // dropped last, says so.
+            None if exists(conn, schema, &plan.marker(Mark::Reverted))
+                .await?
+                .is_some() =>
+            {
+                pairs.len()
+            }
+            None => return Err(DeployError::NotPrepared),
+        }
     } else if placement(conn, schema, plan).await? == Placement::Swapped {
         0
     } else {

@@ -411,9 +411,44 @@ async fn the_cut_over_keeps_the_auto_increment_counter() {
         .await
         .unwrap();
     assert_eq!(cols.as_deref(), Some("id,n,extra"));
+    // Reverted, then a clean-up stopped half-way (a crash): everything but the marker gone. The
+    // revert, resumed, knows it is done.
+    strata_deploy::run::revert(&mut c, "shop", &plan, Duration::from_millis(400), 5)
+        .await
+        .unwrap();
+    let triggers: Vec<String> = c
+        .exec(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop' AND TRIGGER_NAME LIKE ?",
+            (plan.trigger_like(),),
+        )
+        .await
+        .unwrap();
+    for t in triggers {
+        c.query_drop(format!("DROP TRIGGER `{t}`")).await.unwrap();
+    }
+    let marker = plan.marker(strata_deploy::plan::Mark::Reverted);
+    let tables: Vec<String> = c
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME LIKE ?",
+            (plan.artifact_like(),),
+        )
+        .await
+        .unwrap();
+    assert!(tables.contains(&marker), "{tables:?}");
+    for t in tables.iter().filter(|t| **t != marker) {
+        c.query_drop(format!("DROP TABLE `{t}`")).await.unwrap();
+    }
+    strata_deploy::run::revert(&mut c, "shop", &plan, Duration::from_millis(400), 5)
+        .await
+        .expect("a finished revert, resumed, is finished");
     strata_deploy::run::cleanup(&mut c, "shop", &plan)
         .await
         .unwrap();
+    let cols: Option<String> = c
+        .query_first("SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME = 'a'")
+        .await
+        .unwrap();
+    assert_eq!(cols.as_deref(), Some("id,n"));
     drop(c);
     server.inst.stop().await;
 }
