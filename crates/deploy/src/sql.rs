@@ -297,6 +297,22 @@ fn delete_row(target: &str, key: &[String], cols: &[String], row: &str) -> Strin
     )
 }
 
+/// Writes the row `row` into `target`: an INSERT, and on a duplicate an UPDATE by the key (see
+/// [`forward_triggers_keyed`]).
+fn upsert_row(target: &str, key: &[String], cols: &[String], row: &str) -> String {
+    let sets = cols
+        .iter()
+        .map(|c| format!("{} = {row}.{}", q(c), q(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let found = key_match(key, row);
+    format!(
+        "BEGIN DECLARE dup TEXT DEFAULT NULL; BEGIN DECLARE CONTINUE HANDLER FOR 1062 GET DIAGNOSTICS CONDITION 1 dup = MESSAGE_TEXT; INSERT INTO {target} ({}) VALUES ({}); END; IF dup IS NOT NULL THEN UPDATE {target} SET {sets} WHERE {found}; IF NOT EXISTS (SELECT 1 FROM {target} WHERE {found}) THEN SIGNAL SQLSTATE '23000' SET MESSAGE_TEXT = dup, MYSQL_ERRNO = 1062; END IF; END IF; END",
+        list(cols),
+        prefixed(row, cols),
+    )
+}
+
 /// `NOT (OLD.k1 <=> NEW.k1) OR …`
 fn key_changed(key: &[String]) -> String {
     key.iter()
@@ -307,9 +323,12 @@ fn key_changed(key: &[String]) -> String {
 
 /// Forward triggers of a plan with keyed blockers (see [`Plan::keyed_blockers`]). An insert is
 /// mirrored by an INSERT (the row cannot be in the shadow yet), so a duplicate on a unique key
-/// new in the shadow is recorded against the row instead of taking another row's place; an
-/// update still replaces (its row may not be copied yet, and a delete of a missing row would take
-/// a gap lock two writers could deadlock on): the cut-over's row counts catch a row it displaced.
+/// new in the shadow is recorded against the row instead of taking another row's place. An update
+/// is an INSERT of the new row (its row may not be copied yet), and when that meets a duplicate,
+/// an UPDATE of the row by its key: a value a new unique key refuses fails that UPDATE and is
+/// recorded against the row, where a REPLACE took the other row's place (a deploy adding a unique
+/// key then failed at its cut-over after updates that left the data unique). A duplicate with no
+/// row of that key in the shadow is recorded too.
 fn forward_triggers_keyed(plan: &Plan, step: usize, a: &OnlineAlter, blocked: &str) -> Vec<String> {
     let tag = plan.tag.as_str();
     let t = q(&a.table);
@@ -324,7 +343,7 @@ fn forward_triggers_keyed(plan: &Plan, step: usize, a: &OnlineAlter, blocked: &s
             clear(blocked, &a.key, "NEW"),
         ),
         format!(
-            "CREATE TRIGGER {} AFTER UPDATE ON {t} FOR EACH ROW BEGIN {} IF {} THEN {}; END IF; {}; REPLACE INTO {s} ({cols}) VALUES ({values}); {}; END",
+            "CREATE TRIGGER {} AFTER UPDATE ON {t} FOR EACH ROW BEGIN {} IF {} THEN {}; END IF; {}; {}; {}; END",
             q(&trigger_name(tag, step, 'f', "u")),
             handler("NEW"),
             key_changed(&a.key),
@@ -332,6 +351,7 @@ fn forward_triggers_keyed(plan: &Plan, step: usize, a: &OnlineAlter, blocked: &s
             // Always: a key changed only in case or trailing spaces is the same key to the
             // server (`<=>`) but another hash here.
             clear(blocked, &a.key, "OLD"),
+            upsert_row(&s, &a.key, &a.shared, "NEW"),
             clear(blocked, &a.key, "NEW"),
         ),
         format!(
@@ -1113,6 +1133,13 @@ mod tests {
         assert!(!f
             .concat()
             .contains("DELETE FROM `~strata_abcdef01_0_deploy_blocked`"));
+        // An update never replaces another row of the shadow: INSERT, then UPDATE by the key.
+        assert!(
+            !f[1].contains("REPLACE INTO `~strata_abcdef01_0_new"),
+            "{}",
+            f[1]
+        );
+        assert!(f[1].contains(&format!("DECLARE CONTINUE HANDLER FOR 1062 GET DIAGNOSTICS CONDITION 1 dup = MESSAGE_TEXT; INSERT INTO `{s}` (`a`, `b`, `v`) VALUES (NEW.`a`, NEW.`b`, NEW.`v`); END; IF dup IS NOT NULL THEN UPDATE `{s}` SET `a` = NEW.`a`, `b` = NEW.`b`, `v` = NEW.`v` WHERE `a` = NEW.`a` AND `b` = NEW.`b`", s = a.shadow)), "{}", f[1]);
         assert!(f[2].contains("LENGTH(OLD.`a`)"), "{}", f[2]);
         // The old row goes by the reverse match key.
         assert!(

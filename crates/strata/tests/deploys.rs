@@ -2380,3 +2380,62 @@ fn records_of_rows_that_do_not_fit_never_deadlock_writers() {
     );
     assert_eq!(long.trim(), "8");
 }
+
+/// A deploy adding a unique key, waiting to cut over while rows are updated through a moment where
+/// two share a value and back to unique: the cut-over goes through with every row. The update's
+/// mirror replaced the other row in the new table, and the cut-over failed as if rows were lost.
+#[test]
+fn updates_through_a_passing_duplicate_leave_a_new_unique_key_deployable() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let (main_id, _) = setup(&s);
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.u (id INT NOT NULL PRIMARY KEY, v VARCHAR(10) NOT NULL); INSERT INTO shop.u VALUES (1,'x'),(2,'y'),(3,'p'),(4,'q')",
+    );
+    let dev_id = s.json(&["branch", "create", "shop", "uniq", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.u ADD UNIQUE KEY uv (v)",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "uniq",
+        "--disable-auto-apply",
+    ]);
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    wait_state(&s, "1", &["pending_cutover"], 120);
+    let (user, pw, _) = password(&s, "shop", "main", "readwriter");
+    let o = s.gateway_sql(
+        &user,
+        &pw,
+        &["shop"],
+        "UPDATE u SET v = 'y' WHERE id = 1; UPDATE u SET v = 'x' WHERE id = 1; UPDATE u SET v = 'q' WHERE id = 3; DELETE FROM u WHERE id = 3; INSERT INTO u VALUES (5, 'q'); UPDATE u SET v = 'q2' WHERE id = 5",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    s.json(&["deploy-request", "apply", "shop", "1"]);
+    wait_state(&s, "1", &["complete_pending_revert"], 120);
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT GROUP_CONCAT(id, v ORDER BY id) FROM shop.u"
+        )
+        .trim(),
+        "1x,2y,4q,5q2"
+    );
+    // While a duplicate stands, the cut-over of another such deploy waits: recorded, not lost.
+    let o = s.gateway_sql(&user, &pw, &["shop"], "UPDATE u SET v = 'y' WHERE id = 1");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Duplicate entry"),
+        "the unique key is live now: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
