@@ -54,6 +54,9 @@ struct Session {
     tables_locked: Option<Instant>,
     olap: bool,
     last_insert_id: u64,
+    /// What `ROW_COUNT()` says after the client's last statement (answered here when the session
+    /// is not pinned: the statement may have run on another connection of the pool).
+    row_count: i64,
     shared: Arc<crate::SessionShared>,
     /// Prepared statements by the ids this client knows; backends get them prepared on demand.
     stmts: std::collections::HashMap<u32, ClientStmt>,
@@ -155,6 +158,7 @@ pub(crate) async fn run(
         tables_locked: None,
         olap: false,
         last_insert_id: 0,
+        row_count: -1,
         shared,
         stmts: std::collections::HashMap::new(),
         next_stmt: 1,
@@ -673,6 +677,10 @@ impl Session {
         if a.last_insert_id_query && !self.sticky {
             return self.answer_last_insert_id().await;
         }
+        if a.row_count_query && !self.sticky {
+            let v = self.row_count.to_string();
+            return self.answer_local("ROW_COUNT()", v).await;
+        }
         if let Some((query_only, id)) = a.kill {
             return self.kill(query_only, id).await;
         }
@@ -883,10 +891,16 @@ impl Session {
     }
 
     async fn answer_last_insert_id(&mut self) -> Result<Flow, ClientError> {
+        let v = self.last_insert_id.to_string();
+        self.answer_local("LAST_INSERT_ID()", v).await
+    }
+
+    /// A one-column, one-row answer the gateway knows itself.
+    async fn answer_local(&mut self, name: &str, v: String) -> Result<Flow, ClientError> {
         let deprecate = self.client.caps & caps::DEPRECATE_EOF != 0;
         self.client.queue(&[1]);
         self.client.queue(&column_definition(
-            "LAST_INSERT_ID()",
+            name,
             column_type::LONGLONG,
             63,
             21,
@@ -895,8 +909,9 @@ impl Session {
         if !deprecate {
             self.client.queue(&eof(0, self.status));
         }
-        let v = self.last_insert_id.to_string();
         self.client.queue(&text_row(&[Some(v.as_bytes())]));
+        // A SELECT, answered: ROW_COUNT() says -1 after it.
+        self.row_count = -1;
         if deprecate {
             let ok = OkPacket {
                 header: 0xFE,
@@ -1006,6 +1021,7 @@ impl Session {
         } else {
             self.last_insert_id
         };
+        self.row_count = row_count_after(&t);
         for (_, f) in &frames {
             self.queue_for_client(f, lease.backend.capabilities, Some(guard));
         }
@@ -1259,6 +1275,7 @@ impl Session {
         if t.last_insert_id != 0 {
             self.last_insert_id = t.last_insert_id;
         }
+        self.row_count = row_count_after(&t);
         if let Some(c) = self.capture.as_mut() {
             c.complete = exceeded.is_none() && !client_gone;
             c.caps = lease.backend.capabilities;
@@ -1282,6 +1299,8 @@ impl Session {
         packet: Bytes,
         timeout: Option<Duration>,
     ) -> Result<Flow, ClientError> {
+        // A SELECT: whatever answers it, ROW_COUNT() says -1 after it.
+        self.row_count = -1;
         let key = crate::InflightKey {
             pool: self.link.key.clone(),
             sql: packet.clone(),
@@ -1344,6 +1363,16 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// What `ROW_COUNT()` says after a statement: -1 after an error or a result set, else the rows
+/// its OK packet reported changed.
+fn row_count_after(t: &Tracker) -> i64 {
+    if t.error || t.last_result_set {
+        -1
+    } else {
+        i64::try_from(t.last_affected).unwrap_or(i64::MAX)
     }
 }
 

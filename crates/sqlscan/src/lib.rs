@@ -22,6 +22,8 @@ pub struct Analysis {
     pub pins_session: Option<&'static str>,
     /// `SELECT LAST_INSERT_ID()` alone: answered from the client's last OK packet.
     pub last_insert_id_query: bool,
+    /// `SELECT ROW_COUNT()` alone: answered from the client's last statement.
+    pub row_count_query: bool,
     /// `SET workload = olap|oltp|dba` alone.
     pub set_workload: Option<String>,
     /// `KILL [HARD|SOFT] [QUERY|CONNECTION] n`: (query only, id).
@@ -422,6 +424,13 @@ fn analyze_with(sql: &str, backslash_escapes: bool, versioned_code: bool) -> Ana
             && (w.len() == 4 || (w.len() == 6 && w[4] == "AS") || w.len() == 5)
         {
             a.last_insert_id_query = true;
+        }
+        // SELECT ROW_COUNT() [AS alias]
+        if w.len() >= 4
+            && w[..4] == ["SELECT", "ROW_COUNT", "(", ")"]
+            && (w.len() == 4 || (w.len() == 6 && w[4] == "AS") || w.len() == 5)
+        {
+            a.row_count_query = true;
         }
         // SET [SESSION|@@[session.]]workload = value
         if w.first() == Some(&"SET") {

@@ -483,6 +483,25 @@ fn pooling_transactions_session_state_and_binary_protocol() {
         let id = fresh.last_insert_id().unwrap();
         let again: Option<u64> = fresh.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
         assert_eq!(again, Some(id));
+        // So does ROW_COUNT(): the rows the client's last statement changed, -1 after a SELECT.
+        fresh
+            .query_drop("UPDATE t SET v = v WHERE v = 5 OR id = 0")
+            .await
+            .unwrap();
+        fresh
+            .query_drop("UPDATE t SET v = 6 WHERE v = 5")
+            .await
+            .unwrap();
+        let affected = fresh.affected_rows() as i64;
+        assert!(affected >= 1);
+        let changed: Option<i64> = fresh.query_first("SELECT ROW_COUNT()").await.unwrap();
+        assert_eq!(changed, Some(affected));
+        let after_select: Option<i64> = fresh.query_first("SELECT ROW_COUNT()").await.unwrap();
+        assert_eq!(after_select, Some(-1));
+        fresh
+            .query_drop("UPDATE t SET v = 5 WHERE v = 6")
+            .await
+            .unwrap();
 
         // Binary protocol, multi-statements, several result sets.
         let stmt = a.prep("SELECT v FROM t WHERE id = ?").await.unwrap();

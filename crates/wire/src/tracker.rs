@@ -64,6 +64,10 @@ pub struct Tracker {
     pub status_seen: bool,
     pub affected_rows: u64,
     pub last_insert_id: u64,
+    /// Rows the last OK packet reported changed (not summed: what `ROW_COUNT()` says next).
+    pub last_affected: u64,
+    /// The response's last result was a result set (`ROW_COUNT()` then says -1).
+    pub last_result_set: bool,
     /// True when the response ended with an ERR packet.
     pub error: bool,
     /// Warnings the server holds for the statement, summed over its results (OK/EOF counts): with
@@ -88,6 +92,8 @@ impl Tracker {
             status_seen: false,
             affected_rows: 0,
             last_insert_id: 0,
+            last_affected: 0,
+            last_result_set: false,
             error: false,
             warnings: 0,
         }
@@ -162,6 +168,8 @@ impl Tracker {
                 }
                 (Expect::Simple, 0x00) | (Expect::ResultSets, 0x00) => {
                     let st = self.finish_ok(p)?;
+                    self.last_result_set = false;
+                    self.last_affected = OkPacket::parse(p, self.capabilities)?.affected_rows;
                     Ok(self.after_result(st))
                 }
                 (Expect::Simple, 0xFE) => {
@@ -185,6 +193,7 @@ impl Tracker {
                         return Err(WireError::Malformed("result set with no columns"));
                     }
                     self.state = State::Columns(n);
+                    self.last_result_set = true;
                     Ok(Event::Other)
                 }
                 (Expect::Prepare, 0x00) => {
