@@ -294,7 +294,8 @@ impl Session {
         if let Some(mut lease) = self.pinned.take() {
             let in_transaction = self.status & status::IN_TRANS != 0;
             let mut ok = lease.backend.query("ROLLBACK").await.is_ok();
-            if self.tables_locked.take().is_some() {
+            let had_locks = self.tables_locked.take().is_some();
+            if had_locks {
                 ok &= lease.backend.query("UNLOCK TABLES").await.is_ok();
                 ok &= lease.backend.query("BACKUP UNLOCK").await.is_ok();
             }
@@ -307,7 +308,15 @@ impl Session {
             );
             self.settle(lease, !ok);
             let limit = self.gw.cfg.limits.transaction_timeout;
-            self.aborted = Some(if in_transaction {
+            self.aborted = Some(if in_transaction && had_locks {
+                // LOCK TABLES committed what ran before it: only what followed was rolled back.
+                let mut e = transaction_aborted(self.id, limit);
+                e.message = format!(
+                    "{}; statements before LOCK TABLES had been committed by it, and the table locks were released",
+                    e.message.replace(" and nothing of it was committed", "")
+                );
+                e
+            } else if in_transaction {
                 transaction_aborted(self.id, limit)
             } else {
                 ErrPacket::new(1105, "HY000", link::locks_released(limit))

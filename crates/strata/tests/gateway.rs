@@ -1049,6 +1049,27 @@ fn query_limits_and_kill() {
             let e = holder.query_drop(backup).await.unwrap_err();
             assert!(e.to_string().contains("BACKUP"), "{backup}: {e}");
         }
+        // Autocommit off, a write, then LOCK TABLES (which commits it), then idle past the limit:
+        // the client hears what was kept, not "nothing committed".
+        holder.query_drop("SET autocommit = 0").await.unwrap();
+        holder
+            .query_drop("INSERT INTO t VALUES (777, 7)")
+            .await
+            .unwrap();
+        holder.query_drop("LOCK TABLES t WRITE").await.unwrap();
+        holder.query_drop("SELECT 1 FROM t LIMIT 1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let e = holder.query_drop("SELECT 1").await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("before LOCK TABLES had been committed"),
+            "{e}"
+        );
+        let kept: Option<i64> = d
+            .query_first("SELECT COUNT(*) FROM t WHERE id = 777")
+            .await
+            .unwrap();
+        assert_eq!(kept, Some(1));
     });
 }
 
