@@ -166,6 +166,14 @@ pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     cleanup(conn, schema, plan).await?;
     if plan.online_alters().next().is_some() {
         ensure_blackhole(conn).await?;
+        // The placeholders are BLACKHOLE tables; the instance enforces InnoDB for everyone else.
+        match conn
+            .query_drop("SET SESSION enforce_storage_engine = NULL")
+            .await
+        {
+            Err(strata_engine::mysql_async::Error::Server(e)) if e.code == 1193 => {}
+            r => r?,
+        }
     }
     conn.query_drop("SET SESSION foreign_key_checks = 0")
         .await?;

@@ -93,8 +93,13 @@ impl OptionFile<'_> {
             server_id = self.server_id,
         );
         match self.flavour {
+            // InnoDB only for the applications' tables (as on PlanetScale): the row limit, the
+            // transaction limit and deploys undo and copy through transactions, which other engines
+            // do not have. The control plane's own sessions lift it where it needs another engine
+            // (`admin::allow_any_engine`).
             Flavour::MariaDb => s.push_str(&format!(
                 "collation-server=utf8mb4_general_ci\n\
+                 enforce_storage_engine=InnoDB\n\
                  innodb_log_file_size={redo}\n\
                  binlog_row_metadata=FULL\n\
                  log_bin_compress=OFF\n\

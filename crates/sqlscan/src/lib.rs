@@ -592,6 +592,8 @@ fn statement(s: &[&Token]) -> Statement {
                 st.unchecks |= inner.unchecks();
                 st.artifact |= inner.touches_artifact();
                 st.changes_rows = inner.changes_rows();
+                st.compound |= inner.statements.iter().any(|i| i.compound);
+                st.opaque |= inner.runs_hidden_text();
                 st.hidden_locks = inner.hides_locks()
                     || inner.statements.iter().any(|i| {
                         matches!(i.keyword.as_str(), "LOCK" | "UNLOCK" | "HANDLER")
@@ -615,7 +617,11 @@ fn opens_compound(s: &[&Token<'_>]) -> bool {
         s
     };
     let first = s.first().copied();
-    (word_is(first, "BEGIN") && word_is(s.get(1).copied(), "NOT"))
+    // `BEGIN` alone or `BEGIN WORK` starts a transaction; followed by anything else it opens a
+    // block (`BEGIN NOT ATOMIC`, and in `sql_mode=ORACLE` a plain `BEGIN stmt; … END`). Oracle
+    // mode's labels are `<<name>>`.
+    (word_is(first, "BEGIN") && s.get(1).is_some_and(|t| !word_is(Some(t), "WORK")))
+        || first.is_some_and(|t| t.text.starts_with("<<"))
         || ["IF", "CASE", "LOOP", "WHILE", "REPEAT", "FOR", "DECLARE"]
             .iter()
             .any(|k| word_is(first, k))

@@ -725,3 +725,26 @@ fn versioned_comments_are_also_read_as_skipped() {
     assert!(!analyze("/*!40101 SET NAMES utf8mb4 */").has_ddl());
     assert!(analyze("UPDATE t SET v = 1 /*!50000 WHERE id = 1 */").changes_rows());
 }
+
+#[test]
+fn oracle_mode_blocks_are_compound_statements() {
+    for sql in [
+        "BEGIN UPDATE big SET v = 1; END;",
+        "BEGIN DELETE FROM big; END",
+        "<<l>> BEGIN UPDATE big SET v = 1; END",
+    ] {
+        let a = analyze(sql);
+        assert!(
+            a.statements.iter().any(|s| s.compound && s.changes_rows),
+            "{sql}"
+        );
+    }
+    let a = analyze("EXECUTE IMMEDIATE 'BEGIN UPDATE big SET v=1; END;'");
+    assert!(a.statements.iter().any(|s| s.compound && s.changes_rows));
+    // Inside such a block, text run from a string cannot be judged.
+    assert!(analyze("BEGIN EXECUTE IMMEDIATE 'LOCK TABLES big WRITE'; END;").runs_hidden_text());
+    // A transaction's BEGIN is not a block.
+    for sql in ["BEGIN", "BEGIN WORK", "begin;"] {
+        assert!(!analyze(sql).statements.iter().any(|s| s.compound), "{sql}");
+    }
+}

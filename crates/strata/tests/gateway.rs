@@ -2285,6 +2285,44 @@ fn the_row_limit_holds_wherever_the_statement_runs() {
             let e = c.query_drop(text).await.unwrap_err();
             assert!(e.to_string().contains(expect), "{text}: {e}");
         }
+        // In Oracle mode a plain BEGIN opens a block: the same refusal.
+        let mut ora = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        ora.query_drop("SET sql_mode = 'ORACLE'").await.unwrap();
+        for text in [
+            "BEGIN UPDATE t SET v = 1; END;",
+            "EXECUTE IMMEDIATE 'BEGIN UPDATE t SET v = 1; END;'",
+        ] {
+            let e = ora.query_drop(text).await.unwrap_err();
+            assert!(e.to_string().contains("compound statement"), "{text}: {e}");
+        }
+        let e = ora
+            .query_drop("BEGIN EXECUTE IMMEDIATE 'LOCK TABLES t WRITE'; END;")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("VT12001"), "{e}");
+        ora.disconnect().await.unwrap();
+        // Tables are InnoDB only, enforced by the server: a MyISAM or Aria table could not be
+        // rolled back by the limit (its change stayed while the client heard it refused).
+        for engine in ["Aria", "MyISAM", "MEMORY"] {
+            let e = c
+                .query_drop(format!(
+                    "CREATE TABLE nt (id INT PRIMARY KEY) ENGINE={engine}"
+                ))
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("1290"), "{engine}: {e}");
+            let e = c
+                .query_drop(format!(
+                    "CREATE TEMPORARY TABLE ntt (id INT PRIMARY KEY) ENGINE={engine}"
+                ))
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("1290"), "temporary {engine}: {e}");
+        }
+        assert!(c
+            .query_drop("SET SESSION enforce_storage_engine = NULL")
+            .await
+            .is_err());
         // Prepared with SQL, then executed: the EXECUTE is held to the limit.
         c.query_drop("PREPARE d FROM 'DELETE FROM t WHERE id > ?'")
             .await
