@@ -279,8 +279,12 @@ impl HttpSql {
                     let me = self.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
-                        // Past the gateway's bound on open connections: closed at once.
-                        let Some(_open) = me.gw.clients.open() else { return };
+                        // Past the gateway's bound on open connections: turned away at once
+                        // (503 in plain HTTP; a TLS client is closed).
+                        let Some(_open) = me.gw.clients.open() else {
+                            busy(tcp, peer).await;
+                            return;
+                        };
                         // Past the bound on connections not yet at their first request, after a
                         // moment's wait: refused (503 in plain HTTP; a TLS client is closed).
                         let wait = crate::admission::WAIT;
