@@ -803,6 +803,19 @@ impl Platform {
             for bk in backups {
                 self.drop_backup_job_and_files(&bk.id).await;
             }
+            // Its open deploy requests close with it (a branch made again under the name starts
+            // afresh); one whose deployment is under way keeps going on its stored plan.
+            for mut r in self.catalog.deploy_requests(&db.id)? {
+                let deploying = self.catalog.deployment(&r.id).is_ok_and(|d| d.is_active());
+                if r.branch == b.name && r.state == "open" && !deploying {
+                    let now = now_millis();
+                    r.state = "closed".into();
+                    r.closed_at = Some(now);
+                    r.closed_by = Some(caller.token_id.clone());
+                    r.updated_at = now;
+                    self.catalog.update_deploy_request(&r)?;
+                }
+            }
         }
         Ok(())
     }

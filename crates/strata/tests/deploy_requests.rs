@@ -348,3 +348,36 @@ fn deploy_requests_check_three_ways_and_take_reviews() {
         6
     );
 }
+
+/// A deleted branch's open deploy request closes with it: a branch made again under the name
+/// opens its own request, which shows its own changes.
+#[test]
+fn a_deleted_branch_closes_its_open_request() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let main_id = s.new_database("shop");
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE users (id INT PRIMARY KEY)",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let dev = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(&dev, "strata_admin", "ALTER TABLE users ADD COLUMN a INT");
+    s.json(&["deploy-request", "create", "shop", "dev"]);
+    s.ok(&["branch", "delete", "shop", "dev", "--force"]);
+    let first = s.json(&["deploy-request", "show", "shop", "1"]);
+    assert_eq!(first["state"], "closed", "{first}");
+    let dev = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(&dev, "strata_admin", "ALTER TABLE users ADD COLUMN b INT");
+    let second = s.json(&["deploy-request", "create", "shop", "dev"]);
+    assert_eq!(second["number"], 2, "{second}");
+    let diff = s.json(&["deploy-request", "diff", "shop", "2"]).to_string();
+    assert!(diff.contains("`b`") && !diff.contains("`a`"), "{diff}");
+}
