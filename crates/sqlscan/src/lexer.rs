@@ -39,16 +39,51 @@ pub fn tokens(sql: &str) -> Vec<Token<'_>> {
 /// [`tokens`], reading a backslash in a string as an escape or (`NO_BACKSLASH_ESCAPES`, or a
 /// multi-byte charset whose characters may end in 0x5C) as itself.
 pub fn tokens_with(sql: &str, backslash_escapes: bool) -> Vec<Token<'_>> {
-    tokens_read(sql, backslash_escapes, true)
+    tokens_read(
+        sql,
+        Reading {
+            backslash_escapes,
+            ..Reading::default()
+        },
+    )
 }
 
-/// [`tokens_with`], and with `versioned_code` false a versioned executable comment
-/// (`/*!50700 … */`, `/*M!100500 … */`) read as a plain comment: the server runs it only when its
-/// version is at least the one written, which this reading cannot know.
-pub fn tokens_read(sql: &str, backslash_escapes: bool, versioned_code: bool) -> Vec<Token<'_>> {
+/// One way the server may read a text, where its reading depends on what the gateway cannot know
+/// for sure (the session's `sql_mode`, its character set, the server's version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    /// A backslash in a string escapes (else `NO_BACKSLASH_ESCAPES`, or a multi-byte charset whose
+    /// characters may end in 0x5C).
+    pub backslash_escapes: bool,
+    /// A versioned executable comment (`/*!50700 … */`, `/*M!100500 … */`) is code; else a plain
+    /// comment (the server runs it only when its version is at least the one written).
+    pub versioned_code: bool,
+    /// `--` followed by a character the server may take for a space in some charset (latin1's
+    /// no-break space) opens a comment to the end of the line.
+    pub odd_space_dashes: bool,
+}
+
+impl Default for Reading {
+    fn default() -> Self {
+        Reading {
+            backslash_escapes: true,
+            versioned_code: true,
+            odd_space_dashes: false,
+        }
+    }
+}
+
+/// [`tokens`] under one [`Reading`].
+pub fn tokens_read(sql: &str, reading: Reading) -> Vec<Token<'_>> {
     let mut out = Vec::new();
-    scan(sql, &mut out, backslash_escapes, versioned_code);
+    scan(sql, &mut out, reading);
     out
+}
+
+/// True when the text holds `--` followed by a character some charset takes for a space.
+pub fn has_odd_space_dashes(sql: &str) -> bool {
+    sql.match_indices("--")
+        .any(|(i, _)| ODD_SPACES.iter().any(|sp| sql[i + 2..].starts_with(sp)))
 }
 
 /// True when the text holds a versioned executable comment.
@@ -65,7 +100,12 @@ pub fn has_versioned_comment(sql: &str) -> bool {
 /// byte that was not UTF-8 and reached the lexer replaced): they separate words here too.
 const ODD_SPACES: &[&str] = &["\u{A0}", "\u{FFFD}", "\u{2000}", "\u{3000}"];
 
-fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>, backslash_escapes: bool, versioned_code: bool) {
+fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>, reading: Reading) {
+    let Reading {
+        backslash_escapes,
+        versioned_code,
+        odd_space_dashes,
+    } = reading;
     let b = sql.as_bytes();
     let n = b.len();
     let mut i = 0;
@@ -93,8 +133,13 @@ fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>, backslash_escapes: bool, ver
         } else if c == b'#'
             || (c == b'-'
                 && b.get(i + 1) == Some(&b'-')
-                && b.get(i + 2)
-                    .is_none_or(|x| x.is_ascii_whitespace() || x.is_ascii_control()))
+                && (b
+                    .get(i + 2)
+                    .is_none_or(|x| x.is_ascii_whitespace() || x.is_ascii_control())
+                    || (odd_space_dashes
+                        && ODD_SPACES
+                            .iter()
+                            .any(|sp| sql.get(i + 2..).is_some_and(|r| r.starts_with(sp))))))
         {
             while i < n && b[i] != b'\n' {
                 i += 1;

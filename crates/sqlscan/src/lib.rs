@@ -9,7 +9,10 @@
 
 mod lexer;
 
-pub use lexer::{has_versioned_comment, tokens, tokens_read, tokens_with, Token, TokenKind};
+pub use lexer::{
+    has_odd_space_dashes, has_versioned_comment, tokens, tokens_read, tokens_with, Reading, Token,
+    TokenKind,
+};
 
 /// What the gateway needs to know about one query text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -215,23 +218,43 @@ fn word_is(t: Option<&Token<'_>>, w: &str) -> bool {
 /// backslash escapes (`NO_BACKSLASH_ESCAPES`, or a multi-byte charset where 0x5C ends a
 /// character): whatever either reading finds is found.
 pub fn analyze(sql: &str) -> Analysis {
-    let mut a = analyze_with(sql, true, true);
-    let backslash = sql.as_bytes().contains(&b'\\');
-    let versioned = has_versioned_comment(sql);
-    // The other readings: without backslash escapes, and with versioned comments not run (a
-    // server older than the version written skips them: `CREATE /*!999999 TEMPORARY */ TABLE`).
+    let mut a = analyze_with(sql, Reading::default());
+    // The other readings, each combination of what the text holds: without backslash escapes;
+    // with versioned comments not run (a server older than the version written skips them:
+    // `CREATE /*!999999 TEMPORARY */ TABLE`); with `--` and latin1's no-break space opening a
+    // comment (which hid the rest of a line's quote from a reading without it).
+    let backslash: &[bool] = if sql.as_bytes().contains(&b'\\') {
+        &[true, false]
+    } else {
+        &[true]
+    };
+    let versioned: &[bool] = if has_versioned_comment(sql) {
+        &[true, false]
+    } else {
+        &[true]
+    };
+    let dashes: &[bool] = if has_odd_space_dashes(sql) {
+        &[false, true]
+    } else {
+        &[false]
+    };
     let mut others = Vec::new();
-    if backslash {
-        others.push((false, true));
-    }
-    if versioned {
-        others.push((true, false));
-        if backslash {
-            others.push((false, false));
+    for &backslash_escapes in backslash {
+        for &versioned_code in versioned {
+            for &odd_space_dashes in dashes {
+                let r = Reading {
+                    backslash_escapes,
+                    versioned_code,
+                    odd_space_dashes,
+                };
+                if r != Reading::default() {
+                    others.push(r);
+                }
+            }
         }
     }
-    for (escapes, versioned_code) in others {
-        let other = analyze_with(sql, escapes, versioned_code);
+    for reading in others {
+        let other = analyze_with(sql, reading);
         let flagged = |s: &Statement| {
             s.ddl
                 || s.opaque
@@ -252,13 +275,19 @@ pub fn analyze(sql: &str) -> Analysis {
         if other.statements.iter().any(flagged) || other.statements.len() > a.statements.len() {
             a.statements.extend(other.statements);
             a.consolidable = false;
+            // Session state another reading sees (a table lock) keeps the connection too.
+            a.pins_session = a.pins_session.or(other.pins_session);
+            a.last_insert_id_query = false;
+            a.row_count_query = false;
+            a.set_workload = None;
+            a.kill = None;
         }
     }
     a
 }
 
-fn analyze_with(sql: &str, backslash_escapes: bool, versioned_code: bool) -> Analysis {
-    let toks = tokens_read(sql, backslash_escapes, versioned_code);
+fn analyze_with(sql: &str, reading: Reading) -> Analysis {
+    let toks = tokens_read(sql, reading);
     let mut a = Analysis::default();
     for t in &toks {
         if let TokenKind::Directive = t.kind {

@@ -748,3 +748,25 @@ fn oracle_mode_blocks_are_compound_statements() {
         assert!(!analyze(sql).statements.iter().any(|s| s.compound), "{sql}");
     }
 }
+
+#[test]
+fn dashes_and_a_no_break_space_are_also_read_as_a_comment() {
+    // latin1's no-break space (0xA0; as the gateway reads bytes, U+FFFD) after `--` opens a
+    // comment for the server: the quote on that line must not hide what follows.
+    for sp in ["\u{FFFD}", "\u{A0}"] {
+        let hidden = |body: &str| format!("SELECT 1 --{sp}'\n; {body}; SELECT 1 -- '");
+        let a = analyze(&hidden("BEGIN NOT ATOMIC UPDATE big SET v = 1; END"));
+        assert!(
+            a.statements.iter().any(|s| s.compound && s.changes_rows),
+            "{a:?}"
+        );
+        assert!(analyze(&hidden("DELETE FROM big WHERE id > 0")).changes_rows());
+        let a = analyze(&hidden("LOCK TABLES big WRITE"));
+        assert!(a.statements.iter().any(|s| s.keyword == "LOCK"), "{a:?}");
+        assert!(a.pins_session.is_some());
+        assert!(analyze(&hidden("SET max_statement_time = 0"))
+            .time_limits()
+            .any(|v| v == Some(0)));
+        assert!(analyze(&hidden("CREATE TABLE x3 (id INT PRIMARY KEY)")).has_ddl());
+    }
+}

@@ -2379,6 +2379,42 @@ fn the_row_limit_holds_wherever_the_statement_runs() {
         c.disconnect().await.unwrap();
         other.disconnect().await.unwrap();
     });
+    // A latin1 client: `--` and a no-break space open a comment for the server, so a quote on
+    // that line hides nothing from the gateway either.
+    let latin1 = |sql: &str| {
+        let o = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, pymysql\n\
+                 c = pymysql.connect(host='127.0.0.1', port=int(sys.argv[1]), user=sys.argv[2], password=sys.argv[3], database='shop', charset='latin1', client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)\n\
+                 try:\n\
+                 \x20   c.cursor().execute(sys.argv[4].replace('~', '\\xa0'))\n\
+                 \x20   print('ok')\n\
+                 except pymysql.err.MySQLError as e:\n\
+                 \x20   print(e.args[0], e.args[1])",
+                &s.mysql_port.to_string(),
+                &admin,
+                &pw,
+                sql,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    for (body, expect) in [
+        ("DELETE FROM t WHERE id > 0", "Row count exceeded 100"),
+        (
+            "BEGIN NOT ATOMIC UPDATE t SET v = 1; END",
+            "compound statement",
+        ),
+        (
+            "SET max_statement_time = 0",
+            "max_statement_time can be set only",
+        ),
+    ] {
+        let r = latin1(&format!("SELECT 1 --~'\n; {body}; SELECT 1 -- '"));
+        assert!(r.contains(expect), "{body}: {r}");
+    }
     // The HTTP SQL endpoint holds the same limit on the same forms.
     for (sql, expect) in [
         (
