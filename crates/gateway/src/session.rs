@@ -686,6 +686,11 @@ impl Session {
         if a.last_insert_id_query && !self.sticky {
             return self.answer_last_insert_id().await;
         }
+        if a.connection_id_query {
+            // The id the client's KILL takes (its backend's changes with the pool).
+            let v = self.id.to_string();
+            return self.answer_local("CONNECTION_ID()", v).await;
+        }
         if a.row_count_query && !self.sticky {
             let v = self.row_count.to_string();
             return self.answer_local("ROW_COUNT()", v).await;

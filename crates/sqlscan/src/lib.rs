@@ -27,6 +27,9 @@ pub struct Analysis {
     pub last_insert_id_query: bool,
     /// `SELECT ROW_COUNT()` alone: answered from the client's last statement.
     pub row_count_query: bool,
+    /// `SELECT CONNECTION_ID()` alone: answered with the gateway's id of the session (the one
+    /// `KILL` takes).
+    pub connection_id_query: bool,
     /// `SET workload = olap|oltp|dba` alone.
     pub set_workload: Option<String>,
     /// `KILL [HARD|SOFT] [QUERY|CONNECTION] n`: (query only, id).
@@ -279,6 +282,7 @@ pub fn analyze(sql: &str) -> Analysis {
             a.pins_session = a.pins_session.or(other.pins_session);
             a.last_insert_id_query = false;
             a.row_count_query = false;
+            a.connection_id_query = false;
             a.set_workload = None;
             a.kill = None;
         }
@@ -460,6 +464,13 @@ fn analyze_with(sql: &str, reading: Reading) -> Analysis {
             && (w.len() == 4 || (w.len() == 6 && w[4] == "AS") || w.len() == 5)
         {
             a.row_count_query = true;
+        }
+        // SELECT CONNECTION_ID() [AS alias]
+        if w.len() >= 4
+            && w[..4] == ["SELECT", "CONNECTION_ID", "(", ")"]
+            && (w.len() == 4 || (w.len() == 6 && w[4] == "AS") || w.len() == 5)
+        {
+            a.connection_id_query = true;
         }
         // SET [SESSION|@@[session.]]workload = value
         if w.first() == Some(&"SET") {

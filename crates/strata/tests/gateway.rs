@@ -498,6 +498,9 @@ fn pooling_transactions_session_state_and_binary_protocol() {
         assert_eq!(changed, Some(affected));
         let after_select: Option<i64> = fresh.query_first("SELECT ROW_COUNT()").await.unwrap();
         assert_eq!(after_select, Some(-1));
+        // CONNECTION_ID() is the session's id at the gateway, the one KILL takes.
+        let own: Option<u32> = fresh.query_first("SELECT CONNECTION_ID()").await.unwrap();
+        assert_eq!(own, Some(fresh.id()));
         fresh
             .query_drop("UPDATE t SET v = 5 WHERE v = 6")
             .await
