@@ -91,6 +91,19 @@ impl HttpSession {
 
 type SessionRef = Arc<tokio::sync::Mutex<HttpSession>>;
 
+/// The session's connection is gone (`e` says why), and with it any transaction and session
+/// state: a transaction's end is said as such.
+fn connection_lost(s: &mut HttpSession, e: &ErrPacket) -> RpcError {
+    if s.forget_connection_state() {
+        RpcError {
+            code: "ABORTED",
+            message: format!("transaction ended: {}; it was rolled back", e.message),
+        }
+    } else {
+        rpc_error(e)
+    }
+}
+
 pub struct HttpSql {
     gw: Arc<Gateway>,
     signer: SessionSigner,
@@ -843,8 +856,7 @@ impl HttpSql {
             Some(mut c) => {
                 if let Err(e) = link.fresh_privileges(&mut c).await {
                     c.discard();
-                    s.forget_connection_state();
-                    return Err(rpc_error(&e));
+                    return Err(connection_lost(s, &e));
                 }
                 c
             }
@@ -891,14 +903,7 @@ impl HttpSql {
                 // The connection is gone, and with it any transaction and session state.
                 lease.discard();
                 link.forget_instance();
-                let was_in_transaction = s.forget_connection_state();
-                if was_in_transaction {
-                    return Err(RpcError {
-                        code: "ABORTED",
-                        message: format!("transaction ended: {}; it was rolled back", e.message),
-                    });
-                }
-                return Err(rpc_error(&e));
+                return Err(connection_lost(s, &e));
             }
             Err(Failed::Refused(e)) => {
                 self.settle(s, lease);

@@ -261,6 +261,22 @@ impl Session {
     /// After a command: keep the connection, or give it back.
     fn settle(&mut self, lease: Lease, broken: bool) {
         if broken {
+            // The transaction (or the table locks) went with the connection: the client's next
+            // statement hears it, so nothing it sends in the belief the transaction is open
+            // commits on its own.
+            if self.status & status::IN_TRANS != 0 {
+                self.aborted = Some(ErrPacket::new(
+                    1105,
+                    "HY000",
+                    "transaction ended: its connection to the instance broke, and it was rolled back; nothing of it was committed",
+                ));
+            } else if self.tables_locked.is_some() {
+                self.aborted = Some(ErrPacket::new(
+                    1105,
+                    "HY000",
+                    "table locks ended: the connection to the instance broke (UNLOCK TABLES); statements run under them had already committed",
+                ));
+            }
             lease.discard();
             self.link.forget_instance();
             self.sticky = false;
@@ -418,6 +434,8 @@ impl Session {
             self.keep_for_diagnostics = false;
             self.settle(lease, !ok);
         }
+        // The old identity's transaction is reset either way: nothing to tell the new one.
+        self.aborted = None;
         self.stmts.clear();
         self.sql_prepared.clear();
         self.sticky = false;

@@ -2472,3 +2472,52 @@ fn a_compound_statement_is_timed_as_a_whole() {
         c.disconnect().await.unwrap();
     });
 }
+
+/// A transaction whose instance connection breaks is gone: the statement that meets the break
+/// hears it, and so does the next one (a ROLLBACK is answered OK), so nothing sent in the belief
+/// the transaction is open commits on its own.
+#[test]
+fn a_transaction_whose_connection_broke_is_reported_gone() {
+    let (_root, s) = setup(&[]);
+    let (admin, pw, _) = password(&s, "shop", "main", "admin");
+    let main_id = s.wait_branch("shop", "main")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(s
+        .gateway_sql(
+            &admin,
+            &pw,
+            &["shop"],
+            "CREATE TABLE t (id INT PRIMARY KEY)"
+        )
+        .status
+        .success());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+        let thread: Option<u64> = c
+            .query_first("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT ID FROM information_schema.PROCESSLIST%'")
+            .await
+            .unwrap();
+        s.sql_ok(
+            &main_id,
+            "strata_root",
+            &format!("KILL CONNECTION {}", thread.unwrap()),
+        );
+        let first = c.query_drop("INSERT INTO t VALUES (2)").await;
+        let second = c.query_drop("INSERT INTO t VALUES (3)").await;
+        let told = [&first, &second]
+            .iter()
+            .any(|r| r.as_ref().is_err_and(|e| e.to_string().contains("transaction ended")));
+        assert!(told, "{first:?} / {second:?}");
+        c.query_drop("ROLLBACK").await.unwrap();
+        c.query_drop("INSERT INTO t VALUES (4)").await.unwrap();
+        let ids: Vec<i64> = c.query("SELECT id FROM t ORDER BY id").await.unwrap();
+        assert!(!ids.contains(&1), "the broken transaction's row: {ids:?}");
+        assert!(ids.contains(&4));
+        c.disconnect().await.unwrap();
+    });
+}
