@@ -348,11 +348,7 @@ impl Platform {
         db: &str,
         number: i64,
     ) -> Result<DeployRequestStatus> {
-        let (_, request) = self.numbered(caller, org, db, number)?;
-        let gate = self
-            .deployment_for(&request)
-            .ok()
-            .and_then(|d| self.deploy_gate(&d));
+        let gate = self.request_gate(caller, org, db, number)?;
         self.gated(
             gate,
             self.revert_deploy_request_gated(caller, org, db, number),
@@ -484,11 +480,7 @@ impl Platform {
         db: &str,
         number: i64,
     ) -> Result<DeployRequestStatus> {
-        let (_, request) = self.numbered(caller, org, db, number)?;
-        let gate = self
-            .deployment_for(&request)
-            .ok()
-            .and_then(|d| self.deploy_gate(&d));
+        let gate = self.request_gate(caller, org, db, number)?;
         self.gated(gate, self.skip_revert_gated(caller, org, db, number))
             .await
     }
@@ -643,6 +635,21 @@ impl Platform {
                 me.wake_deploys();
             });
         }
+    }
+
+    /// The gate of the branch a numbered request's deployment changes (none before it deploys).
+    fn request_gate(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+    ) -> Result<Option<Arc<Gate>>> {
+        let (_, request) = self.numbered(caller, org, db, number)?;
+        Ok(self
+            .deployment_for(&request)
+            .ok()
+            .and_then(|d| self.deploy_gate(&d)))
     }
 
     /// The gate of the branch a deployment changes.

@@ -55,14 +55,7 @@ fn start_writers(rt: &tokio::runtime::Runtime, s: &Strata, user: &str, pw: &str)
     let model = Arc::new(Mutex::new(Model::default()));
     let mut tasks = Vec::new();
     for w in 0..2i64 {
-        let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(s.mysql_port)
-            .user(Some(user))
-            .pass(Some(pw))
-            .db_name(Some("shop"))
-            .prefer_socket(false)
-            .into();
+        let opts = shop_opts(s, user, pw);
         let stop = stop.clone();
         let model = model.clone();
         tasks.push(rt.spawn(async move {
@@ -145,6 +138,32 @@ impl Writers {
         }
         (total.0, total.1, total.2, self.model)
     }
+}
+
+/// A client connection to the gateway's `shop` database with a password.
+fn shop_opts(s: &Strata, user: &str, pw: &str) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(s.mysql_port)
+        .user(Some(user))
+        .pass(Some(pw))
+        .db_name(Some("shop"))
+        .prefer_socket(false)
+        .into()
+}
+
+/// Waits for writer tasks; returns their transactions done and the errors they met.
+fn join_writers(
+    rt: &tokio::runtime::Runtime,
+    tasks: Vec<tokio::task::JoinHandle<(u64, Vec<String>)>>,
+) -> (u64, Vec<String>) {
+    let (mut ok, mut errors) = (0, Vec::new());
+    for t in tasks {
+        let (o, e) = rt.block_on(t).unwrap();
+        ok += o;
+        errors.extend(e);
+    }
+    (ok, errors)
 }
 
 /// Compares the table, row by row, with the model.
@@ -1181,14 +1200,7 @@ fn listings_leave_out_artifacts(s: &Strata, main_id: &str, when: &str) {
         // Prepared statements (binary rows), as mysql2's execute() and Go's database/sql send.
         let rt = tokio::runtime::Runtime::new().unwrap();
         let names: Vec<String> = rt.block_on(async {
-            let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
-                .ip_or_hostname("127.0.0.1")
-                .tcp_port(s.mysql_port)
-                .user(Some(user.clone()))
-                .pass(Some(pw.clone()))
-                .db_name(Some("shop"))
-                .prefer_socket(false)
-                .into();
+            let opts = shop_opts(s, &user, &pw);
             let mut c = mysql_async::Conn::new(opts).await.unwrap();
             let mut all: Vec<String> = c
                 .exec(
@@ -2173,14 +2185,7 @@ fn transactions_back_to_back_never_fail_and_never_stop_a_deploy() {
     const WRITERS: i64 = 8;
     let tasks: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
-                .ip_or_hostname("127.0.0.1")
-                .tcp_port(s.mysql_port)
-                .user(Some(user.clone()))
-                .pass(Some(pw.clone()))
-                .db_name(Some("shop"))
-                .prefer_socket(false)
-                .into();
+            let opts = shop_opts(&s, &user, &pw);
             let stop = stop.clone();
             rt.spawn(async move {
                 let mut conn = mysql_async::Conn::new(opts).await.expect("writer connects");
@@ -2230,12 +2235,7 @@ fn transactions_back_to_back_never_fail_and_never_stop_a_deploy() {
     // Its triggers are dropped under the same load (a failed try is retried by the worker).
     let closed = wait_state(&s, "1", &["complete"], 60);
     stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut errors) = (0, Vec::new());
-    for t in tasks {
-        let (o, e) = rt.block_on(t).unwrap();
-        ok += o;
-        errors.extend(e);
-    }
+    let (ok, errors) = join_writers(&rt, tasks);
     eprintln!(
         "transactions: {ok}; cut-over stall {} ms; revert window closed: {}",
         done["cutover_stall_ms"], closed["state"]
@@ -2306,14 +2306,7 @@ fn records_of_rows_that_do_not_fit_never_deadlock_writers() {
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..8i64)
         .map(|w| {
-            let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
-                .ip_or_hostname("127.0.0.1")
-                .tcp_port(s.mysql_port)
-                .user(Some(user.clone()))
-                .pass(Some(pw.clone()))
-                .db_name(Some("shop"))
-                .prefer_socket(false)
-                .into();
+            let opts = shop_opts(&s, &user, &pw);
             let stop = stop.clone();
             rt.spawn(async move {
                 let mut conn = mysql_async::Conn::new(opts).await.expect("writer connects");
@@ -2345,12 +2338,7 @@ fn records_of_rows_that_do_not_fit_never_deadlock_writers() {
         .collect();
     std::thread::sleep(Duration::from_secs(8));
     stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut errors) = (0, Vec::new());
-    for t in tasks {
-        let (o, e) = rt.block_on(t).unwrap();
-        ok += o;
-        errors.extend(e);
-    }
+    let (ok, errors) = join_writers(&rt, tasks);
     eprintln!("transactions in the revert window: {ok}");
     if !errors.is_empty() {
         let st = s.sql_ok(&main_id, "strata_root", "SHOW ENGINE INNODB STATUS");
