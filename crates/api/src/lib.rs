@@ -41,7 +41,7 @@ pub struct AppState {
         routes::list_deploy_requests, routes::create_deploy_request, routes::get_deploy_request, routes::close_deploy_request,
         routes::get_deploy_request_diff, routes::list_reviews, routes::review_deploy_request,
         routes::queue_deploy_request, routes::apply_deploy_request, routes::cancel_deploy_request,
-        routes::revert_deploy_request, routes::skip_revert_period, routes::update_auto_apply,
+        routes::revert_deploy_request, routes::skip_revert_period, routes::force_cutover_deploy_request, routes::update_auto_apply,
         routes::get_deployment, routes::get_deploy_queue, routes::get_deploy_request_throttler,
         routes::update_deploy_request_throttler, routes::get_database_throttler, routes::update_database_throttler,
         routes::enable_safe_migrations, routes::update_safe_migrations, routes::disable_safe_migrations,
@@ -340,6 +340,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{db}/deploy-requests/{{number}}/skip-revert"),
             post(skip_revert_period),
+        )
+        .route(
+            &format!("{db}/deploy-requests/{{number}}/force-cutover"),
+            post(force_cutover_deploy_request),
         )
         .route(
             &format!("{db}/deploy-requests/{{number}}/auto-apply"),

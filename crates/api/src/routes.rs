@@ -245,6 +245,9 @@ pub struct UpdateDatabase {
     pub migration_framework: Option<String>,
     /// The migration table (for `other`, or to override the framework's).
     pub migration_table_name: Option<String>,
+    /// A deploy's cut-over ends the queries and transactions in its way at once instead of
+    /// waiting for them (PlanetScale's aggressive cut-over setting).
+    pub aggressive_cutover: Option<bool>,
 }
 
 #[utoipa::path(patch, path = "/v1/organizations/{organization}/databases/{database}", tag = "databases",
@@ -267,6 +270,7 @@ pub async fn update_database(
             automatic_migrations: b.automatic_migrations,
             migration_framework: b.migration_framework,
             migration_table_name: b.migration_table_name,
+            aggressive_cutover: b.aggressive_cutover,
         },
     )?;
     Ok(Json(database_view(&st, &org, &d)?))
@@ -1128,6 +1132,17 @@ pub async fn skip_revert_period(
     Path((org, db, number)): OrgDbNumber,
 ) -> DrResult {
     let s = st.platform.skip_revert(&c, &org, &db, number).await?;
+    Ok(Json(views::deploy_request(&st.api_url, &org, &db, &s)))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization}/databases/{database}/deploy-requests/{number}/force-cutover", tag = "deploy requests",
+    responses((status = 200, body = views::DeployRequestView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn force_cutover_deploy_request(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((org, db, number)): OrgDbNumber,
+) -> DrResult {
+    let s = st.platform.force_cutover(&c, &org, &db, number).await?;
     Ok(Json(views::deploy_request(&st.api_url, &org, &db, &s)))
 }
 

@@ -154,6 +154,8 @@ pub struct DatabaseView {
     pub automatic_migrations: bool,
     pub migration_framework: Option<String>,
     pub migration_table_name: Option<String>,
+    /// Cut-overs end the queries and transactions in their way at once (not after waiting).
+    pub aggressive_cutover: bool,
     pub allow_data_branching: bool,
     pub deletion_protected: bool,
     pub sharded: bool,
@@ -192,6 +194,7 @@ pub fn database(api_url: &str, org: &str, d: &Database, branches: &[Branch]) -> 
         automatic_migrations: d.automatic_migrations,
         migration_framework: d.migration_framework.clone(),
         migration_table_name: d.migration_table_name.clone(),
+        aggressive_cutover: d.aggressive_cutover,
         allow_data_branching: false,
         deletion_protected: d.deletion_protected,
         sharded: false,
@@ -596,7 +599,15 @@ pub struct DeploymentView {
     /// True while a revert can be asked for: in the revert window of a revertable deploy.
     pub revertable: bool,
     pub revert_expires_at: Option<String>,
+    /// The last failed try of a step (tried again), or why the deployment failed. Steps held up
+    /// by long-running transactions say "Migration delayed due to long-running transactions".
     pub error: Option<String>,
+    /// Since when the deployment's steps have waited for long-running transactions.
+    pub delayed_since: Option<String>,
+    /// When a forced cut-over was asked for (`force-cutover`).
+    pub force_cutover_requested_at: Option<String>,
+    /// Connections (their queries and transactions) a forced cut-over ended.
+    pub ended_connections: u64,
     pub actor: Actor,
     pub cutover_actor: Option<Actor>,
     pub cancelled_actor: Option<Actor>,
@@ -649,6 +660,9 @@ pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
         revert_expires_at: ts_opt(d.revert_expires_at)
             .filter(|_| d.state == "complete_pending_revert"),
         error: d.error.clone(),
+        delayed_since: ts_opt(p.delayed_since).filter(|_| d.is_active()),
+        force_cutover_requested_at: ts_opt(d.force_cutover_requested_at),
+        ended_connections: p.ended_connections,
         actor: token_actor(&d.actor),
         cutover_actor: d.cutover_actor.as_deref().map(token_actor),
         cancelled_actor: d.cancelled_actor.as_deref().map(token_actor),

@@ -193,6 +193,10 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE deployments ADD COLUMN changes TEXT NOT NULL DEFAULT '';
     "#,
+    r#"
+    ALTER TABLE databases ADD COLUMN aggressive_cutover INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deployments ADD COLUMN force_cutover_requested_at INTEGER;
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

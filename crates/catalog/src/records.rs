@@ -38,6 +38,9 @@ pub struct Database {
     pub automatic_migrations: bool,
     pub migration_framework: Option<String>,
     pub migration_table_name: Option<String>,
+    /// A deploy's cut-over ends the transactions and queries in its way at once, instead of
+    /// waiting for them (up to the platform's forced cut-over time).
+    pub aggressive_cutover: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -192,6 +195,9 @@ pub struct Deployment {
     /// The changes as queued, JSON `[[object, statement, in_place], …]`: what the deployment must
     /// deploy, and the deploy request's record of it afterwards (empty for older deployments).
     pub changes: String,
+    /// When a forced cut-over was asked for (`force-cutover`): its steps then end the queries
+    /// and transactions in their way.
+    pub force_cutover_requested_at: Option<i64>,
 }
 
 impl Deployment {

@@ -133,11 +133,12 @@ fn db_row(r: &Row) -> rusqlite::Result<Database> {
         automatic_migrations: r.get(10)?,
         migration_framework: r.get(11)?,
         migration_table_name: r.get(12)?,
+        aggressive_cutover: r.get(13)?,
     })
 }
 const DB_COLS: &str = "id, organization_id, name, default_branch, require_approval_for_deploy, \
     allow_foreign_key_constraints, deletion_protected, created_at, updated_at, deploy_throttle_ratio, \
-    automatic_migrations, migration_framework, migration_table_name";
+    automatic_migrations, migration_framework, migration_table_name, aggressive_cutover";
 
 fn branch_row(r: &Row) -> rusqlite::Result<Branch> {
     let state: String = r.get(6)?;
@@ -315,9 +316,10 @@ fn deployment_row(r: &Row) -> rusqlite::Result<Deployment> {
         revert_expires_at: r.get(19)?,
         updated_at: r.get(20)?,
         changes: r.get(21)?,
+        force_cutover_requested_at: r.get(22)?,
     })
 }
-const DEPLOYMENT_COLS: &str = "id, database_id, deploy_request_id, deploy_request_number, into_branch, state, instant, auto_cutover, throttle_ratio, plan, progress, error, actor, cutover_actor, cancelled_actor, queued_at, started_at, cutover_at, finished_at, revert_expires_at, updated_at, changes";
+const DEPLOYMENT_COLS: &str = "id, database_id, deploy_request_id, deploy_request_number, into_branch, state, instant, auto_cutover, throttle_ratio, plan, progress, error, actor, cutover_actor, cancelled_actor, queued_at, started_at, cutover_at, finished_at, revert_expires_at, updated_at, changes, force_cutover_requested_at";
 
 fn review_row(r: &Row) -> rusqlite::Result<Review> {
     Ok(Review {
@@ -416,13 +418,15 @@ impl Catalog for SqliteCatalog {
     fn save_deployment(&self, d: &Deployment) -> Result<()> {
         self.conn().execute(
             &format!(
-                "INSERT INTO deployments ({DEPLOYMENT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)
+                "INSERT INTO deployments ({DEPLOYMENT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)
                  ON CONFLICT(deploy_request_id) DO UPDATE SET id=excluded.id, state=excluded.state, instant=excluded.instant,
                  auto_cutover=excluded.auto_cutover, throttle_ratio=excluded.throttle_ratio, plan=excluded.plan,
                  progress=excluded.progress, error=excluded.error, actor=excluded.actor, cutover_actor=excluded.cutover_actor,
                  cancelled_actor=excluded.cancelled_actor, queued_at=excluded.queued_at, started_at=excluded.started_at,
                  cutover_at=excluded.cutover_at, finished_at=excluded.finished_at, revert_expires_at=excluded.revert_expires_at,
-                 updated_at=excluded.updated_at, changes=excluded.changes"
+                 updated_at=excluded.updated_at, changes=excluded.changes,
+                 force_cutover_requested_at=CASE WHEN excluded.id <> deployments.id
+                   THEN excluded.force_cutover_requested_at ELSE deployments.force_cutover_requested_at END"
             ),
             params![
                 d.id,
@@ -446,10 +450,19 @@ impl Catalog for SqliteCatalog {
                 d.finished_at,
                 d.revert_expires_at,
                 d.updated_at,
-                d.changes
+                d.changes,
+                d.force_cutover_requested_at
             ],
         )?;
         Ok(())
+    }
+
+    fn request_force_cutover(&self, deploy_request_id: &str, at: i64) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE deployments SET force_cutover_requested_at=COALESCE(force_cutover_requested_at, ?2) WHERE deploy_request_id=?1",
+            params![deploy_request_id, at],
+        )?;
+        Ok(n == 1)
     }
 
     fn deployment(&self, deploy_request_id: &str) -> Result<Deployment> {
@@ -778,7 +791,7 @@ impl Catalog for SqliteCatalog {
         let tx = c.transaction()?;
         tx.execute(
             &format!(
-                "INSERT INTO databases ({DB_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+                "INSERT INTO databases ({DB_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
             ),
             params![
                 d.id,
@@ -793,7 +806,8 @@ impl Catalog for SqliteCatalog {
                 d.deploy_throttle_ratio,
                 d.automatic_migrations,
                 d.migration_framework,
-                d.migration_table_name
+                d.migration_table_name,
+                d.aggressive_cutover
             ],
         )
         .map_err(unique("Database", &d.name))?;
@@ -837,7 +851,7 @@ impl Catalog for SqliteCatalog {
                 "UPDATE databases SET name=?2, default_branch=?3, require_approval_for_deploy=?4, \
                  allow_foreign_key_constraints=?5, deletion_protected=?6, updated_at=?7, \
                  deploy_throttle_ratio=?8, automatic_migrations=?9, migration_framework=?10, \
-                 migration_table_name=?11 WHERE id=?1",
+                 migration_table_name=?11, aggressive_cutover=?12 WHERE id=?1",
                 params![
                     d.id,
                     d.name,
@@ -849,7 +863,8 @@ impl Catalog for SqliteCatalog {
                     d.deploy_throttle_ratio,
                     d.automatic_migrations,
                     d.migration_framework,
-                    d.migration_table_name
+                    d.migration_table_name,
+                    d.aggressive_cutover
                 ],
             )
             .map_err(unique("Database", &d.name))?;
@@ -1050,6 +1065,7 @@ mod tests {
             automatic_migrations: false,
             migration_framework: None,
             migration_table_name: None,
+            aggressive_cutover: false,
             created_at: 2,
             updated_at: 2,
         }
@@ -1226,8 +1242,17 @@ mod tests {
             revert_expires_at: None,
             updated_at: 5,
             changes: String::new(),
+            force_cutover_requested_at: None,
         };
         c.save_deployment(&dep).unwrap();
+        assert!(c.request_force_cutover("a", 6).unwrap());
+        assert!(c.request_force_cutover("a", 7).unwrap());
+        c.save_deployment(&dep).unwrap();
+        assert_eq!(
+            c.deployment("a").unwrap().force_cutover_requested_at,
+            Some(6),
+            "kept from the first request, whatever a step saves"
+        );
         assert_eq!(c.active_deployments().unwrap().len(), 1);
         dep.state = "complete_error".into();
         dep.error = Some("conflict".into());
@@ -1238,6 +1263,7 @@ mod tests {
         dep.state = "queued".into();
         c.save_deployment(&dep).unwrap();
         assert_eq!(c.deployment("a").unwrap().id, "dep2");
+        assert_eq!(c.deployment("a").unwrap().force_cutover_requested_at, None);
         assert_eq!(c.deployments("db-shop").unwrap().len(), 1);
         assert!(c.deployment("zz").is_err());
         assert_eq!(

@@ -14,6 +14,7 @@ use crate::{lock, Caller, ControlError, Platform, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_catalog::{Database, DeployRequest, Deployment};
+use strata_deploy::force::{Force, FORCE};
 use strata_deploy::gate::{Gate, BRANCH_GATE};
 use strata_deploy::run::{self, Placement};
 use strata_deploy::{DeployError, Plan, Progress, TableProgress};
@@ -107,11 +108,19 @@ fn schema_digest(objects: &[SchemaObject]) -> String {
 /// The longest a deployment's statement waits for a table's metadata lock.
 const DEPLOY_LOCK_WAIT: Duration = Duration::from_secs(30);
 
+/// The force a step runs under, if any (see `strata_deploy::force`).
+type StepForce = Option<Arc<Force>>;
+
+/// How a deployment whose steps wait for long-running transactions says so (PlanetScale's
+/// notice), at the start of its error.
+pub const DELAYED: &str = "Migration delayed due to long-running transactions";
+
 fn deploy_err(e: DeployError) -> ControlError {
     match e {
         DeployError::Query(q) => ControlError::Internal(q.to_string()),
-        // Long transactions in the way: a passing condition, the step is tried again later.
-        e @ DeployError::LockTimeout { .. } => ControlError::Internal(e.to_string()),
+        // Long transactions in the way: a passing condition, the step is tried again later (and
+        // forced once it has waited long enough).
+        e @ DeployError::LockTimeout { .. } => ControlError::Internal(format!("{DELAYED}: {e}")),
         other => ControlError::Unprocessable(other.to_string()),
     }
 }
@@ -239,6 +248,7 @@ impl Platform {
             revert_expires_at: None,
             updated_at: now,
             changes: crate::deploy_requests::encode_changes(&status.changes),
+            force_cutover_requested_at: None,
         };
         self.save(&mut d)?;
         self.wake_deploys();
@@ -348,9 +358,10 @@ impl Platform {
         db: &str,
         number: i64,
     ) -> Result<DeployRequestStatus> {
-        let gate = self.request_gate(caller, org, db, number)?;
+        let (gate, force) = self.request_gate(caller, org, db, number)?;
         self.gated(
             gate,
+            force,
             self.revert_deploy_request_gated(caller, org, db, number),
         )
         .await
@@ -480,8 +491,8 @@ impl Platform {
         db: &str,
         number: i64,
     ) -> Result<DeployRequestStatus> {
-        let gate = self.request_gate(caller, org, db, number)?;
-        self.gated(gate, self.skip_revert_gated(caller, org, db, number))
+        let (gate, force) = self.request_gate(caller, org, db, number)?;
+        self.gated(gate, force, self.skip_revert_gated(caller, org, db, number))
             .await
     }
 
@@ -644,12 +655,89 @@ impl Platform {
         org: &str,
         db: &str,
         number: i64,
-    ) -> Result<Option<Arc<Gate>>> {
+    ) -> Result<(Option<Arc<Gate>>, StepForce)> {
         let (_, request) = self.numbered(caller, org, db, number)?;
-        Ok(self
-            .deployment_for(&request)
-            .ok()
-            .and_then(|d| self.deploy_gate(&d)))
+        Ok(match self.deployment_for(&request) {
+            Ok(d) => (self.deploy_gate(&d), self.deploy_force(&d)),
+            Err(_) => (None, None),
+        })
+    }
+
+    /// The force a deployment's steps run under (see `strata_deploy::force`), armed by the
+    /// database's aggressive cut-over, a force asked for on the request, or steps that have waited
+    /// for long-running transactions past `force_cutover_after`.
+    fn deploy_force(&self, d: &Deployment) -> Option<Arc<Force>> {
+        let database = self.catalog().database_by_id(&d.database_id).ok()?;
+        let plan = plan_of(d).ok()?;
+        let after = self.settings().force_cutover_after.as_millis() as i64;
+        let catalog = self.catalog.clone();
+        let request = d.deploy_request_id.clone();
+        // Read afresh as the step waits, at most every `FORCE_GRACE`: a force asked for now, or a
+        // delay that passes its bound, takes effect in the middle of a try.
+        let armed = Box::new(move || {
+            let Ok(d) = catalog.deployment(&request) else {
+                return false;
+            };
+            let waited_enough = progress_of(&d)
+                .delayed_since
+                .is_some_and(|since| now_millis() - since >= after);
+            d.force_cutover_requested_at.is_some()
+                || waited_enough
+                || catalog
+                    .database_by_id(&d.database_id)
+                    .is_ok_and(|db| db.aggressive_cutover)
+        });
+        Some(Force::new(&database.name, plan.application_tables(), armed))
+    }
+
+    /// Counts the connections a forced step ended into the deployment's progress: into the
+    /// deployment the step returned (the next step goes on from it), else the one saved.
+    fn note_ended(
+        &self,
+        d: &Deployment,
+        advanced: &mut Result<Deployment>,
+        force: Option<&Arc<Force>>,
+    ) {
+        let Some(n) = force.map(|f| f.ended()).filter(|n| *n > 0) else {
+            return;
+        };
+        let add = |d: &mut Deployment| {
+            let mut p = progress_of(d);
+            p.ended_connections += n;
+            set_progress(d, &p);
+            let _ = self.save(d);
+        };
+        match advanced {
+            Ok(next) => add(next),
+            Err(_) => {
+                if let Ok(mut latest) = self.catalog().deployment(&d.deploy_request_id) {
+                    add(&mut latest);
+                }
+            }
+        }
+    }
+
+    /// Asks for the deployment's cut-over to be forced: its steps end the queries and transactions
+    /// holding its tables instead of waiting for them.
+    pub async fn force_cutover(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+    ) -> Result<DeployRequestStatus> {
+        let (database, request) = self.numbered(caller, org, db, number)?;
+        let d = self.deployment_for(&request)?;
+        if !d.is_active() {
+            return Err(ControlError::Unprocessable(format!(
+                "Deploy request #{number} is not being deployed ({}): there is no cut-over to force",
+                crate::deploy_requests::deployment_state_name(&d.state)
+            )));
+        }
+        self.catalog()
+            .request_force_cutover(&d.deploy_request_id, now_millis())?;
+        self.wake_deploys();
+        self.status_of(&database, request).await
     }
 
     /// The gate of the branch a deployment changes.
@@ -659,12 +747,20 @@ impl Platform {
         Some(self.gate(&branch.id))
     }
 
-    /// Runs a deploy step with its branch's gate at hand (see `strata_deploy::gate`).
+    /// Runs a deploy step with its branch's gate at hand (see `strata_deploy::gate`), forced when
+    /// `force` is set (see `strata_deploy::force`).
     async fn gated<T>(
         &self,
         gate: Option<Arc<Gate>>,
+        force: Option<Arc<Force>>,
         step: impl std::future::Future<Output = T>,
     ) -> T {
+        let step = async move {
+            match force {
+                Some(f) => FORCE.scope(f, step).await,
+                None => step.await,
+            }
+        };
         match gate {
             Some(g) => BRANCH_GATE.scope(g, step).await,
             None => step.await,
@@ -675,14 +771,19 @@ impl Platform {
     async fn drive(self: Arc<Self>, d: Deployment) {
         let gate = self.deploy_gate(&d);
         let me = self.clone();
-        me.gated(gate, self.drive_gated(d)).await
+        me.gated(gate, None, self.drive_gated(d)).await
     }
 
     async fn drive_gated(self: Arc<Self>, d: Deployment) {
         let mut d = d;
         loop {
             let before = d.state.clone();
-            let advanced = self.advance(d.clone()).await;
+            let force = self.deploy_force(&d);
+            let mut advanced = match &force {
+                Some(f) => FORCE.scope(f.clone(), self.advance(d.clone())).await,
+                None => self.advance(d.clone()).await,
+            };
+            self.note_ended(&d, &mut advanced, force.as_ref());
             if let Ok(next) = &advanced {
                 // A step that went through: the error a failed try left is history.
                 self.clear_error(next);
@@ -698,7 +799,16 @@ impl Platform {
                 Err(e) => {
                     tracing::warn!(deployment = %d.id, error = %e, "deployment step will be retried");
                     if let Ok(mut latest) = self.catalog().deployment(&d.deploy_request_id) {
-                        latest.error = Some(e.to_string());
+                        let message = e.to_string();
+                        // A delay is a notice, said as PlanetScale says it; other passing errors
+                        // keep their kind.
+                        let delayed = message.find(DELAYED).map(|i| message[i..].to_string());
+                        latest.error = Some(delayed.clone().unwrap_or(message));
+                        let mut p = progress_of(&latest);
+                        if delayed.is_some() && p.delayed_since.is_none() {
+                            p.delayed_since = Some(now_millis());
+                            set_progress(&mut latest, &p);
+                        }
                         let _ = self.save(&mut latest);
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -711,8 +821,14 @@ impl Platform {
     /// Takes back the error a failed try of a step recorded (not a failed deployment's reason).
     fn clear_error(&self, d: &Deployment) {
         if let Ok(mut latest) = self.catalog().deployment(&d.deploy_request_id) {
-            if latest.error.is_some() && latest.state != "complete_error" {
+            let mut p = progress_of(&latest);
+            if (latest.error.is_some() || p.delayed_since.is_some())
+                && latest.state != "complete_error"
+            {
                 latest.error = None;
+                if p.delayed_since.take().is_some() {
+                    set_progress(&mut latest, &p);
+                }
                 let _ = self.save(&mut latest);
             }
         }

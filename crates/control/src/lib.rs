@@ -47,6 +47,9 @@ pub struct Settings {
     pub http_port: u16,
     /// How long after a cut-over a deploy can be reverted.
     pub revert_window: std::time::Duration,
+    /// How long a deployment's steps wait for long-running transactions to leave their tables
+    /// before they end them (forced cut-over; PlanetScale: an hour).
+    pub force_cutover_after: std::time::Duration,
     /// Where backups are staged, and stored unless `backup_s3` is set (on the instances' file
     /// system, restores are reflinks).
     pub backup_dir: PathBuf,
@@ -436,6 +439,7 @@ impl Platform {
             automatic_migrations: false,
             migration_framework: None,
             migration_table_name: None,
+            aggressive_cutover: false,
             created_at: now,
             updated_at: now,
         };
@@ -492,6 +496,9 @@ impl Platform {
         }
         if let Some(v) = update.deletion_protected {
             db.deletion_protected = v;
+        }
+        if let Some(v) = update.aggressive_cutover {
+            db.aggressive_cutover = v;
         }
         let invalid = |e: strata_model::migration_data::MigrationDataError| {
             ControlError::Invalid(e.to_string())
@@ -1505,4 +1512,5 @@ pub struct DatabaseUpdate {
     pub automatic_migrations: Option<bool>,
     pub migration_framework: Option<String>,
     pub migration_table_name: Option<String>,
+    pub aggressive_cutover: Option<bool>,
 }

@@ -19,16 +19,23 @@ pub const GATE_REST: Duration = Duration::from_millis(750);
 /// The longest a client waits at a closed gate, whatever happens to its closer.
 pub const GATE_WAIT_MAX: Duration = Duration::from_secs(1);
 
-/// One branch's gate: closed while any [`Closed`] of it lives.
+/// How long the gate remembers an instance connection a forced cut-over ended.
+const ENDED_KEPT: Duration = Duration::from_secs(120);
+
+/// One branch's gate: closed while any [`Closed`] of it lives. It also carries, from a forced
+/// cut-over to the front doors, which instance connections the cut-over ended and for which
+/// table, so their clients hear why.
 #[derive(Debug)]
 pub struct Gate {
     closers: watch::Sender<u32>,
+    ended: std::sync::Mutex<Vec<(u64, String, Instant)>>,
 }
 
 impl Default for Gate {
     fn default() -> Self {
         Gate {
             closers: watch::channel(0).0,
+            ended: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -49,6 +56,24 @@ impl Gate {
 
     pub fn is_closed(&self) -> bool {
         *self.closers.borrow() > 0
+    }
+
+    /// Records that a forced cut-over is ending instance connection `thread_id` (of this branch's
+    /// instance) because it held `table`.
+    pub fn mark_ended(&self, thread_id: u64, table: &str) {
+        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        ended.retain(|(_, _, at)| at.elapsed() < ENDED_KEPT);
+        ended.push((thread_id, table.to_string(), Instant::now()));
+    }
+
+    /// The table a forced cut-over ended instance connection `thread_id` for (thread ids are not
+    /// reused while a server runs).
+    pub fn ended_for(&self, thread_id: u64) -> Option<String> {
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        ended
+            .iter()
+            .find(|(id, _, at)| *id == thread_id && at.elapsed() < ENDED_KEPT)
+            .map(|(_, table, _)| table.clone())
     }
 
     /// Returns once the gate is open, or after `max`.
@@ -146,6 +171,20 @@ mod tests {
         let waited = waiter.await.unwrap();
         assert!(waited >= Duration::from_millis(40) && waited < Duration::from_secs(1));
         assert!(!gate.is_closed());
+    }
+
+    #[test]
+    fn ended_connections_are_remembered_for_a_while() {
+        let gate = Gate::new();
+        assert_eq!(gate.ended_for(7), None);
+        gate.mark_ended(7, "users");
+        gate.mark_ended(8, "orders");
+        assert_eq!(gate.ended_for(7).as_deref(), Some("users"));
+        assert_eq!(gate.ended_for(8).as_deref(), Some("orders"));
+        gate.ended.lock().unwrap()[0].2 -= ENDED_KEPT;
+        assert_eq!(gate.ended_for(7), None, "forgotten after a while");
+        gate.mark_ended(9, "t");
+        assert_eq!(gate.ended.lock().unwrap().len(), 2, "old entries dropped");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!
 //! Change capture is by triggers, not the binlog: see ARCHITECTURE.md for why.
 
+pub mod force;
 pub mod gate;
 pub mod plan;
 pub mod run;
@@ -75,6 +76,20 @@ pub struct Progress {
     /// revert takes out, so what the application recorded there meanwhile stays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_rows_added: Option<run::TableRows>,
+    /// Since when (ms since the epoch) the deployment's steps have found their tables held by
+    /// long-running transactions; cleared once a step gets through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delayed_since: Option<i64>,
+    /// When a forced cut-over was asked for on the deploy request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_cutover_requested_at: Option<i64>,
+    /// Connections (their queries and transactions) the deployment's forced steps ended.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ended_connections: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -244,6 +244,21 @@ impl Plan {
             .collect()
     }
 
+    /// The application's names of the tables and views the deployment changes: what a forced
+    /// cut-over may end the holders of.
+    pub fn application_tables(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .map(|s| match s {
+                Step::CreateTable { table, .. }
+                | Step::DirectAlter { table, .. }
+                | Step::DropTable { table, .. } => table.clone(),
+                Step::AlterTable(a) => a.table.clone(),
+                Step::View { name, .. } => name.clone(),
+            })
+            .collect()
+    }
+
     pub fn online_alters(&self) -> impl Iterator<Item = &OnlineAlter> {
         self.steps.iter().filter_map(|s| match s {
             Step::AlterTable(a) => Some(a.as_ref()),

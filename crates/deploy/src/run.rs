@@ -29,7 +29,9 @@ pub async fn ensure_blackhole(conn: &mut Conn) -> Result<()> {
 /// then writes it would wait for the DDL, which waits for that transaction, and MariaDB's
 /// metadata-lock deadlock detector ends the application's transaction (1213), never the DDL.
 /// Past that time it gives up (`LockTimeout`, a passing condition: the deployment's step is tried
-/// again later; a revert asks to be retried), without having interrupted anyone. While it tries,
+/// again later; a revert asks to be retried), without having interrupted anyone, unless the step
+/// is forced ([`crate::force`]): then, past a short grace, it ends the connections holding the
+/// deployment's tables, and takes its locks as they go. While it tries,
 /// the branch's gate (see [`crate::gate`]) holds new transactions at the front doors for a moment
 /// now and then, so that the ones under way can leave the table free. Returns how long writers
 /// were held: the statement itself, and the gate's closing before it.
@@ -47,13 +49,27 @@ pub async fn ddl_with_timeout(
     // Often: under busy autocommit writers the table is free only between their statements.
     let until = Instant::now() + timeout * attempts.max(1);
     let gate = crate::gate::BRANCH_GATE.try_with(Arc::clone).ok();
+    let force = crate::force::FORCE.try_with(Arc::clone).ok();
     let mut closings = crate::gate::Closings::default();
+    let mut busy_since: Option<Instant> = None;
+    let mut last_forced: Option<Instant> = None;
     loop {
         let started = Instant::now();
         match conn.query_drop(unqueued.as_str()).await {
             Ok(()) => return Ok(closings.held().max(started.elapsed())),
             Err(e) if lock_timeout(&e) && Instant::now() < until => {
                 closings.busy(gate.as_ref());
+                if let Some(f) = &force {
+                    let since = *busy_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= crate::force::FORCE_GRACE
+                        && last_forced.is_none_or(|t| t.elapsed() >= crate::force::FORCE_GRACE)
+                    {
+                        last_forced = Some(Instant::now());
+                        if f.armed() {
+                            crate::force::end_holders(conn, f, gate.as_ref()).await?;
+                        }
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             Err(e) if lock_timeout(&e) => {

@@ -104,6 +104,17 @@ fn connection_lost(s: &mut HttpSession, e: &ErrPacket) -> RpcError {
     }
 }
 
+/// The session's connection was ended by a deploy's forced cut-over: what the client hears
+/// (`None`: it was not).
+fn ended_by_cutover(s: &mut HttpSession, link: &Link, thread_id: u32) -> Option<RpcError> {
+    let e = link.ended_by_cutover(thread_id, s.in_transaction)?;
+    s.forget_connection_state();
+    Some(RpcError {
+        code: "ABORTED",
+        message: e.message,
+    })
+}
+
 pub struct HttpSql {
     gw: Arc<Gateway>,
     signer: SessionSigner,
@@ -855,7 +866,11 @@ impl HttpSql {
         let mut lease = match s.conn.take() {
             Some(mut c) => {
                 if let Err(e) = link.fresh_privileges(&mut c).await {
+                    let thread = c.backend.thread_id;
                     c.discard();
+                    if let Some(e) = ended_by_cutover(s, &link, thread) {
+                        return Err(e);
+                    }
                     return Err(connection_lost(s, &e));
                 }
                 c
@@ -901,8 +916,12 @@ impl HttpSql {
             Ok(c) => c,
             Err(Failed::Broken(e)) => {
                 // The connection is gone, and with it any transaction and session state.
+                let thread = lease.backend.thread_id;
                 lease.discard();
                 link.forget_instance();
+                if let Some(e) = ended_by_cutover(s, &link, thread) {
+                    return Err(e);
+                }
                 return Err(connection_lost(s, &e));
             }
             Err(Failed::Refused(e)) => {
@@ -911,6 +930,14 @@ impl HttpSql {
             }
         };
         *held = collected.memory.take();
+        if collected.tracker.error {
+            // Ended by the instance during the statement, for a forced cut-over.
+            let thread = lease.backend.thread_id;
+            if let Some(e) = ended_by_cutover(s, &link, thread) {
+                lease.discard();
+                return Err(e);
+            }
+        }
         let t = &collected.tracker;
         let mut status_now = if t.error || !t.status_seen {
             None
@@ -926,7 +953,11 @@ impl HttpSql {
             match link::status_now(&mut lease.backend).await {
                 Ok(st) => status_now = Some(st),
                 Err(e) => {
+                    let thread = lease.backend.thread_id;
                     lease.discard();
+                    if let Some(e) = ended_by_cutover(s, &link, thread) {
+                        return Err(e);
+                    }
                     if s.forget_connection_state() {
                         return Err(RpcError {
                             code: "ABORTED",

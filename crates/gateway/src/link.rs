@@ -283,6 +283,25 @@ impl Link {
         }
     }
 
+    /// What the client hears when a deploy's forced cut-over ended instance connection
+    /// `thread_id` (`None`: it did not).
+    pub(crate) fn ended_by_cutover(
+        &self,
+        thread_id: u32,
+        in_transaction: bool,
+    ) -> Option<ErrPacket> {
+        let table = self.gate.ended_for(u64::from(thread_id))?;
+        Some(ErrPacket::new(
+            1105,
+            "HY000",
+            if in_transaction {
+                format!("transaction ended: a deploy request's cut-over needed table `{table}`, which it held, and could not wait any longer (forced cut-over); it was rolled back and nothing of it was committed")
+            } else {
+                format!("query ended: a deploy request's cut-over needed table `{table}` and could not wait any longer (forced cut-over); run it again")
+            },
+        ))
+    }
+
     /// Before a new transaction (or a statement outside one): waits while a deploy step holds the
     /// branch's gate closed, a moment at most (see `strata_control::gate`).
     pub async fn pass_gate(&self) {

@@ -265,11 +265,15 @@ impl Session {
             // statement hears it, so nothing it sends in the belief the transaction is open
             // commits on its own.
             if self.status & status::IN_TRANS != 0 {
-                self.aborted = Some(ErrPacket::new(
-                    1105,
-                    "HY000",
-                    "transaction ended: its connection to the instance broke, and it was rolled back; nothing of it was committed",
-                ));
+                self.aborted = Some(
+                    self.link
+                        .ended_by_cutover(lease.backend.thread_id, true)
+                        .unwrap_or_else(|| ErrPacket::new(
+                            1105,
+                            "HY000",
+                            "transaction ended: its connection to the instance broke, and it was rolled back; nothing of it was committed",
+                        )),
+                );
             } else if self.tables_locked.is_some() {
                 self.aborted = Some(ErrPacket::new(
                     1105,
@@ -302,6 +306,18 @@ impl Session {
         } else {
             lease.release();
         }
+    }
+
+    /// The instance connection broke: the session lets it go (see `settle`), and the client hears
+    /// why: that a deploy's forced cut-over ended it, when one did, else `default`.
+    fn broke(&mut self, lease: Lease, default: ErrPacket) -> ErrPacket {
+        let in_tx = self.status & status::IN_TRANS != 0;
+        let e = self
+            .link
+            .ended_by_cutover(lease.backend.thread_id, in_tx)
+            .unwrap_or(default);
+        self.settle(lease, true);
+        e
     }
 
     /// A transaction (or table locks) outlived the limit while the client was idle: roll it back
@@ -814,10 +830,8 @@ impl Session {
         let frames = match prepare_on(&mut lease.backend, &sql).await {
             Ok(f) => f,
             Err(_) => {
-                self.settle(lease, true);
-                return self
-                    .reply_err(unavailable("the instance connection broke"))
-                    .await;
+                let e = self.broke(lease, unavailable("the instance connection broke"));
+                return self.reply_err(e).await;
             }
         };
         let first = frames[0].payload();
@@ -1033,7 +1047,7 @@ impl Session {
         let (frames, t) = match collected {
             Ok(c) => (c.frames, c.tracker),
             Err(link::Failed::Broken(e)) => {
-                self.settle(lease, true);
+                let e = self.broke(lease, e);
                 return self.reply_err(e).await;
             }
             Err(link::Failed::Refused(e)) => {
@@ -1111,6 +1125,7 @@ impl Session {
         stmt: Option<u32>,
     ) -> Result<Flow, ClientError> {
         let root = self.root_target();
+        let held = self.pinned.is_some();
         let (mut lease, sent) = match self.lease_for(&packet, stmt).await {
             Ok(l) => l,
             Err(e) => return self.reply_err(e).await,
@@ -1119,6 +1134,12 @@ impl Session {
         let mut seq = 0;
         strata_wire::codec::put_packet(&mut out, &mut seq, &sent);
         if lease.backend.send_raw(&out).await.is_err() {
+            if held {
+                // The session's own connection (its transaction, locks or session state went
+                // with it): never carried on silently elsewhere.
+                let e = self.broke(lease, unavailable("the instance connection broke"));
+                return self.reply_err(e).await;
+            }
             // A pooled connection that died while idle: try once more with a fresh one.
             lease.discard();
             let (l, sent) = match self.lease_for(&packet, stmt).await {
@@ -1130,10 +1151,8 @@ impl Session {
             let mut seq = 0;
             strata_wire::codec::put_packet(&mut out, &mut seq, &sent);
             if lease.backend.send_raw(&out).await.is_err() {
-                self.settle(lease, true);
-                return self
-                    .reply_err(unavailable("cannot reach the instance"))
-                    .await;
+                let e = self.broke(lease, unavailable("cannot reach the instance"));
+                return self.reply_err(e).await;
             }
         }
         self.mark_busy(&lease);
@@ -1147,6 +1166,7 @@ impl Session {
         let mut bytes: u64 = 0;
         let deadline = timeout.map(|d| Instant::now() + d);
         let mut killed = false;
+        let mut connection_killed = false;
         let mut exceeded: Option<ErrPacket> = None;
         let mut client_gone = false;
         while !t.done() {
@@ -1196,15 +1216,14 @@ impl Session {
                         Ok(f) => f,
                         Err(_) => {
                             self.clear_busy();
-                            self.settle(lease, true);
+                            let e = self.broke(
+                                lease,
+                                unavailable("the instance connection broke during the query"),
+                            );
                             if client_gone {
                                 return Ok(Flow::Close);
                             }
-                            return self
-                                .reply_err(unavailable(
-                                    "the instance connection broke during the query",
-                                ))
-                                .await;
+                            return self.reply_err(e).await;
                         }
                     }
                 }
@@ -1267,6 +1286,15 @@ impl Session {
                 continue;
             }
             let terminal = matches!(ev, Event::Terminal { .. });
+            if terminal && is_err_code(f.payload(), ER_CONNECTION_KILLED) {
+                // The instance ended this connection (its transaction with it).
+                connection_killed = true;
+                let in_tx = self.status & status::IN_TRANS != 0;
+                if let Some(e) = self.link.ended_by_cutover(lease.backend.thread_id, in_tx) {
+                    self.client.queue_err(&e);
+                    continue;
+                }
+            }
             if terminal {
                 self.queue_for_client(&f, lease.backend.capabilities, None);
             } else {
@@ -1313,7 +1341,7 @@ impl Session {
             c.caps = lease.backend.capabilities;
             c.status = self.status;
         }
-        self.settle(lease, false);
+        self.settle(lease, connection_killed);
         if client_gone {
             return Ok(Flow::Close);
         }
@@ -1602,4 +1630,12 @@ fn put_command(cmd: u8, body: &[u8]) -> Bytes {
     b.put_u8(cmd);
     b.extend_from_slice(body);
     b.freeze()
+}
+
+/// `ER_CONNECTION_KILLED`: the instance ended the connection the statement ran on.
+const ER_CONNECTION_KILLED: u16 = 1927;
+
+/// True for an ERR packet with this error code.
+fn is_err_code(payload: &[u8], code: u16) -> bool {
+    payload.len() >= 3 && payload[0] == 0xFF && u16::from_le_bytes([payload[1], payload[2]]) == code
 }

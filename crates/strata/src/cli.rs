@@ -234,6 +234,10 @@ pub enum DatabaseCmd {
         /// The branch new branches start from by default.
         #[arg(long)]
         default_branch: Option<String>,
+        /// Cut-overs end the queries and transactions in their way at once instead of waiting
+        /// for them (they are forced anyway after `strata up --force-cutover-after`).
+        #[arg(long, value_name = "BOOL")]
+        aggressive_cutover: Option<bool>,
     },
 }
 
@@ -295,6 +299,7 @@ pub async fn run_database(ctx: &Ctx, cmd: DatabaseCmd) -> Result<()> {
             require_approval,
             deletion_protected,
             default_branch,
+            aggressive_cutover,
         } => {
             let mut body = serde_json::Map::new();
             let mut set = |k: &str, v: Option<Value>| {
@@ -310,6 +315,7 @@ pub async fn run_database(ctx: &Ctx, cmd: DatabaseCmd) -> Result<()> {
                 "automatic_migrations",
                 automatic_migrations.map(Value::from),
             );
+            set("aggressive_cutover", aggressive_cutover.map(Value::from));
             set("migration_framework", migration_framework.map(Value::from));
             set(
                 "migration_table_name",
@@ -872,6 +878,13 @@ pub enum DeployRequestCmd {
         #[arg(value_name = "NUMBER|BRANCH")]
         number: String,
     },
+    /// Force the deployment's cut-over: end the queries and transactions holding its tables
+    /// instead of waiting for them.
+    ForceCutover {
+        database: String,
+        #[arg(value_name = "NUMBER|BRANCH")]
+        number: String,
+    },
     /// Change a deploy request's auto-apply setting.
     Edit {
         database: String,
@@ -1161,6 +1174,17 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             )
             .await?;
         }
+        DeployRequestCmd::ForceCutover { database, number } => {
+            let number = request_number(ctx, &base(&database), &number).await?;
+            action(
+                ctx,
+                &base(&database),
+                number,
+                "force-cutover",
+                "will cut over now: queries and transactions holding its tables are ended",
+            )
+            .await?;
+        }
         DeployRequestCmd::Edit {
             database,
             number,
@@ -1241,6 +1265,7 @@ const DEPLOYMENT: &[Column] = &[
     ("REVERTABLE", "/revertable"),
     ("REVERT EXPIRES AT", "/revert_expires_at"),
     ("ERROR", "/error"),
+    ("ENDED CONNECTIONS", "/ended_connections"),
 ];
 
 /// A deploy request's number, from a number or a branch name, as `pscale deploy-request
@@ -1312,7 +1337,9 @@ async fn follow(ctx: &Ctx, database: &str, number: i64) -> Result<()> {
         let phase = d["phase"].as_str().unwrap_or_default();
         let rows = format!("{}/{} rows", d["rows_copied"], d["rows_total"]);
         let has_rows = d["tables"].as_array().is_some_and(|t| !t.is_empty());
+        let delayed = d["delayed_since"].is_string();
         bar.set_prefix(match d["eta_seconds"].as_u64() {
+            _ if delayed => "delayed: long-running transactions hold its tables (strata deploy-request force-cutover ends them)".to_string(),
             Some(s) if has_rows && phase == "copying" => format!("{rows}, ETA {s}s"),
             _ if has_rows && matches!(phase, "copying" | "building_keys") => rows,
             _ => String::new(),

@@ -121,6 +121,10 @@ enum Command {
         /// Seconds after a deploy's cut-over during which it can be reverted.
         #[arg(long, env = "STRATA_REVERT_WINDOW", default_value_t = 1800)]
         revert_window: u64,
+        /// Seconds a deploy waits for long-running transactions to leave its tables before its
+        /// cut-over ends them (a database's aggressive cut-over setting does so at once).
+        #[arg(long, env = "STRATA_FORCE_CUTOVER_AFTER", default_value_t = 3600)]
+        force_cutover_after: u64,
         /// Name of the organization created on first start.
         #[arg(long = "initial-org", default_value = "default")]
         initial_org: String,
@@ -249,6 +253,7 @@ fn main() -> std::process::ExitCode {
             max_connections,
             max_connections_per_password,
             revert_window,
+            force_cutover_after,
             initial_org,
             backup_dir,
             backup_s3_bucket,
@@ -292,6 +297,7 @@ fn main() -> std::process::ExitCode {
                 },
                 org: initial_org,
                 revert_window: std::time::Duration::from_secs(revert_window),
+                force_cutover_after: std::time::Duration::from_secs(force_cutover_after),
                 backup_dir,
                 backup_s3: backup_s3_bucket.map(|bucket| strata_engine::backup::S3Settings {
                     bucket,

@@ -21,6 +21,7 @@ pub struct UpArgs {
     pub gateway: strata_gateway::GatewayConfig,
     pub org: String,
     pub revert_window: std::time::Duration,
+    pub force_cutover_after: std::time::Duration,
     pub backup_dir: Option<PathBuf>,
     pub backup_s3: Option<strata_engine::backup::S3Settings>,
 }
@@ -134,6 +135,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         mysql_port: mysql_addr.port(),
         http_port: http_addr.port(),
         revert_window: args.revert_window,
+        force_cutover_after: args.force_cutover_after,
         backup_dir: args
             .backup_dir
             .clone()

@@ -2427,3 +2427,195 @@ fn updates_through_a_passing_duplicate_leave_a_new_unique_key_deployable() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A client's transaction through the gateway, holding table `t` (a row inserted, not committed).
+async fn hold_t(opts: mysql_async::Opts, id: i64) -> mysql_async::Conn {
+    let mut c = mysql_async::Conn::new(opts).await.expect("client connects");
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!("INSERT INTO t (id, v) VALUES ({id}, 'held')"))
+        .await
+        .unwrap();
+    c
+}
+
+/// What the held transaction's client hears next, and that nothing of it was committed.
+async fn told_it_ended(mut c: mysql_async::Conn) -> String {
+    let next = c
+        .query_drop("INSERT INTO t (id, v) VALUES (-1, 'after')")
+        .await;
+    let e = next
+        .expect_err("the ended transaction's next statement fails")
+        .to_string();
+    let commit = c.query_drop("COMMIT").await;
+    assert!(
+        commit.is_err(),
+        "COMMIT of an ended transaction: {commit:?}"
+    );
+    e
+}
+
+/// A deploy whose tables long-running transactions keep busy is delayed (and says so), then
+/// forced: after `--force-cutover-after`, at once with the database's aggressive cut-over, or when
+/// `force-cutover` is asked for. The transactions it ends are rolled back and their clients told.
+#[test]
+fn long_transactions_delay_a_deploy_until_its_cut_over_is_forced() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start_with(
+        root.path(),
+        "127.0.0.1:0",
+        // Transactions outlive the gateway's own limit here: only a forced cut-over ends them.
+        &[
+            "--force-cutover-after",
+            "20",
+            "--transaction-timeout",
+            "600",
+        ],
+    );
+    let main_id = s.new_database("shop");
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.t (id INT NOT NULL PRIMARY KEY, v VARCHAR(32) NOT NULL) ENGINE=InnoDB;
+         INSERT INTO shop.t SELECT seq, 'init' FROM seq_1_to_1000;",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let (user, pw, _) = password(&s, "shop", "main", "readwriter");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let delayed = |number: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let d = s.json(&["deploy-request", "progress", "shop", number]);
+            if d["error"].as_str().is_some_and(|e| {
+                e.starts_with("Migration delayed due to long-running transactions")
+            }) && d["delayed_since"].is_string()
+            {
+                return d;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(root.path().join("up.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!("never said it was delayed: {d}\n{}", tail.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let request = |n: usize, column: &str| {
+        let branch = format!("dev{n}");
+        let dev_id = s.json(&["branch", "create", "shop", &branch, "--wait"])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        s.sql_ok(
+            &dev_id,
+            "strata_admin",
+            &format!("ALTER TABLE shop.t ADD COLUMN {column} INT NULL"),
+        );
+        s.json(&["deploy-request", "create", "shop", &branch]);
+    };
+
+    // 1. Forced after waiting: `--force-cutover-after 20`.
+    request(1, "a");
+    let held = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5001));
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    let d = delayed("1");
+    let t0 = Instant::now();
+    let done = wait_state(&s, "1", &["complete_pending_revert"], 90);
+    eprintln!(
+        "forced after waiting: {:?} after the delay was reported",
+        t0.elapsed()
+    );
+    assert!(
+        t0.elapsed() > Duration::from_secs(8),
+        "forced before its time"
+    );
+    assert!(done["ended_connections"].as_u64().unwrap() >= 1, "{done}");
+    assert_eq!(done["error"], Value::Null, "{done}");
+    assert_eq!(done["delayed_since"], Value::Null, "{done}");
+    let told = rt.block_on(told_it_ended(held));
+    assert!(
+        told.contains("cut-over needed table `t`") && told.contains("nothing of it was committed"),
+        "{told} (delayed: {d})"
+    );
+    s.json(&["deploy-request", "skip-revert", "shop", "1"]);
+    wait_state(&s, "1", &["complete"], 60);
+
+    // 2. The database's aggressive cut-over: no waiting at all.
+    let db = s.json(&["database", "update", "shop", "--aggressive-cutover", "true"]);
+    assert_eq!(db["aggressive_cutover"], true, "{db}");
+    request(2, "b");
+    let held = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5002));
+    // And a long query outside any transaction.
+    let opts = shop_opts(&s, &user, &pw);
+    let query = rt.spawn(async move {
+        let mut c = mysql_async::Conn::new(opts).await.unwrap();
+        c.query_drop("SELECT SLEEP(60) FROM t LIMIT 1").await
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    s.json(&["deploy-request", "deploy", "shop", "2", "--wait"]);
+    let took = t0.elapsed();
+    let done = wait_state(&s, "2", &["complete_pending_revert"], 5);
+    assert!(done["ended_connections"].as_u64().unwrap() >= 2, "{done}");
+    assert!(
+        took < Duration::from_secs(20),
+        "aggressive cut-over took {took:?}"
+    );
+    let told = rt.block_on(told_it_ended(held));
+    assert!(told.contains("forced cut-over"), "{told}");
+    let query = rt.block_on(query).unwrap();
+    assert!(
+        query.as_ref().is_err_and(|e| e
+            .to_string()
+            .contains("query ended: a deploy request's cut-over")),
+        "{query:?}"
+    );
+    s.json(&["deploy-request", "skip-revert", "shop", "2"]);
+    wait_state(&s, "2", &["complete"], 60);
+    s.json(&[
+        "database",
+        "update",
+        "shop",
+        "--aggressive-cutover",
+        "false",
+    ]);
+
+    // 3. `force-cutover` on a delayed request: at once, in the middle of the step's try (the
+    //    platform's 20 s are not reached).
+    request(3, "c");
+    let held = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5003));
+    s.json(&["deploy-request", "deploy", "shop", "3"]);
+    delayed("3");
+    let t0 = Instant::now();
+    let forced = s.json(&["deploy-request", "force-cutover", "shop", "3"]);
+    assert!(
+        forced["deployment"]["force_cutover_requested_at"].is_string(),
+        "{forced}"
+    );
+    wait_state(&s, "3", &["complete_pending_revert"], 60);
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "forced in {:?}",
+        t0.elapsed()
+    );
+    rt.block_on(told_it_ended(held));
+    // A request not being deployed has no cut-over to force.
+    let refused = s.cli(&["deploy-request", "force-cutover", "shop", "1"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no cut-over to force"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    assert_eq!(
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT COUNT(*), MAX(id) FROM shop.t"
+        )
+        .trim(),
+        "1000\t1000",
+        "no row of an ended transaction was committed"
+    );
+    assert_eq!(columns(&s, &main_id), "id,v,a,b,c");
+}
