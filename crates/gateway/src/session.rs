@@ -57,6 +57,8 @@ struct Session {
     /// What `ROW_COUNT()` says after the client's last statement (answered here when the session
     /// is not pinned: the statement may have run on another connection of the pool).
     row_count: i64,
+    /// What `FOUND_ROWS()` says: the rows of the session's last result set.
+    found_rows: u64,
     shared: Arc<crate::SessionShared>,
     /// Prepared statements by the ids this client knows; backends get them prepared on demand.
     stmts: std::collections::HashMap<u32, ClientStmt>,
@@ -85,6 +87,8 @@ pub(crate) struct Captured {
     caps: u32,
     status: u16,
     complete: bool,
+    /// Rows in the result (what `FOUND_ROWS()` says after it).
+    rows: u64,
 }
 
 /// A statement as the client prepared it: its text, shape, and the parameter types last bound.
@@ -159,6 +163,7 @@ pub(crate) async fn run(
         olap: false,
         last_insert_id: 0,
         row_count: -1,
+        found_rows: 0,
         shared,
         stmts: std::collections::HashMap::new(),
         next_stmt: 1,
@@ -729,6 +734,12 @@ impl Session {
             let v = self.row_count.to_string();
             return self.answer_local("ROW_COUNT()", v).await;
         }
+        if a.found_rows_query && !self.sticky {
+            // The pooled connection's value is another session's; a `SQL_CALC_FOUND_ROWS`
+            // query pins the session, and the server answers.
+            let v = self.found_rows.to_string();
+            return self.answer_local("FOUND_ROWS()", v).await;
+        }
         if let Some((query_only, id)) = a.kill {
             return self.kill(query_only, id).await;
         }
@@ -1068,6 +1079,9 @@ impl Session {
             self.last_insert_id
         };
         self.row_count = row_count_after(&t);
+        if t.last_result_set && !t.error {
+            self.found_rows = t.rows;
+        }
         for (_, f) in &frames {
             self.queue_for_client(f, lease.backend.capabilities, Some(guard));
         }
@@ -1336,8 +1350,12 @@ impl Session {
             self.last_insert_id = t.last_insert_id;
         }
         self.row_count = row_count_after(&t);
+        if t.last_result_set && !t.error {
+            self.found_rows = t.rows;
+        }
         if let Some(c) = self.capture.as_mut() {
             c.complete = exceeded.is_none() && !client_gone;
+            c.rows = t.rows;
             c.caps = lease.backend.capabilities;
             c.status = self.status;
         }
@@ -1382,6 +1400,7 @@ impl Session {
                 self.gw
                     .consolidated
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.found_rows = result.rows;
                 for (f, terminal) in &result.frames {
                     if *terminal {
                         self.queue_for_client(f, result.caps, None);

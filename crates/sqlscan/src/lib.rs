@@ -27,6 +27,9 @@ pub struct Analysis {
     pub last_insert_id_query: bool,
     /// `SELECT ROW_COUNT()` alone: answered from the client's last statement.
     pub row_count_query: bool,
+    /// `SELECT FOUND_ROWS()` alone: answered from the client's last result set (unless a
+    /// `SQL_CALC_FOUND_ROWS` query pinned the session).
+    pub found_rows_query: bool,
     /// `SELECT CONNECTION_ID()` alone: answered with the gateway's id of the session (the one
     /// `KILL` takes).
     pub connection_id_query: bool,
@@ -282,6 +285,7 @@ pub fn analyze(sql: &str) -> Analysis {
             a.pins_session = a.pins_session.or(other.pins_session);
             a.last_insert_id_query = false;
             a.row_count_query = false;
+            a.found_rows_query = false;
             a.connection_id_query = false;
             a.set_workload = None;
             a.kill = None;
@@ -464,6 +468,13 @@ fn analyze_with(sql: &str, reading: Reading) -> Analysis {
             && (w.len() == 4 || (w.len() == 6 && w[4] == "AS") || w.len() == 5)
         {
             a.row_count_query = true;
+        }
+        // SELECT FOUND_ROWS() [AS alias]
+        if w.len() >= 4
+            && w[..4] == ["SELECT", "FOUND_ROWS", "(", ")"]
+            && (w.len() == 4 || (w.len() == 6 && w[4] == "AS") || w.len() == 5)
+        {
+            a.found_rows_query = true;
         }
         // SELECT CONNECTION_ID() [AS alias]
         if w.len() >= 4

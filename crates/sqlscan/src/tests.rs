@@ -770,3 +770,22 @@ fn dashes_and_a_no_break_space_are_also_read_as_a_comment() {
         assert!(analyze(&hidden("CREATE TABLE x3 (id INT PRIMARY KEY)")).has_ddl());
     }
 }
+
+#[test]
+fn found_rows_alone_is_recognised() {
+    for sql in [
+        "SELECT FOUND_ROWS()",
+        "select found_rows() as n",
+        "SELECT FOUND_ROWS() n",
+    ] {
+        assert!(analyze(sql).found_rows_query, "{sql}");
+    }
+    for sql in [
+        "SELECT FOUND_ROWS() + 1",
+        "SELECT FOUND_ROWS(), 1",
+        "SELECT FOUND_ROWS(); SELECT 1",
+        "SELECT SQL_CALC_FOUND_ROWS * FROM t",
+    ] {
+        assert!(!analyze(sql).found_rows_query, "{sql}");
+    }
+}

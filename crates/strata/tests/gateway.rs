@@ -498,6 +498,27 @@ fn pooling_transactions_session_state_and_binary_protocol() {
         assert_eq!(changed, Some(affected));
         let after_select: Option<i64> = fresh.query_first("SELECT ROW_COUNT()").await.unwrap();
         assert_eq!(after_select, Some(-1));
+        // FOUND_ROWS() too: another session's large SELECT on the pooled connection is not seen.
+        let mut other = mysql_async::Conn::new(opts(&s, &rw, &rw_pw)).await.unwrap();
+        let _: Vec<i64> = other.query("SELECT seq FROM seq_1_to_77").await.unwrap();
+        other.disconnect().await.unwrap();
+        let _: Vec<i64> = fresh.query("SELECT seq FROM seq_1_to_3").await.unwrap();
+        for _ in 0..3 {
+            let mut newcomer = mysql_async::Conn::new(opts(&s, &rw, &rw_pw)).await.unwrap();
+            // Its own last result set: the one row of the client library's set-up query.
+            let found: Option<u64> = newcomer.query_first("SELECT FOUND_ROWS()").await.unwrap();
+            assert_eq!(found, Some(1), "a new session sees another's FOUND_ROWS()");
+            newcomer.disconnect().await.unwrap();
+        }
+        let found: Option<u64> = fresh.query_first("SELECT FOUND_ROWS()").await.unwrap();
+        assert_eq!(found, Some(3));
+        // With SQL_CALC_FOUND_ROWS the session keeps its connection and the server answers.
+        let _: Vec<i64> = fresh
+            .query("SELECT SQL_CALC_FOUND_ROWS seq FROM seq_1_to_50 LIMIT 2")
+            .await
+            .unwrap();
+        let found: Option<u64> = fresh.query_first("SELECT FOUND_ROWS()").await.unwrap();
+        assert_eq!(found, Some(50));
         // CONNECTION_ID() is the session's id at the gateway, the one KILL takes.
         let own: Option<u32> = fresh.query_first("SELECT CONNECTION_ID()").await.unwrap();
         assert_eq!(own, Some(fresh.id()));
