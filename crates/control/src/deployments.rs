@@ -681,7 +681,8 @@ impl Platform {
             let waited_enough = progress_of(&d)
                 .delayed_since
                 .is_some_and(|since| now_millis() - since >= after);
-            d.force_cutover_requested_at.is_some()
+            // A force asked for applies to the cut-over it was asked for, not to a later revert.
+            (d.force_cutover_requested_at.is_some() && d.cutover_at.is_none())
                 || waited_enough
                 || catalog
                     .database_by_id(&d.database_id)

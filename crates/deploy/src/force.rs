@@ -101,7 +101,7 @@ pub fn holders_query(force: &Force) -> Option<String> {
     Some(format!(
         "SELECT m.THREAD_ID, MIN(m.TABLE_NAME) FROM information_schema.METADATA_LOCK_INFO m \
          JOIN information_schema.PROCESSLIST p ON p.ID = m.THREAD_ID \
-         WHERE m.TABLE_SCHEMA = '{}' AND m.TABLE_NAME IN ({names}) AND p.ID <> CONNECTION_ID() \
+         WHERE BINARY m.TABLE_SCHEMA = '{}' AND BINARY m.TABLE_NAME IN ({names}) AND p.ID <> CONNECTION_ID() \
          AND p.USER <> SUBSTRING_INDEX(USER(), '@', 1) AND p.USER NOT IN ('system user', 'event_scheduler') \
          AND p.COMMAND NOT IN ('Daemon', 'Binlog Dump', 'Slave_IO', 'Slave_SQL', 'Slave_worker') \
          GROUP BY m.THREAD_ID",
@@ -154,7 +154,10 @@ mod tests {
         assert_eq!(holders_query(&Force::new("shop", vec![], armed())), None);
         let tables = vec!["users".into(), "o'rders".into()];
         let q = holders_query(&Force::new("shop", tables, armed())).unwrap();
-        assert!(q.contains("m.TABLE_SCHEMA = 'shop'"), "{q}");
+        // Names compared exactly: information_schema's collation folds case and accents, and
+        // `T1` or `ť1` is another table than `t1` on the server.
+        assert!(q.contains("BINARY m.TABLE_SCHEMA = 'shop'"), "{q}");
+        assert!(q.contains("BINARY m.TABLE_NAME IN"), "{q}");
         assert!(q.contains("IN ('users', 'o''rders')"), "{q}");
         assert!(q.contains("p.USER <> SUBSTRING_INDEX(USER(), '@', 1)"));
         assert!(q.contains("p.ID <> CONNECTION_ID()"));

@@ -106,8 +106,22 @@ fn connection_lost(s: &mut HttpSession, e: &ErrPacket) -> RpcError {
 
 /// The session's connection was ended by a deploy's forced cut-over: what the client hears
 /// (`None`: it was not).
-fn ended_by_cutover(s: &mut HttpSession, link: &Link, thread_id: u32) -> Option<RpcError> {
-    let e = link.ended_by_cutover(thread_id, s.in_transaction)?;
+fn ended_by_cutover(
+    s: &mut HttpSession,
+    link: &Link,
+    thread_id: u32,
+    committing: bool,
+) -> Option<RpcError> {
+    let lost = link::Lost {
+        in_transaction: s.in_transaction,
+        committing,
+    };
+    let mut e = link.ended_by_cutover(thread_id, lost)?;
+    if s.pinned {
+        e.message.push_str(
+            "; the session's state on the instance (autocommit, variables, temporary tables, named locks, prepared statements) went with it",
+        );
+    }
     s.forget_connection_state();
     Some(RpcError {
         code: "ABORTED",
@@ -841,6 +855,7 @@ impl HttpSql {
             s.status = status::AUTOCOMMIT;
         }
         let mut link = Link::new(self.gw.clone(), login, PROFILE, CHARSET);
+        let committing = crate::session::commits(&a);
         let left = s
             .tx_started
             .map(|t| (t + limits.transaction_timeout).saturating_duration_since(Instant::now()));
@@ -868,7 +883,7 @@ impl HttpSql {
                 if let Err(e) = link.fresh_privileges(&mut c).await {
                     let thread = c.backend.thread_id;
                     c.discard();
-                    if let Some(e) = ended_by_cutover(s, &link, thread) {
+                    if let Some(e) = ended_by_cutover(s, &link, thread, committing) {
                         return Err(e);
                     }
                     return Err(connection_lost(s, &e));
@@ -919,7 +934,7 @@ impl HttpSql {
                 let thread = lease.backend.thread_id;
                 lease.discard();
                 link.forget_instance();
-                if let Some(e) = ended_by_cutover(s, &link, thread) {
+                if let Some(e) = ended_by_cutover(s, &link, thread, committing) {
                     return Err(e);
                 }
                 return Err(connection_lost(s, &e));
@@ -933,7 +948,7 @@ impl HttpSql {
         if collected.tracker.error {
             // Ended by the instance during the statement, for a forced cut-over.
             let thread = lease.backend.thread_id;
-            if let Some(e) = ended_by_cutover(s, &link, thread) {
+            if let Some(e) = ended_by_cutover(s, &link, thread, committing) {
                 lease.discard();
                 return Err(e);
             }
@@ -955,7 +970,7 @@ impl HttpSql {
                 Err(e) => {
                     let thread = lease.backend.thread_id;
                     lease.discard();
-                    if let Some(e) = ended_by_cutover(s, &link, thread) {
+                    if let Some(e) = ended_by_cutover(s, &link, thread, committing) {
                         return Err(e);
                     }
                     if s.forget_connection_state() {

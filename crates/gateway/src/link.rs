@@ -56,6 +56,41 @@ pub(crate) fn locks_released(limit: Duration) -> String {
     )
 }
 
+/// What a session had going on its instance connection when the connection ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Lost {
+    /// A transaction was open.
+    pub in_transaction: bool,
+    /// The statement in flight could have committed it (`COMMIT`, `XA COMMIT`): the server may
+    /// have committed before the connection ended, so the outcome is unknown.
+    pub committing: bool,
+}
+
+/// Why a forced cut-over ended a client's work, and what became of it: a transaction ended
+/// before its COMMIT was rolled back by the server; one ended during its COMMIT, or a statement
+/// outside a transaction, may or may not have committed.
+pub(crate) fn ended_by_cutover_message(table: &str, lost: Lost) -> String {
+    let why = format!("a deploy request's cut-over needed table `{table}` and could not wait any longer (forced cut-over)");
+    match lost {
+        Lost {
+            in_transaction: true,
+            committing: false,
+        } => format!("transaction ended: {why}; it was rolled back and nothing of it was committed"),
+        Lost {
+            in_transaction: true,
+            committing: true,
+        } => format!("transaction ended during its COMMIT: {why}; whether it was committed is unknown: check before running it again"),
+        Lost {
+            in_transaction: false,
+            ..
+        } => format!("query ended: {why}; if it changed rows, whether they were committed is unknown: check before running it again"),
+    }
+}
+
+/// Added to what a client hears when its instance connection ended while the session held state
+/// there: the gateway then closes the client's connection, as the server would have.
+pub(crate) const SESSION_STATE_LOST: &str = "; the session's state on the instance (autocommit, variables, temporary tables, named locks, prepared statements) went with it, so this connection is closed: reconnect";
+
 /// The time limit the gateway itself puts on a statement (the query is stopped on the instance
 /// when it passes): a directive's shorter one, and inside a transaction what is left of the
 /// transaction's time (the transaction is then rolled back before the client's next statement is
@@ -285,20 +320,12 @@ impl Link {
 
     /// What the client hears when a deploy's forced cut-over ended instance connection
     /// `thread_id` (`None`: it did not).
-    pub(crate) fn ended_by_cutover(
-        &self,
-        thread_id: u32,
-        in_transaction: bool,
-    ) -> Option<ErrPacket> {
+    pub(crate) fn ended_by_cutover(&self, thread_id: u32, lost: Lost) -> Option<ErrPacket> {
         let table = self.gate.ended_for(u64::from(thread_id))?;
         Some(ErrPacket::new(
             1105,
             "HY000",
-            if in_transaction {
-                format!("transaction ended: a deploy request's cut-over needed table `{table}`, which it held, and could not wait any longer (forced cut-over); it was rolled back and nothing of it was committed")
-            } else {
-                format!("query ended: a deploy request's cut-over needed table `{table}` and could not wait any longer (forced cut-over); run it again")
-            },
+            ended_by_cutover_message(&table, lost),
         ))
     }
 
@@ -906,5 +933,32 @@ mod tests {
         );
         assert_eq!(Guard::AutocommitOff.client_status(IN_TRANS), AUTOCOMMIT);
         assert_eq!(Guard::Savepoint.client_status(IN_TRANS), IN_TRANS);
+    }
+}
+
+#[cfg(test)]
+mod cutover_tests {
+    use super::*;
+
+    #[test]
+    fn a_forced_cut_over_says_what_became_of_the_work() {
+        let m = |in_transaction, committing| {
+            ended_by_cutover_message(
+                "t",
+                Lost {
+                    in_transaction,
+                    committing,
+                },
+            )
+        };
+        assert!(m(true, false).contains("nothing of it was committed"));
+        assert!(m(true, true).contains("whether it was committed is unknown"));
+        assert!(!m(true, true).contains("nothing of it was committed"));
+        for committing in [false, true] {
+            let q = m(false, committing);
+            assert!(q.starts_with("query ended") && q.contains("unknown"), "{q}");
+            assert!(!q.contains("run it again"), "{q}");
+        }
+        assert!(m(true, false).contains("table `t`"));
     }
 }

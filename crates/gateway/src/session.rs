@@ -57,6 +57,11 @@ struct Session {
     /// What `ROW_COUNT()` says after the client's last statement (answered here when the session
     /// is not pinned: the statement may have run on another connection of the pool).
     row_count: i64,
+    /// The text in flight commits the open transaction (see `link::Lost`).
+    commit_in_flight: bool,
+    /// The instance connection ended while the session held state there: the client's
+    /// connection is closed after the reply.
+    state_lost: bool,
     /// What `FOUND_ROWS()` says: the rows of the session's last result set.
     found_rows: u64,
     shared: Arc<crate::SessionShared>,
@@ -163,6 +168,8 @@ pub(crate) async fn run(
         olap: false,
         last_insert_id: 0,
         row_count: -1,
+        commit_in_flight: false,
+        state_lost: false,
         found_rows: 0,
         shared,
         stmts: std::collections::HashMap::new(),
@@ -221,6 +228,13 @@ pub(crate) async fn run(
             Err(_) => break,
         };
         match s.command(packet).await {
+            Ok(Flow::Continue) if s.state_lost => {
+                tracing::info!(
+                    id = s.id,
+                    "session closed: its state went with its instance connection"
+                );
+                break;
+            }
             Ok(Flow::Continue) => {}
             Ok(Flow::Close) => break,
             Err(e) => {
@@ -269,10 +283,15 @@ impl Session {
             // The transaction (or the table locks) went with the connection: the client's next
             // statement hears it, so nothing it sends in the belief the transaction is open
             // commits on its own.
+            if self.sticky {
+                // Its session state went with the connection: the client's connection is closed
+                // after this reply, as the server would have closed it.
+                self.state_lost = true;
+            }
             if self.status & status::IN_TRANS != 0 {
                 self.aborted = Some(
                     self.link
-                        .ended_by_cutover(lease.backend.thread_id, true)
+                        .ended_by_cutover(lease.backend.thread_id, self.lost())
                         .unwrap_or_else(|| ErrPacket::new(
                             1105,
                             "HY000",
@@ -316,13 +335,23 @@ impl Session {
     /// The instance connection broke: the session lets it go (see `settle`), and the client hears
     /// why: that a deploy's forced cut-over ended it, when one did, else `default`.
     fn broke(&mut self, lease: Lease, default: ErrPacket) -> ErrPacket {
-        let in_tx = self.status & status::IN_TRANS != 0;
-        let e = self
+        let mut e = self
             .link
-            .ended_by_cutover(lease.backend.thread_id, in_tx)
+            .ended_by_cutover(lease.backend.thread_id, self.lost())
             .unwrap_or(default);
+        if self.sticky {
+            e.message.push_str(link::SESSION_STATE_LOST);
+        }
         self.settle(lease, true);
         e
+    }
+
+    /// What the session had going on its instance connection, should the connection end now.
+    fn lost(&self) -> link::Lost {
+        link::Lost {
+            in_transaction: self.status & status::IN_TRANS != 0,
+            committing: self.commit_in_flight,
+        }
     }
 
     /// A transaction (or table locks) outlived the limit while the client was idle: roll it back
@@ -334,7 +363,12 @@ impl Session {
             let had_locks = self.tables_locked.take().is_some();
             if had_locks {
                 ok &= lease.backend.query("UNLOCK TABLES").await.is_ok();
-                ok &= lease.backend.query("BACKUP UNLOCK").await.is_ok();
+                // Refused when the role may not take backup locks (then none is held): the
+                // connection is fine.
+                ok &= !matches!(
+                    lease.backend.query("BACKUP UNLOCK").await,
+                    Err(e) if !matches!(e, crate::backend::BackendError::Server(_))
+                );
             }
             self.status &= !status::IN_TRANS;
             self.transaction_started = None;
@@ -553,6 +587,7 @@ impl Session {
             command::QUERY => self.query(packet).await,
             command::STMT_PREPARE => self.prepare(packet).await,
             command::STMT_EXECUTE => {
+                self.commit_in_flight = false;
                 let Some(id) = stmt_id(&packet) else {
                     return self
                         .reply_err(ErrPacket::new(
@@ -679,6 +714,7 @@ impl Session {
     async fn query(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
         let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
         let a = strata_sqlscan::analyze(&sql);
+        self.commit_in_flight = commits(&a);
         if let Some(e) = refusal(&self.gw.platform, &self.login, &a)
             .or_else(|| time_limit_refusal(&a, &self.gw.cfg.limits, self.olap))
         {
@@ -1303,8 +1339,13 @@ impl Session {
             if terminal && is_err_code(f.payload(), ER_CONNECTION_KILLED) {
                 // The instance ended this connection (its transaction with it).
                 connection_killed = true;
-                let in_tx = self.status & status::IN_TRANS != 0;
-                if let Some(e) = self.link.ended_by_cutover(lease.backend.thread_id, in_tx) {
+                if let Some(mut e) = self
+                    .link
+                    .ended_by_cutover(lease.backend.thread_id, self.lost())
+                {
+                    if self.sticky {
+                        e.message.push_str(link::SESSION_STATE_LOST);
+                    }
                     self.client.queue_err(&e);
                     continue;
                 }
@@ -1657,4 +1698,12 @@ const ER_CONNECTION_KILLED: u16 = 1927;
 /// True for an ERR packet with this error code.
 fn is_err_code(payload: &[u8], code: u16) -> bool {
     payload.len() >= 3 && payload[0] == 0xFF && u16::from_le_bytes([payload[1], payload[2]]) == code
+}
+
+/// True when the text commits an open transaction (`COMMIT`, `XA COMMIT`, `SET autocommit = 1`
+/// and the statements that commit implicitly are refused or pinned elsewhere).
+pub(crate) fn commits(a: &strata_sqlscan::Analysis) -> bool {
+    a.statements
+        .iter()
+        .any(|s| s.keyword == "COMMIT" || (s.keyword == "XA" && s.second == "COMMIT"))
 }

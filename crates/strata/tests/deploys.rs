@@ -2476,7 +2476,8 @@ fn long_transactions_delay_a_deploy_until_its_cut_over_is_forced() {
         &main_id,
         "strata_root",
         "CREATE TABLE shop.t (id INT NOT NULL PRIMARY KEY, v VARCHAR(32) NOT NULL) ENGINE=InnoDB;
-         INSERT INTO shop.t SELECT seq, 'init' FROM seq_1_to_1000;",
+         INSERT INTO shop.t SELECT seq, 'init' FROM seq_1_to_1000;
+         CREATE TABLE shop.`T` (id INT NOT NULL PRIMARY KEY) ENGINE=InnoDB;",
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
     let (user, pw, _) = password(&s, "shop", "main", "readwriter");
@@ -2544,6 +2545,25 @@ fn long_transactions_delay_a_deploy_until_its_cut_over_is_forced() {
     assert_eq!(db["aggressive_cutover"], true, "{db}");
     request(2, "b");
     let held = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5002));
+    // A transaction on `T`, another table than `t` on the server: left alone.
+    let mut other_table = rt.block_on(async {
+        let mut c = mysql_async::Conn::new(shop_opts(&s, &user, &pw))
+            .await
+            .unwrap();
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("INSERT INTO `T` VALUES (1)").await.unwrap();
+        c
+    });
+    // A session with state on its connection (a user variable) running a long query on `t`: its
+    // state cannot survive, so its connection is closed after it is told.
+    let opts = shop_opts(&s, &user, &pw);
+    let stateful = rt.spawn(async move {
+        let mut c = mysql_async::Conn::new(opts).await.unwrap();
+        c.query_drop("SET @mine = 7").await.unwrap();
+        let first = c.query_drop("SELECT SLEEP(60) FROM t LIMIT 1").await;
+        let next = c.query_drop("SELECT @mine").await;
+        (first, next)
+    });
     // And a long query outside any transaction.
     let opts = shop_opts(&s, &user, &pw);
     let query = rt.spawn(async move {
@@ -2568,6 +2588,29 @@ fn long_transactions_delay_a_deploy_until_its_cut_over_is_forced() {
             .to_string()
             .contains("query ended: a deploy request's cut-over")),
         "{query:?}"
+    );
+    let (first, next) = rt.block_on(stateful).unwrap();
+    assert!(
+        first
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("so this connection is closed")),
+        "{first:?}"
+    );
+    assert!(
+        next.is_err(),
+        "the stateful session went on without its state: {next:?}"
+    );
+    rt.block_on(async {
+        other_table
+            .query_drop("INSERT INTO `T` VALUES (2)")
+            .await
+            .unwrap();
+        other_table.query_drop("COMMIT").await.unwrap();
+    });
+    assert_eq!(
+        s.sql_ok(&main_id, "strata_admin", "SELECT COUNT(*) FROM shop.`T`")
+            .trim(),
+        "2"
     );
     s.json(&["deploy-request", "skip-revert", "shop", "2"]);
     wait_state(&s, "2", &["complete"], 60);
@@ -2598,6 +2641,15 @@ fn long_transactions_delay_a_deploy_until_its_cut_over_is_forced() {
         t0.elapsed()
     );
     rt.block_on(told_it_ended(held));
+    // The force was for that cut-over: a revert waits for a transaction holding `t` (and is
+    // refused for now), ending nobody.
+    let mut holder = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5004));
+    let revert = s.cli(&["deploy-request", "revert", "shop", "3"]);
+    assert!(!revert.status.success(), "{revert:?}");
+    rt.block_on(async {
+        holder.query_drop("ROLLBACK").await.unwrap();
+        holder.disconnect().await.unwrap();
+    });
     // A request not being deployed has no cut-over to force.
     let refused = s.cli(&["deploy-request", "force-cutover", "shop", "1"]);
     assert!(!refused.status.success());
@@ -2618,4 +2670,6 @@ fn long_transactions_delay_a_deploy_until_its_cut_over_is_forced() {
         "no row of an ended transaction was committed"
     );
     assert_eq!(columns(&s, &main_id), "id,v,a,b,c");
+    let d = s.json(&["deploy-request", "progress", "shop", "3"]);
+    assert_eq!(d["state"], "complete_pending_revert", "{d}");
 }
