@@ -1182,6 +1182,27 @@ impl Platform {
         Ok(branch)
     }
 
+    /// After DDL a password ran on a branch: views it made name the admin role's shared user as
+    /// definer, not the password's own (see `admin::VIEW_DEFINER`). Failures are only logged: the
+    /// view works on its branch meanwhile, and branches made from it are fixed as they are made.
+    pub fn after_password_ddl(self: &Arc<Self>, branch_id: &str) {
+        self.schema_changed(branch_id);
+        let Some(inst) = self.instance(branch_id) else {
+            return;
+        };
+        let schema = self
+            .catalog
+            .branch_by_id(branch_id)
+            .and_then(|b| self.catalog.database_by_id(&b.database_id))
+            .map(|d| d.name);
+        let Ok(schema) = schema else { return };
+        tokio::spawn(async move {
+            if let Err(e) = portable_view_definers(&inst, &schema).await {
+                tracing::warn!(error = %e, "view definers not made portable");
+            }
+        });
+    }
+
     /// The branch's schema as recorded when it was made (its base for three-way deploys).
     pub fn base_schema(branch: &Branch) -> Vec<SchemaObject> {
         branch
@@ -1254,7 +1275,10 @@ impl Platform {
         if let Some(source) = &branch.data_source {
             let inst = self.start_with_data(branch, db, source).await;
             lock(&self.data_progress).remove(&branch.id);
-            let mut c = inst?.connect().await?;
+            let inst = inst?;
+            // A backup's views may name a password user of the branch it was taken from.
+            portable_view_definers(&inst, &db.name).await?;
+            let mut c = inst.connect().await?;
             let objects = admin::read_schema(&mut c, &db.name).await?;
             let _ = c.disconnect().await;
             return Ok(objects);
@@ -1513,4 +1537,40 @@ pub struct DatabaseUpdate {
     pub migration_framework: Option<String>,
     pub migration_table_name: Option<String>,
     pub aggressive_cutover: Option<bool>,
+}
+
+/// Re-creates the schema's views whose definer is a password's own user with the admin role's
+/// shared user as definer (see `admin::VIEW_DEFINER`); returns how many.
+async fn portable_view_definers(inst: &Instance, schema: &str) -> Result<usize> {
+    use strata_engine::mysql_async::prelude::Queryable;
+    let err = strata_engine::EngineError::from;
+    let mut conn = inst.connect().await?;
+    let views: Vec<String> = conn
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? AND DEFINER LIKE 'strata\\_p\\_%'",
+            (schema,),
+        )
+        .await
+        .map_err(err)?;
+    let q = strata_model::role::quote_ident;
+    conn.query_drop(format!("USE {}", q(schema)))
+        .await
+        .map_err(err)?;
+    for v in &views {
+        let row: Option<strata_engine::mysql_async::Row> = conn
+            .query_first(format!("SHOW CREATE VIEW {}", q(v)))
+            .await
+            .map_err(err)?;
+        let Some(create) = row.and_then(|r| r.get::<String, _>(1)) else {
+            continue;
+        };
+        let portable = admin::portable_definer(&create);
+        if let Some(rest) = portable.strip_prefix("CREATE ") {
+            conn.query_drop(format!("CREATE OR REPLACE {rest}"))
+                .await
+                .map_err(err)?;
+        }
+    }
+    let _ = conn.disconnect().await;
+    Ok(views.len())
 }

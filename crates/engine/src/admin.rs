@@ -150,6 +150,53 @@ async fn create_tables(
 /// Creates the objects in `schema` (expected empty) through connections made with `opts`: tables and
 /// sequences first, spread over a few connections, then views, retried until those that read other
 /// views find them.
+/// The user a view made by a branch password is defined by on every instance: a password's own
+/// user exists only on its branch (and only while the password does), so a view naming it as
+/// definer would fail everywhere else; the admin role's shared user, with the same rights on the
+/// schema, exists on every instance.
+pub const VIEW_DEFINER: &str = "`strata_admin`@`127.0.0.1`";
+
+/// A view's statement with a password user's `DEFINER` replaced by [`VIEW_DEFINER`] (other
+/// definers are kept).
+pub fn portable_definer(create: &str) -> std::borrow::Cow<'_, str> {
+    let marker = format!(" DEFINER=`{}", crate::config::PASSWORD_USER_PREFIX);
+    // The clause comes before `VIEW`; the body may hold the same words.
+    let head = create.find(" VIEW ").unwrap_or(create.len());
+    let Some(at) = create[..head].find(&marker) else {
+        return std::borrow::Cow::Borrowed(create);
+    };
+    // `name`@`host`: two backquoted identifiers (doubled backquotes inside), then a space.
+    let rest = &create[at + " DEFINER=".len()..];
+    let mut quoted = 0;
+    let mut end = None;
+    let mut chars = rest.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '`' {
+            if chars.peek().is_some_and(|(_, n)| *n == '`') && quoted % 2 == 1 {
+                chars.next();
+                continue;
+            }
+            quoted += 1;
+            if quoted == 4 {
+                end = Some(i + 1);
+                break;
+            }
+        }
+    }
+    let Some(end) = end else {
+        return std::borrow::Cow::Borrowed(create);
+    };
+    let user = &rest[..end];
+    if !user.contains("`@`") {
+        return std::borrow::Cow::Borrowed(create);
+    }
+    std::borrow::Cow::Owned(format!(
+        "{} DEFINER={VIEW_DEFINER}{}",
+        &create[..at],
+        &rest[end..]
+    ))
+}
+
 pub async fn apply_schema(
     opts: mysql_async::Opts,
     schema: &str,
@@ -186,7 +233,7 @@ pub async fn apply_schema(
         let mut failed = Vec::new();
         let mut last_error = None;
         for v in &pending {
-            if let Err(e) = conn.query_drop(&v.create).await {
+            if let Err(e) = conn.query_drop(portable_definer(&v.create).as_ref()).await {
                 last_error = Some((v.name.clone(), e));
                 failed.push(*v);
             }
@@ -224,6 +271,32 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(strip_auto_increment(input), want);
+        }
+    }
+}
+
+#[cfg(test)]
+mod definer_tests {
+    use super::*;
+
+    #[test]
+    fn password_users_are_replaced_as_view_definers() {
+        for (create, want) in [
+            (
+                "CREATE ALGORITHM=UNDEFINED DEFINER=`strata_p_abc`@`127.0.0.1` SQL SECURITY DEFINER VIEW `v` AS select 1 AS `1`",
+                "CREATE ALGORITHM=UNDEFINED DEFINER=`strata_admin`@`127.0.0.1` SQL SECURITY DEFINER VIEW `v` AS select 1 AS `1`",
+            ),
+            // Other definers, and the words only in the body, stay.
+            (
+                "CREATE ALGORITHM=UNDEFINED DEFINER=`strata_root`@`127.0.0.1` SQL SECURITY DEFINER VIEW `v` AS select 1 AS `1`",
+                "CREATE ALGORITHM=UNDEFINED DEFINER=`strata_root`@`127.0.0.1` SQL SECURITY DEFINER VIEW `v` AS select 1 AS `1`",
+            ),
+            (
+                "CREATE VIEW `v` AS select ' DEFINER=`strata_p_x' AS `s`",
+                "CREATE VIEW `v` AS select ' DEFINER=`strata_p_x' AS `s`",
+            ),
+        ] {
+            assert_eq!(portable_definer(create), want, "{create}");
         }
     }
 }

@@ -1008,7 +1008,7 @@ impl HttpSql {
             }
         }
         if a.has_ddl() && result.is_ok() {
-            self.gw.platform.schema_changed(&login.branch.id);
+            self.gw.platform.after_password_ddl(&login.branch.id);
         }
         // Session state on the connection keeps it for this session: told by the server's flags
         // (autocommit off, state changed) and by what the statement is.

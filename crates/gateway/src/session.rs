@@ -817,7 +817,7 @@ impl Session {
                 .forward(packet, Expect::ResultSets, !self.olap, timeout, None)
                 .await;
             if self.last_ok {
-                self.gw.platform.schema_changed(&self.login.branch.id);
+                self.gw.platform.after_password_ddl(&self.login.branch.id);
             }
             return r;
         }

@@ -381,3 +381,70 @@ fn a_deleted_branch_closes_its_open_request() {
     let diff = s.json(&["deploy-request", "diff", "shop", "2"]).to_string();
     assert!(diff.contains("`b`") && !diff.contains("`a`"), "{diff}");
 }
+
+/// A view a password makes on production (safe migrations off) names the admin role's shared
+/// user as definer, not the password's own: a branch made from production then has a working
+/// copy, the next deploy request shows no change of it, and deleting the password breaks nothing.
+#[test]
+fn a_view_made_by_a_password_works_on_every_branch() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let main_id = s.new_database("shop");
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.t1 (id INT PRIMARY KEY); INSERT INTO shop.t1 VALUES (1), (2)",
+    );
+    let (admin, pw, admin_id) = common::password(&s, "shop", "main", "admin");
+    let made = s.gateway_sql(
+        &admin,
+        &pw,
+        &["shop"],
+        "CREATE VIEW v1 AS SELECT id FROM t1",
+    );
+    assert!(made.status.success(), "{made:?}");
+    let definer = || {
+        s.sql_ok(
+            &main_id,
+            "strata_root",
+            "SELECT DEFINER FROM information_schema.VIEWS WHERE TABLE_SCHEMA = 'shop'",
+        )
+        .trim()
+        .to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while definer() != "strata_admin@127.0.0.1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "definer: {}",
+            definer()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    s.json(&["password", "delete", "shop", "main", &admin_id, "--force"]);
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let dev_id = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // (A development branch has the schema, not the rows.)
+    for (branch, rows) in [("main", "2"), ("dev", "0")] {
+        let (reader, rpw, _) = common::password(&s, "shop", branch, "reader");
+        let out = s.gateway_sql(&reader, &rpw, &["shop"], "SELECT COUNT(*) FROM v1");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == rows,
+            "{branch}: {out:?}"
+        );
+    }
+    // The branch's own change only: the view is not shown as changed.
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t1 ADD COLUMN n INT NULL",
+    );
+    let dr = s.json(&["deploy-request", "create", "shop", "dev"]);
+    assert_eq!(dr["deployable"], true, "{dr}");
+    let diff = s.cli(&["deploy-request", "diff", "shop", "1"]);
+    let diff = String::from_utf8_lossy(&diff.stdout);
+    assert!(!diff.contains("VIEW"), "{diff}");
+}
