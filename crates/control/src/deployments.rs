@@ -359,12 +359,15 @@ impl Platform {
         number: i64,
     ) -> Result<DeployRequestStatus> {
         let (gate, force) = self.request_gate(caller, org, db, number)?;
-        self.gated(
-            gate,
-            force,
-            self.revert_deploy_request_gated(caller, org, db, number),
-        )
-        .await
+        let r = self
+            .gated(
+                gate,
+                force.clone(),
+                self.revert_deploy_request_gated(caller, org, db, number),
+            )
+            .await;
+        self.count_ended(caller, org, db, number, force.as_ref());
+        r
     }
 
     async fn revert_deploy_request_gated(
@@ -476,7 +479,7 @@ impl Platform {
             .close_window(database.clone(), reverted, "complete_revert")
             .await
         {
-            Ok(d) => self.clear_error(&d),
+            Ok(mut d) => self.clear_error(&mut d),
             Err(e) => tracing::warn!(error = %e, "revert clean-up will be retried"),
         }
         self.wake_deploys();
@@ -492,8 +495,15 @@ impl Platform {
         number: i64,
     ) -> Result<DeployRequestStatus> {
         let (gate, force) = self.request_gate(caller, org, db, number)?;
-        self.gated(gate, force, self.skip_revert_gated(caller, org, db, number))
-            .await
+        let r = self
+            .gated(
+                gate,
+                force.clone(),
+                self.skip_revert_gated(caller, org, db, number),
+            )
+            .await;
+        self.count_ended(caller, org, db, number, force.as_ref());
+        r
     }
 
     async fn skip_revert_gated(
@@ -691,6 +701,29 @@ impl Platform {
         Some(Force::new(&database.name, plan.application_tables(), armed))
     }
 
+    /// Counts the connections a forced revert (or clean-up) asked for through the API ended.
+    fn count_ended(
+        &self,
+        caller: &Caller,
+        org: &str,
+        db: &str,
+        number: i64,
+        force: Option<&Arc<Force>>,
+    ) {
+        let Some(n) = force.map(|f| f.ended()).filter(|n| *n > 0) else {
+            return;
+        };
+        let Ok((_, request)) = self.numbered(caller, org, db, number) else {
+            return;
+        };
+        if let Ok(mut d) = self.deployment_for(&request) {
+            let mut p = progress_of(&d);
+            p.ended_connections += n;
+            set_progress(&mut d, &p);
+            let _ = self.save(&mut d);
+        }
+    }
+
     /// Counts the connections a forced step ended into the deployment's progress: into the
     /// deployment the step returned (the next step goes on from it), else the one saved.
     fn note_ended(
@@ -785,7 +818,7 @@ impl Platform {
                 None => self.advance(d.clone()).await,
             };
             self.note_ended(&d, &mut advanced, force.as_ref());
-            if let Ok(next) = &advanced {
+            if let Ok(next) = &mut advanced {
                 // A step that went through: the error a failed try left is history.
                 self.clear_error(next);
             }
@@ -819,17 +852,24 @@ impl Platform {
         }
     }
 
-    /// Takes back the error a failed try of a step recorded (not a failed deployment's reason).
-    fn clear_error(&self, d: &Deployment) {
+    /// Takes back the error (and the delay) a failed try of a step recorded (not a failed
+    /// deployment's reason): in the catalog, and in `d`, which the next step goes on from (it
+    /// saves its own copy: a stale error there came back).
+    fn clear_error(&self, d: &mut Deployment) {
+        let clear = |x: &mut Deployment| {
+            let mut p = progress_of(x);
+            let delayed = p.delayed_since.take().is_some();
+            if delayed {
+                set_progress(x, &p);
+            }
+            let had = x.error.take().is_some();
+            delayed || had
+        };
+        if d.state != "complete_error" {
+            clear(d);
+        }
         if let Ok(mut latest) = self.catalog().deployment(&d.deploy_request_id) {
-            let mut p = progress_of(&latest);
-            if (latest.error.is_some() || p.delayed_since.is_some())
-                && latest.state != "complete_error"
-            {
-                latest.error = None;
-                if p.delayed_since.take().is_some() {
-                    set_progress(&mut latest, &p);
-                }
+            if latest.state != "complete_error" && clear(&mut latest) {
                 let _ = self.save(&mut latest);
             }
         }
@@ -941,9 +981,22 @@ impl Platform {
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         // What deploys is what was queued: a branch changed since (or a target that moved under
         // it) is not deployed unseen.
+        // An instant deploy whose earlier try stopped part-way (a later table's locks were not
+        // free in time) finds part of it on the target already: what is left of what was queued
+        // goes on.
+        let rest_of_queued = || {
+            crate::deploy_requests::decode_changes(&d.changes).is_some_and(|queued| {
+                status.changes.iter().all(|c| {
+                    queued
+                        .iter()
+                        .any(|q| q.object == c.object && q.statement == c.statement)
+                })
+            })
+        };
         if !d.changes.is_empty()
             && status.problems.is_empty()
             && crate::deploy_requests::encode_changes(&status.changes) != d.changes
+            && !(d.instant && !status.changes.is_empty() && rest_of_queued())
         {
             return Err(ControlError::Unprocessable(format!(
                 "Deploy request #{} changed after it was deployed (its branch or the target's schema moved): nothing was deployed; look at its diff and deploy it again",

@@ -40,6 +40,8 @@ pub struct Force {
     pub tables: Vec<String>,
     armed: Armed,
     ended: AtomicU64,
+    /// Connections already ended (one still rolling back is listed as a holder again).
+    ended_ids: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 impl std::fmt::Debug for Force {
@@ -59,6 +61,7 @@ impl Force {
             tables,
             armed,
             ended: AtomicU64::new(0),
+            ended_ids: Default::default(),
         })
     }
 
@@ -104,13 +107,16 @@ pub fn holders_query(force: &Force) -> Option<String> {
          WHERE BINARY m.TABLE_SCHEMA = '{}' AND BINARY m.TABLE_NAME IN ({names}) AND p.ID <> CONNECTION_ID() \
          AND p.USER <> SUBSTRING_INDEX(USER(), '@', 1) AND p.USER NOT IN ('system user', 'event_scheduler') \
          AND p.COMMAND NOT IN ('Daemon', 'Binlog Dump', 'Slave_IO', 'Slave_SQL', 'Slave_worker') \
+         AND NOT (p.COMMAND = 'Query' AND (p.INFO LIKE 'COMMIT%' OR p.INFO LIKE 'XA COMMIT%')) \
          GROUP BY m.THREAD_ID",
         sql_string(&force.schema)
     ))
 }
 
 /// Ends every other user's connection holding a metadata lock on the force's tables; returns how
-/// many. A connection gone meanwhile is not counted.
+/// many. A connection gone meanwhile is not counted, nor one ended before (still rolling back).
+/// One running a COMMIT is left to finish: ended then, whether it committed would be unknown to
+/// its client; the next round finds it gone, or holding the table again.
 pub async fn end_holders(
     conn: &mut Conn,
     force: &Force,
@@ -123,6 +129,14 @@ pub async fn end_holders(
     let holders: Vec<(u64, String)> = conn.query(query).await?;
     let mut ended = 0;
     for (thread, table) in holders {
+        let first = force
+            .ended_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(thread);
+        if !first {
+            continue;
+        }
         if let Some(g) = gate {
             g.mark_ended(thread, &table);
         }
@@ -161,5 +175,6 @@ mod tests {
         assert!(q.contains("IN ('users', 'o''rders')"), "{q}");
         assert!(q.contains("p.USER <> SUBSTRING_INDEX(USER(), '@', 1)"));
         assert!(q.contains("p.ID <> CONNECTION_ID()"));
+        assert!(q.contains("p.INFO LIKE 'COMMIT%'"), "{q}");
     }
 }

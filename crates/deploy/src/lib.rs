@@ -49,8 +49,8 @@ pub enum DeployError {
     RevertRefused { table: String, reason: String },
     #[error("the deployment's tables are not on the instance (they were removed outside the deployment)")]
     NotPrepared,
-    #[error("could not take the table locks in time (long-running transactions hold them): {statement}: {detail}")]
-    LockTimeout { statement: String, detail: String },
+    #[error("long-running transactions hold {tables}: {detail}")]
+    LockTimeout { tables: String, detail: String },
 }
 
 /// A deployment's progress, stored with it and shown by the API and the CLI.

@@ -73,11 +73,15 @@ pub async fn ddl_with_timeout(
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             Err(e) if lock_timeout(&e) => {
+                tracing::debug!(statement, "locks not free in time");
                 return Err(DeployError::LockTimeout {
-                    statement: statement.chars().take(120).collect(),
-                    detail: "transactions kept the table busy the whole time; none was interrupted"
-                        .into(),
-                })
+                    tables: application_tables(statement),
+                    detail: if force.is_some_and(|f| f.ended() > 0) {
+                        "transactions kept them busy the whole time".into()
+                    } else {
+                        "transactions kept them busy the whole time; none was interrupted".into()
+                    },
+                });
             }
             Err(e) => return Err(e.into()),
         }
@@ -117,6 +121,39 @@ pub async fn triggers_under_lock(
     result?;
     unlocked?;
     Ok(stall + started.elapsed())
+}
+
+/// The application's tables a statement names (backquoted, deployment artifacts left out), as
+/// a client would name them: what a delay says it waits for.
+pub fn application_tables(statement: &str) -> String {
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = statement;
+    while let Some(start) = rest.find('`') {
+        let mut name = String::new();
+        let mut chars = rest[start + 1..].char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            if c == '`' {
+                if rest[start + 1 + i + 1..].starts_with('`') {
+                    name.push('`');
+                    chars.next();
+                    continue;
+                }
+                end = Some(start + 1 + i + 1);
+                break;
+            }
+            name.push(c);
+        }
+        let Some(end) = end else { break };
+        if !crate::plan::is_artifact(&name) && !names.contains(&name) {
+            names.push(name);
+        }
+        rest = &rest[end..];
+    }
+    if names.is_empty() {
+        return "its tables".into();
+    }
+    names.iter().map(|n| q(n)).collect::<Vec<_>>().join(", ")
 }
 
 fn missing_table(e: &strata_engine::mysql_async::Error) -> bool {
@@ -569,8 +606,8 @@ async fn verify_range(
                 *retries += 1;
                 if *retries > CHUNK_TRIES {
                     return Err(DeployError::LockTimeout {
-                        statement: sql::copy_one(a, &key).chars().take(120).collect(),
-                        detail: "a transaction keeps the row locked".into(),
+                        tables: format!("`{}`", a.table),
+                        detail: "a transaction keeps a row the copy needs locked".into(),
                     });
                 }
                 backoff(*retries).await;
@@ -997,7 +1034,7 @@ async fn direct_alters(
             let keys = new_foreign_keys(conn, schema, plan, table, create).await?;
             if keys.is_empty() {
                 for st in statements {
-                    held += alter_without_blocking(conn, st).await?;
+                    held += alter_without_blocking(conn, st, timeout, attempts).await?;
                 }
                 continue;
             }
@@ -1037,23 +1074,31 @@ async fn direct_alters(
 /// Runs one in-place ALTER, first as `ALGORITHM=INPLACE, LOCK=NONE` (writers go on while it
 /// runs); when the server cannot make the change so (a column type change that copies the table,
 /// say), as the server chooses, and then its whole duration held the table's writers: returned.
-async fn alter_without_blocking(conn: &mut Conn, statement: &str) -> Result<Duration> {
+/// Like every DDL here it takes its metadata locks only when they are free (see
+/// [`ddl_with_timeout`]): queued behind a long transaction, it held the table's writers for as
+/// long.
+async fn alter_without_blocking(
+    conn: &mut Conn,
+    statement: &str,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
     // Partition operations take no algorithm clause after them.
     if !statement.to_ascii_uppercase().contains("PARTITION") {
         let online = format!(
             "{}, ALGORITHM=INPLACE, LOCK=NONE",
             statement.trim_end_matches(';')
         );
-        match conn.query_drop(online).await {
-            Ok(()) => return Ok(Duration::ZERO),
+        match ddl_with_timeout(conn, &online, timeout, attempts).await {
+            Ok(_) => return Ok(Duration::ZERO),
             // ER_ALTER_OPERATION_NOT_SUPPORTED(_REASON), ER_PARSE_ERROR: not so; as chosen below.
-            Err(strata_engine::mysql_async::Error::Server(e))
+            Err(DeployError::Query(strata_engine::mysql_async::Error::Server(e)))
                 if matches!(e.code, 1064 | 1845 | 1846) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
     let started = Instant::now();
-    conn.query_drop(statement).await?;
+    ddl_with_timeout(conn, statement, timeout, attempts).await?;
     Ok(started.elapsed())
 }
 
@@ -1499,9 +1544,15 @@ pub async fn instant_eligible(conn: &mut Conn, plan: &Plan) -> Result<Option<Str
 }
 
 /// Applies an instant deploy (after [`instant_eligible`]): creates, instant alters, drops, views.
+async fn instant_ddl(conn: &mut Conn, statement: &str) -> Result<Duration> {
+    ddl_with_timeout(conn, statement, Duration::from_millis(500), 20).await
+}
+
 pub async fn instant(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     conn.query_drop("SET SESSION foreign_key_checks = 0")
         .await?;
+    // Each statement takes its locks only when they are free, as every other step's DDL: queued
+    // behind a long transaction, it held every writer of the table for as long.
     for s in &plan.steps {
         match s {
             Step::CreateTable {
@@ -1510,16 +1561,14 @@ pub async fn instant(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
                 create,
             } => {
                 if exists(conn, schema, table).await?.is_none() {
-                    conn.query_drop(create.replacen(&q(staged), &q(table), 1))
-                        .await?;
+                    instant_ddl(conn, &create.replacen(&q(staged), &q(table), 1)).await?;
                 }
             }
             Step::AlterTable(a) => {
-                conn.query_drop(sql::instant_alter(a, None)).await?;
+                instant_ddl(conn, &sql::instant_alter(a, None)).await?;
             }
             Step::DropTable { table, .. } => {
-                conn.query_drop(format!("DROP TABLE IF EXISTS {}", q(table)))
-                    .await?
+                instant_ddl(conn, &format!("DROP TABLE IF EXISTS {}", q(table))).await?;
             }
             Step::View { statement, .. } => {
                 let st = if statement.starts_with("DROP VIEW ") {
@@ -1527,7 +1576,7 @@ pub async fn instant(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
                 } else {
                     sql::create_or_replace(statement)
                 };
-                conn.query_drop(st).await?;
+                instant_ddl(conn, &st).await?;
             }
             Step::DirectAlter { .. } => {}
         }
@@ -1744,6 +1793,27 @@ async fn read_columns(conn: &mut Conn, schema: &str, table: &str) -> Result<Opti
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_delay_names_the_applications_tables_only() {
+        use super::application_tables;
+        assert_eq!(
+            application_tables("LOCK TABLES `users` WRITE, `~strata_6e3d8852_0_new_users` WRITE, `~strata_6e3d8852_0_old_users` WRITE, `users` READ"),
+            "`users`"
+        );
+        assert_eq!(
+            application_tables("RENAME TABLE `a``b` TO `~strata_1_0_old_a`, `c` TO `d`"),
+            "`a``b`, `c`, `d`"
+        );
+        assert_eq!(
+            application_tables("DROP TRIGGER `_strata_x_0_fi`"),
+            "its tables"
+        );
+        assert_eq!(
+            application_tables("LOCK TABLES `unterminated"),
+            "its tables"
+        );
+    }
+
     #[test]
     fn counts_read_from_the_servers_info() {
         for (info, records, duplicates) in [

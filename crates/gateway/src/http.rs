@@ -125,7 +125,12 @@ fn ended_by_cutover(
     s.forget_connection_state();
     Some(RpcError {
         code: "ABORTED",
-        message: e.message,
+        message: format!(
+            "{} (errno {}) (sqlstate {})",
+            e.message,
+            e.code,
+            String::from_utf8_lossy(&e.state)
+        ),
     })
 }
 
