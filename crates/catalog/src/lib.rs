@@ -63,6 +63,10 @@ pub trait Catalog: Send + Sync {
     fn update_branch(&self, branch: &Branch) -> Result<()>;
     /// Records that the branch's schema changed at `at` (ms).
     fn touch_branch_schema(&self, id: &str, at: i64) -> Result<()>;
+    /// Records the migration table's rows (JSON) a branch was made with.
+    fn set_branch_migration_base(&self, branch_id: &str, rows: &str) -> Result<()>;
+    /// The migration table's rows a branch was made with, if recorded.
+    fn branch_migration_base(&self, branch_id: &str) -> Result<Option<String>>;
     /// Deletes the branch and its passwords.
     fn delete_branch(&self, id: &str) -> Result<()>;
 

@@ -197,6 +197,14 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE databases ADD COLUMN aggressive_cutover INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE deployments ADD COLUMN force_cutover_requested_at INTEGER;
     "#,
+    // The migration table's rows a branch was made with (automatic copy of migration data): a
+    // deploy copies a table of heads only when the branch changed it since.
+    r#"
+    CREATE TABLE branch_migration_bases (
+        branch_id TEXT PRIMARY KEY,
+        rows TEXT NOT NULL
+    );
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -952,6 +952,25 @@ impl Catalog for SqliteCatalog {
         )
     }
 
+    fn set_branch_migration_base(&self, branch_id: &str, rows: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO branch_migration_bases (branch_id, rows) VALUES (?1, ?2) \
+             ON CONFLICT(branch_id) DO UPDATE SET rows=excluded.rows",
+            params![branch_id, rows],
+        )?;
+        Ok(())
+    }
+
+    fn branch_migration_base(&self, branch_id: &str) -> Result<Option<String>> {
+        let c = self.conn();
+        let mut st = c.prepare("SELECT rows FROM branch_migration_bases WHERE branch_id=?1")?;
+        let mut r = st.query([branch_id])?;
+        Ok(match r.next()? {
+            Some(row) => Some(row.get(0)?),
+            None => None,
+        })
+    }
+
     fn delete_branch(&self, id: &str) -> Result<()> {
         changed(
             self.conn()

@@ -1542,6 +1542,20 @@ impl Platform {
         let Some(rows) = usable(rows)? else {
             return Ok(());
         };
+        // A table of heads (Alembic's) the branch never moved is not copied: the target may have
+        // moved on meanwhile (another branch deployed a migration), and copying the branch's old
+        // heads would take it back.
+        if strata_model::migration_data::keeps_heads(&rows.table) {
+            let base: Option<run::TableRows> = self
+                .catalog()
+                .branch_migration_base(&source.id)?
+                .and_then(|json| serde_json::from_str(&json).ok());
+            if base.is_some_and(|b| b.rows == rows.rows) {
+                tracing::info!(deployment = %d.id, table, "migration heads unchanged on the branch: not copied");
+                p.migration_rows_copied = true;
+                return Ok(());
+            }
+        }
         let mut d = d.clone();
         if p.migration_rows_before.is_none() {
             let Some(before) = usable(run::read_rows(conn, &database.name, &table).await)? else {

@@ -1341,7 +1341,12 @@ impl Platform {
         let mut to = inst.connect().await?;
         let copied = strata_deploy::run::replace_rows(&mut to, &db.name, &rows).await;
         let _ = to.disconnect().await;
-        copied.map_err(|e| ControlError::Internal(e.to_string()))
+        copied.map_err(|e| ControlError::Internal(e.to_string()))?;
+        // What the branch starts from: a deploy copies a table of heads only if it moved since.
+        if let Ok(json) = serde_json::to_string(&rows) {
+            self.catalog.set_branch_migration_base(&branch.id, &json)?;
+        }
+        Ok(())
     }
 
     /// The schema of the branch's parent now (empty for a branch without a parent).

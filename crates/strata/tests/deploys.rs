@@ -1651,6 +1651,50 @@ fn migration_logs_of_two_branches_both_reach_main() {
         .trim(),
         "0001,0001_by_app,0002,0003_da"
     );
+    // A table of heads (Alembic's): replaced by a branch that moved it, left alone by a branch
+    // that did not (made before another branch's migration was deployed, it would take the
+    // heads back).
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY);
+         INSERT INTO shop.alembic_version VALUES ('a1');",
+    );
+    s.json(&[
+        "database",
+        "update",
+        "shop",
+        "--migration-framework",
+        "other",
+        "--migration-table-name",
+        "alembic_version",
+    ]);
+    let heads = || {
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT GROUP_CONCAT(version_num) FROM shop.alembic_version",
+        )
+        .trim()
+        .to_string()
+    };
+    let made = [
+        migrate("stale", 6, ""),
+        migrate(
+            "moves",
+            5,
+            "UPDATE shop.alembic_version SET version_num = 'a2'",
+        ),
+    ];
+    let [stale, moves] = made;
+    deploy(moves);
+    assert_eq!(heads(), "a2");
+    deploy(stale);
+    assert_eq!(
+        heads(),
+        "a2",
+        "a branch that never migrated took the heads back"
+    );
 }
 
 /// A deploy's revert window stays open while a later deploy of the same branch copies, waits to
