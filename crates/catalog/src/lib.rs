@@ -99,8 +99,8 @@ pub trait Catalog: Send + Sync {
         progress: &str,
         updated_at: i64,
     ) -> Result<bool>;
-    /// Marks the deployment's cut-over as forced (the first request's time is kept); only this
-    /// writes that mark, so a step saving the deployment never loses it. False: no deployment.
+    /// Marks the deployment's next cut-over (or revert) as forced, at `at`; only this writes that
+    /// mark, so a step saving the deployment never loses it. False: no deployment.
     fn request_force_cutover(&self, deploy_request_id: &str, at: i64) -> Result<bool>;
     fn deployment(&self, deploy_request_id: &str) -> Result<Deployment>;
     /// A database's deployments, oldest queued first.

@@ -459,7 +459,7 @@ impl Catalog for SqliteCatalog {
 
     fn request_force_cutover(&self, deploy_request_id: &str, at: i64) -> Result<bool> {
         let n = self.conn().execute(
-            "UPDATE deployments SET force_cutover_requested_at=COALESCE(force_cutover_requested_at, ?2) WHERE deploy_request_id=?1",
+            "UPDATE deployments SET force_cutover_requested_at=?2 WHERE deploy_request_id=?1",
             params![deploy_request_id, at],
         )?;
         Ok(n == 1)
@@ -1269,8 +1269,8 @@ mod tests {
         c.save_deployment(&dep).unwrap();
         assert_eq!(
             c.deployment("a").unwrap().force_cutover_requested_at,
-            Some(6),
-            "kept from the first request, whatever a step saves"
+            Some(7),
+            "the latest request's, whatever a step saves"
         );
         assert_eq!(c.active_deployments().unwrap().len(), 1);
         dep.state = "complete_error".into();

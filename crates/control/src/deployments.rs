@@ -691,8 +691,10 @@ impl Platform {
             let waited_enough = progress_of(&d)
                 .delayed_since
                 .is_some_and(|since| now_millis() - since >= after);
-            // A force asked for applies to the cut-over it was asked for, not to a later revert.
-            (d.force_cutover_requested_at.is_some() && d.cutover_at.is_none())
+            // A force asked for applies to what comes next: the cut-over, or, asked for after it,
+            // the revert (a force of the cut-over is not carried over to a later revert).
+            d.force_cutover_requested_at
+                .is_some_and(|at| d.cutover_at.is_none_or(|cut| at > cut))
                 || waited_enough
                 || catalog
                     .database_by_id(&d.database_id)

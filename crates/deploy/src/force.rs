@@ -142,6 +142,9 @@ pub async fn end_holders(
         }
         match conn.query_drop(format!("KILL CONNECTION {thread}")).await {
             Ok(()) => {
+                if let Some(g) = gate {
+                    g.mark_killed(thread);
+                }
                 ended += 1;
                 tracing::warn!(
                     thread,

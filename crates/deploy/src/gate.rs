@@ -28,7 +28,17 @@ const ENDED_KEPT: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 pub struct Gate {
     closers: watch::Sender<u32>,
-    ended: std::sync::Mutex<Vec<(u64, String, Instant)>>,
+    ended: std::sync::Mutex<Vec<Ended>>,
+}
+
+/// An instance connection a forced cut-over ended.
+#[derive(Debug, Clone)]
+struct Ended {
+    thread_id: u64,
+    table: String,
+    marked: Instant,
+    /// When the server had taken the `KILL` (a command sent after it never ran).
+    killed: Option<Instant>,
 }
 
 impl Default for Gate {
@@ -62,18 +72,31 @@ impl Gate {
     /// instance) because it held `table`.
     pub fn mark_ended(&self, thread_id: u64, table: &str) {
         let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
-        ended.retain(|(_, _, at)| at.elapsed() < ENDED_KEPT);
-        ended.push((thread_id, table.to_string(), Instant::now()));
+        ended.retain(|e| e.marked.elapsed() < ENDED_KEPT);
+        ended.push(Ended {
+            thread_id,
+            table: table.to_string(),
+            marked: Instant::now(),
+            killed: None,
+        });
     }
 
-    /// The table a forced cut-over ended instance connection `thread_id` for (thread ids are not
-    /// reused while a server runs).
-    pub fn ended_for(&self, thread_id: u64) -> Option<String> {
+    /// Records that the server took the `KILL` of `thread_id`.
+    pub fn mark_killed(&self, thread_id: u64) {
+        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = ended.iter_mut().find(|e| e.thread_id == thread_id) {
+            e.killed.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The table a forced cut-over ended instance connection `thread_id` for, and when the server
+    /// had taken its `KILL` (thread ids are not reused while a server runs).
+    pub fn ended_for(&self, thread_id: u64) -> Option<(String, Option<Instant>)> {
         let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
         ended
             .iter()
-            .find(|(id, _, at)| *id == thread_id && at.elapsed() < ENDED_KEPT)
-            .map(|(_, table, _)| table.clone())
+            .find(|e| e.thread_id == thread_id && e.marked.elapsed() < ENDED_KEPT)
+            .map(|e| (e.table.clone(), e.killed))
     }
 
     /// Returns once the gate is open, or after `max`.
@@ -176,13 +199,15 @@ mod tests {
     #[test]
     fn ended_connections_are_remembered_for_a_while() {
         let gate = Gate::new();
-        assert_eq!(gate.ended_for(7), None);
+        assert!(gate.ended_for(7).is_none());
         gate.mark_ended(7, "users");
         gate.mark_ended(8, "orders");
-        assert_eq!(gate.ended_for(7).as_deref(), Some("users"));
-        assert_eq!(gate.ended_for(8).as_deref(), Some("orders"));
-        gate.ended.lock().unwrap()[0].2 -= ENDED_KEPT;
-        assert_eq!(gate.ended_for(7), None, "forgotten after a while");
+        gate.mark_killed(8);
+        assert_eq!(gate.ended_for(7).map(|e| e.0).as_deref(), Some("users"));
+        assert!(gate.ended_for(7).unwrap().1.is_none(), "not killed yet");
+        assert!(gate.ended_for(8).unwrap().1.is_some());
+        gate.ended.lock().unwrap()[0].marked -= ENDED_KEPT;
+        assert!(gate.ended_for(7).is_none(), "forgotten after a while");
         gate.mark_ended(9, "t");
         assert_eq!(gate.ended.lock().unwrap().len(), 2, "old entries dropped");
     }

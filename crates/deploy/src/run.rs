@@ -127,7 +127,16 @@ pub async fn triggers_under_lock(
 /// a client would name them: what a delay says it waits for.
 pub fn application_tables(statement: &str) -> String {
     let mut names: Vec<String> = Vec::new();
-    let mut rest = statement;
+    let plain = statement
+        .split_once(" FOR ")
+        .filter(|_| statement.starts_with("SET STATEMENT"))
+        .map_or(statement, |(_, s)| s)
+        .trim_start();
+    // An ALTER or CREATE names its table first; the rest are columns, keys and references.
+    let first_only = ["ALTER ", "CREATE "]
+        .iter()
+        .any(|k| plain.len() >= k.len() && plain[..k.len()].eq_ignore_ascii_case(k));
+    let mut rest = plain;
     while let Some(start) = rest.find('`') {
         let mut name = String::new();
         let mut chars = rest[start + 1..].char_indices();
@@ -147,6 +156,9 @@ pub fn application_tables(statement: &str) -> String {
         let Some(end) = end else { break };
         if !crate::plan::is_artifact(&name) && !names.contains(&name) {
             names.push(name);
+        }
+        if first_only {
+            break;
         }
         rest = &rest[end..];
     }
@@ -1807,6 +1819,10 @@ mod tests {
         assert_eq!(
             application_tables("DROP TRIGGER `_strata_x_0_fi`"),
             "its tables"
+        );
+        assert_eq!(
+            application_tables("ALTER TABLE `chi` ADD COLUMN `c12` int(11), ADD KEY `v` (`v`), ALGORITHM=INPLACE, LOCK=NONE"),
+            "`chi`"
         );
         assert_eq!(
             application_tables("LOCK TABLES `unterminated"),

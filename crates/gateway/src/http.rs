@@ -111,10 +111,12 @@ fn ended_by_cutover(
     link: &Link,
     thread_id: u32,
     committing: bool,
+    sent_at: Instant,
 ) -> Option<RpcError> {
     let lost = link::Lost {
-        in_transaction: s.in_transaction,
+        in_transaction: s.in_transaction || s.status & status::AUTOCOMMIT == 0,
         committing,
+        sent_at: Some(sent_at),
     };
     let mut e = link.ended_by_cutover(thread_id, lost)?;
     if s.pinned {
@@ -861,6 +863,7 @@ impl HttpSql {
         }
         let mut link = Link::new(self.gw.clone(), login, PROFILE, CHARSET);
         let committing = crate::session::commits(&a);
+        let sent_at = Instant::now();
         let left = s
             .tx_started
             .map(|t| (t + limits.transaction_timeout).saturating_duration_since(Instant::now()));
@@ -888,7 +891,7 @@ impl HttpSql {
                 if let Err(e) = link.fresh_privileges(&mut c).await {
                     let thread = c.backend.thread_id;
                     c.discard();
-                    if let Some(e) = ended_by_cutover(s, &link, thread, committing) {
+                    if let Some(e) = ended_by_cutover(s, &link, thread, committing, sent_at) {
                         return Err(e);
                     }
                     return Err(connection_lost(s, &e));
@@ -939,7 +942,7 @@ impl HttpSql {
                 let thread = lease.backend.thread_id;
                 lease.discard();
                 link.forget_instance();
-                if let Some(e) = ended_by_cutover(s, &link, thread, committing) {
+                if let Some(e) = ended_by_cutover(s, &link, thread, committing, sent_at) {
                     return Err(e);
                 }
                 return Err(connection_lost(s, &e));
@@ -953,7 +956,7 @@ impl HttpSql {
         if collected.tracker.error {
             // Ended by the instance during the statement, for a forced cut-over.
             let thread = lease.backend.thread_id;
-            if let Some(e) = ended_by_cutover(s, &link, thread, committing) {
+            if let Some(e) = ended_by_cutover(s, &link, thread, committing, sent_at) {
                 lease.discard();
                 return Err(e);
             }
@@ -975,7 +978,7 @@ impl HttpSql {
                 Err(e) => {
                     let thread = lease.backend.thread_id;
                     lease.discard();
-                    if let Some(e) = ended_by_cutover(s, &link, thread, committing) {
+                    if let Some(e) = ended_by_cutover(s, &link, thread, committing, sent_at) {
                         return Err(e);
                     }
                     if s.forget_connection_state() {

@@ -59,31 +59,27 @@ pub(crate) fn locks_released(limit: Duration) -> String {
 /// What a session had going on its instance connection when the connection ended.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Lost {
-    /// A transaction was open.
+    /// A transaction was open, or autocommit is off (nothing commits but by a statement that
+    /// commits).
     pub in_transaction: bool,
-    /// The statement in flight could have committed it (`COMMIT`, `XA COMMIT`): the server may
-    /// have committed before the connection ended, so the outcome is unknown.
+    /// The text in flight may commit (`COMMIT`, a statement that commits implicitly, several
+    /// statements): the server may have committed before the connection ended.
     pub committing: bool,
+    /// When the session sent the command in flight.
+    pub sent_at: Option<Instant>,
 }
 
-/// Why a forced cut-over ended a client's work, and what became of it: a transaction ended
-/// before its COMMIT was rolled back by the server; one ended during its COMMIT, or a statement
-/// outside a transaction, may or may not have committed.
-pub(crate) fn ended_by_cutover_message(table: &str, lost: Lost) -> String {
+/// Why a forced cut-over ended a client's work, and what became of it: nothing committed when
+/// that is certain (a transaction ended before anything committed it, or a command the server
+/// never ran because it had already ended the connection), else unknown, never "run it again".
+pub(crate) fn ended_by_cutover_message(table: &str, lost: Lost, before_sent: bool) -> String {
     let why = format!("a deploy request's cut-over needed table `{table}` and could not wait any longer (forced cut-over)");
-    match lost {
-        Lost {
-            in_transaction: true,
-            committing: false,
-        } => format!("transaction ended: {why}; it was rolled back and nothing of it was committed"),
-        Lost {
-            in_transaction: true,
-            committing: true,
-        } => format!("transaction ended during its COMMIT: {why}; whether it was committed is unknown: check before running it again"),
-        Lost {
-            in_transaction: false,
-            ..
-        } => format!("query ended: {why}; if it changed rows, whether they were committed is unknown: check before running it again"),
+    let certain = before_sent || (lost.in_transaction && !lost.committing);
+    match (lost.in_transaction, certain) {
+        (true, true) => format!("transaction ended: {why}; it was rolled back and nothing of it was committed"),
+        (true, false) => format!("transaction ended while a statement that commits it ran: {why}; whether it was committed is unknown: check before running it again"),
+        (false, true) => format!("query ended before it ran: {why}; nothing of it was committed"),
+        (false, false) => format!("query ended: {why}; if it changed rows, whether they were committed is unknown: check before running it again"),
     }
 }
 
@@ -321,11 +317,13 @@ impl Link {
     /// What the client hears when a deploy's forced cut-over ended instance connection
     /// `thread_id` (`None`: it did not).
     pub(crate) fn ended_by_cutover(&self, thread_id: u32, lost: Lost) -> Option<ErrPacket> {
-        let table = self.gate.ended_for(u64::from(thread_id))?;
+        let (table, killed) = self.gate.ended_for(u64::from(thread_id))?;
+        // The server had taken the KILL before the statement was sent: it never ran.
+        let before = matches!((killed, lost.sent_at), (Some(k), Some(s)) if k < s);
         Some(ErrPacket::new(
             1105,
             "HY000",
-            ended_by_cutover_message(&table, lost),
+            ended_by_cutover_message(&table, lost, before),
         ))
     }
 
@@ -942,23 +940,28 @@ mod cutover_tests {
 
     #[test]
     fn a_forced_cut_over_says_what_became_of_the_work() {
-        let m = |in_transaction, committing| {
+        let m = |in_transaction, committing, before| {
             ended_by_cutover_message(
                 "t",
                 Lost {
                     in_transaction,
                     committing,
+                    sent_at: None,
                 },
+                before,
             )
         };
-        assert!(m(true, false).contains("nothing of it was committed"));
-        assert!(m(true, true).contains("whether it was committed is unknown"));
-        assert!(!m(true, true).contains("nothing of it was committed"));
+        assert!(m(true, false, false).contains("nothing of it was committed"));
+        assert!(m(true, true, false).contains("whether it was committed is unknown"));
+        assert!(!m(true, true, false).contains("nothing of it was committed"));
+        // A COMMIT sent after the server had ended the connection never ran.
+        assert!(m(true, true, true).contains("nothing of it was committed"));
         for committing in [false, true] {
-            let q = m(false, committing);
+            let q = m(false, committing, false);
             assert!(q.starts_with("query ended") && q.contains("unknown"), "{q}");
             assert!(!q.contains("run it again"), "{q}");
         }
-        assert!(m(true, false).contains("table `t`"));
+        assert!(m(false, false, true).contains("nothing of it was committed"));
+        assert!(m(true, false, false).contains("table `t`"));
     }
 }

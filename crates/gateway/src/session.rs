@@ -57,8 +57,10 @@ struct Session {
     /// What `ROW_COUNT()` says after the client's last statement (answered here when the session
     /// is not pinned: the statement may have run on another connection of the pool).
     row_count: i64,
-    /// The text in flight commits the open transaction (see `link::Lost`).
+    /// The text in flight may commit the open transaction (see `link::Lost`).
     commit_in_flight: bool,
+    /// When the command in flight arrived (before anything of it was sent to the instance).
+    command_at: Instant,
     /// The instance connection ended while the session held state there: the client's
     /// connection is closed after the reply.
     state_lost: bool,
@@ -169,6 +171,7 @@ pub(crate) async fn run(
         last_insert_id: 0,
         row_count: -1,
         commit_in_flight: false,
+        command_at: Instant::now(),
         state_lost: false,
         found_rows: 0,
         shared,
@@ -349,8 +352,10 @@ impl Session {
     /// What the session had going on its instance connection, should the connection end now.
     fn lost(&self) -> link::Lost {
         link::Lost {
-            in_transaction: self.status & status::IN_TRANS != 0,
+            in_transaction: self.status & status::IN_TRANS != 0
+                || self.status & status::AUTOCOMMIT == 0,
             committing: self.commit_in_flight,
+            sent_at: Some(self.command_at),
         }
     }
 
@@ -539,6 +544,7 @@ impl Session {
     }
 
     async fn command(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
+        self.command_at = Instant::now();
         let Some(&cmd) = packet.first() else {
             return self
                 .reply_err(ErrPacket::new(1047, "08S01", "Unknown command"))
@@ -1700,10 +1706,34 @@ fn is_err_code(payload: &[u8], code: u16) -> bool {
     payload.len() >= 3 && payload[0] == 0xFF && u16::from_le_bytes([payload[1], payload[2]]) == code
 }
 
-/// True when the text commits an open transaction (`COMMIT`, `XA COMMIT`, `SET autocommit = 1`
-/// and the statements that commit implicitly are refused or pinned elsewhere).
+/// True when the text may commit an open transaction: anything but one statement that reads or
+/// changes rows (`COMMIT`, and every statement that commits implicitly: `BEGIN`, `SET
+/// autocommit = 1`, DDL, `ANALYZE`, `LOCK TABLES`, …, alone or in a multi-statement text).
 pub(crate) fn commits(a: &strata_sqlscan::Analysis) -> bool {
-    a.statements
+    const ROWS: &[&str] = &[
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "REPLACE",
+        "WITH",
+        "VALUES",
+        "TABLE",
+        "SAVEPOINT",
+        "RELEASE",
+        "SHOW",
+        "DESCRIBE",
+        "DESC",
+        "EXPLAIN",
+        "DO",
+    ];
+    let rows_only = |s: &strata_sqlscan::Statement| {
+        ROWS.contains(&s.keyword.as_str()) || (s.keyword == "ROLLBACK" && s.second == "TO")
+    };
+    let real: Vec<_> = a
+        .statements
         .iter()
-        .any(|s| s.keyword == "COMMIT" || (s.keyword == "XA" && s.second == "COMMIT"))
+        .filter(|s| !s.keyword.is_empty())
+        .collect();
+    real.len() > 1 || real.iter().any(|s| !rows_only(s))
 }

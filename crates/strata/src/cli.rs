@@ -878,8 +878,8 @@ pub enum DeployRequestCmd {
         #[arg(value_name = "NUMBER|BRANCH")]
         number: String,
     },
-    /// Force the deployment's cut-over: end the queries and transactions holding its tables
-    /// instead of waiting for them.
+    /// Force the deployment's cut-over (in the revert window: its revert): end the queries and
+    /// transactions holding its tables instead of waiting for them.
     ForceCutover {
         database: String,
         #[arg(value_name = "NUMBER|BRANCH")]
@@ -1181,7 +1181,7 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
                 &base(&database),
                 number,
                 "force-cutover",
-                "will cut over now: queries and transactions holding its tables are ended",
+                "is forced: its cut-over (or, in the revert window, its revert) ends the queries and transactions holding its tables",
             )
             .await?;
         }
