@@ -918,6 +918,13 @@ impl Platform {
     /// Ends a deployment that cannot go on: production keeps (or gets back) its old schema.
     async fn fail(&self, mut d: Deployment, why: &str) -> Result<()> {
         let _guard = self.deploy_lock.lock().await;
+        // As saved last (the step's own copy is from before it ran: a failed copy showed 0 rows
+        // copied).
+        if let Ok(latest) = self.catalog().deployment(&d.deploy_request_id) {
+            if latest.id == d.id {
+                d = latest;
+            }
+        }
         if let (Ok(database), Ok(plan)) =
             (self.catalog().database_by_id(&d.database_id), plan_of(&d))
         {

@@ -51,6 +51,8 @@ pub enum DeployError {
     NotPrepared,
     #[error("long-running transactions hold {tables}: {detail}")]
     LockTimeout { tables: String, detail: String },
+    #[error("{0}")]
+    ForeignKeys(String),
 }
 
 /// A deployment's progress, stored with it and shown by the API and the CLI.

@@ -86,8 +86,9 @@ pub enum Step {
     },
     /// A changed table, copied online into a shadow table.
     AlterTable(Box<OnlineAlter>),
-    /// A changed table in a foreign-key relationship: renaming it would drag the references along, so
-    /// it is altered in place with the engine's online DDL. Not revertable.
+    /// A changed table whose foreign keys cannot move with a copy (they change, cascade or
+    /// reference the table itself; a related table changes in the same deployment) or with
+    /// partition operations: altered in place with the engine's online DDL. Not revertable.
     DirectAlter {
         table: String,
         statements: Vec<String>,
@@ -153,6 +154,167 @@ pub struct OnlineAlter {
     /// (a sorted build is much faster than row-by-row maintenance): `(name, definition)`.
     #[serde(default)]
     pub deferred_keys: Vec<(String, String)>,
+    /// The table's foreign keys (the same on both sides, none that cascades): the shadow is
+    /// copied without them and gains them, under temporary names, just before the cut-over; after
+    /// each swap the live table takes the application's names back. Empty in older plans.
+    #[serde(default)]
+    pub foreign_keys: Vec<MovedForeignKey>,
+    /// Foreign keys of other tables that reference this one. A RENAME drags them along: after
+    /// each swap, forward or back, each is pointed at the live table again (metadata only).
+    /// Empty in older plans.
+    #[serde(default)]
+    pub children: Vec<ChildForeignKey>,
+}
+
+/// A foreign key of another table referencing an online alter's table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildForeignKey {
+    /// The referencing table.
+    pub table: String,
+    pub name: String,
+    /// The definition from `FOREIGN KEY` on, naming the altered table.
+    pub body: String,
+    /// Its name between the two ALTERs that point it at the live table (a key cannot be dropped
+    /// and added under one name in one ALTER).
+    pub moving_name: String,
+}
+
+/// The foreign keys referencing `table` from other tables (see [`OnlineAlter::children`]), or
+/// `None` when the table must be altered in place: they differ between the two schemas, a
+/// referencing table is changed by the same deployment, or a referenced column changes.
+fn movable_children(
+    tag: &str,
+    step: usize,
+    (target, result): (&Schema, &Schema),
+    (old, new): (&Table, &Table),
+    changed: &std::collections::BTreeSet<&str>,
+) -> Option<Vec<ChildForeignKey>> {
+    let referencing = |s: &Schema| {
+        s.tables
+            .values()
+            .filter(|t| t.name != old.name)
+            .flat_map(|t| {
+                t.foreign_keys
+                    .iter()
+                    .filter(|f| f.foreign_key().is_some_and(|p| p.table == old.name))
+                    .map(|f| (t.name.clone(), f.clone()))
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = referencing(target);
+    if before != referencing(result) {
+        return None;
+    }
+    let column = |t: &Table, c: &str| {
+        t.columns
+            .iter()
+            .find(|x| x.name == c)
+            .map(|x| x.definition.clone())
+    };
+    let mut children = Vec::new();
+    for (k, (table, fk)) in before.into_iter().enumerate() {
+        if changed.contains(table.as_str()) {
+            return None;
+        }
+        let parts = fk.foreign_key()?;
+        if parts
+            .referenced
+            .iter()
+            .any(|c| column(old, c).is_none() || column(old, c) != column(new, c))
+        {
+            return None;
+        }
+        let body = fk.definition[fk.definition.find("FOREIGN KEY")?..].to_string();
+        children.push(ChildForeignKey {
+            table,
+            name: fk.name,
+            body,
+            moving_name: format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{step}_c{k}"),
+        });
+    }
+    Some(children)
+}
+
+/// A foreign key carried over to the shadow of an online alter. Constraint names are unique in a
+/// schema, so two tables cannot hold the application's name at once: the shadow's copy is made
+/// under `shadow_name`, and whichever side is not live holds `parked_name` or `shadow_name` (the
+/// server renames a generated `<table>_ibfk_<n>` with its table by itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedForeignKey {
+    /// The application's name for it.
+    pub name: String,
+    /// The definition from `FOREIGN KEY` on, as the server prints it.
+    pub body: String,
+    pub shadow_name: String,
+    pub parked_name: String,
+}
+
+impl MovedForeignKey {
+    /// `ADD CONSTRAINT <name> <body>`.
+    pub fn add(&self, name: &str) -> String {
+        format!(
+            "ADD CONSTRAINT {} {}",
+            strata_model::role::quote_ident(name),
+            self.body
+        )
+    }
+}
+
+/// The foreign keys of a table an online alter can carry (see [`OnlineAlter::foreign_keys`]), or
+/// `None` when the table must be altered in place: its keys change, reference the table itself,
+/// cascade (a cascade changes rows without firing the triggers that keep the shadow in step), or
+/// a column they use changes.
+fn movable_foreign_keys(
+    tag: &str,
+    step: usize,
+    old: &Table,
+    new: &Table,
+    changed: &std::collections::BTreeSet<&str>,
+) -> Option<Vec<MovedForeignKey>> {
+    let definitions = |t: &Table| {
+        t.foreign_keys
+            .iter()
+            .map(|f| f.definition.clone())
+            .collect::<Vec<_>>()
+    };
+    if definitions(old) != definitions(new) {
+        return None;
+    }
+    let column = |t: &Table, c: &str| {
+        t.columns
+            .iter()
+            .find(|x| x.name == c)
+            .map(|x| x.definition.clone())
+    };
+    let mut moved = Vec::new();
+    for (k, fk) in old.foreign_keys.iter().enumerate() {
+        let parts = fk.foreign_key()?;
+        if parts.table == old.name || changed.contains(parts.table.as_str()) {
+            return None;
+        }
+        let upper = fk.definition.to_ascii_uppercase();
+        if [" CASCADE", " SET NULL", " SET DEFAULT"]
+            .iter()
+            .any(|a| upper.contains(a))
+        {
+            return None;
+        }
+        if parts
+            .columns
+            .iter()
+            .any(|c| column(old, c).is_none() || column(old, c) != column(new, c))
+        {
+            return None;
+        }
+        let body = fk.definition[fk.definition.find("FOREIGN KEY")?..].to_string();
+        moved.push(MovedForeignKey {
+            name: fk.name.clone(),
+            body,
+            shadow_name: format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{step}_fk{k}"),
+            parked_name: format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{step}_ok{k}"),
+        });
+    }
+    Some(moved)
 }
 
 /// True when a column definition's type is a number (integers, DECIMAL, FLOAT, DOUBLE).
@@ -355,15 +517,6 @@ fn column_names(t: &Table) -> Vec<String> {
     t.columns.iter().map(|c| c.name.clone()).collect()
 }
 
-fn references(schema: &Schema, table: &str) -> bool {
-    schema.tables.values().any(|t| {
-        t.foreign_keys.iter().any(|fk| {
-            fk.foreign_key()
-                .is_some_and(|p| p.table == table && t.name != table)
-        })
-    })
-}
-
 /// The key to match rows by: the old table's primary key, else a non-null unique key, whose columns
 /// the new table has and which is unique there too (or the new table has such a key of its own).
 fn shared_key(old: &Table, new: &Table) -> Option<(Vec<String>, String)> {
@@ -404,6 +557,8 @@ pub fn plan(
         .filter(|c| c.in_place)
         .map(|c| c.object.as_str())
         .collect();
+    let changed: std::collections::BTreeSet<&str> =
+        changes.iter().map(|c| c.object.as_str()).collect();
     for change in changes {
         let name = &change.object;
         // A table replaced by a view of the same name (or the reverse) is two changes, a drop and a
@@ -448,11 +603,10 @@ pub fn plan(
                 aside: artifact(tag, i, "drop", name),
             }),
             (Some(old), Some(new)) => {
-                let related = !old.foreign_keys.is_empty()
-                    || !new.foreign_keys.is_empty()
-                    || references(target, name)
-                    || references(result, name)
-                    || in_place.contains(name.as_str());
+                let moved = movable_foreign_keys(tag, i, old, new, &changed);
+                let children = movable_children(tag, i, (target, result), (old, new), &changed);
+                let related =
+                    moved.is_none() || children.is_none() || in_place.contains(name.as_str());
                 if related {
                     steps.push(Step::DirectAlter {
                         table: name.clone(),
@@ -563,6 +717,8 @@ pub fn plan(
                     back_match,
                     key,
                     key_index,
+                    foreign_keys: moved.unwrap_or_default(),
+                    children: children.unwrap_or_default(),
                 })));
             }
             (None, None) => return Err(PlanError::Missing(name.clone())),
@@ -711,11 +867,94 @@ pub(crate) mod tests {
         let parent = "CREATE TABLE `p` (\n  `id` int(11) NOT NULL,\n  `x` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
         let parent2 = "CREATE TABLE `p` (\n  `id` int(11) NOT NULL,\n  `x` bigint(20) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
         let child = "CREATE TABLE `c` (\n  `id` int(11) NOT NULL,\n  `p` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `fk` (`p`),\n  CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `p` (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+        // The parent alone moves online, its child's key with it.
         let a = schema(&[parent, child]);
         let b = schema(&[parent2, child]);
         let p = plan("00000001", &a, &b, &changes(&a, &b).unwrap()).unwrap();
-        assert!(matches!(&p.steps[0], Step::DirectAlter { table, .. } if table == "p"));
+        assert!(
+            matches!(&p.steps[0], Step::AlterTable(x) if x.table == "p" && x.children.len() == 1)
+        );
+        assert!(p.revertable());
+        // Parent and child changed together: both in place.
+        let child2 = child.replace(
+            "`p` int(11) DEFAULT NULL,",
+            "`p` int(11) DEFAULT NULL,\n  `n` int(11) DEFAULT NULL,",
+        );
+        let b = schema(&[parent2, &child2]);
+        let p = plan("00000001", &a, &b, &changes(&a, &b).unwrap()).unwrap();
+        assert_eq!(p.steps.len(), 2, "{p:?}");
+        assert!(p
+            .steps
+            .iter()
+            .all(|s| matches!(s, Step::DirectAlter { .. })));
         assert!(!p.revertable());
+        // A referenced column changes: in place.
+        let parent3 = parent.replace("`id` int(11) NOT NULL", "`id` int(11) NOT NULL COMMENT 'k'");
+        let b = schema(&[parent3.as_str(), child]);
+        let p = plan("00000001", &a, &b, &changes(&a, &b).unwrap()).unwrap();
+        assert!(matches!(&p.steps[0], Step::DirectAlter { table, .. } if table == "p"));
+    }
+
+    /// A child table (its foreign keys unchanged, none cascading, none on itself, their columns
+    /// unchanged) is copied online with its keys; every other foreign-key table in place.
+    #[test]
+    fn child_tables_with_plain_foreign_keys_are_altered_online() {
+        let parent = "CREATE TABLE `p` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+        let child = |cols: &str, fks: &str| {
+            format!("CREATE TABLE `c` (\n  `id` int(11) NOT NULL,\n  `p` int(11) DEFAULT NULL,{cols}\n  PRIMARY KEY (`id`),\n  KEY `k` (`p`){fks}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+        };
+        let fk = ",\n  CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `p` (`id`)";
+        let auto = ",\n  CONSTRAINT `c_ibfk_1` FOREIGN KEY (`p`) REFERENCES `p` (`id`)";
+        let cascade =
+            ",\n  CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `p` (`id`) ON DELETE CASCADE";
+        let set_null =
+            ",\n  CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `p` (`id`) ON UPDATE SET NULL";
+        let restrict = ",\n  CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `p` (`id`) ON DELETE NO ACTION ON UPDATE RESTRICT";
+        let own = ",\n  CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `c` (`id`)";
+        let added = "\n  `n` int(11) DEFAULT NULL,";
+        // (before, after, online)
+        let cases = [
+            (child("", fk), child(added, fk), true),
+            (child("", auto), child(added, auto), true),
+            (child("", restrict), child(added, restrict), true),
+            (child("", cascade), child(added, cascade), false),
+            (child("", set_null), child(added, set_null), false),
+            (child("", own), child(added, own), false),
+            // The key itself added or dropped: in place (rows are checked against a new key).
+            (child("", ""), child(added, fk), false),
+            (child("", fk), child(added, ""), false),
+            // A column of the key changes.
+            (
+                child("", fk),
+                child("", fk).replace("`p` int(11) DEFAULT NULL", "`p` int(11) NOT NULL"),
+                false,
+            ),
+        ];
+        for (before, after, online) in cases {
+            let a = schema(&[parent, &before]);
+            let b = schema(&[parent, &after]);
+            let p = plan("00000002", &a, &b, &changes(&a, &b).unwrap()).unwrap();
+            let step = p.steps.iter().find(|s| match s {
+                Step::AlterTable(x) => x.table == "c",
+                Step::DirectAlter { table, .. } => table == "c",
+                _ => false,
+            });
+            match step {
+                Some(Step::AlterTable(x)) => {
+                    assert!(online, "online: {after}");
+                    assert_eq!(x.foreign_keys.len(), 1);
+                    let f = &x.foreign_keys[0];
+                    assert!(f
+                        .body
+                        .starts_with("FOREIGN KEY (`p`) REFERENCES `p` (`id`)"));
+                    assert!(!x.shadow_create.contains("FOREIGN KEY"));
+                    assert!(f.shadow_name.len() <= 64 && f.parked_name != f.shadow_name);
+                    assert!(p.revertable());
+                }
+                Some(Step::DirectAlter { .. }) => assert!(!online, "in place: {after}"),
+                _ => panic!("no step for c: {after}"),
+            }
+        }
     }
 
     #[test]

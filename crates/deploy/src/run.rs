@@ -213,6 +213,19 @@ pub async fn cleanup(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     // Artifacts may reference each other by foreign key (new tables of one request): any order,
     // but the markers last: a clean-up stopped half-way must still say where the tables stand
     // (a finished revert resumed after a crash is then known as finished).
+    // Never a table an application table still references (dropped with foreign-key checks
+    // off, the key would point at nothing).
+    let referenced: Option<(String, String)> = conn
+        .exec_first(
+            "SELECT TABLE_NAME, REFERENCED_TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME LIKE ? AND TABLE_NAME NOT LIKE ? LIMIT 1",
+            (schema, plan.artifact_like(), plan.artifact_like()),
+        )
+        .await?;
+    if let Some((child, _)) = referenced {
+        return Err(DeployError::ForeignKeys(format!(
+            "table `{child}` references a table of the deployment; it is kept until the reference is moved back"
+        )));
+    }
     let markers: Vec<String> = Mark::ALL.iter().map(|m| plan.marker(*m)).collect();
     let (last, first): (Vec<String>, Vec<String>) =
         tables.into_iter().partition(|t| markers.contains(t));
@@ -1114,6 +1127,174 @@ async fn alter_without_blocking(
     Ok(started.elapsed())
 }
 
+/// Gives each shadow the foreign keys of its table, under temporary names (see
+/// [`crate::plan::MovedForeignKey`]), after its copy and its keys are whole: added unchecked
+/// (`foreign_key_checks=0`, in place, metadata only), as every row came from a table that had the
+/// same keys, and every later one is checked as it is written. Idempotent.
+async fn add_shadow_foreign_keys(
+    conn: &mut Conn,
+    schema: &str,
+    plan: &Plan,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
+    let mut held = Duration::ZERO;
+    conn.query_drop("SET SESSION foreign_key_checks = 0")
+        .await?;
+    for a in plan.online_alters() {
+        if a.foreign_keys.is_empty() {
+            continue;
+        }
+        let present: Vec<String> = conn
+            .exec(
+                "SELECT CONSTRAINT_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?",
+                (schema, &a.shadow),
+            )
+            .await?;
+        let adds: Vec<String> = a
+            .foreign_keys
+            .iter()
+            .filter(|f| !present.contains(&f.shadow_name))
+            .map(|f| f.add(&f.shadow_name))
+            .collect();
+        if adds.is_empty() {
+            continue;
+        }
+        let alter = format!(
+            "ALTER TABLE {} {}, ALGORITHM=INPLACE",
+            q(&a.shadow),
+            adds.join(", ")
+        );
+        held += ddl_with_timeout(conn, &alter, timeout, attempts).await?;
+    }
+    Ok(held)
+}
+
+/// After a swap (`forward`: the cut-over; else a revert), the live table of each online alter
+/// takes its foreign keys' own names back from the temporary ones, first parking them where the
+/// table set aside holds them. Idempotent, so a swap resumed after a crash settles them too.
+async fn settle_foreign_key_names(
+    conn: &mut Conn,
+    schema: &str,
+    plan: &Plan,
+    forward: bool,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
+    let mut held = Duration::ZERO;
+    conn.query_drop("SET SESSION foreign_key_checks = 0")
+        .await?;
+    for a in plan.online_alters() {
+        for fk in &a.foreign_keys {
+            let holders: Vec<String> = conn
+                .exec(
+                    "SELECT TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND CONSTRAINT_NAME = ?",
+                    (schema, &fk.name),
+                )
+                .await?;
+            if holders.iter().any(|t| t == &a.table) {
+                continue;
+            }
+            // The live table's copy of this key, by its definition.
+            let Some((_, create)): Option<(String, String)> = conn
+                .query_first(format!("SHOW CREATE TABLE {}.{}", q(schema), q(&a.table)))
+                .await?
+            else {
+                continue;
+            };
+            let Some(current) = strata_schema::parse_table(&create).ok().and_then(|t| {
+                t.foreign_keys
+                    .into_iter()
+                    .find(|f| f.definition.ends_with(&fk.body))
+                    .map(|f| f.name)
+            }) else {
+                continue;
+            };
+            let park = if forward {
+                &fk.parked_name
+            } else {
+                &fk.shadow_name
+            };
+            for holder in holders {
+                let alter = format!(
+                    "ALTER TABLE {} DROP FOREIGN KEY {}, {}, ALGORITHM=INPLACE",
+                    q(&holder),
+                    q(&fk.name),
+                    fk.add(park)
+                );
+                held += ddl_with_timeout(conn, &alter, timeout, attempts).await?;
+            }
+            let alter = format!(
+                "ALTER TABLE {} DROP FOREIGN KEY {}, {}, ALGORITHM=INPLACE",
+                q(&a.table),
+                q(&current),
+                fk.add(&fk.name)
+            );
+            held += ddl_with_timeout(conn, &alter, timeout, attempts).await?;
+        }
+    }
+    Ok(held)
+}
+
+/// After a swap, forward or back: every foreign key of another table that references an online
+/// alter's table points at the live table again (the RENAME took it along to the table set
+/// aside), under its own name; two metadata-only ALTERs of the referencing table, unchecked (the
+/// table set aside and the live one hold the same rows). Idempotent.
+async fn settle_children(
+    conn: &mut Conn,
+    schema: &str,
+    plan: &Plan,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
+    let mut held = Duration::ZERO;
+    conn.query_drop("SET SESSION foreign_key_checks = 0")
+        .await?;
+    for a in plan.online_alters() {
+        for fk in &a.children {
+            let Some((_, create)): Option<(String, String)> = conn
+                .query_first(format!("SHOW CREATE TABLE {}.{}", q(schema), q(&fk.table)))
+                .await?
+            else {
+                continue;
+            };
+            let table = strata_schema::parse_table(&create)
+                .map_err(|e| DeployError::ForeignKeys(format!("table `{}`: {e}", fk.table)))?;
+            let wanted = format!("CONSTRAINT {} {}", q(&fk.name), fk.body);
+            if table.foreign_keys.iter().any(|f| f.definition == wanted) {
+                continue;
+            }
+            let Some(current) = table
+                .foreign_keys
+                .iter()
+                .find(|f| f.name == fk.name || f.name == fk.moving_name)
+            else {
+                return Err(DeployError::ForeignKeys(format!(
+                    "table `{}` lost its foreign key `{}` during the deployment",
+                    fk.table, fk.name
+                )));
+            };
+            if current.name == fk.name {
+                let alter = format!(
+                    "ALTER TABLE {} DROP FOREIGN KEY {}, ADD CONSTRAINT {} {}, ALGORITHM=INPLACE",
+                    q(&fk.table),
+                    q(&fk.name),
+                    q(&fk.moving_name),
+                    fk.body
+                );
+                held += ddl_with_timeout(conn, &alter, timeout, attempts).await?;
+            }
+            let alter = format!(
+                "ALTER TABLE {} DROP FOREIGN KEY {}, ADD {wanted}, ALGORITHM=INPLACE",
+                q(&fk.table),
+                q(&fk.moving_name),
+            );
+            held += ddl_with_timeout(conn, &alter, timeout, attempts).await?;
+        }
+    }
+    Ok(held)
+}
+
 /// The cut-over: in-place alters and dropped views first, then one atomic RENAME swapping every
 /// table (writers wait at most `timeout` per attempt), then new and changed views. Returns how long
 /// writers were held: the RENAMEs, and in-place alters that could not run beside them.
@@ -1154,6 +1335,7 @@ pub async fn cut_over(
     }
     if done == 0 {
         finish_shadows(conn, schema, plan).await?;
+        stall += add_shadow_foreign_keys(conn, schema, plan, timeout, attempts).await?;
         check_new_foreign_keys(conn, schema, plan).await?;
         stall += direct_alters(conn, schema, plan, timeout, attempts).await?;
         for s in &plan.steps {
@@ -1176,6 +1358,8 @@ pub async fn cut_over(
         )
         .await?;
     }
+    stall += settle_foreign_key_names(conn, schema, plan, true, timeout, attempts).await?;
+    stall += settle_children(conn, schema, plan, timeout, attempts).await?;
     for s in &plan.steps {
         if let Step::View {
             name, statement, ..
@@ -1509,6 +1693,8 @@ pub async fn revert(
         )
         .await?;
     }
+    stall += settle_foreign_key_names(conn, schema, plan, false, timeout, attempts).await?;
+    stall += settle_children(conn, schema, plan, timeout, attempts).await?;
     for s in plan.steps.iter().rev() {
         if let Step::View { name, old, .. } = s {
             match old {
@@ -1546,7 +1732,7 @@ pub async fn instant_eligible(conn: &mut Conn, plan: &Plan) -> Result<Option<Str
             }
             Step::DirectAlter { table, .. } => {
                 return Ok(Some(format!(
-                    "table `{table}` is changed in place (it has foreign keys or partition operations); its change cannot be made instantly"
+                    "table `{table}` is changed in place (foreign keys that cannot move with a copy, or partition operations); its change cannot be made instantly"
                 )))
             }
             _ => {}

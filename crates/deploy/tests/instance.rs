@@ -452,3 +452,285 @@ async fn the_cut_over_keeps_the_auto_increment_counter() {
     drop(c);
     server.inst.stop().await;
 }
+
+/// A child table with foreign keys (one named by the application, one by the server) is copied
+/// online under writers: the new table has the same keys under the same names, enforced, and a
+/// revert brings the old table back likewise. Resumed steps (a crash after a swap) settle the
+/// names too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_table_moves_online_with_its_foreign_keys_and_reverts() {
+    let server = Server::start("p5", 16).await;
+    let opts = server.app();
+    let mut c = Conn::new(server.inst.admin_opts()).await.unwrap();
+    c.query_drop("USE shop").await.unwrap();
+    c.query_drop("CREATE TABLE p (id INT NOT NULL, PRIMARY KEY (id))")
+        .await
+        .unwrap();
+    c.query_drop(
+        "CREATE TABLE kid (id INT NOT NULL, p INT DEFAULT NULL, q INT DEFAULT NULL, n INT DEFAULT NULL, PRIMARY KEY (id), KEY (p), KEY (q), CONSTRAINT fk_p FOREIGN KEY (p) REFERENCES p (id), FOREIGN KEY (q) REFERENCES p (id))",
+    )
+    .await
+    .unwrap();
+    c.query_drop("INSERT INTO p SELECT seq FROM seq_1_to_100")
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "INSERT INTO kid SELECT seq, seq % 100 + 1, (seq * 7) % 100 + 1, seq FROM seq_1_to_{ROWS}"
+    ))
+    .await
+    .unwrap();
+    let before = show(&mut c, "kid").await;
+    assert!(before.contains("CONSTRAINT `kid_ibfk_1`"), "{before}");
+    let after = before.replace(
+        "`n` int(11) DEFAULT NULL,",
+        "`n` int(11) DEFAULT NULL,\n  `extra` int(11) DEFAULT NULL,",
+    );
+    let (sa, sb) = (schema(&before), schema(&after));
+    let plan = strata_deploy::plan("0000f00d", &sa, &sb, &changes(&sa, &sb).unwrap()).unwrap();
+    assert!(plan.revertable(), "{plan:?}");
+    let a = plan.online_alters().next().unwrap().clone();
+    assert_eq!(a.foreign_keys.len(), 2);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2i64 {
+        let (opts, stop) = (opts.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut c = Conn::new(opts).await.unwrap();
+            let mut failed = Vec::new();
+            let mut k = w;
+            while !stop.load(Ordering::Relaxed) {
+                k = (k * 7919 + 13) % ROWS + 1;
+                let r = match k % 3 {
+                    0 => {
+                        c.exec_drop("UPDATE kid SET p = ? WHERE id = ?", (k % 100 + 1, k))
+                            .await
+                    }
+                    1 => {
+                        c.exec_drop(
+                            "INSERT INTO kid (id, p, q, n) VALUES (?, ?, 1, 0) ON DUPLICATE KEY UPDATE n = n + 1",
+                            (ROWS + k, k % 100 + 1),
+                        )
+                        .await
+                    }
+                    _ => c.exec_drop("DELETE FROM kid WHERE id = ?", (ROWS + k - 1,)).await,
+                };
+                if let Err(e) = r {
+                    failed.push(e.to_string());
+                }
+            }
+            failed
+        }));
+    }
+    strata_deploy::run::prepare(&mut c, "shop", &plan)
+        .await
+        .unwrap();
+    copy_all(&mut c, &a).await;
+    strata_deploy::run::cut_over(&mut c, "shop", &plan, Duration::from_millis(400), 20)
+        .await
+        .unwrap();
+    // Resumed after the swap (as after a crash): nothing changes.
+    strata_deploy::run::cut_over(&mut c, "shop", &plan, Duration::from_millis(400), 20)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let failed = w.await.unwrap();
+        assert!(failed.is_empty(), "writers failed: {failed:?}");
+    }
+    let strip = |s: String| strata_engine::admin::strip_auto_increment(&s);
+    assert_eq!(strip(show(&mut c, "kid").await), strip(after.clone()));
+    enforced(&mut Conn::new(opts.clone()).await.unwrap()).await;
+    // Rows match the old table's, which the revert window keeps in step.
+    let counts: Option<(i64, i64)> = c
+        .query_first(format!(
+            "SELECT (SELECT COUNT(*) FROM shop.kid), (SELECT COUNT(*) FROM shop.`{}`)",
+            a.old
+        ))
+        .await
+        .unwrap();
+    let (live, old) = counts.unwrap();
+    assert_eq!(live, old);
+
+    strata_deploy::run::revert(&mut c, "shop", &plan, Duration::from_millis(400), 20)
+        .await
+        .unwrap();
+    strata_deploy::run::revert(&mut c, "shop", &plan, Duration::from_millis(400), 20)
+        .await
+        .unwrap();
+    assert_eq!(strip(show(&mut c, "kid").await), strip(before.clone()));
+    enforced(&mut Conn::new(opts.clone()).await.unwrap()).await;
+    strata_deploy::run::cleanup(&mut c, "shop", &plan)
+        .await
+        .unwrap();
+    assert_eq!(strip(show(&mut c, "kid").await), strip(before));
+    let left: Option<i64> = c
+        .query_first("SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = 'shop'")
+        .await
+        .unwrap();
+    assert_eq!(left, Some(2), "only the application's keys remain");
+    drop(c);
+    server.inst.stop().await;
+}
+
+async fn show(c: &mut Conn, t: &str) -> String {
+    let r: Option<(String, String)> = c
+        .query_first(format!("SHOW CREATE TABLE shop.{t}"))
+        .await
+        .unwrap();
+    r.unwrap().1
+}
+
+/// Both keys of `kid` refuse a row without a parent, and the parent refuses losing a child's.
+async fn enforced(c: &mut Conn) {
+    for sql in [
+        "INSERT INTO shop.kid (id, p, q) VALUES (999999, 424242, 1)",
+        "INSERT INTO shop.kid (id, p, q) VALUES (999999, 1, 424242)",
+    ] {
+        let orphan = c.query_drop(sql).await;
+        assert!(
+            matches!(&orphan, Err(mysql_async::Error::Server(e)) if e.code == 1452),
+            "{sql}: {orphan:?}"
+        );
+    }
+    let parent = c.query_drop("DELETE FROM shop.p WHERE id = 1").await;
+    assert!(
+        matches!(&parent, Err(mysql_async::Error::Server(e)) if e.code == 1451),
+        "{parent:?}"
+    );
+}
+
+/// A parent table (referenced by a plain key and by a cascading one) is copied online: after the
+/// cut-over and after the revert its children reference the live table under their own keys'
+/// names, enforced (a cascade reaches the children), and the clean-up drops no referenced table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_table_moves_online_and_its_children_follow() {
+    let server = Server::start("p6", 17).await;
+    let opts = server.app();
+    let mut c = Conn::new(server.inst.admin_opts()).await.unwrap();
+    c.query_drop("USE shop").await.unwrap();
+    c.query_drop("CREATE TABLE p (id INT NOT NULL, n INT DEFAULT NULL, PRIMARY KEY (id))")
+        .await
+        .unwrap();
+    c.query_drop(
+        "CREATE TABLE kid (id INT NOT NULL, p INT DEFAULT NULL, q INT DEFAULT NULL, PRIMARY KEY (id), KEY (p), KEY (q), CONSTRAINT fk_p FOREIGN KEY (p) REFERENCES p (id), FOREIGN KEY (q) REFERENCES p (id))",
+    )
+    .await
+    .unwrap();
+    c.query_drop(
+        "CREATE TABLE toy (id INT NOT NULL, p INT NOT NULL, PRIMARY KEY (id), KEY (p), CONSTRAINT fk_toy FOREIGN KEY (p) REFERENCES p (id) ON DELETE CASCADE)",
+    )
+    .await
+    .unwrap();
+    c.query_drop(format!(
+        "INSERT INTO p SELECT seq, seq FROM seq_1_to_{ROWS}"
+    ))
+    .await
+    .unwrap();
+    c.query_drop("INSERT INTO kid SELECT seq, seq, seq FROM seq_1_to_100")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO toy SELECT seq, seq FROM seq_1_to_200")
+        .await
+        .unwrap();
+    let before = show(&mut c, "p").await;
+    let (kid, toy) = (show(&mut c, "kid").await, show(&mut c, "toy").await);
+    let after = before.replace(
+        "`n` int(11) DEFAULT NULL,",
+        "`n` int(11) DEFAULT NULL,\n  `extra` int(11) DEFAULT NULL,",
+    );
+    let mut sa = schema(&before);
+    let mut sb = schema(&after);
+    for t in [&kid, &toy] {
+        let t = parse_table(t).unwrap();
+        sa.tables.insert(t.name.clone(), t.clone());
+        sb.tables.insert(t.name.clone(), t);
+    }
+    let plan = strata_deploy::plan("0000beef", &sa, &sb, &changes(&sa, &sb).unwrap()).unwrap();
+    assert!(plan.revertable(), "{plan:?}");
+    let a = plan.online_alters().next().unwrap().clone();
+    assert_eq!(a.children.len(), 3, "{:?}", a.children);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (opts, stop) = (opts.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut c = Conn::new(opts).await.unwrap();
+            let mut failed = Vec::new();
+            let mut k = 1000i64;
+            while !stop.load(Ordering::Relaxed) {
+                k += 1;
+                for (sql, args) in [
+                    ("INSERT INTO p (id, n) VALUES (?, 0)", (ROWS + k, 0)),
+                    ("INSERT INTO kid (id, p, q) VALUES (?, ?, 1)", (k, ROWS + k)),
+                    ("UPDATE p SET n = n + 1 WHERE id = ?", (k, 0)),
+                ] {
+                    let r = if sql.starts_with("UPDATE") {
+                        c.exec_drop(sql, (args.0,)).await
+                    } else if sql.contains("kid") {
+                        c.exec_drop(sql, args).await
+                    } else {
+                        c.exec_drop(sql, (args.0,)).await
+                    };
+                    if let Err(e) = r {
+                        failed.push(format!("{sql}: {e}"));
+                    }
+                }
+            }
+            failed
+        })
+    };
+    strata_deploy::run::prepare(&mut c, "shop", &plan)
+        .await
+        .unwrap();
+    copy_all(&mut c, &a).await;
+    strata_deploy::run::cut_over(&mut c, "shop", &plan, Duration::from_millis(400), 20)
+        .await
+        .unwrap();
+    strata_deploy::run::cut_over(&mut c, "shop", &plan, Duration::from_millis(400), 20)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let failed = writer.await.unwrap();
+    assert!(failed.is_empty(), "writer failed: {failed:?}");
+    let strip = |s: String| strata_engine::admin::strip_auto_increment(&s);
+    assert_eq!(strip(show(&mut c, "p").await), strip(after.clone()));
+    assert_eq!(show(&mut c, "kid").await, kid);
+    assert_eq!(show(&mut c, "toy").await, toy);
+    let app = &mut Conn::new(opts.clone()).await.unwrap();
+    enforced(app).await;
+    // The cascade reaches the children of the live table.
+    app.query_drop("DELETE FROM shop.p WHERE id = 150")
+        .await
+        .unwrap();
+    let left: Option<i64> = app
+        .query_first("SELECT COUNT(*) FROM shop.toy WHERE p = 150")
+        .await
+        .unwrap();
+    assert_eq!(left, Some(0));
+
+    strata_deploy::run::revert(&mut c, "shop", &plan, Duration::from_millis(400), 20)
+        .await
+        .unwrap();
+    assert_eq!(strip(show(&mut c, "p").await), strip(before.clone()));
+    assert_eq!(show(&mut c, "kid").await, kid);
+    assert_eq!(show(&mut c, "toy").await, toy);
+    enforced(app).await;
+    app.query_drop("DELETE FROM shop.p WHERE id = 160")
+        .await
+        .unwrap();
+    let left: Option<i64> = app
+        .query_first("SELECT COUNT(*) FROM shop.toy WHERE p IN (150, 160)")
+        .await
+        .unwrap();
+    assert_eq!(left, Some(0));
+    strata_deploy::run::cleanup(&mut c, "shop", &plan)
+        .await
+        .unwrap();
+    assert_eq!(show(&mut c, "kid").await, kid);
+    assert_eq!(show(&mut c, "toy").await, toy);
+    drop(c);
+    server.inst.stop().await;
+}

@@ -80,6 +80,8 @@ struct Tbl {
     keys: Vec<(String, Vec<String>)>,
     /// Partitioned by HASH(id) into this many partitions.
     hash_partitions: Option<u32>,
+    /// In a foreign-key relationship (a parent or a child): never partitioned (InnoDB refuses).
+    related: bool,
 }
 
 impl Tbl {
@@ -138,7 +140,37 @@ impl Model {
     fn change(&mut self, rng: &mut Rng) -> String {
         let tables: Vec<String> = self.tables.keys().cloned().collect();
         let t = rng.pick(&tables).clone();
-        match rng.below(16) {
+        match rng.below(17) {
+            16 => {
+                // A child table referencing a table the writers write, kept empty so that their
+                // deletes never meet it: the parent's later changes move its key along.
+                let parents: Vec<String> = WRITER_TABLES
+                    .iter()
+                    .filter(|p| {
+                        self.tables
+                            .get(**p)
+                            .is_some_and(|t| t.hash_partitions.is_none())
+                    })
+                    .map(|p| p.to_string())
+                    .collect();
+                if parents.is_empty() {
+                    return self.change(rng);
+                }
+                let p = rng.pick(&parents).clone();
+                let name = self.name("ch");
+                let c = self.name("c");
+                let k = self.name("k");
+                let t = Tbl {
+                    extras: vec![(c.clone(), "INT NULL".into())],
+                    related: true,
+                    ..Tbl::default()
+                };
+                self.tables.insert(name.clone(), t);
+                self.tables.get_mut(&p).unwrap().related = true;
+                format!(
+                    "CREATE TABLE {name} (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, w INT NOT NULL DEFAULT 0, {c} INT NULL, pid BIGINT NULL, KEY {k} (pid), CONSTRAINT fk_{name} FOREIGN KEY (pid) REFERENCES {p} (id))"
+                )
+            }
             12 => {
                 // The table's character set: its columns follow (CONVERT TO), or keep theirs.
                 let cs = rng.pick(CHARSETS);
@@ -155,7 +187,7 @@ impl Model {
                         tbl.hash_partitions = None;
                         format!("ALTER TABLE {t} REMOVE PARTITIONING")
                     }
-                    _ if tbl.has_unique() => self.change(rng),
+                    _ if tbl.has_unique() || tbl.related => self.change(rng),
                     _ => {
                         let n = 2 + rng.below(4) as u32;
                         tbl.hash_partitions = Some(n);
@@ -673,6 +705,7 @@ fn generated_deploys_under_mixed_writers() {
         &format!("USE shop; {};", setup.join("; ")),
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    s.json(&["database", "update", "shop", "--allow-foreign-keys", "true"]);
     let (user, pw, _) = password(&s, "shop", "main", "readwriter");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut acks = Acks::new();
@@ -868,6 +901,7 @@ fn generated_deploys_survive_kill_9_at_every_phase() {
         &format!("USE shop; {};", setup.join("; ")),
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    s.json(&["database", "update", "shop", "--allow-foreign-keys", "true"]);
     let acks = Acks::new();
     let phases = [
         Phase::Copy,
