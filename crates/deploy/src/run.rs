@@ -231,9 +231,18 @@ pub async fn cleanup(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
         tables.into_iter().partition(|t| markers.contains(t));
     conn.query_drop("SET SESSION foreign_key_checks = 0")
         .await?;
+    // Taking its locks only when free, as every DDL here: dropping a table with a foreign key
+    // needs the parent's metadata lock too, and queued behind a transaction that wrote the
+    // parent it held the table set aside, which that transaction's next write to the parent
+    // opens to check the key: a metadata-lock cycle whose victim was the application (1213).
     for t in first.into_iter().chain(last) {
-        conn.query_drop(format!("DROP TABLE IF EXISTS {}", q(&t)))
-            .await?;
+        ddl_with_timeout(
+            conn,
+            &format!("DROP TABLE IF EXISTS {}", q(&t)),
+            Duration::from_millis(500),
+            20,
+        )
+        .await?;
     }
     Ok(())
 }

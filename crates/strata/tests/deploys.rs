@@ -1089,6 +1089,43 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
     assert!(d["cutover_stall_ms"].is_u64(), "{d}");
     assert_eq!(schema_of(&s, "main"), wanted);
 
+    // The referenced table changed alone: copied online, its children's keys follow it to the
+    // new table and back on a revert, enforced all along.
+    let par = s.json(&["branch", "create", "shop", "parents-more", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &par,
+        "strata_admin",
+        "ALTER TABLE shop.parents ADD COLUMN label VARCHAR(20) NULL",
+    );
+    let wanted = schema_of(&s, "parents-more");
+    let before = schema_of(&s, "main");
+    let r = s.json(&["deploy-request", "create", "shop", "parents-more"]);
+    assert!(
+        !r["warnings"].to_string().contains("cannot be reverted"),
+        "{r}"
+    );
+    let n = r["number"].to_string();
+    s.ok(&["deploy-request", "deploy", "shop", &n, "--wait"]);
+    assert_eq!(schema_of(&s, "main"), wanted);
+    let (rw_user, rw_pw, _) = password(&s, "shop", "main", "readwriter");
+    let orphan = |when: &str| {
+        let o = s.gateway_sql(
+            &rw_user,
+            &rw_pw,
+            &["shop"],
+            "INSERT INTO kids (id, parent_id) VALUES (77, 4242)",
+        );
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains("1452"), "{when}: {e}");
+    };
+    orphan("after the deploy");
+    s.ok(&["deploy-request", "revert", "shop", &n, "--wait"]);
+    assert_eq!(schema_of(&s, "main"), before, "the revert");
+    orphan("after the revert");
+
     // A row without a parent written after the first check, while the cut-over waits for a long
     // transaction: it is refused once the key exists, or the deploy fails naming it. Never a key
     // over a row without a parent.
