@@ -482,7 +482,7 @@ impl Platform {
                 let tables = plan.changed_in_place();
                 if !tables.is_empty() {
                     status.warnings.push(format!(
-                        "This deploy cannot be reverted: {} changed in place (tables other tables reference, tables whose foreign keys change, cascade or reference their own table, and partitions added or dropped are altered directly, without a copy to swap back; an ALTER the server cannot make online, such as a column type change, holds the table's writers while it runs)",
+                        "This deploy cannot be reverted: {} changed in place (tables whose foreign keys change, cascade or reference their own table, tables another table's key to which changes, and partitions added or dropped are altered directly, without a copy to swap back; an ALTER the server cannot make online, such as a column type change, holds the table's writers while it runs)",
                         tables
                             .iter()
                             .map(|t| format!("`{t}`"))

@@ -28,6 +28,10 @@ const ENDED_KEPT: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 pub struct Gate {
     closers: watch::Sender<u32>,
+    /// Closings that hold every statement, also inside transactions (see [`Gate::close_all`]).
+    all: watch::Sender<u32>,
+    /// Statements running on the branch through the front doors (see [`Gate::enter`]).
+    running: watch::Sender<u32>,
     ended: std::sync::Mutex<Vec<Ended>>,
 }
 
@@ -45,6 +49,8 @@ impl Default for Gate {
     fn default() -> Self {
         Gate {
             closers: watch::channel(0).0,
+            all: watch::channel(0).0,
+            running: watch::channel(0).0,
             ended: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -99,6 +105,54 @@ impl Gate {
             .map(|e| (e.table.clone(), e.killed))
     }
 
+    /// Closes the gate to every statement, also those of transactions under way, until the
+    /// returned value is dropped: for a DDL that changes a foreign key's tables. MariaDB has
+    /// such a DDL wait for the statements that have the related tables open (to reload their
+    /// foreign keys) and, when one of them waits for the DDL's own lock in turn, ends the
+    /// application's statement as a deadlock (1213); with nothing running there is no cycle.
+    pub fn close_all(self: &Arc<Self>) -> ClosedAll {
+        self.all.send_modify(|n| *n += 1);
+        ClosedAll { gate: self.clone() }
+    }
+
+    /// Waits until no statement runs through the front doors, at most `max`; true when none does.
+    pub async fn idle(&self, max: Duration) -> bool {
+        let mut rx = self.running.subscribe();
+        tokio::time::timeout(max, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Before a statement: waits while the gate is closed to it (a new transaction, or a
+    /// statement outside one, at any closing; one of a transaction under way only at a closing of
+    /// every statement), at most `max`, and counts it as running until the returned value is
+    /// dropped.
+    pub async fn enter(self: &Arc<Self>, in_transaction: bool, max: Duration) -> Running {
+        let until = tokio::time::Instant::now() + max;
+        loop {
+            // Counted first, then the closings read: a closing of every statement that comes
+            // after the count waits for this statement, one before it is seen here.
+            self.running.send_modify(|n| *n += 1);
+            let held_all = *self.all.borrow() > 0;
+            let held = held_all || (!in_transaction && self.is_closed());
+            if !held || tokio::time::Instant::now() >= until {
+                return Running { gate: self.clone() };
+            }
+            self.running.send_modify(|n| *n = n.saturating_sub(1));
+            let mut all = self.all.subscribe();
+            let mut closers = self.closers.subscribe();
+            let open = async {
+                if in_transaction {
+                    let _ = all.wait_for(|n| *n == 0).await;
+                } else {
+                    let _ = all.wait_for(|n| *n == 0).await;
+                    let _ = closers.wait_for(|n| *n == 0).await;
+                }
+            };
+            let _ = tokio::time::timeout_at(until, open).await;
+        }
+    }
+
     /// Returns once the gate is open, or after `max`.
     pub async fn pass(&self, max: Duration) {
         if !self.is_closed() {
@@ -106,6 +160,30 @@ impl Gate {
         }
         let mut rx = self.closers.subscribe();
         let _ = tokio::time::timeout(max, rx.wait_for(|n| *n == 0)).await;
+    }
+}
+
+/// A closing of a [`Gate`] to every statement (see [`Gate::close_all`]).
+#[derive(Debug)]
+pub struct ClosedAll {
+    gate: Arc<Gate>,
+}
+
+impl Drop for ClosedAll {
+    fn drop(&mut self) {
+        self.gate.all.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// A statement running through a front door (see [`Gate::enter`]).
+#[derive(Debug)]
+pub struct Running {
+    gate: Arc<Gate>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.gate.running.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -126,6 +204,30 @@ impl Closed {
 impl Drop for Closed {
     fn drop(&mut self) {
         self.gate.closers.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+tokio::task_local! {
+    /// Set while a deploy step changes tables of a foreign key: each of its DDL runs with the
+    /// gate closed to every statement and nothing running (see [`Gate::close_all`]).
+    pub static ALONE: bool;
+}
+
+/// In a step under [`ALONE`] with a gate: closes the gate to every statement and waits (at most
+/// [`GATE_HOLD`]) until none runs; `Err` when some still does (the closing is then taken back,
+/// so the transactions under way can go on).
+pub async fn alone() -> Result<Option<ClosedAll>, ()> {
+    if !ALONE.try_with(|a| *a).unwrap_or(false) {
+        return Ok(None);
+    }
+    let Ok(gate) = BRANCH_GATE.try_with(Arc::clone) else {
+        return Ok(None);
+    };
+    let closed = gate.close_all();
+    if gate.idle(GATE_HOLD).await {
+        Ok(Some(closed))
+    } else {
+        Err(())
     }
 }
 
@@ -170,6 +272,34 @@ impl Closings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_closing_of_every_statement_waits_for_those_running_and_holds_the_rest() {
+        let g = Gate::new();
+        let running = g.enter(true, GATE_WAIT_MAX).await;
+        let all = g.close_all();
+        assert!(!g.idle(Duration::from_millis(50)).await, "one runs");
+        drop(running);
+        assert!(g.idle(Duration::from_millis(50)).await);
+        // A statement of a transaction under way waits too, and is not counted while it waits.
+        let g2 = g.clone();
+        let held = tokio::spawn(async move {
+            let started = Instant::now();
+            let _r = g2.enter(true, Duration::from_secs(5)).await;
+            started.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(g.idle(Duration::from_millis(10)).await, "held, not running");
+        drop(all);
+        let waited = held.await.unwrap();
+        assert!(waited >= Duration::from_millis(90), "{waited:?}");
+        // An ordinary closing holds new transactions only.
+        let closed = g.close();
+        let started = Instant::now();
+        let _in_transaction = g.enter(true, Duration::from_secs(5)).await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+        drop(closed);
+    }
 
     #[tokio::test]
     async fn clients_wait_while_closed_and_never_longer_than_the_bound() {

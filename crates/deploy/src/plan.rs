@@ -86,9 +86,9 @@ pub enum Step {
     },
     /// A changed table, copied online into a shadow table.
     AlterTable(Box<OnlineAlter>),
-    /// A changed table whose foreign keys cannot move with a copy (they change, cascade or
-    /// reference the table itself; a related table changes in the same deployment) or with
-    /// partition operations: altered in place with the engine's online DDL. Not revertable.
+    /// A changed table whose foreign keys cannot move with a copy (its own keys change, cascade
+    /// or reference the table itself; another table's key to it changes) or with partition
+    /// operations: altered in place with the engine's online DDL. Not revertable.
     DirectAlter {
         table: String,
         statements: Vec<String>,
@@ -180,30 +180,40 @@ pub struct ChildForeignKey {
 }
 
 /// The foreign keys referencing `table` from other tables (see [`OnlineAlter::children`]), or
-/// `None` when the table must be altered in place: they differ between the two schemas, a
-/// referencing table is changed by the same deployment, or a referenced column changes.
+/// `None` when the table must be altered in place: a table that references it on both sides does
+/// so differently, or a referenced column changes. Tables made or dropped by the same deployment
+/// count too (a RENAME drags their keys as well), and tables it alters (their own swap points
+/// their keys at the live table by name).
 fn movable_children(
     tag: &str,
     step: usize,
     (target, result): (&Schema, &Schema),
     (old, new): (&Table, &Table),
-    changed: &std::collections::BTreeSet<&str>,
 ) -> Option<Vec<ChildForeignKey>> {
     let referencing = |s: &Schema| {
-        s.tables
-            .values()
-            .filter(|t| t.name != old.name)
-            .flat_map(|t| {
-                t.foreign_keys
-                    .iter()
-                    .filter(|f| f.foreign_key().is_some_and(|p| p.table == old.name))
-                    .map(|f| (t.name.clone(), f.clone()))
-            })
-            .collect::<Vec<_>>()
+        let mut by_table: std::collections::BTreeMap<String, Vec<strata_schema::Index>> =
+            Default::default();
+        for t in s.tables.values().filter(|t| t.name != old.name) {
+            for f in &t.foreign_keys {
+                if f.foreign_key().is_some_and(|p| p.table == old.name) {
+                    by_table.entry(t.name.clone()).or_default().push(f.clone());
+                }
+            }
+        }
+        by_table
     };
-    let before = referencing(target);
-    if before != referencing(result) {
-        return None;
+    let (before, after) = (referencing(target), referencing(result));
+    for (table, keys) in &before {
+        match after.get(table) {
+            Some(k) if k != keys => return None,
+            None if result.tables.contains_key(table) => return None,
+            _ => {}
+        }
+    }
+    for table in after.keys() {
+        if !before.contains_key(table) && target.tables.contains_key(table) {
+            return None;
+        }
     }
     let column = |t: &Table, c: &str| {
         t.columns
@@ -211,26 +221,30 @@ fn movable_children(
             .find(|x| x.name == c)
             .map(|x| x.definition.clone())
     };
+    let mut all = before;
+    for (table, keys) in after {
+        all.entry(table).or_insert(keys);
+    }
     let mut children = Vec::new();
-    for (k, (table, fk)) in before.into_iter().enumerate() {
-        if changed.contains(table.as_str()) {
-            return None;
+    for (table, keys) in all {
+        for fk in keys {
+            let parts = fk.foreign_key()?;
+            if parts
+                .referenced
+                .iter()
+                .any(|c| column(old, c).is_none() || column(old, c) != column(new, c))
+            {
+                return None;
+            }
+            let body = fk.definition[fk.definition.find("FOREIGN KEY")?..].to_string();
+            let k = children.len();
+            children.push(ChildForeignKey {
+                table: table.clone(),
+                name: fk.name,
+                body,
+                moving_name: format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{step}_c{k}"),
+            });
         }
-        let parts = fk.foreign_key()?;
-        if parts
-            .referenced
-            .iter()
-            .any(|c| column(old, c).is_none() || column(old, c) != column(new, c))
-        {
-            return None;
-        }
-        let body = fk.definition[fk.definition.find("FOREIGN KEY")?..].to_string();
-        children.push(ChildForeignKey {
-            table,
-            name: fk.name,
-            body,
-            moving_name: format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{step}_c{k}"),
-        });
     }
     Some(children)
 }
@@ -269,7 +283,6 @@ fn movable_foreign_keys(
     step: usize,
     old: &Table,
     new: &Table,
-    changed: &std::collections::BTreeSet<&str>,
 ) -> Option<Vec<MovedForeignKey>> {
     let definitions = |t: &Table| {
         t.foreign_keys
@@ -289,7 +302,7 @@ fn movable_foreign_keys(
     let mut moved = Vec::new();
     for (k, fk) in old.foreign_keys.iter().enumerate() {
         let parts = fk.foreign_key()?;
-        if parts.table == old.name || changed.contains(parts.table.as_str()) {
+        if parts.table == old.name {
             return None;
         }
         let upper = fk.definition.to_ascii_uppercase();
@@ -393,6 +406,17 @@ impl Plan {
             .steps
             .iter()
             .any(|s| matches!(s, Step::DirectAlter { .. }))
+    }
+
+    /// True when the deployment makes, moves or drops tables of a foreign key: its DDL then runs
+    /// with nothing of the application running (see `gate::ALONE`).
+    pub fn moves_foreign_keys(&self) -> bool {
+        self.steps.iter().any(|s| match s {
+            Step::AlterTable(a) => !a.foreign_keys.is_empty() || !a.children.is_empty(),
+            Step::CreateTable { create, .. } => create.contains("FOREIGN KEY"),
+            Step::DirectAlter { create, .. } => create.contains("FOREIGN KEY"),
+            Step::DropTable { .. } | Step::View { .. } => false,
+        })
     }
 
     /// The tables a revert could not undo (changed in place, with the engine's online DDL).
@@ -557,8 +581,6 @@ pub fn plan(
         .filter(|c| c.in_place)
         .map(|c| c.object.as_str())
         .collect();
-    let changed: std::collections::BTreeSet<&str> =
-        changes.iter().map(|c| c.object.as_str()).collect();
     for change in changes {
         let name = &change.object;
         // A table replaced by a view of the same name (or the reverse) is two changes, a drop and a
@@ -603,8 +625,8 @@ pub fn plan(
                 aside: artifact(tag, i, "drop", name),
             }),
             (Some(old), Some(new)) => {
-                let moved = movable_foreign_keys(tag, i, old, new, &changed);
-                let children = movable_children(tag, i, (target, result), (old, new), &changed);
+                let moved = movable_foreign_keys(tag, i, old, new);
+                let children = movable_children(tag, i, (target, result), (old, new));
                 let related =
                     moved.is_none() || children.is_none() || in_place.contains(name.as_str());
                 if related {
@@ -875,19 +897,30 @@ pub(crate) mod tests {
             matches!(&p.steps[0], Step::AlterTable(x) if x.table == "p" && x.children.len() == 1)
         );
         assert!(p.revertable());
-        // Parent and child changed together: both in place.
+        // Parent and child changed together: both online.
         let child2 = child.replace(
             "`p` int(11) DEFAULT NULL,",
             "`p` int(11) DEFAULT NULL,\n  `n` int(11) DEFAULT NULL,",
         );
         let b = schema(&[parent2, &child2]);
         let p = plan("00000001", &a, &b, &changes(&a, &b).unwrap()).unwrap();
-        assert_eq!(p.steps.len(), 2, "{p:?}");
-        assert!(p
-            .steps
-            .iter()
-            .all(|s| matches!(s, Step::DirectAlter { .. })));
-        assert!(!p.revertable());
+        assert_eq!(p.online_alters().count(), 2, "{p:?}");
+        assert!(p.revertable());
+        // A child made in the same deploy counts among the parent's children.
+        let b = schema(&[parent2]);
+        let p = plan("00000001", &b, &a, &changes(&b, &a).unwrap()).unwrap();
+        let alter = p.online_alters().next().expect("the parent online");
+        assert_eq!(alter.children.len(), 1);
+        assert_eq!(alter.children[0].table, "c");
+        // A key to the parent added to an existing table: in place.
+        let loose = child.replace(
+            ",\n  CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `p` (`id`)",
+            "",
+        );
+        let a2 = schema(&[parent, &loose]);
+        let b2 = schema(&[parent2, child]);
+        let p = plan("00000001", &a2, &b2, &changes(&a2, &b2).unwrap()).unwrap();
+        assert!(!p.revertable(), "{p:?}");
         // A referenced column changes: in place.
         let parent3 = parent.replace("`id` int(11) NOT NULL", "`id` int(11) NOT NULL COMMENT 'k'");
         let b = schema(&[parent3.as_str(), child]);

@@ -55,8 +55,35 @@ pub async fn ddl_with_timeout(
     let mut last_forced: Option<Instant> = None;
     loop {
         let started = Instant::now();
-        match conn.query_drop(unqueued.as_str()).await {
-            Ok(()) => return Ok(closings.held().max(started.elapsed())),
+        // Under `gate::ALONE`: nothing of the application runs while the DDL does.
+        let alone = match crate::gate::alone().await {
+            Ok(a) => a,
+            Err(()) if Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(()) => {
+                return Err(DeployError::LockTimeout {
+                    tables: application_tables(statement),
+                    detail: "statements kept running on the branch the whole time".into(),
+                })
+            }
+        };
+        let result = conn.query_drop(unqueued.as_str()).await;
+        if alone.is_some() && result.is_err() {
+            drop(alone);
+            // The transactions under way go on a moment before the next try.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match result {
+            Ok(()) => {
+                tracing::debug!(
+                    statement,
+                    ms = started.elapsed().as_millis() as u64,
+                    "ddl done"
+                );
+                return Ok(closings.held().max(started.elapsed()));
+            }
             Err(e) if lock_timeout(&e) && Instant::now() < until => {
                 closings.busy(gate.as_ref());
                 if let Some(f) = &force {
@@ -88,6 +115,47 @@ pub async fn ddl_with_timeout(
     }
 }
 
+/// Takes `LOCK TABLES` (see [`ddl_with_timeout`]); under `gate::ALONE`, with the gate closed to
+/// every statement and nothing running, kept closed (the returned closing) for what the caller
+/// does under the lock: each try takes the lock at once or opens the gate again for a moment, as
+/// a transaction under way may hold a table and must be let through to finish.
+async fn locked_alone(
+    conn: &mut Conn,
+    lock: &str,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<(Option<crate::gate::ClosedAll>, Duration)> {
+    let until = Instant::now() + timeout * attempts.max(1);
+    let started = Instant::now();
+    loop {
+        let alone = match crate::gate::alone().await {
+            Ok(a) => a,
+            Err(()) if Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(()) => {
+                return Err(DeployError::LockTimeout {
+                    tables: application_tables(lock),
+                    detail: "statements kept running on the branch the whole time".into(),
+                })
+            }
+        };
+        if alone.is_none() {
+            let stall = ddl_with_timeout(conn, lock, timeout, attempts).await?;
+            return Ok((None, stall));
+        }
+        match ddl_with_timeout(conn, lock, Duration::from_millis(1), 1).await {
+            Ok(_) => return Ok((alone, started.elapsed())),
+            Err(DeployError::LockTimeout { .. }) if Instant::now() < until => {
+                drop(alone);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Creates or drops triggers while holding `LOCK TABLES … WRITE` on the table they are on and the
 /// tables they write to. Without it MariaDB can fail a concurrent prepared statement on that table
 /// once with "Table … doesn't exist" for a trigger's target (MDEV-26048: the statement is re-prepared
@@ -108,7 +176,8 @@ pub async fn triggers_under_lock(
         .map(|t| format!("{} WRITE", q(t)))
         .collect::<Vec<_>>()
         .join(", ");
-    let stall = ddl_with_timeout(conn, &format!("LOCK TABLES {locks}"), timeout, attempts).await?;
+    let lock = format!("LOCK TABLES {locks}");
+    let (_alone, stall) = locked_alone(conn, &lock, timeout, attempts).await?;
     let started = Instant::now();
     let mut result = Ok(());
     for s in statements {
@@ -179,6 +248,12 @@ fn lock_timeout(e: &strata_engine::mysql_async::Error) -> bool {
 /// Drops every trigger, then every table, this deployment made (triggers first: a trigger whose
 /// target is gone would fail the application's writes).
 pub async fn cleanup(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+    crate::gate::ALONE
+        .scope(plan.moves_foreign_keys(), cleanup_steps(conn, schema, plan))
+        .await
+}
+
+async fn cleanup_steps(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     let triggers: Vec<(String, String)> = conn
         .exec(
             "SELECT EVENT_OBJECT_TABLE, TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND TRIGGER_NAME LIKE ? ORDER BY 1, 2",
@@ -250,6 +325,12 @@ pub async fn cleanup(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
 /// Creates the shadow tables, placeholders and triggers, and stages new tables. Starts from a clean
 /// slate, so a preparation cut short is simply redone.
 pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+    crate::gate::ALONE
+        .scope(plan.moves_foreign_keys(), prepare_steps(conn, schema, plan))
+        .await
+}
+
+async fn prepare_steps(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     cleanup(conn, schema, plan).await?;
     if plan.online_alters().next().is_some() {
         ensure_blackhole(conn).await?;
@@ -1179,14 +1260,16 @@ async fn add_shadow_foreign_keys(
     Ok(held)
 }
 
-/// After a swap (`forward`: the cut-over; else a revert), the live table of each online alter
-/// takes its foreign keys' own names back from the temporary ones, first parking them where the
-/// table set aside holds them. Idempotent, so a swap resumed after a crash settles them too.
-async fn settle_foreign_key_names(
+/// After a swap, forward or back: each foreign key the deployment moves is on its live table,
+/// under its own name and pointing at the live parent. A RENAME drags the keys of a renamed
+/// child along with it and points the keys referencing a renamed parent at wherever that parent
+/// went, so the keys of each online alter's live table (copied to the shadow under temporary
+/// names) and every other table's keys referencing it are re-made by name (see [`settle_key`]).
+/// Idempotent, so a swap resumed after a crash settles them too.
+async fn settle_foreign_keys(
     conn: &mut Conn,
     schema: &str,
     plan: &Plan,
-    forward: bool,
     timeout: Duration,
     attempts: u32,
 ) -> Result<Duration> {
@@ -1195,119 +1278,174 @@ async fn settle_foreign_key_names(
         .await?;
     for a in plan.online_alters() {
         for fk in &a.foreign_keys {
-            let holders: Vec<String> = conn
-                .exec(
-                    "SELECT TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND CONSTRAINT_NAME = ?",
-                    (schema, &fk.name),
-                )
-                .await?;
-            if holders.iter().any(|t| t == &a.table) {
-                continue;
-            }
-            // The live table's copy of this key, by its definition.
-            let Some((_, create)): Option<(String, String)> = conn
-                .query_first(format!("SHOW CREATE TABLE {}.{}", q(schema), q(&a.table)))
-                .await?
-            else {
-                continue;
-            };
-            let Some(current) = strata_schema::parse_table(&create).ok().and_then(|t| {
-                t.foreign_keys
-                    .into_iter()
-                    .find(|f| f.definition.ends_with(&fk.body))
-                    .map(|f| f.name)
-            }) else {
-                continue;
-            };
-            let park = if forward {
-                &fk.parked_name
-            } else {
-                &fk.shadow_name
-            };
-            for holder in holders {
-                let alter = format!(
-                    "ALTER TABLE {} DROP FOREIGN KEY {}, {}, ALGORITHM=INPLACE",
-                    q(&holder),
-                    q(&fk.name),
-                    fk.add(park)
-                );
-                held += ddl_with_timeout(conn, &alter, timeout, attempts).await?;
-            }
-            let alter = format!(
-                "ALTER TABLE {} DROP FOREIGN KEY {}, {}, ALGORITHM=INPLACE",
-                q(&a.table),
-                q(&current),
-                fk.add(&fk.name)
-            );
-            held += ddl_with_timeout(conn, &alter, timeout, attempts).await?;
+            let temporary = [fk.shadow_name.clone(), fk.parked_name.clone()];
+            held += settle_key(
+                conn,
+                schema,
+                &a.table,
+                (&fk.name, &fk.body),
+                &temporary,
+                (timeout, attempts),
+            )
+            .await?;
+        }
+    }
+    for a in plan.online_alters() {
+        for fk in &a.children {
+            let temporary = [fk.moving_name.clone(), format!("{}m", fk.moving_name)];
+            held += settle_key(
+                conn,
+                schema,
+                &fk.table,
+                (&fk.name, &fk.body),
+                &temporary,
+                (timeout, attempts),
+            )
+            .await?;
         }
     }
     Ok(held)
 }
 
-/// After a swap, forward or back: every foreign key of another table that references an online
-/// alter's table points at the live table again (the RENAME took it along to the table set
-/// aside), under its own name; two metadata-only ALTERs of the referencing table, unchecked (the
-/// table set aside and the live one hold the same rows). Idempotent.
-async fn settle_children(
+/// Makes `table` hold the foreign key `name` defined as `body` (from `FOREIGN KEY` on, naming the
+/// parent as the application does): metadata-only, unchecked ALTERs (the caller turns the checks
+/// off). The table's copy of the key is found under its name or one of `temporary`; a table of
+/// the deployment holding the name gives it up first (under a free temporary name), and a key
+/// dragged elsewhere by a RENAME is dropped and made again, through a temporary name (one ALTER
+/// cannot drop and add a key of one name). A table not there (made or dropped by the deployment,
+/// on the other side of the swap) has nothing to settle.
+async fn settle_key(
     conn: &mut Conn,
     schema: &str,
-    plan: &Plan,
-    timeout: Duration,
-    attempts: u32,
+    table: &str,
+    (name, body): (&str, &str),
+    temporary: &[String],
+    (timeout, attempts): (Duration, u32),
 ) -> Result<Duration> {
     let mut held = Duration::ZERO;
-    conn.query_drop("SET SESSION foreign_key_checks = 0")
+    let Some(keys) = foreign_keys_of(conn, schema, table).await? else {
+        return Ok(held);
+    };
+    let wanted = format!("CONSTRAINT {} {body}", q(name));
+    if keys.iter().any(|(_, d)| *d == wanted) {
+        return Ok(held);
+    }
+    let Some(current) = keys
+        .iter()
+        .map(|(n, _)| n.clone())
+        .find(|n| n == name || temporary.contains(n))
+    else {
+        return Err(DeployError::ForeignKeys(format!(
+            "table `{table}` lost its foreign key `{name}` during the deployment"
+        )));
+    };
+    let in_use: Vec<(String, String)> = conn
+        .exec(
+            "SELECT CONSTRAINT_NAME, TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ?",
+            (schema,),
+        )
         .await?;
-    for a in plan.online_alters() {
-        for fk in &a.children {
-            let Some((_, create)): Option<(String, String)> = conn
-                .query_first(format!("SHOW CREATE TABLE {}.{}", q(schema), q(&fk.table)))
-                .await?
-            else {
-                continue;
-            };
-            let table = strata_schema::parse_table(&create)
-                .map_err(|e| DeployError::ForeignKeys(format!("table `{}`: {e}", fk.table)))?;
-            let wanted = format!("CONSTRAINT {} {}", q(&fk.name), fk.body);
-            if table.foreign_keys.iter().any(|f| f.definition == wanted) {
-                continue;
-            }
-            let Some(current) = table
-                .foreign_keys
-                .iter()
-                .find(|f| f.name == fk.name || f.name == fk.moving_name)
-            else {
+    let mut used: Vec<String> = in_use.iter().map(|(n, _)| n.clone()).collect();
+    let mut free = || -> Result<String> {
+        let n = temporary
+            .iter()
+            .find(|t| !used.contains(t))
+            .cloned()
+            .ok_or_else(|| {
+                DeployError::ForeignKeys(format!(
+                    "table `{table}`: no free temporary name to move foreign key `{name}`"
+                ))
+            })?;
+        used.push(n.clone());
+        Ok(n)
+    };
+    let mut run = Vec::new();
+    if current == name {
+        // Dragged to another parent by a RENAME: made again through a temporary name.
+        let via = free()?;
+        run.push(format!(
+            "ALTER TABLE {} DROP FOREIGN KEY {}, ADD CONSTRAINT {} {body}, ALGORITHM=INPLACE",
+            q(table),
+            q(name),
+            q(&via)
+        ));
+        run.push(format!(
+            "ALTER TABLE {} DROP FOREIGN KEY {}, ADD {wanted}, ALGORITHM=INPLACE",
+            q(table),
+            q(&via)
+        ));
+    } else {
+        for (_, holder) in in_use.iter().filter(|(n, t)| n == name && t != table) {
+            if !crate::is_artifact(holder) {
                 return Err(DeployError::ForeignKeys(format!(
-                    "table `{}` lost its foreign key `{}` during the deployment",
-                    fk.table, fk.name
+                    "table `{holder}` holds the name of foreign key `{name}` of table `{table}`"
                 )));
-            };
-            if current.name == fk.name {
-                let alter = format!(
-                    "ALTER TABLE {} DROP FOREIGN KEY {}, ADD CONSTRAINT {} {}, ALGORITHM=INPLACE",
-                    q(&fk.table),
-                    q(&fk.name),
-                    q(&fk.moving_name),
-                    fk.body
-                );
-                held += ddl_with_timeout(conn, &alter, timeout, attempts).await?;
             }
-            let alter = format!(
-                "ALTER TABLE {} DROP FOREIGN KEY {}, ADD {wanted}, ALGORITHM=INPLACE",
-                q(&fk.table),
-                q(&fk.moving_name),
-            );
-            held += ddl_with_timeout(conn, &alter, timeout, attempts).await?;
+            let park = free()?;
+            run.push(format!(
+                "ALTER TABLE {} DROP FOREIGN KEY {}, ADD CONSTRAINT {} {body}, ALGORITHM=INPLACE",
+                q(holder),
+                q(name),
+                q(&park)
+            ));
         }
+        run.push(format!(
+            "ALTER TABLE {} DROP FOREIGN KEY {}, ADD {wanted}, ALGORITHM=INPLACE",
+            q(table),
+            q(&current)
+        ));
+    }
+    for statement in run {
+        held += ddl_with_timeout(conn, &statement, timeout, attempts).await?;
     }
     Ok(held)
+}
+
+/// A table's foreign keys as `(name, definition)`, `None` when the table is not there.
+async fn foreign_keys_of(
+    conn: &mut Conn,
+    schema: &str,
+    table: &str,
+) -> Result<Option<Vec<(String, String)>>> {
+    let create: Option<(String, String)> = match conn
+        .query_first(format!("SHOW CREATE TABLE {}.{}", q(schema), q(table)))
+        .await
+    {
+        Err(e) if missing_table(&e) => return Ok(None),
+        r => r?,
+    };
+    let Some((_, create)) = create else {
+        return Ok(None);
+    };
+    let t = strata_schema::parse_table(&create)
+        .map_err(|e| DeployError::ForeignKeys(format!("table `{table}`: {e}")))?;
+    Ok(Some(
+        t.foreign_keys
+            .into_iter()
+            .map(|f| (f.name, f.definition))
+            .collect(),
+    ))
 }
 
 /// The cut-over: in-place alters and dropped views first, then one atomic RENAME swapping every
 /// table (writers wait at most `timeout` per attempt), then new and changed views. Returns how long
 /// writers were held: the RENAMEs, and in-place alters that could not run beside them.
 pub async fn cut_over(
+    conn: &mut Conn,
+    schema: &str,
+    plan: &Plan,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
+    crate::gate::ALONE
+        .scope(
+            plan.moves_foreign_keys(),
+            cut_over_steps(conn, schema, plan, timeout, attempts),
+        )
+        .await
+}
+
+async fn cut_over_steps(
     conn: &mut Conn,
     schema: &str,
     plan: &Plan,
@@ -1367,8 +1505,7 @@ pub async fn cut_over(
         )
         .await?;
     }
-    stall += settle_foreign_key_names(conn, schema, plan, true, timeout, attempts).await?;
-    stall += settle_children(conn, schema, plan, timeout, attempts).await?;
+    stall += settle_foreign_keys(conn, schema, plan, timeout, attempts).await?;
     for s in &plan.steps {
         if let Step::View {
             name, statement, ..
@@ -1509,8 +1646,8 @@ async fn checked_rename(
             .map(|t| format!("{} WRITE", q(t)))
             .collect::<Vec<_>>()
             .join(", ");
-        let waited =
-            ddl_with_timeout(conn, &format!("LOCK TABLES {locks}"), timeout, attempts).await?;
+        let (_alone, waited) =
+            locked_alone(conn, &format!("LOCK TABLES {locks}"), timeout, attempts).await?;
         let held = Instant::now();
         let reason: std::result::Result<Option<String>, _> = conn
             .query_first(format!(
@@ -1588,6 +1725,11 @@ async fn checked_rename(
         };
         unlocked?;
         swapped?;
+        tracing::debug!(
+            rename,
+            ms = held.elapsed().as_millis() as u64,
+            "checked rename done"
+        );
         Ok(waited + held.elapsed())
     }
     .await;
@@ -1653,6 +1795,21 @@ pub async fn revert(
     timeout: Duration,
     attempts: u32,
 ) -> Result<Duration> {
+    crate::gate::ALONE
+        .scope(
+            plan.moves_foreign_keys(),
+            revert_steps(conn, schema, plan, timeout, attempts),
+        )
+        .await
+}
+
+async fn revert_steps(
+    conn: &mut Conn,
+    schema: &str,
+    plan: &Plan,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
     // Views the deployment made go first: one may stand where a dropped table comes back.
     for st in &plan.steps {
         if let Step::View {
@@ -1702,8 +1859,7 @@ pub async fn revert(
         )
         .await?;
     }
-    stall += settle_foreign_key_names(conn, schema, plan, false, timeout, attempts).await?;
-    stall += settle_children(conn, schema, plan, timeout, attempts).await?;
+    stall += settle_foreign_keys(conn, schema, plan, timeout, attempts).await?;
     for s in plan.steps.iter().rev() {
         if let Step::View { name, old, .. } = s {
             match old {

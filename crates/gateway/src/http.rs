@@ -882,10 +882,11 @@ impl HttpSql {
         } else {
             sql
         };
-        if !s.in_transaction && s.locked_at.is_none() {
-            // As on the MySQL port: a new transaction waits while a deploy step closes the gate.
-            link.pass_gate().await;
-        }
+        // As on the MySQL port: a new transaction waits while a deploy step closes the gate,
+        // and every statement is counted while it runs.
+        let _running = link
+            .enter_gate(s.in_transaction || s.locked_at.is_some())
+            .await;
         let mut lease = match s.conn.take() {
             Some(mut c) => {
                 if let Err(e) = link.fresh_privileges(&mut c).await {

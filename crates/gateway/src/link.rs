@@ -327,10 +327,14 @@ impl Link {
         ))
     }
 
-    /// Before a new transaction (or a statement outside one): waits while a deploy step holds the
-    /// branch's gate closed, a moment at most (see `strata_control::gate`).
-    pub async fn pass_gate(&self) {
-        self.gate.pass(strata_control::gate::GATE_WAIT_MAX).await;
+    /// Before a statement: waits while a deploy step holds the branch's gate closed, a moment at
+    /// most (see `strata_control::gate`): a new transaction (or a statement outside one) at any
+    /// closing, a statement of a transaction `under_way` only at a closing of every statement.
+    /// Counts it as running until the returned value is dropped.
+    pub async fn enter_gate(&self, under_way: bool) -> strata_control::gate::Running {
+        self.gate
+            .enter(under_way, strata_control::gate::GATE_WAIT_MAX)
+            .await
     }
 
     /// As the control plane's user (`root`) or as the password's own user.

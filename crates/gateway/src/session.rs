@@ -41,6 +41,9 @@ struct Session {
     link: Link,
     /// The connection this session holds across commands (transaction or session state).
     pinned: Option<Lease>,
+    /// The command under way, counted as running on the branch for its gate (see
+    /// `strata_control::gate::Gate::enter`); let go when the command is done.
+    running: Option<strata_control::gate::Running>,
     /// Session state lives on the pinned connection: keep it until the session resets or ends.
     sticky: bool,
     /// The last statement left warnings or an error: the connection stays for the client's next
@@ -160,6 +163,7 @@ pub(crate) async fn run(
         peer,
         link,
         pinned: None,
+        running: None,
         sticky: false,
         keep_for_diagnostics: false,
         last_ok: false,
@@ -230,7 +234,9 @@ pub(crate) async fn run(
             }
             Err(_) => break,
         };
-        match s.command(packet).await {
+        let flow = s.command(packet).await;
+        s.running = None;
+        match flow {
             Ok(Flow::Continue) if s.state_lost => {
                 tracing::info!(
                     id = s.id,
@@ -259,8 +265,11 @@ impl Session {
     async fn lease(&mut self) -> Result<Lease, ErrPacket> {
         // A new transaction waits while a deploy step needs its table free for a moment; one under
         // way (or table locks held) goes on, or the step would wait for it in vain.
-        if self.status & status::IN_TRANS == 0 && self.tables_locked.is_none() {
-            self.link.pass_gate().await;
+        // Every statement is counted while it runs, and held while a deploy step needs nothing
+        // of the application running (DDL on a foreign key's tables).
+        if self.running.is_none() {
+            let under_way = self.status & status::IN_TRANS != 0 || self.tables_locked.is_some();
+            self.running = Some(self.link.enter_gate(under_way).await);
         }
         if let Some(mut l) = self.pinned.take() {
             if let Err(e) = self.link.fresh_privileges(&mut l).await {

@@ -75,7 +75,10 @@ impl Strata {
                 &["--http-listen", "127.0.0.1:0"][..]
             })
             .env("STRATA_CONFIG", root.join("config.toml"))
-            .env("STRATA_LOG", "info")
+            .env(
+                "STRATA_LOG",
+                std::env::var("STRATA_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(root.join("up.log")).unwrap())
             .spawn()
