@@ -1912,6 +1912,12 @@ async fn instant_ddl(conn: &mut Conn, statement: &str) -> Result<Duration> {
 }
 
 pub async fn instant(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+    crate::gate::ALONE
+        .scope(plan.moves_foreign_keys(), instant_steps(conn, schema, plan))
+        .await
+}
+
+async fn instant_steps(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     conn.query_drop("SET SESSION foreign_key_checks = 0")
         .await?;
     // Each statement takes its locks only when they are free, as every other step's DDL: queued
