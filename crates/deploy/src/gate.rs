@@ -19,6 +19,15 @@ pub const GATE_REST: Duration = Duration::from_millis(750);
 /// The longest a client waits at a closed gate, whatever happens to its closer.
 pub const GATE_WAIT_MAX: Duration = Duration::from_secs(1);
 
+/// How long the gate stays open after a try of a DDL run alone found a table held (see
+/// [`alone`]): the transaction holding it goes on and can finish. Without the rest, a
+/// transaction whose next statement waited at the gate could hold the table for as long as the
+/// step kept trying (seen: 21 s, until the transaction time limit ended it).
+pub const ALONE_REST: Duration = Duration::from_millis(250);
+
+/// The longest a statement waits at a closing of every statement (see [`Gate::close_all`]).
+pub const GATE_WAIT_ALL_MAX: Duration = Duration::from_secs(5);
+
 /// How long the gate remembers an instance connection a forced cut-over ended.
 const ENDED_KEPT: Duration = Duration::from_secs(120);
 
@@ -128,13 +137,16 @@ impl Gate {
     /// every statement), at most `max`, and counts it as running until the returned value is
     /// dropped.
     pub async fn enter(self: &Arc<Self>, in_transaction: bool, max: Duration) -> Running {
-        let until = tokio::time::Instant::now() + max;
+        let start = tokio::time::Instant::now();
         loop {
             // Counted first, then the closings read: a closing of every statement that comes
             // after the count waits for this statement, one before it is seen here.
             self.running.send_modify(|n| *n += 1);
             let held_all = *self.all.borrow() > 0;
             let held = held_all || (!in_transaction && self.is_closed());
+            // A closing of every statement lasts one swap (milliseconds); its bound is only
+            // against a closer that never ends.
+            let until = start + if held_all { GATE_WAIT_ALL_MAX } else { max };
             if !held || tokio::time::Instant::now() >= until {
                 return Running { gate: self.clone() };
             }

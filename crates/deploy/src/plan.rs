@@ -96,7 +96,14 @@ pub enum Step {
         create: String,
     },
     /// A dropped table, renamed aside at cut-over and dropped when the revert window closes.
-    DropTable { table: String, aside: String },
+    DropTable {
+        table: String,
+        aside: String,
+        /// Its foreign keys: taken off the table set aside (its rows must not hold back the
+        /// parents' writes) and made again if a revert brings it back. Empty in older plans.
+        #[serde(default)]
+        foreign_keys: Vec<MovedForeignKey>,
+    },
     /// A view dropped (before the tables swap) or created or replaced (after it). `old` is the
     /// definition to restore on revert, `None` for a new view.
     View {
@@ -264,6 +271,24 @@ pub struct MovedForeignKey {
 }
 
 impl MovedForeignKey {
+    /// The table it references (`REFERENCES `t``, the server's quoting).
+    pub fn parent(&self) -> Option<String> {
+        let after = self.body.split(" REFERENCES `").nth(1)?;
+        let mut name = String::new();
+        let mut chars = after.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '`' {
+                if chars.peek() == Some(&'`') {
+                    chars.next();
+                } else {
+                    return Some(name);
+                }
+            }
+            name.push(c);
+        }
+        None
+    }
+
     /// `ADD CONSTRAINT <name> <body>`.
     pub fn add(&self, name: &str) -> String {
         format!(
@@ -415,7 +440,8 @@ impl Plan {
             Step::AlterTable(a) => !a.foreign_keys.is_empty() || !a.children.is_empty(),
             Step::CreateTable { create, .. } => create.contains("FOREIGN KEY"),
             Step::DirectAlter { create, .. } => create.contains("FOREIGN KEY"),
-            Step::DropTable { .. } | Step::View { .. } => false,
+            Step::DropTable { foreign_keys, .. } => !foreign_keys.is_empty(),
+            Step::View { .. } => false,
         })
     }
 
@@ -620,9 +646,22 @@ pub fn plan(
                     staged,
                 });
             }
-            (Some(_), None) => steps.push(Step::DropTable {
+            (Some(old), None) => steps.push(Step::DropTable {
                 table: name.clone(),
                 aside: artifact(tag, i, "drop", name),
+                foreign_keys: old
+                    .foreign_keys
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, fk)| {
+                        Some(MovedForeignKey {
+                            name: fk.name.clone(),
+                            body: fk.definition[fk.definition.find("FOREIGN KEY")?..].to_string(),
+                            shadow_name: format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{i}_fk{k}"),
+                            parked_name: format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{i}_ok{k}"),
+                        })
+                    })
+                    .collect(),
             }),
             (Some(old), Some(new)) => {
                 let moved = movable_foreign_keys(tag, i, old, new);

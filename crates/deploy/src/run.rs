@@ -59,7 +59,7 @@ pub async fn ddl_with_timeout(
         let alone = match crate::gate::alone().await {
             Ok(a) => a,
             Err(()) if Instant::now() < until => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(crate::gate::ALONE_REST).await;
                 continue;
             }
             Err(()) => {
@@ -73,7 +73,7 @@ pub async fn ddl_with_timeout(
         if alone.is_some() && result.is_err() {
             drop(alone);
             // The transactions under way go on a moment before the next try.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(crate::gate::ALONE_REST).await;
         }
         match result {
             Ok(()) => {
@@ -131,7 +131,7 @@ async fn locked_alone(
         let alone = match crate::gate::alone().await {
             Ok(a) => a,
             Err(()) if Instant::now() < until => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(crate::gate::ALONE_REST).await;
                 continue;
             }
             Err(()) => {
@@ -149,7 +149,7 @@ async fn locked_alone(
             Ok(_) => return Ok((alone, started.elapsed())),
             Err(DeployError::LockTimeout { .. }) if Instant::now() < until => {
                 drop(alone);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(crate::gate::ALONE_REST).await;
             }
             Err(e) => return Err(e),
         }
@@ -1001,7 +1001,7 @@ async fn legacy_placement(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<
                     Placement::Reverted
                 });
             }
-            Step::DropTable { table, aside } => {
+            Step::DropTable { table, aside, .. } => {
                 if exists(conn, schema, aside).await?.is_some() {
                     return Ok(Placement::Swapped);
                 }
@@ -1255,37 +1255,83 @@ async fn add_shadow_foreign_keys(
             q(&a.shadow),
             adds.join(", ")
         );
+        let before = table_of(conn, schema, &a.shadow)
+            .await?
+            .map(|t| t.indexes)
+            .unwrap_or_default();
         held += ddl_with_timeout(conn, &alter, timeout, attempts).await?;
+        held += restore_index_names(conn, schema, &a.shadow, &before, (timeout, attempts)).await?;
     }
     Ok(held)
 }
 
-/// After a swap, forward or back: each foreign key the deployment moves is on its live table,
-/// under its own name and pointing at the live parent. A RENAME drags the keys of a renamed
-/// child along with it and points the keys referencing a renamed parent at wherever that parent
-/// went, so the keys of each online alter's live table (copied to the shadow under temporary
-/// names) and every other table's keys referencing it are re-made by name (see [`settle_key`]).
-/// Idempotent, so a swap resumed after a crash settles them too.
+/// After a swap (`forward`: the cut-over; else a revert), with nothing of the application
+/// running (see [`swap_alone`]): the tables set aside hold no foreign key (their rows must not
+/// hold back a parent's writes, nor a check bind to them), and each live table holds its keys
+/// under their own names, pointing at the live parents. A RENAME drags a renamed child's keys
+/// with it and points the keys referencing a renamed parent at wherever that parent went, so
+/// each is made again by name (see [`settle_key`]). Idempotent, so a swap resumed after a crash
+/// settles them too.
 async fn settle_foreign_keys(
     conn: &mut Conn,
     schema: &str,
     plan: &Plan,
+    forward: bool,
     timeout: Duration,
     attempts: u32,
 ) -> Result<Duration> {
     let mut held = Duration::ZERO;
     conn.query_drop("SET SESSION foreign_key_checks = 0")
         .await?;
-    for a in plan.online_alters() {
-        for fk in &a.foreign_keys {
+    let budget = (timeout, attempts);
+    let mut set_aside: Vec<&str> = Vec::new();
+    for s in &plan.steps {
+        match s {
+            Step::AlterTable(a) => set_aside.push(if forward { &a.old } else { &a.reverted }),
+            Step::CreateTable { staged, .. } if !forward => set_aside.push(staged),
+            Step::DropTable { aside, .. } if forward => set_aside.push(aside),
+            _ => {}
+        }
+    }
+    for table in set_aside {
+        let Some(keys) = foreign_keys_of(conn, schema, table).await? else {
+            continue;
+        };
+        if keys.is_empty() {
+            continue;
+        }
+        let drops = keys
+            .iter()
+            .map(|(n, _)| format!("DROP FOREIGN KEY {}", q(n)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        held += ddl_with_timeout(
+            conn,
+            &format!("ALTER TABLE {} {drops}, ALGORITHM=INPLACE", q(table)),
+            timeout,
+            attempts,
+        )
+        .await?;
+    }
+    for s in &plan.steps {
+        let (table, keys) = match s {
+            Step::AlterTable(a) => (&a.table, &a.foreign_keys),
+            Step::DropTable {
+                table,
+                foreign_keys,
+                ..
+            } if !forward => (table, foreign_keys),
+            _ => continue,
+        };
+        for fk in keys {
             let temporary = [fk.shadow_name.clone(), fk.parked_name.clone()];
             held += settle_key(
                 conn,
                 schema,
-                &a.table,
+                table,
                 (&fk.name, &fk.body),
                 &temporary,
-                (timeout, attempts),
+                budget,
             )
             .await?;
         }
@@ -1299,7 +1345,7 @@ async fn settle_foreign_keys(
                 &fk.table,
                 (&fk.name, &fk.body),
                 &temporary,
-                (timeout, attempts),
+                budget,
             )
             .await?;
         }
@@ -1309,11 +1355,11 @@ async fn settle_foreign_keys(
 
 /// Makes `table` hold the foreign key `name` defined as `body` (from `FOREIGN KEY` on, naming the
 /// parent as the application does): metadata-only, unchecked ALTERs (the caller turns the checks
-/// off). The table's copy of the key is found under its name or one of `temporary`; a table of
-/// the deployment holding the name gives it up first (under a free temporary name), and a key
-/// dragged elsewhere by a RENAME is dropped and made again, through a temporary name (one ALTER
-/// cannot drop and add a key of one name). A table not there (made or dropped by the deployment,
-/// on the other side of the swap) has nothing to settle.
+/// off; the rows came from a table under the same key). The table's copy of the key is found
+/// under its name or one of `temporary`, or made when it has none; a table of the deployment
+/// holding the name drops it; a key a RENAME dragged to another parent is made again through a
+/// temporary name (one ALTER cannot drop and add a key of one name). A table not there (made or
+/// dropped by the deployment, on the other side of the swap) has nothing to settle.
 async fn settle_key(
     conn: &mut Conn,
     schema: &str,
@@ -1323,56 +1369,49 @@ async fn settle_key(
     (timeout, attempts): (Duration, u32),
 ) -> Result<Duration> {
     let mut held = Duration::ZERO;
-    let Some(keys) = foreign_keys_of(conn, schema, table).await? else {
+    let Some(live) = table_of(conn, schema, table).await? else {
         return Ok(held);
     };
+    let keys: Vec<(String, String)> = live
+        .foreign_keys
+        .iter()
+        .map(|f| (f.name.clone(), f.definition.clone()))
+        .collect();
     let wanted = format!("CONSTRAINT {} {body}", q(name));
     if keys.iter().any(|(_, d)| *d == wanted) {
         return Ok(held);
     }
-    let Some(current) = keys
+    let current = keys
         .iter()
         .map(|(n, _)| n.clone())
-        .find(|n| n == name || temporary.contains(n))
-    else {
-        return Err(DeployError::ForeignKeys(format!(
-            "table `{table}` lost its foreign key `{name}` during the deployment"
-        )));
-    };
+        .find(|n| n == name || temporary.contains(n));
     let in_use: Vec<(String, String)> = conn
         .exec(
             "SELECT CONSTRAINT_NAME, TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ?",
             (schema,),
         )
         .await?;
-    let mut used: Vec<String> = in_use.iter().map(|(n, _)| n.clone()).collect();
-    let mut free = || -> Result<String> {
-        let n = temporary
+    let mut run = Vec::new();
+    if current.as_deref() == Some(name) {
+        // Dragged to another parent by a RENAME: made again through a temporary name.
+        let via = temporary
             .iter()
-            .find(|t| !used.contains(t))
-            .cloned()
+            .find(|t| !in_use.iter().any(|(n, _)| n == *t))
             .ok_or_else(|| {
                 DeployError::ForeignKeys(format!(
                     "table `{table}`: no free temporary name to move foreign key `{name}`"
                 ))
             })?;
-        used.push(n.clone());
-        Ok(n)
-    };
-    let mut run = Vec::new();
-    if current == name {
-        // Dragged to another parent by a RENAME: made again through a temporary name.
-        let via = free()?;
         run.push(format!(
             "ALTER TABLE {} DROP FOREIGN KEY {}, ADD CONSTRAINT {} {body}, ALGORITHM=INPLACE",
             q(table),
             q(name),
-            q(&via)
+            q(via)
         ));
         run.push(format!(
             "ALTER TABLE {} DROP FOREIGN KEY {}, ADD {wanted}, ALGORITHM=INPLACE",
             q(table),
-            q(&via)
+            q(via)
         ));
     } else {
         for (_, holder) in in_use.iter().filter(|(n, t)| n == name && t != table) {
@@ -1381,32 +1420,34 @@ async fn settle_key(
                     "table `{holder}` holds the name of foreign key `{name}` of table `{table}`"
                 )));
             }
-            let park = free()?;
             run.push(format!(
-                "ALTER TABLE {} DROP FOREIGN KEY {}, ADD CONSTRAINT {} {body}, ALGORITHM=INPLACE",
+                "ALTER TABLE {} DROP FOREIGN KEY {}, ALGORITHM=INPLACE",
                 q(holder),
-                q(name),
-                q(&park)
+                q(name)
             ));
         }
-        run.push(format!(
-            "ALTER TABLE {} DROP FOREIGN KEY {}, ADD {wanted}, ALGORITHM=INPLACE",
-            q(table),
-            q(&current)
-        ));
+        run.push(match &current {
+            Some(c) => format!(
+                "ALTER TABLE {} DROP FOREIGN KEY {}, ADD {wanted}, ALGORITHM=INPLACE",
+                q(table),
+                q(c)
+            ),
+            None => format!("ALTER TABLE {} ADD {wanted}, ALGORITHM=INPLACE", q(table)),
+        });
     }
     for statement in run {
         held += ddl_with_timeout(conn, &statement, timeout, attempts).await?;
     }
+    held += restore_index_names(conn, schema, table, &live.indexes, (timeout, attempts)).await?;
     Ok(held)
 }
 
-/// A table's foreign keys as `(name, definition)`, `None` when the table is not there.
-async fn foreign_keys_of(
+/// A table as the server has it now, `None` when it is not there.
+async fn table_of(
     conn: &mut Conn,
     schema: &str,
     table: &str,
-) -> Result<Option<Vec<(String, String)>>> {
+) -> Result<Option<strata_schema::Table>> {
     let create: Option<(String, String)> = match conn
         .query_first(format!("SHOW CREATE TABLE {}.{}", q(schema), q(table)))
         .await
@@ -1417,14 +1458,71 @@ async fn foreign_keys_of(
     let Some((_, create)) = create else {
         return Ok(None);
     };
-    let t = strata_schema::parse_table(&create)
-        .map_err(|e| DeployError::ForeignKeys(format!("table `{table}`: {e}")))?;
-    Ok(Some(
+    strata_schema::parse_table(&create)
+        .map(Some)
+        .map_err(|e| DeployError::ForeignKeys(format!("table `{table}`: {e}")))
+}
+
+/// A table's foreign keys as `(name, definition)`, `None` when the table is not there.
+async fn foreign_keys_of(
+    conn: &mut Conn,
+    schema: &str,
+    table: &str,
+) -> Result<Option<Vec<(String, String)>>> {
+    Ok(table_of(conn, schema, table).await?.map(|t| {
         t.foreign_keys
             .into_iter()
             .map(|f| (f.name, f.definition))
-            .collect(),
-    ))
+            .collect()
+    }))
+}
+
+/// A key's definition without its name (`KEY (`a`)` for ``KEY `k` (`a`)``).
+fn unnamed(index: &strata_schema::Index) -> String {
+    index
+        .definition
+        .replacen(&format!("{} ", q(&index.name)), "", 1)
+}
+
+/// Gives back the names of keys the server renamed while foreign keys were dropped and added:
+/// a key made for a foreign key is dropped with it and made again under the new key's name.
+async fn restore_index_names(
+    conn: &mut Conn,
+    schema: &str,
+    table: &str,
+    before: &[strata_schema::Index],
+    (timeout, attempts): (Duration, u32),
+) -> Result<Duration> {
+    let Some(after) = table_of(conn, schema, table).await? else {
+        return Ok(Duration::ZERO);
+    };
+    let mut renames = Vec::new();
+    for old in before {
+        if after.indexes.iter().any(|i| i.name == old.name) {
+            continue;
+        }
+        if let Some(new) = after
+            .indexes
+            .iter()
+            .find(|i| !before.iter().any(|b| b.name == i.name) && unnamed(i) == unnamed(old))
+        {
+            renames.push(format!("RENAME INDEX {} TO {}", q(&new.name), q(&old.name)));
+        }
+    }
+    if renames.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    ddl_with_timeout(
+        conn,
+        &format!(
+            "ALTER TABLE {} {}, ALGORITHM=INPLACE",
+            q(table),
+            renames.join(", ")
+        ),
+        timeout,
+        attempts,
+    )
+    .await
 }
 
 /// The cut-over: in-place alters and dropped views first, then one atomic RENAME swapping every
@@ -1470,11 +1568,12 @@ async fn cut_over_steps(
             of = pairs.len(),
             "finishing a cut-over stopped in the middle"
         );
-        stall = renames(
+        stall = swap(
             conn,
-            &sql::cutover_groups(plan),
-            &group_checks(plan, false),
-            done,
+            schema,
+            plan,
+            (&sql::cutover_groups(plan), &group_checks(plan, false), done),
+            true,
             timeout,
             attempts,
         )
@@ -1495,17 +1594,18 @@ async fn cut_over_steps(
         carry_auto_increment(conn, schema, plan).await?;
         forward_blockers(conn, plan).await?;
         same_row_counts(conn, plan).await?;
-        stall += renames(
+        stall += swap(
             conn,
-            &sql::cutover_groups(plan),
-            &group_checks(plan, false),
-            0,
+            schema,
+            plan,
+            (&sql::cutover_groups(plan), &group_checks(plan, false), 0),
+            true,
             timeout,
             attempts,
         )
         .await?;
     }
-    stall += settle_foreign_keys(conn, schema, plan, timeout, attempts).await?;
+    stall += settle_foreign_keys(conn, schema, plan, true, timeout, attempts).await?;
     for s in &plan.steps {
         if let Step::View {
             name, statement, ..
@@ -1649,39 +1749,16 @@ async fn checked_rename(
         let (_alone, waited) =
             locked_alone(conn, &format!("LOCK TABLES {locks}"), timeout, attempts).await?;
         let held = Instant::now();
-        let reason: std::result::Result<Option<String>, _> = conn
-            .query_first(format!(
-                "SELECT `reason` FROM {} WHERE {} LIMIT 1",
-                q(&check.blocked),
-                sql::LIVE_RECORDS
-            ))
-            .await;
-        let reason = match reason {
-            Ok(r) => r,
+        match refusal(conn, check).await {
+            Ok(None) => {}
+            Ok(Some(refused)) => {
+                conn.query_drop("UNLOCK TABLES").await?;
+                return Err(refused);
+            }
             Err(e) => {
                 let _ = conn.query_drop("UNLOCK TABLES").await;
-                return Err(e.into());
+                return Err(e);
             }
-        };
-        if let Some(reason) = reason {
-            conn.query_drop("UNLOCK TABLES").await?;
-            let reason = check
-                .names
-                .iter()
-                .fold(reason.replace(" at row 1", ""), |r, (artifact, table)| {
-                    r.replace(artifact, table)
-                });
-            return Err(if check.revert {
-                DeployError::RevertRefused {
-                    table: check.table.clone(),
-                    reason,
-                }
-            } else {
-                DeployError::WriteRefused {
-                    table: check.table.clone(),
-                    reason,
-                }
-            });
         }
         let bounded = format!(
             "SET STATEMENT lock_wait_timeout={} FOR {rename}",
@@ -1735,6 +1812,171 @@ async fn checked_rename(
     .await;
     let _ = other.disconnect().await;
     result
+}
+
+/// What is left of a swap: the groups of RENAME pairs, each group's check, and how many pairs
+/// are done already.
+type Swap<'a> = (&'a [Vec<(String, String)>], &'a [Option<Check>], usize);
+
+/// The refusal a group's blocked table records (read under the caller's lock), if any.
+async fn refusal(conn: &mut Conn, check: &Check) -> Result<Option<DeployError>> {
+    let reason: Option<String> = conn
+        .query_first(format!(
+            "SELECT `reason` FROM {} WHERE {} LIMIT 1",
+            q(&check.blocked),
+            sql::LIVE_RECORDS
+        ))
+        .await?;
+    Ok(reason.map(|reason| {
+        let reason = check
+            .names
+            .iter()
+            .fold(reason.replace(" at row 1", ""), |r, (artifact, table)| {
+                r.replace(artifact, table)
+            });
+        if check.revert {
+            DeployError::RevertRefused {
+                table: check.table.clone(),
+                reason,
+            }
+        } else {
+            DeployError::WriteRefused {
+                table: check.table.clone(),
+                reason,
+            }
+        }
+    }))
+}
+
+/// The swap of a deployment that moves a foreign key's tables (see `gate::ALONE`), forward or
+/// back: the RENAMEs and the settling of the keys (see [`settle_foreign_keys`]) as one sequence
+/// with nothing of the application running. Between a RENAME and the ALTERs that point the keys
+/// at the live tables again, a key checks a table set aside, which the triggers keep in step but
+/// not for every write; no statement may run in that moment. The gate closes to every statement
+/// and waits until none runs; every table the sequence touches is then locked at once (no
+/// transaction under way holds one), the groups' blocked tables are read, and everything runs
+/// without waiting. Otherwise the gate opens again for a moment and the whole is tried again.
+#[allow(clippy::too_many_arguments)]
+async fn swap_alone(
+    conn: &mut Conn,
+    schema: &str,
+    plan: &Plan,
+    gate: &Arc<crate::gate::Gate>,
+    (groups, checks, done): Swap<'_>,
+    forward: bool,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
+    let until = Instant::now() + timeout * attempts.max(1);
+    let present: Vec<String> = conn
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+            (schema,),
+        )
+        .await?;
+    let mut touched: std::collections::BTreeSet<String> = Default::default();
+    let mut skip = done;
+    let mut remaining_checks = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        if skip >= g.len() {
+            skip -= g.len();
+            continue;
+        }
+        if skip == 0 {
+            remaining_checks.extend(checks.get(i).cloned().flatten());
+        }
+        touched.extend(g[skip..].iter().map(|(from, _)| from.clone()));
+        skip = 0;
+    }
+    touched.extend(remaining_checks.iter().map(|c| c.blocked.clone()));
+    for s in &plan.steps {
+        if let Step::AlterTable(a) = s {
+            touched.extend(a.children.iter().map(|c| c.table.clone()));
+            touched.extend(a.foreign_keys.iter().filter_map(|f| f.parent()));
+        }
+    }
+    touched.retain(|t| present.contains(t));
+    let lock = format!(
+        "SET STATEMENT lock_wait_timeout=0 FOR LOCK TABLES {}",
+        touched
+            .iter()
+            .map(|t| format!("{} WRITE", q(t)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    loop {
+        let started = Instant::now();
+        let closed = gate.close_all();
+        let ready = gate.idle(crate::gate::GATE_HOLD).await
+            && match conn.query_drop(lock.as_str()).await {
+                Ok(()) => true,
+                Err(e) if lock_timeout(&e) => false,
+                Err(e) => return Err(e.into()),
+            };
+        if !ready {
+            drop(closed);
+            if Instant::now() >= until {
+                return Err(DeployError::LockTimeout {
+                    tables: application_tables(&lock),
+                    detail: "transactions kept them busy the whole time".into(),
+                });
+            }
+            // The transactions under way go on a moment before the next try.
+            tokio::time::sleep(crate::gate::ALONE_REST).await;
+            continue;
+        }
+        for check in &remaining_checks {
+            match refusal(conn, check).await {
+                Ok(None) => {}
+                Ok(Some(refused)) => {
+                    conn.query_drop("UNLOCK TABLES").await?;
+                    return Err(refused);
+                }
+                Err(e) => {
+                    let _ = conn.query_drop("UNLOCK TABLES").await;
+                    return Err(e);
+                }
+            }
+        }
+        conn.query_drop("UNLOCK TABLES").await?;
+        for rename in sql::renames_from(groups, done) {
+            ddl_with_timeout(conn, &rename, timeout, attempts).await?;
+        }
+        settle_foreign_keys(conn, schema, plan, forward, timeout, attempts).await?;
+        drop(closed);
+        return Ok(started.elapsed());
+    }
+}
+
+/// The RENAMEs of `groups` after the first `done` (see [`renames`]); for a deployment that moves
+/// a foreign key's tables, with the keys' settling, alone (see [`swap_alone`]).
+#[allow(clippy::too_many_arguments)]
+async fn swap(
+    conn: &mut Conn,
+    schema: &str,
+    plan: &Plan,
+    (groups, checks, done): Swap<'_>,
+    forward: bool,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Duration> {
+    let alone = crate::gate::ALONE.try_with(|a| *a).unwrap_or(false);
+    match crate::gate::BRANCH_GATE.try_with(Arc::clone).ok() {
+        Some(gate) if alone => {
+            swap_alone(
+                conn,
+                schema,
+                plan,
+                &gate,
+                (groups, checks, done),
+                forward,
+                timeout,
+                attempts,
+            )
+            .await
+        }
+        _ => renames(conn, groups, checks, done, timeout, attempts).await,
+    }
 }
 
 /// Why a revert would lose data, per table: the first reason recorded and how many rows are
@@ -1849,17 +2091,18 @@ async fn revert_steps(
                 "finishing a revert stopped in the middle"
             );
         }
-        stall = renames(
+        stall = swap(
             conn,
-            &sql::revert_groups(plan),
-            &group_checks(plan, true),
-            done,
+            schema,
+            plan,
+            (&sql::revert_groups(plan), &group_checks(plan, true), done),
+            false,
             timeout,
             attempts,
         )
         .await?;
     }
-    stall += settle_foreign_keys(conn, schema, plan, timeout, attempts).await?;
+    stall += settle_foreign_keys(conn, schema, plan, false, timeout, attempts).await?;
     for s in plan.steps.iter().rev() {
         if let Step::View { name, old, .. } = s {
             match old {

@@ -726,7 +726,9 @@ pub fn cutover_groups(plan: &Plan) -> Vec<Vec<(String, String)>> {
             Step::CreateTable { table, staged, .. } => {
                 groups.push(vec![(staged.clone(), table.clone())])
             }
-            Step::DropTable { table, aside } => groups.push(vec![(table.clone(), aside.clone())]),
+            Step::DropTable { table, aside, .. } => {
+                groups.push(vec![(table.clone(), aside.clone())])
+            }
             Step::DirectAlter { .. } | Step::View { .. } => {}
         }
     }
@@ -796,7 +798,9 @@ pub fn revert_groups(plan: &Plan) -> Vec<Vec<(String, String)>> {
             Step::CreateTable { table, staged, .. } => {
                 groups.push(vec![(table.clone(), staged.clone())])
             }
-            Step::DropTable { table, aside } => groups.push(vec![(aside.clone(), table.clone())]),
+            Step::DropTable { table, aside, .. } => {
+                groups.push(vec![(aside.clone(), table.clone())])
+            }
             Step::DirectAlter { .. } | Step::View { .. } => {}
         }
     }

@@ -2821,3 +2821,143 @@ fn long_transactions_delay_a_deploy_until_its_cut_over_is_forced() {
     let d = s.json(&["deploy-request", "progress", "shop", "3"]);
     assert_eq!(d["state"], "complete_revert", "{d}");
 }
+
+/// Foreign keys hold through deploys and reverts of a parent and of a child, under writers: a
+/// parent whose child has a child of its own is refused (1451) at every moment, one without is
+/// deleted with its children (the cascade), a parent and its child inserted in one transaction
+/// always go in, and no row is ever left without its parent.
+#[test]
+fn foreign_keys_hold_through_deploys_and_reverts_under_writers() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let main_id = s.new_database("shop");
+    s.json(&["database", "update", "shop", "--allow-foreign-keys", "true"]);
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "USE shop;
+         CREATE TABLE users (id BIGINT PRIMARY KEY, n INT NOT NULL DEFAULT 0);
+         CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, KEY (user_id), CONSTRAINT fk_orders_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE ON UPDATE CASCADE);
+         CREATE TABLE items (id BIGINT PRIMARY KEY, order_id BIGINT NOT NULL, KEY (order_id), CONSTRAINT fk_items_order FOREIGN KEY (order_id) REFERENCES orders (id));
+         INSERT INTO users SELECT seq, 0 FROM seq_1_to_60000;
+         INSERT INTO orders SELECT seq, seq FROM seq_1_to_60000;
+         INSERT INTO items SELECT seq, seq FROM seq_1_to_3000;
+         CREATE TABLE sessions (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE);
+         INSERT INTO sessions SELECT seq, seq FROM seq_1_to_60000;",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let schema_before = schema_of(&s, "main");
+    let (user, pw, _) = password(&s, "shop", "main", "readwriter");
+    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(s.mysql_port)
+        .user(Some(user))
+        .pass(Some(pw))
+        .db_name(Some("shop"))
+        .prefer_socket(false)
+        .into();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // (parents deleted though a grandchild holds them, errors, parents deleted as they may be)
+    let writer = {
+        let (opts, stop) = (opts.clone(), stop.clone());
+        rt.spawn(async move {
+            let mut c = mysql_async::Conn::new(opts).await.expect("writer connects");
+            let (mut wrongly, mut errors, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut held, mut free, mut fresh) = (1i64, 3001i64, 100_000i64);
+            let mut rounds = 0u64;
+            while !stop.load(Ordering::Relaxed) && free <= 60_000 {
+                rounds += 1;
+                // Held by an item through its order: refused, deploy or not.
+                match c.exec_drop("DELETE FROM users WHERE id = ?", (held,)).await {
+                    Err(mysql_async::Error::Server(e)) if e.code == 1451 => {}
+                    Err(e) => errors.push(format!("delete {held}: {e}")),
+                    Ok(()) => wrongly.push(held),
+                }
+                held = held % 3000 + 1;
+                // Nothing below its order: deleted, and its order with it.
+                match c.exec_drop("DELETE FROM users WHERE id = ?", (free,)).await {
+                    Ok(()) if c.affected_rows() == 1 => deleted.push(free),
+                    Ok(()) => errors.push(format!("delete {free}: no row")),
+                    Err(e) => errors.push(format!("delete {free}: {e}")),
+                }
+                free += 1;
+                // A parent and its child in one transaction.
+                fresh += 1;
+                let r: Result<(), mysql_async::Error> = async {
+                    let mut tx = c.start_transaction(Default::default()).await?;
+                    tx.exec_drop("INSERT INTO users (id) VALUES (?)", (fresh,))
+                        .await?;
+                    tx.exec_drop("INSERT INTO orders VALUES (?, ?)", (fresh, fresh))
+                        .await?;
+                    tx.commit().await
+                }
+                .await;
+                if let Err(e) = r {
+                    errors.push(format!("insert {fresh}: {e}"));
+                }
+            }
+            eprintln!("writer: {rounds} rounds");
+            (wrongly, errors, deleted)
+        })
+    };
+    // A parent changed online and reverted, then a child.
+    for (branch, sql) in [
+        (
+            "parent",
+            "ALTER TABLE shop.users ADD COLUMN note VARCHAR(20) NULL",
+        ),
+        ("child", "ALTER TABLE shop.items ADD COLUMN qty INT NULL"),
+    ] {
+        let id = s.json(&["branch", "create", "shop", branch, "--wait"])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        s.sql_ok(&id, "strata_admin", sql);
+        let r = s.json(&["deploy-request", "create", "shop", branch]);
+        assert!(
+            !r["warnings"].to_string().contains("cannot be reverted"),
+            "{branch}: {r}"
+        );
+        let n = r["number"].to_string();
+        s.ok(&["deploy-request", "deploy", "shop", &n, "--wait"]);
+        s.ok(&["deploy-request", "revert", "shop", &n, "--wait"]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (wrongly, errors, deleted) = rt.block_on(writer).unwrap();
+    assert!(
+        wrongly.is_empty(),
+        "parents deleted past a key: {wrongly:?}"
+    );
+    assert!(errors.is_empty(), "the writer saw errors: {errors:?}");
+    assert!(!deleted.is_empty());
+    let orphans = s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "SELECT (SELECT COUNT(*) FROM shop.orders o LEFT JOIN shop.users u ON u.id = o.user_id WHERE u.id IS NULL), (SELECT COUNT(*) FROM shop.items i LEFT JOIN shop.orders o ON o.id = i.order_id WHERE o.id IS NULL), (SELECT COUNT(*) FROM shop.users WHERE id <= 3000)",
+    );
+    let counts: Vec<&str> = orphans.lines().last().unwrap().split('\t').collect();
+    assert_eq!(counts, ["0", "0", "3000"], "orphans, orphans, held parents");
+    // Reverted both: the schema as it was, to the names of the keys the server made for the
+    // foreign keys.
+    assert_eq!(schema_of(&s, "main"), schema_before);
+    let sessions = s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "SELECT COUNT(*) FROM shop.sessions x LEFT JOIN shop.users u ON u.id = x.user_id WHERE u.id IS NULL",
+    );
+    assert_eq!(
+        sessions.lines().last(),
+        Some("0"),
+        "sessions without a user"
+    );
+    for t in ["users", "orders", "items"] {
+        let create = s.sql_ok(
+            &main_id,
+            "strata_admin",
+            &format!("SHOW CREATE TABLE shop.{t}"),
+        );
+        assert!(!create.contains("strata_"), "{create}");
+    }
+    assert_no_artifacts(&s, &main_id, "after the deploys and reverts");
+}
