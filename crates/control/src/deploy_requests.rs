@@ -330,6 +330,10 @@ impl Platform {
             status
                 .problems
                 .push(format!("Branch '{}' was deleted", status.request.branch));
+            // A request that deployed says so still (it said `error` once its branch was gone).
+            if let Some(d) = &status.deployment {
+                status.deployment_state = deployment_state_name(&d.state);
+            }
             return Ok(status);
         };
         let Ok(into) = self
@@ -340,6 +344,9 @@ impl Platform {
                 "Branch '{}' was deleted",
                 status.request.into_branch
             ));
+            if let Some(d) = &status.deployment {
+                status.deployment_state = deployment_state_name(&d.state);
+            }
             return Ok(status);
         };
         // An object the schema engine cannot read (a sequence, say) makes this request not

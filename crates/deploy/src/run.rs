@@ -1889,10 +1889,39 @@ async fn swap_alone(
         skip = 0;
     }
     touched.extend(remaining_checks.iter().map(|c| c.blocked.clone()));
+    // And every table the settling alters or needs: a foreign key's ALTER takes its parent's
+    // lock too.
     for s in &plan.steps {
-        if let Step::AlterTable(a) = s {
-            touched.extend(a.children.iter().map(|c| c.table.clone()));
-            touched.extend(a.foreign_keys.iter().filter_map(|f| f.parent()));
+        match s {
+            Step::AlterTable(a) => {
+                touched.insert(a.table.clone());
+                touched.extend([a.old.clone(), a.reverted.clone()]);
+                touched.extend(a.children.iter().map(|c| c.table.clone()));
+                touched.extend(a.foreign_keys.iter().filter_map(|f| f.parent()));
+            }
+            Step::DropTable {
+                table,
+                aside,
+                foreign_keys,
+            } => {
+                touched.extend([table.clone(), aside.clone()]);
+                touched.extend(foreign_keys.iter().filter_map(|f| f.parent()));
+            }
+            Step::CreateTable {
+                table,
+                staged,
+                create,
+            } => {
+                touched.extend([table.clone(), staged.clone()]);
+                if let Ok(t) = strata_schema::parse_table(create) {
+                    touched.extend(
+                        t.foreign_keys
+                            .iter()
+                            .filter_map(|f| f.foreign_key().map(|p| p.table)),
+                    );
+                }
+            }
+            Step::DirectAlter { .. } | Step::View { .. } => {}
         }
     }
     touched.retain(|t| present.contains(t));

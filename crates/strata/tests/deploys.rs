@@ -2960,4 +2960,8 @@ fn foreign_keys_hold_through_deploys_and_reverts_under_writers() {
         assert!(!create.contains("strata_"), "{create}");
     }
     assert_no_artifacts(&s, &main_id, "after the deploys and reverts");
+    // A request whose branch is gone still says how its deployment ended.
+    s.ok(&["branch", "delete", "shop", "parent", "--force"]);
+    let shown = s.json(&["deploy-request", "show", "shop", "1"]);
+    assert_eq!(shown["deployment_state"], "complete_revert", "{shown}");
 }
