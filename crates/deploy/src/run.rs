@@ -1581,7 +1581,12 @@ async fn cut_over_steps(
     }
     if done == 0 {
         finish_shadows(conn, schema, plan).await?;
-        stall += add_shadow_foreign_keys(conn, schema, plan, timeout, attempts).await?;
+        // A shadow with keys is checked as a child of their parents: alone, the keys are added
+        // in the swap's own sequence, where no statement runs (a parent's delete refused by a
+        // shadow's key named the shadow to the application).
+        if !swaps_alone() {
+            stall += add_shadow_foreign_keys(conn, schema, plan, timeout, attempts).await?;
+        }
         check_new_foreign_keys(conn, schema, plan).await?;
         stall += direct_alters(conn, schema, plan, timeout, attempts).await?;
         for s in &plan.steps {
@@ -1993,6 +1998,9 @@ async fn swap_alone(
             }
         }
         conn.query_drop("UNLOCK TABLES").await?;
+        if forward && done == 0 {
+            add_shadow_foreign_keys(conn, schema, plan, timeout, attempts).await?;
+        }
         for rename in sql::renames_from(groups, done) {
             ddl_with_timeout(conn, &rename, timeout, attempts).await?;
         }
@@ -2000,6 +2008,13 @@ async fn swap_alone(
         drop(closed);
         return Ok(started.elapsed());
     }
+}
+
+/// True when the swap runs alone (see [`swap_alone`]): a deployment that moves a foreign key's
+/// tables, with its branch's gate at hand.
+fn swaps_alone() -> bool {
+    crate::gate::ALONE.try_with(|a| *a).unwrap_or(false)
+        && crate::gate::BRANCH_GATE.try_with(|_| ()).is_ok()
 }
 
 /// The RENAMEs of `groups` after the first `done` (see [`renames`]); for a deployment that moves
