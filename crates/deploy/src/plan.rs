@@ -222,12 +222,6 @@ fn movable_children(
             return None;
         }
     }
-    let column = |t: &Table, c: &str| {
-        t.columns
-            .iter()
-            .find(|x| x.name == c)
-            .map(|x| x.definition.clone())
-    };
     let mut all = before;
     for (table, keys) in after {
         all.entry(table).or_insert(keys);
@@ -236,11 +230,10 @@ fn movable_children(
     for (table, keys) in all {
         for fk in keys {
             let parts = fk.foreign_key()?;
-            if parts
-                .referenced
-                .iter()
-                .any(|c| column(old, c).is_none() || column(old, c) != column(new, c))
-            {
+            if parts.referenced.iter().any(|c| {
+                column_definition(old, c).is_none()
+                    || column_definition(old, c) != column_definition(new, c)
+            }) {
                 return None;
             }
             let body = fk.definition[fk.definition.find("FOREIGN KEY")?..].to_string();
@@ -271,6 +264,16 @@ pub struct MovedForeignKey {
 }
 
 impl MovedForeignKey {
+    /// Key `k` of step `step`'s table, with its temporary names.
+    fn of(tag: &str, step: usize, k: usize, fk: &strata_schema::Index) -> Option<Self> {
+        Some(MovedForeignKey {
+            name: fk.name.clone(),
+            body: fk.definition[fk.definition.find("FOREIGN KEY")?..].to_string(),
+            shadow_name: format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{step}_fk{k}"),
+            parked_name: format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{step}_ok{k}"),
+        })
+    }
+
     /// The table it references (`REFERENCES `t``, the server's quoting).
     pub fn parent(&self) -> Option<String> {
         let after = self.body.split(" REFERENCES `").nth(1)?;
@@ -318,12 +321,6 @@ fn movable_foreign_keys(
     if definitions(old) != definitions(new) {
         return None;
     }
-    let column = |t: &Table, c: &str| {
-        t.columns
-            .iter()
-            .find(|x| x.name == c)
-            .map(|x| x.definition.clone())
-    };
     let mut moved = Vec::new();
     for (k, fk) in old.foreign_keys.iter().enumerate() {
         let parts = fk.foreign_key()?;
@@ -337,22 +334,23 @@ fn movable_foreign_keys(
         {
             return None;
         }
-        if parts
-            .columns
-            .iter()
-            .any(|c| column(old, c).is_none() || column(old, c) != column(new, c))
-        {
+        if parts.columns.iter().any(|c| {
+            column_definition(old, c).is_none()
+                || column_definition(old, c) != column_definition(new, c)
+        }) {
             return None;
         }
-        let body = fk.definition[fk.definition.find("FOREIGN KEY")?..].to_string();
-        moved.push(MovedForeignKey {
-            name: fk.name.clone(),
-            body,
-            shadow_name: format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{step}_fk{k}"),
-            parked_name: format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{step}_ok{k}"),
-        });
+        moved.push(MovedForeignKey::of(tag, step, k, fk)?);
     }
     Some(moved)
+}
+
+/// A column's definition in `t`, `None` when it has no such column.
+fn column_definition(t: &Table, c: &str) -> Option<String> {
+    t.columns
+        .iter()
+        .find(|x| x.name == c)
+        .map(|x| x.definition.clone())
 }
 
 /// True when a column definition's type is a number (integers, DECIMAL, FLOAT, DOUBLE).
@@ -653,14 +651,7 @@ pub fn plan(
                     .foreign_keys
                     .iter()
                     .enumerate()
-                    .filter_map(|(k, fk)| {
-                        Some(MovedForeignKey {
-                            name: fk.name.clone(),
-                            body: fk.definition[fk.definition.find("FOREIGN KEY")?..].to_string(),
-                            shadow_name: format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{i}_fk{k}"),
-                            parked_name: format!("{LEGACY_ARTIFACT_PREFIX}{tag}_{i}_ok{k}"),
-                        })
-                    })
+                    .filter_map(|(k, fk)| MovedForeignKey::of(tag, i, k, fk))
                     .collect(),
             }),
             (Some(old), Some(new)) => {
