@@ -6,7 +6,8 @@
 //! and then writes it would wait for the queued DDL, and the server would end the application's
 //! transaction as a deadlock.
 //!
-//! A client is held at most [`Gate::pass`]'s bound; a transaction under way is never held.
+//! A client is held at most [`GATE_WAIT_MAX`] at a closing ([`Gate::enter`]); a transaction under way is
+//! held only at a closing of every statement ([`Gate::close_all`]), at most [`GATE_WAIT_ALL_MAX`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,15 +165,6 @@ impl Gate {
             let _ = tokio::time::timeout_at(until, open).await;
         }
     }
-
-    /// Returns once the gate is open, or after `max`.
-    pub async fn pass(&self, max: Duration) {
-        if !self.is_closed() {
-            return;
-        }
-        let mut rx = self.closers.subscribe();
-        let _ = tokio::time::timeout(max, rx.wait_for(|n| *n == 0)).await;
-    }
 }
 
 /// A closing of a [`Gate`] to every statement (see [`Gate::close_all`]).
@@ -316,19 +308,19 @@ mod tests {
     #[tokio::test]
     async fn clients_wait_while_closed_and_never_longer_than_the_bound() {
         let gate = Gate::new();
-        gate.pass(Duration::from_secs(5)).await;
+        drop(gate.enter(false, Duration::from_secs(5)).await);
         let closed = gate.close();
         let second = gate.close();
         assert!(gate.is_closed());
         let t0 = Instant::now();
-        gate.pass(Duration::from_millis(300)).await;
+        drop(gate.enter(false, Duration::from_millis(300)).await);
         assert!(t0.elapsed() >= Duration::from_millis(300));
         drop(closed);
         assert!(gate.is_closed(), "another closing still holds it");
         let g = gate.clone();
         let waiter = tokio::spawn(async move {
             let t0 = Instant::now();
-            g.pass(Duration::from_secs(5)).await;
+            drop(g.enter(false, Duration::from_secs(5)).await);
             t0.elapsed()
         });
         tokio::time::sleep(Duration::from_millis(40)).await;
