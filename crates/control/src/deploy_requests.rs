@@ -11,6 +11,11 @@ use strata_schema::merge::three_way;
 use strata_schema::Change;
 use strata_schema::Schema;
 
+/// Rows past which an in-place change that holds the table's writers while the server rebuilds
+/// the table is refused: about a tenth of a second of rebuilding on a small machine, well inside
+/// the half second a deploy may stall writers.
+const BLOCKING_ROWS: u64 = 10_000;
+
 /// What opening a deploy request takes.
 pub struct NewDeployRequest {
     pub branch: String,
@@ -456,6 +461,21 @@ impl Platform {
                 }
             }
         }
+        // In-place changes the server could make only by holding the table's writers while it
+        // rebuilds it: refused before anything is queued when that would stall them longer than a
+        // deploy may (see `BLOCKING_ROWS`), said otherwise.
+        if status.problems.is_empty()
+            && !changes.is_empty()
+            && status.request.state == "open"
+            && status.deployment.as_ref().is_none_or(|d| !d.is_active())
+        {
+            if let Ok(plan) = strata_deploy::plan("00000000", &target, &merge.result, &changes) {
+                if !plan.changed_in_place().is_empty() {
+                    self.judge_in_place(database, &into, &plan, &mut status)
+                        .await;
+                }
+            }
+        }
         if database.require_approval_for_deploy && !status.approved {
             status
                 .warnings
@@ -475,6 +495,23 @@ impl Platform {
             && status.request.state == "open"
             && (status.approved || !database.require_approval_for_deploy);
         if ready {
+            // A deploy's cut-over ends the revert window of earlier deploys into the branch: a
+            // revert must never undo a schema this one builds on. Said before, not found after.
+            if let Ok(active) = self.catalog().active_deployments() {
+                for earlier in active.iter().filter(|o| {
+                    o.database_id == database.id
+                        && o.into_branch == status.request.into_branch
+                        && o.state == "complete_pending_revert"
+                        && o.deploy_request_number != status.request.number
+                }) {
+                    status.warnings.push(format!(
+                        "Deploying this ends the revert window of deploy request #{}: once this deploy changes `{}`, #{} can no longer be reverted",
+                        earlier.deploy_request_number,
+                        status.request.into_branch,
+                        earlier.deploy_request_number
+                    ));
+                }
+            }
             // The data a deploy changes besides the schema, for the reviewer to see.
             if let Some(t) = crate::deployments::migration_table(database) {
                 if merge.result.tables.contains_key(&t) {
@@ -489,7 +526,7 @@ impl Platform {
                 let tables = plan.changed_in_place();
                 if !tables.is_empty() {
                     status.warnings.push(format!(
-                        "This deploy cannot be reverted: {} changed in place (tables whose foreign keys change, cascade or reference their own table, tables another table's key to which changes, and partitions added or dropped are altered directly, without a copy to swap back; an ALTER the server cannot make online, such as a column type change, holds the table's writers while it runs)",
+                        "This deploy cannot be reverted: {} changed in place (tables whose foreign keys change, cascade or reference their own table, tables another table's key to which changes, and partitions added or dropped are altered directly, without a copy to swap back)",
                         tables
                             .iter()
                             .map(|t| format!("`{t}`"))
@@ -506,6 +543,50 @@ impl Platform {
             status.deployment_state = deployment_state_name(&d.state);
         }
         Ok(status)
+    }
+
+    /// Tries the plan's in-place changes on empty copies of their tables (see
+    /// [`strata_deploy::run::in_place_blocking`]) and says which would hold writers.
+    async fn judge_in_place(
+        &self,
+        database: &Database,
+        into: &Branch,
+        plan: &strata_deploy::Plan,
+        status: &mut DeployRequestStatus,
+    ) {
+        let judged = match self.connect_branch(database, into).await {
+            Ok(mut conn) => {
+                let r =
+                    strata_deploy::run::in_place_blocking(&mut conn, &database.name, plan).await;
+                let _ = conn.disconnect().await;
+                r.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match judged {
+            Ok(blocking) => {
+                for b in blocking {
+                    let what = format!(
+                        "the change to `{}` cannot be made online: the table is changed in place, which the server can do here only by rebuilding it while holding its writers ({})",
+                        b.table, b.reason
+                    );
+                    if b.rows > BLOCKING_ROWS {
+                        status.problems.push(format!(
+                            "{what}; with about {} rows that would stall the application: make the change in steps the server makes online (a new column filled by the application, say), or take the table's foreign keys that cascade or reference itself off first",
+                            b.rows
+                        ));
+                    } else {
+                        status.warnings.push(format!(
+                            "{what}; the table is small (about {} rows), so the stall is short",
+                            b.rows
+                        ));
+                    }
+                }
+            }
+            Err(e) => status.warnings.push(format!(
+                "Whether the in-place changes can be made online could not be checked: {e}"
+            )),
+        }
     }
 }
 

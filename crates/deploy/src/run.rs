@@ -2218,6 +2218,112 @@ pub async fn instant_eligible(conn: &mut Conn, plan: &Plan) -> Result<Option<Str
     Ok(None)
 }
 
+/// An in-place change the server can make only by holding the table's writers while it rebuilds
+/// the table (see [`alter_without_blocking`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockingChange {
+    pub table: String,
+    /// The server's reason (its `LOCK=NONE is not supported. Reason: …`).
+    pub reason: String,
+    /// The server's estimate of the table's rows.
+    pub rows: u64,
+}
+
+/// Finds, before a deploy, which in-place changes of `plan` the server could not make online:
+/// each is tried as `ALGORITHM=INPLACE, LOCK=NONE` on an empty copy of its table in a scratch
+/// database (the server decides by the definition, not the rows), so the deploy request says so
+/// before anything is queued. Partition operations take no such clause and are left out.
+pub async fn in_place_blocking(
+    conn: &mut Conn,
+    schema: &str,
+    plan: &Plan,
+) -> Result<Vec<BlockingChange>> {
+    let direct: Vec<(&String, &Vec<String>)> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::DirectAlter {
+                table, statements, ..
+            } => Some((table, statements)),
+            _ => None,
+        })
+        .collect();
+    if direct.is_empty() {
+        return Ok(Vec::new());
+    }
+    let scratch = format!("{}{}_probe", plan.table_prefix(), plan.tag);
+    conn.query_drop("SET SESSION foreign_key_checks = 0")
+        .await?;
+    conn.query_drop(format!("DROP DATABASE IF EXISTS {}", q(&scratch)))
+        .await?;
+    conn.query_drop(format!("CREATE DATABASE {}", q(&scratch)))
+        .await?;
+    let mut found = Vec::new();
+    let mut outcome = Ok(());
+    for (table, statements) in direct {
+        let create: Option<(String, String)> = match conn
+            .query_first(format!("SHOW CREATE TABLE {}.{}", q(schema), q(table)))
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                outcome = Err(e.into());
+                break;
+            }
+        };
+        let Some((_, create)) = create else { continue };
+        let rows: Option<u64> = conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (schema, table),
+            )
+            .await
+            .unwrap_or(None);
+        if let Err(e) = conn.query_drop(format!("USE {}", q(&scratch))).await {
+            outcome = Err(e.into());
+            break;
+        }
+        // Partitions are left out with the operations on them: the table's other changes are
+        // judged on the table alone.
+        let plain = strata_engine::admin::strip_auto_increment(&create);
+        let plain = plain
+            .split_once("\n PARTITION BY ")
+            .or_else(|| plain.split_once(" PARTITION BY "))
+            .map_or(plain.as_str(), |(head, _)| head)
+            .to_string();
+        if let Err(e) = conn.query_drop(plain).await {
+            outcome = Err(e.into());
+            break;
+        }
+        for st in statements {
+            if st.to_ascii_uppercase().contains("PARTITION") {
+                continue;
+            }
+            let online = format!("{}, ALGORITHM=INPLACE, LOCK=NONE", st.trim_end_matches(';'));
+            match conn.query_drop(online).await {
+                Ok(()) => {}
+                Err(strata_engine::mysql_async::Error::Server(e))
+                    if matches!(e.code, 1845 | 1846) =>
+                {
+                    found.push(BlockingChange {
+                        table: table.clone(),
+                        reason: e.message.clone(),
+                        rows: rows.unwrap_or(0),
+                    });
+                    // The change is judged; the rest of the table's statements build on it.
+                    let _ = conn.query_drop(st.as_str()).await;
+                }
+                // Anything else (a key the empty copy cannot take) says nothing of blocking.
+                Err(_) => {}
+            }
+        }
+    }
+    let _ = conn.query_drop(format!("USE {}", q(schema))).await;
+    conn.query_drop(format!("DROP DATABASE IF EXISTS {}", q(&scratch)))
+        .await?;
+    outcome.map(|()| found)
+}
+
 /// Applies an instant deploy (after [`instant_eligible`]): creates, instant alters, drops, views.
 async fn instant_ddl(conn: &mut Conn, statement: &str) -> Result<Duration> {
     ddl_with_timeout(conn, statement, Duration::from_millis(500), 20).await

@@ -1754,13 +1754,19 @@ fn a_revert_window_stays_open_until_the_next_deploy_cuts_over() {
         "strata_admin",
         "ALTER TABLE shop.t ADD COLUMN a2 INT NULL",
     );
-    s.json(&[
+    let second = s.json(&[
         "deploy-request",
         "create",
         "shop",
         "dev",
         "--disable-auto-apply",
     ]);
+    assert!(
+        second["warnings"]
+            .to_string()
+            .contains("ends the revert window of deploy request #1"),
+        "said before the deploy: {second}"
+    );
     s.json(&["deploy-request", "deploy", "shop", "2"]);
     wait_state(&s, "2", &["pending_cutover"], 300);
     let first = s.json(&["deploy-request", "progress", "shop", "1"]);
@@ -2966,4 +2972,85 @@ fn foreign_keys_hold_through_deploys_and_reverts_under_writers() {
     s.ok(&["branch", "delete", "shop", "parent", "--force"]);
     let shown = s.json(&["deploy-request", "show", "shop", "1"]);
     assert_eq!(shown["deployment_state"], "complete_revert", "{shown}");
+}
+
+/// An in-place change the server can make only by rebuilding the table while holding its writers
+/// (a column type change on a table whose foreign key cascades) is refused before anything is
+/// queued when the table is large, with the server's reason, and said as a warning when it is
+/// small.
+#[test]
+fn an_in_place_change_that_would_hold_writers_is_refused_before_it_is_queued() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let main_id = s.new_database("shop");
+    s.json(&["database", "update", "shop", "--allow-foreign-keys", "true"]);
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "USE shop;
+         CREATE TABLE users (id BIGINT PRIMARY KEY);
+         CREATE TABLE big (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, note VARCHAR(20) NULL, KEY (user_id), CONSTRAINT fk_big FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE);
+         CREATE TABLE small (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, note VARCHAR(20) NULL, KEY (user_id), CONSTRAINT fk_small FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE);
+         INSERT INTO users SELECT seq FROM seq_1_to_30000;
+         INSERT INTO big SELECT seq, seq, '7' FROM seq_1_to_30000;
+         INSERT INTO small SELECT seq, seq, '7' FROM seq_1_to_50;
+         ANALYZE TABLE big, small;",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let before = schema_of(&s, "main");
+    let id = |name: &str| {
+        s.json(&["branch", "create", "shop", name, "--wait"])["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (big, small) = (id("big"), id("small"));
+    s.sql_ok(
+        &big,
+        "strata_admin",
+        "ALTER TABLE shop.big MODIFY note BIGINT NULL",
+    );
+    let r = s.json(&["deploy-request", "create", "shop", "big"]);
+    assert_eq!(r["deployment_state"], "error", "{r}");
+    let problems = r["problems"].to_string();
+    assert!(
+        problems.contains("the change to `big` cannot be made online")
+            && problems.contains("Cannot change column type"),
+        "refused with the server's reason: {r}"
+    );
+    let o = s.cli(&["deploy-request", "deploy", "shop", "1", "--wait"]);
+    assert!(!o.status.success(), "deployed: {r}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot be made online"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(schema_of(&s, "main"), before, "nothing was changed");
+    // The same change of a small table is deployable, and said.
+    s.sql_ok(
+        &small,
+        "strata_admin",
+        "ALTER TABLE shop.small MODIFY note BIGINT NULL",
+    );
+    let r = s.json(&["deploy-request", "create", "shop", "small"]);
+    assert_eq!(r["deployment_state"], "ready", "{r}");
+    assert!(
+        r["warnings"]
+            .to_string()
+            .contains("the change to `small` cannot be made online"),
+        "said, as a warning: {r}"
+    );
+    s.ok(&["deploy-request", "deploy", "shop", "2", "--wait"]);
+    let create = s.sql_ok(&main_id, "strata_admin", "SHOW CREATE TABLE shop.small");
+    assert!(create.contains("`note` bigint"), "{create}");
+    let scratch = s.sql_ok(
+        &main_id,
+        "strata_root",
+        "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '%probe%'",
+    );
+    assert_eq!(
+        scratch.lines().last(),
+        Some("0"),
+        "the scratch database is gone"
+    );
 }
