@@ -9,9 +9,10 @@
 //! A client is held at most [`GATE_WAIT_MAX`] at a closing ([`Gate::enter`]); a transaction under way is
 //! held only at a closing of every statement ([`Gate::close_all`]), at most [`GATE_WAIT_ALL_MAX`].
 
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// How long one closing of the gate lasts at most before it opens again for [`GATE_REST`].
 pub const GATE_HOLD: Duration = Duration::from_millis(250);
@@ -40,8 +41,12 @@ pub struct Gate {
     closers: watch::Sender<u32>,
     /// Closings that hold every statement, also inside transactions (see [`Gate::close_all`]).
     all: watch::Sender<u32>,
-    /// Statements running on the branch through the front doors (see [`Gate::enter`]).
-    running: watch::Sender<u32>,
+    /// Statements running on the branch through the front doors (see [`Gate::enter`]). An
+    /// atomic, not a channel: it changes twice per statement, and only [`Gate::idle`] waits on
+    /// it (`idle_waiters` say whether anyone does, `idled` wakes them).
+    running: AtomicU32,
+    idle_waiters: AtomicU32,
+    idled: Notify,
     ended: std::sync::Mutex<Vec<Ended>>,
 }
 
@@ -60,7 +65,9 @@ impl Default for Gate {
         Gate {
             closers: watch::channel(0).0,
             all: watch::channel(0).0,
-            running: watch::channel(0).0,
+            running: AtomicU32::new(0),
+            idle_waiters: AtomicU32::new(0),
+            idled: Notify::new(),
             ended: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -127,10 +134,29 @@ impl Gate {
 
     /// Waits until no statement runs through the front doors, at most `max`; true when none does.
     pub async fn idle(&self, max: Duration) -> bool {
-        let mut rx = self.running.subscribe();
-        tokio::time::timeout(max, rx.wait_for(|n| *n == 0))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.idle_waiters.fetch_add(1, SeqCst);
+        let until = tokio::time::Instant::now() + max;
+        let idle = loop {
+            // Registered before the count is read: a statement that ends after the read finds
+            // this waiter and wakes it.
+            let idled = self.idled.notified();
+            tokio::pin!(idled);
+            idled.as_mut().enable();
+            if self.running.load(SeqCst) == 0 {
+                break true;
+            }
+            if tokio::time::timeout_at(until, idled).await.is_err() {
+                break self.running.load(SeqCst) == 0;
+            }
+        };
+        self.idle_waiters.fetch_sub(1, SeqCst);
+        idle
+    }
+
+    fn leave(&self) {
+        if self.running.fetch_sub(1, SeqCst) == 1 && self.idle_waiters.load(SeqCst) > 0 {
+            self.idled.notify_waiters();
+        }
     }
 
     /// Before a statement: waits while the gate is closed to it (a new transaction, or a
@@ -142,7 +168,7 @@ impl Gate {
         loop {
             // Counted first, then the closings read: a closing of every statement that comes
             // after the count waits for this statement, one before it is seen here.
-            self.running.send_modify(|n| *n += 1);
+            self.running.fetch_add(1, SeqCst);
             let held_all = *self.all.borrow() > 0;
             let held = held_all || (!in_transaction && self.is_closed());
             // A closing of every statement lasts one swap (milliseconds); its bound is only
@@ -151,7 +177,7 @@ impl Gate {
             if !held || tokio::time::Instant::now() >= until {
                 return Running { gate: self.clone() };
             }
-            self.running.send_modify(|n| *n = n.saturating_sub(1));
+            self.leave();
             let mut all = self.all.subscribe();
             let mut closers = self.closers.subscribe();
             let open = async {
@@ -187,7 +213,7 @@ pub struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.gate.running.send_modify(|n| *n = n.saturating_sub(1));
+        self.gate.leave();
     }
 }
 
@@ -303,6 +329,33 @@ mod tests {
         let _in_transaction = g.enter(true, Duration::from_secs(5)).await;
         assert!(started.elapsed() < Duration::from_secs(1));
         drop(closed);
+    }
+
+    /// A wait for the branch to be idle ends as the last statement running ends, on another
+    /// thread too, not at its bound.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wait_for_idle_ends_when_the_last_statement_does() {
+        let g = Gate::new();
+        for _ in 0..200 {
+            let (a, b) = (
+                g.enter(true, GATE_WAIT_MAX).await,
+                g.enter(false, GATE_WAIT_MAX).await,
+            );
+            let ender = tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                drop(a);
+                tokio::task::yield_now().await;
+                drop(b);
+            });
+            let started = std::time::Instant::now();
+            assert!(g.idle(Duration::from_secs(5)).await);
+            assert!(started.elapsed() < Duration::from_secs(1));
+            ender.await.unwrap();
+        }
+        let held = g.enter(true, GATE_WAIT_MAX).await;
+        assert!(!g.idle(Duration::from_millis(20)).await, "one runs");
+        drop(held);
+        assert!(g.idle(Duration::from_millis(20)).await);
     }
 
     #[tokio::test]
