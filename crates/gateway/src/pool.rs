@@ -239,6 +239,10 @@ impl Pools {
 
     fn pool(&self, key: &PoolKey) -> Arc<Pool> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        // Found without cloning the key (two strings) at every lease.
+        if let Some(p) = map.get(key) {
+            return p.clone();
+        }
         map.entry(key.clone())
             .or_insert_with(|| {
                 Arc::new(Pool {
@@ -257,10 +261,14 @@ impl Pools {
     /// waits for one to come back.
     pub async fn acquire(&self, key: &PoolKey, target: &Target) -> Result<Lease, PoolError> {
         let pool = self.pool(key);
-        let permit = tokio::time::timeout(self.wait, pool.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| PoolError::Exhausted(self.wait))?
-            .map_err(|_| PoolError::Exhausted(self.wait))?;
+        // A free slot is taken at once, without a timer.
+        let permit = match pool.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::time::timeout(self.wait, pool.slots.clone().acquire_owned())
+                .await
+                .map_err(|_| PoolError::Exhausted(self.wait))?
+                .map_err(|_| PoolError::Exhausted(self.wait))?,
+        };
         loop {
             let candidate = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             match candidate {

@@ -970,13 +970,17 @@ impl Session {
         let Some(id) = stmt else {
             return Ok((lease, packet.clone()));
         };
-        let Some(sql) = self.stmts.get(&id).map(|s| s.sql.clone()) else {
-            self.settle(lease, false);
-            return Err(unknown_statement(id, "mysqld_stmt_execute"));
+        // Its text is cloned only when the backend connection must prepare it.
+        let sql = match self.stmts.get(&id) {
+            None => {
+                self.settle(lease, false);
+                return Err(unknown_statement(id, "mysqld_stmt_execute"));
+            }
+            Some(s) => match lease.backend.statement(&s.sql) {
+                Some(backend_id) => return Ok((lease, with_stmt_id(packet, backend_id))),
+                None => s.sql.clone(),
+            },
         };
-        if let Some(backend_id) = lease.backend.statement(&sql) {
-            return Ok((lease, with_stmt_id(packet, backend_id)));
-        }
         match prepare_on(&mut lease.backend, &sql).await {
             Ok(frames) => {
                 let p = frames[0].payload();

@@ -72,18 +72,6 @@ pub fn row_names_artifact(row: &[u8], columns: &[usize]) -> bool {
     false
 }
 
-/// The column type byte of a column definition (after its six strings and the 0x0C length).
-fn column_type(column_definition: &[u8]) -> Option<u8> {
-    let mut r = Reader::new(column_definition);
-    for _ in 0..6 {
-        r.lenenc_bytes().ok()?;
-    }
-    r.lenenc_int().ok()?;
-    r.u16().ok()?;
-    r.u32().ok()?;
-    r.u8().ok()
-}
-
 /// The size of a binary-protocol value of `column_type` at the start of `rest`, if it can be told.
 fn binary_value_len(column_type: u8, rest: &[u8]) -> Option<usize> {
     match column_type {
@@ -165,16 +153,32 @@ impl ArtifactRows {
             self.seen = 0;
             self.in_rows = false;
         }
-        if names_objects(definition) {
-            self.columns.push(self.seen);
+        // One reading of the definition: its six strings, then the fixed part.
+        let mut r = Reader::new(definition);
+        let mut field = || r.lenenc_bytes().ok();
+        let (_catalog, schema, _table, _org_table, _name, org_name) =
+            (field(), field(), field(), field(), field(), field());
+        if let (Some(schema), Some(org_name)) = (schema, org_name) {
+            if reads_object_names(schema, org_name) {
+                self.columns.push(self.seen);
+            }
         }
-        self.types.push(column_type(definition).unwrap_or(0xFE));
+        let ty = (|| {
+            r.lenenc_int().ok()?;
+            r.u16().ok()?;
+            r.u32().ok()?;
+            r.u8().ok()
+        })();
+        self.types.push(ty.unwrap_or(0xFE));
         self.seen += 1;
     }
 
     /// A row arrived (`binary`: of a prepared statement): true when it is to be left out.
     pub fn hide(&mut self, row: &[u8], binary: bool) -> bool {
         self.in_rows = true;
+        if self.columns.is_empty() {
+            return false;
+        }
         let hide = if binary {
             binary_row_names_artifact(row, &self.types, &self.columns)
         } else {
