@@ -55,8 +55,9 @@ pub struct Backend {
     /// When the server last read this connection's database privileges (login, or `USE`): it
     /// keeps them until the connection changes database again.
     pub privileges_read: Instant,
-    /// Statements prepared on this connection, by text.
-    statements: std::collections::HashMap<bytes::Bytes, u32>,
+    /// Statements prepared on this connection, by text (a client's text: hashed with a seeded,
+    /// well-mixing hasher, fast enough to do at every execute).
+    statements: std::collections::HashMap<bytes::Bytes, u32, foldhash::quality::RandomState>,
     /// COM_STMT_CLOSE packets to send before the next command (they get no answer).
     pending_close: Vec<Vec<u8>>,
     /// The session's statement time limit (`max_statement_time`), set again after a reset.
@@ -115,7 +116,7 @@ impl Backend {
             addr,
             last_used: Instant::now(),
             privileges_read: Instant::now(),
-            statements: std::collections::HashMap::new(),
+            statements: Default::default(),
             pending_close: Vec::new(),
             statement_limit: None,
             diagnostics: false,

@@ -150,7 +150,7 @@ impl Lease {
 pub struct Pools {
     size: usize,
     wait: Duration,
-    map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    map: Mutex<foldhash::HashMap<PoolKey, Arc<Pool>>>,
     branches: BranchCounts,
 }
 
@@ -172,7 +172,7 @@ impl Pools {
         Pools {
             size: size.max(1),
             wait,
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(foldhash::HashMap::default()),
             branches: Arc::new(Mutex::new(Counts::default())),
         }
     }

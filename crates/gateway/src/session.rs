@@ -71,7 +71,7 @@ struct Session {
     found_rows: u64,
     shared: Arc<crate::SessionShared>,
     /// Prepared statements by the ids this client knows; backends get them prepared on demand.
-    stmts: std::collections::HashMap<u32, ClientStmt>,
+    stmts: foldhash::HashMap<u32, ClientStmt>,
     next_stmt: u32,
     /// While this session runs a query others wait on: the response, kept to share.
     capture: Option<Captured>,
@@ -179,7 +179,7 @@ pub(crate) async fn run(
         state_lost: false,
         found_rows: 0,
         shared,
-        stmts: std::collections::HashMap::new(),
+        stmts: foldhash::HashMap::default(),
         next_stmt: 1,
         capture: None,
         seat,
