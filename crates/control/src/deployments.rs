@@ -427,11 +427,25 @@ impl Platform {
             )
             .await
             {
-                Ok(stall) => stall,
+                Ok(stall) => Some(stall),
+                // Long transactions in the way: the revert stays under way and the worker goes
+                // on trying, as a deploy's cut-over waits (forced past `force_cutover_after`, or
+                // at `force-cutover`); the answer says so. It was told as a failure once, and the
+                // worker then finished it.
+                Err(e @ strata_deploy::DeployError::LockTimeout { .. }) => {
+                    let message = run::plain_names(&plan, &e.to_string());
+                    d.error = Some(format!("{DELAYED}: {message}"));
+                    let mut p = progress_of(&d);
+                    p.delayed_since.get_or_insert_with(now_millis);
+                    set_progress(&mut d, &p);
+                    self.save(&mut d)?;
+                    tracing::info!(deployment = %d.id, error = %message, "revert delayed: the worker goes on");
+                    None
+                }
                 Err(e) => {
-                    // Refused at the swap (a write that arrived after the check), or no moment
-                    // free of transactions: nothing was swapped, so the deployment stays as it
-                    // was, its window open, and the caller is told why.
+                    // Refused at the swap (a write that arrived after the check): nothing was
+                    // swapped, so the deployment stays as it was, its window open, and the
+                    // caller is told why.
                     if run::revert_untouched(&mut conn, &database.name, &plan)
                         .await
                         .unwrap_or(false)
@@ -458,6 +472,12 @@ impl Platform {
                     }
                     return Err(deploy_err(e));
                 }
+            };
+            let Some(stall) = stall else {
+                let _ = conn.disconnect().await;
+                drop(_guard);
+                self.wake_deploys();
+                return self.status_of(&database, request).await;
             };
             let mut p = progress_of(&d);
             // The deploy's migrations undone in the log, so the framework sees them so; rows
@@ -1647,6 +1667,17 @@ impl Platform {
             p.phase = "reverted".into();
             p.revert_stall_ms = Some(p.revert_stall_ms.unwrap_or(0) + stall.as_millis() as u64);
             set_progress(&mut d, &p);
+            // The branch's base takes the old schema back, as when the revert command finishes
+            // it: else the branch's own changes no longer showed in its diff, and a rebase
+            // dropped them.
+            let request = self
+                .catalog()
+                .deploy_requests(&database.id)?
+                .into_iter()
+                .find(|r| r.id == d.deploy_request_id);
+            if let Some(request) = request {
+                self.refresh_base(&database, &request).await?;
+            }
         }
         if end == "complete_cancel" && placement == Placement::Swapped {
             // The cut-over won the race with the cancel: the deploy stands, with its window.

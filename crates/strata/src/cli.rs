@@ -1160,7 +1160,23 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
                     .await?;
                 follow(ctx, &database, number).await?;
             } else {
-                action(ctx, &base(&database), number, "revert", "was reverted").await?;
+                let v = ctx
+                    .client
+                    .send(
+                        Method::POST,
+                        &format!("{}/{number}/revert", base(&database)),
+                        json!({}),
+                    )
+                    .await?;
+                // Long transactions in the way: the revert goes on in the background.
+                if v["deployment_state"] == "in_progress_revert" {
+                    ctx.say(&format!(
+                        "Deploy request #{number} is being reverted: long-running transactions hold its tables, and the revert goes on once they end (strata deploy-request force-cutover {database} {number} ends them; --wait follows it)."
+                    ));
+                } else {
+                    ctx.say(&format!("Deploy request #{number} was reverted."));
+                }
+                ctx.show(DEPLOY_REQUEST, &v);
             }
         }
         DeployRequestCmd::SkipRevert { database, number } => {

@@ -2752,22 +2752,30 @@ fn long_transactions_delay_a_deploy_until_its_cut_over_is_forced() {
         t0.elapsed()
     );
     rt.block_on(told_it_ended(held));
-    // The force was for that cut-over: a revert waits for a transaction holding `t` (and is
-    // refused for now), ending nobody.
+    // The force was for that cut-over: a revert waits for a transaction holding `t`, ending
+    // nobody. It is under way, delayed, and said so; it finishes once the transaction ends, and
+    // the branch's change shows in its diff again (a revert the worker finished left the branch
+    // with no changes, and a rebase then took them from it).
     let mut holder = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5004));
     let revert = s.cli(&["deploy-request", "revert", "shop", "3"]);
-    assert!(!revert.status.success(), "{revert:?}");
+    let said = String::from_utf8_lossy(&revert.stdout).to_string();
+    assert!(
+        revert.status.success() && said.contains("is being reverted"),
+        "{revert:?}"
+    );
+    let d = delayed("3");
+    assert_eq!(d["state"], "in_progress_revert", "{d}");
+    std::thread::sleep(Duration::from_secs(2));
     rt.block_on(async {
         holder.query_drop("ROLLBACK").await.unwrap();
         holder.disconnect().await.unwrap();
     });
-    // Asked for in the revert window, a force is for the revert.
-    let held = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5006));
-    s.json(&["deploy-request", "force-cutover", "shop", "3"]);
-    s.json(&["deploy-request", "revert", "shop", "3"]);
     wait_state(&s, "3", &["complete_revert"], 60);
-    let told = rt.block_on(told_it_ended(held));
-    assert!(told.contains("nothing of it was committed"), "{told}");
+    let diff = s.cli(&["branch", "diff", "shop", "dev3"]);
+    assert!(
+        String::from_utf8_lossy(&diff.stdout).contains("`c`"),
+        "the branch's change is its own again: {diff:?}"
+    );
     // 4. An instant deploy waits for a long transaction without holding the table's writers (its
     //    ALTER, queued behind the transaction, held them all for as long).
     request(4, "d");
@@ -2804,6 +2812,16 @@ fn long_transactions_delay_a_deploy_until_its_cut_over_is_forced() {
         longest < Duration::from_millis(1500),
         "a writer waited {longest:?} behind the instant deploy"
     );
+    // 5. Asked for in the revert window, a force is for the revert: it ends the transaction in
+    //    its way.
+    request(5, "e");
+    s.ok(&["deploy-request", "deploy", "shop", "5", "--wait"]);
+    let held = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5006));
+    s.json(&["deploy-request", "force-cutover", "shop", "5"]);
+    s.json(&["deploy-request", "revert", "shop", "5"]);
+    wait_state(&s, "5", &["complete_revert"], 60);
+    let told = rt.block_on(told_it_ended(held));
+    assert!(told.contains("nothing of it was committed"), "{told}");
     // A request not being deployed has no cut-over to force.
     let refused = s.cli(&["deploy-request", "force-cutover", "shop", "1"]);
     assert!(!refused.status.success());
