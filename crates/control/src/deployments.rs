@@ -382,8 +382,30 @@ impl Platform {
             let _guard = self.deploy_lock.lock().await;
             let mut d = self.deployment_for(&request)?;
             if d.state != "complete_pending_revert" {
+                // A window a later deploy closed says which one (an expired one looks the same).
+                let closed_by = (d.state == "complete")
+                    .then(|| self.catalog().deployments(&database.id).ok())
+                    .flatten()
+                    .and_then(|all| {
+                        all.into_iter()
+                            .filter(|o| {
+                                o.into_branch == d.into_branch
+                                    && o.id != d.id
+                                    && o.cutover_at.is_some()
+                                    && o.cutover_at >= d.cutover_at
+                                    && d.revert_expires_at
+                                        .zip(o.cutover_at)
+                                        .is_some_and(|(expires, cut)| cut < expires)
+                            })
+                            .min_by_key(|o| o.cutover_at)
+                    });
                 let why = if d.instant {
                     "instant deployments cannot be reverted".to_string()
+                } else if let Some(o) = closed_by {
+                    format!(
+                        "its revert window was closed when deploy request #{} was deployed into `{}`",
+                        o.deploy_request_number, d.into_branch
+                    )
                 } else {
                     format!("its deployment is {}", d.state)
                 };

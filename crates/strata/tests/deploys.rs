@@ -1784,6 +1784,13 @@ fn a_revert_window_stays_open_until_the_next_deploy_cuts_over() {
     wait_state(&s, "2", &["complete_pending_revert"], 300);
     let first = wait_state(&s, "1", &["complete"], 60);
     assert_eq!(first["revertable"], false, "{first}");
+    let refused = s.cli(&["deploy-request", "revert", "shop", "1"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("its revert window was closed when deploy request #2 was deployed"),
+        "{refused:?}"
+    );
 }
 
 /// A branch's next request holds only its own changes after a deploy and after a revert: a column
