@@ -73,7 +73,7 @@ pub(crate) struct Lost {
 /// that is certain (a transaction ended before anything committed it, or a command the server
 /// never ran because it had already ended the connection), else unknown, never "run it again".
 pub(crate) fn ended_by_cutover_message(table: &str, lost: Lost, before_sent: bool) -> String {
-    let why = format!("a deploy request's cut-over needed table `{table}` and could not wait any longer (forced cut-over)");
+    let why = format!("a deploy request's cut-over or revert needed table `{table}` and could not wait any longer (forced cut-over)");
     let certain = before_sent || (lost.in_transaction && !lost.committing);
     match (lost.in_transaction, certain) {
         (true, true) => format!("transaction ended: {why}; it was rolled back and nothing of it was committed"),

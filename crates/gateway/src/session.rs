@@ -373,6 +373,10 @@ impl Session {
     async fn abort_transaction(&mut self) {
         if let Some(mut lease) = self.pinned.take() {
             let in_transaction = self.status & status::IN_TRANS != 0;
+            // A forced cut-over (or revert) that ended it first is what the client hears.
+            let ended = self
+                .link
+                .ended_by_cutover(lease.backend.thread_id, self.lost());
             let mut ok = lease.backend.query("ROLLBACK").await.is_ok();
             let had_locks = self.tables_locked.take().is_some();
             if had_locks {
@@ -393,7 +397,9 @@ impl Session {
             );
             self.settle(lease, !ok);
             let limit = self.gw.cfg.limits.transaction_timeout;
-            self.aborted = Some(if in_transaction && had_locks {
+            self.aborted = Some(if let Some(e) = ended {
+                e
+            } else if in_transaction && had_locks {
                 // LOCK TABLES committed what ran before it: only what followed was rolled back.
                 let mut e = transaction_aborted(self.id, limit);
                 e.message = format!(
