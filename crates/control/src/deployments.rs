@@ -47,7 +47,6 @@ fn plan_of(d: &Deployment) -> Result<Plan> {
 /// The copy's shared state: its workers each take the lock only between chunks.
 struct CopyState {
     inner: std::sync::Mutex<CopyInner>,
-    started: Instant,
 }
 
 struct CopyInner {
@@ -59,7 +58,13 @@ struct CopyInner {
     retries: u64,
     /// Time the chunks' verification took (logged).
     verify: Duration,
+    /// The start of the window the copy's rate is read over (and the rows copied then): the
+    /// rate since the start, dragged down by the first small chunks, made the first ETAs wild.
+    rate_window: (Instant, u64),
 }
+
+/// How long the copy's rate is read over for its ETA.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
 
 fn lock_state(state: &CopyState) -> std::sync::MutexGuard<'_, CopyInner> {
     state.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -1228,8 +1233,8 @@ impl Platform {
                 last_save: Instant::now(),
                 retries: 0,
                 verify: Duration::ZERO,
+                rate_window: (Instant::now(), 0),
             }),
-            started,
         };
         for (i, a) in plan.online_alters().enumerate() {
             let (copied, ranges, rows) = {
@@ -1413,6 +1418,7 @@ impl Platform {
                     last_save,
                     retries,
                     verify,
+                    rate_window,
                 } = &mut *s;
                 *copied_now += chunk.rows;
                 *retries += u64::from(chunk.retries);
@@ -1427,9 +1433,14 @@ impl Platform {
                 }
                 r.remaining = remaining.or(r.remaining.map(|n| n.saturating_sub(chunk.rows)));
                 let (c, total) = p.rows();
-                let rate = *copied_now as f64 / state.started.elapsed().as_secs_f64().max(0.001);
-                p.eta_seconds =
-                    (rate > 0.0).then(|| (total.saturating_sub(c) as f64 / rate) as u64);
+                // Over the last window: none until the first one is whole.
+                let (since, then) = *rate_window;
+                if since.elapsed() >= RATE_WINDOW {
+                    let rate = (*copied_now - then) as f64 / since.elapsed().as_secs_f64();
+                    p.eta_seconds =
+                        (rate > 0.0).then(|| (total.saturating_sub(c) as f64 / rate) as u64);
+                    *rate_window = (Instant::now(), *copied_now);
+                }
                 // The checkpoint may lag the copy: chunks copied again are skipped by INSERT IGNORE.
                 if last_save.elapsed() >= Duration::from_millis(500) || done {
                     set_progress(d, p);

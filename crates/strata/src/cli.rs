@@ -1333,11 +1333,9 @@ async fn follow(ctx: &Ctx, database: &str, number: i64) -> Result<()> {
     let bar = indicatif::ProgressBar::new(1000);
     if human {
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {msg:30} [{bar:40}] {percent:>3}% {prefix}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template("{spinner} {msg:30} [{bar:40}] {prefix}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
         );
     } else {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -1354,12 +1352,15 @@ async fn follow(ctx: &Ctx, database: &str, number: i64) -> Result<()> {
         let rows = format!("{}/{} rows", d["rows_copied"], d["rows_total"]);
         let has_rows = d["tables"].as_array().is_some_and(|t| !t.is_empty());
         let delayed = d["delayed_since"].is_string();
-        bar.set_prefix(match d["eta_seconds"].as_u64() {
+        // The percentage with the figures of the same reading (drawn from the bar's own
+        // position, it could show another poll's).
+        let detail = match d["eta_seconds"].as_u64() {
             _ if delayed => "delayed: long-running transactions hold its tables (strata deploy-request force-cutover ends them)".to_string(),
             Some(s) if has_rows && phase == "copying" => format!("{rows}, ETA {s}s"),
             _ if has_rows && matches!(phase, "copying" | "building_keys") => rows,
             _ => String::new(),
-        });
+        };
+        bar.set_prefix(format!("{:>3}% {detail}", pct.floor() as u64));
         bar.tick();
         // In sync with auto-apply on (or just applied): the cut-over is about to start.
         let applying = state == "pending_cutover" && d["auto_cutover"] == true;

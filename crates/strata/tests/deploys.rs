@@ -2320,6 +2320,14 @@ fn transactions_back_to_back_never_fail_and_never_stop_a_deploy() {
         copied["phase"], "copying",
         "the writers ran during the copy: {copied}"
     );
+    // Honest progress in the middle of a copy: a share of the rows, and when the rest is done.
+    let pct = copied["progress_percentage"].as_f64().unwrap_or(-1.0);
+    assert!(pct > 0.0 && pct < 100.0, "{copied}");
+    assert!(copied["eta_seconds"].is_u64(), "{copied}");
+    assert!(
+        copied["rows_copied"].as_u64() < copied["rows_total"].as_u64(),
+        "{copied}"
+    );
     // The rest of the deploy, the cut-over and the end of the revert window under the same load:
     // the table is never free between these transactions on its own; the gateway holds new ones
     // back for a moment when a step needs it free.
