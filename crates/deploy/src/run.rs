@@ -254,6 +254,12 @@ pub async fn cleanup(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
 }
 
 async fn cleanup_steps(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
+    drop_triggers(conn, schema, plan).await?;
+    drop_tables(conn, schema, plan, &[]).await
+}
+
+/// Drops the deployment's triggers (under lock, see [`triggers_under_lock`]).
+async fn drop_triggers(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
     let triggers: Vec<(String, String)> = conn
         .exec(
             "SELECT EVENT_OBJECT_TABLE, TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND TRIGGER_NAME LIKE ? ORDER BY 1, 2",
@@ -279,12 +285,18 @@ async fn cleanup_steps(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()>
             Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// Drops the deployment's tables, but those in `kept`.
+async fn drop_tables(conn: &mut Conn, schema: &str, plan: &Plan, kept: &[String]) -> Result<()> {
     let tables: Vec<String> = conn
         .exec(
             "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE ?",
             (schema, plan.artifact_like()),
         )
         .await?;
+    let tables: Vec<String> = tables.into_iter().filter(|t| !kept.contains(t)).collect();
     // Artifacts may reference each other by foreign key (new tables of one request): any order,
     // but the markers last: a clean-up stopped half-way must still say where the tables stand
     // (a finished revert resumed after a crash is then known as finished).
@@ -330,8 +342,58 @@ pub async fn prepare(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
         .await
 }
 
+/// The tables the deployment's triggers write to: kept, emptied, by a preparation done again (see
+/// [`prepare_steps`]).
+fn trigger_targets(plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        if let Step::AlterTable(a) = step {
+            out.extend([
+                a.shadow.clone(),
+                a.old.clone(),
+                a.stub.clone(),
+                plan.revert_blocked_for(i),
+            ]);
+            out.extend(plan.deploy_blocked_for(i));
+        }
+    }
+    out
+}
+
+/// `CREATE TABLE …` as `CREATE TABLE IF NOT EXISTS …`.
+fn if_not_exists(create: &str) -> String {
+    match create.strip_prefix("CREATE TABLE ") {
+        Some(rest) if !rest.starts_with("IF NOT EXISTS") => {
+            format!("CREATE TABLE IF NOT EXISTS {rest}")
+        }
+        _ => create.to_string(),
+    }
+}
+
 async fn prepare_steps(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()> {
-    cleanup(conn, schema, plan).await?;
+    // A preparation cut short (its tables' locks not free in time) is done again from a clean
+    // slate, but the tables its triggers wrote to are kept, emptied: a prepared statement of the
+    // application compiled while those triggers stood still opens them for a moment after the
+    // triggers go (MDEV-26048), and when they were dropped and made again it failed with "Table
+    // … doesn't exist" until they were back.
+    drop_triggers(conn, schema, plan).await?;
+    let kept = trigger_targets(plan);
+    drop_tables(conn, schema, plan, &kept).await?;
+    let present: Vec<String> = conn
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE ? AND ENGINE = 'InnoDB'",
+            (schema, plan.artifact_like()),
+        )
+        .await?;
+    for t in present.iter().filter(|t| kept.contains(t)) {
+        ddl_with_timeout(
+            conn,
+            &format!("TRUNCATE TABLE {}", q(t)),
+            Duration::from_millis(500),
+            20,
+        )
+        .await?;
+    }
     if plan.online_alters().next().is_some() {
         ensure_blackhole(conn).await?;
         // The placeholders are BLACKHOLE tables; the instance enforces InnoDB for everyone else.
@@ -355,10 +417,10 @@ async fn prepare_steps(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()>
         match step {
             Step::CreateTable { create, .. } => conn.query_drop(create).await?,
             Step::AlterTable(a) => {
-                conn.query_drop(&a.shadow_create).await?;
-                conn.query_drop(sql::placeholder(&a.old, &a.old_columns))
+                conn.query_drop(if_not_exists(&a.shadow_create)).await?;
+                conn.query_drop(if_not_exists(&sql::placeholder(&a.old, &a.old_columns)))
                     .await?;
-                conn.query_drop(sql::placeholder(&a.stub, &a.new_columns))
+                conn.query_drop(if_not_exists(&sql::placeholder(&a.stub, &a.new_columns)))
                     .await?;
                 // Both directions at once, so the set of tables a write to the live table reaches
                 // never changes until the clean-up: a write that opened the table while triggers
