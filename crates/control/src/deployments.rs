@@ -100,8 +100,24 @@ fn set_progress(d: &mut Deployment, p: &Progress) {
 
 /// A digest of a schema as the server prints it (counters left out): equal digests, same schema.
 fn schema_digest(objects: &[SchemaObject]) -> String {
+    schema_digest_leaving_out(objects, &[])
+}
+
+/// The digest of the target's schema a plan compares (see `Plan::digest_leaves_out_in_place`).
+fn plan_digest(plan: &strata_deploy::Plan, objects: &[SchemaObject]) -> String {
+    if plan.digest_leaves_out_in_place {
+        schema_digest_leaving_out(objects, &plan.changed_in_place())
+    } else {
+        schema_digest(objects)
+    }
+}
+
+fn schema_digest_leaving_out(objects: &[SchemaObject], left_out: &[&str]) -> String {
     let mut h = crc32fast::Hasher::new();
-    for o in objects {
+    for o in objects
+        .iter()
+        .filter(|o| !left_out.contains(&o.name.as_str()))
+    {
         h.update(o.name.as_bytes());
         h.update(&[0]);
         h.update(strata_engine::admin::strip_auto_increment(&o.create).as_bytes());
@@ -1078,7 +1094,11 @@ impl Platform {
         let tag = format!("{:08x}", crc32fast::hash(d.id.as_bytes()));
         let mut plan = strata_deploy::plan(&tag, &target, &result, &status.changes)
             .map_err(|e| ControlError::Unprocessable(e.to_string()))?;
-        plan.target_digest = Some(schema_digest(&self.target_schema(&database, &d).await?));
+        plan.digest_leaves_out_in_place = true;
+        plan.target_digest = Some(plan_digest(
+            &plan,
+            &self.target_schema(&database, &d).await?,
+        ));
         d.plan = serde_json::to_string(&plan).map_err(|e| ControlError::Internal(e.to_string()))?;
         d.started_at = Some(now_millis());
         d.error = None;
@@ -1473,7 +1493,7 @@ impl Platform {
                 .await
                 .map_err(deploy_err)?;
             if placed == Placement::Before
-                && &schema_digest(&self.target_schema(&database, &d).await?) != want
+                && &plan_digest(&plan, &self.target_schema(&database, &d).await?) != want
             {
                 return Err(ControlError::Unprocessable(format!(
                     "the schema of `{}` changed since the deploy started (changed directly, or an earlier deploy reverted): nothing was deployed; look at the request's diff and deploy it again",

@@ -39,6 +39,12 @@ pub struct Plan {
     /// swap). Plans stored before have none.
     #[serde(default)]
     pub target_digest: Option<String>,
+    /// The digest leaves out the tables changed in place: the cut-over alters them just before
+    /// its swap, so a cut-over tried again after the swap's locks were not free found them
+    /// changed, failed saying nothing was deployed, and left them altered. Plans stored before
+    /// have `false`.
+    #[serde(default)]
+    pub digest_leaves_out_in_place: bool,
     /// The forward triggers record a write the new schema refuses (a new NOT NULL or CHECK) in
     /// the step's deploy-blocked table instead of failing the application's write; the cut-over
     /// then fails with that reason unless the rows match after all. Plans stored before have
@@ -782,6 +788,7 @@ pub fn plan(
         marked: true,
         blocked_per_table: true,
         target_digest: None,
+        digest_leaves_out_in_place: false,
         forward_guarded: true,
         keyed_blockers: true,
     })

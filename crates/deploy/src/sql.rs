@@ -1066,6 +1066,7 @@ mod tests {
             marked: true,
             blocked_per_table: true,
             target_digest: None,
+            digest_leaves_out_in_place: false,
             forward_guarded: true,
             keyed_blockers: true,
         };

@@ -3175,3 +3175,80 @@ fn a_preparation_done_again_never_fails_prepared_statements() {
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(columns(&s, &main_id), "id,v,x");
 }
+
+/// A request with a table changed in place and one swapped, whose swap waits for a long
+/// transaction: the cut-over is tried again and goes through (it had failed saying nothing was
+/// deployed, with the in-place change made).
+#[test]
+fn a_cut_over_tried_again_after_its_in_place_changes_goes_through() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let main_id = s.new_database("shop");
+    s.json(&["database", "update", "shop", "--allow-foreign-keys", "true"]);
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.users (id INT PRIMARY KEY);
+         CREATE TABLE shop.orders (id INT PRIMARY KEY, user_id INT NOT NULL, note VARCHAR(20) NULL, KEY (user_id), CONSTRAINT fk_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE);
+         CREATE TABLE shop.t (id INT NOT NULL PRIMARY KEY, v VARCHAR(32) NOT NULL);
+         INSERT INTO shop.users SELECT seq FROM seq_1_to_100;
+         INSERT INTO shop.orders SELECT seq, seq, 'n' FROM seq_1_to_100;
+         INSERT INTO shop.t SELECT seq, 'init' FROM seq_1_to_100;",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let dev = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &dev,
+        "strata_admin",
+        "ALTER TABLE shop.orders ADD INDEX idx_note (note); ALTER TABLE shop.t ADD COLUMN x INT NULL",
+    );
+    let wanted = schema_of(&s, "dev");
+    let r = s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev",
+        "--disable-auto-apply",
+    ]);
+    assert!(
+        r["warnings"]
+            .to_string()
+            .contains("cannot be reverted: `orders` is changed in place"),
+        "{r}"
+    );
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    wait_state(&s, "1", &["pending_cutover"], 120);
+    let (user, pw, _) = password(&s, "shop", "main", "readwriter");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let held = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5001));
+    s.json(&["deploy-request", "apply", "shop", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let d = s.json(&["deploy-request", "progress", "shop", "1"]);
+        if d["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("long-running transactions"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never delayed: {d}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The in-place change is made by now; the swap waits.
+    std::thread::sleep(Duration::from_secs(2));
+    rt.block_on(async {
+        let mut held = held;
+        held.query_drop("ROLLBACK").await.unwrap();
+    });
+    let d = wait_state(
+        &s,
+        "1",
+        &["complete", "complete_pending_revert", "complete_error"],
+        120,
+    );
+    assert_ne!(d["state"], "complete_error", "{d}");
+    assert_eq!(schema_of(&s, "main"), wanted);
+}
