@@ -92,11 +92,17 @@ async fn ensure_lock_info(conn: &mut Conn) -> Result<(), DeployError> {
 /// The statement listing the other users' connections that hold a metadata lock on one of the
 /// force's tables, with the table (pure, for the tests).
 pub fn holders_query(force: &Force) -> Option<String> {
-    if force.tables.is_empty() {
+    holders_query_of(force, &[])
+}
+
+/// [`holders_query`] for the force's tables and `more` (tables joined to them by foreign keys,
+/// which a step alone locks too).
+fn holders_query_of(force: &Force, more: &[String]) -> Option<String> {
+    let tables: std::collections::BTreeSet<&String> = force.tables.iter().chain(more).collect();
+    if tables.is_empty() {
         return None;
     }
-    let names = force
-        .tables
+    let names = tables
         .iter()
         .map(|t| format!("'{}'", sql_string(t)))
         .collect::<Vec<_>>()
@@ -122,7 +128,17 @@ pub async fn end_holders(
     force: &Force,
     gate: Option<&Arc<Gate>>,
 ) -> Result<u64, DeployError> {
-    let Some(query) = holders_query(force) else {
+    end_holders_of(conn, force, gate, &[]).await
+}
+
+/// [`end_holders`] of the force's tables and of `more`.
+pub async fn end_holders_of(
+    conn: &mut Conn,
+    force: &Force,
+    gate: Option<&Arc<Gate>>,
+    more: &[String],
+) -> Result<u64, DeployError> {
+    let Some(query) = holders_query_of(force, more) else {
         return Ok(0);
     };
     ensure_lock_info(conn).await?;

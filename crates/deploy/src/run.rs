@@ -59,6 +59,7 @@ pub async fn ddl_with_timeout(
         let alone = match crate::gate::alone().await {
             Ok(a) => a,
             Err(()) if Instant::now() < until => {
+                force_alone(conn, &mut busy_since, &mut last_forced, &[]).await?;
                 tokio::time::sleep(crate::gate::ALONE_REST).await;
                 continue;
             }
@@ -115,6 +116,33 @@ pub async fn ddl_with_timeout(
     }
 }
 
+/// Under `gate::ALONE`, a step forced ([`crate::force`]) that finds statements running or its
+/// tables held: past the force's grace, it ends the holders of the deployment's tables and of
+/// `more` (the tables joined to them by foreign keys), as a forced DDL does. Without it a
+/// step alone could not be forced: a revert, or a preparation, waited for as long as the
+/// application kept those tables busy, whatever the force.
+async fn force_alone(
+    conn: &mut Conn,
+    held_since: &mut Option<Instant>,
+    last: &mut Option<Instant>,
+    more: &[String],
+) -> Result<()> {
+    let Ok(force) = crate::force::FORCE.try_with(Arc::clone) else {
+        return Ok(());
+    };
+    let gate = crate::gate::BRANCH_GATE.try_with(Arc::clone).ok();
+    let since = *held_since.get_or_insert_with(Instant::now);
+    if since.elapsed() >= crate::force::FORCE_GRACE
+        && last.is_none_or(|t| t.elapsed() >= crate::force::FORCE_GRACE)
+    {
+        *last = Some(Instant::now());
+        if force.armed() {
+            crate::force::end_holders_of(conn, &force, gate.as_ref(), more).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Takes `LOCK TABLES` (see [`ddl_with_timeout`]); under `gate::ALONE`, with the gate closed to
 /// every statement and nothing running, kept closed (the returned closing) for what the caller
 /// does under the lock: each try takes the lock at once or opens the gate again for a moment, as
@@ -127,10 +155,12 @@ async fn locked_alone(
 ) -> Result<(Option<crate::gate::ClosedAll>, Duration)> {
     let until = Instant::now() + timeout * attempts.max(1);
     let started = Instant::now();
+    let (mut held_since, mut last_forced) = (None, None);
     loop {
         let alone = match crate::gate::alone().await {
             Ok(a) => a,
             Err(()) if Instant::now() < until => {
+                force_alone(conn, &mut held_since, &mut last_forced, &[]).await?;
                 tokio::time::sleep(crate::gate::ALONE_REST).await;
                 continue;
             }
@@ -149,6 +179,7 @@ async fn locked_alone(
             Ok(_) => return Ok((alone, started.elapsed())),
             Err(DeployError::LockTimeout { .. }) if Instant::now() < until => {
                 drop(alone);
+                force_alone(conn, &mut held_since, &mut last_forced, &[]).await?;
                 tokio::time::sleep(crate::gate::ALONE_REST).await;
             }
             Err(e) => return Err(e),
@@ -2025,6 +2056,8 @@ async fn swap_alone(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let locked_tables: Vec<String> = touched.iter().cloned().collect();
+    let (mut held_since, mut last_forced) = (None, None);
     loop {
         let started = Instant::now();
         let closed = gate.close_all();
@@ -2042,6 +2075,7 @@ async fn swap_alone(
                     detail: "transactions kept them busy the whole time".into(),
                 });
             }
+            force_alone(conn, &mut held_since, &mut last_forced, &locked_tables).await?;
             // The transactions under way go on a moment before the next try.
             tokio::time::sleep(crate::gate::ALONE_REST).await;
             continue;

@@ -3252,3 +3252,52 @@ fn a_cut_over_tried_again_after_its_in_place_changes_goes_through() {
     assert_ne!(d["state"], "complete_error", "{d}");
     assert_eq!(schema_of(&s, "main"), wanted);
 }
+
+/// A revert of foreign-key tables (run with nothing of the application running) waits for a
+/// transaction holding a table it swaps, and is forced through when asked: the transaction is
+/// ended and its client told (a step alone could not be forced: it waited for good).
+#[test]
+fn a_revert_of_foreign_key_tables_is_forced_past_a_long_transaction() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let main_id = s.new_database("shop");
+    s.json(&["database", "update", "shop", "--allow-foreign-keys", "true"]);
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.users (id INT PRIMARY KEY);
+         CREATE TABLE shop.t (id INT NOT NULL PRIMARY KEY, v VARCHAR(32) NOT NULL, user_id INT NULL, KEY (user_id), CONSTRAINT fk_t_user FOREIGN KEY (user_id) REFERENCES users (id));
+         INSERT INTO shop.users SELECT seq FROM seq_1_to_100;
+         INSERT INTO shop.t SELECT seq, 'init', seq FROM seq_1_to_100;",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let dev = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(
+        &dev,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD COLUMN x INT NULL",
+    );
+    let r = s.json(&["deploy-request", "create", "shop", "dev"]);
+    assert!(
+        !r["warnings"].to_string().contains("cannot be reverted"),
+        "{r}"
+    );
+    s.ok(&["deploy-request", "deploy", "shop", "1", "--wait"]);
+    let (user, pw, _) = password(&s, "shop", "main", "readwriter");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let held = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5001));
+    let revert = s.cli(&["deploy-request", "revert", "shop", "1"]);
+    assert!(revert.status.success(), "{revert:?}");
+    let d = s.json(&["deploy-request", "progress", "shop", "1"]);
+    assert_eq!(d["state"], "in_progress_revert", "{d}");
+    let t0 = Instant::now();
+    s.json(&["deploy-request", "force-cutover", "shop", "1"]);
+    wait_state(&s, "1", &["complete_revert"], 60);
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    let told = rt.block_on(told_it_ended(held));
+    assert!(told.contains("nothing of it was committed"), "{told}");
+    assert_eq!(columns(&s, &main_id), "id,v,user_id");
+}
