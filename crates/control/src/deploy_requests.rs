@@ -523,6 +523,21 @@ impl Platform {
             }
             // Said before the deploy, not discovered after it.
             if let Ok(plan) = strata_deploy::plan("00000000", &target, &merge.result, &changes) {
+                // As PlanetScale says of it: a dropped child's rows come back as they were.
+                for s in &plan.steps {
+                    if let strata_deploy::Step::DropTable {
+                        table,
+                        foreign_keys,
+                        ..
+                    } = s
+                    {
+                        if !foreign_keys.is_empty() {
+                            status.warnings.push(format!(
+                                "Table `{table}` has foreign keys: a revert of this deploy brings its rows back as they were, and those whose parent rows were deleted meanwhile stay without them"
+                            ));
+                        }
+                    }
+                }
                 let tables = plan.changed_in_place();
                 if !tables.is_empty() {
                     status.warnings.push(format!(

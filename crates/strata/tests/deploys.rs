@@ -3300,4 +3300,17 @@ fn a_revert_of_foreign_key_tables_is_forced_past_a_long_transaction() {
     let told = rt.block_on(told_it_ended(held));
     assert!(told.contains("nothing of it was committed"), "{told}");
     assert_eq!(columns(&s, &main_id), "id,v,user_id");
+    // Dropping a child table: what a revert would bring back is said before the deploy.
+    let gone = s.json(&["branch", "create", "shop", "gone", "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.sql_ok(&gone, "strata_admin", "DROP TABLE shop.t");
+    let r = s.json(&["deploy-request", "create", "shop", "gone"]);
+    assert!(
+        r["warnings"]
+            .to_string()
+            .contains("Table `t` has foreign keys: a revert of this deploy brings its rows back"),
+        "{r}"
+    );
 }
