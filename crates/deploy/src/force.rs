@@ -98,7 +98,12 @@ pub fn holders_query(force: &Force) -> Option<String> {
 /// [`holders_query`] for the force's tables and `more` (tables joined to them by foreign keys,
 /// which a step alone locks too).
 fn holders_query_of(force: &Force, more: &[String]) -> Option<String> {
-    let tables: std::collections::BTreeSet<&String> = force.tables.iter().chain(more).collect();
+    let mut tables: Vec<&String> = Vec::new();
+    for t in force.tables.iter().chain(more) {
+        if !tables.contains(&t) {
+            tables.push(t);
+        }
+    }
     if tables.is_empty() {
         return None;
     }
