@@ -2347,7 +2347,10 @@ pub async fn in_place_blocking(
     if direct.is_empty() {
         return Ok(Vec::new());
     }
-    let scratch = format!("{}{}_probe", plan.table_prefix(), plan.tag);
+    // Its own scratch database: two checks of one request at once must not drop each other's.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let scratch = format!("{}{}_probe{n}", plan.table_prefix(), plan.tag);
     conn.query_drop("SET SESSION foreign_key_checks = 0")
         .await?;
     conn.query_drop(format!("DROP DATABASE IF EXISTS {}", q(&scratch)))
