@@ -1006,9 +1006,38 @@ impl Platform {
         self.save(&mut d)
     }
 
+    /// The number of a deploy request into the same branch reverted after `d` started (and
+    /// planned against the target's schema), if any.
+    fn reverted_since_start(&self, d: &Deployment) -> Option<i64> {
+        let started = d.started_at?;
+        plan_of(d).ok()?.target_digest.as_ref()?;
+        self.catalog()
+            .deployments(&d.database_id)
+            .ok()?
+            .into_iter()
+            .find(|o| {
+                o.id != d.id
+                    && o.into_branch == d.into_branch
+                    && o.state == "complete_revert"
+                    && o.finished_at.is_some_and(|f| f > started)
+            })
+            .map(|o| o.deploy_request_number)
+    }
+
     /// One step of the state machine; returns the deployment as saved.
     async fn advance(&self, d: Deployment) -> Result<Deployment> {
         let database = self.catalog().database_by_id(&d.database_id)?;
+        // A revert into the same branch since this deployment started changed the schema it
+        // planned against: its cut-over would refuse. Said now, before a forced step ends anyone's
+        // transaction for a deployment already decided.
+        if matches!(d.state.as_str(), "in_progress" | "pending_cutover") {
+            if let Some(number) = self.reverted_since_start(&d) {
+                return Err(ControlError::Unprocessable(format!(
+                    "the schema of `{}` changed since the deploy started (deploy request #{number} was reverted): nothing was deployed; look at the request's diff and deploy it again",
+                    d.into_branch
+                )));
+            }
+        }
         match d.state.as_str() {
             "queued" => self.start(database, d).await,
             "in_progress" => self.copy(database, d).await,

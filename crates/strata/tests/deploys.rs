@@ -3314,3 +3314,63 @@ fn a_revert_of_foreign_key_tables_is_forced_past_a_long_transaction() {
         "{r}"
     );
 }
+
+/// A deploy waiting for a long transaction when an earlier deploy into the same branch is
+/// reverted fails at once, saying why, and ends nobody's transaction (it waited, then forced its
+/// step, and only then failed).
+#[test]
+fn a_deploy_planned_before_a_revert_fails_at_once_ending_nobody() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let main_id = s.new_database("shop");
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.a (id INT PRIMARY KEY);
+         CREATE TABLE shop.t (id INT NOT NULL PRIMARY KEY, v VARCHAR(32) NOT NULL);
+         INSERT INTO shop.a SELECT seq FROM seq_1_to_100;
+         INSERT INTO shop.t SELECT seq, 'init' FROM seq_1_to_100;",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let branch = |name: &str, sql: &str| {
+        let id = s.json(&["branch", "create", "shop", name, "--wait"])["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        s.sql_ok(&id, "strata_admin", sql);
+        s.json(&["deploy-request", "create", "shop", name]);
+    };
+    branch("one", "ALTER TABLE shop.a ADD COLUMN y INT NULL");
+    s.ok(&["deploy-request", "deploy", "shop", "1", "--wait"]);
+    branch("two", "ALTER TABLE shop.t ADD COLUMN x INT NULL");
+    let (user, pw, _) = password(&s, "shop", "main", "readwriter");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut held = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5001));
+    s.json(&["deploy-request", "deploy", "shop", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = s.json(&["deploy-request", "progress", "shop", "2"]);
+        if d["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("long-running transactions"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never delayed: {d}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    s.ok(&["deploy-request", "revert", "shop", "1", "--wait"]);
+    let d = wait_state(&s, "2", &["complete_error"], 30);
+    assert!(
+        d["error"]
+            .to_string()
+            .contains("deploy request #1 was reverted"),
+        "{d}"
+    );
+    rt.block_on(async {
+        held.query_drop("COMMIT")
+            .await
+            .expect("the transaction was left alone");
+    });
+    assert_eq!(columns(&s, &main_id), "id,v");
+}
