@@ -31,6 +31,7 @@ pub const DATABASE_SETTINGS: &[Column] = &[
     ("MIGRATION FRAMEWORK", "/migration_framework"),
     ("MIGRATION TABLE", "/migration_table_name"),
     ("REQUIRE APPROVAL", "/require_approval_for_deploy"),
+    ("AGGRESSIVE CUTOVER", "/aggressive_cutover"),
     ("DELETION PROTECTED", "/deletion_protected"),
 ];
 pub const BRANCH: &[Column] = &[
