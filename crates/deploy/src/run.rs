@@ -1847,17 +1847,7 @@ async fn checked_rename(
         let (_alone, waited) =
             locked_alone(conn, &format!("LOCK TABLES {locks}"), timeout, attempts).await?;
         let held = Instant::now();
-        match refusal(conn, check).await {
-            Ok(None) => {}
-            Ok(Some(refused)) => {
-                conn.query_drop("UNLOCK TABLES").await?;
-                return Err(refused);
-            }
-            Err(e) => {
-                let _ = conn.query_drop("UNLOCK TABLES").await;
-                return Err(e);
-            }
-        }
+        refused_unlocking(conn, check).await?;
         let bounded = format!(
             "SET STATEMENT lock_wait_timeout={} FOR {rename}",
             timeout.as_secs_f64().ceil().max(1.0) as u64 + 5
@@ -1915,6 +1905,22 @@ async fn checked_rename(
 /// What is left of a swap: the groups of RENAME pairs, each group's check, and how many pairs
 /// are done already.
 type Swap<'a> = (&'a [Vec<(String, String)>], &'a [Option<Check>], usize);
+
+/// Under the caller's `LOCK TABLES`: a refusal the group's blocked table records ends the swap,
+/// the lock released.
+async fn refused_unlocking(conn: &mut Conn, check: &Check) -> Result<()> {
+    match refusal(conn, check).await {
+        Ok(None) => Ok(()),
+        Ok(Some(refused)) => {
+            conn.query_drop("UNLOCK TABLES").await?;
+            Err(refused)
+        }
+        Err(e) => {
+            let _ = conn.query_drop("UNLOCK TABLES").await;
+            Err(e)
+        }
+    }
+}
 
 /// The refusal a group's blocked table records (read under the caller's lock), if any.
 async fn refusal(conn: &mut Conn, check: &Check) -> Result<Option<DeployError>> {
@@ -2081,17 +2087,7 @@ async fn swap_alone(
             continue;
         }
         for check in &remaining_checks {
-            match refusal(conn, check).await {
-                Ok(None) => {}
-                Ok(Some(refused)) => {
-                    conn.query_drop("UNLOCK TABLES").await?;
-                    return Err(refused);
-                }
-                Err(e) => {
-                    let _ = conn.query_drop("UNLOCK TABLES").await;
-                    return Err(e);
-                }
-            }
+            refused_unlocking(conn, check).await?;
         }
         conn.query_drop("UNLOCK TABLES").await?;
         if forward && done == 0 {
@@ -2347,6 +2343,77 @@ pub async fn in_place_blocking(
     if direct.is_empty() {
         return Ok(Vec::new());
     }
+    // The server's verdict depends on the table's definition and the statements only: kept, so a
+    // request looked at again (every listing of the requests) makes no scratch database again.
+    static VERDICTS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<u64, Vec<String>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let verdicts = || VERDICTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut judged = Vec::new();
+    let mut to_probe = Vec::new();
+    for (table, statements) in direct {
+        let create: Option<(String, String)> = conn
+            .query_first(format!("SHOW CREATE TABLE {}.{}", q(schema), q(table)))
+            .await?;
+        let Some((_, create)) = create else { continue };
+        let rows: Option<u64> = conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (schema, table),
+            )
+            .await
+            .unwrap_or(None);
+        // Partitions are left out with the operations on them: the table's other changes are
+        // judged on the table alone.
+        let plain = strata_engine::admin::strip_auto_increment(&create);
+        let plain = plain
+            .split_once("\n PARTITION BY ")
+            .or_else(|| plain.split_once(" PARTITION BY "))
+            .map_or(plain.as_str(), |(head, _)| head)
+            .to_string();
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&plain, statements).hash(&mut h);
+            h.finish()
+        };
+        if verdicts().get(&key).is_none() {
+            to_probe.push((key, plain, statements));
+        }
+        judged.push((table, key, rows.unwrap_or(0)));
+    }
+    if !to_probe.is_empty() {
+        let probed = probe_in_scratch(conn, schema, plan, &to_probe).await?;
+        let mut v = verdicts();
+        if v.len() > 4096 {
+            v.clear();
+        }
+        v.extend(probed);
+    }
+    let v = verdicts();
+    Ok(judged
+        .into_iter()
+        .flat_map(|(table, key, rows)| {
+            v.get(&key)
+                .into_iter()
+                .flatten()
+                .map(move |reason| BlockingChange {
+                    table: table.clone(),
+                    reason: reason.clone(),
+                    rows,
+                })
+        })
+        .collect())
+}
+
+/// Tries each table's statements on an empty copy of it in a scratch database (see
+/// [`in_place_blocking`]): the server's reasons, per table.
+async fn probe_in_scratch(
+    conn: &mut Conn,
+    schema: &str,
+    plan: &Plan,
+    tables: &[(u64, String, &Vec<String>)],
+) -> Result<Vec<(u64, Vec<String>)>> {
     // Its own scratch database: two checks of one request at once must not drop each other's.
     static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -2359,42 +2426,17 @@ pub async fn in_place_blocking(
         .await?;
     let mut found = Vec::new();
     let mut outcome = Ok(());
-    for (table, statements) in direct {
-        let create: Option<(String, String)> = match conn
-            .query_first(format!("SHOW CREATE TABLE {}.{}", q(schema), q(table)))
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                outcome = Err(e.into());
-                break;
-            }
-        };
-        let Some((_, create)) = create else { continue };
-        let rows: Option<u64> = conn
-            .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (schema, table),
-            )
-            .await
-            .unwrap_or(None);
+    for (key, create, statements) in tables {
         if let Err(e) = conn.query_drop(format!("USE {}", q(&scratch))).await {
             outcome = Err(e.into());
             break;
         }
-        // Partitions are left out with the operations on them: the table's other changes are
-        // judged on the table alone.
-        let plain = strata_engine::admin::strip_auto_increment(&create);
-        let plain = plain
-            .split_once("\n PARTITION BY ")
-            .or_else(|| plain.split_once(" PARTITION BY "))
-            .map_or(plain.as_str(), |(head, _)| head)
-            .to_string();
-        if let Err(e) = conn.query_drop(plain).await {
+        if let Err(e) = conn.query_drop(create.as_str()).await {
             outcome = Err(e.into());
             break;
         }
-        for st in statements {
+        let mut reasons = Vec::new();
+        for st in statements.iter() {
             if st.to_ascii_uppercase().contains("PARTITION") {
                 continue;
             }
@@ -2404,11 +2446,7 @@ pub async fn in_place_blocking(
                 Err(strata_engine::mysql_async::Error::Server(e))
                     if matches!(e.code, 1845 | 1846) =>
                 {
-                    found.push(BlockingChange {
-                        table: table.clone(),
-                        reason: e.message.clone(),
-                        rows: rows.unwrap_or(0),
-                    });
+                    reasons.push(e.message.clone());
                     // The change is judged; the rest of the table's statements build on it.
                     let _ = conn.query_drop(st.as_str()).await;
                 }
@@ -2416,6 +2454,7 @@ pub async fn in_place_blocking(
                 Err(_) => {}
             }
         }
+        found.push((*key, reasons));
     }
     let _ = conn.query_drop(format!("USE {}", q(schema))).await;
     conn.query_drop(format!("DROP DATABASE IF EXISTS {}", q(&scratch)))
