@@ -2544,6 +2544,28 @@ async fn hold_t(opts: mysql_async::Opts, id: i64) -> mysql_async::Conn {
     c
 }
 
+/// Waits until deploy request `number` of `shop` says its step is delayed by long-running
+/// transactions; its deployment then.
+fn wait_delayed(s: &Strata, number: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = s.json(&["deploy-request", "progress", "shop", number]);
+        if d["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("Migration delayed due to long-running transactions"))
+            && d["delayed_since"].is_string()
+        {
+            return d;
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(s.root.join("up.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!("never said it was delayed: {d}\n{}", tail.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// What the held transaction's client hears next, and that nothing of it was committed.
 async fn told_it_ended(mut c: mysql_async::Conn) -> String {
     let next = c
@@ -2588,24 +2610,7 @@ fn long_transactions_delay_a_deploy_until_its_cut_over_is_forced() {
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
     let (user, pw, _) = password(&s, "shop", "main", "readwriter");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let delayed = |number: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let d = s.json(&["deploy-request", "progress", "shop", number]);
-            if d["error"].as_str().is_some_and(|e| {
-                e.starts_with("Migration delayed due to long-running transactions")
-            }) && d["delayed_since"].is_string()
-            {
-                return d;
-            }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(root.path().join("up.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                panic!("never said it was delayed: {d}\n{}", tail.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let delayed = |number: &str| wait_delayed(&s, number);
     let request = |n: usize, column: &str| {
         let branch = format!("dev{n}");
         let dev_id = s.json(&["branch", "create", "shop", &branch, "--wait"])["id"]
@@ -2892,14 +2897,7 @@ fn foreign_keys_hold_through_deploys_and_reverts_under_writers() {
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
     let schema_before = schema_of(&s, "main");
     let (user, pw, _) = password(&s, "shop", "main", "readwriter");
-    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(s.mysql_port)
-        .user(Some(user))
-        .pass(Some(pw))
-        .db_name(Some("shop"))
-        .prefer_socket(false)
-        .into();
+    let opts = shop_opts(&s, &user, &pw);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     // (parents deleted though a grandchild holds them, errors, parents deleted as they may be)
@@ -3151,18 +3149,7 @@ fn a_preparation_done_again_never_fails_prepared_statements() {
     // `t` is held by a transaction: the preparation stops at it, after `a1`'s triggers.
     let held = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5001));
     s.json(&["deploy-request", "deploy", "shop", "1"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let d = s.json(&["deploy-request", "progress", "shop", "1"]);
-        if d["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("long-running transactions"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never delayed: {d}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_delayed(&s, "1");
     rt.block_on(async {
         let mut held = held;
         held.query_drop("ROLLBACK").await.unwrap();
@@ -3225,18 +3212,7 @@ fn a_cut_over_tried_again_after_its_in_place_changes_goes_through() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let held = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5001));
     s.json(&["deploy-request", "apply", "shop", "1"]);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let d = s.json(&["deploy-request", "progress", "shop", "1"]);
-        if d["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("long-running transactions"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never delayed: {d}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_delayed(&s, "1");
     // The in-place change is made by now; the swap waits.
     std::thread::sleep(Duration::from_secs(2));
     rt.block_on(async {
@@ -3347,18 +3323,7 @@ fn a_deploy_planned_before_a_revert_fails_at_once_ending_nobody() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut held = rt.block_on(hold_t(shop_opts(&s, &user, &pw), 5001));
     s.json(&["deploy-request", "deploy", "shop", "2"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let d = s.json(&["deploy-request", "progress", "shop", "2"]);
-        if d["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("long-running transactions"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never delayed: {d}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_delayed(&s, "2");
     s.ok(&["deploy-request", "revert", "shop", "1", "--wait"]);
     let d = wait_state(&s, "2", &["complete_error"], 30);
     assert!(
