@@ -1,11 +1,15 @@
 # Shared by the bench scripts: start `strata up` on a temporary data directory and make a database
 # with an admin password. Sets: work, up (pid), gw_port, user, pass, branch, direct_port, direct_pass.
+# STRATA_BENCH_WRAP: a command `strata up` runs under (e.g. valgrind), given the work directory's
+# path as `{work}`.
 start_strata() { # extra strata up flags...
   work=$(mktemp -d "${STRATA_BENCH_DIR:-/tmp}/strata-bench-XXXX")
   export STRATA_CONFIG=$work/config.toml STRATA_LOG=${STRATA_LOG:-warn}
-  target/release/strata up --data-dir "$work/data" --listen 127.0.0.1:0 --mysql-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 "$@" >"$work/up.out" 2>"$work/up.err" &
+  local wrap=${STRATA_BENCH_WRAP:-}
+  ${wrap//\{work\}/$work} target/release/strata up --data-dir "$work/data" --listen 127.0.0.1:0 --mysql-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 "$@" >"$work/up.out" 2>"$work/up.err" &
   up=$!
-  for _ in $(seq 200); do grep -q "MySQL:" "$work/up.out" 2>/dev/null && break; sleep 0.1; done
+  # Slower under a wrapper: up to 300 s.
+  for _ in $(seq 3000); do grep -q "MySQL:" "$work/up.out" 2>/dev/null && break; sleep 0.1; done
   gw_port=$(sed -n 's/.*MySQL: *127.0.0.1:\([0-9]*\).*/\1/p' "$work/up.out")
   local S=target/release/strata
   $S database create bench --wait >/dev/null

@@ -14,26 +14,12 @@ events=${1:-3000}
 for c in valgrind callgrind_control sysbench haproxy; do
   command -v $c >/dev/null || { echo "$c missing (apt-get install valgrind sysbench haproxy)" >&2; exit 1; }
 done
+source bench/common.sh
 cargo build --release -q -p strata
-work=$(mktemp -d /tmp/strata-instr-XXXX)
-up= ha=
-trap 'kill $up $ha 2>/dev/null; wait $up $ha 2>/dev/null; rm -rf "$work"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-api=$(port); gw=$(port); http=$(port); hp=$(port)
-export STRATA_CONFIG=$work/config.toml STRATA_LOG=warn
-valgrind --tool=callgrind --callgrind-out-file="$work/gw.%p" target/release/strata up --data-dir "$work/data" \
-  --listen 127.0.0.1:$api --mysql-listen 127.0.0.1:$gw --http-listen 127.0.0.1:$http >"$work/up.out" 2>"$work/up.err" &
-up=$!
-for _ in $(seq 300); do grep -q "MySQL:" "$work/up.out" 2>/dev/null && break; sleep 1; done
-S=target/release/strata
-$S database create sbtest --wait >/dev/null
-branch=$($S branch show sbtest main -f json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-pw_json=$($S password create sbtest main bench --role admin -f json)
-user=$(echo "$pw_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["username"])')
-pass=$(echo "$pw_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["plain_text"])')
-cnf=$work/data/instances/$branch/client-strata_admin.cnf
-direct_port=$(sed -n 's/^port=//p' "$cnf")
-direct_pass=$(sed -n 's/^password=//p' "$cnf")
+ha=
+trap 'kill $ha 2>/dev/null || true; wait $ha 2>/dev/null || true; stop_strata' EXIT
+STRATA_BENCH_WRAP="valgrind --tool=callgrind --callgrind-out-file={work}/gw.%p" start_strata
+hp=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$work/haproxy.cfg" <<CFG
 global
   maxconn 4096
@@ -48,7 +34,7 @@ listen mysql
 CFG
 valgrind --tool=callgrind --callgrind-out-file="$work/ha.%p" haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
 ha=$!
-common=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=sbtest --tables=1 --table-size=10000)
+common=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=bench --tables=1 --table-size=10000)
 sysbench oltp_point_select "${common[@]}" --mysql-port="$direct_port" --mysql-user=strata_admin --mysql-password="$direct_pass" prepare >/dev/null
 sleep 5
 count() { # pid port user password -> instructions per query
@@ -69,7 +55,7 @@ for line in open(sys.argv[1]):
 print(round(total / int(sys.argv[2])))
 PY
 }
-g=$(count "$up" "$gw" "$user" "$pass")
+g=$(count "$up" "$gw_port" "$user" "$pass")
 h=$(count "$ha" "$hp" strata_admin "$direct_pass")
 echo "machine: $(nproc) cores; $(valgrind --version); sysbench $(sysbench --version | cut -d' ' -f2); $(haproxy -v | head -1 | cut -d' ' -f1-3)"
 echo "oltp_point_select, 1 thread, $events events on one connection (its login and prepared statements included)"

@@ -14,24 +14,11 @@ secs=${1:-20}
 size=${2:-100000}
 command -v sysbench >/dev/null || { echo "sysbench missing: apt-get install sysbench" >&2; exit 1; }
 command -v haproxy >/dev/null || { echo "haproxy missing: apt-get install haproxy" >&2; exit 1; }
+source bench/common.sh
 cargo build --release -q -p strata
-work=$(mktemp -d /tmp/strata-bench-XXXX)
 haproxy_pid=
-trap 'kill $up $haproxy_pid 2>/dev/null; wait $up 2>/dev/null; rm -rf "$work"' EXIT
-export STRATA_CONFIG=$work/config.toml STRATA_LOG=warn
-target/release/strata up --data-dir "$work/data" --listen 127.0.0.1:0 --mysql-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 >"$work/up.out" 2>"$work/up.err" &
-up=$!
-for _ in $(seq 100); do grep -q "MySQL:" "$work/up.out" 2>/dev/null && break; sleep 0.1; done
-gw_port=$(sed -n 's/.*MySQL: *127.0.0.1:\([0-9]*\).*/\1/p' "$work/up.out")
-S=target/release/strata
-$S database create sbtest --wait >/dev/null
-branch=$($S branch show sbtest main -f json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-pw_json=$($S password create sbtest main bench --role admin -f json)
-user=$(echo "$pw_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["username"])')
-pass=$(echo "$pw_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["plain_text"])')
-cnf=$work/data/instances/$branch/client-strata_admin.cnf
-direct_port=$(sed -n 's/^port=//p' "$cnf")
-direct_pass=$(sed -n 's/^password=//p' "$cnf")
+trap 'kill $haproxy_pid 2>/dev/null || true; stop_strata' EXIT
+start_strata
 
 # haproxy in TCP mode in front of the same instance: a byte relay, as cheap as a proxy gets.
 haproxy_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -50,7 +37,7 @@ EOF
 haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
 haproxy_pid=$!
 
-common=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=sbtest --tables=4 --table-size="$size" --percentile=50 --report-interval=0)
+common=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=bench --tables=4 --table-size="$size" --percentile=50 --report-interval=0)
 direct=(--mysql-port="$direct_port" --mysql-user=strata_admin --mysql-password="$direct_pass")
 gateway=(--mysql-port="$gw_port" --mysql-user="$user" --mysql-password="$pass")
 haproxy=(--mysql-port="$haproxy_port" --mysql-user=strata_admin --mysql-password="$direct_pass")
