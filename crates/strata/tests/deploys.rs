@@ -220,6 +220,14 @@ fn wait_state(s: &Strata, number: &str, states: &[&str], secs: u64) -> Value {
     }
 }
 
+/// Creates branch `name` of `shop` and waits for it; its id.
+fn new_branch(s: &Strata, name: &str) -> String {
+    s.json(&["branch", "create", "shop", name, "--wait"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn setup(s: &Strata) -> (String, String) {
     let main_id = s.new_database("shop");
     s.sql_ok(
@@ -231,10 +239,7 @@ fn setup(s: &Strata) -> (String, String) {
         ),
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
-    let dev_id = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let dev_id = new_branch(s, "dev");
     (main_id, dev_id)
 }
 
@@ -776,10 +781,7 @@ fn every_kind_of_change_deploys_exactly_and_reverts() {
     for (n, (what, sql)) in cases.iter().enumerate() {
         let number = (n + 1).to_string();
         let branch = format!("dev{n}");
-        let dev_id = s.json(&["branch", "create", "shop", &branch, "--wait"])["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let dev_id = new_branch(&s, &branch);
         s.sql_ok(&dev_id, "strata_admin", sql);
         let wanted = schema_of(&s, &branch);
         assert_ne!(wanted, before, "{what}: the branch changed nothing");
@@ -971,10 +973,7 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
 
     // Foreign keys: refused at the statement, on any branch, while the database does not allow
     // them; allowed once it does.
-    let dev_id = s.json(&["branch", "create", "shop", "fk", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let dev_id = new_branch(&s, "fk");
     let (user, pw, _) = password(&s, "shop", "fk", "admin");
     let fk = "CREATE TABLE invoices (id BIGINT PRIMARY KEY, account_id BIGINT, CONSTRAINT fk_acc FOREIGN KEY (account_id) REFERENCES accounts (id))";
     let o = s.gateway_sql(&user, &pw, &["shop"], fk);
@@ -1021,10 +1020,7 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
          INSERT INTO shop.parents VALUES (1);
          INSERT INTO shop.kids VALUES (1, 1), (2, 999), (3, NULL);",
     );
-    let kids_id = s.json(&["branch", "create", "shop", "kids-fk", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let kids_id = new_branch(&s, "kids-fk");
     s.sql_ok(
         &kids_id,
         "strata_admin",
@@ -1066,10 +1062,7 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
     // A table whose foreign key's column changes is altered in place (online: the server makes
     // these changes without a copy), said before the deploy; the time it held writers is counted
     // in the cut-over's stall.
-    let kids2 = s.json(&["branch", "create", "shop", "kids-more", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let kids2 = new_branch(&s, "kids-more");
     s.sql_ok(
         &kids2,
         "strata_admin",
@@ -1095,10 +1088,7 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
 
     // The referenced table changed alone: copied online, its children's keys follow it to the
     // new table and back on a revert, enforced all along.
-    let par = s.json(&["branch", "create", "shop", "parents-more", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let par = new_branch(&s, "parents-more");
     s.sql_ok(
         &par,
         "strata_admin",
@@ -1139,10 +1129,7 @@ fn django_and_alembic_migrate_on_a_branch_deploy_and_are_no_ops_on_main() {
         "CREATE TABLE shop.t (id BIGINT PRIMARY KEY, kid_id BIGINT, KEY (kid_id));
          INSERT INTO shop.t VALUES (1, 1);",
     );
-    let toys_id = s.json(&["branch", "create", "shop", "toys-fk", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let toys_id = new_branch(&s, "toys-fk");
     s.sql_ok(
         &toys_id,
         "strata_admin",
@@ -1346,10 +1333,7 @@ fn artifacts_are_out_of_reach_and_a_view_that_cannot_exist_is_refused_up_front()
     let before = schema_of(&s, "main");
 
     // A gated deploy sits in sync: its tables exist, and no password can reach them.
-    let dev_id = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let dev_id = new_branch(&s, "dev");
     s.sql_ok(
         &dev_id,
         "strata_admin",
@@ -1456,10 +1440,7 @@ fn a_request_deploys_what_was_queued_and_keeps_its_record() {
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
     let branch = |name: &str, sql: &str| {
-        let id = s.json(&["branch", "create", "shop", name, "--wait"])["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let id = new_branch(&s, name);
         s.sql_ok(&id, "strata_admin", sql);
         id
     };
@@ -1613,10 +1594,7 @@ fn migration_logs_of_two_branches_both_reach_main() {
     ]);
     // A branch made from main now, with one migration of its own, deployed as request `number`.
     let migrate = |b: &str, number: u32, insert: &str| {
-        let id = s.json(&["branch", "create", "shop", b, "--wait"])["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let id = new_branch(&s, b);
         (id, b.to_string(), number, insert.to_string())
     };
     let deploy = |(id, b, number, insert): (String, String, u32, String)| {
@@ -1810,12 +1788,7 @@ fn after_a_deploy_or_a_revert_a_branch_never_undoes_another_branchs_change() {
         "CREATE TABLE shop.shared (id INT PRIMARY KEY); CREATE TABLE shop.mine (id INT PRIMARY KEY)",
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
-    let branch = |name: &str| {
-        s.json(&["branch", "create", "shop", name, "--wait"])["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let branch = |name: &str| new_branch(&s, name);
     let (other, mine) = (branch("other"), branch("mine"));
     // Another team adds a column to `shared` and deploys it.
     s.sql_ok(
@@ -1913,10 +1886,7 @@ fn a_write_the_new_schema_refuses_never_fails_the_application() {
         "strata_root",
         "CREATE TABLE shop.u (id INT PRIMARY KEY, a VARCHAR(20) NULL); INSERT INTO shop.u SELECT seq, CONCAT('a', seq) FROM seq_1_to_50",
     );
-    let nn = s.json(&["branch", "create", "shop", "nn", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let nn = new_branch(&s, "nn");
     s.sql_ok(
         &nn,
         "strata_admin",
@@ -1973,10 +1943,7 @@ fn a_row_blocks_only_while_it_does_not_fit_and_a_revert_never_rounds() {
          CREATE TABLE shop.e (k VARCHAR(10) PRIMARY KEY, s ENUM('open','closed') NOT NULL, d DOUBLE NULL, v VARCHAR(5) NULL);
          INSERT INTO shop.e VALUES ('a', 'open', 0.5, 'x'), ('b', 'closed', NULL, NULL)",
     );
-    let pb = s.json(&["branch", "create", "shop", "pb", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let pb = new_branch(&s, "pb");
 
     // Forward: a write the new CHECK refuses, then taken back, no longer blocks the cut-over.
     s.sql_ok(
@@ -2148,10 +2115,7 @@ fn a_row_blocks_only_while_it_does_not_fit_and_a_revert_never_rounds() {
 
     // Forward: a value the narrowed column would cut, written while the deploy waits in sync,
     // fails the apply (nothing swapped) instead of landing cut.
-    let nar = s.json(&["branch", "create", "shop", "nar", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let nar = new_branch(&s, "nar");
     s.sql_ok(
         &nar,
         "strata_admin",
@@ -2205,10 +2169,7 @@ fn a_widened_primary_key_reverts_without_losing_rows() {
          INSERT INTO shop.acct VALUES (1, 't1', 100), (2, 't1', 200), (3, 't1', 300)",
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
-    let pk = s.json(&["branch", "create", "shop", "pk", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let pk = new_branch(&s, "pk");
     s.sql_ok(
         &pk,
         "strata_admin",
@@ -2488,10 +2449,7 @@ fn updates_through_a_passing_duplicate_leave_a_new_unique_key_deployable() {
         "strata_root",
         "CREATE TABLE shop.u (id INT NOT NULL PRIMARY KEY, v VARCHAR(10) NOT NULL); INSERT INTO shop.u VALUES (1,'x'),(2,'y'),(3,'p'),(4,'q')",
     );
-    let dev_id = s.json(&["branch", "create", "shop", "uniq", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let dev_id = new_branch(&s, "uniq");
     s.sql_ok(
         &dev_id,
         "strata_admin",
@@ -2613,10 +2571,7 @@ fn long_transactions_delay_a_deploy_until_its_cut_over_is_forced() {
     let delayed = |number: &str| wait_delayed(&s, number);
     let request = |n: usize, column: &str| {
         let branch = format!("dev{n}");
-        let dev_id = s.json(&["branch", "create", "shop", &branch, "--wait"])["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let dev_id = new_branch(&s, &branch);
         s.sql_ok(
             &dev_id,
             "strata_admin",
@@ -2953,10 +2908,7 @@ fn foreign_keys_hold_through_deploys_and_reverts_under_writers() {
         ),
         ("child", "ALTER TABLE shop.items ADD COLUMN qty INT NULL"),
     ] {
-        let id = s.json(&["branch", "create", "shop", branch, "--wait"])["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let id = new_branch(&s, branch);
         s.sql_ok(&id, "strata_admin", sql);
         let r = s.json(&["deploy-request", "create", "shop", branch]);
         assert!(
@@ -3034,12 +2986,7 @@ fn an_in_place_change_that_would_hold_writers_is_refused_before_it_is_queued() {
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
     let before = schema_of(&s, "main");
-    let id = |name: &str| {
-        s.json(&["branch", "create", "shop", name, "--wait"])["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let id = |name: &str| new_branch(&s, name);
     let (big, small) = (id("big"), id("small"));
     s.sql_ok(
         &big,
@@ -3110,10 +3057,7 @@ fn a_preparation_done_again_never_fails_prepared_statements() {
          INSERT INTO shop.t SELECT seq, 'init' FROM seq_1_to_1000;",
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
-    let dev = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let dev = new_branch(&s, "dev");
     s.sql_ok(
         &dev,
         "strata_admin",
@@ -3183,10 +3127,7 @@ fn a_cut_over_tried_again_after_its_in_place_changes_goes_through() {
          INSERT INTO shop.t SELECT seq, 'init' FROM seq_1_to_100;",
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
-    let dev = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let dev = new_branch(&s, "dev");
     s.sql_ok(
         &dev,
         "strata_admin",
@@ -3247,10 +3188,7 @@ fn a_revert_of_foreign_key_tables_is_forced_past_a_long_transaction() {
          INSERT INTO shop.t SELECT seq, 'init', seq FROM seq_1_to_100;",
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
-    let dev = s.json(&["branch", "create", "shop", "dev", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let dev = new_branch(&s, "dev");
     s.sql_ok(
         &dev,
         "strata_admin",
@@ -3277,10 +3215,7 @@ fn a_revert_of_foreign_key_tables_is_forced_past_a_long_transaction() {
     assert!(told.contains("nothing of it was committed"), "{told}");
     assert_eq!(columns(&s, &main_id), "id,v,user_id");
     // Dropping a child table: what a revert would bring back is said before the deploy.
-    let gone = s.json(&["branch", "create", "shop", "gone", "--wait"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let gone = new_branch(&s, "gone");
     s.sql_ok(&gone, "strata_admin", "DROP TABLE shop.t");
     let r = s.json(&["deploy-request", "create", "shop", "gone"]);
     assert!(
@@ -3309,10 +3244,7 @@ fn a_deploy_planned_before_a_revert_fails_at_once_ending_nobody() {
     );
     s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
     let branch = |name: &str, sql: &str| {
-        let id = s.json(&["branch", "create", "shop", name, "--wait"])["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let id = new_branch(&s, name);
         s.sql_ok(&id, "strata_admin", sql);
         s.json(&["deploy-request", "create", "shop", name]);
     };
