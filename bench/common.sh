@@ -23,8 +23,9 @@ start_strata() { # extra strata up flags...
   direct_pass=$(sed -n 's/^password=//p' "$cnf")
 }
 
-stop_strata() {
+stop_strata() { # STRATA_BENCH_LOG: a file the platform's log is kept in
   kill "$up" 2>/dev/null || true
   wait "$up" 2>/dev/null || true
+  if [ -n "${STRATA_BENCH_LOG:-}" ]; then cp "$work/up.err" "$STRATA_BENCH_LOG" || true; fi
   rm -rf "$work"
 }

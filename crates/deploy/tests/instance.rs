@@ -173,7 +173,19 @@ async fn triggers_come_and_go_without_failing_a_prepared_write() {
     server.inst.stop().await;
 }
 
+/// A connection as the deploy's copy workers have (see `run::copier_session`), on `c`'s database.
+async fn copier(c: &mut Conn) -> Conn {
+    let db: Option<String> = c.query_first("SELECT DATABASE()").await.unwrap();
+    let mut w = Conn::new(c.opts().clone()).await.unwrap();
+    w.query_drop(format!("USE `{}`", db.unwrap()))
+        .await
+        .unwrap();
+    strata_deploy::run::copier_session(&mut w).await.unwrap();
+    w
+}
+
 async fn copy_all(c: &mut Conn, a: &OnlineAlter) {
+    let c = &mut copier(c).await;
     let mut after: Option<Vec<String>> = None;
     loop {
         let chunk = strata_deploy::run::copy_chunk(c, a, after.as_deref(), None, 700)
@@ -217,31 +229,34 @@ async fn verification_catches_every_kind_of_difference() {
         .unwrap();
     assert_eq!(mismatch(&mut c, &a).await, None, "a faithful copy verifies");
     let shadow = format!("`{}`", a.shadow);
-    // A row already in the shadow with other values (the copy's INSERT IGNORE keeps it): the chunk's
-    // own check refuses the copy.
+    // A row a transaction holds while its chunk is copied (the copy passes over it), whose
+    // transaction then rolls back, so its triggers' write to the shadow goes too: the chunk's check
+    // finds it missing and copies it once the transaction is gone.
     strata_deploy::run::prepare(&mut c, "shop", &plan)
         .await
         .unwrap();
-    c.query_drop(format!(
-        "INSERT INTO {shadow} (id, v, n) VALUES (42, 'wrong', 1)"
-    ))
-    .await
-    .unwrap();
-    let e = strata_deploy::run::copy_chunk(&mut c, &a, None, None, 100)
+    let mut holder = Conn::new(server.inst.admin_opts()).await.unwrap();
+    holder.query_drop("USE shop").await.unwrap();
+    holder.query_drop("BEGIN").await.unwrap();
+    holder
+        .query_drop("UPDATE u SET n = -1 WHERE id = 42")
         .await
-        .err()
-        .expect("a differing row fails its chunk");
-    assert!(
-        matches!(
-            e,
-            DeployError::Mismatch {
-                missing: 1,
-                extra: 0,
-                ..
-            }
-        ),
-        "{e}"
-    );
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        holder.query_drop("ROLLBACK").await.unwrap();
+        holder
+    });
+    let chunk = strata_deploy::run::copy_chunk(&mut copier(&mut c).await, &a, None, None, 100)
+        .await
+        .unwrap();
+    drop(release.await.unwrap());
+    assert_eq!(chunk.rows, 100, "the held row counted once, when copied");
+    let copied: Option<(i64, Option<i64>)> = c
+        .query_first(format!("SELECT id, n FROM {shadow} WHERE id = 42"))
+        .await
+        .unwrap();
+    assert_eq!(copied, Some((42, None)), "the held row copied as committed");
     strata_deploy::run::prepare(&mut c, "shop", &plan)
         .await
         .unwrap();
@@ -298,6 +313,7 @@ async fn verification_catches_every_kind_of_difference() {
 
 /// Copies every range between `bounds` (as the parallel copy's workers do) and checks the result.
 async fn copy_in_ranges(c: &mut Conn, a: &OnlineAlter, bounds: Vec<Vec<String>>) {
+    let c = &mut copier(c).await;
     for r in strata_deploy::RangeProgress::between(bounds, None) {
         let mut after = r.from.clone();
         loop {
