@@ -15,4 +15,4 @@ scripts/deps.sh >/dev/null
 scripts/test-deps.sh >/dev/null
 STRATA_DEPLOY_CASES=$cases STRATA_DEPLOY_SEED=$seed \
   cargo test -q -p strata --test generated_deploys generated_deploys_under_mixed_writers -- --nocapture 2>&1 \
-  | grep -E -A4 "^generated deploys:|panicked|seed [0-9]+ case [0-9]+: .*(differs|errors|failed)" || true
+  | grep -E -A4 "^generated deploys:|panicked|seed [0-9]+ case [0-9]+: .*(differs|errors|failed|slow write)" || true

@@ -592,7 +592,11 @@ pub struct DeploymentView {
     pub rows_copied: u64,
     pub rows_total: u64,
     pub progress_percentage: f64,
+    /// Seconds left of the copy, or of the key build after it, at the current pace.
     pub eta_seconds: Option<u64>,
+    /// While the keys left out of the copy are built: how far the build is, in percent, as the
+    /// server reports it.
+    pub keys_percentage: Option<f64>,
     /// How long the cut-over held the application's writers, in milliseconds.
     pub cutover_stall_ms: Option<u64>,
     pub revert_stall_ms: Option<u64>,
@@ -624,6 +628,7 @@ pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
     let plan: Option<strata_deploy::Plan> = serde_json::from_str(&d.plan).ok();
     let (rows_copied, rows_total) = p.rows();
     let copying = d.state == "in_progress" && p.phase == "copying";
+    let building = d.state == "in_progress" && p.phase == "building_keys";
     let (phase, percent) = p.shown(&d.state);
     DeploymentView {
         id: d.id.clone(),
@@ -649,7 +654,8 @@ pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
         rows_copied,
         rows_total,
         progress_percentage: (percent * 10.0).round() / 10.0,
-        eta_seconds: p.eta_seconds.filter(|_| copying),
+        eta_seconds: p.eta_seconds.filter(|_| copying || building),
+        keys_percentage: p.keys_percent.filter(|_| building),
         cutover_stall_ms: p.cutover_stall_ms,
         revert_stall_ms: p.revert_stall_ms,
         // Whether a revert can be asked for now: only in the revert window.

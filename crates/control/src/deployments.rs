@@ -65,6 +65,8 @@ struct CopyInner {
 
 /// How long the copy's rate is read over for its ETA.
 const RATE_WINDOW: Duration = Duration::from_secs(2);
+/// How often the key build's progress is read and saved.
+const KEYS_REPORT_EVERY: Duration = Duration::from_millis(500);
 
 fn lock_state(state: &CopyState) -> std::sync::MutexGuard<'_, CopyInner> {
     state.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -1356,7 +1358,7 @@ impl Platform {
         } = state.inner.into_inner().unwrap_or_else(|e| e.into_inner());
         tracing::info!(deployment = %d.id, rows = copied_now, retries, verify_seconds = verify.as_secs_f64(), seconds = started.elapsed().as_secs_f64(), "deployment copied");
         p.phase = "building_keys".into();
-        p.eta_seconds = Some(0);
+        p.eta_seconds = None;
         // Every chunk was verified as it was copied (see `run::copy_chunk`).
         for t in &mut p.tables {
             t.verified = true;
@@ -1366,9 +1368,8 @@ impl Platform {
             return Ok(latest);
         }
         let started = Instant::now();
-        run::build_keys(&mut conn, &database.name, &plan)
-            .await
-            .map_err(deploy_err)?;
+        self.build_keys_watched(&database, &mut conn, &plan, &mut d, &mut p)
+            .await?;
         let keys_took = started.elapsed();
         run::arm_reverse_capture(&mut conn, &plan)
             .await
@@ -1390,6 +1391,42 @@ impl Platform {
         .into();
         self.save(&mut d)?;
         Ok(d)
+    }
+
+    /// Builds the keys left out of the copy, saving the server's report of how far the build is
+    /// (and the time left at that pace) every half second, read on a second connection. A cancel
+    /// waits for the build (as before the report): the server finishes the statement anyway.
+    async fn build_keys_watched(
+        &self,
+        database: &Database,
+        conn: &mut Conn,
+        plan: &strata_deploy::Plan,
+        d: &mut Deployment,
+        p: &mut Progress,
+    ) -> Result<()> {
+        let mut watcher = self.deploy_conn(database, d).await.ok();
+        let started = Instant::now();
+        let build = run::build_keys(conn, &database.name, plan);
+        tokio::pin!(build);
+        loop {
+            tokio::select! {
+                r = &mut build => {
+                    if let Some(w) = watcher {
+                        let _ = w.disconnect().await;
+                    }
+                    return r.map_err(deploy_err);
+                }
+                _ = tokio::time::sleep(KEYS_REPORT_EVERY) => {}
+            }
+            let Some(w) = watcher.as_mut() else { continue };
+            if let Ok(Some(percent)) = run::key_build_progress(w).await {
+                p.keys_percent = Some((percent * 10.0).round() / 10.0);
+                p.eta_seconds = strata_deploy::eta_from_percent(percent, started.elapsed());
+                set_progress(d, p);
+                // Not in progress any more (cancelled): the build ends on its own, as above.
+                let _ = self.save_copy_progress(d)?;
+            }
+        }
     }
 
     /// Copies one range of a table's keys, chunk by chunk, until it is done; `Some` when the

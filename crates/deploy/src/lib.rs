@@ -61,8 +61,12 @@ pub struct Progress {
     /// `preparing`, `copying` (each chunk verified as it is copied), `building_keys`, `in_sync`, `cutting_over`, `cut_over`, `reverted`, …
     pub phase: String,
     pub tables: Vec<TableProgress>,
-    /// Seconds left for the copy, at the current rate.
+    /// Seconds left for the copy, at the current rate; while keys are built, for the build.
     pub eta_seconds: Option<u64>,
+    /// How far the build of the keys left out of the copy is, in percent, as the server reports
+    /// it (see [`key_build_percent`]); `None` before the build or while the server says nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_percent: Option<f64>,
     /// How long the cut-over's RENAME held the application's writers, in milliseconds.
     pub cutover_stall_ms: Option<u64>,
     /// How long the revert's RENAME held them.
@@ -92,6 +96,23 @@ pub struct Progress {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// How far an online key build is, in percent, from the server's report of it
+/// (`Innodb_onlineddl_pct_progress`, in hundredths of a percent; InnoDB leaves the
+/// processlist's progress columns at 0 for these builds). `None` while it reports nothing: before
+/// the build reads its first rows, and after it.
+pub fn key_build_percent(hundredths: u64) -> Option<f64> {
+    (hundredths > 0).then(|| (hundredths.min(10_000) as f64) / 100.0)
+}
+
+/// Seconds left of work `percent` done after `elapsed`, at the same pace; `None` until there is a
+/// pace to go by (1 % done).
+pub fn eta_from_percent(percent: f64, elapsed: Duration) -> Option<u64> {
+    if !(1.0..=100.0).contains(&percent) {
+        return None;
+    }
+    Some((elapsed.as_secs_f64() * (100.0 - percent) / percent).round() as u64)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -405,6 +426,30 @@ mod tests {
             (added.columns.clone(), added.rows),
             (vec!["version".to_string()], vec![vec!["'3'".to_string()]])
         );
+    }
+
+    #[test]
+    fn key_build_progress_from_the_servers_report() {
+        let cases: [(u64, Option<f64>); 5] = [
+            (0, None),
+            (1, Some(0.01)),
+            (4605, Some(46.05)),
+            (10_000, Some(100.0)),
+            (12_000, Some(100.0)),
+        ];
+        for (hundredths, want) in cases {
+            assert_eq!(key_build_percent(hundredths), want, "{hundredths}");
+        }
+    }
+
+    #[test]
+    fn eta_follows_the_pace() {
+        let s = Duration::from_secs;
+        assert_eq!(eta_from_percent(0.5, s(10)), None);
+        assert_eq!(eta_from_percent(25.0, s(10)), Some(30));
+        assert_eq!(eta_from_percent(50.0, s(3)), Some(3));
+        assert_eq!(eta_from_percent(100.0, s(3)), Some(0));
+        assert_eq!(eta_from_percent(f64::NAN, s(3)), None);
     }
 
     #[test]

@@ -503,6 +503,15 @@ pub async fn build_keys(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()
     Ok(())
 }
 
+/// How far the online key build under way on the instance is, as the server reports it (see
+/// [`crate::key_build_percent`]): a figure for the whole instance, whose deploys run one at a time.
+pub async fn key_build_progress(conn: &mut Conn) -> Result<Option<f64>> {
+    let row: Option<(String, u64)> = conn
+        .query_first("SHOW GLOBAL STATUS LIKE 'Innodb_onlineddl_pct_progress'")
+        .await?;
+    Ok(row.and_then(|(_, hundredths)| crate::key_build_percent(hundredths)))
+}
+
 /// After the copy: makes sure the reverse triggers exist (made with the forward ones since marker
 /// tables; plans from before made them only now). Idempotent.
 pub async fn arm_reverse_capture(conn: &mut Conn, plan: &Plan) -> Result<()> {

@@ -750,3 +750,52 @@ async fn a_parent_table_moves_online_and_its_children_follow() {
     drop(c);
     server.inst.stop().await;
 }
+
+/// The server reports how far an online key build is: what a deployment shows while it builds the
+/// keys left out of its copy (see `run::key_build_progress`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_build_reports_its_progress() {
+    let server = Server::start("p7", 18).await;
+    let mut c = Conn::new(server.inst.admin_opts()).await.unwrap();
+    c.query_drop("USE shop").await.unwrap();
+    c.query_drop("CREATE TABLE k (id INT NOT NULL PRIMARY KEY, pad CHAR(60) NOT NULL)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO k SELECT seq, MD5(seq) FROM seq_1_to_400000")
+        .await
+        .unwrap();
+    let mut watcher = Conn::new(server.inst.admin_opts()).await.unwrap();
+    let build = tokio::spawn(async move {
+        c.query_drop("ALTER TABLE k ADD INDEX ipad (pad), ALGORITHM=INPLACE, LOCK=NONE")
+            .await
+            .unwrap();
+        c
+    });
+    let mut seen = Vec::new();
+    while !build.is_finished() {
+        if let Some(p) = strata_deploy::run::key_build_progress(&mut watcher)
+            .await
+            .unwrap()
+        {
+            seen.push(p);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(build.await.unwrap());
+    assert!(
+        seen.iter().any(|p| *p > 0.0 && *p < 100.0),
+        "a report in the middle of the build: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "reports only go forward: {seen:?}"
+    );
+    assert_eq!(
+        strata_deploy::run::key_build_progress(&mut watcher)
+            .await
+            .unwrap(),
+        None,
+        "nothing reported once the build is over"
+    );
+    server.inst.stop().await;
+}

@@ -1276,6 +1276,7 @@ const DEPLOYMENT: &[Column] = &[
     ("ROWS COPIED", "/rows_copied"),
     ("ROWS TOTAL", "/rows_total"),
     ("PROGRESS %", "/progress_percentage"),
+    ("KEYS %", "/keys_percentage"),
     ("ETA SECONDS", "/eta_seconds"),
     ("CUTOVER STALL MS", "/cutover_stall_ms"),
     ("REVERTABLE", "/revertable"),
@@ -1357,7 +1358,16 @@ async fn follow(ctx: &Ctx, database: &str, number: i64) -> Result<()> {
         let detail = match d["eta_seconds"].as_u64() {
             _ if delayed => "delayed: long-running transactions hold its tables (strata deploy-request force-cutover ends them)".to_string(),
             Some(s) if has_rows && phase == "copying" => format!("{rows}, ETA {s}s"),
-            _ if has_rows && matches!(phase, "copying" | "building_keys") => rows,
+            eta if phase == "building_keys" => {
+                let keys = d["keys_percentage"]
+                    .as_f64()
+                    .map_or_else(|| "keys".to_string(), |k| format!("keys {k:.0}%"));
+                match eta {
+                    Some(s) => format!("{rows}, {keys}, ETA {s}s"),
+                    None => format!("{rows}, {keys}"),
+                }
+            }
+            _ if has_rows && phase == "copying" => rows,
             _ => String::new(),
         };
         bar.set_prefix(format!("{:>3}% {detail}", pct.floor() as u64));
