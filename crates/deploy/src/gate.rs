@@ -48,6 +48,8 @@ pub struct Gate {
     idle_waiters: AtomicU32,
     idled: Notify,
     ended: std::sync::Mutex<Vec<Ended>>,
+    /// When the last closing of every statement ended (see [`alone`]).
+    all_opened: std::sync::Mutex<Option<Instant>>,
 }
 
 /// An instance connection a forced cut-over ended.
@@ -69,6 +71,7 @@ impl Default for Gate {
             idle_waiters: AtomicU32::new(0),
             idled: Notify::new(),
             ended: std::sync::Mutex::new(Vec::new()),
+            all_opened: std::sync::Mutex::new(None),
         }
     }
 }
@@ -201,7 +204,30 @@ pub struct ClosedAll {
 
 impl Drop for ClosedAll {
     fn drop(&mut self) {
-        self.gate.all.send_modify(|n| *n = n.saturating_sub(1));
+        let mut open = false;
+        self.gate.all.send_modify(|n| {
+            *n = n.saturating_sub(1);
+            open = *n == 0;
+        });
+        if open {
+            *self
+                .gate
+                .all_opened
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+    }
+}
+
+impl Gate {
+    /// What is left of the rest after the last closing of every statement (see [`alone`]):
+    /// nothing while one is in force (a closing nested in another holds nobody new).
+    pub fn rest_left(&self) -> Duration {
+        if *self.all.borrow() > 0 {
+            return Duration::ZERO;
+        }
+        let opened = *self.all_opened.lock().unwrap_or_else(|e| e.into_inner());
+        opened.map_or(Duration::ZERO, |t| ALONE_REST.saturating_sub(t.elapsed()))
     }
 }
 
@@ -245,7 +271,9 @@ tokio::task_local! {
 
 /// In a step under [`ALONE`] with a gate: closes the gate to every statement and waits (at most
 /// [`GATE_HOLD`]) until none runs; `Err` when some still does (the closing is then taken back,
-/// so the transactions under way can go on).
+/// so the transactions under way can go on). A closing comes at least [`ALONE_REST`] after the
+/// last one ended: a step's DDL one after the other (a clean-up's drops) closed the gate back to
+/// back, and a transaction under way was held at each of its statements in turn (1.3 s seen).
 pub async fn alone() -> Result<Option<ClosedAll>, ()> {
     if !ALONE.try_with(|a| *a).unwrap_or(false) {
         return Ok(None);
@@ -253,6 +281,10 @@ pub async fn alone() -> Result<Option<ClosedAll>, ()> {
     let Ok(gate) = BRANCH_GATE.try_with(Arc::clone) else {
         return Ok(None);
     };
+    let rest = gate.rest_left();
+    if !rest.is_zero() {
+        tokio::time::sleep(rest).await;
+    }
     let closed = gate.close_all();
     if gate.idle(GATE_HOLD).await {
         Ok(Some(closed))
@@ -329,6 +361,45 @@ mod tests {
         let _in_transaction = g.enter(true, Duration::from_secs(5)).await;
         assert!(started.elapsed() < Duration::from_secs(1));
         drop(closed);
+    }
+
+    /// Closings of every statement one after the other leave a rest between them, in which a
+    /// transaction under way goes on; a closing inside another waits for nothing.
+    #[tokio::test]
+    async fn closings_of_every_statement_rest_between_them() {
+        let g = Gate::new();
+        assert_eq!(g.rest_left(), Duration::ZERO, "no closing yet");
+        let first = g.close_all();
+        let nested = g.close_all();
+        assert_eq!(g.rest_left(), Duration::ZERO, "closed: nothing to wait for");
+        drop(nested);
+        assert_eq!(g.rest_left(), Duration::ZERO, "still closed by the first");
+        drop(first);
+        let rest = g.rest_left();
+        assert!(
+            rest > ALONE_REST - Duration::from_millis(50) && rest <= ALONE_REST,
+            "{rest:?}"
+        );
+        let all = g.clone();
+        let step = tokio::spawn(ALONE.scope(
+            true,
+            BRANCH_GATE.scope(all, async {
+                let started = Instant::now();
+                let closed = alone().await;
+                (started.elapsed(), closed.map(|c| c.is_some()))
+            }),
+        ));
+        // A transaction's next statement, right after the opening, is not held.
+        let started = Instant::now();
+        let _statement = g.enter(true, Duration::from_secs(5)).await;
+        assert!(started.elapsed() < Duration::from_millis(50));
+        drop(_statement);
+        let (waited, closed) = step.await.unwrap();
+        assert!(
+            waited >= ALONE_REST - Duration::from_millis(60),
+            "{waited:?}"
+        );
+        assert_eq!(closed, Ok(true));
     }
 
     /// A wait for the branch to be idle ends as the last statement running ends, on another

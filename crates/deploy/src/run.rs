@@ -2123,6 +2123,12 @@ async fn swap_alone(
     let locked_tables: Vec<String> = touched.iter().cloned().collect();
     let (mut held_since, mut last_forced) = (None, None);
     loop {
+        // After the step's DDL before it, a rest for the transactions under way (see
+        // `gate::alone`).
+        let rest = gate.rest_left();
+        if !rest.is_zero() {
+            tokio::time::sleep(rest).await;
+        }
         let started = Instant::now();
         let closed = gate.close_all();
         let ready = gate.idle(crate::gate::GATE_HOLD).await
