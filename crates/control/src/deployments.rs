@@ -1271,7 +1271,7 @@ impl Platform {
         }
         strata_engine::mysql_async::prelude::Queryable::query_drop(
             &mut conn,
-            "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'",
+            strata_deploy::sql::RELAXED_MODE,
         )
         .await
         .map_err(|e| ControlError::Internal(e.to_string()))?;

@@ -457,11 +457,9 @@ async fn prepare_steps(conn: &mut Conn, schema: &str, plan: &Plan) -> Result<()>
                 // never changes until the clean-up: a write that opened the table while triggers
                 // were being added would miss their targets ("Table … doesn't exist",
                 // MDEV-26048). The reverse set is created strict, the forward set relaxed.
-                let mut statements = vec![
-                    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'".into(),
-                ];
+                let mut statements = vec![sql::STRICT_MODE.to_string()];
                 statements.extend(sql::reverse_triggers(plan, i, a));
-                statements.push("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'".into());
+                statements.push(sql::RELAXED_MODE.to_string());
                 statements.extend(sql::forward_triggers(plan, i, a));
                 let revert_blocked = plan.revert_blocked_for(i);
                 let deploy_blocked = plan.deploy_blocked_for(i);
@@ -518,8 +516,7 @@ pub async fn arm_reverse_capture(conn: &mut Conn, plan: &Plan) -> Result<()> {
     if plan.marked {
         return Ok(());
     }
-    conn.query_drop("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
-        .await?;
+    conn.query_drop(sql::STRICT_MODE).await?;
     for (i, step) in plan.steps.iter().enumerate() {
         let Step::AlterTable(a) = step else { continue };
         let blocked = plan.revert_blocked_for(i);
@@ -535,8 +532,7 @@ pub async fn arm_reverse_capture(conn: &mut Conn, plan: &Plan) -> Result<()> {
         )
         .await?;
     }
-    conn.query_drop("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'")
-        .await?;
+    conn.query_drop(sql::RELAXED_MODE).await?;
     Ok(())
 }
 
@@ -608,11 +604,8 @@ pub async fn split(
 /// not mirrored back by the reverse triggers (see [`sql::NOT_COPYING`]): every chunk's
 /// statements, and the one-row copies of its verification, must run in such a session.
 pub async fn copier_session(conn: &mut Conn) -> Result<()> {
-    conn.query_drop(format!(
-        "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION', {}",
-        sql::COPYING
-    ))
-    .await?;
+    conn.query_drop(format!("{}, {}", sql::RELAXED_MODE, sql::COPYING))
+        .await?;
     conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         .await?;
     Ok(())

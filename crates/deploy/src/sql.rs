@@ -188,6 +188,19 @@ pub fn forward_triggers(plan: &Plan, step: usize, a: &OnlineAlter) -> Vec<String
     ]
 }
 
+/// The SQL mode the deployment's statements and triggers run under (triggers keep the mode they
+/// were created in). `NO_AUTO_VALUE_ON_ZERO`: a row copied or mirrored is written with exactly
+/// its key; without it a key of 0 (an application may write one under that mode) took the next
+/// auto-increment value instead, so the copy failed as a mismatch and a revert brought the row
+/// back under another id.
+pub const RELAXED_MODE: &str =
+    "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO'";
+
+/// [`RELAXED_MODE`], strict: for the reverse triggers, so a write the old schema cannot hold is
+/// recorded instead of being stored changed.
+pub const STRICT_MODE: &str =
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO'";
+
 /// The reverse triggers' test for a write of the application: the copy writes the shadow too,
 /// and its rows are not mirrored. The copy's sessions run with `sql_log_off = 1` (see
 /// [`COPYING`]; it cannot be set for one statement), which only SUPER may set, so no application

@@ -2211,6 +2211,55 @@ fn a_widened_primary_key_reverts_without_losing_rows() {
     );
 }
 
+/// A key of 0, which an application may write under `NO_AUTO_VALUE_ON_ZERO`, stays 0 through the
+/// copy and through the mirroring back for a revert: the deployment's statements and triggers had
+/// the server give the row the next auto-increment value instead (the copy failed as a mismatch,
+/// or passed with the row renumbered; a revert brought a row written in its window back under
+/// another id).
+#[test]
+fn a_key_of_zero_stays_zero_through_a_deploy_and_its_revert() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let main_id = s.new_database("shop");
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.z (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20) NOT NULL);
+         SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO');
+         INSERT INTO shop.z VALUES (0, 'zero'), (1, 'one'), (2, 'two')",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let dev = new_branch(&s, "dev");
+    s.sql_ok(
+        &dev,
+        "strata_admin",
+        "ALTER TABLE shop.z MODIFY v VARCHAR(40) NOT NULL",
+    );
+    s.json(&["deploy-request", "create", "shop", "dev"]);
+    s.ok(&["deploy-request", "deploy", "shop", "1", "--wait"]);
+    wait_state(&s, "1", &["complete_pending_revert"], 120);
+    let rows = |s: &Strata| {
+        s.sql_ok(
+            &main_id,
+            "strata_admin",
+            "SELECT GROUP_CONCAT(CONCAT(id, '|', v) ORDER BY id) FROM shop.z",
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(rows(&s), "0|zero,1|one,2|two", "after the deploy");
+    s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO');
+         DELETE FROM shop.z WHERE id = 0; INSERT INTO shop.z VALUES (0, 'zero again');
+         UPDATE shop.z SET v = 'uno' WHERE id = 1",
+    );
+    s.ok(&["deploy-request", "revert", "shop", "1", "--wait"]);
+    wait_state(&s, "1", &["complete_revert"], 60);
+    assert_eq!(rows(&s), "0|zero again,1|uno,2|two", "after the revert");
+}
+
 /// Transactions that delete a row the copy has not reached yet and then insert one in the same
 /// range (sysbench `oltp_read_write` does this), one after the other on eight connections, for the
 /// whole deploy: none of them fails (a forward trigger's delete of a row missing from the shadow
