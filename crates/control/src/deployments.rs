@@ -65,6 +65,12 @@ struct CopyInner {
 
 /// How long the copy's rate is read over for its ETA.
 const RATE_WINDOW: Duration = Duration::from_secs(2);
+/// A stall in whole milliseconds, rounded up: a RENAME that held writers for a fraction of a
+/// millisecond is not shown as none.
+fn stall_ms(stall: Duration) -> u64 {
+    (stall.as_micros() as u64).div_ceil(1000)
+}
+
 /// How often the key build's progress is read and saved.
 const KEYS_REPORT_EVERY: Duration = Duration::from_millis(500);
 
@@ -531,7 +537,7 @@ impl Platform {
                 .await
                 .map_err(deploy_err)?;
             p.phase = "reverted".into();
-            p.revert_stall_ms = Some(stall.as_millis() as u64);
+            p.revert_stall_ms = Some(stall_ms(stall));
             set_progress(&mut d, &p);
             self.save(&mut d)?;
             let _ = conn.disconnect().await;
@@ -1616,7 +1622,7 @@ impl Platform {
             .await?;
         let now = now_millis();
         p.phase = "cut_over".into();
-        p.cutover_stall_ms = Some(stall.as_millis() as u64);
+        p.cutover_stall_ms = Some(stall_ms(stall));
         set_progress(&mut d, &p);
         d.cutover_at = Some(now);
         d.finished_at = Some(now);
@@ -1784,7 +1790,7 @@ impl Platform {
             // Finished here (a revert resumed by the worker): its phase and stall say so, as when
             // the revert command finishes it (a RENAME already done adds no stall).
             p.phase = "reverted".into();
-            p.revert_stall_ms = Some(p.revert_stall_ms.unwrap_or(0) + stall.as_millis() as u64);
+            p.revert_stall_ms = Some(p.revert_stall_ms.unwrap_or(0) + stall_ms(stall));
             set_progress(&mut d, &p);
             // The branch's base takes the old schema back, as when the revert command finishes
             // it: else the branch's own changes no longer showed in its diff, and a rebase

@@ -321,7 +321,9 @@ fn online_deploy_and_revert_keep_every_acknowledged_write() {
     assert_eq!(errors, 0);
     // The revert may still be finishing when the command answers: its stall is read once done.
     let d = wait_state(&s, "1", &["complete_revert"], 60);
-    assert!(d["revert_stall_ms"].as_u64().unwrap() <= 1000, "{d}");
+    let revert_stall = d["revert_stall_ms"].as_u64().unwrap();
+    // The swap back held writers for a moment: shown, never as none.
+    assert!((1..=1000).contains(&revert_stall), "{d}");
     assert_eq!(d["revertable"], false, "reverted already: {d}");
     assert_eq!(columns(&s, &main_id), "id,v,n");
     check_rows(&s, &main_id, &model.lock().unwrap());
