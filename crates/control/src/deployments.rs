@@ -1262,6 +1262,10 @@ impl Platform {
                 .await
                 .map_err(deploy_err)?;
             tracing::info!(deployment = %d.id, seconds = started.elapsed().as_secs_f64(), "deployment prepared");
+            // The preparation went through: a delay its earlier tries recorded is history (it
+            // stayed in the request's error through the copy).
+            p.delayed_since = None;
+            self.clear_error(&mut d);
             for t in &mut p.tables {
                 t.rows_copied = 0;
                 t.checkpoint = None;

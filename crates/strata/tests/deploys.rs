@@ -2278,7 +2278,9 @@ fn transactions_back_to_back_never_fail_and_never_stop_a_deploy() {
         "ALTER TABLE shop.t ADD COLUMN extra INT NULL",
     );
     s.json(&["deploy-request", "create", "shop", "dev"]);
-    s.json(&["database", "throttle", "shop", "90"]);
+    // The slowest copy: it still runs when the writers have been at it a while (the copy got
+    // faster, and at 90 it was done within the wait below).
+    s.json(&["database", "throttle", "shop", "95"]);
     let (user, pw, _) = password(&s, "shop", "main", "readwriter");
     s.json(&["deploy-request", "deploy", "shop", "1"]);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -2330,7 +2332,7 @@ fn transactions_back_to_back_never_fail_and_never_stop_a_deploy() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(8));
+    std::thread::sleep(Duration::from_secs(5));
     let copied = s.json(&["deploy-request", "progress", "shop", "1"]);
     assert_eq!(
         copied["phase"], "copying",
@@ -2589,6 +2591,51 @@ async fn told_it_ended(mut c: mysql_async::Conn) -> String {
         "COMMIT of an ended transaction: {commit:?}"
     );
     e
+}
+
+/// A preparation delayed by a long transaction says so, and once the transaction ends and the
+/// copy runs, the delay is no longer reported (it stayed in the request's error through the copy
+/// and the key build).
+#[test]
+fn a_delay_of_the_preparation_is_history_once_the_copy_runs() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let main_id = s.new_database("shop");
+    s.sql_ok(
+        &main_id,
+        "strata_root",
+        "CREATE TABLE shop.t (id INT NOT NULL PRIMARY KEY, v VARCHAR(32) NOT NULL) ENGINE=InnoDB;
+         INSERT INTO shop.t SELECT seq, 'init' FROM seq_1_to_60000;",
+    );
+    s.json(&["branch", "safe-migrations", "enable", "shop", "main"]);
+    let (user, pw, _) = password(&s, "shop", "main", "readwriter");
+    let dev = new_branch(&s, "dev");
+    s.sql_ok(
+        &dev,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD COLUMN a INT NULL",
+    );
+    s.json(&["deploy-request", "create", "shop", "dev"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut held = rt.block_on(hold_t(shop_opts(&s, &user, &pw), -5));
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    // Slow enough to be seen copying.
+    s.json(&["deploy-request", "throttle", "shop", "1", "90"]);
+    wait_delayed(&s, "1");
+    rt.block_on(held.query_drop("ROLLBACK")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let copying = loop {
+        let d = s.json(&["deploy-request", "progress", "shop", "1"]);
+        if d["phase"] == "copying" && d["rows_copied"].as_u64() > Some(0) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "never seen copying: {d}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(copying["error"], Value::Null, "{copying}");
+    assert_eq!(copying["delayed_since"], Value::Null, "{copying}");
+    s.json(&["deploy-request", "throttle", "shop", "1", "0"]);
+    wait_state(&s, "1", &["complete_pending_revert"], 120);
 }
 
 /// A deploy whose tables long-running transactions keep busy is delayed (and says so), then
