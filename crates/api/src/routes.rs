@@ -1173,7 +1173,8 @@ pub async fn get_deployment(
     Path((org, db, number)): OrgDbNumber,
 ) -> ApiResult<Json<views::DeploymentView>> {
     let d = st.platform.deployment(&c, &org, &db, number)?;
-    Ok(Json(views::deployment(&d)))
+    let note = st.platform.queue_note(&d);
+    Ok(Json(views::deployment(&d, note)))
 }
 
 #[utoipa::path(get, path = "/v1/organizations/{organization}/databases/{database}/deploy-queue", tag = "deploy requests",
@@ -1189,7 +1190,7 @@ pub async fn get_deploy_queue(
         .platform
         .deploy_queue(&c, &org, &db)?
         .iter()
-        .map(views::deployment)
+        .map(|d| views::deployment(d, st.platform.queue_note(d)))
         .collect();
     Ok(Json(views::page(
         list,

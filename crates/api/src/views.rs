@@ -608,6 +608,9 @@ pub struct DeploymentView {
     pub error: Option<String>,
     /// Since when the deployment's steps have waited for long-running transactions.
     pub delayed_since: Option<String>,
+    /// While queued behind another deployment into the same branch: which one, and what it
+    /// waits for.
+    pub queued_behind: Option<String>,
     /// When a forced cut-over was asked for (`force-cutover`).
     pub force_cutover_requested_at: Option<String>,
     /// Connections (their queries and transactions) a forced cut-over ended.
@@ -623,7 +626,7 @@ pub struct DeploymentView {
     pub updated_at: String,
 }
 
-pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
+pub fn deployment(d: &strata_catalog::Deployment, queue_note: Option<String>) -> DeploymentView {
     let p: strata_deploy::Progress = serde_json::from_str(&d.progress).unwrap_or_default();
     let plan: Option<strata_deploy::Plan> = serde_json::from_str(&d.plan).ok();
     let (rows_copied, rows_total) = p.rows();
@@ -667,6 +670,7 @@ pub fn deployment(d: &strata_catalog::Deployment) -> DeploymentView {
             .filter(|_| d.state == "complete_pending_revert"),
         error: d.error.clone(),
         delayed_since: ts_opt(p.delayed_since).filter(|_| d.is_active()),
+        queued_behind: queue_note,
         force_cutover_requested_at: ts_opt(d.force_cutover_requested_at),
         ended_connections: p.ended_connections,
         actor: token_actor(&d.actor),
@@ -714,7 +718,10 @@ pub fn deploy_request(
         closed_at: ts_opt(r.closed_at),
         deployed_at: ts_opt(s.deployment.as_ref().and_then(|d| d.cutover_at)),
         auto_cutover: r.auto_cutover,
-        deployment: s.deployment.as_ref().map(deployment),
+        deployment: s
+            .deployment
+            .as_ref()
+            .map(|d| deployment(d, s.queue_note.clone())),
     }
 }
 

@@ -44,6 +44,8 @@ pub struct DeployRequestStatus {
     pub branch_deleted: bool,
     /// Its deployment, once queued.
     pub deployment: Option<Deployment>,
+    /// While its deployment is queued behind another: which, and what that one waits for.
+    pub queue_note: Option<String>,
     /// The target's schema now and the schema the deploy gives it.
     pub(crate) schemas: Option<(Schema, Schema)>,
 }
@@ -292,6 +294,7 @@ impl Platform {
         request: DeployRequest,
     ) -> Result<DeployRequestStatus> {
         let mut status = self.live_status(database, request).await?;
+        status.queue_note = status.deployment.as_ref().and_then(|d| self.queue_note(d));
         if let Some(d) = &status.deployment {
             let recorded = !matches!(
                 d.state.as_str(),
@@ -323,6 +326,7 @@ impl Platform {
             changes: Vec::new(),
             branch_deleted: false,
             deployment: self.catalog().deployment(&request.id).ok(),
+            queue_note: None,
             schemas: None,
             request,
         };

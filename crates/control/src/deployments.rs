@@ -67,6 +67,38 @@ struct CopyInner {
 const RATE_WINDOW: Duration = Duration::from_secs(2);
 /// A stall in whole milliseconds, rounded up: a RENAME that held writers for a fraction of a
 /// millisecond is not shown as none.
+/// The deployment `d` waits behind in its branch's deploy queue, if any: the earliest one into
+/// the same branch that has not cut over yet (one in its revert window holds nobody up).
+fn queued_behind<'a>(d: &Deployment, active: &'a [Deployment]) -> Option<&'a Deployment> {
+    active
+        .iter()
+        .filter(|o| {
+            o.database_id == d.database_id
+                && o.into_branch == d.into_branch
+                && o.id != d.id
+                && o.state != "complete_pending_revert"
+                && (o.queued_at, &o.id) < (d.queued_at, &d.id)
+        })
+        .min_by(|a, b| (a.queued_at, &a.id).cmp(&(b.queued_at, &b.id)))
+}
+
+/// What a queued deployment is told of the one ahead of it.
+fn waiting_behind(ahead: &Deployment) -> String {
+    let number = ahead.deploy_request_number;
+    let doing = match ahead.state.as_str() {
+        "queued" => "queued before it",
+        "pending_cutover" if !ahead.auto_cutover => {
+            "in sync and waiting to be applied: `deploy-request apply` (or `cancel`) it to let this one start"
+        }
+        "pending_cutover" | "in_progress_cutover" => "cutting over",
+        "in_progress" => "copying its tables",
+        "in_progress_revert" => "being reverted",
+        "in_progress_cancel" => "being cancelled",
+        _ => "deploying",
+    };
+    format!("Waiting behind deploy request #{number}, which is {doing}")
+}
+
 fn stall_ms(stall: Duration) -> u64 {
     (stall.as_micros() as u64).div_ceil(1000)
 }
@@ -703,14 +735,7 @@ impl Platform {
         let now = now_millis();
         for d in &active {
             let ready = match d.state.as_str() {
-                "queued" => !active.iter().any(|o| {
-                    o.database_id == d.database_id
-                        && o.into_branch == d.into_branch
-                        && o.queued_at <= d.queued_at
-                        && o.id != d.id
-                        && o.state != "complete_pending_revert"
-                        && (o.state != "queued" || (o.queued_at, &o.id) < (d.queued_at, &d.id))
-                }),
+                "queued" => queued_behind(d, &active).is_none(),
                 "pending_cutover" => d.auto_cutover,
                 "complete_pending_revert" => d.revert_expires_at.is_none_or(|t| now >= t),
                 _ => true,
@@ -727,6 +752,17 @@ impl Platform {
                 me.wake_deploys();
             });
         }
+    }
+
+    /// Why a queued deployment has not started: the deployment ahead of it in its branch's
+    /// queue, and what that one waits for.
+    pub fn queue_note(&self, d: &Deployment) -> Option<String> {
+        if d.state != "queued" {
+            return None;
+        }
+        let active = self.catalog().active_deployments().ok()?;
+        let ahead = queued_behind(d, &active)?;
+        Some(waiting_behind(ahead))
     }
 
     /// The gate of the branch a numbered request's deployment changes (none before it deploys).
@@ -1824,5 +1860,113 @@ impl Platform {
         }
         self.save(&mut d)?;
         Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(id: &str, branch: &str, state: &str, queued_at: i64) -> Deployment {
+        Deployment {
+            id: id.into(),
+            database_id: "db".into(),
+            deploy_request_id: format!("r-{id}"),
+            deploy_request_number: id.trim_start_matches('d').parse().unwrap_or(0),
+            into_branch: branch.into(),
+            state: state.into(),
+            instant: false,
+            auto_cutover: true,
+            throttle_ratio: 0,
+            plan: String::new(),
+            progress: String::new(),
+            error: None,
+            actor: String::new(),
+            cutover_actor: None,
+            cancelled_actor: None,
+            queued_at,
+            started_at: None,
+            cutover_at: None,
+            finished_at: None,
+            revert_expires_at: None,
+            updated_at: queued_at,
+            changes: String::new(),
+            force_cutover_requested_at: None,
+        }
+    }
+
+    #[test]
+    fn a_queued_deployment_waits_behind_the_earliest_one_into_its_branch_not_yet_cut_over() {
+        let me = deployment("d9", "main", "queued", 100);
+        // (others, the number it waits behind)
+        let cases: Vec<(Vec<Deployment>, Option<i64>)> = vec![
+            (vec![], None),
+            // In its revert window: holds nobody up.
+            (
+                vec![deployment("d1", "main", "complete_pending_revert", 10)],
+                None,
+            ),
+            // Another branch, or queued later.
+            (vec![deployment("d1", "other", "in_progress", 10)], None),
+            (vec![deployment("d1", "main", "queued", 200)], None),
+            (vec![deployment("d1", "main", "in_progress", 10)], Some(1)),
+            (
+                vec![deployment("d1", "main", "pending_cutover", 10)],
+                Some(1),
+            ),
+            (
+                vec![deployment("d1", "main", "in_progress_revert", 10)],
+                Some(1),
+            ),
+            // The earliest of several.
+            (
+                vec![
+                    deployment("d3", "main", "queued", 50),
+                    deployment("d2", "main", "in_progress", 20),
+                ],
+                Some(2),
+            ),
+            // Queued at the same millisecond: the id decides, as in the queue itself.
+            (vec![deployment("d8", "main", "queued", 100)], Some(8)),
+            (vec![deployment("e1", "main", "queued", 100)], None),
+        ];
+        for (others, want) in cases {
+            let mut all = others.clone();
+            all.push(me.clone());
+            let got = queued_behind(&me, &all).map(|d| d.deploy_request_number);
+            assert_eq!(got, want, "{others:?}");
+        }
+    }
+
+    #[test]
+    fn the_note_of_a_queued_deployment_says_what_the_one_ahead_waits_for() {
+        let mut gated = deployment("d4", "main", "pending_cutover", 10);
+        gated.auto_cutover = false;
+        let cases = [
+            (
+                gated,
+                "#4, which is in sync and waiting to be applied: `deploy-request apply`",
+            ),
+            (
+                deployment("d4", "main", "pending_cutover", 10),
+                "#4, which is cutting over",
+            ),
+            (
+                deployment("d4", "main", "in_progress", 10),
+                "#4, which is copying its tables",
+            ),
+            (
+                deployment("d4", "main", "queued", 10),
+                "#4, which is queued before it",
+            ),
+            (
+                deployment("d4", "main", "in_progress_revert", 10),
+                "#4, which is being reverted",
+            ),
+        ];
+        for (ahead, want) in cases {
+            let note = waiting_behind(&ahead);
+            assert!(note.contains(want), "{note}");
+        }
     }
 }

@@ -971,6 +971,12 @@ fn print_problems(ctx: &Ctx, v: &Value) {
             println!("Last deployment failed:\n  - {}", output::visible(e));
         }
     }
+    if let Some(note) = v
+        .pointer("/deployment/queued_behind")
+        .and_then(Value::as_str)
+    {
+        println!("{}", output::visible(note));
+    }
     for (title, key) in [("Not deployable:", "problems"), ("Warnings:", "warnings")] {
         let list = v
             .get(key)
@@ -1108,6 +1114,9 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
                 "Deploy request #{number} was added to the deploy queue{}.",
                 if instant { " (instant)" } else { "" }
             ));
+            // What `create` and `show` warned of (a revert window this deploy ends, destructive
+            // changes) is said again at the moment it takes effect.
+            print_problems(ctx, &v);
             if wait {
                 follow(ctx, &database, number).await?;
             } else {
@@ -1282,6 +1291,7 @@ const DEPLOYMENT: &[Column] = &[
     ("REVERTABLE", "/revertable"),
     ("REVERT EXPIRES AT", "/revert_expires_at"),
     ("ERROR", "/error"),
+    ("QUEUED BEHIND", "/queued_behind"),
     ("ENDED CONNECTIONS", "/ended_connections"),
 ];
 
@@ -1342,6 +1352,7 @@ async fn follow(ctx: &Ctx, database: &str, number: i64) -> Result<()> {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let url = format!("{base}/{number}/deployment");
+    let mut said_queue_note = String::new();
     loop {
         let d = ctx.client.get(&url).await?;
         let state = d["state"].as_str().unwrap_or_default().to_string();
@@ -1353,10 +1364,21 @@ async fn follow(ctx: &Ctx, database: &str, number: i64) -> Result<()> {
         let rows = format!("{}/{} rows", d["rows_copied"], d["rows_total"]);
         let has_rows = d["tables"].as_array().is_some_and(|t| !t.is_empty());
         let delayed = d["delayed_since"].is_string();
+        let queued_behind = d["queued_behind"].as_str().unwrap_or_default();
+        // Without a bar (not a terminal), the wait is said once as it starts.
+        if !human
+            && ctx.format == Format::Human
+            && !queued_behind.is_empty()
+            && queued_behind != said_queue_note
+        {
+            eprintln!("{}", output::visible(queued_behind));
+            said_queue_note = queued_behind.to_string();
+        }
         // The percentage with the figures of the same reading (drawn from the bar's own
         // position, it could show another poll's).
         let detail = match d["eta_seconds"].as_u64() {
             _ if delayed => "delayed: long-running transactions hold its tables (strata deploy-request force-cutover ends them)".to_string(),
+            _ if !queued_behind.is_empty() => output::visible(queued_behind),
             Some(s) if has_rows && phase == "copying" => format!("{rows}, ETA {s}s"),
             eta if phase == "building_keys" => {
                 let keys = d["keys_percentage"]

@@ -357,8 +357,9 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("{e:#}");
+            // As pscale: in JSON mode the error is a JSON object, on stderr like every error.
             if format == Format::Json {
-                println!("{}", serde_json::json!({"status": "error", "error": msg}));
+                eprintln!("{}", serde_json::json!({ "error": msg }));
             } else {
                 eprintln!("Error: {}", output::visible(&msg));
             }

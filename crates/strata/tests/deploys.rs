@@ -454,6 +454,72 @@ fn gated_instant_refused_reverts_and_bad_input() {
 }
 
 #[test]
+fn a_request_queued_behind_a_gated_one_says_what_it_waits_for() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start(root.path());
+    let (main_id, dev_id) = setup(&s);
+    s.sql_ok(
+        &dev_id,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD COLUMN gated INT NULL",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev",
+        "--disable-auto-apply",
+    ]);
+    s.json(&["deploy-request", "deploy", "shop", "1"]);
+    wait_state(&s, "1", &["pending_cutover"], 300);
+    // Another request into `main` waits behind the gated one, and says so wherever it is shown.
+    let dev2 = new_branch(&s, "dev2");
+    s.sql_ok(
+        &dev2,
+        "strata_admin",
+        "CREATE TABLE shop.later (id INT PRIMARY KEY)",
+    );
+    s.json(&[
+        "deploy-request",
+        "create",
+        "shop",
+        "dev2",
+        "--enable-auto-apply",
+    ]);
+    let deployed = s.ok(&["deploy-request", "deploy", "shop", "2"]);
+    assert!(
+        deployed.contains("Waiting behind deploy request #1"),
+        "{deployed}"
+    );
+    let q = s.json(&["deploy-request", "progress", "shop", "2"]);
+    assert_eq!(q["state"], "queued", "{q}");
+    let note = q["queued_behind"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("#1")
+            && note.contains("waiting to be applied")
+            && note.contains("deploy-request apply"),
+        "{q}"
+    );
+    let shown = s.ok(&["deploy-request", "show", "shop", "2"]);
+    assert!(
+        shown.contains("Waiting behind deploy request #1"),
+        "{shown}"
+    );
+    // Applied, the first cuts over and the second goes on: the note is gone.
+    s.json(&["deploy-request", "apply", "shop", "1"]);
+    let d = wait_state(&s, "2", &["complete_pending_revert"], 120);
+    assert!(d["queued_behind"].is_null(), "{d}");
+    let tables = s.sql_ok(
+        &main_id,
+        "strata_admin",
+        "SELECT GROUP_CONCAT(TABLE_NAME ORDER BY TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME NOT LIKE '~strata%'",
+    );
+    // (Straight on the instance: the revert window's own tables are there too.)
+    assert_eq!(tables.trim(), "later,t");
+    assert!(columns(&s, &main_id).contains("gated"));
+}
+
+#[test]
 fn kill_9_of_strata_up_during_a_deploy_resumes_it() {
     let root = tempfile::tempdir().unwrap();
     let mut s = Strata::start(root.path());

@@ -703,11 +703,12 @@ fn bad_input_gets_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid"));
     let out = s.cli(&["database", "list", "--api-url", "http://127.0.0.1:1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `strata up` running?"));
-    // JSON mode reports errors as JSON.
+    // JSON mode reports errors as JSON on stderr, as pscale does; stdout stays empty.
     let out = s.cli(&["database", "show", "nope", "--format", "json"]);
     assert!(!out.status.success());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["status"], "error");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("nope"), "{v}");
     // Output piped into a reader that has gone (`| head -1`): no panic, no error message.
     let mut child = Command::new(common::BIN)
         .args(["branch", "list", "shop"])
