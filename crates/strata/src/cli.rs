@@ -1352,7 +1352,7 @@ async fn follow(ctx: &Ctx, database: &str, number: i64) -> Result<()> {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let url = format!("{base}/{number}/deployment");
-    let mut said_queue_note = String::new();
+    let mut said = String::new();
     loop {
         let d = ctx.client.get(&url).await?;
         let state = d["state"].as_str().unwrap_or_default().to_string();
@@ -1365,20 +1365,26 @@ async fn follow(ctx: &Ctx, database: &str, number: i64) -> Result<()> {
         let has_rows = d["tables"].as_array().is_some_and(|t| !t.is_empty());
         let delayed = d["delayed_since"].is_string();
         let queued_behind = d["queued_behind"].as_str().unwrap_or_default();
-        // Without a bar (not a terminal), the wait is said once as it starts.
-        if !human
-            && ctx.format == Format::Human
-            && !queued_behind.is_empty()
-            && queued_behind != said_queue_note
-        {
-            eprintln!("{}", output::visible(queued_behind));
-            said_queue_note = queued_behind.to_string();
+        // Without a bar (not a terminal), a wait in the queue, or a step failed and tried again,
+        // is said once as it starts.
+        let notice = match d["error"].as_str() {
+            Some(e) if queued_behind.is_empty() && state != "complete_error" => e,
+            _ => queued_behind,
+        };
+        if !human && ctx.format == Format::Human && !notice.is_empty() && notice != said {
+            eprintln!("{}", output::visible(notice));
+            said = notice.to_string();
         }
         // The percentage with the figures of the same reading (drawn from the bar's own
         // position, it could show another poll's).
         let detail = match d["eta_seconds"].as_u64() {
             _ if delayed => "delayed: long-running transactions hold its tables (strata deploy-request force-cutover ends them)".to_string(),
             _ if !queued_behind.is_empty() => output::visible(queued_behind),
+            // A step that failed and is tried again says why while it waits.
+            _ if d["error"].is_string() => format!(
+                "tried again after: {}",
+                output::visible(d["error"].as_str().unwrap_or_default())
+            ),
             Some(s) if has_rows && phase == "copying" => format!("{rows}, ETA {s}s"),
             eta if phase == "building_keys" => {
                 let keys = d["keys_percentage"]

@@ -21,6 +21,9 @@ struct Args {
     seconds: u64,
     #[arg(long, default_value_t = 10_000)]
     rows: u64,
+    /// Which protocol to load: `both` (one after the other, with the ratio), `http` or `mysql`.
+    #[arg(long, default_value = "both", value_parser = ["both", "http", "mysql"])]
+    side: String,
 }
 
 struct Tally {
@@ -38,9 +41,10 @@ fn report(name: &str, t: &Tally, seconds: u64) -> f64 {
             .unwrap_or_default()
     };
     println!(
-        "{name:<6} {qps:>8.0} qps  p50 {:>6.2} ms  p99 {:>6.2} ms  failed {}",
+        "{name:<6} {qps:>8.0} qps  p50 {:>6.2} ms  p99 {:>6.2} ms  queries {}  failed {}",
         p(0.5).as_secs_f64() * 1e3,
         p(0.99).as_secs_f64() * 1e3,
+        l.len(),
         t.failed.load(std::sync::atomic::Ordering::Relaxed)
     );
     qps
@@ -69,7 +73,9 @@ async fn main() -> Result<()> {
     });
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
     let mut set = tokio::task::JoinSet::new();
-    for w in 0..a.clients as u64 {
+    let http_clients = if a.side == "mysql" { 0 } else { a.clients };
+    let wire_clients = if a.side == "http" { 0 } else { a.clients };
+    for w in 0..http_clients as u64 {
         let (addr, auth, tally, rows) = (addr.clone(), auth.clone(), http.clone(), a.rows);
         set.spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -141,14 +147,18 @@ async fn main() -> Result<()> {
         });
     }
     while set.join_next().await.is_some() {}
-    let http_qps = report("http", &http, a.seconds);
+    let http_qps = if http_clients > 0 {
+        report("http", &http, a.seconds)
+    } else {
+        0.0
+    };
 
     let wire = Arc::new(Tally {
         latencies: Mutex::new(Vec::new()),
         failed: 0.into(),
     });
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
-    for w in 0..a.clients as u64 {
+    for w in 0..wire_clients as u64 {
         let (gw, user, pw, db, rows) = (
             a.target.gateway,
             a.target.user.clone(),
@@ -189,8 +199,12 @@ async fn main() -> Result<()> {
         });
     }
     while set.join_next().await.is_some() {}
-    let wire_qps = report("mysql", &wire, a.seconds);
-    println!("ratio http/mysql: {:.2}", http_qps / wire_qps.max(1.0));
+    if wire_clients > 0 {
+        let wire_qps = report("mysql", &wire, a.seconds);
+        if http_clients > 0 {
+            println!("ratio http/mysql: {:.2}", http_qps / wire_qps.max(1.0));
+        }
+    }
     if http.failed.load(std::sync::atomic::Ordering::Relaxed)
         + wire.failed.load(std::sync::atomic::Ordering::Relaxed)
         > 0
