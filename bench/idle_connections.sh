@@ -11,7 +11,8 @@ sources=${2:-2}
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 source bench/common.sh
 cargo build --release -q -p strata -p strata-bench
-start_strata
+# One password holds them all: its share of the gateway (a quarter by default) is raised to the whole.
+start_strata --max-connections-per-password "$n"
 trap stop_strata EXIT
 target/release/idle_connections --gateway "127.0.0.1:$gw_port" --user "$user" --password "$pass" \
   --connections "$n" --sources "$sources" --gateway-pid "$up" &

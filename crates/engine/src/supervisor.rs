@@ -15,6 +15,7 @@ use mysql_async::prelude::Queryable;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
@@ -90,6 +91,9 @@ pub struct Instance {
     users_changed: tokio::sync::Notify,
     /// Every live password user's grants were asserted since the server last started.
     grants_ready: std::sync::atomic::AtomicBool,
+    /// Each password's server user and credential, derived once: the HTTP SQL endpoint asks for
+    /// them on every call.
+    password_logins: Mutex<HashMap<String, Arc<(String, String)>>>,
 }
 
 /// A branch password as its server user needs it.
@@ -228,6 +232,7 @@ impl Instance {
             users_sync: tokio::sync::Mutex::new(()),
             users_changed: tokio::sync::Notify::new(),
             grants_ready: std::sync::atomic::AtomicBool::new(false),
+            password_logins: Mutex::new(HashMap::new()),
         });
         let task = tokio::spawn(supervise(inst.clone(), status_tx, stop_rx));
         *inst.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
@@ -409,11 +414,24 @@ impl Instance {
     }
 
     /// The server user and internal credential a branch password's connections log in with.
-    pub fn password_login(&self, password_id: &str) -> (String, String) {
-        (
+    pub fn password_login(&self, password_id: &str) -> Arc<(String, String)> {
+        let mut known = self
+            .password_logins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = known.get(password_id) {
+            return l.clone();
+        }
+        // Deleted passwords' entries are dropped now and then (a branch has few passwords).
+        if known.len() >= 4096 {
+            known.clear();
+        }
+        let login = Arc::new((
             config::password_user(password_id),
             strata_model::credentials::password_user_secret(&self.creds.root, password_id),
-        )
+        ));
+        known.insert(password_id.to_string(), login.clone());
+        login
     }
 
     /// Brings the password users on the server in line with [`Instance::set_password_users`]:
@@ -460,12 +478,13 @@ impl Instance {
             .collect();
         let mut changed = 0;
         for p in &live {
-            let (user, secret) = self.password_login(&p.id);
+            let login = self.password_login(&p.id);
+            let (user, secret) = (&login.0, &login.1);
             let whole = present.iter().any(|(u, hash, locked)| {
-                *u == user
+                *u == *user
                     && asserted
                     && locked.eq_ignore_ascii_case("N")
-                    && (!mariadb || hash.eq_ignore_ascii_case(&config::native_hash(&secret)))
+                    && (!mariadb || hash.eq_ignore_ascii_case(&config::native_hash(secret)))
             });
             if !whole {
                 let spec = self.spec();
@@ -473,7 +492,7 @@ impl Instance {
                     flavour,
                     &p.id,
                     p.role,
-                    &secret,
+                    secret,
                     &spec.schema,
                     spec.safe_migrations,
                 ) {

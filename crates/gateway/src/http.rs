@@ -171,7 +171,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn reply(status: u16, body: &impl serde::Serialize, gzip: bool) -> Response<Full<Bytes>> {
-    let mut bytes = serde_json::to_vec(body).unwrap_or_default();
+    // Room for an ordinary answer up front: grown from empty, the buffer was reallocated several
+    // times per answer.
+    let mut bytes = Vec::with_capacity(2048);
+    if serde_json::to_writer(&mut bytes, body).is_err() {
+        bytes.clear();
+    }
     let mut builder = Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", "application/json");

@@ -353,7 +353,8 @@ impl Link {
         let (user, password) = if root {
             (ROOT_USER.to_string(), inst.credentials().root.clone())
         } else {
-            inst.password_login(&self.key.password_id)
+            let login = inst.password_login(&self.key.password_id);
+            (login.0.clone(), login.1.clone())
         };
         Ok(Target {
             addr: SocketAddr::from(([127, 0, 0, 1], st.port)),

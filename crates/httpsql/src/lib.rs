@@ -336,17 +336,19 @@ impl SessionState {
 /// password it belongs to, so a client can hand back its own sessions but not make up another's,
 /// nor use one another password was given.
 pub struct SessionSigner {
-    key: Vec<u8>,
+    /// Keyed once: every call signs its session, and keying costs two of the hash's blocks.
+    keyed: HmacSha256,
 }
 
 impl SessionSigner {
     pub fn new(key: &[u8]) -> SessionSigner {
-        SessionSigner { key: key.to_vec() }
+        // HMAC takes keys of any length.
+        let keyed = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
+        SessionSigner { keyed }
     }
 
     fn mac(&self, id: &str, owner: &str) -> Vec<u8> {
-        // HMAC takes keys of any length.
-        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        let mut m = self.keyed.clone();
         m.update(owner.as_bytes());
         m.update(b"\0");
         m.update(id.as_bytes());

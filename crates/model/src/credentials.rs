@@ -117,7 +117,7 @@ pub fn password_user_secret(instance_root: &str, password_id: &str) -> String {
     h.update(instance_root.as_bytes());
     h.update(b"\0");
     h.update(password_id.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex_lower(&h.finalize())
 }
 
 #[cfg(test)]
