@@ -799,3 +799,48 @@ async fn a_key_build_reports_its_progress() {
     );
     server.inst.stop().await;
 }
+
+/// A transaction holding more of a chunk's rows than one batch of missing keys while the chunk is
+/// copied (an application's UPDATE without an index locks every row it scans): the copy passes
+/// over them all, and the check copies them batch after batch once they are free, never taking
+/// the rows it could not list for rows that differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_held_past_one_batch_of_missing_keys_is_copied_not_failed() {
+    let server = Server::start("p8", 19).await;
+    let mut c = Conn::new(server.inst.admin_opts()).await.unwrap();
+    c.query_drop("USE shop").await.unwrap();
+    c.query_drop("CREATE TABLE h (id INT NOT NULL, v VARCHAR(20) DEFAULT NULL, n INT DEFAULT NULL, PRIMARY KEY (id))")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO h SELECT seq, 'v', seq FROM seq_1_to_15000")
+        .await
+        .unwrap();
+    let plan = server.plan_adding_column(&mut c, "h", "0000feed").await;
+    let a = plan.online_alters().next().unwrap().clone();
+    strata_deploy::run::prepare(&mut c, "shop", &plan)
+        .await
+        .unwrap();
+    let mut holder = Conn::new(server.inst.admin_opts()).await.unwrap();
+    holder.query_drop("USE shop").await.unwrap();
+    holder.query_drop("BEGIN").await.unwrap();
+    holder
+        .query_drop("SELECT id FROM h WHERE id <= 12000 FOR UPDATE")
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        holder.query_drop("COMMIT").await.unwrap();
+        holder
+    });
+    let chunk = strata_deploy::run::copy_chunk(&mut copier(&mut c).await, &a, None, None, 20_000)
+        .await
+        .unwrap_or_else(|e| panic!("the held rows are copied once free: {e}"));
+    drop(release.await.unwrap());
+    assert_eq!(chunk.rows, 15_000, "every row counted once");
+    let copied: Option<i64> = c
+        .query_first(format!("SELECT COUNT(*) FROM `{}`", a.shadow))
+        .await
+        .unwrap();
+    assert_eq!(copied, Some(15_000));
+    server.inst.stop().await;
+}
