@@ -82,6 +82,23 @@ fn queued_behind<'a>(d: &Deployment, active: &'a [Deployment]) -> Option<&'a Dep
         .min_by(|a, b| (a.queued_at, &a.id).cmp(&(b.queued_at, &b.id)))
 }
 
+/// The first request ahead in the queue (number, changes) that changes an object `mine` also
+/// changes, with another statement, and that object.
+fn queue_conflict(
+    mine: &[strata_schema::Change],
+    ahead: &[(i64, Vec<strata_schema::Change>)],
+) -> Option<(i64, String)> {
+    ahead.iter().find_map(|(number, theirs)| {
+        mine.iter()
+            .find(|c| {
+                theirs
+                    .iter()
+                    .any(|t| t.object == c.object && t.statement != c.statement)
+            })
+            .map(|c| (*number, c.object.clone()))
+    })
+}
+
 /// What a queued deployment is told of the one ahead of it.
 fn waiting_behind(ahead: &Deployment) -> String {
     let number = ahead.deploy_request_number;
@@ -284,6 +301,28 @@ impl Platform {
                     "Deploy request #{number} cannot be deployed instantly: {why}"
                 )));
             }
+        }
+        // As PlanetScale does when a request joins the queue: one that changes an object a
+        // request ahead of it in the queue changes otherwise is refused now, not failed once
+        // that one has deployed.
+        let ahead: Vec<(i64, Vec<strata_schema::Change>)> = self
+            .catalog()
+            .active_deployments()?
+            .into_iter()
+            .filter(|o| {
+                o.database_id == database.id
+                    && o.into_branch == request.into_branch
+                    && o.state != "complete_pending_revert"
+            })
+            .filter_map(|o| {
+                crate::deploy_requests::decode_changes(&o.changes)
+                    .map(|c| (o.deploy_request_number, c))
+            })
+            .collect();
+        if let Some((other, object)) = queue_conflict(&status.changes, &ahead) {
+            return Err(ControlError::Unprocessable(format!(
+                "Deploy request #{number} conflicts with deploy request #{other}, ahead of it in the deploy queue: both change `{object}`, differently. Deploy it once #{other} has deployed, from a branch made after that (or with the change made there)"
+            )));
         }
         let now = now_millis();
         let mut d = Deployment {
@@ -1935,6 +1974,66 @@ mod tests {
             all.push(me.clone());
             let got = queued_behind(&me, &all).map(|d| d.deploy_request_number);
             assert_eq!(got, want, "{others:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_conflicts_with_one_ahead_that_changes_the_same_object_otherwise() {
+        let change = |object: &str, statement: &str| strata_schema::Change {
+            object: object.into(),
+            statement: statement.into(),
+            in_place: false,
+        };
+        let mine = vec![
+            change("orders", "ALTER TABLE `orders` ADD KEY `c` (`customer_id`)"),
+            change("v", "CREATE VIEW `v` AS SELECT 1"),
+        ];
+        let cases: Vec<(Vec<(i64, Vec<strata_schema::Change>)>, Option<(i64, &str)>)> = vec![
+            (vec![], None),
+            // Other objects.
+            (
+                vec![(
+                    1,
+                    vec![change("users", "ALTER TABLE `users` ADD COLUMN `x` int")],
+                )],
+                None,
+            ),
+            // The same change: nothing to conflict over.
+            (
+                vec![(
+                    1,
+                    vec![change(
+                        "orders",
+                        "ALTER TABLE `orders` ADD KEY `c` (`customer_id`)",
+                    )],
+                )],
+                None,
+            ),
+            (
+                vec![(
+                    1,
+                    vec![change(
+                        "orders",
+                        "ALTER TABLE `orders` ADD COLUMN `status` varchar(20)",
+                    )],
+                )],
+                Some((1, "orders")),
+            ),
+            (
+                vec![
+                    (1, vec![change("users", "DROP TABLE `users`")]),
+                    (2, vec![change("v", "DROP VIEW `v`")]),
+                ],
+                Some((2, "v")),
+            ),
+        ];
+        for (ahead, want) in cases {
+            let got = queue_conflict(&mine, &ahead);
+            assert_eq!(
+                got.as_ref().map(|(n, o)| (*n, o.as_str())),
+                want,
+                "{ahead:?}"
+            );
         }
     }
 

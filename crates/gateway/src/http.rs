@@ -691,7 +691,13 @@ impl HttpSql {
         {
             let mut cache = lock(&self.logins);
             if let Some(c) = cache.get_mut(&user) {
-                if c.at.elapsed() < LOGIN_TTL && c.secret == secret && allowed_from(&c.login, ip) {
+                // A password deleted or expired since it was cached is refused at once, as the
+                // MySQL port refuses its sessions' next command (memory only, no catalog read).
+                if c.at.elapsed() < LOGIN_TTL
+                    && c.secret == secret
+                    && allowed_from(&c.login, ip)
+                    && self.gw.platform.password_current(&c.login.password)
+                {
                     if c.used.elapsed() > Duration::from_secs(60) {
                         c.used = Instant::now();
                         self.gw.platform.password_used(&c.login.password);

@@ -505,6 +505,20 @@ fn a_request_queued_behind_a_gated_one_says_what_it_waits_for() {
         shown.contains("Waiting behind deploy request #1"),
         "{shown}"
     );
+    // A request changing a table the gated one changes, otherwise, is refused as it joins the
+    // queue (as on PlanetScale), not failed once the first has deployed.
+    let dev3 = new_branch(&s, "dev3");
+    s.sql_ok(
+        &dev3,
+        "strata_admin",
+        "ALTER TABLE shop.t ADD COLUMN other INT NULL",
+    );
+    s.json(&["deploy-request", "create", "shop", "dev3"]);
+    let refused = s.fails(&["deploy-request", "deploy", "shop", "3"]);
+    assert!(
+        refused.contains("conflicts with deploy request #1") && refused.contains("`t`"),
+        "{refused}"
+    );
     // Applied, the first cuts over and the second goes on: the note is gone.
     s.json(&["deploy-request", "apply", "shop", "1"]);
     let d = wait_state(&s, "2", &["complete_pending_revert"], 120);

@@ -2034,7 +2034,25 @@ fn the_server_keeps_passwords_apart() {
         let mut ca = mysql_async::Conn::new(opts(&s, &a, &a_pw)).await.unwrap();
         ca.query_drop("BEGIN").await.unwrap();
         ca.query_drop("SELECT * FROM t FOR UPDATE").await.unwrap();
+        let http = |user: &str, pw: &str| {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-m", "20", "-u", &format!("{user}:{pw}")])
+                .args(["-H", "content-type: application/json"])
+                .args(["-d", r#"{"query":"SELECT 1","session":null}"#])
+                .arg(format!(
+                    "http://127.0.0.1:{}/psdb.v1alpha1.Database/Execute",
+                    s.http_port
+                ))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        // A login the HTTP endpoint has just checked (kept for a second) is refused at once too.
+        let before = http(&a, &a_pw);
+        assert!(before.contains("\"rows\""), "{before}");
         s.ok(&["password", "delete", "shop", "main", &a_id, "--force"]);
+        let after = http(&a, &a_pw);
+        assert!(after.contains("unauthenticated"), "{after}");
         // The very next statement hears why (not "branch not available"), and the session ends.
         let e = ca.query_drop("SELECT 1").await.unwrap_err();
         assert!(
