@@ -1988,7 +1988,8 @@ mod tests {
             change("orders", "ALTER TABLE `orders` ADD KEY `c` (`customer_id`)"),
             change("v", "CREATE VIEW `v` AS SELECT 1"),
         ];
-        let cases: Vec<(Vec<(i64, Vec<strata_schema::Change>)>, Option<(i64, &str)>)> = vec![
+        type Queue = Vec<(i64, Vec<strata_schema::Change>)>;
+        let cases: Vec<(Queue, Option<(i64, &str)>)> = vec![
             (vec![], None),
             // Other objects.
             (
