@@ -102,7 +102,13 @@ fn queue_conflict(
 /// What a queued deployment is told of the one ahead of it.
 fn waiting_behind(ahead: &Deployment) -> String {
     let number = ahead.deploy_request_number;
+    let progress = progress_of(ahead);
     let doing = match ahead.state.as_str() {
+        _ if progress.delayed_since.is_some() => {
+            "delayed by long-running transactions on its tables"
+        }
+        "in_progress" if progress.phase == "preparing" => "preparing its tables",
+        "in_progress" if progress.phase == "building_keys" => "building its tables' keys",
         "queued" => "queued before it",
         "pending_cutover" if !ahead.auto_cutover => {
             "in sync and waiting to be applied: `deploy-request apply` (or `cancel`) it to let this one start"
@@ -2064,7 +2070,20 @@ mod tests {
                 "#4, which is being reverted",
             ),
         ];
-        for (ahead, want) in cases {
+        let mut p = Progress {
+            phase: "preparing".into(),
+            ..Default::default()
+        };
+        let mut preparing = deployment("d4", "main", "in_progress", 10);
+        set_progress(&mut preparing, &p);
+        p.delayed_since = Some(5);
+        let mut delayed = deployment("d4", "main", "in_progress", 10);
+        set_progress(&mut delayed, &p);
+        let more = [
+            (preparing, "#4, which is preparing its tables"),
+            (delayed, "#4, which is delayed by long-running transactions"),
+        ];
+        for (ahead, want) in cases.into_iter().chain(more) {
             let note = waiting_behind(&ahead);
             assert!(note.contains(want), "{note}");
         }

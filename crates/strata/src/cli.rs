@@ -977,6 +977,15 @@ fn print_problems(ctx: &Ctx, v: &Value) {
     {
         println!("{}", output::visible(note));
     }
+    // A gated deployment in sync says what cuts it over (as `deploy --wait` does when it ends).
+    if v.pointer("/deployment/state").and_then(Value::as_str) == Some("pending_cutover")
+        && v.pointer("/deployment/auto_cutover") == Some(&Value::Bool(false))
+    {
+        let number = v["number"].as_i64().unwrap_or_default();
+        println!(
+            "In sync and waiting to be applied: `strata deploy-request apply <database> {number}` cuts it over."
+        );
+    }
     for (title, key) in [("Not deployable:", "problems"), ("Warnings:", "warnings")] {
         let list = v
             .get(key)

@@ -472,6 +472,11 @@ fn a_request_queued_behind_a_gated_one_says_what_it_waits_for() {
     ]);
     s.json(&["deploy-request", "deploy", "shop", "1"]);
     wait_state(&s, "1", &["pending_cutover"], 300);
+    let gated = s.ok(&["deploy-request", "show", "shop", "1"]);
+    assert!(
+        gated.contains("waiting to be applied") && gated.contains("deploy-request apply"),
+        "{gated}"
+    );
     // Another request into `main` waits behind the gated one, and says so wherever it is shown.
     let dev2 = new_branch(&s, "dev2");
     s.sql_ok(
