@@ -957,6 +957,7 @@ const DEPLOY_REQUEST: &[Column] = &[
     ("STATE", "/state"),
     ("DEPLOYMENT STATE", "/deployment_state"),
     ("DEPLOYABLE", "/deployable"),
+    ("AUTO APPLY", "/auto_cutover"),
     ("CREATED AT", "/created_at"),
     ("CLOSED AT", "/closed_at"),
 ];
@@ -1111,14 +1112,27 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
             wait,
         } => {
             let number = request_number(ctx, &base(&database), &number).await?;
-            let v = ctx
+            let sent = ctx
                 .client
                 .send(
                     Method::POST,
                     &format!("{}/{number}/deploy", base(&database)),
                     json!({ "instant_ddl": instant }),
                 )
-                .await?;
+                .await;
+            // Already in the queue: `--wait` follows it rather than failing.
+            let v = match sent {
+                Err(e)
+                    if wait
+                        && format!("{e:#}").contains("already deployed or in the deploy queue") =>
+                {
+                    ctx.say(&format!(
+                        "Deploy request #{number} is already in the deploy queue: following it."
+                    ));
+                    return follow(ctx, &database, number).await;
+                }
+                other => other?,
+            };
             ctx.say(&format!(
                 "Deploy request #{number} was added to the deploy queue{}.",
                 if instant { " (instant)" } else { "" }
@@ -1377,12 +1391,14 @@ async fn follow(ctx: &Ctx, database: &str, number: i64) -> Result<()> {
         // Without a bar (not a terminal), a wait in the queue, or a step failed and tried again,
         // is said once as it starts.
         let notice = match d["error"].as_str() {
-            Some(e) if queued_behind.is_empty() && state != "complete_error" => e,
-            _ => queued_behind,
+            Some(e) if queued_behind.is_empty() && state != "complete_error" => {
+                format!("A step will be tried again after: {e}")
+            }
+            _ => queued_behind.to_string(),
         };
         if !human && ctx.format == Format::Human && !notice.is_empty() && notice != said {
-            eprintln!("{}", output::visible(notice));
-            said = notice.to_string();
+            eprintln!("{}", output::visible(&notice));
+            said = notice;
         }
         // The percentage with the figures of the same reading (drawn from the bar's own
         // position, it could show another poll's).

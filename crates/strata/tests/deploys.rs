@@ -524,8 +524,15 @@ fn a_request_queued_behind_a_gated_one_says_what_it_waits_for() {
         refused.contains("conflicts with deploy request #1") && refused.contains("`t`"),
         "{refused}"
     );
-    // Applied, the first cuts over and the second goes on: the note is gone.
+    // Applied, the first cuts over and the second goes on: the note is gone. `deploy --wait` of
+    // the request already queued follows it.
     s.json(&["deploy-request", "apply", "shop", "1"]);
+    let followed = s.ok(&["deploy-request", "deploy", "shop", "2", "--wait"]);
+    assert!(
+        followed.contains("already in the deploy queue: following it")
+            && followed.contains("complete_pending_revert"),
+        "{followed}"
+    );
     let d = wait_state(&s, "2", &["complete_pending_revert"], 120);
     assert!(d["queued_behind"].is_null(), "{d}");
     let tables = s.sql_ok(
