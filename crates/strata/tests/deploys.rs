@@ -228,6 +228,13 @@ fn new_branch(s: &Strata, name: &str) -> String {
         .to_string()
 }
 
+/// A development branch of `shop`'s `main` with `sql` run on it (as its admin); its id.
+fn branch_with(s: &Strata, name: &str, sql: &str) -> String {
+    let id = new_branch(s, name);
+    s.sql_ok(&id, "strata_admin", sql);
+    id
+}
+
 fn setup(s: &Strata) -> (String, String) {
     let main_id = s.new_database("shop");
     s.sql_ok(
@@ -478,12 +485,7 @@ fn a_request_queued_behind_a_gated_one_says_what_it_waits_for() {
         "{gated}"
     );
     // Another request into `main` waits behind the gated one, and says so wherever it is shown.
-    let dev2 = new_branch(&s, "dev2");
-    s.sql_ok(
-        &dev2,
-        "strata_admin",
-        "CREATE TABLE shop.later (id INT PRIMARY KEY)",
-    );
+    branch_with(&s, "dev2", "CREATE TABLE shop.later (id INT PRIMARY KEY)");
     s.json(&[
         "deploy-request",
         "create",
@@ -512,12 +514,7 @@ fn a_request_queued_behind_a_gated_one_says_what_it_waits_for() {
     );
     // A request changing a table the gated one changes, otherwise, is refused as it joins the
     // queue (as on PlanetScale), not failed once the first has deployed.
-    let dev3 = new_branch(&s, "dev3");
-    s.sql_ok(
-        &dev3,
-        "strata_admin",
-        "ALTER TABLE shop.t ADD COLUMN other INT NULL",
-    );
+    branch_with(&s, "dev3", "ALTER TABLE shop.t ADD COLUMN other INT NULL");
     s.json(&["deploy-request", "create", "shop", "dev3"]);
     let refused = s.fails(&["deploy-request", "deploy", "shop", "3"]);
     assert!(

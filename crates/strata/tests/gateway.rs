@@ -2034,19 +2034,7 @@ fn the_server_keeps_passwords_apart() {
         let mut ca = mysql_async::Conn::new(opts(&s, &a, &a_pw)).await.unwrap();
         ca.query_drop("BEGIN").await.unwrap();
         ca.query_drop("SELECT * FROM t FOR UPDATE").await.unwrap();
-        let http = |user: &str, pw: &str| {
-            let out = std::process::Command::new("curl")
-                .args(["-s", "-m", "20", "-u", &format!("{user}:{pw}")])
-                .args(["-H", "content-type: application/json"])
-                .args(["-d", r#"{"query":"SELECT 1","session":null}"#])
-                .arg(format!(
-                    "http://127.0.0.1:{}/psdb.v1alpha1.Database/Execute",
-                    s.http_port
-                ))
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).to_string()
-        };
+        let http = |user: &str, pw: &str| http_execute(&s, user, pw, "SELECT 1", 20);
         // A login the HTTP endpoint has just checked (kept for a second) is refused at once too.
         let before = http(&a, &a_pw);
         assert!(before.contains("\"rows\""), "{before}");
@@ -2235,20 +2223,10 @@ fn logged_in_clients_are_bounded_per_password_and_in_all() {
         matches!(&e, mysql_async::Error::Server(se) if se.code == 1040),
         "{e}"
     );
-    let http = std::process::Command::new("curl")
-        .args(["-s", "-m", "5", "-u", &format!("{third}:{third_pw}")])
-        .args(["-H", "content-type: application/json"])
-        .args(["-d", r#"{"query":"SELECT 3","session":null}"#])
-        .arg(format!(
-            "http://127.0.0.1:{}/psdb.v1alpha1.Database/Execute",
-            s.http_port
-        ))
-        .output()
-        .unwrap();
+    let http = http_execute(&s, &third, &third_pw, "SELECT 3", 5);
     assert!(
-        String::from_utf8_lossy(&http.stdout).contains("resource_exhausted"),
-        "HTTP SQL past the bound hears 503: {}",
-        String::from_utf8_lossy(&http.stdout)
+        http.contains("resource_exhausted"),
+        "HTTP SQL past the bound hears 503: {http}"
     );
     // The API and the sessions already open keep answering.
     let dbs = s.json(&["database", "list"]);
@@ -2559,4 +2537,27 @@ fn a_transaction_whose_connection_broke_is_reported_gone() {
         assert!(ids.contains(&4));
         c.disconnect().await.unwrap();
     });
+}
+
+/// One HTTP SQL call without a session (curl, Basic auth, plain HTTP on loopback): the body of the
+/// answer.
+fn http_execute(s: &Strata, user: &str, pw: &str, sql: &str, timeout_secs: u32) -> String {
+    let body = serde_json::json!({ "query": sql, "session": null }).to_string();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            &timeout_secs.to_string(),
+            "-u",
+            &format!("{user}:{pw}"),
+        ])
+        .args(["-H", "content-type: application/json"])
+        .args(["-d", &body])
+        .arg(format!(
+            "http://127.0.0.1:{}/psdb.v1alpha1.Database/Execute",
+            s.http_port
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
