@@ -1120,12 +1120,26 @@ pub async fn run_deploy_request(ctx: &Ctx, cmd: DeployRequestCmd) -> Result<()> 
                     json!({ "instant_ddl": instant }),
                 )
                 .await;
-            // Already in the queue: `--wait` follows it rather than failing.
+            // Already in the queue (its deployment under way): `--wait` follows it rather than
+            // failing. Read from the deployment itself, not from the error's wording.
             let v = match sent {
-                Err(e)
-                    if wait
-                        && format!("{e:#}").contains("already deployed or in the deploy queue") =>
-                {
+                Err(e) if wait => {
+                    let url = format!("{}/{number}/deployment", base(&database));
+                    let state = match ctx.client.get(&url).await {
+                        Ok(d) => d["state"].as_str().unwrap_or_default().to_string(),
+                        Err(_) => return Err(e),
+                    };
+                    if !matches!(
+                        state.as_str(),
+                        "queued"
+                            | "in_progress"
+                            | "pending_cutover"
+                            | "in_progress_cutover"
+                            | "in_progress_cancel"
+                            | "in_progress_revert"
+                    ) {
+                        return Err(e);
+                    }
                     ctx.say(&format!(
                         "Deploy request #{number} is already in the deploy queue: following it."
                     ));
