@@ -8,6 +8,7 @@
 # and through the gateway (with an admin password).
 #
 # Usage: bench/gateway_sysbench.sh [seconds per run, default 20] [table size, default 100000]
+# STRATA_BENCH_TESTS and STRATA_BENCH_THREADS narrow the lines run (defaults: both tests, 1 and 8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
@@ -52,8 +53,8 @@ run() { # test threads target...
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(mariadbd --version | cut -d' ' -f3-5); sysbench $(sysbench --version | cut -d' ' -f2); $(haproxy -v | head -1 | cut -d' ' -f1-3)"
 printf "%-18s %7s | %10s %7s | %11s %7s | %11s %7s %6s | %9s %10s %10s\n" test threads direct_qps p50_ms haproxy_qps p50_ms gateway_qps p50_ms errors gw/direct gw/haproxy added_p50
-for test in oltp_point_select oltp_read_write; do
-  for threads in 1 8; do
+for test in ${STRATA_BENCH_TESTS:-oltp_point_select oltp_read_write}; do
+  for threads in ${STRATA_BENCH_THREADS:-1 8}; do
     read -r dq dp _ <<<"$(run $test $threads "${direct[@]}")"
     read -r hq hp _ <<<"$(run $test $threads "${haproxy[@]}")"
     read -r gq gp ge <<<"$(run $test $threads "${gateway[@]}")"

@@ -65,6 +65,8 @@ pub struct Backend {
     /// The server holds warnings or an error of a statement run here (`SHOW WARNINGS`, `SHOW
     /// ERRORS`): they name tables and values, so they are cleared before anyone else gets it.
     pub diagnostics: bool,
+    /// The gateway core whose runtime polls this connection's socket (`crate::cores`).
+    pub home: usize,
 }
 
 /// Server-side prepared statements kept per backend connection before the oldest are closed.
@@ -120,6 +122,7 @@ impl Backend {
             pending_close: Vec::new(),
             statement_limit: None,
             diagnostics: false,
+            home: crate::cores::current(),
         };
         let greeting_frame = b.next_frame().await?;
         if greeting_frame.payload().first() == Some(&0xFF) {
@@ -233,6 +236,15 @@ impl Backend {
 
     /// An idle connection the instance closed (it restarted, or ended the session) or that has
     /// unexpected bytes waiting: unusable. Costs no system call while the socket is quiet.
+    /// Moves the connection to the runtime of the calling thread (a session on another gateway
+    /// core borrowed it): its socket is registered there instead.
+    pub fn rehome(mut self) -> std::io::Result<Backend> {
+        let std = self.stream.into_std()?;
+        self.stream = TcpStream::from_std(std)?;
+        self.home = crate::cores::current();
+        Ok(self)
+    }
+
     pub fn idle_unusable(&self) -> bool {
         if !self.rbuf.is_empty() {
             return true;

@@ -328,7 +328,7 @@ impl HttpSql {
                     let Ok((tcp, peer)) = accepted else { continue };
                     let me = self.clone();
                     let tls = tls.clone();
-                    tokio::spawn(async move {
+                    self.gw.cores.spawn(tcp, move |tcp| async move {
                         // Past the gateway's bound on open connections: turned away at once
                         // (503 in plain HTTP; a TLS client is closed).
                         let Some(_open) = me.gw.clients.open() else {
@@ -899,7 +899,10 @@ impl HttpSql {
             .enter_gate(s.in_transaction || s.locked_at.is_some())
             .await;
         let mut lease = match s.conn.take() {
-            Some(mut c) => {
+            Some(c) => {
+                let mut c = c
+                    .here()
+                    .map_err(|e| connection_lost(s, &link::unavailable(e)))?;
                 if let Err(e) = link.fresh_privileges(&mut c).await {
                     let thread = c.backend.thread_id;
                     c.discard();

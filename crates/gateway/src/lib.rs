@@ -11,6 +11,7 @@ pub mod admission;
 pub mod backend;
 mod client;
 pub mod clients;
+pub mod cores;
 pub mod http;
 mod link;
 mod pool;
@@ -85,6 +86,8 @@ pub struct GatewayConfig {
     pub max_clients: usize,
     /// Logged-in MySQL sessions of one password.
     pub max_clients_per_password: usize,
+    /// Threads serving client connections (see `cores`); 0: one per CPU.
+    pub threads: usize,
 }
 
 impl Default for GatewayConfig {
@@ -101,6 +104,7 @@ impl Default for GatewayConfig {
             login_timeout: Duration::from_secs(10),
             max_clients: 16_000,
             max_clients_per_password: 4_000,
+            threads: 0,
         }
     }
 }
@@ -128,6 +132,8 @@ pub struct Gateway {
     pub(crate) cfg: GatewayConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) pools: pool::Pools,
+    /// Where client connections run.
+    pub(crate) cores: cores::Cores,
     pub(crate) sessions: Mutex<HashMap<u32, Arc<SessionShared>>>,
     next_id: AtomicU32,
     /// Failed logins per address (slows its failures) and per (address, username) (blocks it).
@@ -297,6 +303,7 @@ impl Gateway {
         Arc::new(Gateway {
             platform,
             pools: pool::Pools::new(cfg.pool_size, cfg.pool_wait),
+            cores: cores::Cores::start(cfg.threads),
             prelogin: admission::Admission::new(cfg.prelogin_max, cfg.prelogin_per_address),
             clients: clients::Clients::new(cfg.max_clients, cfg.max_clients_per_password),
             cfg,
@@ -343,7 +350,7 @@ impl Gateway {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         let me = self.clone();
-                        tokio::spawn(async move {
+                        self.cores.spawn(tcp, move |tcp| async move {
                             // Held for the connection's life.
                             let Some(_open) = me.clients.open() else {
                                 too_many_connections(tcp).await;

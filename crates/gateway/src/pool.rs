@@ -141,6 +141,31 @@ impl Lease {
             .push(b);
     }
 
+    /// The lease with its connection moved to the calling thread's gateway core, if it was on
+    /// another (an HTTP SQL session's requests may come on different client connections, so
+    /// cores). On failure the connection is closed.
+    pub fn here(self) -> std::io::Result<Lease> {
+        if self.backend.home == crate::cores::current() {
+            return Ok(self);
+        }
+        let Lease {
+            backend,
+            pool,
+            _permit,
+        } = self;
+        match backend.rehome() {
+            Ok(backend) => Ok(Lease {
+                backend,
+                pool,
+                _permit,
+            }),
+            Err(e) => {
+                pool.closed(1);
+                Err(e)
+            }
+        }
+    }
+
     /// Closes the connection instead of returning it (broken, or in an unknown state).
     pub fn discard(self) {
         self.pool.closed(1);
@@ -269,16 +294,35 @@ impl Pools {
                 .map_err(|_| PoolError::Exhausted(self.wait))?
                 .map_err(|_| PoolError::Exhausted(self.wait))?,
         };
+        let here = crate::cores::current();
         loop {
-            let candidate = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            // One of this core's own first (no move), the most recently used of them.
+            let candidate = {
+                let mut idle = pool.idle();
+                match idle.iter().rposition(|b| b.home == here) {
+                    Some(i) => Some(idle.remove(i)),
+                    None => idle.pop(),
+                }
+            };
             match candidate {
                 Some(b)
                     if b.addr == target.addr
                         && b.last_used.elapsed() < IDLE_MAX
                         && !b.idle_unusable() =>
                 {
+                    let backend = if b.home == here {
+                        b
+                    } else {
+                        match b.rehome() {
+                            Ok(b) => b,
+                            Err(_) => {
+                                pool.closed(1);
+                                continue;
+                            }
+                        }
+                    };
                     return Ok(Lease {
-                        backend: b,
+                        backend,
                         pool,
                         _permit: permit,
                     });

@@ -91,6 +91,10 @@ enum Command {
         /// Backend connections per branch, role and client profile.
         #[arg(long, default_value_t = 64)]
         pool_size: usize,
+        /// Threads serving MySQL and HTTP SQL client connections, each with its own runtime
+        /// (default: one per CPU).
+        #[arg(long)]
+        gateway_threads: Option<usize>,
         /// Rows one query may return, update or delete.
         #[arg(long, default_value_t = 100_000)]
         max_rows: u64,
@@ -248,6 +252,7 @@ fn main() -> std::process::ExitCode {
             mysql_host,
             require_tls_on_loopback,
             pool_size,
+            gateway_threads,
             max_rows,
             max_result_bytes,
             transaction_timeout,
@@ -286,6 +291,7 @@ fn main() -> std::process::ExitCode {
                 gateway: strata_gateway::GatewayConfig {
                     allow_plaintext_loopback: !require_tls_on_loopback,
                     pool_size,
+                    threads: gateway_threads.unwrap_or(0),
                     limits: strata_gateway::Limits {
                         max_rows,
                         max_result_bytes,

@@ -86,3 +86,55 @@ fn the_serverless_driver_works_unmodified() {
     assert_eq!(v["result"]["fields"][0]["type"], "INT64", "{v}");
     assert_eq!(v["result"]["rows"][0]["values"], "NDI=", "{v}");
 }
+
+/// One HTTP SQL session's calls on two client connections held open at once: the gateway serves
+/// each connection on its own thread (`--gateway-threads 2`), so the transaction's backend
+/// connection moves between them; every commit and rollback must still land exactly.
+#[test]
+fn a_transaction_whose_calls_come_on_two_connections_lands_exactly() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start_with(root.path(), "127.0.0.1:0", &["--gateway-threads", "2"]);
+    s.json(&["database", "create", "shop", "--wait"]);
+    let (user, pass, _) = common::password(&s, "shop", "main", "admin");
+    let script = r#"
+import base64, http.client, json, sys
+port, user, pw = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+auth = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+def call(c, q, session):
+    c.request("POST", "/psdb.v1alpha1.Database/Execute", json.dumps({"query": q, "session": session}),
+              {"content-type": "application/json", "authorization": auth})
+    r = c.getresponse()
+    body = json.loads(r.read())
+    if r.status != 200 or body.get("error"):
+        sys.exit(f"{q}: {r.status} {body}")
+    return body["session"]
+a = http.client.HTTPConnection("127.0.0.1", port)
+b = http.client.HTTPConnection("127.0.0.1", port)
+s = call(a, "CREATE TABLE moved (id INT PRIMARY KEY)", None)
+s = call(b, "SELECT 1", s)
+for i in range(20):
+    one, two = (a, b) if i % 2 == 0 else (b, a)
+    s = call(one, "BEGIN", s)
+    s = call(one, f"INSERT INTO moved VALUES ({i})", s)
+    s = call(two, f"INSERT INTO moved VALUES ({i + 100})", s)
+    s = call(one if i % 3 else two, "ROLLBACK" if i % 4 == 3 else "COMMIT", s)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &s.http_port.to_string(), &user, &pass])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let o = s.gateway_sql(
+        &user,
+        &pass,
+        &["shop"],
+        "SELECT COUNT(*), SUM(id % 4 = 3) FROM moved",
+    );
+    // Transactions 3, 7, 11, 15 and 19 rolled back: 15 committed, two rows each.
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "30\t0");
+}
