@@ -202,6 +202,20 @@ impl Backend {
         self.write_packet(&mut seq, payload).await
     }
 
+    /// Sends several commands in one write, without waiting for their answers (which come
+    /// back in order): a guard and its statement cost one round trip, not two.
+    pub async fn send_commands(&mut self, payloads: &[&[u8]]) -> Result<(), BackendError> {
+        self.flush_closes().await?;
+        self.last_used = Instant::now();
+        let mut out = BytesMut::with_capacity(payloads.iter().map(|p| p.len() + 8).sum());
+        for p in payloads {
+            let mut seq = 0;
+            put_packet(&mut out, &mut seq, p);
+        }
+        self.stream.write_all(&out).await?;
+        Ok(())
+    }
+
     async fn flush_closes(&mut self) -> Result<(), BackendError> {
         for p in std::mem::take(&mut self.pending_close) {
             let mut seq = 0;

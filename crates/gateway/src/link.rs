@@ -569,13 +569,41 @@ pub(crate) async fn row_limited(
     let max_rows = limits.max_rows;
     // Only a timed statement may need to be stopped.
     let root = deadline.and_then(|_| link.root_target());
-    if let Err(e) = backend.query(guard.start()).await {
-        return Err(Failed::Broken(unavailable(e)));
-    }
-    if backend.send_command(payload).await.is_err() {
-        return Err(Failed::Broken(unavailable("the instance connection broke")));
+    // A savepoint goes out with its statement, in one write (a transaction's statements pay no
+    // extra round trip for the guard). The statement then runs whatever the savepoint's answer:
+    // if it failed, a statement over the limit cannot be undone alone, and the whole transaction
+    // is (below). A guard that opens a transaction or switches autocommit is answered first: the
+    // statement must never run without it.
+    let pipelined = guard == Guard::Savepoint;
+    let mut guarded = true;
+    if pipelined {
+        let start = [
+            &[strata_wire::caps::command::QUERY][..],
+            guard.start().as_bytes(),
+        ]
+        .concat();
+        if backend.send_commands(&[&start, payload]).await.is_err() {
+            return Err(Failed::Broken(unavailable("the instance connection broke")));
+        }
+    } else {
+        if let Err(e) = backend.query(guard.start()).await {
+            return Err(Failed::Broken(unavailable(e)));
+        }
+        if backend.send_command(payload).await.is_err() {
+            return Err(Failed::Broken(unavailable("the instance connection broke")));
+        }
     }
     busy(Some((backend.addr, backend.thread_id)));
+    if pipelined {
+        match backend.drain(Expect::ResultSets).await {
+            Ok(_) => {}
+            Err(BackendError::Server(_)) => guarded = false,
+            Err(_) => {
+                busy(None);
+                return Err(Failed::Broken(unavailable("the instance connection broke")));
+            }
+        }
+    }
     let read = read_response(backend, deadline, root, limits, link).await;
     busy(None);
     let (collected, past_limit) = read?;
@@ -586,6 +614,12 @@ pub(crate) async fn row_limited(
     let over = past_limit.is_some()
         || t.rows > max_rows
         || most_changed(&collected.frames, counted, backend.capabilities) > max_rows;
+    if over && !guarded {
+        // Only closing the connection undoes it: with the client's whole transaction.
+        let mut e = past_limit.unwrap_or_else(|| row_count_exceeded(max_rows));
+        e.message.push_str("; the transaction was rolled back");
+        return Err(Failed::Broken(e));
+    }
     for sql in guard.end(over) {
         if let Err(e) = backend.query(sql).await {
             return Err(Failed::Broken(unavailable(e)));
