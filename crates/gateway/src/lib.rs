@@ -140,7 +140,7 @@ pub struct Gateway {
     failures: FailureCounts<IpAddr>,
     user_failures: FailureCounts<(IpAddr, String)>,
     server_version: String,
-    pub(crate) inflight: Mutex<HashMap<InflightKey, Shared>>,
+    pub(crate) inflight: Mutex<foldhash::HashMap<InflightKey, Shared>>,
     /// Queries answered from another session's identical query in flight.
     pub(crate) consolidated: std::sync::atomic::AtomicU64,
     /// MySQL connections still logging in.
@@ -313,7 +313,7 @@ impl Gateway {
             failures: FailureCounts::new(),
             user_failures: FailureCounts::new(),
             server_version: format!("5.5.5-{server_version}-strata"),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(foldhash::HashMap::default()),
             consolidated: std::sync::atomic::AtomicU64::new(0),
         })
     }

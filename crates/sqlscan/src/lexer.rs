@@ -82,8 +82,9 @@ pub fn tokens_read(sql: &str, reading: Reading) -> Vec<Token<'_>> {
 
 /// True when the text holds `--` followed by a character some charset takes for a space.
 pub fn has_odd_space_dashes(sql: &str) -> bool {
-    sql.match_indices("--")
-        .any(|(i, _)| ODD_SPACES.iter().any(|sp| sql[i + 2..].starts_with(sp)))
+    let b = sql.as_bytes();
+    (0..b.len().saturating_sub(1))
+        .any(|i| b[i] == b'-' && b[i + 1] == b'-' && odd_space_at(sql, i + 2).is_some())
 }
 
 /// True when the text holds a versioned executable comment.
@@ -99,6 +100,19 @@ pub fn has_versioned_comment(sql: &str) -> bool {
 /// Characters the server may take for whitespace in some charset (latin1's no-break space, or a
 /// byte that was not UTF-8 and reached the lexer replaced): they separate words here too.
 const ODD_SPACES: &[&str] = &["\u{A0}", "\u{FFFD}", "\u{2000}", "\u{3000}"];
+
+/// The length of the odd space starting at byte `i`, if one does. Each starts with a byte past
+/// ASCII, so an ASCII byte (almost every byte of a query) is answered without a comparison.
+fn odd_space_at(sql: &str, i: usize) -> Option<usize> {
+    if sql.as_bytes().get(i).is_none_or(|c| c.is_ascii()) {
+        return None;
+    }
+    let rest = sql.get(i..)?;
+    ODD_SPACES
+        .iter()
+        .find(|sp| rest.starts_with(**sp))
+        .map(|sp| sp.len())
+}
 
 fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>, reading: Reading) {
     let Reading {
@@ -120,11 +134,8 @@ fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>, reading: Reading) {
     };
     while i < n {
         let c = b[i];
-        if let Some(sp) = ODD_SPACES
-            .iter()
-            .find(|sp| sql.get(i..).is_some_and(|r| r.starts_with(**sp)))
-        {
-            i += sp.len();
+        if let Some(sp) = odd_space_at(sql, i) {
+            i += sp;
         } else if executable > 0 && c == b'*' && b.get(i + 1) == Some(&b'/') {
             executable -= 1;
             i += 2;
@@ -204,12 +215,7 @@ fn scan<'a>(sql: &'a str, out: &mut Vec<Token<'a>>, reading: Reading) {
             push(TokenKind::Number, start, i, out);
         } else if is_word_byte(c) {
             let start = i;
-            while i < n
-                && is_word_byte(b[i])
-                && !ODD_SPACES
-                    .iter()
-                    .any(|sp| sql.get(i..).is_some_and(|r| r.starts_with(*sp)))
-            {
+            while i < n && is_word_byte(b[i]) && odd_space_at(sql, i).is_none() {
                 i += 1;
             }
             // Never split inside a multi-byte character.
@@ -264,4 +270,20 @@ fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
         .windows(needle.len())
         .position(|w| w == needle)
         .map(|p| p + from)
+}
+
+#[cfg(test)]
+mod odd_space_tests {
+    use super::*;
+
+    #[test]
+    fn every_odd_space_starts_past_ascii() {
+        // `odd_space_at` answers an ASCII byte without looking further.
+        for sp in ODD_SPACES {
+            assert!(!sp.as_bytes()[0].is_ascii(), "{sp:?}");
+        }
+        assert_eq!(odd_space_at("a\u{A0}b", 1), Some(2));
+        assert_eq!(odd_space_at("a\u{A0}b", 0), None);
+        assert_eq!(odd_space_at("é", 0), None);
+    }
 }

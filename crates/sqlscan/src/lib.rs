@@ -304,13 +304,9 @@ fn analyze_with(sql: &str, reading: Reading) -> Analysis {
             }
         }
     }
-    let code: Vec<&Token> = toks
-        .iter()
-        .filter(|t| t.kind != TokenKind::Directive)
-        .collect();
-    let mut current: Vec<&Token> = Vec::new();
+    let mut current: Vec<&Token> = Vec::with_capacity(toks.len());
     let mut stmts: Vec<Vec<&Token>> = Vec::new();
-    for t in code {
+    for t in toks.iter().filter(|t| t.kind != TokenKind::Directive) {
         if t.kind == TokenKind::Semicolon {
             stmts.push(std::mem::take(&mut current));
         } else {
@@ -325,15 +321,19 @@ fn analyze_with(sql: &str, reading: Reading) -> Analysis {
     let mut unchecked: Vec<bool> = Vec::new();
     let mut stmts: Vec<Vec<&Token>> = stmts
         .into_iter()
-        .filter_map(|s| {
-            let body = without_set_statement(&s).to_vec();
-            let mut given = time_limits(&s);
-            if compound && given.is_empty() && s.iter().any(|t| names_variable(t, TIME_LIMIT)) {
-                given.push(None);
-            }
+        .filter_map(|mut s| {
+            let given = time_limits(&s);
             let unchecks = (compound || word_is(s.first().copied(), "SET"))
                 && s.iter()
                     .any(|t| names_variable(t, "check_constraint_checks"));
+            let has_time_limit = compound && s.iter().any(|t| names_variable(t, TIME_LIMIT));
+            let prefix = s.len() - without_set_statement(&s).len();
+            s.drain(..prefix);
+            let body = s;
+            let mut given = given;
+            if given.is_empty() && has_time_limit {
+                given.push(None);
+            }
             if body.is_empty() {
                 // Nothing left to run; a limit it gives still counts.
                 if let (Some(last), false) = (limits.last_mut(), given.is_empty()) {
@@ -431,18 +431,18 @@ fn analyze_with(sql: &str, reading: Reading) -> Analysis {
                 a.pins_session = Some("user variable assignment");
             }
             if t.kind == TokenKind::Word {
-                let up = t.text.to_ascii_uppercase();
-                if PINNING_FUNCTIONS.contains(&up.as_str()) && a.pins_session.is_none() {
+                let is = |w: &str| t.text.eq_ignore_ascii_case(w);
+                if PINNING_FUNCTIONS.iter().any(|f| is(f)) && a.pins_session.is_none() {
                     a.pins_session = Some("session-scoped function");
                 }
-                if up == "LAST_INSERT_ID"
+                if is("LAST_INSERT_ID")
                     && s.get(i + 1).is_some_and(|n| n.text == "(")
                     && s.get(i + 2).is_some_and(|n| n.text != ")")
                     && a.pins_session.is_none()
                 {
                     a.pins_session = Some("LAST_INSERT_ID(expr)");
                 }
-                if up == "INTO"
+                if is("INTO")
                     && s.get(i + 1).is_some_and(|n| n.kind == TokenKind::Variable)
                     && a.pins_session.is_none()
                 {
@@ -453,79 +453,76 @@ fn analyze_with(sql: &str, reading: Reading) -> Analysis {
     }
     if stmts.len() == 1 {
         let s = &stmts[0];
-        let words: Vec<String> = s.iter().map(|t| t.text.to_ascii_uppercase()).collect();
-        let w: Vec<&str> = words.iter().map(String::as_str).collect();
-        // SELECT LAST_INSERT_ID() [AS alias]
-        if w.len() >= 4
-            && w[..4] == ["SELECT", "LAST_INSERT_ID", "(", ")"]
-            && (w.len() == 4 || (w.len() == 6 && w[4] == "AS") || w.len() == 5)
-        {
-            a.last_insert_id_query = true;
-        }
-        // SELECT ROW_COUNT() [AS alias]
-        if w.len() >= 4
-            && w[..4] == ["SELECT", "ROW_COUNT", "(", ")"]
-            && (w.len() == 4 || (w.len() == 6 && w[4] == "AS") || w.len() == 5)
-        {
-            a.row_count_query = true;
-        }
-        // SELECT FOUND_ROWS() [AS alias]
-        if w.len() >= 4
-            && w[..4] == ["SELECT", "FOUND_ROWS", "(", ")"]
-            && (w.len() == 4 || (w.len() == 6 && w[4] == "AS") || w.len() == 5)
-        {
-            a.found_rows_query = true;
-        }
-        // SELECT CONNECTION_ID() [AS alias]
-        if w.len() >= 4
-            && w[..4] == ["SELECT", "CONNECTION_ID", "(", ")"]
-            && (w.len() == 4 || (w.len() == 6 && w[4] == "AS") || w.len() == 5)
-        {
-            a.connection_id_query = true;
-        }
-        // SET [SESSION|@@[session.]]workload = value
-        if w.first() == Some(&"SET") {
-            let rest: Vec<&str> = w[1..]
-                .iter()
-                .copied()
-                .filter(|x| !["SESSION", "@@", "@@SESSION", "."].contains(x))
-                .collect();
-            let name = rest
-                .first()
-                .map(|n| n.trim_start_matches("@@SESSION.").trim_start_matches("@@"));
-            if name == Some("WORKLOAD") && rest.len() == 3 && (rest[1] == "=" || rest[1] == ":=") {
-                a.set_workload = Some(
-                    rest[2]
-                        .trim_matches(|c| c == '\'' || c == '"')
-                        .to_ascii_lowercase(),
-                );
+        // Compared without copying: most statements are neither SET nor KILL.
+        let is = |i: usize, k: &str| s.get(i).is_some_and(|t| t.text.eq_ignore_ascii_case(k));
+        // SELECT f() [[AS] alias]
+        let select_of = |f: &str| {
+            let n = s.len();
+            n >= 4
+                && is(0, "SELECT")
+                && is(1, f)
+                && s[2].text == "("
+                && s[3].text == ")"
+                && (n == 4 || n == 5 || (n == 6 && is(4, "AS")))
+        };
+        a.last_insert_id_query = select_of("LAST_INSERT_ID");
+        a.row_count_query = select_of("ROW_COUNT");
+        a.found_rows_query = select_of("FOUND_ROWS");
+        a.connection_id_query = select_of("CONNECTION_ID");
+        if is(0, "SET") || is(0, "KILL") {
+            let words: Vec<String> = s.iter().map(|t| t.text.to_ascii_uppercase()).collect();
+            let w: Vec<&str> = words.iter().map(String::as_str).collect();
+            // SET [SESSION|@@[session.]]workload = value
+            if w.first() == Some(&"SET") {
+                let rest: Vec<&str> = w[1..]
+                    .iter()
+                    .copied()
+                    .filter(|x| !["SESSION", "@@", "@@SESSION", "."].contains(x))
+                    .collect();
+                let name = rest
+                    .first()
+                    .map(|n| n.trim_start_matches("@@SESSION.").trim_start_matches("@@"));
+                if name == Some("WORKLOAD")
+                    && rest.len() == 3
+                    && (rest[1] == "=" || rest[1] == ":=")
+                {
+                    a.set_workload = Some(
+                        rest[2]
+                            .trim_matches(|c| c == '\'' || c == '"')
+                            .to_ascii_lowercase(),
+                    );
+                }
             }
-        }
-        // KILL [HARD|SOFT] [QUERY|CONNECTION] n
-        if w.first() == Some(&"KILL") {
-            let skip = usize::from(matches!(w.get(1), Some(&"HARD") | Some(&"SOFT")));
-            let (query, idx) = match w.get(1 + skip) {
-                Some(&"QUERY") => (true, 2 + skip),
-                Some(&"CONNECTION") => (false, 2 + skip),
-                _ => (false, 1 + skip),
-            };
-            match w.get(idx).and_then(|n| n.parse::<u64>().ok()) {
-                Some(id) if w.len() == idx + 1 => a.kill = Some((query, id)),
-                _ => {
-                    if let Some(st) = a.statements.first_mut() {
-                        st.foreign_kill = true;
+            // KILL [HARD|SOFT] [QUERY|CONNECTION] n
+            if w.first() == Some(&"KILL") {
+                let skip = usize::from(matches!(w.get(1), Some(&"HARD") | Some(&"SOFT")));
+                let (query, idx) = match w.get(1 + skip) {
+                    Some(&"QUERY") => (true, 2 + skip),
+                    Some(&"CONNECTION") => (false, 2 + skip),
+                    _ => (false, 1 + skip),
+                };
+                match w.get(idx).and_then(|n| n.parse::<u64>().ok()) {
+                    Some(id) if w.len() == idx + 1 => a.kill = Some((query, id)),
+                    _ => {
+                        if let Some(st) = a.statements.first_mut() {
+                            st.foreign_kill = true;
+                        }
                     }
                 }
             }
         }
-        let locking = w
-            .windows(2)
-            .any(|p| p == ["FOR", "UPDATE"] || p == ["LOCK", "IN"] || p == ["FOR", "SHARE"])
-            || w.contains(&"INTO");
-        a.consolidable = w.first() == Some(&"SELECT")
+        let locking = s.windows(2).any(|p| {
+            let pair = |a: &str, b: &str| {
+                p[0].text.eq_ignore_ascii_case(a) && p[1].text.eq_ignore_ascii_case(b)
+            };
+            pair("FOR", "UPDATE") || pair("LOCK", "IN") || pair("FOR", "SHARE")
+        }) || s.iter().any(|t| t.text.eq_ignore_ascii_case("INTO"));
+        a.consolidable = is(0, "SELECT")
             && !locking
             && a.pins_session.is_none()
-            && !w.contains(&"LAST_INSERT_ID");
+            && !s
+                .iter()
+                .any(|t| t.text.eq_ignore_ascii_case("LAST_INSERT_ID"));
     }
     a
 }
@@ -539,7 +536,6 @@ fn statement(s: &[&Token]) -> Statement {
     };
     let keyword = kw(0);
     let mut st = Statement {
-        keyword: keyword.clone(),
         second: kw(1),
         artifact: s.iter().any(|t| is_artifact_name(t)),
         ..Default::default()
@@ -656,6 +652,7 @@ fn statement(s: &[&Token]) -> Statement {
             _ => st.opaque = true,
         }
     }
+    st.keyword = keyword;
     st
 }
 
