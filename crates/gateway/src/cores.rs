@@ -136,6 +136,22 @@ impl Cores {
     }
 }
 
+/// Statements longer than this are analysed on the blocking pool.
+const LONG_STATEMENT: usize = 64 * 1024;
+
+/// Analyses a statement's text. A long one (up to the 64 MiB a packet may hold) is read on the
+/// blocking pool: on a gateway core, the other connections of the thread would wait meanwhile.
+pub(crate) async fn analyze(sql: &str) -> strata_sqlscan::Analysis {
+    if sql.len() < LONG_STATEMENT {
+        return strata_sqlscan::analyze(sql);
+    }
+    let owned = sql.to_owned();
+    match tokio::task::spawn_blocking(move || strata_sqlscan::analyze(&owned)).await {
+        Ok(a) => a,
+        Err(_) => strata_sqlscan::analyze(sql),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -671,11 +671,17 @@ impl HttpSql {
                 sessions.remove(&id);
             }
         }
-        let answer = reply(
-            200,
-            &execute_response(token, result, started.elapsed().as_secs_f64()),
-            gzip,
-        );
+        let body = execute_response(token, result, started.elapsed().as_secs_f64());
+        // A result past a MiB is encoded (and compressed) on the blocking pool: on a gateway
+        // core, the other connections of the thread would wait meanwhile.
+        let answer = if held.as_ref().is_some_and(|p| p.num_permits() > 1) {
+            match tokio::task::spawn_blocking(move || reply(200, &body, gzip)).await {
+                Ok(answer) => answer,
+                Err(_) => fail("internal", "the answer could not be encoded", gzip),
+            }
+        } else {
+            reply(200, &body, gzip)
+        };
         drop(held);
         answer
     }
@@ -794,7 +800,7 @@ impl HttpSql {
         sql: &str,
         held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<QueryResult, RpcError> {
-        let a = strata_sqlscan::analyze(sql);
+        let a = crate::cores::analyze(sql).await;
         if let Some(e) = crate::session::refusal(&self.gw.platform, login, &a)
             .or_else(|| crate::link::time_limit_refusal(&a, &self.gw.cfg.limits, s.olap))
         {

@@ -734,7 +734,7 @@ impl Session {
 
     async fn query(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
         let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
-        let a = strata_sqlscan::analyze(&sql);
+        let a = crate::cores::analyze(&sql).await;
         self.commit_in_flight = commits(&a);
         if let Some(e) = refusal(&self.gw.platform, &self.login, &a)
             .or_else(|| time_limit_refusal(&a, &self.gw.cfg.limits, self.olap))
@@ -882,7 +882,7 @@ impl Session {
     /// so executing it later may use any backend connection (it is prepared there on demand).
     async fn prepare(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
         let sql = packet.slice(1..);
-        let a = strata_sqlscan::analyze(&String::from_utf8_lossy(&sql));
+        let a = crate::cores::analyze(&String::from_utf8_lossy(&sql)).await;
         if let Some(e) = refusal(&self.gw.platform, &self.login, &a)
             .or_else(|| time_limit_refusal(&a, &self.gw.cfg.limits, self.olap))
         {

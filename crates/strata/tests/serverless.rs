@@ -118,6 +118,17 @@ for i in range(20):
     s = call(one, f"INSERT INTO moved VALUES ({i})", s)
     s = call(two, f"INSERT INTO moved VALUES ({i + 100})", s)
     s = call(one if i % 3 else two, "ROLLBACK" if i % 4 == 3 else "COMMIT", s)
+# A result past a MiB (encoded and gzipped off the connection's thread) arrives whole.
+import gzip
+a.request("POST", "/psdb.v1alpha1.Database/Execute",
+          json.dumps({"query": "SELECT REPEAT('x', 3000000) AS big, 7 AS n", "session": None}),
+          {"content-type": "application/json", "authorization": auth, "accept-encoding": "gzip"})
+r = a.getresponse()
+raw = r.read()
+assert r.getheader("content-encoding") == "gzip", r.getheaders()
+row = json.loads(gzip.decompress(raw))["result"]["rows"][0]
+assert row["lengths"] == ["3000000", "1"], row["lengths"]
+assert base64.b64decode(row["values"]) == b"x" * 3000000 + b"7"
 "#;
     let out = Command::new("python3")
         .args(["-c", script, &s.http_port.to_string(), &user, &pass])
