@@ -104,7 +104,11 @@ pub async fn shell(ctx: Arc<Ctx>, db: &str, branch: &str, role: &str) -> Result<
     let m = mint(&ctx, db, branch, role, "shell").await?;
     let renew = m.keep_alive(ctx.clone());
     let Some(client) = find_client() else {
-        let r = builtin_shell(&ctx, &m, &format!("{db}/{branch}> ")).await;
+        let prompt = format!("{db}/{branch}> ");
+        let r = tokio::select! {
+            r = builtin_shell(&ctx, &m, &prompt) => r,
+            _ = terminated(true) => Ok(()),
+        };
         renew.abort();
         m.delete(&ctx).await;
         return r;
@@ -122,19 +126,54 @@ pub async fn shell(ctx: Arc<Ctx>, db: &str, branch: &str, role: &str) -> Result<
         ));
     }
     write_private(&cnf, &text)?;
-    let status = tokio::process::Command::new(&client)
+    let spawned = tokio::process::Command::new(&client)
         .arg(format!("--defaults-extra-file={}", cnf.display()))
         .arg(format!("--prompt={db}/{branch}> "))
-        .status()
-        .await
-        .with_context(|| format!("cannot run {}", client.display()))?;
+        .kill_on_drop(true)
+        .spawn();
+    // Ctrl-C is the client's (it stops the running statement); ended from outside, the client
+    // is stopped and the password deleted all the same.
+    let status = match spawned {
+        Ok(mut child) => tokio::select! {
+            s = child.wait() => Some(s),
+            _ = terminated(false) => {
+                let _ = child.kill().await;
+                None
+            }
+        },
+        Err(e) => Some(Err(e)),
+    };
     let _ = std::fs::remove_dir_all(&dir);
     renew.abort();
     m.delete(&ctx).await;
-    if !status.success() {
-        bail!("{} exited with {status}", client.display());
+    match status {
+        Some(Ok(status)) if !status.success() => {
+            bail!("{} exited with {status}", client.display())
+        }
+        Some(Err(e)) => Err(e).with_context(|| format!("cannot run {}", client.display())),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// Completes when the command is asked to end from outside: SIGTERM or SIGHUP (the terminal
+/// went away), and SIGINT when `interrupt` (else Ctrl-C is left to a client in the foreground).
+/// A short-lived password is deleted then, not left to expire.
+async fn terminated(interrupt: bool) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = hup.recv() => return,
+            _ = int.recv() => if interrupt { return },
+        }
+    }
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {
@@ -203,7 +242,7 @@ pub async fn connect(
     };
     let result = tokio::select! {
         r = serve => r,
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = terminated(true) => Ok(()),
     };
     renew.abort();
     m.delete(&ctx).await;

@@ -211,11 +211,48 @@ enum SchemaCmd {
     Diff { from: PathBuf, to: PathBuf },
 }
 
+/// Help and version go out as clap prints them; a usage error too, unless JSON output was asked
+/// for (`--format json`, `-f json`, `STRATA_FORMAT=json`): then it is a JSON object on stderr,
+/// as every other error of the command is.
+fn usage_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let json = args
+        .windows(2)
+        .any(|w| (w[0] == "--format" || w[0] == "-f") && w[1] == "json")
+        || args.iter().any(|a| a == "--format=json" || a == "-fjson")
+        || std::env::var("STRATA_FORMAT").is_ok_and(|v| v == "json");
+    if !json {
+        e.exit();
+    }
+    let msg = e.render().to_string();
+    // The message is what comes before the usage lines, on one line.
+    let head = msg.split("\n\nUsage:").next().unwrap_or_default();
+    let head = head.strip_prefix("error: ").unwrap_or(head);
+    let error = head.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!(
+        "{}",
+        serde_json::json!({ "error": error, "usage": msg.trim_end() })
+    );
+    std::process::ExitCode::from(2)
+}
+
 fn main() -> std::process::ExitCode {
     // One TLS implementation for every client in the process (the API client, S3 storage, the
     // gateway's connections): rustls with ring, installed before any of them is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let format = cli.format;
     if !matches!(
         cli.command,

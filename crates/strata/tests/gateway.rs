@@ -1315,19 +1315,61 @@ fn shell_and_connect_use_short_lived_passwords() {
     );
     common::unsafe_kill(connect.id(), "INT");
     let _ = connect.wait();
+    let gone = |what: &str| {
+        let start = Instant::now();
+        while !s
+            .json(&["password", "list", "shop"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{what}: its password is deleted on exit"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    gone("connect, Ctrl-C");
+
+    // Ended from outside (a service manager's SIGTERM, a closed terminal's SIGHUP), connect and
+    // shell delete their passwords too; the shell's client is stopped with it.
+    for sig in ["TERM", "HUP"] {
+        let mut connect = std::process::Command::new(common::BIN)
+            .args(["connect", "shop", "main", "--port", "0"])
+            .env("STRATA_CONFIG", s.root.join("config.toml"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let mut reader = std::io::BufReader::new(connect.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        common::unsafe_kill(connect.id(), sig);
+        let _ = connect.wait();
+        gone(&format!("connect, SIG{sig}"));
+    }
+    let mut shell = std::process::Command::new(common::BIN)
+        .args(["shell", "shop", "main"])
+        .env("STRATA_CONFIG", s.root.join("config.toml"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
-    while !s
+    while s
         .json(&["password", "list", "shop"])
         .as_array()
         .unwrap()
         .is_empty()
     {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "connect's password is deleted on exit"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "shell started");
         std::thread::sleep(Duration::from_millis(100));
     }
+    std::thread::sleep(Duration::from_millis(300));
+    common::unsafe_kill(shell.id(), "TERM");
+    let status = shell.wait().unwrap();
+    assert!(status.success(), "{status}");
+    gone("shell, SIGTERM");
 }
 
 #[test]

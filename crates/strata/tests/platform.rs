@@ -709,6 +709,22 @@ fn bad_input_gets_clear_errors() {
     assert!(out.stdout.is_empty(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stderr).unwrap();
     assert!(v["error"].as_str().unwrap().contains("nope"), "{v}");
+    // A usage error too (the usage goes with it); without JSON mode it stays clap's text.
+    for args in [
+        &["deploy-request", "deploy", "--format", "json"][..],
+        &["-f", "json", "database", "creat", "x"],
+        &["branch", "list", "--bogus", "--format=json"],
+    ] {
+        let out = s.cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stderr).unwrap();
+        assert!(!v["error"].as_str().unwrap().is_empty(), "{v}");
+        assert!(v["usage"].as_str().unwrap().contains("Usage:"), "{v}");
+    }
+    let out = s.cli(&["deploy-request", "deploy"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
     // Output piped into a reader that has gone (`| head -1`): no panic, no error message.
     let mut child = Command::new(common::BIN)
         .args(["branch", "list", "shop"])
