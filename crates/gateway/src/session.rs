@@ -503,11 +503,16 @@ impl Session {
         if let Some(seat) = seat {
             self.seat = seat;
         }
-        // A clean slate, on the old pool, before the identity changes.
+        // A clean slate, on the old pool, before the identity changes: the old identity's
+        // connection goes back to its pool (or is closed), never kept for the new one.
         if let Some(mut lease) = self.pinned.take() {
             let ok = lease.backend.reset().await.is_ok();
             self.keep_for_diagnostics = false;
-            self.settle(lease, !ok);
+            if ok {
+                lease.release();
+            } else {
+                lease.discard();
+            }
         }
         // The old identity's transaction is reset either way: nothing to tell the new one.
         self.aborted = None;

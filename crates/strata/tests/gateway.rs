@@ -1658,12 +1658,45 @@ fn change_user_switches_password_role_and_state() {
         )
         .await
         .unwrap();
+        // The very first statement runs as the new password (not on the old one's connection,
+        // which held the session's state).
+        let e = c.query_drop("INSERT INTO cu VALUES (2)").await.unwrap_err();
+        assert!(e.to_string().contains("INSERT command denied"), "{e}");
         let x: Option<Option<i64>> = c.query_first("SELECT @x").await.unwrap();
         assert_eq!(x, Some(None), "session state is reset");
         let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM cu").await.unwrap();
         assert_eq!(n, Some(0), "the open transaction was rolled back");
         let e = c.query_drop("INSERT INTO cu VALUES (2)").await.unwrap_err();
         assert!(e.to_string().contains("INSERT command denied"), "{e}");
+        // Again from admin with state, then a statement that keeps state (SET NAMES) first: every
+        // statement after the change is the reader's.
+        c.change_user(
+            mysql_async::ChangeUserOpts::default()
+                .with_user(Some(admin.clone()))
+                .with_pass(Some(admin_pw.clone())),
+        )
+        .await
+        .unwrap();
+        let admin_user: Option<String> = c.query_first("SELECT CURRENT_USER()").await.unwrap();
+        c.query_drop("SET @y = 1").await.unwrap();
+        c.query_drop("BEGIN").await.unwrap();
+        c.change_user(
+            mysql_async::ChangeUserOpts::default()
+                .with_user(Some(reader.clone()))
+                .with_pass(Some(reader_pw.clone())),
+        )
+        .await
+        .unwrap();
+        c.query_drop("SET NAMES utf8mb4").await.unwrap();
+        for _ in 0..3 {
+            let e = c.query_drop("INSERT INTO cu VALUES (4)").await.unwrap_err();
+            assert!(e.to_string().contains("INSERT command denied"), "{e}");
+        }
+        let user: Option<String> = c.query_first("SELECT CURRENT_USER()").await.unwrap();
+        assert_ne!(
+            user, admin_user,
+            "statements run as the new password's user"
+        );
         // Back to admin, then a wrong password: refused, and the connection ends.
         c.change_user(
             mysql_async::ChangeUserOpts::default()
