@@ -646,9 +646,18 @@ fn most_changed(frames: &[(Event, Frame)], counted: &[bool], capabilities: u32) 
         .filter_map(|(_, (_, f))| {
             strata_wire::packets::OkPacket::parse(f.payload(), capabilities).ok()
         })
-        .map(|ok| ok.affected_rows)
+        .map(|ok| duplicates(&ok.info).unwrap_or(ok.affected_rows))
         .max()
         .unwrap_or(0)
+}
+
+/// The rows an upsert updated or replaced, from its OK's `Records: n  Duplicates: n  Warnings:
+/// n` (its affected rows count each of those twice, and the rows it inserted, which the limit
+/// leaves alone). `None` without it (one row's upsert, an UPDATE or DELETE).
+fn duplicates(info: &[u8]) -> Option<u64> {
+    let info = std::str::from_utf8(info).ok()?;
+    let rest = &info[info.find("Duplicates:")? + "Duplicates:".len()..];
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// The next frame of a response and what it is, as a statement runner needs it.
@@ -857,6 +866,23 @@ pub(crate) async fn status_now(backend: &mut Backend) -> Result<u16, BackendErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upserts_duplicates_are_read_from_its_info() {
+        for (info, n) in [
+            (
+                &b"Records: 2000  Duplicates: 1000  Warnings: 0"[..],
+                Some(1000),
+            ),
+            (b"Records: 3  Duplicates: 0  Warnings: 0", Some(0)),
+            (b"Rows matched: 5  Changed: 5  Warnings: 0", None),
+            (b"", None),
+            (b"Duplicates:", None),
+            (b"\xff\xfe", None),
+        ] {
+            assert_eq!(duplicates(info), n, "{:?}", String::from_utf8_lossy(info));
+        }
+    }
 
     #[test]
     fn a_time_limit_can_be_lowered_never_lifted() {

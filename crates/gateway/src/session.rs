@@ -831,7 +831,7 @@ impl Session {
             let counted = a
                 .statements
                 .iter()
-                .map(|s| !matches!(s.keyword.as_str(), "INSERT" | "REPLACE"))
+                .map(|s| !matches!(s.keyword.as_str(), "INSERT" | "REPLACE") || s.upsert)
                 .collect();
             return self
                 .checked_dml(packet, in_tx, timeout, None, counted)
@@ -914,7 +914,7 @@ impl Session {
             lease.backend.remember_statement(sql.clone(), backend_id);
             let id = self.next_stmt;
             self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
-            let dml = a.statements.len() == 1 && a.is(&["UPDATE", "DELETE"]);
+            let dml = a.statements.len() == 1 && a.changes_rows();
             self.stmts.insert(
                 id,
                 ClientStmt {

@@ -86,9 +86,12 @@ pub struct Statement {
     /// Sets `check_constraint_checks` (which, off, lets rows past CHECK constraints), also in
     /// prepared text and compound statements.
     pub unchecks: bool,
-    /// An UPDATE or DELETE (the statements the row limit holds), also run from a string
-    /// (`EXECUTE IMMEDIATE`), prepared (`PREPARE … FROM`) or inside a compound statement.
+    /// An UPDATE or DELETE, or an upsert (the statements the row limit holds), also run from a
+    /// string (`EXECUTE IMMEDIATE`), prepared (`PREPARE … FROM`) or inside a compound statement.
     pub changes_rows: bool,
+    /// `REPLACE`, or `INSERT … ON DUPLICATE KEY UPDATE`: the rows it updates or replaces count
+    /// against the row limit (the server's `Duplicates:`), the rows it inserts do not.
+    pub upsert: bool,
     /// Part of a text holding a compound statement (`BEGIN NOT ATOMIC … END`, `IF …`, loops).
     pub compound: bool,
     /// Takes or releases locks the session keeps (`LOCK TABLES`, `UNLOCK TABLES`, `BACKUP
@@ -369,7 +372,7 @@ fn analyze_with(sql: &str, reading: Reading) -> Analysis {
             st.compound = true;
             st.ddl |= has(DDL);
             st.opaque |= has(&["PREPARE", "EXECUTE"]);
-            st.changes_rows |= has(&["UPDATE", "DELETE"]);
+            st.changes_rows |= has(&["UPDATE", "DELETE", "REPLACE"]);
             st.hidden_locks |= has(&["UNLOCK", "HANDLER"])
                 || s.windows(2).any(|p| {
                     (word_is(Some(p[0]), "LOCK")
@@ -583,7 +586,15 @@ fn statement(s: &[&Token]) -> Statement {
                 }));
     }
     st.xa = keyword == "XA";
-    st.changes_rows = matches!(keyword.as_str(), "UPDATE" | "DELETE");
+    st.upsert = keyword == "REPLACE"
+        || (keyword == "INSERT"
+            && s.windows(4).any(|w| {
+                word_is(Some(w[0]), "ON")
+                    && word_is(Some(w[1]), "DUPLICATE")
+                    && word_is(Some(w[2]), "KEY")
+                    && word_is(Some(w[3]), "UPDATE")
+            }));
+    st.changes_rows = matches!(keyword.as_str(), "UPDATE" | "DELETE") || st.upsert;
     let name_at = |i: usize| {
         s.get(i)
             .filter(|t| matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent))
@@ -639,6 +650,7 @@ fn statement(s: &[&Token]) -> Statement {
                 st.unchecks |= inner.unchecks();
                 st.artifact |= inner.touches_artifact();
                 st.changes_rows = inner.changes_rows();
+                st.upsert = inner.statements.iter().any(|i| i.upsert);
                 st.compound |= inner.statements.iter().any(|i| i.compound);
                 st.opaque |= inner.runs_hidden_text();
                 st.hidden_locks = inner.hides_locks()

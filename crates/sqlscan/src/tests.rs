@@ -660,8 +660,27 @@ fn rows_changed_and_locks_are_seen_wherever_they_run() {
             "SET STATEMENT max_statement_time=1 FOR UPDATE t SET a = 1",
             true,
         ),
+        // Upserts update (or replace) rows too.
+        ("REPLACE INTO t SELECT * FROM u", true),
+        ("replace t VALUES (1)", true),
+        (
+            "INSERT INTO t SELECT id, v FROM t ON DUPLICATE KEY UPDATE v = 'x'",
+            true,
+        ),
+        (
+            "insert into t values (1) on  duplicate /* */ key update v = v + 1",
+            true,
+        ),
+        ("EXECUTE IMMEDIATE 'REPLACE INTO t VALUES (1)'", true),
+        (
+            "PREPARE s FROM 'INSERT INTO t VALUES (?) ON DUPLICATE KEY UPDATE v = 1'",
+            true,
+        ),
+        ("BEGIN NOT ATOMIC REPLACE INTO t VALUES (1); END", true),
         ("SELECT 1", false),
         ("INSERT INTO t VALUES (1)", false),
+        ("INSERT INTO t SELECT * FROM u", false),
+        ("INSERT INTO t VALUES ('ON DUPLICATE KEY UPDATE')", false),
         ("EXECUTE IMMEDIATE 'SELECT 1'", false),
         ("PREPARE s FROM 'SELECT * FROM t'", false),
         ("SELECT 'UPDATE t SET a = 1'", false),
@@ -669,6 +688,8 @@ fn rows_changed_and_locks_are_seen_wherever_they_run() {
     for (sql, yes) in rows {
         assert_eq!(analyze(sql).changes_rows(), *yes, "{sql:?}");
     }
+    assert!(analyze("REPLACE INTO t VALUES (1)").statements[0].upsert);
+    assert!(!analyze("UPDATE t SET a = 1").statements[0].upsert);
     let locks: &[(&str, bool)] = &[
         ("EXECUTE IMMEDIATE 'LOCK TABLES t WRITE'", true),
         ("PREPARE s FROM 'lock table t read'", true),

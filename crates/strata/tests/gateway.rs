@@ -2381,6 +2381,53 @@ fn the_row_limit_holds_wherever_the_statement_runs() {
             let e = c.query_drop(text).await.unwrap_err();
             assert!(e.to_string().contains(expect), "{text}: {e}");
         }
+        // Upserts: the rows they update or replace count, the rows they insert do not.
+        c.query_drop("CREATE TABLE up (id INT PRIMARY KEY, v INT); INSERT INTO up SELECT seq, 0 FROM seq_1_to_150")
+            .await
+            .unwrap();
+        for text in [
+            "INSERT INTO up SELECT id, 5 FROM up ON DUPLICATE KEY UPDATE v = 5",
+            "REPLACE INTO up SELECT id, 5 FROM up",
+            "EXECUTE IMMEDIATE 'REPLACE INTO up SELECT id, 5 FROM up'",
+        ] {
+            let e = c.query_drop(text).await.unwrap_err();
+            assert!(e.to_string().contains("Row count exceeded 100"), "{text}: {e}");
+        }
+        let e = c
+            .exec_drop(
+                "INSERT INTO up SELECT id, ? FROM up ON DUPLICATE KEY UPDATE v = ?",
+                (5, 5),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("Row count exceeded 100"), "{e}");
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("UPDATE up SET v = 1 WHERE id = 1").await.unwrap();
+        let e = c
+            .query_drop("REPLACE INTO up SELECT id, 5 FROM up")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("Row count exceeded 100"), "{e}");
+        c.query_drop("COMMIT").await.unwrap();
+        let changed: Option<(i64, i64)> = c
+            .query_first("SELECT SUM(v = 5), SUM(v = 1) FROM up")
+            .await
+            .unwrap();
+        assert_eq!(changed, Some((0, 1)), "nothing of a refused upsert stays");
+        // Within the limit, and inserts of any number: done.
+        c.query_drop("INSERT INTO up SELECT id, 8 FROM up WHERE id <= 60 ON DUPLICATE KEY UPDATE v = 8")
+            .await
+            .unwrap();
+        c.query_drop("INSERT INTO up SELECT seq, 9 FROM seq_1001_to_1150 ON DUPLICATE KEY UPDATE v = 9")
+            .await
+            .unwrap();
+        let counts: Option<(i64, i64, i64)> = c
+            .query_first("SELECT COUNT(*), SUM(v = 8), SUM(v = 9) FROM up")
+            .await
+            .unwrap();
+        assert_eq!(counts, Some((300, 60, 150)));
+        let out = http_execute(&s, &admin, &pw, "REPLACE INTO up SELECT id, 5 FROM up", 10);
+        assert!(out.contains("Row count exceeded 100"), "{out}");
         // In Oracle mode a plain BEGIN opens a block: the same refusal.
         let mut ora = mysql_async::Conn::new(opts(&s, &admin, &pw)).await.unwrap();
         ora.query_drop("SET sql_mode = 'ORACLE'").await.unwrap();
