@@ -195,6 +195,45 @@ fn reply(status: u16, body: &impl serde::Serialize, gzip: bool) -> Response<Full
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
+/// An answer's body with the share of the shared result memory it was made in: given back when
+/// the body has been sent (or the connection ends), so answers clients do not read stay within
+/// that memory.
+/// The body goes out in pieces: hyper asks for the next one only when it has room to send it,
+/// so the share is held until the answer is nearly all in the socket, not just handed over.
+struct HeldBody {
+    data: Bytes,
+    _held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// The size of the pieces an answer goes out in.
+const BODY_PIECE: usize = 64 * 1024;
+
+impl hyper::body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.data.is_empty() {
+            self._held = None;
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.data.len().min(BODY_PIECE);
+        let piece = self.data.split_to(n);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.data.len() as u64)
+    }
+}
+
 /// The answer to a connection refused before its first request: 503 with the error body, unless it
 /// speaks TLS (no handshake is spent on it then).
 async fn busy(tcp: TcpStream, peer: SocketAddr) {
@@ -389,7 +428,19 @@ impl HttpSql {
         let service = hyper::service::service_fn(move |req| {
             let me = me.clone();
             lock(&ticket).take();
-            async move { Ok::<_, std::convert::Infallible>(me.handle(req, peer).await) }
+            async move {
+                let mut held = None;
+                let answer = me.handle(req, peer, &mut held).await;
+                let (parts, body) = answer.into_parts();
+                let data = match body.collect().await {
+                    Ok(c) => c.to_bytes(),
+                    Err(never) => match never {},
+                };
+                Ok::<_, std::convert::Infallible>(Response::from_parts(
+                    parts,
+                    HeldBody { data, _held: held },
+                ))
+            }
         });
         let mut builder =
             hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -473,7 +524,14 @@ impl HttpSql {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    /// Answers one request. `held` receives the answer's share of the shared result memory,
+    /// kept until the answer has been sent (a client that does not read holds it, not more).
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        held_out: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Response<Full<Bytes>> {
         let gzip = req
             .headers()
             .get("accept-encoding")
@@ -682,7 +740,7 @@ impl HttpSql {
         } else {
             reply(200, &body, gzip)
         };
-        drop(held);
+        *held_out = held;
         answer
     }
 
@@ -1023,7 +1081,23 @@ impl HttpSql {
                 s.tx_started = None;
             }
         }
-        let result = query_result(&collected.frames, t, lease.backend.capabilities);
+        let caps = lease.backend.capabilities;
+        // A result past a MiB is encoded on the blocking pool: on a gateway core, the other
+        // connections of the thread would wait meanwhile.
+        let result = if held.as_ref().is_some_and(|p| p.num_permits() > 1) {
+            let frames = std::mem::take(&mut collected.frames);
+            let tracker = collected.tracker.clone();
+            tokio::task::spawn_blocking(move || query_result(&frames, &tracker, caps))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RpcError {
+                        code: "INTERNAL",
+                        message: "the result could not be encoded".into(),
+                    })
+                })
+        } else {
+            query_result(&collected.frames, &collected.tracker, caps)
+        };
         if result.is_ok() {
             let backup = |w: &str| {
                 a.statements

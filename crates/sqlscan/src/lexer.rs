@@ -82,18 +82,16 @@ pub fn tokens_read(sql: &str, reading: Reading) -> Vec<Token<'_>> {
 
 /// True when the text holds `--` followed by a character some charset takes for a space.
 pub fn has_odd_space_dashes(sql: &str) -> bool {
-    let b = sql.as_bytes();
-    (0..b.len().saturating_sub(1))
-        .any(|i| b[i] == b'-' && b[i + 1] == b'-' && odd_space_at(sql, i + 2).is_some())
+    memchr::memmem::find_iter(sql.as_bytes(), b"--").any(|i| odd_space_at(sql, i + 2).is_some())
 }
 
 /// True when the text holds a versioned executable comment.
 pub fn has_versioned_comment(sql: &str) -> bool {
     let b = sql.as_bytes();
-    b.windows(3).enumerate().any(|(i, w)| {
-        let digit_at = |k: usize| b.get(k).is_some_and(u8::is_ascii_digit);
-        (w == b"/*!" && digit_at(i + 3))
-            || (w == b"/*M" && b.get(i + 3) == Some(&b'!') && digit_at(i + 4))
+    let digit_at = |k: usize| b.get(k).is_some_and(u8::is_ascii_digit);
+    memchr::memmem::find_iter(b, b"/*").any(|i| {
+        (b.get(i + 2) == Some(&b'!') && digit_at(i + 3))
+            || (b.get(i + 2) == Some(&b'M') && b.get(i + 3) == Some(&b'!') && digit_at(i + 4))
     })
 }
 
@@ -266,10 +264,7 @@ fn end_of_quoted(b: &[u8], start: usize, quote: u8, backslash_escapes: bool) -> 
 }
 
 fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    hay.get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
+    memchr::memmem::find(hay.get(from..)?, needle).map(|p| p + from)
 }
 
 #[cfg(test)]

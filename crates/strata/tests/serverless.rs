@@ -149,3 +149,62 @@ assert base64.b64decode(row["values"]) == b"x" * 3000000 + b"7"
     // Transactions 3, 7, 11, 15 and 19 rolled back: 15 committed, two rows each.
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "30\t0");
 }
+
+/// Answers a client does not read keep their share of the endpoint's result memory until they are
+/// sent: a few unread large answers leave no room for another (it is refused after its wait), so
+/// unread answers cannot take the process's memory; once they are read, there is room again.
+#[test]
+fn unread_answers_keep_their_share_of_the_result_memory() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Strata::start_with(root.path(), "127.0.0.1:0", &[]);
+    s.json(&["database", "create", "shop", "--wait"]);
+    let (user, pass, _) = common::password(&s, "shop", "main", "reader");
+    let script = r#"
+import base64, http.client, json, socket, sys, time
+port, user, pw = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+auth = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+def post(c, q, session):
+    c.request("POST", "/psdb.v1alpha1.Database/Execute", json.dumps({"query": q, "session": session}),
+              {"content-type": "application/json", "authorization": auth})
+BIG = "SELECT REPEAT('x', 1048576) FROM seq_1_to_130"  # 130 MiB: the shared memory holds 512
+def olap():
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    post(c, "SET workload = olap", None)
+    r = c.getresponse(); body = json.loads(r.read())
+    assert not body.get("error"), body
+    return c, body["session"]
+# Three large answers asked for and never read: their headers (sent once the answer is made),
+# not their bodies, through a small receive buffer.
+unread = []
+for _ in range(3):
+    c, session = olap()
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    post(c, BIG, session)
+    r = c.getresponse()
+    assert r.status == 200, r.status
+    unread.append((c, r))
+c, session = olap()
+post(c, BIG, session)
+r = c.getresponse(); body = json.loads(r.read())
+err = (body.get("error") or {}).get("message", "")
+assert "too many large results" in err, ("a fourth fits while three are unread", str(body)[:300])
+for u, r in unread:
+    u.close()
+time.sleep(1)
+post(c, BIG, session)
+r = c.getresponse(); body = json.loads(r.read())
+assert not body.get("error"), str(body)[:300]
+assert len(body["result"]["rows"]) == 130
+print("ok")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &s.http_port.to_string(), &user, &pass])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
