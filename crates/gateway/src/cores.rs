@@ -152,6 +152,21 @@ pub(crate) async fn analyze(sql: &str) -> strata_sqlscan::Analysis {
     }
 }
 
+/// [`analyze`] of a statement as the client sent it: a long one is also read as text (checked as
+/// UTF-8) on the blocking pool, without a copy.
+pub(crate) async fn analyze_bytes(text: bytes::Bytes) -> strata_sqlscan::Analysis {
+    if text.len() < LONG_STATEMENT {
+        return strata_sqlscan::analyze(&String::from_utf8_lossy(&text));
+    }
+    let sent = text.clone();
+    let read = move || strata_sqlscan::analyze(&String::from_utf8_lossy(&sent));
+    match tokio::task::spawn_blocking(read).await {
+        Ok(a) => a,
+        // Read again here: never an empty analysis, which would let the statement past the guard.
+        Err(_) => strata_sqlscan::analyze(&String::from_utf8_lossy(&text)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

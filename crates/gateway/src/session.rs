@@ -738,8 +738,7 @@ impl Session {
     }
 
     async fn query(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
-        let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
-        let a = crate::cores::analyze(&sql).await;
+        let a = crate::cores::analyze_bytes(packet.slice(1..)).await;
         self.commit_in_flight = commits(&a);
         if let Some(e) = refusal(&self.gw.platform, &self.login, &a)
             .or_else(|| time_limit_refusal(&a, &self.gw.cfg.limits, self.olap))
@@ -785,22 +784,29 @@ impl Session {
             };
         }
         if a.last_insert_id_query && !self.sticky {
-            return self.answer_last_insert_id().await;
+            let name = a.local_column.as_deref().unwrap_or("LAST_INSERT_ID()");
+            return self.answer_last_insert_id(name).await;
         }
         if a.connection_id_query {
             // The id the client's KILL takes (its backend's changes with the pool).
             let v = self.id.to_string();
-            return self.answer_local("CONNECTION_ID()", v).await;
+            return self
+                .answer_local(a.local_column.as_deref().unwrap_or("CONNECTION_ID()"), v)
+                .await;
         }
         if a.row_count_query && !self.sticky {
             let v = self.row_count.to_string();
-            return self.answer_local("ROW_COUNT()", v).await;
+            return self
+                .answer_local(a.local_column.as_deref().unwrap_or("ROW_COUNT()"), v)
+                .await;
         }
         if a.found_rows_query && !self.sticky {
             // The pooled connection's value is another session's; a `SQL_CALC_FOUND_ROWS`
             // query pins the session, and the server answers.
             let v = self.found_rows.to_string();
-            return self.answer_local("FOUND_ROWS()", v).await;
+            return self
+                .answer_local(a.local_column.as_deref().unwrap_or("FOUND_ROWS()"), v)
+                .await;
         }
         if let Some((query_only, id)) = a.kill {
             return self.kill(query_only, id).await;
@@ -887,7 +893,7 @@ impl Session {
     /// so executing it later may use any backend connection (it is prepared there on demand).
     async fn prepare(&mut self, packet: Bytes) -> Result<Flow, ClientError> {
         let sql = packet.slice(1..);
-        let a = crate::cores::analyze(&String::from_utf8_lossy(&sql)).await;
+        let a = crate::cores::analyze_bytes(sql.clone()).await;
         if let Some(e) = refusal(&self.gw.platform, &self.login, &a)
             .or_else(|| time_limit_refusal(&a, &self.gw.cfg.limits, self.olap))
         {
@@ -1013,9 +1019,9 @@ impl Session {
         }
     }
 
-    async fn answer_last_insert_id(&mut self) -> Result<Flow, ClientError> {
+    async fn answer_last_insert_id(&mut self, name: &str) -> Result<Flow, ClientError> {
         let v = self.last_insert_id.to_string();
-        self.answer_local("LAST_INSERT_ID()", v).await
+        self.answer_local(name, v).await
     }
 
     /// A one-column, one-row answer the gateway knows itself.

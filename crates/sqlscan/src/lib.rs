@@ -33,6 +33,9 @@ pub struct Analysis {
     /// `SELECT CONNECTION_ID()` alone: answered with the gateway's id of the session (the one
     /// `KILL` takes).
     pub connection_id_query: bool,
+    /// The column name of one of those answered by the gateway: the alias if given, else the
+    /// function as written (the server names the column so).
+    pub local_column: Option<String>,
     /// `SET workload = olap|oltp|dba` alone.
     pub set_workload: Option<String>,
     /// `KILL [HARD|SOFT] [QUERY|CONNECTION] n`: (query only, id).
@@ -290,6 +293,7 @@ pub fn analyze(sql: &str) -> Analysis {
             a.row_count_query = false;
             a.found_rows_query = false;
             a.connection_id_query = false;
+            a.local_column = None;
             a.set_workload = None;
             a.kill = None;
         }
@@ -472,6 +476,23 @@ fn analyze_with(sql: &str, reading: Reading) -> Analysis {
         a.row_count_query = select_of("ROW_COUNT");
         a.found_rows_query = select_of("FOUND_ROWS");
         a.connection_id_query = select_of("CONNECTION_ID");
+        if a.last_insert_id_query
+            || a.row_count_query
+            || a.found_rows_query
+            || a.connection_id_query
+        {
+            a.local_column = Some(match s.len() {
+                4 => format!("{}()", s[1].text),
+                n => {
+                    let alias = s[n - 1].text;
+                    match alias.chars().next() {
+                        Some('`') => alias.trim_matches('`').replace("``", "`"),
+                        Some('"' | '\'') => unquote(alias),
+                        _ => alias.to_string(),
+                    }
+                }
+            });
+        }
         if is(0, "SET") || is(0, "KILL") {
             let words: Vec<String> = s.iter().map(|t| t.text.to_ascii_uppercase()).collect();
             let w: Vec<&str> = words.iter().map(String::as_str).collect();

@@ -810,3 +810,22 @@ fn found_rows_alone_is_recognised() {
         assert!(!analyze(sql).found_rows_query, "{sql}");
     }
 }
+
+#[test]
+fn a_session_function_answered_locally_keeps_its_column_name() {
+    let cases: &[(&str, Option<&str>)] = &[
+        ("SELECT CONNECTION_ID()", Some("CONNECTION_ID()")),
+        ("select connection_id()", Some("connection_id()")),
+        ("SELECT CONNECTION_ID() AS cid", Some("cid")),
+        ("SELECT CONNECTION_ID() cid", Some("cid")),
+        ("SELECT LAST_INSERT_ID() AS `the id`", Some("the id")),
+        ("SELECT ROW_COUNT() AS \"n\"", Some("n")),
+        ("SELECT FOUND_ROWS() AS 'total'", Some("total")),
+        ("SELECT CONNECTION_ID() + 0 AS cid", None),
+        ("SELECT CONNECTION_ID() AS cid, 1 AS one", None),
+        ("SELECT 1", None),
+    ];
+    for (sql, name) in cases {
+        assert_eq!(analyze(sql).local_column.as_deref(), *name, "{sql}");
+    }
+}

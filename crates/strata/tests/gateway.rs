@@ -522,6 +522,18 @@ fn pooling_transactions_session_state_and_binary_protocol() {
         // CONNECTION_ID() is the session's id at the gateway, the one KILL takes.
         let own: Option<u32> = fresh.query_first("SELECT CONNECTION_ID()").await.unwrap();
         assert_eq!(own, Some(fresh.id()));
+        // Named as the server names it: the alias, else the call as written.
+        for (sql, name) in [
+            ("SELECT CONNECTION_ID() AS cid", "cid"),
+            ("select connection_id()", "connection_id()"),
+            ("SELECT FOUND_ROWS() total", "total"),
+        ] {
+            let r = fresh.query_iter(sql).await.unwrap();
+            let columns = r.columns().unwrap();
+            assert_eq!(columns[0].name_str(), name, "{sql}");
+            drop(columns);
+            r.drop_result().await.unwrap();
+        }
         fresh
             .query_drop("UPDATE t SET v = 5 WHERE v = 6")
             .await
