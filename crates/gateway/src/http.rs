@@ -740,6 +740,24 @@ impl HttpSql {
         } else {
             reply(200, &body, gzip)
         };
+        // The answer is larger than the result it was made from (base64 and JSON): its share
+        // grows to its size while there is room, so unread answers are counted as they are.
+        if let (Some(p), Some(len)) = (
+            held.as_mut(),
+            hyper::body::Body::size_hint(answer.body()).exact(),
+        ) {
+            let want = u32::try_from((len >> 20) + 1).unwrap_or(u32::MAX);
+            let have = u32::try_from(p.num_permits()).unwrap_or(u32::MAX);
+            if want > have {
+                if let Ok(more) = self
+                    .result_memory
+                    .clone()
+                    .try_acquire_many_owned(want - have)
+                {
+                    p.merge(more);
+                }
+            }
+        }
         *held_out = held;
         answer
     }
