@@ -101,13 +101,14 @@ fn find_client() -> Option<std::path::PathBuf> {
 
 /// `strata shell`: the installed `mariadb`/`mysql` client, logged in to the branch through the gateway.
 pub async fn shell(ctx: Arc<Ctx>, db: &str, branch: &str, role: &str) -> Result<()> {
+    let stop = terminated(find_client().is_none());
     let m = mint(&ctx, db, branch, role, "shell").await?;
     let renew = m.keep_alive(ctx.clone());
     let Some(client) = find_client() else {
         let prompt = format!("{db}/{branch}> ");
         let r = tokio::select! {
             r = builtin_shell(&ctx, &m, &prompt) => r,
-            _ = terminated(true) => Ok(()),
+            _ = stop => Ok(()),
         };
         renew.abort();
         m.delete(&ctx).await;
@@ -136,7 +137,7 @@ pub async fn shell(ctx: Arc<Ctx>, db: &str, branch: &str, role: &str) -> Result<
     let status = match spawned {
         Ok(mut child) => tokio::select! {
             s = child.wait() => Some(s),
-            _ = terminated(false) => {
+            _ = stop => {
                 let _ = child.kill().await;
                 None
             }
@@ -158,20 +159,25 @@ pub async fn shell(ctx: Arc<Ctx>, db: &str, branch: &str, role: &str) -> Result<
 /// Completes when the command is asked to end from outside: SIGTERM or SIGHUP (the terminal
 /// went away), and SIGINT when `interrupt` (else Ctrl-C is left to a client in the foreground).
 /// A short-lived password is deleted then, not left to expire.
-async fn terminated(interrupt: bool) {
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// signal that comes right after the command says it is ready is not missed.
+fn terminated(interrupt: bool) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
         signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = hup.recv() => return,
-            _ = int.recv() => if interrupt { return },
+    );
+    async move {
+        let (Ok(mut term), Ok(mut hup), Ok(mut int)) = handlers else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = hup.recv() => return,
+                _ = int.recv() => if interrupt { return },
+            }
         }
     }
 }
@@ -216,6 +222,7 @@ pub async fn connect(
         }
         None => None,
     };
+    let stop = terminated(true);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -242,7 +249,7 @@ pub async fn connect(
     };
     let result = tokio::select! {
         r = serve => r,
-        _ = terminated(true) => Ok(()),
+        _ = stop => Ok(()),
     };
     renew.abort();
     m.delete(&ctx).await;
