@@ -205,6 +205,13 @@ struct HeldBody {
     _held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
+/// A result (or its answer) past a MiB, by its share of the result memory: turned into rows and
+/// encoded on the blocking pool, since on a gateway core the other connections of the thread
+/// would wait meanwhile.
+fn past_a_mib(held: &Option<tokio::sync::OwnedSemaphorePermit>) -> bool {
+    held.as_ref().is_some_and(|p| p.num_permits() > 1)
+}
+
 /// The size of the pieces an answer goes out in.
 const BODY_PIECE: usize = 64 * 1024;
 
@@ -730,9 +737,7 @@ impl HttpSql {
             }
         }
         let body = execute_response(token, result, started.elapsed().as_secs_f64());
-        // A result past a MiB is encoded (and compressed) on the blocking pool: on a gateway
-        // core, the other connections of the thread would wait meanwhile.
-        let answer = if held.as_ref().is_some_and(|p| p.num_permits() > 1) {
+        let answer = if past_a_mib(&held) {
             match tokio::task::spawn_blocking(move || reply(200, &body, gzip)).await {
                 Ok(answer) => answer,
                 Err(_) => fail("internal", "the answer could not be encoded", gzip),
@@ -1100,9 +1105,7 @@ impl HttpSql {
             }
         }
         let caps = lease.backend.capabilities;
-        // A result past a MiB is encoded on the blocking pool: on a gateway core, the other
-        // connections of the thread would wait meanwhile.
-        let result = if held.as_ref().is_some_and(|p| p.num_permits() > 1) {
+        let result = if past_a_mib(held) {
             let frames = std::mem::take(&mut collected.frames);
             let tracker = collected.tracker.clone();
             tokio::task::spawn_blocking(move || query_result(&frames, &tracker, caps))

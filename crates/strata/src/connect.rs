@@ -101,10 +101,11 @@ fn find_client() -> Option<std::path::PathBuf> {
 
 /// `strata shell`: the installed `mariadb`/`mysql` client, logged in to the branch through the gateway.
 pub async fn shell(ctx: Arc<Ctx>, db: &str, branch: &str, role: &str) -> Result<()> {
-    let stop = terminated(find_client().is_none());
+    let client = find_client();
+    let stop = terminated(client.is_none());
     let m = mint(&ctx, db, branch, role, "shell").await?;
     let renew = m.keep_alive(ctx.clone());
-    let Some(client) = find_client() else {
+    let Some(client) = client else {
         let prompt = format!("{db}/{branch}> ");
         let r = tokio::select! {
             r = builtin_shell(&ctx, &m, &prompt) => r,
@@ -227,13 +228,24 @@ pub async fn connect(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
-    println!("Secure connection to {db}/{branch} is available at {local}");
-    println!(
-        "Connect with: mariadb -h {} -P {} -u root {}",
-        local.ip(),
-        local.port(),
-        m.database
-    );
+    // Written, not printed: a reader of stdout that has gone (`| head -1`) must not end the
+    // tunnel (println! panics on a closed pipe) before its password is deleted.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(
+            out,
+            "Secure connection to {db}/{branch} is available at {local}"
+        );
+        let _ = writeln!(
+            out,
+            "Connect with: mariadb -h {} -P {} -u root {}",
+            local.ip(),
+            local.port(),
+            m.database
+        );
+        let _ = out.flush();
+    }
     let serve = async {
         loop {
             let (sock, _) = listener.accept().await?;

@@ -1291,16 +1291,7 @@ fn shell_and_connect_use_short_lived_passwords() {
     );
 
     // strata connect: a local plaintext port, any local credentials, TLS to the gateway.
-    let mut connect = std::process::Command::new(common::BIN)
-        .args(["connect", "shop", "main", "--port", "0"])
-        .env("STRATA_CONFIG", s.root.join("config.toml"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut reader = std::io::BufReader::new(connect.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let (mut connect, port) = start_connect(&s);
     let o = std::process::Command::new("mariadb")
         .args([
             "-h",
@@ -1347,15 +1338,7 @@ fn shell_and_connect_use_short_lived_passwords() {
     // Ended from outside (a service manager's SIGTERM, a closed terminal's SIGHUP), connect and
     // shell delete their passwords too; the shell's client is stopped with it.
     for sig in ["TERM", "HUP"] {
-        let mut connect = std::process::Command::new(common::BIN)
-            .args(["connect", "shop", "main", "--port", "0"])
-            .env("STRATA_CONFIG", s.root.join("config.toml"))
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let mut reader = std::io::BufReader::new(connect.stdout.take().unwrap());
-        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        let (mut connect, _) = start_connect(&s);
         common::unsafe_kill(connect.id(), sig);
         let _ = connect.wait();
         gone(&format!("connect, SIG{sig}"));
@@ -1382,6 +1365,22 @@ fn shell_and_connect_use_short_lived_passwords() {
     let status = shell.wait().unwrap();
     assert!(status.success(), "{status}");
     gone("shell, SIGTERM");
+}
+
+/// `strata connect shop main` on a free port, once it says it is ready: the process and the port.
+/// Its output is read no further (closed): the tunnel must not mind.
+fn start_connect(s: &Strata) -> (std::process::Child, String) {
+    let mut connect = std::process::Command::new(common::BIN)
+        .args(["connect", "shop", "main", "--port", "0"])
+        .env("STRATA_CONFIG", s.root.join("config.toml"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut reader = std::io::BufReader::new(connect.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    (connect, port)
 }
 
 #[test]

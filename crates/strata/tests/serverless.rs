@@ -130,16 +130,7 @@ row = json.loads(gzip.decompress(raw))["result"]["rows"][0]
 assert row["lengths"] == ["3000000", "1"], row["lengths"]
 assert base64.b64decode(row["values"]) == b"x" * 3000000 + b"7"
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &s.http_port.to_string(), &user, &pass])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(script, &s, &user, &pass);
     let o = s.gateway_sql(
         &user,
         &pass,
@@ -197,8 +188,13 @@ assert not body.get("error"), str(body)[:300]
 assert len(body["result"]["rows"]) == 130
 print("ok")
 "#;
+    run_python(script, &s, &user, &pass);
+}
+
+/// Runs a Python script against the HTTP SQL endpoint (argv: port, user, password); it must exit 0.
+fn run_python(script: &str, s: &Strata, user: &str, pass: &str) {
     let out = Command::new("python3")
-        .args(["-c", script, &s.http_port.to_string(), &user, &pass])
+        .args(["-c", script, &s.http_port.to_string(), user, pass])
         .output()
         .unwrap();
     assert!(
